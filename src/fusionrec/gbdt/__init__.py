@@ -1,0 +1,13 @@
+"""Gradient-boosted trees implementing the XGBoost system (Chen & Guestrin, KDD 2016).
+
+Data flows one way: :class:`Dataset` bins once -> histograms -> split finding -> tree
+growth -> flat trees that predict and save. :func:`train` loops :meth:`Booster.update`
+with callbacks; :class:`GBDTClassifier` / :class:`GBDTRegressor` wrap it for scikit-learn.
+"""
+
+from fusionrec.callbacks import EarlyStopping, EvaluationMonitor, TrainingCallback
+from fusionrec.gbdt.booster import Booster
+from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.training import train
+
+__all__ = ["Booster", "Dataset", "train", "TrainingCallback", "EarlyStopping", "EvaluationMonitor"]

@@ -1,0 +1,137 @@
+"""Stage 1 of the engine: bin each feature once into uint8 codes.
+
+Cuts are weighted quantiles of the feature's values (the sample weights are the
+quantile weights, as in the paper's weighted quantile sketch, section 3.3, with the
+hessian replaced by the sample weight for the global, once-per-data-set proposal that
+the histogram method uses). A feature with few distinct values gets a cut between every
+pair of neighbours, so no split point is lost.
+
+Code ``b`` holds the values ``x`` with ``cuts[b-1] < x <= cuts[b]``; the last code holds
+everything above the last cut. ``MISSING_CODE`` (255) holds NaN and absent sparse
+entries. A split "at bin b" therefore sends ``x <= cuts[b]`` left, which prediction on
+raw values reproduces exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from numba import njit, prange
+
+MISSING_CODE = 255
+N_CODES = 256  # histogram width: value codes 0..254 plus the missing code
+MAX_VALUE_BINS = 255
+
+
+def compute_cuts(
+    values: np.ndarray | sp.csr_matrix,
+    weight: np.ndarray | None,
+    max_bin: int,
+    sample_cnt: int,
+    seed: int,
+) -> list[np.ndarray]:
+    """Bin edges (float64, ascending) per feature from at most ``sample_cnt`` rows.
+
+    Rows with zero weight take no part, so a zero weight is the same as a removed row.
+    The row sample (for data larger than ``sample_cnt``) is drawn once with ``seed`` and
+    shared by all features, as LightGBM's ``bin_construct_sample_cnt`` does.
+    """
+    n_rows, n_features = values.shape
+    max_value_bins = min(max_bin, MAX_VALUE_BINS)
+    rows = np.arange(n_rows) if weight is None else np.flatnonzero(weight > 0)
+    if rows.shape[0] > sample_cnt:
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(rows, size=sample_cnt, replace=False))
+    w = None if weight is None else weight[rows]
+    if sp.issparse(values):
+        csc = values[rows].tocsc()
+        cuts = []
+        for j in range(n_features):
+            start, stop = csc.indptr[j], csc.indptr[j + 1]
+            column = csc.data[start:stop]
+            col_w = None if w is None else w[csc.indices[start:stop]]
+            cuts.append(_feature_cuts(column, col_w, max_value_bins))
+        return cuts
+    sample = values[rows] if rows.shape[0] != n_rows else values
+    return [_feature_cuts(sample[:, j], w, max_value_bins) for j in range(n_features)]
+
+
+def _feature_cuts(column: np.ndarray, weight: np.ndarray | None, max_value_bins: int) -> np.ndarray:
+    present = ~np.isnan(column)
+    column = column[present]
+    if column.size == 0:
+        return np.empty(0, dtype=np.float64)
+    unique, inverse = np.unique(column, return_inverse=True)
+    unique = unique.astype(np.float64)
+    if unique.size <= max_value_bins:
+        return (unique[:-1] + unique[1:]) * 0.5
+    unique_w = np.bincount(inverse, weights=None if weight is None else weight[present], minlength=unique.size)
+    cumulative = np.cumsum(unique_w)
+    total = cumulative[-1]
+    targets = total * np.arange(1, max_value_bins) / max_value_bins
+    # index of the first distinct value whose cumulative weight reaches each quantile
+    positions = np.unique(np.searchsorted(cumulative, targets, side="left"))
+    positions = positions[positions < unique.size - 1]
+    return (unique[positions] + unique[positions + 1]) * 0.5
+
+
+def pack_cuts(cuts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Padded (n_features, 254) cut table and the number of cuts per feature, for kernels."""
+    n_features = len(cuts)
+    table = np.full((n_features, MAX_VALUE_BINS - 1), np.inf, dtype=np.float64)
+    n_cuts = np.zeros(n_features, dtype=np.int32)
+    for j, c in enumerate(cuts):
+        table[j, : c.shape[0]] = c
+        n_cuts[j] = c.shape[0]
+    return table, n_cuts
+
+
+@njit(cache=True, inline="always")
+def _code_of(x, cut_row, n_cut):
+    # Number of cuts strictly below x (binary search): the bin with cuts[b-1] < x <= cuts[b].
+    lo = 0
+    hi = n_cut
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cut_row[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(parallel=True, cache=True)
+def bin_dense(values, cut_table, n_cuts, out):
+    """values (n, F) float32 -> out (n, F) uint8 codes; NaN -> MISSING_CODE."""
+    n_rows, n_features = values.shape
+    for i in prange(n_rows):
+        for j in range(n_features):
+            x = values[i, j]
+            if np.isnan(x):
+                out[i, j] = 255
+            else:
+                out[i, j] = _code_of(np.float64(x), cut_table[j], n_cuts[j])
+
+
+@njit(parallel=True, cache=True)
+def bin_csr(indptr, indices, data, cut_table, n_cuts, out):
+    """CSR rows -> out (n, F) uint8 codes; absent entries and NaN -> MISSING_CODE."""
+    n_rows = indptr.shape[0] - 1
+    for i in prange(n_rows):
+        out[i, :] = 255
+        for k in range(indptr[i], indptr[i + 1]):
+            j = indices[k]
+            x = data[k]
+            if not np.isnan(x):
+                out[i, j] = _code_of(np.float64(x), cut_table[j], n_cuts[j])
+
+
+def apply_cuts(values: np.ndarray | sp.csr_matrix, cut_table: np.ndarray, n_cuts: np.ndarray) -> np.ndarray:
+    """Bin codes (n_rows, n_features) uint8, C order, for dense or CSR float32 values."""
+    n_rows, n_features = values.shape
+    codes = np.empty((n_rows, n_features), dtype=np.uint8)
+    if sp.issparse(values):
+        bin_csr(values.indptr, values.indices, values.data, cut_table, n_cuts, codes)
+    else:
+        bin_dense(values, cut_table, n_cuts, codes)
+    return codes

@@ -1,0 +1,247 @@
+"""Versioned JSON model files.
+
+Forward-compatibility policy (also in docs/gbdt.md):
+
+* ``format_version`` is an integer bumped on any change a reader must know about. A file
+  with a larger version than this library's is refused with a message naming the file and
+  both versions; older versions are read (and upgraded) by this library.
+* Unknown keys are errors, not ignored: a key we do not understand could change what the
+  model predicts.
+* Every array is checked before any kernel sees it (lengths, child indices pointing
+  forward and in range, feature ids in range, finite values), so a damaged file raises
+  :class:`ModelFileError` and never crashes the process.
+* Files are written atomically with a ``.sha256`` sidecar; when the sidecar is present
+  a mismatching file is refused as damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusionrec import __version__
+from fusionrec._atomic import atomic_write_bytes, read_sidecar_digest
+from fusionrec.errors import FusionrecError, ModelFileError
+from fusionrec.gbdt.params import OBJECTIVES, RULES
+from fusionrec.gbdt.tree import Tree
+
+FORMAT = "fusionrec.gbdt.Booster"
+FORMAT_VERSION = 1
+_TOP_KEYS = {
+    "format", "format_version", "library_version", "params", "objective", "base_score", "n_groups",
+    "n_features", "feature_names", "feature_types", "max_bin", "bin_edges", "best_iteration",
+    "best_score", "rng_state", "tree_group", "trees",
+}  # fmt: skip
+_TREE_KEYS = {"feature", "threshold", "split_bin", "left", "right", "default_left", "value", "cover", "gain"}
+CUSTOM_OBJECTIVE = "custom"
+
+
+def _json_params(params: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in params.items():
+        if callable(value):
+            value = CUSTOM_OBJECTIVE if name == "objective" else None
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[name] = value
+    return out
+
+
+def to_json_bytes(booster) -> bytes:
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "params": _json_params(booster.params),
+        "objective": CUSTOM_OBJECTIVE if callable(booster.params["objective"]) or booster._custom_objective else booster.params["objective"],
+        "base_score": booster.base_score,
+        "n_groups": booster.n_groups,
+        "n_features": booster.n_features,
+        "feature_names": booster.feature_names,
+        "feature_types": booster.feature_types,
+        "max_bin": booster.max_bin,
+        "bin_edges": [c.tolist() for c in booster.cuts],
+        "best_iteration": booster.best_iteration,
+        "best_score": booster.best_score,
+        "rng_state": booster.rng.bit_generator.state,
+        "tree_group": list(booster.tree_group),
+        "trees": [tree.to_dict() for tree in booster.trees],
+    }
+    return json.dumps(document, allow_nan=False, separators=(",", ":")).encode()
+
+
+def save(booster, path: str) -> None:
+    if booster.n_features is None:
+        raise FusionrecError("save_model: this Booster has no trees yet; train it first")
+    atomic_write_bytes(path, to_json_bytes(booster))
+
+
+def load_into(booster, path: str | Path) -> None:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {path}: does not exist") from None
+    except OSError as exc:
+        raise ModelFileError(f"model file {path}: cannot be read ({exc.strerror})") from None
+    expected = read_sidecar_digest(path)
+    if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
+        raise ModelFileError(f"model file {path}: sha256 does not match {path.name}.sha256; the file is damaged or was changed")
+    _fill(booster, raw, str(path))
+
+
+def from_json_bytes(raw: bytes, source: str = "<bytes>"):
+    from fusionrec.gbdt.booster import Booster
+
+    booster = Booster()
+    _fill(booster, raw, source)
+    return booster
+
+
+def _custom_objective_placeholder(margin, dataset):
+    raise FusionrecError(
+        "this model was trained with a custom objective, which a model file cannot hold; "
+        "pass obj= (or Booster.set_objective) to continue training"
+    )
+
+
+def _fill(booster, raw: bytes, source: str) -> None:
+    def fail(message: str) -> None:
+        raise ModelFileError(f"model file {source}: {message}")
+
+    if not raw:
+        fail("is empty")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        fail(f"is not UTF-8 text (byte {exc.start}); not a fusionrec model")
+    except json.JSONDecodeError as exc:
+        fail(f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); truncated or damaged")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        fail(f"is not a fusionrec boosted-tree model (format {doc.get('format') if isinstance(doc, dict) else None!r}, expected {FORMAT!r})")
+    version = doc.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        fail(f"format_version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        fail(
+            f"format_version {version} was written by a newer fusionrec ({doc.get('library_version')}); "
+            f"this fusionrec {__version__} reads up to format_version {FORMAT_VERSION}"
+        )
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    missing = sorted(_TOP_KEYS - set(doc))
+    if unknown:
+        fail(f"unknown keys {unknown} (refused: they could change predictions)")
+    if missing:
+        fail(f"missing keys {missing}")
+    params = doc["params"]
+    if not isinstance(params, dict):
+        fail("params is not an object")
+    unknown_params = sorted(set(params) - set(RULES))
+    if unknown_params:
+        fail(f"unknown parameters {unknown_params}")
+    objective = doc["objective"]
+    if objective != CUSTOM_OBJECTIVE and objective not in OBJECTIVES:
+        fail(f"unknown objective {objective!r}; this fusionrec knows {list(OBJECTIVES)}")
+    params = dict(params)
+    params["objective"] = _custom_objective_placeholder if objective == CUSTOM_OBJECTIVE else objective
+    try:
+        from fusionrec.gbdt.params import resolve_params
+
+        resolved = resolve_params(params)
+    except FusionrecError as exc:
+        fail(f"bad parameters: {exc}")
+    n_features = doc["n_features"]
+    if not isinstance(n_features, int) or n_features < 1:
+        fail(f"n_features {n_features!r} is not a positive integer")
+    n_groups = doc["n_groups"]
+    from fusionrec.gbdt.params import n_classes_of
+
+    if n_groups != n_classes_of(resolved):
+        fail(f"n_groups {n_groups!r} does not match the objective's {n_classes_of(resolved)}")
+    names = doc["feature_names"]
+    if names is not None and (not isinstance(names, list) or len(names) != n_features or not all(isinstance(n, str) for n in names)):
+        fail(f"feature_names must be null or {n_features} strings")
+    types = doc["feature_types"]
+    if not isinstance(types, list) or len(types) != n_features:
+        fail(f"feature_types must be a list of {n_features} strings")
+    base_score = doc["base_score"]
+    if not isinstance(base_score, (int, float)) or isinstance(base_score, bool) or not math.isfinite(base_score):
+        fail(f"base_score {base_score!r} is not a finite number")
+    edges = doc["bin_edges"]
+    if not isinstance(edges, list) or len(edges) != n_features:
+        fail(f"bin_edges must hold {n_features} lists")
+    cuts = []
+    for j, edge in enumerate(edges):
+        try:
+            arr = np.asarray(edge, dtype=np.float64)
+        except (TypeError, ValueError):
+            fail(f"bin_edges[{j}] is not a list of numbers")
+        if arr.ndim != 1 or arr.shape[0] > 254 or not np.all(np.isfinite(arr)) or np.any(np.diff(arr) <= 0):
+            fail(f"bin_edges[{j}] must be at most 254 finite, increasing numbers")
+        cuts.append(arr)
+    tree_group = doc["tree_group"]
+    trees_doc = doc["trees"]
+    if not isinstance(trees_doc, list) or not isinstance(tree_group, list) or len(trees_doc) != len(tree_group):
+        fail("trees and tree_group must be lists of the same length")
+    if len(trees_doc) % n_groups:
+        fail(f"{len(trees_doc)} trees is not a whole number of rounds of {n_groups}")
+    trees = [_check_tree(t, i, n_features, fail) for i, t in enumerate(trees_doc)]
+    for i, g in enumerate(tree_group):
+        if g != i % n_groups:
+            fail(f"tree_group[{i}] = {g!r}, expected {i % n_groups}")
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = doc["rng_state"]
+    except (TypeError, ValueError, KeyError) as exc:
+        fail(f"rng_state is not a PCG64 state ({exc})")
+    best_iteration = doc["best_iteration"]
+    if best_iteration is not None and (not isinstance(best_iteration, int) or not 0 <= best_iteration < len(trees) // n_groups):
+        fail(f"best_iteration {best_iteration!r} is outside the {len(trees) // n_groups} rounds")
+    booster.params = resolved
+    booster._objective = None
+    booster._custom_objective = None
+    booster.trees = trees
+    booster.tree_group = list(tree_group)
+    booster.base_score = float(base_score)
+    booster.n_features = n_features
+    booster.feature_names = names
+    booster.feature_types = [str(t) for t in types]
+    booster.cuts = cuts
+    booster.max_bin = int(doc["max_bin"])
+    booster.best_iteration = best_iteration
+    booster.best_score = doc["best_score"]
+    booster.rng = rng
+    booster._forest = None
+    booster._margin_cache = {}
+
+
+def _check_tree(doc: Any, index: int, n_features: int, fail) -> Tree:
+    where = f"trees[{index}]"
+    if not isinstance(doc, dict) or set(doc) != _TREE_KEYS:
+        keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+        fail(f"{where} must have exactly the keys {sorted(_TREE_KEYS)}, got {keys}")
+    lengths = {len(v) if isinstance(v, list) else -1 for v in doc.values()}
+    if len(lengths) != 1 or -1 in lengths or 0 in lengths:
+        fail(f"{where}: node arrays must be non-empty lists of one length")
+    try:
+        tree = Tree.from_dict(doc)
+    except (TypeError, ValueError, OverflowError):
+        fail(f"{where}: node arrays hold non-numeric values")
+    m = tree.n_nodes
+    internal = tree.feature >= 0
+    ids = np.arange(m)
+    if np.any(tree.feature[internal] >= n_features) or np.any(tree.feature < -1):
+        fail(f"{where}: feature ids must be -1 (leaf) or in [0, {n_features})")
+    for side in ("left", "right"):
+        child = getattr(tree, side)
+        if np.any((child[internal] <= ids[internal]) | (child[internal] >= m)):
+            fail(f"{where}: {side} child ids must point forward inside the tree")
+    for name in ("threshold", "value", "cover", "gain"):
+        if not np.all(np.isfinite(getattr(tree, name))):
+            fail(f"{where}: {name} holds non-finite values")
+    return tree

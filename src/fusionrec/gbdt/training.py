@@ -1,0 +1,79 @@
+"""``train()``: the boosting loop with evaluation sets, early stopping and callbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from fusionrec.callbacks import CallbackContainer, EarlyStopping, EvaluationMonitor, TrainingCallback
+from fusionrec.errors import FusionrecError
+from fusionrec.gbdt.booster import Booster
+from fusionrec.gbdt.dataset import Dataset
+
+
+def train(
+    params: dict[str, Any],
+    dtrain: Dataset,
+    num_boost_round: int = 10,
+    evals: Sequence[tuple[Dataset, str]] | None = None,
+    obj: Callable | None = None,
+    custom_metric: Callable | None = None,
+    early_stopping_rounds: int | None = None,
+    evals_result: dict | None = None,
+    verbose_eval: bool | int = False,
+    xgb_model: Booster | str | Path | None = None,
+    callbacks: Sequence[TrainingCallback] | None = None,
+) -> Booster:
+    """Train a booster for ``num_boost_round`` rounds (XGBoost's ``xgboost.train`` signature).
+
+    ``xgb_model`` continues training an existing booster (or model file): N rounds, then M
+    more, equals N+M rounds in one run. Early stopping watches the last data set in
+    ``evals`` and its last metric; ``best_iteration`` is set on the returned booster.
+    """
+    if not isinstance(num_boost_round, int) or isinstance(num_boost_round, bool) or num_boost_round < 0:
+        raise FusionrecError(f"num_boost_round={num_boost_round!r}: must be an integer >= 0")
+    if not isinstance(dtrain, Dataset):
+        raise FusionrecError(f"dtrain: expected a fusionrec.gbdt.Dataset, got {type(dtrain).__name__}")
+    evals = list(evals or [])
+    for i, pair in enumerate(evals):
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], Dataset) and isinstance(pair[1], str)):
+            raise FusionrecError(f"evals[{i}]: expected a (Dataset, name) pair")
+    if xgb_model is None:
+        booster = Booster(params)
+    else:
+        booster = xgb_model.copy() if isinstance(xgb_model, Booster) else Booster.load_model(xgb_model)
+        if params:
+            from fusionrec.gbdt.params import resolve_params
+
+            merged = {k: v for k, v in booster.params.items()}
+            merged.update(resolve_params({**{k: v for k, v in booster.params.items()}, **params}))
+            booster.params = merged
+            booster._objective = None
+    if obj is not None:
+        booster.set_objective(obj)
+    container = list(callbacks or [])
+    if verbose_eval:
+        container.append(EvaluationMonitor(period=1 if verbose_eval is True else int(verbose_eval)))
+    if early_stopping_rounds is not None:
+        if not evals:
+            raise FusionrecError("early_stopping_rounds: needs at least one data set in evals")
+        container.append(EarlyStopping(early_stopping_rounds))
+    callbacks_run = CallbackContainer(container)
+    log: dict[str, dict[str, list[float]]] = {}
+    booster = callbacks_run.before_training(booster)
+    start = booster.num_boosted_rounds()
+    for iteration in range(start, start + num_boost_round):
+        if callbacks_run.before_iteration(booster, iteration, log):
+            break
+        booster.update(dtrain, iteration)
+        if evals:
+            for data_name, metrics in booster.eval_set(evals, iteration, custom_metric).items():
+                for metric_name, value in metrics.items():
+                    log.setdefault(data_name, {}).setdefault(metric_name, []).append(value)
+        if callbacks_run.after_iteration(booster, iteration, log):
+            break
+    booster = callbacks_run.after_training(booster)
+    if evals_result is not None:
+        evals_result.clear()
+        evals_result.update(log)
+    return booster

@@ -1,0 +1,193 @@
+"""Stage 5: the flat node arrays that predict and get saved.
+
+The grower's node objects are turned into one ``Tree`` of parallel arrays; a ``Forest``
+concatenates every tree's arrays so one numba kernel predicts all trees. Node ``i`` is a
+leaf when ``feature[i] == -1``. An internal node sends ``x <= threshold`` left, NaN (and
+absent sparse entries) to the ``default_left`` side, everything else right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit, prange
+
+THRESHOLD_ALL = float(np.finfo(np.float64).max)  # split that sends every present value left
+ROWS_PER_PREDICT_BLOCK = 64  # rows walked together through one tree, to keep its nodes in cache
+
+_ARRAY_FIELDS = {
+    "feature": np.int32,
+    "threshold": np.float64,
+    "split_bin": np.int32,
+    "left": np.int32,
+    "right": np.int32,
+    "default_left": np.uint8,
+    "value": np.float64,
+    "cover": np.float64,
+    "gain": np.float64,
+}
+
+
+@dataclass
+class Tree:
+    feature: np.ndarray
+    threshold: np.ndarray
+    split_bin: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    default_left: np.ndarray
+    value: np.ndarray
+    cover: np.ndarray
+    gain: np.ndarray
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.feature.shape[0])
+
+    @property
+    def n_leaves(self) -> int:
+        return int(np.count_nonzero(self.feature < 0))
+
+    def depth(self) -> int:
+        depths = np.zeros(self.n_nodes, dtype=np.int64)
+        for i in range(self.n_nodes):
+            if self.feature[i] >= 0:
+                depths[self.left[i]] = depths[i] + 1
+                depths[self.right[i]] = depths[i] + 1
+        return int(depths.max(initial=0))
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name).tolist() for name in _ARRAY_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Tree":
+        arrays = {name: np.asarray(data[name], dtype=dtype) for name, dtype in _ARRAY_FIELDS.items()}
+        return cls(**arrays)
+
+    @classmethod
+    def single_leaf(cls, value: float, cover: float) -> "Tree":
+        return cls(
+            feature=np.array([-1], np.int32),
+            threshold=np.zeros(1),
+            split_bin=np.full(1, -1, np.int32),
+            left=np.full(1, -1, np.int32),
+            right=np.full(1, -1, np.int32),
+            default_left=np.zeros(1, np.uint8),
+            value=np.array([value], np.float64),
+            cover=np.array([cover], np.float64),
+            gain=np.zeros(1),
+        )
+
+
+@dataclass
+class Forest:
+    """All trees' nodes in one set of arrays; child ids are absolute."""
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    default_left: np.ndarray
+    value: np.ndarray
+    cover: np.ndarray
+    tree_start: np.ndarray
+    tree_group: np.ndarray
+    n_groups: int
+    trees: list = field(default_factory=list)
+
+    @classmethod
+    def of(cls, trees: list[Tree], groups: list[int], n_groups: int) -> "Forest":
+        starts = np.zeros(len(trees), dtype=np.int64)
+        offset = 0
+        for i, tree in enumerate(trees):
+            starts[i] = offset
+            offset += tree.n_nodes
+
+        def cat(name, dtype):
+            if not trees:
+                return np.zeros(0, dtype)
+            return np.concatenate([getattr(t, name) for t in trees]).astype(dtype, copy=False)
+
+        left = cat("left", np.int64)
+        right = cat("right", np.int64)
+        for i, tree in enumerate(trees):
+            s, e = starts[i], starts[i] + tree.n_nodes
+            internal = tree.feature >= 0
+            left[s:e][internal] += s
+            right[s:e][internal] += s
+        return cls(
+            feature=cat("feature", np.int32),
+            threshold=cat("threshold", np.float64),
+            left=left,
+            right=right,
+            default_left=cat("default_left", np.uint8),
+            value=cat("value", np.float64),
+            cover=cat("cover", np.float64),
+            tree_start=starts,
+            tree_group=np.asarray(groups, dtype=np.int32),
+            n_groups=n_groups,
+            trees=trees,
+        )
+
+
+@njit(cache=True, inline="always")
+def _leaf_of(x_row, node, feature, threshold, left, right, default_left):
+    while feature[node] >= 0:
+        x = x_row[feature[node]]
+        if np.isnan(x):
+            node = left[node] if default_left[node] else right[node]
+        elif np.float64(x) <= threshold[node]:
+            node = left[node]
+        else:
+            node = right[node]
+    return node
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def predict_dense(X, feature, threshold, left, right, default_left, value, tree_start, tree_group, out):
+    """out[i, group] += leaf value of every tree, trees added in order (deterministic)."""
+    n = X.shape[0]
+    n_trees = tree_start.shape[0]
+    n_blocks = (n + 63) // 64
+    for blk in prange(n_blocks):
+        start = blk * 64
+        stop = min(n, start + 64)
+        for t in range(n_trees):
+            root = tree_start[t]
+            g = tree_group[t]
+            for i in range(start, stop):
+                leaf = _leaf_of(X[i], root, feature, threshold, left, right, default_left)
+                out[i, g] += value[leaf]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def predict_csr(indptr, indices, data, n_features, feature, threshold, left, right, default_left, value, tree_start, tree_group, out):
+    """predict_dense for CSR rows: each block of rows is densified into a small NaN buffer."""
+    n = indptr.shape[0] - 1
+    n_trees = tree_start.shape[0]
+    n_blocks = (n + 63) // 64
+    for blk in prange(n_blocks):
+        start = blk * 64
+        stop = min(n, start + 64)
+        buffer = np.full((stop - start, n_features), np.nan, dtype=np.float32)
+        for i in range(start, stop):
+            for k in range(indptr[i], indptr[i + 1]):
+                buffer[i - start, indices[k]] = data[k]
+        for t in range(n_trees):
+            root = tree_start[t]
+            g = tree_group[t]
+            for i in range(start, stop):
+                leaf = _leaf_of(buffer[i - start], root, feature, threshold, left, right, default_left)
+                out[i, g] += value[leaf]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def predict_leaf_dense(X, feature, threshold, left, right, default_left, tree_start, out):
+    """out[i, t] = index of the leaf row i reaches in tree t (relative to the tree)."""
+    n = X.shape[0]
+    n_trees = tree_start.shape[0]
+    for i in prange(n):
+        for t in range(n_trees):
+            root = tree_start[t]
+            out[i, t] = _leaf_of(X[i], root, feature, threshold, left, right, default_left) - root
