@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, to_feature_matrix
 from fusionrec.gbdt.dataset import Dataset
-from fusionrec.gbdt.grower import FeatureSampler, TreeGrower, add_leaf_values
+from fusionrec.gbdt.grower import FeatureSampler, TreeGrower, Workspace, add_leaf_values
 from fusionrec.gbdt.metric import check_metric_fits, evaluate
 from fusionrec.gbdt.objective import Objective, make_objective, weighted_quantile
 from fusionrec.gbdt.params import effective_n_threads, metric_names, n_classes_of, resolve_params
@@ -67,6 +67,7 @@ class Booster:
         self._objective: Objective | None = None
         self._forest: Forest | None = None
         self._margin_cache: dict[int, tuple[Any, np.ndarray, int]] = {}
+        self._workspace: Workspace | None = None
         if model_file is not None:
             from fusionrec.gbdt.model_io import load_into
 
@@ -99,6 +100,7 @@ class Booster:
         state = self.__dict__.copy()
         state["_margin_cache"] = {}
         state["_forest"] = None
+        state["_workspace"] = None
         return state
 
     def _configure(self, dtrain: Dataset) -> None:
@@ -182,6 +184,9 @@ class Booster:
         y, w = dtrain.label, dtrain.weight
         gradients, hessians = objective.gradients(margin, y, w)
         n = dtrain.n_rows
+        if self._workspace is None or not self._workspace.fits(n, dtrain.n_features):
+            self._workspace = Workspace(n, dtrain.n_features)
+        gh = np.empty((n, 2), dtype=np.float32)
         if p["subsample"] < 1.0:
             rows = np.flatnonzero(self.rng.random(n) < p["subsample"]).astype(np.int32)
         else:
@@ -193,11 +198,13 @@ class Booster:
         n_bins = dtrain.n_bins_per_feature
         for group in range(self.n_groups):
             sampler.new_tree()
+            gh[:, 0] = gradients[group]
+            gh[:, 1] = hessians[group]
             if rows.shape[0] == 0:
                 tree, segments = Tree.single_leaf(0.0, 0.0), []
             else:
                 grower = TreeGrower(
-                    dtrain.codes, n_bins, dtrain.cuts, gradients[group], hessians[group], rows.copy(), all_rows, sampler, p
+                    dtrain.codes, dtrain.codes_by_feature, n_bins, dtrain.cuts, gh, rows.copy(), all_rows, sampler, p, self._workspace
                 )
                 tree, segments = grower.grow()
                 if objective.leaf_quantile is not None:

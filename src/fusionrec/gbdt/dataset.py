@@ -71,6 +71,18 @@ class Dataset:
             self.max_bin = int(max_bin)
         self.cut_table, self.n_cuts = pack_cuts(self.cuts)
         self.codes = apply_cuts(matrix.values, self.cut_table, self.n_cuts)
+        self._codes_by_feature: np.ndarray | None = None
+
+    @property
+    def codes_by_feature(self) -> np.ndarray:
+        """Column-major copy of the codes (n_features, n_rows), made on first use by training.
+
+        Partitioning a node reads one feature of each of its rows; a contiguous column makes
+        that a forward walk through memory instead of one cache miss per row.
+        """
+        if self._codes_by_feature is None:
+            self._codes_by_feature = np.ascontiguousarray(self.codes.T)
+        return self._codes_by_feature
 
     @property
     def n_rows(self) -> int:

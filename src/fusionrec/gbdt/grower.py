@@ -19,6 +19,7 @@ from numba import njit, prange
 
 from fusionrec.gbdt.histogram import (
     build_histogram,
+    MAX_BLOCKS,
     build_histogram_all_rows,
     n_blocks_for,
     new_histogram,
@@ -27,12 +28,15 @@ from fusionrec.gbdt.histogram import (
 from fusionrec.gbdt.split import GAIN_EPS, find_best_split, leaf_weight
 from fusionrec.gbdt.tree import THRESHOLD_ALL, Tree
 
-PARTITION_BLOCK = 32768
+PARTITION_BLOCK = 16384
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def partition_rows(rows, start, stop, codes, feature, split_bin, default_left, go_left, scratch, n_blocks):
+def partition_rows(rows, start, stop, column, split_bin, default_left, go_left, scratch, n_blocks):
     """Stable in-place partition of rows[start:stop]: left rows first. Returns the left count.
+
+    ``column`` is the split feature's codes, contiguous (a row of the column-major codes):
+    a node's rows are ascending, so reading it walks memory forward.
 
     Two passes over fixed-size blocks (count, then scatter at prefix offsets) so the
     result does not depend on the number of threads.
@@ -45,7 +49,7 @@ def partition_rows(rows, start, stop, codes, feature, split_bin, default_left, g
         e = min(stop, s + block)
         count = 0
         for i in range(s, e):
-            c = codes[rows[i], feature]
+            c = column[rows[i]]
             left = default_left if c == 255 else c <= split_bin
             go_left[i - start] = left
             count += left
@@ -70,10 +74,10 @@ def partition_rows(rows, start, stop, codes, feature, split_bin, default_left, g
     return n_left
 
 
-@njit(cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True)
 def add_leaf_values(rows, starts, stops, values, margin):
-    """margin[r] += value of the leaf whose segment holds row r."""
-    for leaf in range(starts.shape[0]):
+    """margin[r] += value of the leaf whose segment holds row r (leaves own disjoint rows)."""
+    for leaf in prange(starts.shape[0]):
         v = values[leaf]
         for i in range(starts[leaf], stops[leaf]):
             margin[rows[i]] += v
@@ -121,6 +125,30 @@ class FeatureSampler:
         return mask
 
 
+class Workspace:
+    """Buffers reused across nodes and trees: fresh large arrays would page-fault on every use."""
+
+    def __init__(self, n_rows: int, n_features: int):
+        self.n_rows, self.n_features = n_rows, n_features
+        self.block_hists = np.empty((MAX_BLOCKS, n_features, 256, 2))
+        self.go_left = np.empty(n_rows, np.bool_)
+        self.scratch = np.empty(n_rows, np.int32)
+        self._free: list[np.ndarray] = []
+
+    def fits(self, n_rows: int, n_features: int) -> bool:
+        return self.n_rows >= n_rows and self.n_features >= n_features
+
+    def take_histogram(self, n_feat: int) -> np.ndarray:
+        while self._free:
+            hist = self._free.pop()
+            if hist.shape[0] == n_feat:
+                return hist
+        return new_histogram(n_feat)
+
+    def give_back(self, hist: np.ndarray) -> None:
+        self._free.append(hist)
+
+
 class _Node:
     __slots__ = ("id", "start", "stop", "sum_g", "sum_h", "depth", "hist", "split", "left", "right")
 
@@ -137,12 +165,13 @@ class _Node:
 class TreeGrower:
     """Grows one tree. ``rows`` are the (sub)sampled row ids; ``all_rows`` says rows == arange(n)."""
 
-    def __init__(self, codes, n_bins, cuts, gradients, hessians, rows, all_rows, sampler: FeatureSampler, params):
+    def __init__(self, codes, codes_by_feature, n_bins, cuts, gh, rows, all_rows, sampler: FeatureSampler, params, workspace: "Workspace"):
         self.codes = codes
+        self.codes_by_feature = codes_by_feature
         self.n_bins = n_bins
         self.cuts = cuts
-        self.gradients = gradients
-        self.hessians = hessians
+        self.gh = gh
+        self.workspace = workspace
         self.rows = rows
         self.all_rows = all_rows
         self.sampler = sampler
@@ -163,21 +192,21 @@ class TreeGrower:
         self._default_left = np.empty(n_feat, np.bool_)
         self._left_g = np.empty(n_feat)
         self._left_h = np.empty(n_feat)
-        self._go_left = np.empty(rows.shape[0], np.bool_)
-        self._scratch = np.empty(rows.shape[0], np.int32)
+        self._go_left = workspace.go_left
+        self._scratch = workspace.scratch
         self.nodes: list[_Node] = []
 
     # -- histogram helpers -------------------------------------------------------------
     def _build(self, node: _Node, whole: bool) -> np.ndarray:
         n_feat = self.features.shape[0]
         n_rows = node.stop - node.start
-        blocks = np.empty((n_blocks_for(n_rows), n_feat, 256, 2))
-        hist = new_histogram(n_feat)
+        blocks = self.workspace.block_hists[: n_blocks_for(n_rows), :n_feat]
+        hist = self.workspace.take_histogram(n_feat)
         if whole:
-            build_histogram_all_rows(self.codes, self.gradients, self.hessians, self.features, blocks, hist)
+            build_histogram_all_rows(self.codes, self.gh, self.features, blocks, hist)
         else:
             segment = self.rows[node.start : node.stop]
-            build_histogram(self.codes, segment, self.gradients, self.hessians, self.features, blocks, hist)
+            build_histogram(self.codes, segment, self.gh, self.features, blocks, hist)
         return hist
 
     def _can_split(self, node: _Node) -> bool:
@@ -236,7 +265,9 @@ class TreeGrower:
             push(node.left)
             push(node.right)
         for node in self.nodes:
-            node.hist = None
+            if node.hist is not None:
+                self.workspace.give_back(node.hist)
+                node.hist = None
         self._prune()
         return self._flatten()
 
@@ -245,7 +276,7 @@ class TreeGrower:
         n = node.stop - node.start
         n_left = int(
             partition_rows(
-                self.rows, node.start, node.stop, self.codes, feature, split_bin, default_left,
+                self.rows, node.start, node.stop, self.codes_by_feature[feature], split_bin, default_left,
                 self._go_left, self._scratch, max(1, min(32, -(-n // PARTITION_BLOCK))),
             )
         )  # fmt: skip
@@ -254,19 +285,23 @@ class TreeGrower:
         right = self._new_node(mid, node.stop, node.sum_g - left_g, node.sum_h - left_h, node.depth + 1)
         node.left, node.right = left, right
         left_ok, right_ok = self._can_split(left), self._can_split(right)
+        parent_hist, node.hist = node.hist, None
         if left_ok or right_ok:
             small, large = (left, right) if n_left <= n - n_left else (right, left)
             small.hist = self._build(small, False)
-            if (large is left and left_ok) or (large is right and right_ok):
-                subtract_histogram(node.hist, small.hist, node.hist)  # parent buffer becomes the sibling's
-                large.hist = node.hist
-        node.hist = None
+            if right_ok if large is right else left_ok:
+                subtract_histogram(parent_hist, small.hist, parent_hist)  # parent's buffer becomes the sibling's
+                large.hist, parent_hist = parent_hist, None
+        if parent_hist is not None:
+            self.workspace.give_back(parent_hist)
         if left_ok:
             self._evaluate(left)
         if right_ok:
             self._evaluate(right)
-        left.hist = None if left.split is None else left.hist
-        right.hist = None if right.split is None else right.hist
+        for child in (left, right):
+            if child.split is None and child.hist is not None:
+                self.workspace.give_back(child.hist)
+                child.hist = None
 
     def _prune(self) -> None:
         """Collapse splits with gain < gamma whose children are both leaves, bottom-up."""

@@ -15,10 +15,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from fusionrec.gbdt._prefetch import prefetch
 from fusionrec.gbdt.binning import N_CODES
 
 ROWS_PER_BLOCK = 16384
-MAX_BLOCKS = 32
+MAX_BLOCKS = 8
 
 
 def n_blocks_for(n_rows: int) -> int:
@@ -29,12 +30,16 @@ def new_histogram(n_features: int) -> np.ndarray:
     return np.empty((n_features, N_CODES, 2), dtype=np.float64)
 
 
+PREFETCH_DISTANCE = 10  # rows ahead; hides memory latency on deep nodes' scattered rows
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def build_histogram(codes, rows, gradients, hessians, features, block_hists, hist):
+def build_histogram(codes, rows, gh, features, block_hists, hist):
     """hist[k] = sums of (gradient, hessian) per bin of feature ``features[k]`` over ``rows``.
 
-    codes: (n, F) uint8; rows: int32 row ids of the node; features: int32 feature ids;
-    block_hists: scratch (n_blocks, len(features), 256, 2); hist: output (len(features), 256, 2).
+    codes: (n, F) uint8; rows: int32 row ids of the node; gh: (n, 2) float32 gradient pairs;
+    features: int32 feature ids; block_hists: scratch (n_blocks, len(features), 256, 2) with
+    n_blocks = n_blocks_for(len(rows)); hist: output (len(features), 256, 2).
     """
     n = rows.shape[0]
     n_blocks = block_hists.shape[0]
@@ -45,27 +50,24 @@ def build_histogram(codes, rows, gradients, hessians, features, block_hists, his
         local[:] = 0.0
         start = b * block_size
         stop = min(n, start + block_size)
+        ahead = stop - PREFETCH_DISTANCE
         for i in range(start, stop):
+            if i < ahead:
+                later = rows[i + PREFETCH_DISTANCE]
+                prefetch(codes, later)
+                prefetch(gh, later)
             r = rows[i]
-            g = np.float64(gradients[r])
-            h = np.float64(hessians[r])
+            g = np.float64(gh[r, 0])
+            h = np.float64(gh[r, 1])
             for k in range(n_feat):
                 c = codes[r, features[k]]
                 local[k, c, 0] += g
                 local[k, c, 1] += h
-    for k in prange(n_feat):
-        for c in range(256):
-            sg = 0.0
-            sh = 0.0
-            for b in range(n_blocks):
-                sg += block_hists[b, k, c, 0]
-                sh += block_hists[b, k, c, 1]
-            hist[k, c, 0] = sg
-            hist[k, c, 1] = sh
+    _reduce_parallel(block_hists, hist)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def build_histogram_all_rows(codes, gradients, hessians, features, block_hists, hist):
+def build_histogram_all_rows(codes, gh, features, block_hists, hist):
     """build_histogram over every row 0..n-1 (the root without row sampling): no row gather."""
     n = codes.shape[0]
     n_blocks = block_hists.shape[0]
@@ -77,13 +79,20 @@ def build_histogram_all_rows(codes, gradients, hessians, features, block_hists, 
         start = b * block_size
         stop = min(n, start + block_size)
         for r in range(start, stop):
-            g = np.float64(gradients[r])
-            h = np.float64(hessians[r])
+            g = np.float64(gh[r, 0])
+            h = np.float64(gh[r, 1])
             for k in range(n_feat):
                 c = codes[r, features[k]]
                 local[k, c, 0] += g
                 local[k, c, 1] += h
-    for k in prange(n_feat):
+    _reduce_parallel(block_hists, hist)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _reduce_parallel(block_hists, hist):
+    # Blocks are added in block order, whatever thread built them: thread-count independent.
+    n_blocks = block_hists.shape[0]
+    for k in prange(hist.shape[0]):
         for c in range(256):
             sg = 0.0
             sh = 0.0

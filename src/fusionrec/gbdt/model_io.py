@@ -218,6 +218,7 @@ def _fill(booster, raw: bytes, source: str) -> None:
     booster.rng = rng
     booster._forest = None
     booster._margin_cache = {}
+    booster._workspace = None
 
 
 def _check_tree(doc: Any, index: int, n_features: int, fail) -> Tree:
