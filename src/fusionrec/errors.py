@@ -11,3 +11,10 @@ class FusionrecError(ValueError):
 
 class ModelFileError(FusionrecError):
     """A model file is missing, damaged, truncated, or written by a newer format."""
+
+
+class DataTypeError(FusionrecError, TypeError):
+    """Data of a type that cannot be used (strings in a numeric matrix, and the like).
+
+    Also a ``TypeError``, which is what scikit-learn's conventions expect for such input.
+    """

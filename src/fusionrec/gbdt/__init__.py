@@ -8,6 +8,7 @@ with callbacks; :class:`GBDTClassifier` / :class:`GBDTRegressor` wrap it for sci
 from fusionrec.callbacks import EarlyStopping, EvaluationMonitor, TrainingCallback
 from fusionrec.gbdt.booster import Booster
 from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.sklearn import GBDTClassifier, GBDTRegressor
 from fusionrec.gbdt.training import train
 
-__all__ = ["Booster", "Dataset", "train", "TrainingCallback", "EarlyStopping", "EvaluationMonitor"]
+__all__ = ["GBDTClassifier", "GBDTRegressor", "Booster", "Dataset", "train", "TrainingCallback", "EarlyStopping", "EvaluationMonitor"]

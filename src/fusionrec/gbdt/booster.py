@@ -63,6 +63,7 @@ class Booster:
         self.best_iteration: int | None = None
         self.best_score: float | None = None
         self.rng = np.random.default_rng(int(self.params["random_state"]))
+        self.attributes: dict[str, Any] = {}  # JSON-safe metadata of wrappers (e.g. classes_)
         self._custom_objective: Callable | None = None
         self._objective: Objective | None = None
         self._forest: Forest | None = None

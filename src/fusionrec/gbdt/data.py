@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from fusionrec.errors import FusionrecError
+from fusionrec.errors import DataTypeError, FusionrecError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -86,11 +86,21 @@ def _from_array(data: Any, what: str) -> FeatureMatrix:
     if array.ndim != 2:
         raise FusionrecError(
             f"{what}: expected a 2-D array, got {array.ndim}-D with shape {array.shape}; "
-            "reshape with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one row"
+            "Reshape your data either using X.reshape(-1, 1) if it has one feature or X.reshape(1, -1) if it is one row"
         )
+    if array.dtype.kind == "c":
+        raise FusionrecError(f"{what}: Complex data not supported (dtype {array.dtype})")
+    if array.dtype.kind == "O":
+        try:
+            array = array.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            bad = _first_non_numeric_columns(array)
+            raise DataTypeError(
+                f"{what}: non-numeric column(s) {bad} in an object array ({exc}); encode strings and categories as numbers first"
+            ) from None
     if array.dtype.kind not in "biuf":
         bad = _first_non_numeric_columns(array)
-        raise FusionrecError(
+        raise DataTypeError(
             f"{what}: dtype {array.dtype} is not numeric; non-numeric column(s) {bad} "
             "(encode strings and categories as numbers first)"
         )
@@ -131,7 +141,7 @@ def _from_columns(names, dtype_names, get_col, n_rows, what, kind_of, to_numpy) 
     kinds = [kind_of(get_col(i)) for i in range(len(names))]
     bad = [f"{names[i]!r} ({dtype_names[i]})" for i, kind in enumerate(kinds) if kind is None]
     if bad:
-        raise FusionrecError(
+        raise DataTypeError(
             f"{what}: non-numeric column(s) {', '.join(bad)}; encode strings and categories as numbers first"
         )
     out = np.empty((n_rows, len(names)), dtype=np.float32)

@@ -212,7 +212,8 @@ class TreeGrower:
     def _can_split(self, node: _Node) -> bool:
         if self.max_depth > 0 and node.depth >= self.max_depth:
             return False
-        if node.stop - node.start < 2 or node.sum_h < 2.0 * self.min_child_weight:
+        # hessian, not row count, decides: a weight-2 row must act like two rows
+        if node.stop - node.start < 1 or node.sum_h <= 0.0 or node.sum_h < 2.0 * self.min_child_weight:
             return False
         return True
 

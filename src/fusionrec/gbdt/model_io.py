@@ -35,7 +35,7 @@ FORMAT_VERSION = 1
 _TOP_KEYS = {
     "format", "format_version", "library_version", "params", "objective", "base_score", "n_groups",
     "n_features", "feature_names", "feature_types", "max_bin", "bin_edges", "best_iteration",
-    "best_score", "rng_state", "tree_group", "trees",
+    "best_score", "rng_state", "tree_group", "trees", "attributes",
 }  # fmt: skip
 _TREE_KEYS = {"feature", "threshold", "split_bin", "left", "right", "default_left", "value", "cover", "gain"}
 CUSTOM_OBJECTIVE = "custom"
@@ -71,6 +71,7 @@ def to_json_bytes(booster) -> bytes:
         "rng_state": booster.rng.bit_generator.state,
         "tree_group": list(booster.tree_group),
         "trees": [tree.to_dict() for tree in booster.trees],
+        "attributes": booster.attributes,
     }
     return json.dumps(document, allow_nan=False, separators=(",", ":")).encode()
 
@@ -202,7 +203,11 @@ def _fill(booster, raw: bytes, source: str) -> None:
     best_iteration = doc["best_iteration"]
     if best_iteration is not None and (not isinstance(best_iteration, int) or not 0 <= best_iteration < len(trees) // n_groups):
         fail(f"best_iteration {best_iteration!r} is outside the {len(trees) // n_groups} rounds")
+    attributes = doc["attributes"]
+    if not isinstance(attributes, dict):
+        fail("attributes is not an object")
     booster.params = resolved
+    booster.attributes = attributes
     booster._objective = None
     booster._custom_objective = None
     booster.trees = trees
