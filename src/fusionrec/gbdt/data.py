@@ -230,7 +230,7 @@ def _to_float32(
         values = np.ascontiguousarray(array, dtype=np.float32)
     if np.isinf(values).any():
         flat = np.flatnonzero(np.isinf(values.ravel()))[0]
-        original = np.asarray(array).ravel()[flat]
+        original = float(np.asarray(array).ravel()[flat])
         if sparse is not None:
             row = int(np.searchsorted(sparse.indptr, flat, side="right") - 1)
             column = f"column {int(sparse.indices[flat])}"
@@ -286,7 +286,7 @@ def check_label(label: Any, n_rows: int, what: str = "label") -> np.ndarray:
         raise FusionrecError(f"{what}: has {y.shape[0]} values but the data has {n_rows} rows")
     bad = np.flatnonzero(~np.isfinite(y))
     if bad.size:
-        raise FusionrecError(f"{what}[{bad[0]}] = {y[bad[0]]!r}: labels must be finite ({bad.size} bad value(s))")
+        raise FusionrecError(f"{what}[{bad[0]}] = {float(y[bad[0]])!r}: labels must be finite ({bad.size} bad value(s))")
     return np.ascontiguousarray(y)
 
 
@@ -305,7 +305,7 @@ def check_weight(weight: Any, n_rows: int, what: str = "weight") -> np.ndarray |
     bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
     if bad.size:
         raise FusionrecError(
-            f"{what}[{bad[0]}] = {w[bad[0]]!r}: weights must be finite and >= 0 ({bad.size} bad value(s))"
+            f"{what}[{bad[0]}] = {float(w[bad[0]])!r}: weights must be finite and >= 0 ({bad.size} bad value(s))"
         )
     if not np.any(w > 0):
         raise FusionrecError(f"{what}: all {n_rows} weights are zero; at least one must be positive")

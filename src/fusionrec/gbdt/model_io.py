@@ -41,9 +41,16 @@ _TREE_KEYS = {"feature", "threshold", "split_bin", "left", "right", "default_lef
 CUSTOM_OBJECTIVE = "custom"
 
 
+# Runtime settings, not part of the model: the same model trained with 1 or 8 threads is
+# the same file, byte for byte.
+_RUNTIME_PARAMS = ("n_jobs", "verbosity")
+
+
 def _json_params(params: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in params.items():
+        if name in _RUNTIME_PARAMS:
+            continue
         if callable(value):
             value = CUSTOM_OBJECTIVE if name == "objective" else None
         elif isinstance(value, tuple):

@@ -67,7 +67,7 @@ class Objective:
 
     def _label_error(self, y, bad, rule):
         i = int(bad[0])
-        raise FusionrecError(f"label[{i}] = {y[i]!r}: {self.name} needs {rule} ({bad.size} such value(s))")
+        raise FusionrecError(f"label[{i}] = {float(y[i])!r}: {self.name} needs {rule} ({bad.size} such value(s))")
 
 
 class SquaredError(Objective):

@@ -59,7 +59,9 @@ def _unwound_sum(zero, one, pweight, offset, depth, path_index):
     return total
 
 
-@njit(cache=True)
+# No cache=True here or in the caller: numba's on-disk cache of a self-recursive function
+# loads a broken entry point (a segfault on the second process), so these compile per process.
+@njit
 def _recurse(x, node, feature, threshold, left, right, default_left, value, cover, phi,
              feat, zero, one, pweight, parent_offset, depth, parent_zero, parent_one, parent_feature):  # fmt: skip
     # copy the parent's path into this level's slot, then extend it by the incoming edge
@@ -120,7 +122,7 @@ def _expected_value(root, feature, left, right, value, cover):
     return total / cover[root] if cover[root] > 0 else 0.0
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def _shap_dense(X, feature, threshold, left, right, default_left, value, cover, tree_start, tree_group, max_depth, out):
     n, n_features = X.shape
     n_trees = tree_start.shape[0]
