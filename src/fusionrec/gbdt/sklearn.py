@@ -19,7 +19,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.booster import Booster
-from fusionrec.gbdt.data import check_feature_names, to_feature_matrix
+from fusionrec.gbdt.data import to_feature_matrix
 from fusionrec.gbdt.dataset import Dataset
 from fusionrec.gbdt.training import train
 
@@ -117,22 +117,19 @@ class _GBDTBase(BaseEstimator):
         return params
 
     def _check_X(self, X, reset: bool):
-        if np.iscomplexobj(X) if isinstance(X, np.ndarray) or isinstance(X, list) else False:
-            raise FusionrecError("X: Complex data not supported")
         if not reset:
             check_is_fitted(self, "booster_")
-            n_given = _n_columns(X)
-            if n_given is not None and n_given != self.n_features_in_:
-                raise FusionrecError(
-                    f"X has {n_given} features, but {type(self).__name__} is expecting {self.n_features_in_} "
-                    f"features as input (expected {self.n_features_in_} features, got {n_given})"
-                )
-            names = _column_names(X)
-            expected = getattr(self, "feature_names_in_", None)
-            if names is not None and expected is not None:
-                check_feature_names(list(expected), names, len(expected), len(names), "X")
         matrix = to_feature_matrix(X, "X")
-        validate_data(self, X, reset=reset, skip_check_array=True)
+        try:
+            # scikit-learn's own bookkeeping and wording for names (unseen, missing, order) and counts
+            validate_data(self, X, reset=reset, skip_check_array=True)
+        except ValueError as exc:
+            if reset or isinstance(exc, FusionrecError):
+                raise
+            detail = ""
+            if matrix.n_features != self.n_features_in_:
+                detail = f" (expected {self.n_features_in_} features, got {matrix.n_features})"
+            raise FusionrecError(f"{exc}{detail}") from None
         return matrix
 
     def _fit_booster(self, matrix, X, y, sample_weight, objective, extra, eval_set, sample_weight_eval_set, xgb_model, verbose):
@@ -212,20 +209,6 @@ class _GBDTBase(BaseEstimator):
         kind = booster.attributes.get("estimator")
         if kind is not None and kind != type(self).__name__:
             raise FusionrecError(f"load_model: the file holds a {kind}, not a {type(self).__name__}")
-
-
-def _n_columns(X) -> int | None:
-    shape = getattr(X, "shape", None)
-    if shape is not None and len(shape) == 2:
-        return int(shape[1])
-    return None
-
-
-def _column_names(X) -> list[str] | None:
-    columns = getattr(X, "columns", None)
-    if columns is None or isinstance(X, np.ndarray):
-        return None
-    return [str(c) for c in columns]
 
 
 class GBDTRegressor(RegressorMixin, _GBDTBase):

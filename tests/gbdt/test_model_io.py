@@ -1,0 +1,149 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fusionrec.errors import ModelFileError
+from fusionrec.gbdt import Booster, Dataset, train
+
+
+@pytest.fixture
+def model(rng):
+    X = rng.normal(size=(500, 4)).astype(np.float32)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (X[:, 0] > 0).astype(float)
+    b = train({"objective": "binary:logistic", "max_depth": 3}, Dataset(X, y, feature_names=["a", "b", "c", "d"]), 5)
+    return b, X
+
+
+def test_round_trip_predicts_identically(model, tmp_path):
+    b, X = model
+    path = tmp_path / "model.json"
+    b.save_model(path)
+    loaded = Booster.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(X), b.predict(X))
+    assert loaded.feature_names == ["a", "b", "c", "d"] and loaded.save_raw() == b.save_raw()
+    doc = json.loads(path.read_text())
+    assert doc["format_version"] == 1 and len(doc["bin_edges"]) == 4 and "n_jobs" not in doc["params"]
+    assert (tmp_path / "model.json.sha256").read_text().split()[0]
+
+
+LOAD_SNIPPET = """
+import sys
+from fusionrec.errors import ModelFileError
+from fusionrec.gbdt import Booster
+try:
+    Booster.load_model(sys.argv[1])
+except ModelFileError as exc:
+    assert sys.argv[1] in str(exc), str(exc)
+    print("ModelFileError")
+else:
+    print("loaded")
+"""
+
+
+def load_in_subprocess(path):
+    """Load in a child process so a crash (abort, segfault) shows up as a failure, not a dead suite."""
+    result = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+def test_truncated_files_raise_a_clear_error(model, tmp_path):
+    b, _ = model
+    raw = b.save_raw()
+    paths = []
+    for tenth in range(10):
+        path = tmp_path / f"cut{tenth}.json"
+        path.write_bytes(raw[: len(raw) * tenth // 10])
+        paths.append(path)
+    script = LOAD_SNIPPET.replace("Booster.load_model(sys.argv[1])", "Booster.load_model(p)").replace("sys.argv[1] in", "p in")
+    loop = "import sys\nfor p in sys.argv[1:]:\n" + "\n".join("    " + line for line in script.strip().splitlines() if not line.startswith(("import", "from")))
+    header = "from fusionrec.errors import ModelFileError\nfrom fusionrec.gbdt import Booster\n"
+    result = subprocess.run([sys.executable, "-c", header + loop, *map(str, paths)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["ModelFileError"] * 10
+
+
+def test_byte_flips_never_crash(model, tmp_path, rng):
+    b, _ = model
+    raw = bytearray(b.save_raw())
+    for i, position in enumerate(rng.choice(len(raw), 6, replace=False)):
+        damaged = bytearray(raw)
+        damaged[position] ^= 0x5A
+        path = tmp_path / f"flip{i}.json"
+        path.write_bytes(bytes(damaged))  # no sidecar: the structure checks must catch it
+        assert load_in_subprocess(path) in ("ModelFileError", "loaded")
+
+
+def test_checksum_sidecar_detects_changes(model, tmp_path):
+    b, _ = model
+    path = tmp_path / "m.json"
+    b.save_model(path)
+    text = path.read_text().replace('"max_bin":256', '"max_bin":255')
+    path.write_text(text)
+    with pytest.raises(ModelFileError, match="sha256"):
+        Booster.load_model(path)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda d: d.update(format_version=99), "newer fusionrec"),
+        (lambda d: d.update(objective="rank:pairwise"), "unknown objective"),
+        (lambda d: d.update(surprise=1), "unknown keys"),
+        (lambda d: d.pop("trees"), "missing keys"),
+        (lambda d: d["trees"][0].update(left=[5] * len(d["trees"][0]["left"])), "child ids"),
+        (lambda d: d["trees"][0].update(feature=[9] * len(d["trees"][0]["feature"])), "feature ids"),
+        (lambda d: d.update(format="something.else"), "not a fusionrec"),
+    ],
+)
+def test_incompatible_documents_are_refused(model, tmp_path, change, message):
+    b, _ = model
+    doc = json.loads(b.save_raw())
+    change(doc)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match=message):
+        Booster.load_model(path)
+
+
+def test_empty_missing_and_non_json_files(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelFileError, match="empty"):
+        Booster.load_model(empty)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        Booster.load_model(tmp_path / "nope.json")
+    binary = tmp_path / "bin.json"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ModelFileError, match="UTF-8|JSON"):
+        Booster.load_model(binary)
+
+
+def test_killed_save_keeps_the_old_file(model, tmp_path):
+    b, _ = model
+    path = tmp_path / "m.json"
+    b.save_model(path)
+    before = path.read_bytes()
+    script = (
+        "import os, sys\n"
+        "from fusionrec.gbdt import Booster\n"
+        "import fusionrec._atomic as atomic\n"
+        "b = Booster.load_model(sys.argv[1])\n"
+        "real_replace = os.replace\n"
+        "os.replace = lambda *a: os._exit(9)  # die between writing the temp file and renaming it\n"
+        "b.save_model(sys.argv[1])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 9
+    assert path.read_bytes() == before
+    Booster.load_model(path)
+
+
+def test_dump_model_file(model, tmp_path):
+    b, _ = model
+    b.dump_model(tmp_path / "dump.txt")
+    assert (tmp_path / "dump.txt").read_text().count("booster[") == 5
