@@ -147,7 +147,7 @@ class Booster:
                 f.feature, f.threshold, f.left, f.right, f.default_left, f.value, f.tree_start, f.tree_group, out,
             )  # fmt: skip
         else:
-            predict_dense(values, f.feature, f.threshold, f.left, f.right, f.default_left, f.value, f.tree_start, f.tree_group, out)
+            predict_dense(values, f.packed_int, f.packed_float, f.value, f.tree_start, f.tree_group, f.tree_depth, out)
 
     def _cached_margin(self, dataset: Dataset) -> np.ndarray:
         """Margins of ``dataset`` for all trees so far, updated incrementally across rounds."""

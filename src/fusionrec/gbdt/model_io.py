@@ -254,6 +254,8 @@ def _check_tree(doc: Any, index: int, n_features: int, fail) -> Tree:
         child = getattr(tree, side)
         if np.any((child[internal] <= ids[internal]) | (child[internal] >= m)):
             fail(f"{where}: {side} child ids must point forward inside the tree")
+    if np.any(tree.right[internal] != tree.left[internal] + 1):
+        fail(f"{where}: right child must follow the left child (breadth-first numbering)")
     for name in ("threshold", "value", "cover", "gain"):
         if not np.all(np.isfinite(getattr(tree, name))):
             fail(f"{where}: {name} holds non-finite values")

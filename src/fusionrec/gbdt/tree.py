@@ -95,6 +95,16 @@ class Forest:
     tree_group: np.ndarray
     n_groups: int
     trees: list = field(default_factory=list)
+    packed: np.ndarray | None = None  # (n_nodes, 4) int32: feature, threshold bits, left, default_left
+    tree_depth: np.ndarray | None = None
+
+    @property
+    def packed_int(self) -> np.ndarray:
+        return self.packed
+
+    @property
+    def packed_float(self) -> np.ndarray:
+        return self.packed.view(np.float32)
 
     @classmethod
     def of(cls, trees: list[Tree], groups: list[int], n_groups: int) -> "Forest":
@@ -116,6 +126,18 @@ class Forest:
             internal = tree.feature >= 0
             left[s:e][internal] += s
             right[s:e][internal] += s
+        feature = cat("feature", np.int32)
+        threshold = cat("threshold", np.float64)
+        default_left = cat("default_left", np.uint8)
+        # Leaves are fixed points of the branch-free step (feature 0, threshold +inf, left =
+        # itself, default left), so every row can take exactly depth(tree) steps.
+        leaf = feature < 0
+        packed = np.zeros((feature.shape[0], 4), dtype=np.int32)
+        packed[:, 0] = np.where(leaf, 0, feature)
+        packed.view(np.float32)[:, 1] = np.where(leaf, np.float32(np.inf), float32_at_most(threshold))
+        packed[:, 2] = np.where(leaf, np.arange(feature.shape[0]), left)
+        packed[:, 3] = np.where(leaf, 1, default_left)
+        depths = np.array([tree.depth() for tree in trees], dtype=np.int32)
         return cls(
             feature=cat("feature", np.int32),
             threshold=cat("threshold", np.float64),
@@ -128,7 +150,22 @@ class Forest:
             tree_group=np.asarray(groups, dtype=np.int32),
             n_groups=n_groups,
             trees=trees,
+            packed=packed,
+            tree_depth=depths,
         )
+
+
+def float32_at_most(threshold: np.ndarray) -> np.ndarray:
+    """The largest float32 <= each threshold.
+
+    For a float32 input x, ``x <= t`` holds exactly when ``x <= float32_at_most(t)``, so
+    prediction can compare in float32 with 16-byte nodes and still match training.
+    """
+    with np.errstate(over="ignore"):  # THRESHOLD_ALL becomes inf, then the largest float32
+        as_f32 = threshold.astype(np.float32)
+    too_big = as_f32.astype(np.float64) > threshold
+    as_f32[too_big] = np.nextafter(as_f32[too_big], np.float32(-np.inf))
+    return as_f32
 
 
 @njit(cache=True, inline="always")
@@ -145,20 +182,33 @@ def _leaf_of(x_row, node, feature, threshold, left, right, default_left):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def predict_dense(X, feature, threshold, left, right, default_left, value, tree_start, tree_group, out):
-    """out[i, group] += leaf value of every tree, trees added in order (deterministic)."""
+def predict_dense(X, nodes_int, nodes_float, value, tree_start, tree_group, tree_depth, out):
+    """out[i, group] += leaf value of every tree, trees added in order (deterministic).
+
+    A block of rows walks each tree level by level. The step is branch-free (the child
+    taken is data-dependent, so a branch would mispredict half the time) and children are
+    adjacent (right = left + 1); NaN compares false and so goes right unless default_left.
+    Thresholds are float32 rounded down (``float32_at_most``), exact for float32 X.
+    """
     n = X.shape[0]
     n_trees = tree_start.shape[0]
-    n_blocks = (n + 63) // 64
+    n_blocks = (n + ROWS_PER_PREDICT_BLOCK - 1) // ROWS_PER_PREDICT_BLOCK
     for blk in prange(n_blocks):
-        start = blk * 64
-        stop = min(n, start + 64)
+        start = blk * ROWS_PER_PREDICT_BLOCK
+        m = min(n, start + ROWS_PER_PREDICT_BLOCK) - start
+        nodes = np.empty(ROWS_PER_PREDICT_BLOCK, dtype=np.int32)
         for t in range(n_trees):
             root = tree_start[t]
             g = tree_group[t]
-            for i in range(start, stop):
-                leaf = _leaf_of(X[i], root, feature, threshold, left, right, default_left)
-                out[i, g] += value[leaf]
+            for j in range(m):
+                nodes[j] = root
+            for _ in range(tree_depth[t]):
+                for j in range(m):
+                    node = nodes[j]
+                    x = X[start + j, nodes_int[node, 0]]
+                    nodes[j] = nodes_int[node, 2] + np.int32(x > nodes_float[node, 1]) + np.int32(x != x) * (1 - nodes_int[node, 3])
+            for j in range(m):
+                out[start + j, g] += value[nodes[j]]
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -1,0 +1,138 @@
+"""The ``fusionrec`` command.
+
+    fusionrec gbdt train --train train.csv --label y [--valid valid.csv] [--param max_depth=6 ...]
+                         [--num-rounds 100] [--early-stopping-rounds 10] --model-out model.json
+    fusionrec gbdt predict --model model.json --input test.csv --output pred.csv [--margin]
+    fusionrec version
+
+Tables are read with pyarrow (CSV with a header row, or Parquet by extension).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fusionrec import __version__
+from fusionrec.errors import FusionrecError
+
+
+def _read_table(path: str):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    file = Path(path)
+    if not file.exists():
+        raise FusionrecError(f"{path}: file does not exist")
+    try:
+        if file.suffix in (".parquet", ".pq"):
+            return pq.read_table(file)
+        return pacsv.read_csv(file)
+    except Exception as exc:  # pyarrow raises its own types; name the file
+        raise FusionrecError(f"{path}: cannot be read as a table ({exc})") from None
+
+
+def _split_label(table, label: str, path: str):
+    if label not in table.column_names:
+        raise FusionrecError(f"{path}: label column {label!r} not found; columns are {table.column_names}")
+    y = table.column(label).to_numpy(zero_copy_only=False)
+    return table.drop([label]), y
+
+
+def _parse_params(items: list[str]) -> dict:
+    params = {}
+    for item in items:
+        if "=" not in item:
+            raise FusionrecError(f"--param {item!r}: expected name=value")
+        name, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        params[name.strip()] = value
+    return params
+
+
+def _gbdt_train(args) -> int:
+    from fusionrec.gbdt import Dataset, train
+
+    params = _parse_params(args.param)
+    table, y = _split_label(_read_table(args.train), args.label, args.train)
+    dtrain = Dataset(table, y, max_bin=int(params.get("max_bin", 256)))
+    evals = [(dtrain, "train")]
+    if args.valid:
+        valid_table, valid_y = _split_label(_read_table(args.valid), args.label, args.valid)
+        evals.append((Dataset(valid_table, valid_y, reference=dtrain), "valid"))
+    booster = train(
+        params, dtrain, args.num_rounds, evals=evals, early_stopping_rounds=args.early_stopping_rounds,
+        verbose_eval=args.verbose_eval,
+    )  # fmt: skip
+    booster.save_model(args.model_out)
+    print(f"saved {booster.num_boosted_rounds()} rounds to {args.model_out}")
+    return 0
+
+
+def _gbdt_predict(args) -> int:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from fusionrec._atomic import atomic_write_bytes
+    from fusionrec.gbdt import Booster
+
+    booster = Booster.load_model(args.model)
+    table = _read_table(args.input)
+    if booster.feature_names is not None:
+        missing = [n for n in booster.feature_names if n not in table.column_names]
+        if missing:
+            raise FusionrecError(f"{args.input}: columns {missing} of the model are missing")
+        table = table.select(booster.feature_names)
+    prediction = np.asarray(booster.predict(table, output_margin=args.margin))
+    columns = {"prediction": prediction} if prediction.ndim == 1 else {f"prediction_{k}": prediction[:, k] for k in range(prediction.shape[1])}
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(pa.table(columns), sink)
+    atomic_write_bytes(args.output, sink.getvalue().to_pybytes(), checksum=False)
+    print(f"wrote {len(prediction)} predictions to {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusionrec", description="boosted trees, deep CTR models and model fusion")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("version", help="print the version")
+    gbdt = sub.add_parser("gbdt", help="gradient-boosted trees").add_subparsers(dest="action", required=True)
+    tr = gbdt.add_parser("train", help="train a booster on a CSV/Parquet table")
+    tr.add_argument("--train", required=True)
+    tr.add_argument("--label", required=True)
+    tr.add_argument("--valid")
+    tr.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    tr.add_argument("--num-rounds", type=int, default=100)
+    tr.add_argument("--early-stopping-rounds", type=int)
+    tr.add_argument("--verbose-eval", type=int, default=0)
+    tr.add_argument("--model-out", required=True)
+    tr.set_defaults(run=_gbdt_train)
+    pr = gbdt.add_parser("predict", help="score a table with a saved booster")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--input", required=True)
+    pr.add_argument("--output", required=True)
+    pr.add_argument("--margin", action="store_true", help="write margins instead of transformed predictions")
+    pr.set_defaults(run=_gbdt_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "version":
+        print(__version__)
+        return 0
+    try:
+        return args.run(args)
+    except FusionrecError as exc:
+        print(f"fusionrec: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
