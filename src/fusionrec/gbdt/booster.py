@@ -183,11 +183,13 @@ class Booster:
             objective.dataset = dtrain
         margin = self._cached_margin(dtrain)
         y, w = dtrain.label, dtrain.weight
-        gradients, hessians = objective.gradients(margin, y, w)
         n = dtrain.n_rows
         if self._workspace is None or not self._workspace.fits(n, dtrain.n_features):
             self._workspace = Workspace(n, dtrain.n_features)
         gh = np.empty((n, 2), dtype=np.float32)
+        fused = self.n_groups == 1 and objective.fill_pairs(margin, y, w, gh)
+        if not fused:
+            gradients, hessians = objective.gradients(margin, y, w)
         if p["subsample"] < 1.0:
             rows = np.flatnonzero(self.rng.random(n) < p["subsample"]).astype(np.int32)
         else:
@@ -199,8 +201,9 @@ class Booster:
         n_bins = dtrain.n_bins_per_feature
         for group in range(self.n_groups):
             sampler.new_tree()
-            gh[:, 0] = gradients[group]
-            gh[:, 1] = hessians[group]
+            if not fused:
+                gh[:, 0] = gradients[group]
+                gh[:, 1] = hessians[group]
             if rows.shape[0] == 0:
                 tree, segments = Tree.single_leaf(0.0, 0.0), []
             else:

@@ -33,6 +33,32 @@ def new_histogram(n_features: int) -> np.ndarray:
 PREFETCH_DISTANCE = 10  # rows ahead; hides memory latency on deep nodes' scattered rows
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _accumulate(codes, rows, gh, features, all_features, start, stop, local):
+    # Sums rows[start:stop] into local; prefetches rows PREFETCH_DISTANCE ahead (deep nodes'
+    # rows are scattered, so each would otherwise wait on memory).
+    n_feat = features.shape[0]
+    ahead = stop - PREFETCH_DISTANCE
+    for i in range(start, stop):
+        if i < ahead:
+            later = rows[i + PREFETCH_DISTANCE]
+            prefetch(codes, later)
+            prefetch(gh, later)
+        r = rows[i]
+        g = np.float64(gh[r, 0])
+        h = np.float64(gh[r, 1])
+        if all_features:
+            for k in range(n_feat):
+                c = codes[r, k]
+                local[k, c, 0] += g
+                local[k, c, 1] += h
+        else:
+            for k in range(n_feat):
+                c = codes[r, features[k]]
+                local[k, c, 0] += g
+                local[k, c, 1] += h
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def build_histogram(codes, rows, gh, features, block_hists, hist):
     """hist[k] = sums of (gradient, hessian) per bin of feature ``features[k]`` over ``rows``.
@@ -43,26 +69,17 @@ def build_histogram(codes, rows, gh, features, block_hists, hist):
     """
     n = rows.shape[0]
     n_blocks = block_hists.shape[0]
-    n_feat = features.shape[0]
+    all_features = features.shape[0] == codes.shape[1]
+    if n_blocks == 1:  # small node: one pass straight into the output
+        hist[:] = 0.0
+        _accumulate(codes, rows, gh, features, all_features, 0, n, hist)
+        return
     block_size = (n + n_blocks - 1) // n_blocks
     for b in prange(n_blocks):
         local = block_hists[b]
         local[:] = 0.0
         start = b * block_size
-        stop = min(n, start + block_size)
-        ahead = stop - PREFETCH_DISTANCE
-        for i in range(start, stop):
-            if i < ahead:
-                later = rows[i + PREFETCH_DISTANCE]
-                prefetch(codes, later)
-                prefetch(gh, later)
-            r = rows[i]
-            g = np.float64(gh[r, 0])
-            h = np.float64(gh[r, 1])
-            for k in range(n_feat):
-                c = codes[r, features[k]]
-                local[k, c, 0] += g
-                local[k, c, 1] += h
+        _accumulate(codes, rows, gh, features, all_features, start, min(n, start + block_size), local)
     _reduce_parallel(block_hists, hist)
 
 
@@ -72,6 +89,7 @@ def build_histogram_all_rows(codes, gh, features, block_hists, hist):
     n = codes.shape[0]
     n_blocks = block_hists.shape[0]
     n_feat = features.shape[0]
+    all_features = n_feat == codes.shape[1]
     block_size = (n + n_blocks - 1) // n_blocks
     for b in prange(n_blocks):
         local = block_hists[b]
@@ -81,10 +99,16 @@ def build_histogram_all_rows(codes, gh, features, block_hists, hist):
         for r in range(start, stop):
             g = np.float64(gh[r, 0])
             h = np.float64(gh[r, 1])
-            for k in range(n_feat):
-                c = codes[r, features[k]]
-                local[k, c, 0] += g
-                local[k, c, 1] += h
+            if all_features:
+                for k in range(n_feat):
+                    c = codes[r, k]
+                    local[k, c, 0] += g
+                    local[k, c, 1] += h
+            else:
+                for k in range(n_feat):
+                    c = codes[r, features[k]]
+                    local[k, c, 0] += g
+                    local[k, c, 1] += h
     _reduce_parallel(block_hists, hist)
 
 

@@ -13,6 +13,8 @@ from typing import Callable
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
+from numba import njit, prange
+
 from fusionrec.errors import FusionrecError
 
 HESS_EPS = 1e-16
@@ -26,6 +28,29 @@ def weighted_quantile(values: np.ndarray, weight: np.ndarray | None, alpha: floa
     cumulative = np.cumsum(w)
     position = int(np.searchsorted(cumulative, alpha * cumulative[-1], side="left"))
     return float(v[min(position, v.shape[0] - 1)])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _logistic_into(margin, y, w, scale_pos_weight, gh):
+    # g = p - y, h = p (1 - p), times the row weight (and scale_pos_weight on positives)
+    for i in prange(margin.shape[0]):
+        p = 1.0 / (1.0 + np.exp(-margin[i, 0]))
+        weight = w[i] if w.shape[0] > 0 else 1.0
+        if y[i] == 1.0:
+            weight *= scale_pos_weight
+        gh[i, 0] = np.float32((p - y[i]) * weight)
+        gh[i, 1] = np.float32(max(p * (1.0 - p), HESS_EPS) * weight)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _squared_into(margin, y, w, gh):
+    for i in prange(margin.shape[0]):
+        weight = w[i] if w.shape[0] > 0 else 1.0
+        gh[i, 0] = np.float32((margin[i, 0] - y[i]) * weight)
+        gh[i, 1] = np.float32(weight)
+
+
+_NO_WEIGHT = np.zeros(0)
 
 
 class Objective:
@@ -54,6 +79,11 @@ class Objective:
         """Prediction from margins (n, n_groups): the inverse link."""
         return margin[:, 0]
 
+    def fill_pairs(self, margin, y, w, gh) -> bool:
+        """Write (gradient, hessian) pairs of a one-tree-per-round objective straight into
+        ``gh`` (n, 2) float32 in one fused pass; False when this objective has no such path."""
+        return False
+
     def metric_input(self, margin: np.ndarray) -> np.ndarray:
         """What metrics are computed on: probabilities for classifiers, predictions otherwise."""
         return self.transform(margin)
@@ -75,6 +105,10 @@ class SquaredError(Objective):
 
     def gradients(self, margin, y, w):
         return self._pack(margin[:, 0] - y, np.ones_like(y), w)
+
+    def fill_pairs(self, margin, y, w, gh):
+        _squared_into(margin, y, _NO_WEIGHT if w is None else w, gh)
+        return True
 
 
 class AbsoluteError(Objective):
@@ -146,6 +180,10 @@ class Logistic(Objective):
 
     def transform(self, margin):
         return expit(margin[:, 0])
+
+    def fill_pairs(self, margin, y, w, gh):
+        _logistic_into(margin, y, _NO_WEIGHT if w is None else w, float(self.params["scale_pos_weight"]), gh)
+        return True
 
 
 class LogitRaw(Logistic):

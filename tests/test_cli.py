@@ -1,0 +1,49 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusionrec.cli import main
+from fusionrec.gbdt import Booster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_csv(path, X, y):
+    header = ",".join([f"x{i}" for i in range(X.shape[1])] + ["y"])
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", header=header, comments="")
+
+
+def test_gbdt_train_and_predict_round_trip(tmp_path, rng):
+    X = rng.normal(size=(300, 3))
+    y = (X[:, 0] > 0).astype(float)
+    write_csv(tmp_path / "train.csv", X, y)
+    write_csv(tmp_path / "valid.csv", X[:100], y[:100])
+    model = tmp_path / "m.json"
+    code = main(["gbdt", "train", "--train", str(tmp_path / "train.csv"), "--label", "y", "--valid", str(tmp_path / "valid.csv"),
+                 "--param", "objective=binary:logistic", "--param", "max_depth=3", "--num-rounds", "5", "--model-out", str(model)])  # fmt: skip
+    assert code == 0 and model.exists()
+    assert main(["gbdt", "predict", "--model", str(model), "--input", str(tmp_path / "valid.csv"), "--output", str(tmp_path / "p.csv")]) == 0
+    written = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(written, Booster.load_model(model).predict(X[:100].astype(np.float32)), rtol=1e-6)
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    assert main(["gbdt", "train", "--train", str(tmp_path / "nope.csv"), "--label", "y", "--model-out", str(tmp_path / "m.json")]) == 2
+    assert "nope.csv: file does not exist" in capsys.readouterr().err
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    assert main(["gbdt", "train", "--train", str(tmp_path / "t.csv"), "--label", "y", "--model-out", str(tmp_path / "m.json")]) == 2
+    assert "label column 'y' not found" in capsys.readouterr().err
+
+
+def test_demo_runs_on_small_data(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--out", str(tmp_path), "--rows", "3000"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("gbdt_model.json", "gbdt_feature_importance.png", "gbdt_learning_curve.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "AUC" in result.stdout
