@@ -52,7 +52,7 @@ def test_sparse_input_matches_dense_with_nan(rng):
     np.testing.assert_allclose(sparse_model.predict_proba(sp.csc_matrix(dense)), nan_model.predict_proba(as_nan))
 
 
-def test_early_stopping_predicts_with_the_best_iteration(rng):
+def test_early_stopping_predicts_with_the_best_iteration(rng, tmp_path):
     X = rng.normal(size=(1200, 5))
     y = (X[:, 0] + rng.normal(scale=1.5, size=1200) > 0).astype(int)
     clf = GBDTClassifier(n_estimators=300, learning_rate=0.5, early_stopping_rounds=5, eval_metric="logloss")
@@ -62,6 +62,9 @@ def test_early_stopping_predicts_with_the_best_iteration(rng):
     assert len(clf.evals_result_["validation_0"]["logloss"]) == booster.num_boosted_rounds()
     margin = booster.predict(X[800:], output_margin=True, iteration_range=(0, clf.best_iteration + 1))
     np.testing.assert_allclose(clf.decision_function(X[800:]), margin)
+    path = tmp_path / "early.json"
+    clf.save_model(path)
+    np.testing.assert_allclose(GBDTClassifier().load_model(path).decision_function(X[800:]), margin)
 
 
 def test_string_labels_save_load_and_feature_importances(rng, tmp_path):

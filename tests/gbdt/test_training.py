@@ -198,3 +198,14 @@ def test_booster_update_loop_equals_train(rng):
     for i in range(4):
         manual.update(d, i)
     np.testing.assert_array_equal(manual.predict(X), train({"max_depth": 4}, Dataset(X, y), 4).predict(X))
+
+
+def test_sparse_prediction_paths_match_dense_with_nan(rng):
+    import scipy.sparse as sp
+
+    dense = np.where(rng.random((700, 5)) < 0.5, 0.0, rng.normal(size=(700, 5)))
+    csr = sp.csr_matrix(dense)
+    as_nan = np.where(dense == 0.0, np.nan, dense).astype(np.float32)
+    b = train({"max_depth": 4}, Dataset(csr, dense[:, 0] + dense[:, 1]), 6)
+    np.testing.assert_array_equal(b.predict(csr, pred_leaf=True), b.predict(as_nan, pred_leaf=True))
+    np.testing.assert_allclose(b.predict(csr), b.predict(as_nan), rtol=0, atol=1e-12)

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fusionrec.errors import FusionrecError
-from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, to_feature_matrix
+from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, dense_with_nan as _dense_with_nan, to_feature_matrix
 from fusionrec.gbdt.dataset import Dataset
 from fusionrec.gbdt.grower import FeatureSampler, TreeGrower, Workspace, add_leaf_values
 from fusionrec.gbdt.metric import check_metric_fits, evaluate
@@ -314,9 +314,15 @@ class Booster:
         forest = self.forest(start, end)
         with _threads(self.params["n_jobs"]):
             if pred_leaf:
-                values = matrix.values.toarray() if matrix.is_sparse else matrix.values
                 out = np.zeros((matrix.n_rows, forest.tree_start.shape[0]), dtype=np.int32)
-                predict_leaf_dense(values, forest.feature, forest.threshold, forest.left, forest.right, forest.default_left, forest.tree_start, out)
+                chunk = 65536  # sparse rows are densified (absent -> NaN) a chunk at a time, never whole
+                for start in range(0, matrix.n_rows, chunk if matrix.is_sparse else max(matrix.n_rows, 1)):
+                    part = matrix.values[start : start + chunk] if matrix.is_sparse else matrix.values
+                    values = _dense_with_nan(part) if matrix.is_sparse else part
+                    predict_leaf_dense(
+                        values, forest.feature, forest.threshold, forest.left, forest.right, forest.default_left,
+                        forest.tree_start, out[start : start + values.shape[0]],
+                    )  # fmt: skip
                 return out
             if pred_contribs:
                 from fusionrec.gbdt.shap import tree_shap

@@ -310,3 +310,10 @@ def check_weight(weight: Any, n_rows: int, what: str = "weight") -> np.ndarray |
     if not np.any(w > 0):
         raise FusionrecError(f"{what}: all {n_rows} weights are zero; at least one must be positive")
     return np.ascontiguousarray(w)
+
+
+def dense_with_nan(csr: sp.csr_matrix) -> np.ndarray:
+    """A CSR block as a dense float32 array with NaN where entries are absent (= missing)."""
+    dense = np.full(csr.shape, np.nan, dtype=np.float32)
+    dense[np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)), csr.indices] = csr.data
+    return dense

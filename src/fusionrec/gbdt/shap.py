@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
+from fusionrec.gbdt.data import dense_with_nan as _dense_with_nan
+
 
 @njit(cache=True, inline="always")
 def _extend(feat, zero, one, pweight, offset, depth, zero_fraction, one_fraction, feature):
@@ -161,11 +163,7 @@ def tree_shap(matrix, forest, n_features: int, base_margin: np.ndarray) -> np.nd
     chunk = 65536  # sparse input is densified a chunk at a time, never whole
     for start in range(0, matrix.n_rows, chunk):
         part = values[start : start + chunk]
-        if sp.issparse(part):
-            dense = np.full(part.shape, np.nan, dtype=np.float32)  # absent entries are missing
-            dense[np.repeat(np.arange(part.shape[0]), np.diff(part.indptr)), part.indices] = part.data
-        else:
-            dense = part
+        dense = _dense_with_nan(part) if sp.issparse(part) else part
         _shap_dense(
             np.ascontiguousarray(dense, dtype=np.float32), forest.feature, forest.threshold, forest.left, forest.right,
             forest.default_left, forest.value, forest.cover, forest.tree_start, forest.tree_group, max_depth,

@@ -159,10 +159,10 @@ class _GBDTBase(BaseEstimator):
         return y
 
     def _iteration_range(self):
-        best = getattr(self.booster_, "best_iteration", None)
-        if self.early_stopping_rounds is not None and best is not None:
-            return (0, best + 1)
-        return None
+        # As in XGBoost: a model that early-stopped predicts with its best round, also after
+        # save/load (best_iteration is in the file, early_stopping_rounds is not).
+        best = self.booster_.best_iteration
+        return None if best is None else (0, best + 1)
 
     # -- public ------------------------------------------------------------------------------
     def get_booster(self) -> Booster:
