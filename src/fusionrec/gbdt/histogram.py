@@ -34,29 +34,33 @@ PREFETCH_DISTANCE = 10  # rows ahead; hides memory latency on deep nodes' scatte
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _add_row(codes, r, gh, features, all_features, local):
+    g = np.float64(gh[r, 0])
+    h = np.float64(gh[r, 1])
+    n_feat = features.shape[0]
+    if all_features:  # no indirection through ``features`` when the tree uses them all
+        for k in range(n_feat):
+            c = codes[r, k]
+            local[k, c, 0] += g
+            local[k, c, 1] += h
+    else:
+        for k in range(n_feat):
+            c = codes[r, features[k]]
+            local[k, c, 0] += g
+            local[k, c, 1] += h
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _accumulate(codes, rows, gh, features, all_features, start, stop, local):
     # Sums rows[start:stop] into local; prefetches rows PREFETCH_DISTANCE ahead (deep nodes'
     # rows are scattered, so each would otherwise wait on memory).
-    n_feat = features.shape[0]
     ahead = stop - PREFETCH_DISTANCE
     for i in range(start, stop):
         if i < ahead:
             later = rows[i + PREFETCH_DISTANCE]
             prefetch(codes, later)
             prefetch(gh, later)
-        r = rows[i]
-        g = np.float64(gh[r, 0])
-        h = np.float64(gh[r, 1])
-        if all_features:
-            for k in range(n_feat):
-                c = codes[r, k]
-                local[k, c, 0] += g
-                local[k, c, 1] += h
-        else:
-            for k in range(n_feat):
-                c = codes[r, features[k]]
-                local[k, c, 0] += g
-                local[k, c, 1] += h
+        _add_row(codes, rows[i], gh, features, all_features, local)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -97,18 +101,7 @@ def build_histogram_all_rows(codes, gh, features, block_hists, hist):
         start = b * block_size
         stop = min(n, start + block_size)
         for r in range(start, stop):
-            g = np.float64(gh[r, 0])
-            h = np.float64(gh[r, 1])
-            if all_features:
-                for k in range(n_feat):
-                    c = codes[r, k]
-                    local[k, c, 0] += g
-                    local[k, c, 1] += h
-            else:
-                for k in range(n_feat):
-                    c = codes[r, features[k]]
-                    local[k, c, 0] += g
-                    local[k, c, 1] += h
+            _add_row(codes, r, gh, features, all_features, local)
     _reduce_parallel(block_hists, hist)
 
 
