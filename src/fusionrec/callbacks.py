@@ -127,15 +127,11 @@ class EvaluationMonitor(TrainingCallback):
     def __init__(self, period: int = 1, printer=print):
         self.period = max(int(period), 1)
         self.printer = printer
-        self._last_printed = -1
 
     def after_iteration(self, model: Any, epoch: int, evals_log: EvalsLog) -> bool:
         if evals_log and epoch % self.period == 0:
             self._print(epoch, evals_log)
         return False
-
-    def after_training(self, model: Any) -> Any:
-        return model
 
     def _print(self, epoch: int, evals_log: EvalsLog) -> None:
         parts = [f"[{epoch}]"]
@@ -143,4 +139,3 @@ class EvaluationMonitor(TrainingCallback):
             for metric_name, values in metrics.items():
                 parts.append(f"{data_name}-{metric_name}:{values[-1]:.5f}")
         self.printer("\t".join(parts))
-        self._last_printed = epoch

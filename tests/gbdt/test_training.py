@@ -209,3 +209,10 @@ def test_sparse_prediction_paths_match_dense_with_nan(rng):
     b = train({"max_depth": 4}, Dataset(csr, dense[:, 0] + dense[:, 1]), 6)
     np.testing.assert_array_equal(b.predict(csr, pred_leaf=True), b.predict(as_nan, pred_leaf=True))
     np.testing.assert_allclose(b.predict(csr), b.predict(as_nan), rtol=0, atol=1e-12)
+
+
+def test_continuation_accepts_aliases_of_saved_parameters(rng):
+    X, y = make_regression(rng, n=300)
+    first = train({"eta": 0.1}, Dataset(X, y), 2)
+    more = train({"eta": 0.05}, Dataset(X, y), 2, xgb_model=first)
+    assert more.params["learning_rate"] == 0.05 and more.num_boosted_rounds() == 4

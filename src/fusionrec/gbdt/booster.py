@@ -116,7 +116,7 @@ class Booster:
         objective = self.objective
         if dtrain.label is None:
             raise FusionrecError("dtrain: a training Dataset needs a label")
-        if not isinstance(objective, type(objective)) or objective.name != "custom":
+        if objective.name != "custom":
             objective.check_label(dtrain.label)
         if self.base_score is None:
             self.base_score = objective.base_score_from(dtrain.label, dtrain.weight)

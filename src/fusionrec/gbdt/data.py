@@ -127,13 +127,7 @@ def _numpy_kind(dtype: Any) -> str | None:
     name = str(dtype)
     if name in ("category", "string", "object") or name.startswith(("string", "category")):
         return None
-    if kind == "f":
-        return "float"
-    if kind in "iu" if kind else False:
-        return "int"
-    if kind == "b":
-        return "bool"
-    return None
+    return {"f": "float", "i": "int", "u": "int", "b": "bool"}.get(kind)
 
 
 def _from_columns(names, dtype_names, get_col, n_rows, what, kind_of, to_numpy) -> FeatureMatrix:

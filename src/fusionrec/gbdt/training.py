@@ -9,6 +9,7 @@ from fusionrec.callbacks import CallbackContainer, EarlyStopping, EvaluationMoni
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.booster import Booster
 from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.params import ALIASES, resolve_params
 
 
 def train(
@@ -43,11 +44,9 @@ def train(
     else:
         booster = xgb_model.copy() if isinstance(xgb_model, Booster) else Booster.load_model(xgb_model)
         if params:
-            from fusionrec.gbdt.params import resolve_params
-
-            merged = {k: v for k, v in booster.params.items()}
-            merged.update(resolve_params({**{k: v for k, v in booster.params.items()}, **params}))
-            booster.params = merged
+            # canonical names first, so an alias (eta) overrides the saved name (learning_rate)
+            given = {ALIASES.get(name, name): value for name, value in params.items()}
+            booster.params = resolve_params({**booster.params, **given})
             booster._objective = None
     if obj is not None:
         booster.set_objective(obj)
