@@ -23,7 +23,7 @@ def numpy_histogram(codes, rows, gh, features):
 def build(codes, rows, gh, features):
     blocks = np.empty((n_blocks_for(len(rows)), len(features), 256, 2))
     hist = new_histogram(len(features))
-    build_histogram(codes, rows, gh, features, blocks, hist)
+    build_histogram(codes, rows, np.ascontiguousarray(gh[rows]), features, blocks, hist)
     return hist
 
 

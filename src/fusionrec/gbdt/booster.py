@@ -208,7 +208,7 @@ class Booster:
                 tree, segments = Tree.single_leaf(0.0, 0.0), []
             else:
                 grower = TreeGrower(
-                    dtrain.codes, dtrain.codes_by_feature, n_bins, dtrain.cuts, gh, rows.copy(), all_rows, sampler, p, self._workspace
+                    dtrain.codes, dtrain.codes_by_feature, n_bins, dtrain.cuts, gh, rows, all_rows, sampler, p, self._workspace
                 )
                 tree, segments = grower.grow()
                 if objective.leaf_quantile is not None:

@@ -32,8 +32,13 @@ PARTITION_BLOCK = 16384
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def partition_rows(rows, start, stop, column, split_bin, default_left, go_left, scratch, n_blocks):
-    """Stable in-place partition of rows[start:stop]: left rows first. Returns the left count.
+def partition_rows(rows, gh, out_rows, out_gh, start, stop, column, split_bin, default_left, go_left, n_blocks):
+    """Stable partition of rows[start:stop] into out_rows[start:stop], left rows first.
+
+    Returns the left count. ``gh`` holds the rows' gradient pairs in the same order as
+    ``rows`` and moves with them into ``out_gh``, so histogram passes read gradients
+    sequentially. Writing to the other buffer of a pair (instead of in place) saves a
+    copy-back; node segments are disjoint, so the buffers' other segments are untouched.
 
     ``column`` is the split feature's codes, contiguous (a row of the column-major codes):
     a node's rows are ascending, so reading it walks memory forward.
@@ -60,17 +65,18 @@ def partition_rows(rows, start, stop, column, split_bin, default_left, go_left, 
     for b in prange(n_blocks):
         s = start + b * block
         e = min(stop, s + block)
-        li = left_counts[b]
-        ri = n_left + (b * block - left_counts[b])
+        li = start + left_counts[b]
+        ri = start + n_left + (b * block - left_counts[b])
         for i in range(s, e):
             if go_left[i - start]:
-                scratch[li] = rows[i]
+                j = li
                 li += 1
             else:
-                scratch[ri] = rows[i]
+                j = ri
                 ri += 1
-    for i in prange(n):
-        rows[start + i] = scratch[i]
+            out_rows[j] = rows[i]
+            out_gh[j, 0] = gh[i, 0]
+            out_gh[j, 1] = gh[i, 1]
     return n_left
 
 
@@ -132,7 +138,10 @@ class Workspace:
         self.n_rows, self.n_features = n_rows, n_features
         self.block_hists = np.empty((MAX_BLOCKS, n_features, 256, 2))
         self.go_left = np.empty(n_rows, np.bool_)
-        self.scratch = np.empty(n_rows, np.int32)
+        # two (row ids, gradient pairs in node order) buffers; a split moves a node's segment
+        # from one to the other
+        self.rows_pair = (np.empty(n_rows, np.int32), np.empty(n_rows, np.int32))
+        self.gh_pair = (np.empty((n_rows, 2), np.float32), np.empty((n_rows, 2), np.float32))
         self._free: list[np.ndarray] = []
 
     def fits(self, n_rows: int, n_features: int) -> bool:
@@ -150,11 +159,12 @@ class Workspace:
 
 
 class _Node:
-    __slots__ = ("id", "start", "stop", "sum_g", "sum_h", "depth", "hist", "split", "left", "right")
+    __slots__ = ("id", "start", "stop", "buffer", "sum_g", "sum_h", "depth", "hist", "split", "left", "right")
 
-    def __init__(self, node_id, start, stop, sum_g, sum_h, depth):
+    def __init__(self, node_id, start, stop, buffer, sum_g, sum_h, depth):
         self.id = node_id
         self.start, self.stop = start, stop
+        self.buffer = buffer  # which of the workspace's buffer pair holds the node's rows
         self.sum_g, self.sum_h = sum_g, sum_h
         self.depth = depth
         self.hist = None
@@ -172,7 +182,16 @@ class TreeGrower:
         self.cuts = cuts
         self.gh = gh
         self.workspace = workspace
-        self.rows = rows
+        n = rows.shape[0]
+        self.rows_pair = tuple(buffer[:n] for buffer in workspace.rows_pair)
+        self.gh_pair = tuple(buffer[:n] for buffer in workspace.gh_pair)
+        self.rows = self.rows_pair[0]  # after grow(): every leaf's rows, as segments
+        self.rows[:] = rows
+        # gh_pair[0][i] is row rows[i]'s pair; partitions move both together
+        if all_rows:
+            self.gh_pair[0][:] = gh
+        else:
+            np.take(gh, rows, axis=0, out=self.gh_pair[0])
         self.all_rows = all_rows
         self.sampler = sampler
         self.features = sampler.tree_features
@@ -193,7 +212,6 @@ class TreeGrower:
         self._left_g = np.empty(n_feat)
         self._left_h = np.empty(n_feat)
         self._go_left = workspace.go_left
-        self._scratch = workspace.scratch
         self.nodes: list[_Node] = []
 
     # -- histogram helpers -------------------------------------------------------------
@@ -205,8 +223,8 @@ class TreeGrower:
         if whole:
             build_histogram_all_rows(self.codes, self.gh, self.features, blocks, hist)
         else:
-            segment = self.rows[node.start : node.stop]
-            build_histogram(self.codes, segment, self.gh, self.features, blocks, hist)
+            rows, gh = self.rows_pair[node.buffer], self.gh_pair[node.buffer]
+            build_histogram(self.codes, rows[node.start : node.stop], gh[node.start : node.stop], self.features, blocks, hist)
         return hist
 
     def _can_split(self, node: _Node) -> bool:
@@ -231,8 +249,8 @@ class TreeGrower:
                 bool(self._default_left[k]), float(self._left_g[k]), float(self._left_h[k]),
             )  # fmt: skip
 
-    def _new_node(self, start, stop, sum_g, sum_h, depth) -> _Node:
-        node = _Node(len(self.nodes), start, stop, sum_g, sum_h, depth)
+    def _new_node(self, start, stop, buffer, sum_g, sum_h, depth) -> _Node:
+        node = _Node(len(self.nodes), start, stop, buffer, sum_g, sum_h, depth)
         self.nodes.append(node)
         return node
 
@@ -240,7 +258,7 @@ class TreeGrower:
     def grow(self) -> tuple[Tree, list[tuple[int, int, int]]]:
         """The tree (leaf values scaled by the learning rate) and (leaf node, start, stop) segments."""
         n = self.rows.shape[0]
-        root = self._new_node(0, n, 0.0, 0.0, 0)
+        root = self._new_node(0, n, 0, 0.0, 0.0, 0)
         root.hist = self._build(root, self.all_rows)
         first = root.hist[0]
         root.sum_g = float(first[:, 0].sum())
@@ -261,31 +279,38 @@ class TreeGrower:
         push(root)
         while frontier and (self.max_leaves == 0 or n_leaves < self.max_leaves):
             _, _, node = heapq.heappop(frontier)
-            self._split(node)
             n_leaves += 1
+            # the split that reaches max_leaves makes leaves that will never split: no histograms
+            self._split(node, expand=self.max_leaves == 0 or n_leaves < self.max_leaves)
             push(node.left)
             push(node.right)
         for node in self.nodes:
             if node.hist is not None:
                 self.workspace.give_back(node.hist)
                 node.hist = None
+            if node.left is None and node.buffer == 1:
+                # every leaf's rows into self.rows; leaves tile [0, n), so after pruning a
+                # collapsed node's segment there holds exactly its rows too
+                self.rows[node.start : node.stop] = self.rows_pair[1][node.start : node.stop]
         self._prune()
         return self._flatten()
 
-    def _split(self, node: _Node) -> None:
+    def _split(self, node: _Node, expand: bool) -> None:
         gain, feature, split_bin, default_left, left_g, left_h = node.split
         n = node.stop - node.start
+        source, target = node.buffer, 1 - node.buffer
         n_left = int(
             partition_rows(
-                self.rows, node.start, node.stop, self.codes_by_feature[feature], split_bin, default_left,
-                self._go_left, self._scratch, max(1, min(32, -(-n // PARTITION_BLOCK))),
+                self.rows_pair[source], self.gh_pair[source], self.rows_pair[target], self.gh_pair[target],
+                node.start, node.stop, self.codes_by_feature[feature], split_bin, default_left, self._go_left,
+                max(1, min(32, -(-n // PARTITION_BLOCK))),
             )
         )  # fmt: skip
         mid = node.start + n_left
-        left = self._new_node(node.start, mid, left_g, left_h, node.depth + 1)
-        right = self._new_node(mid, node.stop, node.sum_g - left_g, node.sum_h - left_h, node.depth + 1)
+        left = self._new_node(node.start, mid, target, left_g, left_h, node.depth + 1)
+        right = self._new_node(mid, node.stop, target, node.sum_g - left_g, node.sum_h - left_h, node.depth + 1)
         node.left, node.right = left, right
-        left_ok, right_ok = self._can_split(left), self._can_split(right)
+        left_ok, right_ok = expand and self._can_split(left), expand and self._can_split(right)
         parent_hist, node.hist = node.hist, None
         if left_ok or right_ok:
             small, large = (left, right) if n_left <= n - n_left else (right, left)

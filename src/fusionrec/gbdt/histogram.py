@@ -18,8 +18,8 @@ from numba import njit, prange
 from fusionrec.gbdt._prefetch import prefetch
 from fusionrec.gbdt.binning import N_CODES
 
-ROWS_PER_BLOCK = 16384
-MAX_BLOCKS = 8
+ROWS_PER_BLOCK = 4096
+MAX_BLOCKS = 4
 
 
 def n_blocks_for(n_rows: int) -> int:
@@ -34,9 +34,7 @@ PREFETCH_DISTANCE = 10  # rows ahead; hides memory latency on deep nodes' scatte
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add_row(codes, r, gh, features, all_features, local):
-    g = np.float64(gh[r, 0])
-    h = np.float64(gh[r, 1])
+def _add_row(codes, r, g, h, features, all_features, local):
     n_feat = features.shape[0]
     if all_features:  # no indirection through ``features`` when the tree uses them all
         for k in range(n_feat):
@@ -52,22 +50,23 @@ def _add_row(codes, r, gh, features, all_features, local):
 
 @njit(cache=True, nogil=True, inline="always")
 def _accumulate(codes, rows, gh, features, all_features, start, stop, local):
-    # Sums rows[start:stop] into local; prefetches rows PREFETCH_DISTANCE ahead (deep nodes'
-    # rows are scattered, so each would otherwise wait on memory).
+    # Sums rows[start:stop] into local. gh is in node order (gh[i] belongs to rows[i]), so
+    # only the codes are gathered; their rows are prefetched PREFETCH_DISTANCE ahead (deep
+    # nodes' rows are scattered, so each would otherwise wait on memory).
     ahead = stop - PREFETCH_DISTANCE
     for i in range(start, stop):
         if i < ahead:
-            later = rows[i + PREFETCH_DISTANCE]
-            prefetch(codes, later)
-            prefetch(gh, later)
-        _add_row(codes, rows[i], gh, features, all_features, local)
+            prefetch(codes, rows[i + PREFETCH_DISTANCE])
+        _add_row(codes, rows[i], np.float64(gh[i, 0]), np.float64(gh[i, 1]), features, all_features, local)
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def build_histogram(codes, rows, gh, features, block_hists, hist):
     """hist[k] = sums of (gradient, hessian) per bin of feature ``features[k]`` over ``rows``.
 
-    codes: (n, F) uint8; rows: int32 row ids of the node; gh: (n, 2) float32 gradient pairs;
+    codes: (n, F) uint8; rows: int32 row ids of the node; gh: (len(rows), 2) float32 gradient
+    pairs in node order, gh[i] being row rows[i]'s (the grower permutes them with the rows, so
+    this pass reads them sequentially instead of one cache line per row);
     features: int32 feature ids; block_hists: scratch (n_blocks, len(features), 256, 2) with
     n_blocks = n_blocks_for(len(rows)); hist: output (len(features), 256, 2).
     """
@@ -101,7 +100,7 @@ def build_histogram_all_rows(codes, gh, features, block_hists, hist):
         start = b * block_size
         stop = min(n, start + block_size)
         for r in range(start, stop):
-            _add_row(codes, r, gh, features, all_features, local)
+            _add_row(codes, r, np.float64(gh[r, 0]), np.float64(gh[r, 1]), features, all_features, local)
     _reduce_parallel(block_hists, hist)
 
 

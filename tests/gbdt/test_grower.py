@@ -1,0 +1,60 @@
+"""The grower's leaf segments against a plain-Python walk of the tree it returns."""
+
+import numpy as np
+import pytest
+
+from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.grower import FeatureSampler, TreeGrower, Workspace
+from fusionrec.gbdt.params import resolve_params
+
+
+def leaf_of(tree, code_row):
+    node = 0
+    while tree.left[node] >= 0:
+        code = code_row[tree.feature[node]]
+        go_left = tree.default_left[node] if code == 255 else code <= tree.split_bin[node]
+        node = tree.left[node] if go_left else tree.right[node]
+    return node
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"max_depth": 5},
+        {"grow_policy": "lossguide", "max_leaves": 31, "max_depth": 0},
+        {"grow_policy": "lossguide", "max_leaves": 31, "max_depth": 0, "gamma": 2.0},  # pruning collapses nodes
+        {"max_depth": 6, "gamma": 5.0},
+    ],
+)
+@pytest.mark.parametrize("subsample", [1.0, 0.6])
+def test_leaf_segments_hold_exactly_the_rows_routed_to_each_leaf(rng, extra, subsample):
+    n = 5000
+    X = rng.normal(size=(n, 6)).astype(np.float32)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 1]) ** 2 + rng.normal(size=n) > 1).astype(float)
+    data = Dataset(X, y)
+    params = resolve_params({"objective": "binary:logistic", **extra})
+    gh = np.column_stack([rng.normal(size=n), rng.random(n) + 0.1]).astype(np.float32)
+    rows = np.flatnonzero(rng.random(n) < subsample).astype(np.int32)
+    sampler = FeatureSampler(rng, data.n_features, 1.0, 1.0, 1.0)
+    sampler.new_tree()
+    workspace = Workspace(n, data.n_features)
+    for _ in range(2):  # a reused workspace must not leak the previous tree's rows
+        grower = TreeGrower(
+            data.codes, data.codes_by_feature, data.n_bins_per_feature, data.cuts, gh, rows, rows.shape[0] == n,
+            sampler, params, workspace,
+        )  # fmt: skip
+        tree, segments = grower.grow()
+        assert len(segments) > 4
+        expected = {}
+        for r in rows:
+            expected.setdefault(leaf_of(tree, data.codes[r]), []).append(r)
+        for leaf, start, stop in segments:
+            assert sorted(grower.rows[start:stop].tolist()) == sorted(expected.pop(leaf, []))
+        assert not expected
+        # the leaf values are the regularized weights (eq. 5) of the rows in the segment
+        for leaf, start, stop in segments:
+            members = grower.rows[start:stop]
+            g, h = gh[members, 0].astype(np.float64).sum(), gh[members, 1].astype(np.float64).sum()
+            np.testing.assert_allclose(tree.value[leaf], -0.3 * g / (h + 1.0), rtol=1e-6, atol=1e-9)
+        gh = gh[::-1].copy()
