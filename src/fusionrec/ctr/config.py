@@ -1,0 +1,584 @@
+"""Pipeline configs: EasyRec `.config` (protobuf text format) or YAML, into one typed config.
+
+Both front ends use EasyRec's field names. A `.config` is parsed with protobuf's
+``text_format`` against ``protos/easyrec.proto``, turned into a dict, and validated by the
+same pydantic models as a YAML file, so the two cannot drift apart. Errors name the file and
+the field's path (``model_config.wide_and_deep.dnn.hidden_units``) or, for the text format,
+the line and column.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fusionrec.errors import FusionrecError
+
+# EasyRec fields that change the model or the data and that fusionrec does not implement
+# yet: named in the error instead of "unknown field", never silently ignored.
+EASYREC_NOT_IMPLEMENTED = {
+    "kafka_train_input", "kafka_eval_input", "datahub_train_input", "datahub_eval_input", "hive_train_input",
+    "hive_eval_input", "fg_json_path", "auto_expand_input_fields", "label_sep", "label_dim", "selected_cols",
+    "rtp_separator", "negative_sampler", "negative_sampler_v2", "hard_negative_sampler", "input_dim",
+    "kv_separator", "seq_multi_sep", "shared_names", "lookup_max_sel_elem_num", "initializer", "precision",
+    "raw_input_dim", "sequence_combiner", "sub_feature_type", "sequence_length", "expression",
+    "fm", "autoint", "dlrm", "cmbf", "uniter", "dssm", "mind", "mmoe", "esmm", "dbmtl", "ple",
+    "simple_multi_task", "rocket_launching", "model_params", "backbone", "losses", "loss_type", "kd",
+    "variational_dropout", "ev_params", "rms_prop_optimizer", "adamw_optimizer", "momentumw_optimizer",
+    "adam_async_optimizer", "manual_step_learning_rate", "poly_decay_learning_rate",
+    "transformer_learning_rate", "burnin_learning_rate", "burnin_steps", "fine_tune_ckpt_var_map",
+    "freeze_gradient", "incr_save_config", "train_distribute", "recall_at_topk", "mean_absolute_error",
+    "embedding_learning_rate_multiplier", "moving_average_decay",
+}  # fmt: skip
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+FieldType = Literal["INT32", "INT64", "STRING", "FLOAT", "DOUBLE", "BOOL"]
+
+
+class InputField(_Strict):
+    input_name: str
+    input_type: FieldType = "STRING"
+    default_val: str | None = None
+
+
+class DataConfig(_Strict):
+    batch_size: int = Field(32, ge=1)
+    input_fields: list[InputField] = Field(min_length=1)
+    label_fields: list[str] = Field(min_length=1)
+    shuffle: bool = True
+    shuffle_buffer_size: int = Field(32, ge=1)
+    num_epochs: int = Field(0, ge=0)
+    prefetch_size: int = Field(32, ge=1)
+    input_type: Literal["CSVInput", "ParquetInput"] = "CSVInput"
+    separator: str = ","
+    num_parallel_calls: int = 8
+    ignore_error: bool = False
+    with_header: bool = False
+    sample_weight: str | None = None
+    shard: bool = False
+    chief_redundant: bool = False
+    pai_worker_queue: bool = False
+
+    @model_validator(mode="after")
+    def _names(self):
+        names = [f.input_name for f in self.input_fields]
+        seen = set()
+        for name in names:
+            if name in seen:
+                raise ValueError(f"input_fields: input_name {name!r} appears twice; names must be unique")
+            seen.add(name)
+        for label in self.label_fields:
+            if label not in seen:
+                raise ValueError(f"label_fields: {label!r} is not one of the input_fields {names}")
+        if self.sample_weight and self.sample_weight not in seen:
+            raise ValueError(f"sample_weight: {self.sample_weight!r} is not one of the input_fields")
+        if len(self.separator) != 1:
+            raise ValueError(f"separator: {self.separator!r} must be one character")
+        return self
+
+
+FeatureType = Literal["IdFeature", "RawFeature", "TagFeature", "ComboFeature", "SequenceFeature"]
+
+
+class FeatureConfig(_Strict):
+    feature_name: str | None = None
+    input_names: list[str] = Field(min_length=1)
+    feature_type: FeatureType = "IdFeature"
+    embedding_name: str = ""
+    embedding_dim: int = Field(0, ge=0)
+    hash_bucket_size: int = Field(0, ge=0, le=2**31 - 1)
+    num_buckets: int = Field(0, ge=0, le=2**31 - 1)
+    boundaries: list[float] = []
+    separator: str = "|"
+    max_seq_len: int | None = Field(None, ge=1)
+    vocab_file: str | None = None
+    vocab_list: list[str] = []
+    combiner: Literal["mean", "sum"] = "mean"
+    min_val: float = 0.0
+    max_val: float = 0.0
+    normalizer_fn: str | None = None
+    max_partitions: int = 1
+    use_embedding_variable: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.feature_name or self.input_names[0]
+
+    @field_validator("boundaries")
+    @classmethod
+    def _sorted(cls, value):
+        if any(b >= a for b, a in zip(value, value[1:]) if not b < a):
+            raise ValueError(f"boundaries must be strictly increasing, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _kind(self):
+        kinds = [bool(self.hash_bucket_size), bool(self.num_buckets), bool(self.vocab_list or self.vocab_file)]
+        if self.feature_type in ("IdFeature", "TagFeature", "SequenceFeature", "ComboFeature"):
+            if sum(kinds) != 1:
+                raise ValueError(
+                    f"feature {self.name!r} ({self.feature_type}): set exactly one of hash_bucket_size, num_buckets, "
+                    "vocab_list / vocab_file"
+                )
+            if self.feature_type == "ComboFeature" and not self.hash_bucket_size:
+                raise ValueError(f"feature {self.name!r} (ComboFeature): needs hash_bucket_size")
+            if self.embedding_dim == 0:
+                raise ValueError(f"feature {self.name!r}: embedding_dim must be > 0")
+        if self.feature_type == "ComboFeature" and len(self.input_names) < 2:
+            raise ValueError(f"feature {self.name!r} (ComboFeature): needs at least two input_names")
+        if self.feature_type != "ComboFeature" and len(self.input_names) != 1:
+            raise ValueError(f"feature {self.name!r} ({self.feature_type}): takes exactly one input_names entry")
+        if self.feature_type in ("TagFeature", "SequenceFeature") and len(self.separator.encode()) != 1:
+            raise ValueError(f"feature {self.name!r}: separator {self.separator!r} must be a single byte")
+        if self.boundaries and self.embedding_dim == 0:
+            raise ValueError(f"feature {self.name!r}: boundaries need embedding_dim > 0")
+        if self.normalizer_fn is not None:
+            raise ValueError(
+                f"feature {self.name!r}: normalizer_fn (a TensorFlow function) is not supported; "
+                "use min_val / max_val to scale to [0, 1]"
+            )
+        return self
+
+
+class FeatureConfigV2(_Strict):
+    features: list[FeatureConfig] = []
+
+
+class SeqAttMap(_Strict):
+    key: list[str] = Field(min_length=1)
+    hist_seq: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _pairs(self):
+        if len(self.key) != len(self.hist_seq):
+            raise ValueError(f"seq_att_map: {len(self.key)} key entries but {len(self.hist_seq)} hist_seq entries")
+        return self
+
+
+class DNN(_Strict):
+    hidden_units: list[int] = []
+    dropout_ratio: list[float] = []
+    activation: str = "tf.nn.relu"
+    use_bn: bool = True
+
+    @model_validator(mode="after")
+    def _check(self):
+        if any(u <= 0 for u in self.hidden_units):
+            raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
+        if self.dropout_ratio and len(self.dropout_ratio) != len(self.hidden_units):
+            raise ValueError(
+                f"dropout_ratio has {len(self.dropout_ratio)} entries for {len(self.hidden_units)} hidden_units"
+            )
+        if any(not 0.0 <= r < 1.0 for r in self.dropout_ratio):
+            raise ValueError(f"dropout_ratio entries must be in [0, 1), got {self.dropout_ratio}")
+        from fusionrec.ctr.layers import ACTIVATIONS
+
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}")
+        return self
+
+
+class SeqAttGroupConfig(_Strict):
+    group_name: str | None = None
+    seq_att_map: list[SeqAttMap] = Field(min_length=1)
+    tf_summary: bool = False
+    seq_dnn: DNN | None = None
+    allow_key_search: bool = False
+
+
+class FeatureGroupConfig(_Strict):
+    group_name: str
+    feature_names: list[str] = []
+    wide_deep: Literal["DEEP", "WIDE", "WIDE_AND_DEEP"] = "DEEP"
+    sequence_features: list[SeqAttGroupConfig] = []
+
+
+class WideAndDeepConfig(_Strict):
+    wide_output_dim: int = Field(1, ge=1)
+    dnn: DNN
+    final_dnn: DNN | None = None
+    l2_regularization: float = Field(1e-4, ge=0)
+
+
+class DeepFMConfig(_Strict):
+    dnn: DNN
+    final_dnn: DNN | None = None
+    wide_output_dim: int = Field(1, ge=1)
+    l2_regularization: float = Field(1e-4, ge=0)
+
+
+class Tower(_Strict):
+    input: str
+    dnn: DNN
+
+
+class CrossTower(_Strict):
+    input: str
+    cross_num: int = Field(3, ge=1)
+
+
+class DCNConfig(_Strict):
+    deep_tower: Tower
+    cross_tower: CrossTower
+    final_dnn: DNN | None = None
+    l2_regularization: float = Field(1e-4, ge=0)
+
+
+class MultiTowerConfig(_Strict):
+    towers: list[Tower] = []
+    din_towers: list[Tower] = []
+    final_dnn: DNN | None = None
+    l2_regularization: float = Field(1e-4, ge=0)
+
+
+MODEL_FIELDS = {"WideAndDeep": "wide_and_deep", "DeepFM": "deepfm", "DCN": "dcn", "MultiTower": "multi_tower",
+                "DIN": "multi_tower", "MultiTowerDIN": "multi_tower"}  # fmt: skip
+
+
+class ModelConfig(_Strict):
+    model_class: str
+    feature_groups: list[FeatureGroupConfig] = Field(min_length=1)
+    wide_and_deep: WideAndDeepConfig | None = None
+    deepfm: DeepFMConfig | None = None
+    dcn: DCNConfig | None = None
+    multi_tower: MultiTowerConfig | None = None
+    seq_att_groups: list[SeqAttGroupConfig] = []
+    embedding_regularization: float = Field(0.0, ge=0)
+    num_class: int = 1
+
+    @model_validator(mode="after")
+    def _model(self):
+        if self.model_class not in MODEL_FIELDS:
+            raise ValueError(
+                f"model_class {self.model_class!r} is not implemented yet; fusionrec has {sorted(MODEL_FIELDS)}"
+            )
+        set_fields = [f for f in ("wide_and_deep", "deepfm", "dcn", "multi_tower") if getattr(self, f) is not None]
+        wanted = MODEL_FIELDS[self.model_class]
+        if set_fields != [wanted]:
+            raise ValueError(
+                f"model_class {self.model_class!r} needs exactly the block {wanted!r}, found {set_fields or 'none'}"
+            )
+        if self.num_class != 1:
+            raise ValueError(f"num_class {self.num_class}: only binary CTR models (num_class 1) are implemented yet")
+        names = [g.group_name for g in self.feature_groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature_groups: group names must be unique, got {names}")
+        return self
+
+
+class ConstantLR(_Strict):
+    learning_rate: float = Field(0.002, gt=0)
+
+
+class ExponentialDecayLR(_Strict):
+    initial_learning_rate: float = Field(0.002, gt=0)
+    decay_steps: int = Field(4000000, ge=1)
+    decay_factor: float = Field(0.95, gt=0)
+    staircase: bool = True
+    min_learning_rate: float = Field(0.0, ge=0)
+
+
+class CosineDecayLR(_Strict):
+    learning_rate_base: float = Field(0.002, gt=0)
+    total_steps: int = Field(4000000, ge=1)
+    warmup_learning_rate: float = Field(0.0002, ge=0)
+    warmup_steps: int = Field(10000, ge=0)
+    hold_base_rate_steps: int = Field(0, ge=0)
+
+
+class LearningRate(_Strict):
+    constant_learning_rate: ConstantLR | None = None
+    exponential_decay_learning_rate: ExponentialDecayLR | None = None
+    cosine_decay_learning_rate: CosineDecayLR | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if sum(x is not None for x in (self.constant_learning_rate, self.exponential_decay_learning_rate,
+                                       self.cosine_decay_learning_rate)) > 1:  # fmt: skip
+            raise ValueError("learning_rate: set one schedule")
+        return self
+
+
+class AdamOptimizer(_Strict):
+    learning_rate: LearningRate = LearningRate()
+    beta1: float = 0.9
+    beta2: float = 0.999
+
+
+class AdagradOptimizer(_Strict):
+    learning_rate: LearningRate = LearningRate()
+
+
+class MomentumOptimizer(_Strict):
+    learning_rate: LearningRate = LearningRate()
+    momentum_optimizer_value: float = 0.9
+
+
+class Optimizer(_Strict):
+    adam_optimizer: AdamOptimizer | None = None
+    adagrad_optimizer: AdagradOptimizer | None = None
+    momentum_optimizer: MomentumOptimizer | None = None
+    use_moving_average: bool = False
+
+    @model_validator(mode="after")
+    def _one(self):
+        chosen = [n for n in ("adam_optimizer", "adagrad_optimizer", "momentum_optimizer") if getattr(self, n)]
+        if len(chosen) != 1:
+            raise ValueError(f"optimizer_config: set exactly one optimizer, found {chosen or 'none'}")
+        if self.use_moving_average:
+            raise ValueError("use_moving_average: true is not implemented yet (only false is accepted)")
+        return self
+
+    @property
+    def chosen(self) -> tuple[str, Any]:
+        for name in ("adam_optimizer", "adagrad_optimizer", "momentum_optimizer"):
+            if getattr(self, name) is not None:
+                return name, getattr(self, name)
+        raise AssertionError("validated to have one optimizer")
+
+
+class TrainConfig(_Strict):
+    optimizer_config: list[Optimizer] = []
+    gradient_clipping_by_norm: float = Field(0.0, ge=0)
+    num_steps: int = Field(0, ge=0)
+    fine_tune_checkpoint: str = ""
+    sync_replicas: bool = True
+    save_checkpoints_steps: int = Field(1000, ge=1)
+    save_checkpoints_secs: int | None = None
+    keep_checkpoint_max: int = Field(10, ge=1)
+    save_summary_steps: int = 1000
+    log_step_count_steps: int = Field(10, ge=1)
+    is_profiling: bool = False
+    inter_op_parallelism_threads: int = Field(0, ge=0)
+    intra_op_parallelism_threads: int = Field(0, ge=0)
+    write_graph: bool = True
+    startup_delay_steps: float = 15
+
+    @model_validator(mode="after")
+    def _one(self):
+        if len(self.optimizer_config) > 1:
+            raise ValueError("optimizer_config: several optimizers (one per variable group) are not implemented yet")
+        return self
+
+
+class AUCMetric(_Strict):
+    num_thresholds: int = 200
+
+
+class GAUCMetric(_Strict):
+    uid_field: str
+    reduction: Literal["mean", "mean_by_sample_num", "mean_by_positive_num"] = "mean"
+
+
+class SessionAUCMetric(_Strict):
+    session_id_field: str
+    reduction: Literal["mean", "mean_by_sample_num", "mean_by_positive_num"] = "mean"
+
+
+class AccuracyMetric(_Strict):
+    threshold: float = 0.5
+
+
+class _Empty(_Strict):
+    pass
+
+
+class EvalMetrics(_Strict):
+    auc: AUCMetric | None = None
+    gauc: GAUCMetric | None = None
+    session_auc: SessionAUCMetric | None = None
+    accuracy: AccuracyMetric | None = None
+    max_f1: _Empty | None = None
+    mean_squared_error: _Empty | None = None
+    root_mean_squared_error: _Empty | None = None
+
+    @property
+    def name(self) -> str:
+        (name,) = [k for k, v in self if v is not None]
+        return name
+
+    @model_validator(mode="after")
+    def _one(self):
+        chosen = [k for k, v in self if v is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"metrics_set entry: set exactly one metric, found {chosen or 'none'}")
+        return self
+
+
+class EvalConfig(_Strict):
+    num_examples: int = 0
+    eval_interval_secs: int = 300
+    metrics_set: list[EvalMetrics] = []
+    eval_online: bool = False
+
+
+class ExportConfig(_Strict):
+    batch_size: int = -1
+    exporter_type: Literal["final", "best", "latest", "none"] = "final"
+    best_exporter_metric: str = "auc"
+    metric_bigger: bool = True
+    exports_to_keep: int = 1
+
+
+class PipelineConfig(_Strict):
+    train_input_path: str | None = None
+    eval_input_path: str | None = None
+    model_dir: str | None = None
+    train_config: TrainConfig = TrainConfig()
+    eval_config: EvalConfig = EvalConfig()
+    data_config: DataConfig
+    feature_configs: list[FeatureConfig] = []
+    feature_config: FeatureConfigV2 | None = None
+    model_config_: ModelConfig = Field(alias="model_config")
+    export_config: ExportConfig = ExportConfig()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True, protected_namespaces=())
+
+    @property
+    def features(self) -> list[FeatureConfig]:
+        return self.feature_configs + (self.feature_config.features if self.feature_config else [])
+
+    @model_validator(mode="after")
+    def _cross(self):
+        fields = {f.input_name: f for f in self.data_config.input_fields}
+        names = set()
+        for feature in self.features:
+            if feature.name in names:
+                raise ValueError(f"feature_configs: feature {feature.name!r} is defined twice")
+            names.add(feature.name)
+            for input_name in feature.input_names:
+                if input_name not in fields:
+                    raise ValueError(f"feature {feature.name!r}: input_names {input_name!r} is not an input_field")
+                if input_name in self.data_config.label_fields:
+                    raise ValueError(f"feature {feature.name!r}: input {input_name!r} is a label field")
+            kind = fields[feature.input_names[0]].input_type
+            if feature.num_buckets and kind not in ("INT32", "INT64"):
+                raise ValueError(
+                    f"feature {feature.name!r}: num_buckets needs an INT32 or INT64 input field; "
+                    f"{feature.input_names[0]!r} is {kind}"
+                )
+            if feature.feature_type == "RawFeature" and kind in ("STRING",):
+                raise ValueError(f"feature {feature.name!r}: RawFeature needs a numeric input field, {feature.input_names[0]!r} is STRING")
+            if feature.feature_type in ("TagFeature", "SequenceFeature") and kind != "STRING":
+                raise ValueError(f"feature {feature.name!r}: {feature.feature_type} needs a STRING input field")
+        model = self.model_config_
+        for group in model.feature_groups:
+            for name in group.feature_names:
+                if name not in names:
+                    raise ValueError(f"feature_groups {group.group_name!r}: feature {name!r} is not in feature_configs")
+            for seq_group in group.sequence_features:
+                _check_seq_group(seq_group, names, f"feature_groups {group.group_name!r}")
+        for seq_group in model.seq_att_groups:
+            _check_seq_group(seq_group, names, "seq_att_groups")
+        for metric in self.eval_config.metrics_set:
+            field = metric.gauc.uid_field if metric.gauc else metric.session_auc.session_id_field if metric.session_auc else None
+            if field is not None and field not in fields:
+                raise ValueError(f"eval_config.metrics_set: field {field!r} is not an input_field")
+        return self
+
+
+def _check_seq_group(seq_group: SeqAttGroupConfig, names: set[str], where: str) -> None:
+    for att in seq_group.seq_att_map:
+        for name in att.key + att.hist_seq:
+            if name not in names:
+                raise ValueError(f"{where} seq_att_map: feature {name!r} is not in feature_configs")
+
+
+# --------------------------------------------------------------------------- loading
+def _proto_to_dict(text: str, path: str) -> dict:
+    from google.protobuf import json_format, text_format
+
+    from fusionrec.ctr.protos import easyrec_pb2
+
+    message = easyrec_pb2.EasyRecConfig()
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as error:
+        detail = str(error)
+        match = re.search(r'has no field named "(\w+)"', detail)
+        if match and match.group(1) in EASYREC_NOT_IMPLEMENTED:
+            raise FusionrecError(
+                f"{path}:{detail.split(' :')[0]}: EasyRec field {match.group(1)!r} is not implemented yet by fusionrec"
+            ) from None
+        if match:
+            raise FusionrecError(f"{path}: {detail} (not an EasyRec field that fusionrec knows)") from None
+        raise FusionrecError(f"{path}: {detail}") from None
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _format_validation(error: ValidationError, path: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            leaf = str(item["loc"][-1])
+            message = (f"EasyRec field {leaf!r} is not implemented yet by fusionrec" if leaf in EASYREC_NOT_IMPLEMENTED
+                       else "unknown field")  # fmt: skip
+        elif "input" in item and item["type"] != "value_error":
+            message += f" (got {item['input']!r})"
+        lines.append(f"{where}: {message}")
+    return f"{path}: invalid pipeline config\n  " + "\n  ".join(lines)
+
+
+def config_from_dict(data: dict, path: str = "<config>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as error:
+        raise FusionrecError(_format_validation(error, path)) from None
+
+
+def load_config(path: str | Path, edit_config_json: str | None = None) -> PipelineConfig:
+    """Read a `.config` (EasyRec text format) or `.yaml`/`.yml` pipeline config and validate it.
+
+    ``edit_config_json`` is EasyRec's ``--edit_config_json``: a JSON object of dotted paths to
+    new values, e.g. ``{"train_config.num_steps": 10, "data_config.batch_size": 64}``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise FusionrecError(f"pipeline config {str(path)!r}: cannot read ({error.strerror})") from None
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            raise FusionrecError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise FusionrecError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
+    else:
+        data = _proto_to_dict(text, str(path))
+    if edit_config_json:
+        apply_edits(data, edit_config_json)
+    return config_from_dict(data, str(path))
+
+
+def apply_edits(data: dict, edit_config_json: str) -> None:
+    try:
+        edits = json.loads(edit_config_json)
+    except json.JSONDecodeError as error:
+        raise FusionrecError(f"--edit_config_json: not valid JSON ({error})") from None
+    if not isinstance(edits, dict):
+        raise FusionrecError("--edit_config_json: must be a JSON object of dotted paths to values")
+    for dotted, value in edits.items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise FusionrecError(f"--edit_config_json: {dotted!r}: {part!r} is not a message")
+        node[parts[-1]] = value
+
+
+def dump_config(config: PipelineConfig) -> dict:
+    """The resolved config as plain data (written beside checkpoints and exports)."""
+    return config.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -1,0 +1,217 @@
+"""Stage 3: feature ids -> embeddings, assembled per feature group (EasyRec's input layer).
+
+A DEEP group concatenates its features' embeddings (a dense RawFeature contributes its
+value) and, for each ``sequence_features`` entry, the DIN attention output of its
+``seq_att_map``. A WIDE group gives each feature a table of width ``wide_output_dim`` and
+sums them. Features with the same ``embedding_name`` share one table.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+from torch import Tensor, nn
+
+from fusionrec.ctr.config import FeatureConfig, FeatureGroupConfig, PipelineConfig, SeqAttGroupConfig
+from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.layers import DINAttention
+from fusionrec.errors import FusionrecError
+
+
+class IdSlot(nn.Module):
+    def __init__(self, name: str, table: nn.Embedding):
+        super().__init__()
+        self.name = name
+        self.table = table
+        self.out_dim = table.embedding_dim
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        return self.table(features[self.name])
+
+
+class BagSlot(nn.Module):
+    """Multi-value feature pooled over its valid positions (``combiner`` sum or mean)."""
+
+    def __init__(self, name: str, table: nn.Embedding, mean: bool):
+        super().__init__()
+        self.name = name
+        self.table = table
+        self.mean = mean
+        self.out_dim = table.embedding_dim
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        mask = features[self.name + ".mask"].to(torch.float32).unsqueeze(2)
+        pooled = (self.table(features[self.name]) * mask).sum(dim=1)
+        if self.mean:
+            pooled = pooled / mask.sum(dim=1).clamp(min=1.0)
+        return pooled
+
+
+class DenseSlot(nn.Module):
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self.out_dim = 1
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        return features[self.name]
+
+
+class WideDenseSlot(nn.Module):
+    """A dense RawFeature in a WIDE group: a linear map of its value to ``wide_output_dim``."""
+
+    def __init__(self, name: str, dim: int):
+        super().__init__()
+        self.name = name
+        self.linear = nn.Linear(1, dim, bias=False)
+        self.out_dim = dim
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        return self.linear(features[self.name])
+
+
+class DINSlot(nn.Module):
+    """One ``seq_att_map``: candidate = concat(key embeddings), history = concat(hist_seq embeddings)."""
+
+    def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding],
+                 hist_tables: List[nn.Embedding], hidden_units: List[int]):  # fmt: skip
+        super().__init__()
+        self.keys = keys
+        self.hists = hists
+        self.key_tables = nn.ModuleList(key_tables)
+        self.hist_tables = nn.ModuleList(hist_tables)
+        dim = sum(t.embedding_dim for t in key_tables)
+        self.attention = DINAttention(dim, hidden_units)
+        self.out_dim = dim
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        query: List[Tensor] = []
+        i = 0
+        for table in self.key_tables:
+            query.append(table(features[self.keys[i]]))
+            i += 1
+        history: List[Tensor] = []
+        mask = features[self.hists[0] + ".mask"]
+        length = mask.shape[1]
+        for name in self.hists:
+            length = max(length, features[name].shape[1])
+        masks: List[Tensor] = []
+        j = 0
+        for table in self.hist_tables:
+            ids = features[self.hists[j]]
+            m = features[self.hists[j] + ".mask"]
+            pad = length - ids.shape[1]
+            if pad > 0:  # hist_seq lists of one map are parallel; pad on the left (oldest side)
+                ids = torch.nn.functional.pad(ids, [pad, 0])
+                m = torch.nn.functional.pad(m, [pad, 0])
+            history.append(table(ids))
+            masks.append(m)
+            j += 1
+        mask = masks[0]
+        for m in masks[1:]:
+            mask = mask & m
+        return self.attention(torch.cat(query, dim=1), torch.cat(history, dim=2), mask)
+
+
+class GroupInput(nn.Module):
+    """One feature group: its slots' outputs, concatenated (DEEP) or summed (WIDE)."""
+
+    def __init__(self, name: str, slots: List[nn.Module], wide: bool):
+        super().__init__()
+        self.group_name = name
+        self.slots = nn.ModuleList(slots)
+        self.wide = wide
+        dims = [s.out_dim for s in slots]
+        self.field_dims = dims
+        self.out_dim = (dims[0] if dims else 0) if wide else sum(dims)
+
+    def fields(self, features: Dict[str, Tensor]) -> List[Tensor]:
+        out: List[Tensor] = []
+        for slot in self.slots:
+            out.append(slot(features))
+        return out
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        parts = self.fields(features)
+        if self.wide:
+            total = parts[0]
+            for p in parts[1:]:
+                total = total + p
+            return total
+        return torch.cat(parts, dim=1)
+
+
+class EmbeddingTables:
+    """Builds (and shares) the embedding tables while the groups are assembled."""
+
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+        self.features: dict[str, FeatureConfig] = {f.name: f for f in config.features}
+        self.transform = transform
+        self.tables: dict[str, nn.Embedding] = {}
+        self._shape: dict[str, tuple[int, int, str]] = {}
+
+    def table(self, name: str, wide_dim: int | None = None) -> nn.Embedding:
+        feature = self.features[name]
+        rows = self.transform.features[name].n_ids
+        dim = wide_dim if wide_dim is not None else feature.embedding_dim
+        key = (feature.embedding_name or name) + ("__wide" if wide_dim is not None else "")
+        if key in self._shape:
+            old_rows, old_dim, old_feature = self._shape[key]
+            if (old_rows, old_dim) != (rows, dim):
+                raise FusionrecError(
+                    f"embedding_name {feature.embedding_name!r}: features {old_feature!r} ({old_rows} ids x {old_dim}) "
+                    f"and {name!r} ({rows} ids x {dim}) share a table but differ in size"
+                )
+            return self.tables[key]
+        table = nn.Embedding(rows, dim)
+        nn.init.normal_(table.weight, std=0.05)
+        self.tables[key] = table
+        self._shape[key] = (rows, dim, name)
+        return table
+
+    def slot(self, name: str, wide_dim: int | None) -> nn.Module:
+        feature = self.features[name]
+        if feature.feature_type == "RawFeature" and not feature.boundaries:
+            return WideDenseSlot(name, wide_dim) if wide_dim is not None else DenseSlot(name)
+        table = self.table(name, wide_dim)
+        if feature.feature_type in ("TagFeature", "SequenceFeature"):
+            return BagSlot(name, table, feature.combiner == "mean")
+        return IdSlot(name, table)
+
+    def din(self, seq_group: SeqAttGroupConfig, where: str) -> list[nn.Module]:
+        slots = []
+        hidden = list(seq_group.seq_dnn.hidden_units) if seq_group.seq_dnn and seq_group.seq_dnn.hidden_units else [64, 32]
+        for att in seq_group.seq_att_map:
+            for name in att.key:
+                if self.features[name].feature_type not in ("IdFeature", "RawFeature") or (
+                    self.features[name].feature_type == "RawFeature" and not self.features[name].boundaries
+                ):
+                    raise FusionrecError(f"{where}: seq_att_map key {name!r} must be an IdFeature (or a bucketized RawFeature)")
+            for name in att.hist_seq:
+                if self.features[name].feature_type not in ("SequenceFeature", "TagFeature"):
+                    raise FusionrecError(f"{where}: seq_att_map hist_seq {name!r} must be a SequenceFeature")
+            key_tables = [self.table(n) for n in att.key]
+            hist_tables = [self.table(n) for n in att.hist_seq]
+            key_dim = sum(t.embedding_dim for t in key_tables)
+            hist_dim = sum(t.embedding_dim for t in hist_tables)
+            if key_dim != hist_dim:
+                raise FusionrecError(
+                    f"{where}: seq_att_map keys {att.key} have embedding width {key_dim} but hist_seq {att.hist_seq} "
+                    f"have {hist_dim}; they must match"
+                )
+            slots.append(DINSlot(list(att.key), list(att.hist_seq), key_tables, hist_tables, hidden))
+        return slots
+
+    def group(self, group: FeatureGroupConfig, wide_dim: int | None) -> GroupInput:
+        wide = group.wide_deep == "WIDE"
+        if wide and wide_dim is None:
+            raise FusionrecError(f"feature_groups {group.group_name!r}: WIDE groups need a model with wide_output_dim")
+        slots = [self.slot(name, wide_dim if wide else None) for name in group.feature_names]
+        for seq_group in group.sequence_features:
+            if wide:
+                raise FusionrecError(f"feature_groups {group.group_name!r}: sequence_features belong in a DEEP group")
+            slots.extend(self.din(seq_group, f"feature_groups {group.group_name!r}"))
+        if not slots:
+            raise FusionrecError(f"feature_groups {group.group_name!r}: has no features")
+        return GroupInput(group.group_name, slots, wide)

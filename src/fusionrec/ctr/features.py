@@ -1,0 +1,255 @@
+"""Stage 2: raw column tensors -> feature ids, masks and values, in TorchScript-able torch ops.
+
+The same modules run in training and inside the exported TorchScript model, so an export
+needs no feature code of ours and cannot disagree with training.
+
+Raw columns arrive as tensors: a STRING column as its UTF-8 bytes (``<name>.bytes``, uint8)
+and ``n + 1`` offsets (``<name>.offsets``, int64), which is Arrow's string layout; integer
+columns as int64 (ids above 2^24 stay exact: they never pass through a float); FLOAT and
+DOUBLE as float64.
+
+Strings hash with 32-bit FNV-1a over their UTF-8 bytes (stable across runs, machines and
+processes; vectorized over rows, one step per byte position). ``hash_bucket_size`` takes it
+modulo. Vocabulary lookups compare a 63-bit key made of two FNV-1a variants, so two distinct
+strings collide with probability about 2^-63.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from fusionrec.ctr.config import FeatureConfig, PipelineConfig
+from fusionrec.errors import FusionrecError
+
+# FNV-1a 32-bit: offset basis 2166136261, prime 16777619 (written as literals below, because
+# TorchScript cannot read module globals); 3735928559 is the second variant's basis.
+
+
+def fnv1a(data: Tensor, starts: Tensor, lengths: Tensor, state: Tensor) -> Tensor:
+    """FNV-1a of the byte segments data[starts[i] : starts[i] + lengths[i]], continuing ``state``.
+
+    All arithmetic stays below 2^57, so int64 is exact.
+    """
+    h = state.clone()
+    if data.numel() == 0 or lengths.numel() == 0:
+        return h
+    values = data.to(torch.int64)
+    max_len = int(lengths.max().item())
+    for p in range(max_len):
+        active = lengths > p
+        index = torch.where(active, starts + p, torch.zeros_like(starts))
+        h = torch.where(active, ((h ^ values[index]) * 16777619) & 0xFFFFFFFF, h)
+    return h
+
+
+def hash_strings(data: Tensor, offsets: Tensor, basis: int = 2166136261) -> Tensor:
+    starts = offsets[:-1]
+    return fnv1a(data, starts, offsets[1:] - starts, torch.full_like(starts, basis))
+
+
+def vocab_key(data: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
+    h1 = fnv1a(data, starts, lengths, torch.full_like(starts, 2166136261))
+    h2 = fnv1a(data, starts, lengths, torch.full_like(starts, 3735928559))
+    return (h1 << 31) | (h2 & 0x7FFFFFFF)
+
+
+def split_tokens(data: Tensor, offsets: Tensor, separator: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Tokens of each row split at ``separator`` (empty tokens dropped): (starts, lengths, row)."""
+    n_bytes = data.shape[0]
+    if n_bytes == 0:
+        empty = torch.zeros(0, dtype=torch.int64)
+        return empty, empty, empty
+    positions = torch.arange(n_bytes, dtype=torch.int64)
+    row_of_byte = torch.searchsorted(offsets[1:], positions, right=True)
+    is_sep = data == separator
+    previous_is_sep = torch.ones(n_bytes, dtype=torch.bool)
+    previous_is_sep[1:] = is_sep[:-1]
+    row_start = positions == offsets[row_of_byte]
+    starts_token = (~is_sep) & (previous_is_sep | row_start)
+    token_of_byte = torch.cumsum(starts_token.to(torch.int64), 0) - 1
+    token_starts = positions[starts_token]
+    lengths = torch.zeros(token_starts.shape[0], dtype=torch.int64)
+    keep = ~is_sep
+    lengths.index_add_(0, token_of_byte[keep], torch.ones_like(token_of_byte[keep]))
+    return token_starts, lengths, row_of_byte[starts_token]
+
+
+def pad_tokens(ids: Tensor, token_row: Tensor, n_rows: int, max_len: int) -> Tuple[Tensor, Tensor]:
+    """(n_rows, L) ids and mask, keeping each row's last ``max_len`` tokens (the most recent)."""
+    counts = torch.bincount(token_row, minlength=n_rows) if token_row.numel() > 0 else torch.zeros(n_rows, dtype=torch.int64)
+    length = int(counts.max().item()) if n_rows > 0 else 0
+    if max_len > 0:
+        length = min(length, max_len)
+    length = max(length, 1)
+    first = torch.cumsum(counts, 0) - counts
+    position = torch.arange(token_row.shape[0], dtype=torch.int64) - first[token_row]
+    kept_from = torch.clamp(counts - length, min=0)
+    column = position - kept_from[token_row]
+    keep = column >= 0
+    out = torch.zeros(n_rows, length, dtype=torch.int64)
+    mask = torch.zeros(n_rows, length, dtype=torch.bool)
+    out[token_row[keep], column[keep]] = ids[keep]
+    mask[token_row[keep], column[keep]] = True
+    return out, mask
+
+
+class _Feature(nn.Module):
+    """Base: one configured feature. ``forward`` adds ``name`` (and ``name.mask``) to ``out``."""
+
+    def __init__(self, config: FeatureConfig, input_types: Dict[str, str], vocab: List[str]):
+        super().__init__()
+        self.name = config.name
+        self.inputs = list(config.input_names)
+        self.input_type = input_types[config.input_names[0]]
+        self.hash_bucket_size = int(config.hash_bucket_size)
+        self.num_buckets = int(config.num_buckets)
+        self.separator = ord(config.separator) if len(config.separator.encode()) == 1 else 0
+        self.max_seq_len = int(config.max_seq_len or 0)
+        self.multi = config.feature_type in ("TagFeature", "SequenceFeature")
+        self.has_vocab = len(vocab) > 0
+        keys, order = _vocab_keys(vocab)
+        self.register_buffer("vocab_keys", keys, persistent=True)
+        self.register_buffer("vocab_index", order, persistent=True)
+        self.n_vocab = len(vocab)
+        self.register_buffer("boundaries", torch.tensor(config.boundaries, dtype=torch.float64), persistent=True)
+        self.min_val = float(config.min_val)
+        self.max_val = float(config.max_val)
+        self.is_raw = config.feature_type == "RawFeature"
+        self.is_combo = config.feature_type == "ComboFeature"
+        self.n_ids = self.table_rows()
+
+    def table_rows(self) -> int:
+        if self.is_raw:
+            return len(self.boundaries) + 1 if len(self.boundaries) > 0 else 0
+        if self.hash_bucket_size > 0:
+            return self.hash_bucket_size
+        if self.num_buckets > 0:
+            return self.num_buckets
+        return self.n_vocab + 1  # the last row is the out-of-vocabulary index
+
+    def _ids_from_strings(self, data: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
+        if self.has_vocab:
+            key = vocab_key(data, starts, lengths)
+            where = torch.searchsorted(self.vocab_keys, key).clamp(max=self.n_vocab - 1)
+            found = self.vocab_keys[where] == key
+            return torch.where(found, self.vocab_index[where], torch.full_like(key, self.n_vocab))
+        h = fnv1a(data, starts, lengths, torch.full_like(starts, 2166136261))
+        return torch.remainder(h, self.hash_bucket_size)
+
+    def forward(self, columns: Dict[str, Tensor], out: Dict[str, Tensor]) -> None:
+        first = self.inputs[0]
+        if self.is_raw:
+            value = columns[first].to(torch.float64)
+            if self.max_val > self.min_val:
+                value = (value - self.min_val) / (self.max_val - self.min_val)
+            if len(self.boundaries) > 0:
+                out[self.name] = torch.bucketize(value, self.boundaries, right=True)
+            else:
+                out[self.name] = value.to(torch.float32).unsqueeze(1)
+            return
+        if self.is_combo:
+            h = torch.zeros(0, dtype=torch.int64)
+            for i, name in enumerate(self.inputs):
+                data, offsets = columns[name + ".bytes"], columns[name + ".offsets"]
+                starts = offsets[:-1]
+                if i == 0:
+                    h = fnv1a(data, starts, offsets[1:] - starts, torch.full_like(starts, 2166136261))
+                else:  # hash of "a_b": FNV-1a streams, so continue after the '_' byte
+                    h = ((h ^ 95) * 16777619) & 0xFFFFFFFF
+                    h = fnv1a(data, starts, offsets[1:] - starts, h)
+            out[self.name] = torch.remainder(h, self.hash_bucket_size)
+            return
+        if self.input_type == "STRING":
+            data, offsets = columns[first + ".bytes"], columns[first + ".offsets"]
+            if self.multi:
+                starts, lengths, row = split_tokens(data, offsets, self.separator)
+                ids = self._ids_from_strings(data, starts, lengths)
+                padded, mask = pad_tokens(ids, row, offsets.shape[0] - 1, self.max_seq_len)
+                out[self.name] = padded
+                out[self.name + ".mask"] = mask
+            else:
+                starts = offsets[:-1]
+                out[self.name] = self._ids_from_strings(data, starts, offsets[1:] - starts)
+            return
+        value = columns[first].to(torch.int64)
+        if self.num_buckets > 0:
+            bad = (value < 0) | (value >= self.num_buckets)
+            if bool(bad.any()):
+                row = int(torch.nonzero(bad)[0, 0].item())
+                raise ValueError(
+                    "feature " + self.name + ": id " + str(int(value[row].item())) + " at batch row " + str(row)
+                    + " is outside num_buckets [0, " + str(self.num_buckets) + ")"
+                )
+            out[self.name] = value
+        else:  # integer input with hash_bucket_size: hashed by value
+            out[self.name] = torch.remainder(value, self.hash_bucket_size)
+
+
+def _vocab_keys(vocab: List[str]) -> Tuple[Tensor, Tensor]:
+    if not vocab:
+        return torch.zeros(1, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
+    encoded = [v.encode() for v in vocab]
+    data = torch.tensor(list(b"".join(encoded)), dtype=torch.uint8)
+    lengths = torch.tensor([len(b) for b in encoded], dtype=torch.int64)
+    starts = torch.cumsum(lengths, 0) - lengths
+    keys = vocab_key(data, starts, lengths)
+    order = torch.argsort(keys)
+    sorted_keys = keys[order]
+    if bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
+        raise FusionrecError("vocabulary has duplicate entries")
+    return sorted_keys, order
+
+
+class FeatureTransform(nn.Module):
+    """All configured features: raw column tensors -> {feature name: ids or values, name.mask}."""
+
+    def __init__(self, config: PipelineConfig, base_dir: str = "."):
+        super().__init__()
+        input_types = {f.input_name: f.input_type for f in config.data_config.input_fields}
+        modules = {}
+        for feature in config.features:
+            vocab = list(feature.vocab_list)
+            if feature.vocab_file:
+                vocab = read_vocab_file(feature.vocab_file, base_dir, feature.name)
+            if feature.feature_type == "ComboFeature" and any(input_types[n] != "STRING" for n in feature.input_names):
+                raise FusionrecError(f"feature {feature.name!r} (ComboFeature): every input must be a STRING field")
+            if feature.feature_type in ("TagFeature", "SequenceFeature") and feature.num_buckets:
+                raise FusionrecError(
+                    f"feature {feature.name!r} ({feature.feature_type}): num_buckets is not supported for "
+                    "multi-value strings; use hash_bucket_size or vocab_list"
+                )
+            if feature.feature_type == "IdFeature" and input_types[feature.input_names[0]] in ("FLOAT", "DOUBLE"):
+                raise FusionrecError(
+                    f"feature {feature.name!r} (IdFeature): input {feature.input_names[0]!r} is "
+                    f"{input_types[feature.input_names[0]]}; ids must be STRING or integer fields"
+                )
+            if feature.vocab_file or feature.vocab_list:
+                if input_types[feature.input_names[0]] != "STRING":
+                    raise FusionrecError(f"feature {feature.name!r}: vocab_list / vocab_file need a STRING input field")
+            modules[feature.name] = _Feature(feature, input_types, vocab)
+        self.features = nn.ModuleDict(modules)
+
+    def forward(self, columns: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        out: Dict[str, Tensor] = {}
+        for feature in self.features.values():
+            feature(columns, out)
+        return out
+
+
+def read_vocab_file(path: str, base_dir: str, feature: str) -> List[str]:
+    from pathlib import Path
+
+    full = Path(path) if Path(path).is_absolute() else Path(base_dir) / path
+    try:
+        words = [line.strip() for line in full.read_text(encoding="utf-8").splitlines()]
+    except OSError as error:
+        raise FusionrecError(f"feature {feature!r}: vocab_file {str(full)!r}: cannot read ({error.strerror})") from None
+    words = [w for w in words if w]
+    if not words:
+        raise FusionrecError(f"feature {feature!r}: vocab_file {str(full)!r} is empty")
+    if len(set(words)) != len(words):
+        raise FusionrecError(f"feature {feature!r}: vocab_file {str(full)!r} has duplicate words")
+    return words

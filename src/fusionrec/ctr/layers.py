@@ -1,0 +1,84 @@
+"""Layers, one paper component each: MLP tower, DIN target attention, DCN-v2 cross network, FM."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+# EasyRec writes TensorFlow activation paths; both spellings map to the same torch module.
+ACTIVATIONS = {
+    "tf.nn.relu": nn.ReLU, "relu": nn.ReLU, "tf.nn.sigmoid": nn.Sigmoid, "sigmoid": nn.Sigmoid,
+    "tf.nn.tanh": nn.Tanh, "tanh": nn.Tanh, "tf.nn.leaky_relu": nn.LeakyReLU, "leaky_relu": nn.LeakyReLU,
+    "tf.nn.elu": nn.ELU, "elu": nn.ELU, "tf.nn.selu": nn.SELU, "selu": nn.SELU, "tf.nn.gelu": nn.GELU,
+    "gelu": nn.GELU, "dice": nn.PReLU, "prelu": nn.PReLU,
+}  # fmt: skip
+
+
+class MLP(nn.Module):
+    """EasyRec's DNN: per hidden unit Linear -> BatchNorm (use_bn) -> activation -> dropout."""
+
+    def __init__(self, in_dim: int, hidden_units: list[int], activation: str = "tf.nn.relu", use_bn: bool = True,
+                 dropout_ratio: list[float] | None = None):  # fmt: skip
+        super().__init__()
+        layers: list[nn.Module] = []
+        dims = [in_dim, *hidden_units]
+        for i, units in enumerate(hidden_units):
+            layers.append(nn.Linear(dims[i], units, bias=not use_bn))
+            if use_bn:
+                layers.append(nn.BatchNorm1d(units))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout_ratio and dropout_ratio[i] > 0:
+                layers.append(nn.Dropout(dropout_ratio[i]))
+        self.net = nn.Sequential(*layers)
+        self.out_dim = dims[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class DINAttention(nn.Module):
+    """Target attention of DIN (Zhou et al., KDD 2018), as EasyRec applies it.
+
+    The candidate (query, B x D) scores each history item (B x L x D) with an MLP over
+    [q, k, q - k, q * k]; scores of padded positions are masked out before a softmax over
+    the sequence, and the output is the score-weighted sum of the history (B x D). A row
+    with an empty history gets zeros.
+    """
+
+    def __init__(self, dim: int, hidden_units: list[int], activation: str = "tf.nn.sigmoid"):
+        super().__init__()
+        self.mlp = MLP(4 * dim, hidden_units, activation, use_bn=False)
+        self.score = nn.Linear(self.mlp.out_dim, 1)
+
+    def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        length = keys.shape[1]
+        q = query.unsqueeze(1).expand(-1, length, -1)
+        features = torch.cat([q, keys, q - keys, q * keys], dim=-1)
+        scores = self.score(self.mlp(features.reshape(-1, features.shape[-1]))).view(-1, length)
+        scores = scores.masked_fill(~mask, -1e9)
+        weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)  # all-padded rows -> 0
+        return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+
+
+class CrossNetV2(nn.Module):
+    """DCN-v2 cross layers (Wang et al., WWW 2021, eq. 1): x_{l+1} = x_0 * (W_l x_l + b_l) + x_l."""
+
+    def __init__(self, dim: int, n_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(n_layers))
+        self.out_dim = dim
+
+    def forward(self, x0: Tensor) -> Tensor:
+        x = x0
+        for layer in self.layers:
+            x = x0 * layer(x) + x
+        return x
+
+
+class FactorizationMachine(nn.Module):
+    """Second-order FM term (Rendle 2010, eq. 4): 0.5 * sum_f [(sum_i v_if)^2 - sum_i v_if^2]."""
+
+    def forward(self, embeddings: Tensor) -> Tensor:  # B x n_fields x D -> B x 1
+        square_of_sum = embeddings.sum(dim=1).pow(2)
+        sum_of_square = embeddings.pow(2).sum(dim=1)
+        return 0.5 * (square_of_sum - sum_of_square).sum(dim=1, keepdim=True)

@@ -1,0 +1,338 @@
+"""Stage 5: the trainer. Loss, optimizer, learning-rate schedule, checkpoints, evaluation.
+
+Checkpoints are ``torch.save`` files of tensors and plain values only, loaded with
+``weights_only=True`` (no code is unpickled), written atomically. A checkpoint holds the
+model and optimizer state, the step, the epoch, the batches consumed in that epoch and the
+torch RNG state, and every epoch's shuffle is seeded by (seed, epoch): so ``--continue_train``
+after an interruption ends in the same state as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fusionrec._atomic import atomic_write_bytes
+from fusionrec.callbacks import CallbackContainer, TrainingCallback
+from fusionrec.ctr.config import PipelineConfig, dump_config
+from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, resolve_paths
+from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.metrics import evaluate_metrics
+from fusionrec.ctr.models import build_model
+from fusionrec.errors import FusionrecError
+
+SEED = 2026
+CHECKPOINT_RE = re.compile(r"^model\.ckpt-(\d+)\.pt$")
+
+
+def learning_rate_at(step: int, schedule) -> float:
+    """EasyRec's schedules: constant, exponential decay (floored at min_learning_rate), cosine with warmup."""
+    if schedule.exponential_decay_learning_rate is not None:
+        s = schedule.exponential_decay_learning_rate
+        exponent = step / s.decay_steps
+        if s.staircase:
+            exponent = math.floor(exponent)
+        return max(s.initial_learning_rate * s.decay_factor**exponent, s.min_learning_rate)
+    if schedule.cosine_decay_learning_rate is not None:
+        s = schedule.cosine_decay_learning_rate
+        if step < s.warmup_steps:
+            return s.warmup_learning_rate + (s.learning_rate_base - s.warmup_learning_rate) * step / s.warmup_steps
+        if step < s.warmup_steps + s.hold_base_rate_steps:
+            return s.learning_rate_base
+        span = max(1, s.total_steps - s.warmup_steps - s.hold_base_rate_steps)
+        progress = min(1.0, (step - s.warmup_steps - s.hold_base_rate_steps) / span)
+        return 0.5 * s.learning_rate_base * (1 + math.cos(math.pi * progress))
+    if schedule.constant_learning_rate is not None:
+        return schedule.constant_learning_rate.learning_rate
+    return 0.002
+
+
+class Trainer:
+    """Builds the feature transform and model of a pipeline config and trains / evaluates them."""
+
+    def __init__(self, config: PipelineConfig, model_dir: str | Path | None = None, base_dir: str = "."):
+        self.config = config
+        model_dir = model_dir or config.model_dir
+        if not model_dir:
+            raise FusionrecError("model_dir: not set in the config and not given with --model_dir")
+        self.model_dir = Path(model_dir)
+        self.base_dir = base_dir
+        train = config.train_config
+        if train.intra_op_parallelism_threads:
+            torch.set_num_threads(train.intra_op_parallelism_threads)
+        torch.manual_seed(SEED)
+        self.transform = FeatureTransform(config, base_dir)
+        self.model = build_model(config, self.transform)
+        if train.optimizer_config:
+            self.optimizer_name, self.optimizer_params = train.optimizer_config[0].chosen
+        else:
+            from fusionrec.ctr.config import AdamOptimizer
+
+            self.optimizer_name, self.optimizer_params = "adam_optimizer", AdamOptimizer()
+        self.optimizer = self._make_optimizer()
+        self.step = 0
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.best_metric: float | None = None
+        self.lookups = self._embedding_lookups()
+
+    # -- set-up ---------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters()]
+        lr = learning_rate_at(0, self.optimizer_params.learning_rate)
+        if self.optimizer_name == "adam_optimizer":
+            p = self.optimizer_params
+            return torch.optim.Adam(params, lr=lr, betas=(p.beta1, p.beta2), eps=1e-8)
+        if self.optimizer_name == "adagrad_optimizer":
+            return torch.optim.Adagrad(params, lr=lr, initial_accumulator_value=0.1)
+        return torch.optim.SGD(params, lr=lr, momentum=self.optimizer_params.momentum_optimizer_value)
+
+    def _embedding_lookups(self) -> list[tuple[torch.nn.Embedding, str]]:
+        """(table, feature) pairs, for embedding_regularization on the rows a batch looks up."""
+        from fusionrec.ctr.embedding import BagSlot, DINSlot, IdSlot
+
+        pairs = []
+        for module in self.model.modules():
+            if isinstance(module, (IdSlot, BagSlot)):
+                pairs.append((module.table, module.name))
+            elif isinstance(module, DINSlot):
+                pairs.extend(zip(module.key_tables, module.keys))
+                pairs.extend(zip(module.hist_tables, module.hists))
+        return pairs
+
+    def _reader(self, *, labels: bool = True, collect_rejects: bool = False) -> TableReader:
+        return TableReader(self.config.data_config, labels=labels, collect_rejects=collect_rejects)
+
+    # -- loss -----------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, features) -> torch.Tensor:
+        per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        loss = (per_row * weights).sum() / weights.sum().clamp(min=1e-12) if weights is not None else per_row.mean()
+        model_config = self.config.model_config_
+        params = getattr(model_config, {"WideAndDeep": "wide_and_deep", "DeepFM": "deepfm", "DCN": "dcn"}.get(
+            model_config.model_class, "multi_tower"))  # fmt: skip
+        if params.l2_regularization > 0:  # TensorFlow's l2_regularizer: scale * sum(w^2) / 2
+            loss = loss + params.l2_regularization * 0.5 * sum(w.pow(2).sum() for w in self.model.dense_weights())
+        if model_config.embedding_regularization > 0:
+            total = logits.new_zeros(())
+            for table, name in self.lookups:
+                ids = features[name]
+                if name + ".mask" in features:
+                    ids = ids[features[name + ".mask"]]
+                total = total + table.weight[torch.unique(ids)].pow(2).sum()
+            loss = loss + model_config.embedding_regularization * 0.5 * total
+        return loss
+
+    # -- checkpoints ----------------------------------------------------------------
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        if not self.model_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.model_dir.iterdir() if (m := CHECKPOINT_RE.match(p.name))]
+        return sorted(found)
+
+    def save_checkpoint(self) -> Path:
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": "fusionrec.ctr.checkpoint", "version": 1,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
+            "torch_rng": torch.get_rng_state(),
+            "best_metric": self.best_metric if self.best_metric is not None else float("nan"),
+        }  # fmt: skip
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        path = self.model_dir / f"model.ckpt-{self.step}.pt"
+        atomic_write_bytes(path, buffer.getvalue())
+        keep = self.config.train_config.keep_checkpoint_max
+        for _, old in self.checkpoints()[:-keep]:
+            old.unlink(missing_ok=True)
+            old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+        atomic_write_bytes(self.model_dir / "pipeline.json", json.dumps(dump_config(self.config), indent=1).encode())
+        return path
+
+    def load_checkpoint(self, path: Path, *, weights_only_model: bool = False) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a damaged file: name it
+            raise FusionrecError(f"checkpoint {str(path)!r}: cannot be loaded ({type(error).__name__}: {error})") from None
+        if not isinstance(state, dict) or state.get("format") != "fusionrec.ctr.checkpoint":
+            raise FusionrecError(f"checkpoint {str(path)!r}: not a fusionrec CTR checkpoint")
+        if state.get("version", 0) > 1:
+            raise FusionrecError(f"checkpoint {str(path)!r}: format version {state['version']} is newer than this fusionrec (1)")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise FusionrecError(f"checkpoint {str(path)!r}: does not fit this model config ({error})") from None
+        if weights_only_model:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.epoch, self.batches_in_epoch = state["step"], state["epoch"], state["batches_in_epoch"]
+        torch.set_rng_state(state["torch_rng"])
+        best = state.get("best_metric", float("nan"))
+        self.best_metric = None if best != best else best
+
+    # -- training -------------------------------------------------------------------
+    def train(self, *, continue_train: bool = False, callbacks: list[TrainingCallback] | None = None,
+              evaluate_at_checkpoints: bool = True, progress: bool = True) -> dict:  # fmt: skip
+        config, train = self.config, self.config.train_config
+        if not config.train_input_path:
+            raise FusionrecError("train_input_path: not set")
+        paths = resolve_paths(config.train_input_path, "train_input_path")
+        existing = self.checkpoints()
+        if continue_train and existing:
+            self.load_checkpoint(existing[-1][1])
+        elif train.fine_tune_checkpoint:
+            self.load_checkpoint(Path(train.fine_tune_checkpoint), weights_only_model=True)
+        elif existing:
+            raise FusionrecError(
+                f"model_dir {str(self.model_dir)!r} already holds checkpoints; pass --continue_train to resume "
+                "or choose another model_dir"
+            )
+        num_steps = train.num_steps or None
+        num_epochs = config.data_config.num_epochs or None
+        if num_steps is None and num_epochs is None:
+            raise FusionrecError("train_config.num_steps and data_config.num_epochs are both 0: training would never end")
+        data = config.data_config
+        container = CallbackContainer(callbacks or [])
+        container.before_training(self)
+        report = {}
+        history = []
+        reader = self._reader()
+        start_time = time.perf_counter()
+        examples = 0
+        last_log = (time.perf_counter(), 0)
+        finished = False
+        self.model.train()
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"),
+                      TimeElapsedColumn(), disable=not progress, transient=True) as bar:  # fmt: skip
+            task = bar.add_task("training", total=num_steps)
+            bar.update(task, completed=self.step)
+            while not finished and (num_epochs is None or self.epoch < num_epochs):
+                batches = iter_batches(reader, paths, data.batch_size, shuffle=data.shuffle,
+                                       shuffle_rows=data.shuffle_buffer_size, seed=SEED + self.epoch,
+                                       skip_batches=self.batches_in_epoch)  # fmt: skip
+                prefetch = Prefetcher(batches, data.prefetch_size)
+                try:
+                    for batch in prefetch:
+                        lr = learning_rate_at(self.step, self.optimizer_params.learning_rate)
+                        for group in self.optimizer.param_groups:
+                            group["lr"] = lr
+                        features = self.transform(batch.columns)
+                        logits = self.model(features)
+                        loss = self.loss(logits, batch.labels, batch.weights, features)
+                        self.optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        if train.gradient_clipping_by_norm > 0:
+                            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.gradient_clipping_by_norm)
+                        self.optimizer.step()
+                        self.step += 1
+                        self.batches_in_epoch += 1
+                        examples += len(batch.labels)
+                        bar.update(task, completed=self.step)
+                        if self.step % train.log_step_count_steps == 0:
+                            now = time.perf_counter()
+                            rate = (examples - last_log[1]) / max(now - last_log[0], 1e-9)
+                            last_log = (now, examples)
+                            entry = {"step": self.step, "loss": float(loss.detach()), "learning_rate": lr, "examples_per_sec": rate}
+                            history.append(entry)
+                            if progress:
+                                bar.console.print(f"step {self.step}: loss {float(loss.detach()):.5f} lr {lr:.6g} {rate:,.0f} examples/s")
+                        if self.step % train.save_checkpoints_steps == 0:
+                            self.save_checkpoint()
+                            if evaluate_at_checkpoints and config.eval_input_path:
+                                self._evaluate_and_track()
+                                self.model.train()
+                        if container.after_iteration(self, self.step, {}):
+                            finished = True
+                            break
+                        if num_steps is not None and self.step >= num_steps:
+                            finished = True
+                            break
+                finally:
+                    prefetch.close()
+                if not finished:
+                    self.epoch += 1
+                    self.batches_in_epoch = 0
+        container.after_training(self)
+        if self.step == 0:
+            raise FusionrecError(f"train_input_path {config.train_input_path!r}: no training rows were read")
+        if not self.checkpoints() or self.checkpoints()[-1][0] != self.step:
+            self.save_checkpoint()
+        elapsed = time.perf_counter() - start_time
+        report = {"steps": self.step, "epochs_completed": self.epoch, "examples": examples,
+                  "examples_per_sec": examples / max(elapsed, 1e-9), "history": history,
+                  "input": reader.report.as_dict()}  # fmt: skip
+        self._write_read_report("train", reader)
+        if config.eval_input_path:
+            report["eval"] = self._evaluate_and_track()
+        return report
+
+    def _write_read_report(self, stage: str, reader: TableReader) -> None:
+        info = reader.report.as_dict()
+        if info["rows_skipped"]:
+            print(f"{stage}: skipped {info['rows_skipped']} bad rows (ignore_error): {info['skipped_by_reason']}")
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.model_dir / f"{stage}_input_report.json", json.dumps(info, indent=1).encode(), checksum=False)
+
+    def _evaluate_and_track(self) -> dict:
+        result = self.evaluate()
+        export = self.config.export_config
+        if export.exporter_type == "best":
+            metric = result.get(export.best_exporter_metric)
+            if metric is None:
+                raise FusionrecError(
+                    f"export_config.best_exporter_metric {export.best_exporter_metric!r} is not computed; "
+                    f"eval gives {sorted(result)}"
+                )
+            better = self.best_metric is None or (metric > self.best_metric if export.metric_bigger else metric < self.best_metric)
+            if better:
+                self.best_metric = metric
+                buffer = io.BytesIO()
+                torch.save({"format": "fusionrec.ctr.checkpoint", "version": 1, "model": self.model.state_dict(),
+                            "optimizer": {}, "step": self.step, "epoch": self.epoch, "batches_in_epoch": 0,
+                            "torch_rng": torch.get_rng_state(), "best_metric": metric}, buffer)  # fmt: skip
+                atomic_write_bytes(self.model_dir / "best.pt", buffer.getvalue())
+        return result
+
+    # -- evaluation and prediction --------------------------------------------------
+    @torch.no_grad()
+    def predict_table(self, paths: list[str], reader: TableReader):
+        """(labels or None, probabilities, the typed tables) over every row of ``paths``."""
+        self.model.eval()
+        probas, labels, tables = [], [], []
+        for batch in iter_batches(reader, paths, max(self.config.data_config.batch_size, 1024), shuffle=False,
+                                  shuffle_rows=0, seed=0):  # fmt: skip
+            probas.append(torch.sigmoid(self.model(self.transform(batch.columns))).numpy())
+            if batch.labels is not None:
+                labels.append(batch.labels.numpy())
+            tables.append(batch.table)
+        if not probas:
+            return None, np.zeros(0), []
+        return (np.concatenate(labels) if labels else None), np.concatenate(probas), tables
+
+    def evaluate(self, checkpoint: Path | None = None) -> dict:
+        config = self.config
+        if not config.eval_input_path:
+            raise FusionrecError("eval_input_path: not set")
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint, weights_only_model=True)
+        reader = self._reader()
+        labels, proba, tables = self.predict_table(resolve_paths(config.eval_input_path, "eval_input_path"), reader)
+        if labels is None or len(labels) == 0:
+            raise FusionrecError(f"eval_input_path {config.eval_input_path!r}: no evaluation rows were read")
+        needed = {m.gauc.uid_field for m in config.eval_config.metrics_set if m.gauc}
+        needed |= {m.session_auc.session_id_field for m in config.eval_config.metrics_set if m.session_auc}
+        columns = {name: np.concatenate([t.column(name).to_numpy(zero_copy_only=False) for t in tables]) for name in needed}
+        result = evaluate_metrics(config.eval_config.metrics_set, labels, proba, columns)
+        result["step"] = self.step
+        result["n_rows"] = int(len(labels))
+        self._write_read_report("eval", reader)
+        atomic_write_bytes(self.model_dir / "eval_result.json", json.dumps(result, indent=1).encode(), checksum=False)
+        return result
