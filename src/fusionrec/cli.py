@@ -98,6 +98,94 @@ def _gbdt_predict(args) -> int:
     return 0
 
 
+def _ctr_trainer(args):
+    from fusionrec.ctr.config import load_config
+    from fusionrec.ctr.trainer import Trainer
+
+    config = load_config(args.pipeline_config_path, getattr(args, "edit_config_json", None))
+    return Trainer(config, getattr(args, "model_dir", None))
+
+
+def _ctr_train_eval(args) -> int:
+    import json
+
+    trainer = _ctr_trainer(args)
+    report = trainer.train(continue_train=args.continue_train)
+    summary = {k: v for k, v in report.items() if k != "history"}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _ctr_eval(args) -> int:
+    import json
+    from pathlib import Path
+
+    trainer = _ctr_trainer(args)
+    checkpoint = Path(args.checkpoint_path) if args.checkpoint_path else None
+    if checkpoint is None:
+        found = trainer.checkpoints()
+        if not found:
+            raise FusionrecError(f"model_dir {str(trainer.model_dir)!r}: no checkpoint to evaluate; train first")
+        checkpoint = found[-1][1]
+    print(json.dumps(trainer.evaluate(checkpoint), indent=1))
+    return 0
+
+
+def _ctr_export(args) -> int:
+    from fusionrec.ctr.export import export
+
+    trainer = _ctr_trainer(args)
+    path = export(trainer, args.export_dir)
+    print(f"exported {path}")
+    return 0
+
+
+def _ctr_predict(args) -> int:
+    import json
+
+    from fusionrec.ctr.export import predict
+
+    result = predict(args.input_path, args.output_path, args.saved_model_dir, reserved_cols=args.reserved_cols,
+                     output_cols=args.output_cols, input_sep=args.input_sep, output_sep=args.output_sep,
+                     batch_size=args.batch_size)  # fmt: skip
+    print(json.dumps(result))
+    return 0
+
+
+def _add_ctr(sub) -> None:
+    ctr = sub.add_parser("ctr", help="deep CTR models from EasyRec-style pipeline configs").add_subparsers(
+        dest="action", required=True
+    )
+    te = ctr.add_parser("train_eval", help="train, evaluating at checkpoints and at the end")
+    te.add_argument("--pipeline_config_path", required=True)
+    te.add_argument("--model_dir")
+    te.add_argument("--continue_train", action="store_true", help="resume from the latest checkpoint in model_dir")
+    te.add_argument("--edit_config_json", help='JSON of dotted paths to values, e.g. \'{"train_config.num_steps": 10}\'')
+    te.set_defaults(run=_ctr_train_eval)
+    ev = ctr.add_parser("eval", help="evaluate the latest (or a given) checkpoint on eval_input_path")
+    ev.add_argument("--pipeline_config_path", required=True)
+    ev.add_argument("--model_dir")
+    ev.add_argument("--checkpoint_path")
+    ev.add_argument("--edit_config_json")
+    ev.set_defaults(run=_ctr_eval)
+    ex = ctr.add_parser("export", help="write a self-contained TorchScript scoring model")
+    ex.add_argument("--pipeline_config_path", required=True)
+    ex.add_argument("--export_dir", required=True)
+    ex.add_argument("--model_dir")
+    ex.add_argument("--edit_config_json")
+    ex.set_defaults(run=_ctr_export)
+    pr = ctr.add_parser("predict", help="score files with an exported model")
+    pr.add_argument("--input_path", required=True)
+    pr.add_argument("--output_path", required=True)
+    pr.add_argument("--saved_model_dir", required=True)
+    pr.add_argument("--reserved_cols", default="ALL_COLUMNS")
+    pr.add_argument("--output_cols", default="ALL_COLUMNS")
+    pr.add_argument("--input_sep")
+    pr.add_argument("--output_sep", default="|")
+    pr.add_argument("--batch_size", type=int, default=1024)
+    pr.set_defaults(run=_ctr_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusionrec", description="boosted trees, deep CTR models and model fusion")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--output", required=True)
     pr.add_argument("--margin", action="store_true", help="write margins instead of transformed predictions")
     pr.set_defaults(run=_gbdt_predict)
+    _add_ctr(sub)
     return parser
 
 

@@ -1,0 +1,152 @@
+"""Every shipped example config: train a few steps on tiny generated data, evaluate, export, predict."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fusionrec.cli import main
+from fusionrec.ctr.config import load_config
+from fusionrec.ctr.export import load_export, predict
+from fusionrec.ctr.export import export as export_model
+from fusionrec.ctr.trainer import Trainer
+from fusionrec.datasets import make_taobao
+from fusionrec.errors import FusionrecError
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "ctr").glob("*.*"))
+WIDE_AND_DEEP = next(p for p in EXAMPLES if p.name == "taobao_wide_and_deep.config")
+
+
+@pytest.fixture(scope="module")
+def taobao(tmp_path_factory):
+    root = tmp_path_factory.mktemp("taobao")
+    make_taobao(600, seed=0, path=root / "train.csv")
+    make_taobao(300, seed=1, path=root / "test.csv")
+    return root
+
+
+def edits(root: Path, model_dir: Path, **extra) -> str:
+    values = {
+        "train_input_path": str(root / "train.csv"), "eval_input_path": str(root / "test.csv"),
+        "model_dir": str(model_dir), "train_config.num_steps": 4, "train_config.save_checkpoints_steps": 2,
+        "train_config.log_step_count_steps": 2, "data_config.batch_size": 128, "data_config.num_epochs": 0,
+    }  # fmt: skip
+    values.update(extra)
+    return json.dumps(values)
+
+
+def test_examples_are_shipped():
+    names = {p.name for p in EXAMPLES}
+    assert "taobao_wide_and_deep.config" in names
+    assert {"taobao_din.yaml", "taobao_deepfm.yaml", "taobao_dcn.yaml", "taobao_multi_tower.yaml"} <= names
+
+
+@pytest.mark.parametrize("config_path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_trains_evaluates_exports_and_predicts(config_path, taobao, tmp_path):
+    config = load_config(config_path, edits(taobao, tmp_path / "model"))
+    trainer = Trainer(config)
+    report = trainer.train(progress=False)
+    assert report["steps"] == 4
+    assert np.isfinite(report["eval"]["logloss"]) and 0.0 <= report["eval"]["auc"] <= 1.0
+    assert (tmp_path / "model" / "eval_result.json").exists()
+    assert len(trainer.checkpoints()) == 2  # steps 2 and 4
+    export_dir = tmp_path / "export"
+    export_model(trainer, export_dir)
+    out = tmp_path / "pred.csv"
+    result = predict(str(taobao / "test.csv"), str(out), str(export_dir), reserved_cols="clk,user_id",
+                     output_cols="probs double")  # fmt: skip
+    assert result == {"rows_written": 300, "rows_rejected": 0, "rejects_path": None}
+    lines = out.read_text().splitlines()
+    assert len(lines) == 301 and lines[0].replace('"', "") == "clk|user_id|probs"
+    exported = np.array([float(line.split("|")[-1]) for line in lines[1:]])
+    _, in_memory, _ = trainer.predict_table([str(taobao / "test.csv")], trainer._reader())
+    np.testing.assert_allclose(exported, in_memory, atol=1e-5)
+
+
+def test_continue_train_equals_an_uninterrupted_run(taobao, tmp_path):
+    path = WIDE_AND_DEEP
+    whole = Trainer(load_config(path, edits(taobao, tmp_path / "whole", **{"train_config.num_steps": 6})))
+    whole.train(progress=False)
+    # shuffle on; one epoch is 5 batches of 128, so the run crosses an epoch boundary
+    first = Trainer(load_config(path, edits(taobao, tmp_path / "parts", **{"train_config.num_steps": 3,
+                                                                        "train_config.save_checkpoints_steps": 3})))  # fmt: skip
+    first.train(progress=False)
+    resumed = Trainer(load_config(path, edits(taobao, tmp_path / "parts", **{"train_config.num_steps": 6})))
+    resumed.train(continue_train=True, progress=False)
+    for key, value in whole.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_existing_checkpoints_need_continue_train(taobao, tmp_path):
+    config = load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m"))
+    Trainer(config).train(progress=False)
+    with pytest.raises(FusionrecError, match="--continue_train"):
+        Trainer(config).train(progress=False)
+
+
+def test_damaged_checkpoint_names_the_file(taobao, tmp_path):
+    config = load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m"))
+    trainer = Trainer(config)
+    trainer.train(progress=False)
+    last = trainer.checkpoints()[-1][1]
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(FusionrecError, match=str(last.name)):
+        Trainer(config).evaluate(last)
+
+
+def test_cli_commands(taobao, tmp_path, capsys):
+    config = str(WIDE_AND_DEEP)
+    edit = edits(taobao, tmp_path / "m")
+    assert main(["ctr", "train_eval", "--pipeline_config_path", config, "--edit_config_json", edit]) == 0
+    assert main(["ctr", "eval", "--pipeline_config_path", config, "--edit_config_json", edit]) == 0
+    assert '"auc"' in capsys.readouterr().out
+    assert main(["ctr", "export", "--pipeline_config_path", config, "--edit_config_json", edit,
+                 "--export_dir", str(tmp_path / "e")]) == 0  # fmt: skip
+    out = tmp_path / "p.txt"
+    code = main(["ctr", "predict", "--input_path", str(taobao / "test.csv"), "--output_path", str(out),
+                 "--saved_model_dir", str(tmp_path / "e"), "--output_sep", ","])  # fmt: skip
+    assert code == 0 and len(out.read_text().splitlines()) == 301
+    assert main(["ctr", "predict", "--input_path", str(tmp_path / "nope.csv"), "--output_path", str(out),
+                 "--saved_model_dir", str(tmp_path / "e")]) == 2  # fmt: skip
+    assert "nope.csv" in capsys.readouterr().err
+
+
+def test_predict_writes_rejects_with_line_numbers(taobao, tmp_path):
+    config = load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m"))
+    trainer = Trainer(config)
+    trainer.train(progress=False)
+    export_model(trainer, tmp_path / "e")
+    lines = (taobao / "test.csv").read_text().splitlines()[:10]
+    lines[3] = "1,0,only,three"
+    fields = lines[6].split(",")
+    fields[-1] = "cheap"  # price is INT32
+    lines[6] = ",".join(fields)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    result = predict(str(bad), str(tmp_path / "out.csv"), str(tmp_path / "e"))
+    assert result["rows_written"] == 8 and result["rows_rejected"] == 2
+    rejects = Path(result["rejects_path"]).read_text()
+    assert "\t4\t" in rejects and "line 7" in rejects and "cheap" in rejects
+
+
+def test_exported_model_runs_without_fusionrec_feature_code(taobao, tmp_path):
+    config = load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m"))
+    trainer = Trainer(config)
+    trainer.train(progress=False)
+    export_model(trainer, tmp_path / "e")
+    module = torch.jit.load(str(tmp_path / "e" / "model.pt"))
+    schema = json.loads((tmp_path / "e" / "input_schema.json").read_text())
+    columns = {}
+    for field in schema["inputs"]:  # build raw tensors by hand: strings as UTF-8 bytes + offsets
+        if field["type"] == "STRING":
+            values = [b"1|2|3"] * 2 if field["name"].startswith("tag_") else [b"7", b"12345678901"]
+            columns[field["name"] + ".bytes"] = torch.tensor(list(b"".join(values)), dtype=torch.uint8)
+            columns[field["name"] + ".offsets"] = torch.tensor([0, len(values[0]), len(values[0]) + len(values[1])])
+        else:
+            columns[field["name"]] = torch.tensor([3, 4])
+    proba = module(columns)
+    assert proba.shape == (2,) and bool(((proba > 0) & (proba < 1)).all())
+    loaded, loaded_config = load_export(tmp_path / "e")
+    assert loaded_config.model_config_.model_class == "WideAndDeep"
