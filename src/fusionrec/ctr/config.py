@@ -503,15 +503,18 @@ def _proto_to_dict(text: str, path: str) -> dict:
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
-        detail = str(error)
-        match = re.search(r'has no field named "(\w+)"', detail)
-        if match and match.group(1) in EASYREC_NOT_IMPLEMENTED:
+        where = f"{path} line {error.GetLine()} column {error.GetColumn()}"
+        detail = str(error).split(" : ", 1)[-1]
+        match = re.search(r'type "fusionrec\.easyrec\.(\w+)" has no field named "(\w+)"', detail)
+        if match and match.group(2) in EASYREC_NOT_IMPLEMENTED:
             raise FusionrecError(
-                f"{path}:{detail.split(' :')[0]}: EasyRec field {match.group(1)!r} is not implemented yet by fusionrec"
+                f"{where}: EasyRec field {match.group(2)!r} (in {match.group(1)}) is not implemented yet by fusionrec"
             ) from None
         if match:
-            raise FusionrecError(f"{path}: {detail} (not an EasyRec field that fusionrec knows)") from None
-        raise FusionrecError(f"{path}: {detail}") from None
+            raise FusionrecError(
+                f"{where}: {match.group(1)} has no field {match.group(2)!r} (not an EasyRec field that fusionrec knows)"
+            ) from None
+        raise FusionrecError(f"{where}: {detail}") from None
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 

@@ -118,9 +118,9 @@ class TableReader:
         parse_options = pacsv.ParseOptions(delimiter=self.separator, invalid_row_handler=on_invalid, quote_char=False)
         try:
             reader = pacsv.open_csv(path, read_options=read_options, parse_options=parse_options,
-                                    convert_options=pacsv.ConvertOptions(column_types=None, strings_can_be_null=False,
-                                                                         quoted_strings_can_be_null=False,
-                                                                         include_columns=None))  # fmt: skip
+                                    convert_options=pacsv.ConvertOptions(
+                                        column_types={n: pa.string() for n in self.names},  # typed by us, below
+                                        strings_can_be_null=False, quoted_strings_can_be_null=False))  # fmt: skip
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error):
                 return
@@ -146,7 +146,7 @@ class TableReader:
                 self._structural(path, invalid, header)
                 invalid.clear()
             table = pa.Table.from_batches([batch])
-            table = table.select(self.names).cast(pa.schema([(n, pa.string()) for n in self.names]))
+            table = table.select(self.names)
             out = self._convert(table, path, first_row, header)
             first_row += table.num_rows
             if out.num_rows:

@@ -1,0 +1,109 @@
+"""Config front ends: EasyRec text format and YAML into one typed config; errors give the field's path."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fusionrec.ctr.config import dump_config, load_config
+from fusionrec.errors import FusionrecError
+
+ROOT = Path(__file__).resolve().parents[2]
+TAOBAO = ROOT / "examples" / "ctr" / "taobao_wide_and_deep.config"
+
+
+def test_the_documents_taobao_config_parses_with_its_values():
+    config = load_config(TAOBAO)
+    assert config.data_config.batch_size == 4096 and config.data_config.label_fields == ["clk"]
+    assert config.train_config.num_steps == 2500 and config.train_config.sync_replicas is True
+    adam = config.train_config.optimizer_config[0].adam_optimizer
+    assert adam.learning_rate.exponential_decay_learning_rate.decay_steps == 1000
+    model = config.model_config_
+    assert model.wide_and_deep.wide_output_dim == 16 and model.wide_and_deep.dnn.hidden_units == [128, 64, 32]
+    att = model.feature_groups[1].sequence_features[0].seq_att_map[0]
+    assert att.key == ["brand", "cate_id"] and att.hist_seq == ["tag_brand_list", "tag_category_list"]
+    assert len(config.features) == 18
+
+
+def test_yaml_with_the_same_fields_gives_the_same_config(tmp_path):
+    config = load_config(TAOBAO)
+    path = tmp_path / "same.yaml"
+    path.write_text(yaml.safe_dump(dump_config(config)))
+    assert load_config(path) == config
+
+
+def write(tmp_path, text, name="c.config"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_unknown_text_format_field_names_line_and_field(tmp_path):
+    text = TAOBAO.read_text().replace("num_steps: 2500", "num_steps: 2500\n  not_a_field: 3")
+    with pytest.raises(FusionrecError, match=r"c\.config line 25 column 3: TrainConfig has no field 'not_a_field' \(not an EasyRec field"):
+        load_config(write(tmp_path, text))
+
+
+def test_easyrec_field_not_implemented_says_so(tmp_path):
+    text = TAOBAO.read_text().replace("num_steps: 2500", "num_steps: 2500\n  freeze_gradient: 'x'")
+    with pytest.raises(FusionrecError, match=r"line 25 column 3: EasyRec field 'freeze_gradient' \(in TrainConfig\) is not implemented yet"):
+        load_config(write(tmp_path, text))
+
+
+def test_yaml_errors_give_the_field_path(tmp_path):
+    data = dump_config(load_config(TAOBAO))
+    data["model_config"]["wide_and_deep"]["dnn"]["hidden_units"] = ["many"]
+    with pytest.raises(FusionrecError, match=r"model_config\.wide_and_deep\.dnn\.hidden_units\.0"):
+        load_config(write(tmp_path, yaml.safe_dump(data), "c.yaml"))
+    data = dump_config(load_config(TAOBAO))
+    data["train_config"]["bogus"] = 1
+    with pytest.raises(FusionrecError, match=r"train_config\.bogus: unknown field"):
+        load_config(write(tmp_path, yaml.safe_dump(data), "c.yaml"))
+    data = dump_config(load_config(TAOBAO))
+    data["model_config"]["kd"] = []
+    with pytest.raises(FusionrecError, match="'kd' is not implemented yet"):
+        load_config(write(tmp_path, yaml.safe_dump(data), "c.yaml"))
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("use_moving_average: false", "use_moving_average: true", "use_moving_average: true is not implemented"),
+        ('model_class: "WideAndDeep"', 'model_class: "DSSM"', "model_class 'DSSM' is not implemented"),
+        ("label_fields: 'clk'", "label_fields: 'click'", "label_fields: 'click' is not one of the input_fields"),
+        ("feature_names: 'pid'\n    wide_deep: WIDE", "feature_names: 'nope'\n    wide_deep: WIDE", "feature 'nope' is not in feature_configs"),
+        ('key: "brand"', 'key: "brandx"', "seq_att_map: feature 'brandx'"),
+        ("hidden_units: [128, 64, 32]", "hidden_units: [128, 0, 32]", "hidden_units must be positive"),
+        ("hash_bucket_size: 10\n", "hash_bucket_size: 10\n  num_buckets: 4\n", "set exactly one of hash_bucket_size"),
+    ],
+)
+def test_semantic_errors(tmp_path, old, new, message):
+    text = TAOBAO.read_text()
+    assert old in text
+    with pytest.raises(FusionrecError, match=message):
+        load_config(write(tmp_path, text.replace(old, new, 1)))
+
+
+def test_edit_config_json_and_its_errors():
+    config = load_config(TAOBAO, '{"train_config.num_steps": 7, "data_config.batch_size": 8}')
+    assert config.train_config.num_steps == 7 and config.data_config.batch_size == 8
+    with pytest.raises(FusionrecError, match="--edit_config_json: not valid JSON"):
+        load_config(TAOBAO, "{oops")
+    with pytest.raises(FusionrecError, match=r"data_config\.batch_size"):
+        load_config(TAOBAO, '{"data_config.batch_size": 0}')
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FusionrecError, match="nope.config"):
+        load_config(tmp_path / "nope.config")
+
+
+def test_generated_schema_module_is_up_to_date(tmp_path):
+    """easyrec_pb2.py must be what `make proto` generates from easyrec.proto."""
+    pytest.importorskip("grpc_tools")
+    protos = ROOT / "src" / "fusionrec" / "ctr" / "protos"
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{protos}", f"--python_out={tmp_path}", "easyrec.proto"],
+                   check=True, cwd=protos)  # fmt: skip
+    assert (tmp_path / "easyrec_pb2.py").read_text() == (protos / "easyrec_pb2.py").read_text()

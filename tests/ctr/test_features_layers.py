@@ -1,0 +1,87 @@
+"""Feature kernels against plain-Python references; layers for shapes, masks and formulas."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from fusionrec.ctr.data import table_to_columns
+from fusionrec.ctr.config import InputField
+from fusionrec.ctr.features import hash_strings, pad_tokens, split_tokens
+from fusionrec.ctr.layers import MLP, CrossNetV2, DINAttention, FactorizationMachine
+
+
+def fnv1a_reference(data: bytes) -> int:
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def columns_of(values):
+    return table_to_columns(pa.table({"s": pa.array(values, pa.string())}), [InputField(input_name="s")])
+
+
+def test_string_hash_matches_fnv1a_reference():
+    values = ["", "a", "hello", "430548_1", "ünïcode ✓", "x" * 40]
+    cols = columns_of(values)
+    got = hash_strings(cols["s.bytes"], cols["s.offsets"]).tolist()
+    assert got == [fnv1a_reference(v.encode()) for v in values]
+
+
+@pytest.mark.parametrize("max_len", [0, 2])
+def test_split_and_pad_keep_the_most_recent_tokens(max_len):
+    values = ["1|2|3", "", "4", "5||6|", "|7"]
+    cols = columns_of(values)
+    starts, lengths, rows = split_tokens(cols["s.bytes"], cols["s.offsets"], ord("|"))
+    data = bytes(cols["s.bytes"].tolist())
+    tokens = [data[s : s + n].decode() for s, n in zip(starts.tolist(), lengths.tolist())]
+    expected = [[t for t in v.split("|") if t] for v in values]
+    assert tokens == [t for row in expected for t in row]
+    ids = torch.tensor([int(t) for t in tokens])
+    padded, mask = pad_tokens(ids, rows, len(values), max_len)
+    for i, row in enumerate(expected):
+        kept = row[-max_len:] if max_len else row
+        assert padded[i][mask[i]].tolist() == [int(t) for t in kept]
+
+
+def test_integer_ids_above_2_to_the_24_stay_exact():
+    big = [2**24 + 1, 2**40 + 3, -5]
+    cols = table_to_columns(pa.table({"i": pa.array(big, pa.int64())}), [InputField(input_name="i", input_type="INT64")])
+    assert cols["i"].dtype == torch.int64 and cols["i"].tolist() == big
+
+
+def test_mlp_shapes_and_eval_determinism():
+    mlp = MLP(10, [8, 4], dropout_ratio=[0.5, 0.0]).eval()
+    x = torch.randn(5, 10)
+    assert mlp(x).shape == (5, 4)
+    torch.testing.assert_close(mlp(x), mlp(x))
+
+
+def test_din_attention_ignores_padded_positions_and_zeroes_empty_rows():
+    torch.manual_seed(0)
+    attention = DINAttention(6, [8])
+    query, keys = torch.randn(3, 6), torch.randn(3, 4, 6)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True], [False] * 4])
+    out = attention(query, keys, mask)
+    assert out.shape == (3, 6)
+    changed = keys.clone()
+    changed[0, 2:] = 100.0  # padded positions of row 0
+    torch.testing.assert_close(attention(query, changed, mask)[0], out[0])
+    assert torch.all(out[2] == 0)
+
+
+def test_cross_net_v2_formula():
+    torch.manual_seed(0)
+    net = CrossNetV2(4, 2)
+    x0 = torch.randn(3, 4)
+    x = x0
+    for layer in net.layers:
+        x = x0 * (x @ layer.weight.T + layer.bias) + x
+    torch.testing.assert_close(net(x0), x)
+
+
+def test_fm_matches_pairwise_sum():
+    e = torch.randn(2, 5, 3)
+    brute = sum((e[:, i] * e[:, j]).sum(dim=1) for i in range(5) for j in range(i + 1, 5))
+    torch.testing.assert_close(FactorizationMachine()(e).squeeze(1), brute)
