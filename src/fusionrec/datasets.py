@@ -30,7 +30,8 @@ def _zipf_choice(rng, n_items: int, size: int, a: float = 1.1) -> np.ndarray:
     return rng.choice(n_items, size=size, p=weights / weights.sum())
 
 
-def make_taobao(n_rows: int, seed: int = 0, path: str | Path | None = None) -> TaobaoData:
+def make_taobao(n_rows: int, seed: int = 0, path: str | Path | None = None, *, n_users: int = 20000,
+                n_ads: int = 10000, world_seed: int = 0) -> TaobaoData:  # fmt: skip
     """Click logs with EasyRec's taobao schema, from a known click model.
 
     Users have demographics and a history of (category, brand) pairs (``tag_category_list``
@@ -39,13 +40,17 @@ def make_taobao(n_rows: int, seed: int = 0, path: str | Path | None = None) -> T
     an ad effect, history matches of the ad's category and brand (what DIN attention can
     find), an age x price interaction and a slot (``pid``) effect. ``buy`` is drawn from clicks.
     With ``path`` the rows are also written there as CSV (no header), atomically.
+
+    The users, ads and their effects come from ``world_seed``; the rows drawn from them come
+    from ``seed``. Calls with one ``world_seed`` share one click model, so
+    ``make_taobao(400_000, seed=0)`` and ``make_taobao(100_000, seed=1)`` are a train and a
+    test set of the same world.
     """
-    if n_rows < 1:
-        raise FusionrecError(f"n_rows {n_rows}: must be at least 1")
-    rng = np.random.default_rng(seed)
-    n_users = max(100, n_rows // 30)
-    n_ads = max(50, n_rows // 40)
-    n_cates, n_brands = 300, 3000
+    for name, value in (("n_rows", n_rows), ("n_users", n_users), ("n_ads", n_ads)):
+        if value < 1:
+            raise FusionrecError(f"{name} {value}: must be at least 1")
+    rng = np.random.default_rng(world_seed)
+    n_cates = 300
     # users
     age = rng.integers(1, 7, n_users)
     gender = rng.integers(1, 3, n_users)
@@ -67,6 +72,7 @@ def make_taobao(n_rows: int, seed: int = 0, path: str | Path | None = None) -> T
     ad_price = np.clip(rng.lognormal(2.5, 0.8, n_ads).astype(np.int64), 1, 49)
     ad_effect = rng.normal(0, 0.5, n_ads)
     # rows
+    rng = np.random.default_rng([world_seed, seed])
     users = _zipf_choice(rng, n_users, n_rows, 0.8)
     ads = _zipf_choice(rng, n_ads, n_rows, 0.9)
     pid = rng.integers(0, 2, n_rows)

@@ -19,6 +19,19 @@ from fusionrec.ctr.layers import DINAttention
 from fusionrec.errors import FusionrecError
 
 
+EMBEDDING_INIT_STD = 0.01
+
+
+def lookup(weight: Tensor, sparse: bool, ids: Tensor) -> Tensor:
+    """Embedding rows of ``ids``, looking each distinct id up once: the table's sparse gradient then has one
+    row per distinct id, so the optimizer does not coalesce duplicates (most of a batch's ids
+    repeat: popular items, and the same history lists in many rows)."""
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    rows = torch.nn.functional.embedding(unique, weight, sparse=sparse)
+    # index_select's backward is one index_add_ (advanced indexing's is a slower index_put_)
+    return rows.index_select(0, inverse.reshape(-1)).view(inverse.shape + (rows.shape[1],))
+
+
 class IdSlot(nn.Module):
     def __init__(self, name: str, table: nn.Embedding):
         super().__init__()
@@ -27,7 +40,7 @@ class IdSlot(nn.Module):
         self.out_dim = table.embedding_dim
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
-        return self.table(features[self.name])
+        return lookup(self.table.weight, self.table.sparse, features[self.name])
 
 
 class BagSlot(nn.Module):
@@ -42,7 +55,7 @@ class BagSlot(nn.Module):
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         mask = features[self.name + ".mask"].to(torch.float32).unsqueeze(2)
-        pooled = (self.table(features[self.name]) * mask).sum(dim=1)
+        pooled = (lookup(self.table.weight, self.table.sparse, features[self.name]) * mask).sum(dim=1)
         if self.mean:
             pooled = pooled / mask.sum(dim=1).clamp(min=1.0)
         return pooled
@@ -89,7 +102,7 @@ class DINSlot(nn.Module):
         query: List[Tensor] = []
         i = 0
         for table in self.key_tables:
-            query.append(table(features[self.keys[i]]))
+            query.append(lookup(table.weight, table.sparse, features[self.keys[i]]))
             i += 1
         history: List[Tensor] = []
         mask = features[self.hists[0] + ".mask"]
@@ -105,7 +118,7 @@ class DINSlot(nn.Module):
             if pad > 0:  # hist_seq lists of one map are parallel; pad on the left (oldest side)
                 ids = torch.nn.functional.pad(ids, [pad, 0])
                 m = torch.nn.functional.pad(m, [pad, 0])
-            history.append(table(ids))
+            history.append(lookup(table.weight, table.sparse, ids))
             masks.append(m)
             j += 1
         mask = masks[0]
@@ -165,7 +178,10 @@ class EmbeddingTables:
                 )
             return self.tables[key]
         table = nn.Embedding(rows, dim)
-        nn.init.normal_(table.weight, std=0.05)
+        if wide_dim is not None:  # the wide part is a linear model: weights start at zero, as in TF's linear_model
+            nn.init.zeros_(table.weight)
+        else:
+            nn.init.normal_(table.weight, std=EMBEDDING_INIT_STD)
         self.tables[key] = table
         self._shape[key] = (rows, dim, name)
         return table

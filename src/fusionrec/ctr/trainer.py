@@ -55,6 +55,34 @@ def learning_rate_at(step: int, schedule) -> float:
     return 0.002
 
 
+class _Optimizers:
+    """Several torch optimizers (dense and sparse parameters) acting as one."""
+
+    def __init__(self, parts: list[torch.optim.Optimizer]):
+        self.parts = parts
+
+    @property
+    def param_groups(self):
+        return [g for part in self.parts for g in part.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+    def state_dict(self) -> dict:
+        return {str(i): part.state_dict() for i, part in enumerate(self.parts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != {str(i) for i in range(len(self.parts))}:
+            raise FusionrecError("checkpoint: optimizer state does not fit the configured optimizer")
+        for i, part in enumerate(self.parts):
+            part.load_state_dict(state[str(i)])
+
+
 class Trainer:
     """Builds the feature transform and model of a pipeline config and trains / evaluates them."""
 
@@ -85,15 +113,28 @@ class Trainer:
         self.lookups = self._embedding_lookups()
 
     # -- set-up ---------------------------------------------------------------------
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        params = [p for p in self.model.parameters()]
+    def _make_optimizer(self) -> "_Optimizers":
+        """The configured optimizer. Embedding tables get sparse gradients (only the rows a
+        batch looks up are touched) with Adam's lazy variant or sparse Adagrad, as CTR
+        trainers do; gradient clipping and momentum need dense gradients and keep them."""
         lr = learning_rate_at(0, self.optimizer_params.learning_rate)
+        tables = list({id(m): m for m in self.model.modules() if isinstance(m, torch.nn.Embedding)}.values())
+        sparse = self.optimizer_name != "momentum_optimizer" and self.config.train_config.gradient_clipping_by_norm == 0
+        table_params = {id(t.weight) for t in tables} if sparse else set()
+        for table in tables:
+            table.sparse = sparse
+        dense = [p for p in self.model.parameters() if id(p) not in table_params]
+        embedding = [t.weight for t in tables] if sparse else []
+        p = self.optimizer_params
         if self.optimizer_name == "adam_optimizer":
-            p = self.optimizer_params
-            return torch.optim.Adam(params, lr=lr, betas=(p.beta1, p.beta2), eps=1e-8)
-        if self.optimizer_name == "adagrad_optimizer":
-            return torch.optim.Adagrad(params, lr=lr, initial_accumulator_value=0.1)
-        return torch.optim.SGD(params, lr=lr, momentum=self.optimizer_params.momentum_optimizer_value)
+            parts = [torch.optim.Adam(dense, lr=lr, betas=(p.beta1, p.beta2), eps=1e-8)]
+            if embedding:
+                parts.append(torch.optim.SparseAdam(embedding, lr=lr, betas=(p.beta1, p.beta2), eps=1e-8))
+        elif self.optimizer_name == "adagrad_optimizer":
+            parts = [torch.optim.Adagrad(dense + embedding, lr=lr, initial_accumulator_value=0.1)]
+        else:
+            parts = [torch.optim.SGD(dense, lr=lr, momentum=p.momentum_optimizer_value)]
+        return _Optimizers(parts)
 
     def _embedding_lookups(self) -> list[tuple[torch.nn.Embedding, str]]:
         """(table, feature) pairs, for embedding_regularization on the rows a batch looks up."""
@@ -126,7 +167,8 @@ class Trainer:
                 ids = features[name]
                 if name + ".mask" in features:
                     ids = ids[features[name + ".mask"]]
-                total = total + table.weight[torch.unique(ids)].pow(2).sum()
+                rows = torch.nn.functional.embedding(torch.unique(ids), table.weight, sparse=table.sparse)
+                total = total + rows.pow(2).sum()
             loss = loss + model_config.embedding_regularization * 0.5 * total
         return loss
 
