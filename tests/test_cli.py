@@ -40,7 +40,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
 
 def test_demo_runs_on_small_data(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--out", str(tmp_path), "--rows", "3000"],
+        [sys.executable, str(ROOT / "examples" / "demo.py"), "--out", str(tmp_path), "--rows", "3000", "--ctr-rows", "3000"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
