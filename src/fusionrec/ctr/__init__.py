@@ -8,6 +8,7 @@ checkpoints, evaluation) -> ``export`` (TorchScript scoring model, batch predict
 
 from fusionrec.ctr.config import PipelineConfig, load_config
 from fusionrec.ctr.export import export, load_export, predict
+from fusionrec.ctr.sklearn import CTRClassifier
 from fusionrec.ctr.trainer import Trainer
 
-__all__ = ["PipelineConfig", "Trainer", "export", "load_config", "load_export", "predict"]
+__all__ = ["CTRClassifier", "PipelineConfig", "Trainer", "export", "load_config", "load_export", "predict"]

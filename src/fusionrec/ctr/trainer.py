@@ -86,7 +86,8 @@ class _Optimizers:
 class Trainer:
     """Builds the feature transform and model of a pipeline config and trains / evaluates them."""
 
-    def __init__(self, config: PipelineConfig, model_dir: str | Path | None = None, base_dir: str = "."):
+    def __init__(self, config: PipelineConfig, model_dir: str | Path | None = None, base_dir: str = ".",
+                 seed: int = SEED):  # fmt: skip
         self.config = config
         model_dir = model_dir or config.model_dir
         if not model_dir:
@@ -96,7 +97,8 @@ class Trainer:
         train = config.train_config
         if train.intra_op_parallelism_threads:
             torch.set_num_threads(train.intra_op_parallelism_threads)
-        torch.manual_seed(SEED)
+        self.seed = seed
+        torch.manual_seed(seed)
         self.transform = FeatureTransform(config, base_dir)
         self.model = build_model(config, self.transform)
         if train.optimizer_config:
@@ -258,7 +260,7 @@ class Trainer:
             bar.update(task, completed=self.step)
             while not finished and (num_epochs is None or self.epoch < num_epochs):
                 batches = iter_batches(reader, paths, data.batch_size, shuffle=data.shuffle,
-                                       shuffle_rows=data.shuffle_buffer_size, seed=SEED + self.epoch,
+                                       shuffle_rows=data.shuffle_buffer_size, seed=self.seed + self.epoch,
                                        skip_batches=self.batches_in_epoch)  # fmt: skip
                 prefetch = Prefetcher(batches, data.prefetch_size)
                 try:
