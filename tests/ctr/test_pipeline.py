@@ -150,3 +150,60 @@ def test_exported_model_runs_without_fusionrec_feature_code(taobao, tmp_path):
     assert proba.shape == (2,) and bool(((proba > 0) & (proba < 1)).all())
     loaded, loaded_config = load_export(tmp_path / "e")
     assert loaded_config.model_config_.model_class == "WideAndDeep"
+
+
+def test_every_feature_kind_metric_and_best_exporter(taobao, tmp_path):
+    """TagFeature with a vocab_file, ComboFeature, bucketized and dense RawFeature, gauc, best export."""
+    import yaml
+
+    (tmp_path / "cates.txt").write_text("\n".join(str(i) for i in range(50)) + "\n")
+    base = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "ctr" / "taobao_deepfm.yaml").read_text())
+    base["feature_config"]["features"] = [
+        {"input_names": ["user_id"], "feature_type": "IdFeature", "embedding_dim": 8, "hash_bucket_size": 1000},
+        {"input_names": ["tag_category_list"], "feature_type": "TagFeature", "embedding_dim": 8,
+         "vocab_file": str(tmp_path / "cates.txt"), "combiner": "sum"},
+        {"feature_name": "age_x_pvalue", "input_names": ["age_level", "pvalue_level"], "feature_type": "ComboFeature",
+         "embedding_dim": 8, "hash_bucket_size": 100},
+        {"feature_name": "price_bucket", "input_names": ["price"], "feature_type": "RawFeature", "embedding_dim": 8,
+         "boundaries": [5, 10, 20, 40]},
+        {"input_names": ["price"], "feature_type": "RawFeature", "min_val": 1, "max_val": 49},
+    ]  # fmt: skip
+    base["model_config"] = {
+        "model_class": "WideAndDeep",
+        "feature_groups": [
+            {"group_name": "wide", "feature_names": ["user_id", "age_x_pvalue", "price_bucket", "price"], "wide_deep": "WIDE"},
+            {"group_name": "deep", "feature_names": ["user_id", "tag_category_list", "age_x_pvalue", "price_bucket", "price"]},
+        ],
+        "wide_and_deep": {"wide_output_dim": 4, "dnn": {"hidden_units": [16, 8], "dropout_ratio": [0.1, 0.1]},
+                          "final_dnn": {"hidden_units": [8]}},
+    }  # fmt: skip
+    base["eval_config"] = {"metrics_set": [{"auc": {}}, {"gauc": {"uid_field": "user_id"}}, {"max_f1": {}},
+                                           {"accuracy": {}}, {"root_mean_squared_error": {}}]}  # fmt: skip
+    base["export_config"] = {"exporter_type": "best", "best_exporter_metric": "logloss", "metric_bigger": False}
+    base["train_config"]["keep_checkpoint_max"] = 1
+    path = tmp_path / "all.yaml"
+    path.write_text(yaml.safe_dump(base))
+    trainer = Trainer(load_config(path, edits(taobao, tmp_path / "m")))
+    report = trainer.train(progress=False)
+    assert {"auc", "gauc", "max_f1", "accuracy", "root_mean_squared_error", "logloss"} <= set(report["eval"])
+    assert [step for step, _ in trainer.checkpoints()] == [4]  # keep_checkpoint_max 1
+    assert (tmp_path / "m" / "best.pt").exists()
+    export_model(trainer, tmp_path / "e")
+    assert json.loads((tmp_path / "e" / "input_schema.json").read_text())["checkpoint"] == "best.pt"
+    result = predict(str(taobao / "test.csv"), str(tmp_path / "p.csv"), str(tmp_path / "e"))
+    assert result["rows_written"] == 300
+
+
+def test_ignore_error_counts_are_written_to_the_model_dir(taobao, tmp_path):
+    lines = (taobao / "train.csv").read_text().splitlines()
+    lines[5] = "1,0,short"
+    lines[9] = ",".join(["x"] + lines[9].split(",")[1:])  # bad label
+    bad = tmp_path / "train.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    config = load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m", train_input_path=str(bad),
+                                              **{"data_config.ignore_error": True}))  # fmt: skip
+    Trainer(config).train(progress=False)
+    report = json.loads((tmp_path / "m" / "train_input_report.json").read_text())
+    assert report["rows_skipped"] >= 2  # counted once per epoch pass
+    assert any("wrong number of fields" in reason for reason in report["skipped_by_reason"])
+    assert any("column clk" in reason for reason in report["skipped_by_reason"])
