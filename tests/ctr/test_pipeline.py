@@ -207,3 +207,31 @@ def test_ignore_error_counts_are_written_to_the_model_dir(taobao, tmp_path):
     assert report["rows_skipped"] >= 2  # counted once per epoch pass
     assert any("wrong number of fields" in reason for reason in report["skipped_by_reason"])
     assert any("column clk" in reason for reason in report["skipped_by_reason"])
+
+
+def test_embedding_name_shares_one_table_and_fine_tune_warm_starts(taobao, tmp_path):
+    import yaml
+
+    base = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "ctr" / "taobao_din.yaml").read_text())
+    for feature in base["feature_config"]["features"]:
+        if feature["input_names"][0] in ("brand", "tag_brand_list"):
+            feature["embedding_name"] = "brand_table"
+            feature["hash_bucket_size"] = 100000
+    path = tmp_path / "shared.yaml"
+    path.write_text(yaml.safe_dump(base))
+    trainer = Trainer(load_config(path, edits(taobao, tmp_path / "m")))
+    tables = {id(m): m for m in trainer.model.modules() if isinstance(m, torch.nn.Embedding)}
+    brand_tables = {id(t) for s in trainer.model.modules() if hasattr(s, "hists")
+                    for t, n in zip(list(s.key_tables) + list(s.hist_tables), s.keys + s.hists) if "brand" in n}  # fmt: skip
+    assert len(brand_tables) == 1 and len(tables) >= 2
+    trainer.train(progress=False)
+    checkpoint = str(trainer.checkpoints()[-1][1])
+    warm = Trainer(load_config(path, edits(taobao, tmp_path / "warm", **{"train_config.fine_tune_checkpoint": checkpoint,
+                                                                        "train_config.num_steps": 1})), seed=7)  # fmt: skip
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    warm.train(progress=False)
+    assert warm.step == 1  # weights loaded, step counter fresh
+    linear = [k for k in before if k.endswith(".weight") and before[k].dim() == 2 and "table" not in k]
+    assert linear
+    # one Adam step (lr 0.001) from the checkpoint: every linear weight is within a step of it
+    assert max(float((warm.model.state_dict()[k] - before[k]).abs().max()) for k in linear) < 0.005
