@@ -85,3 +85,36 @@ def test_batches_cover_every_row_once_with_shuffle(tmp_path):
         assert len(batch.labels) <= 64
         seen.extend(batch.table.column("price").to_pylist())
     assert sorted(seen) == list(range(1000)) and seen != list(range(1000))
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("1,u3,1e400", r"line 3, column 'price': '1e400' is not a finite number"),
+        ("1,u3,inf", r"'inf' is not a finite number"),
+    ],
+)
+def test_overflow_and_non_finite_values_are_refused(tmp_path, line, message):
+    path = tmp_path / "a.csv"
+    path.write_text(f"1,u1,2.0\n0,u2,1\n{line}\n")
+    with pytest.raises(FusionrecError, match=message):
+        read(path)
+
+
+def test_int64_overflow_and_duplicate_header(tmp_path):
+    fields = [{"input_name": "clk", "input_type": "INT32"}, {"input_name": "id", "input_type": "INT64"}]
+    reader = TableReader(DataConfig(input_fields=fields, label_fields=["clk"]))
+    path = tmp_path / "a.csv"
+    path.write_text("1,9223372036854775807\n0,99999999999999999999\n")
+    with pytest.raises(FusionrecError, match=r"line 2, column 'id': '99999999999999999999' is outside the INT64 range"):
+        list(reader.iter_tables([str(path)]))
+    (tmp_path / "h.csv").write_text("clk,id,id\n1,2,3\n")
+    reader = TableReader(DataConfig(input_fields=fields, label_fields=["clk"], with_header=True))
+    with pytest.raises(FusionrecError, match=r"header names \['id'\] appear more than once"):
+        list(reader.iter_tables([str(tmp_path / "h.csv")]))
+
+
+def test_empty_file_trains_on_nothing_is_an_error(tmp_path):
+    (tmp_path / "e.csv").write_text("")
+    table, reader = read(tmp_path / "e.csv")
+    assert table is None and reader.report.n_rows == 0

@@ -235,3 +235,16 @@ def test_embedding_name_shares_one_table_and_fine_tune_warm_starts(taobao, tmp_p
     assert linear
     # one Adam step (lr 0.001) from the checkpoint: every linear weight is within a step of it
     assert max(float((warm.model.state_dict()[k] - before[k]).abs().max()) for k in linear) < 0.005
+
+
+def test_din_history_lists_must_be_parallel(taobao, tmp_path):
+    din = next(p for p in EXAMPLES if p.name == "taobao_din.yaml")
+    lines = (taobao / "train.csv").read_text().splitlines()
+    fields = lines[0].split(",")
+    fields[17], fields[18] = "1|2", "3"  # tag_category_list has 2 values, tag_brand_list 1
+    lines[0] = ",".join(fields)
+    bad = tmp_path / "train.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    config = load_config(din, edits(taobao, tmp_path / "m", train_input_path=str(bad), **{"data_config.shuffle": False}))
+    with pytest.raises(ValueError, match=r"tag_brand_list and tag_category_list must be parallel lists; batch row 0 has 1 and 2"):
+        Trainer(config).train(progress=False)

@@ -128,6 +128,9 @@ class TableReader:
         except OSError as error:
             raise FusionrecError(f"{path}: cannot read ({error})") from None
         columns = reader.schema.names
+        duplicates = sorted({c for c in columns if columns.count(c) > 1})
+        if header and duplicates:
+            raise FusionrecError(f"{path}: header names {duplicates} appear more than once")
         if header:
             missing = [n for n in self.names if n not in columns]
             if missing:
@@ -217,6 +220,11 @@ class TableReader:
         if kind in ("INT32", "INT64"):
             ok = pc.match_substring_regex(text, INT_PATTERN).to_numpy(zero_copy_only=False)
             self._bad_rows(~ok & keep, keep, text, path, first_row, header, name, f"is not an integer ({kind})")
+            long = ok & (pc.utf8_length(pc.utf8_trim_whitespace(text)).to_numpy(zero_copy_only=False) >= 19)
+            for row in np.flatnonzero(long):  # rare: only 19+ digit values are checked one by one
+                if not -(2**63) <= int(text[int(row)].as_py()) < 2**63:
+                    ok[row] = False
+            self._bad_rows(~ok & keep, keep, text, path, first_row, header, name, "is outside the INT64 range")
             values = pc.cast(pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(text), pa.scalar("0")), pa.int64())
             if kind == "INT32":
                 v = values.to_numpy()
@@ -226,6 +234,9 @@ class TableReader:
             ok = pc.match_substring_regex(text, FLOAT_PATTERN).to_numpy(zero_copy_only=False)
             self._bad_rows(~ok & keep, keep, text, path, first_row, header, name, f"is not a number ({kind})")
             values = pc.cast(pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(text), pa.scalar("0")), pa.float64())
+            finite = np.isfinite(values.to_numpy(zero_copy_only=False))
+            self._bad_rows(~finite & keep, keep, text, path, first_row, header, name,
+                           "is not a finite number (inf, nan and overflow are refused)")  # fmt: skip
         else:  # BOOL
             is_true = pc.is_in(text, pa.array(BOOL_TRUE)).to_numpy(zero_copy_only=False)
             is_false = pc.is_in(text, pa.array(BOOL_FALSE)).to_numpy(zero_copy_only=False)

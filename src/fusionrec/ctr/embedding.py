@@ -122,8 +122,17 @@ class DINSlot(nn.Module):
             masks.append(m)
             j += 1
         mask = masks[0]
-        for m in masks[1:]:
-            mask = mask & m
+        lengths = mask.sum(dim=1)
+        k = 0
+        for m in masks:
+            other = m.sum(dim=1)
+            if not bool(torch.equal(other, lengths)):
+                row = int(torch.nonzero(other != lengths)[0, 0].item())
+                raise ValueError(
+                    "seq_att_map: hist_seq " + self.hists[0] + " and " + self.hists[k] + " must be parallel lists; batch row "
+                    + str(row) + " has " + str(int(lengths[row].item())) + " and " + str(int(other[row].item())) + " values"
+                )
+            k += 1
         return self.attention(torch.cat(query, dim=1), torch.cat(history, dim=2), mask)
 
 

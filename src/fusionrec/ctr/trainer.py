@@ -271,6 +271,13 @@ class Trainer:
                         features = self.transform(batch.columns)
                         logits = self.model(features)
                         loss = self.loss(logits, batch.labels, batch.weights, features)
+                        if not bool(torch.isfinite(loss)):
+                            last = self.checkpoints()
+                            raise FusionrecError(
+                                f"step {self.step + 1} (epoch {self.epoch}, batch {self.batches_in_epoch + 1}): the loss is "
+                                f"{float(loss.detach())}; training stopped before applying it"
+                                + (f"; the last checkpoint {last[-1][1].name} is intact" if last else "")
+                            )
                         self.optimizer.zero_grad(set_to_none=True)
                         loss.backward()
                         if train.gradient_clipping_by_norm > 0:
