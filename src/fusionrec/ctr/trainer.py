@@ -268,8 +268,14 @@ class Trainer:
                         lr = learning_rate_at(self.step, self.optimizer_params.learning_rate)
                         for group in self.optimizer.param_groups:
                             group["lr"] = lr
-                        features = self.transform(batch.columns)
-                        logits = self.model(features)
+                        try:
+                            features = self.transform(batch.columns)
+                            logits = self.model(features)
+                        except ValueError as error:  # data the features refuse (an id out of range, ...)
+                            raise FusionrecError(
+                                f"train_input_path {config.train_input_path!r}, epoch {self.epoch}, batch "
+                                f"{self.batches_in_epoch + 1}: {error}"
+                            ) from None
                         loss = self.loss(logits, batch.labels, batch.weights, features)
                         if not bool(torch.isfinite(loss)):
                             last = self.checkpoints()
