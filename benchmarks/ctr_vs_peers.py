@@ -109,7 +109,7 @@ def run_deepctr(data_dir: Path) -> dict:
     for name, _ in LIST_FEATURES:  # as DeepCTR's movielens example: a key2index dict, then pad_sequences
         key2index: dict[str, int] = {}
 
-        def encode(text: str) -> list[int]:
+        def encode(text: str, key2index: dict[str, int] = key2index) -> list[int]:
             return [key2index.setdefault(t, len(key2index) + 1) for t in text.split("|") if t][-MAX_LEN:]
 
         lists = [encode(text) for text in both[name]]
@@ -181,16 +181,9 @@ def main() -> None:
         lines.append("| " + " | ".join(cells) + " |")
     console.print(table)
     if args.markdown:
-        command = "python benchmarks/ctr_vs_peers.py " + " ".join(sys.argv[1:])
-        text = args.markdown.read_text()
-        start, end = "<!-- ctr_vs_peers:start -->", "<!-- ctr_vs_peers:end -->"
-        block = "\n".join([start, f"Command: `{command}`", "", *lines, end])
-        if start in text:
-            text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-        else:
-            text = text.rstrip() + "\n\n" + block + "\n"
-        args.markdown.write_text(text)
+        from _report import write_markdown_block
 
+        write_markdown_block(args.markdown, "ctr_vs_peers", "ctr_vs_peers.py", lines)
 
 if __name__ == "__main__":
     main()

@@ -210,16 +210,9 @@ def main() -> None:
                 lines.append("| " + " | ".join(cells) + " |")
     console.print(table)
     if args.markdown:
-        command = "python benchmarks/gbdt_vs_peers.py " + " ".join(a for a in sys.argv[1:])
-        text = args.markdown.read_text() if args.markdown.exists() else "# Benchmarks\n"
-        marker_start, marker_end = "<!-- gbdt_vs_peers:start -->", "<!-- gbdt_vs_peers:end -->"
-        block = "\n".join([marker_start, f"Command: `{command}`", "", *lines, marker_end])
-        if marker_start in text:
-            text = text[: text.index(marker_start)] + block + text[text.index(marker_end) + len(marker_end) :]
-        else:
-            text = text.rstrip() + "\n\n" + block + "\n"
-        args.markdown.write_text(text)
+        from _report import write_markdown_block
 
+        write_markdown_block(args.markdown, "gbdt_vs_peers", "gbdt_vs_peers.py", lines)
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from fusionrec.cli import main
 from fusionrec.gbdt import Booster

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from fusionrec.datasets import TAOBAO_COLUMNS, make_taobao

@@ -102,8 +102,7 @@ def _ctr_trainer(args):
     from fusionrec.ctr.config import load_config
     from fusionrec.ctr.trainer import Trainer
 
-    config = load_config(args.pipeline_config_path, getattr(args, "edit_config_json", None))
-    return Trainer(config, getattr(args, "model_dir", None))
+    return Trainer(load_config(args.pipeline_config_path, args.edit_config_json), args.model_dir)
 
 
 def _ctr_train_eval(args) -> int:
@@ -156,23 +155,19 @@ def _add_ctr(sub) -> None:
     ctr = sub.add_parser("ctr", help="deep CTR models from EasyRec-style pipeline configs").add_subparsers(
         dest="action", required=True
     )
-    te = ctr.add_parser("train_eval", help="train, evaluating at checkpoints and at the end")
-    te.add_argument("--pipeline_config_path", required=True)
-    te.add_argument("--model_dir")
+    # the flags EasyRec's train_eval, eval and export share
+    pipeline = argparse.ArgumentParser(add_help=False)
+    pipeline.add_argument("--pipeline_config_path", required=True)
+    pipeline.add_argument("--model_dir")
+    pipeline.add_argument("--edit_config_json", help='JSON of dotted paths to values, e.g. \'{"train_config.num_steps": 10}\'')
+    te = ctr.add_parser("train_eval", parents=[pipeline], help="train, evaluating at checkpoints and at the end")
     te.add_argument("--continue_train", action="store_true", help="resume from the latest checkpoint in model_dir")
-    te.add_argument("--edit_config_json", help='JSON of dotted paths to values, e.g. \'{"train_config.num_steps": 10}\'')
     te.set_defaults(run=_ctr_train_eval)
-    ev = ctr.add_parser("eval", help="evaluate the latest (or a given) checkpoint on eval_input_path")
-    ev.add_argument("--pipeline_config_path", required=True)
-    ev.add_argument("--model_dir")
+    ev = ctr.add_parser("eval", parents=[pipeline], help="evaluate the latest (or a given) checkpoint on eval_input_path")
     ev.add_argument("--checkpoint_path")
-    ev.add_argument("--edit_config_json")
     ev.set_defaults(run=_ctr_eval)
-    ex = ctr.add_parser("export", help="write a self-contained TorchScript scoring model")
-    ex.add_argument("--pipeline_config_path", required=True)
+    ex = ctr.add_parser("export", parents=[pipeline], help="write a self-contained TorchScript scoring model")
     ex.add_argument("--export_dir", required=True)
-    ex.add_argument("--model_dir")
-    ex.add_argument("--edit_config_json")
     ex.set_defaults(run=_ctr_export)
     pr = ctr.add_parser("predict", help="score files with an exported model")
     pr.add_argument("--input_path", required=True)

@@ -1,6 +1,5 @@
 """Feature kernels against plain-Python references; layers for shapes, masks and formulas."""
 
-import numpy as np
 import pyarrow as pa
 import pytest
 import torch

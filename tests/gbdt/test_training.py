@@ -1,7 +1,5 @@
-import itertools
 import json
 
-import numba
 import numpy as np
 import pytest
 

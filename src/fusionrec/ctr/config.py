@@ -116,7 +116,7 @@ class FeatureConfig(_Strict):
     @field_validator("boundaries")
     @classmethod
     def _sorted(cls, value):
-        if any(b >= a for b, a in zip(value, value[1:]) if not b < a):
+        if any(b >= a for b, a in zip(value, value[1:])):
             raise ValueError(f"boundaries must be strictly increasing, got {value}")
         return value
 
@@ -466,10 +466,24 @@ class PipelineConfig(_Strict):
                     f"feature {feature.name!r}: num_buckets needs an INT32 or INT64 input field; "
                     f"{feature.input_names[0]!r} is {kind}"
                 )
-            if feature.feature_type == "RawFeature" and kind in ("STRING",):
+            if feature.feature_type == "RawFeature" and kind == "STRING":
                 raise ValueError(f"feature {feature.name!r}: RawFeature needs a numeric input field, {feature.input_names[0]!r} is STRING")
             if feature.feature_type in ("TagFeature", "SequenceFeature") and kind != "STRING":
                 raise ValueError(f"feature {feature.name!r}: {feature.feature_type} needs a STRING input field")
+            if feature.feature_type in ("TagFeature", "SequenceFeature") and feature.num_buckets:
+                raise ValueError(
+                    f"feature {feature.name!r} ({feature.feature_type}): num_buckets is not supported for "
+                    "multi-value strings; use hash_bucket_size or vocab_list"
+                )
+            if feature.feature_type == "ComboFeature" and any(fields[n].input_type != "STRING" for n in feature.input_names):
+                raise ValueError(f"feature {feature.name!r} (ComboFeature): every input must be a STRING field")
+            if feature.feature_type == "IdFeature" and kind in ("FLOAT", "DOUBLE"):
+                raise ValueError(
+                    f"feature {feature.name!r} (IdFeature): input {feature.input_names[0]!r} is {kind}; "
+                    "ids must be STRING or integer fields"
+                )
+            if (feature.vocab_file or feature.vocab_list) and kind != "STRING":
+                raise ValueError(f"feature {feature.name!r}: vocab_list / vocab_file need a STRING input field")
         model = self.model_config_
         for group in model.feature_groups:
             for name in group.feature_names:

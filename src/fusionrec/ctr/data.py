@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import os
 import queue
-import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -85,7 +84,7 @@ class TableReader:
     """Reads input files into validated pyarrow Tables of typed columns (fields in config order)."""
 
     def __init__(self, data_config: DataConfig, fields: list[InputField] | None = None, *, labels: bool = True,
-                 separator: str | None = None, keep_raw: bool = False, collect_rejects: bool = False):  # fmt: skip
+                 separator: str | None = None, collect_rejects: bool = False):  # fmt: skip
         self.config = data_config
         self.fields = fields if fields is not None else list(data_config.input_fields)
         self.names = [f.input_name for f in self.fields]
@@ -93,7 +92,6 @@ class TableReader:
         self.separator = separator or data_config.separator
         self.ignore_error = data_config.ignore_error or collect_rejects
         self.collect_rejects = collect_rejects
-        self.keep_raw = keep_raw
         self.report = ReadReport()
 
     # -- files ---------------------------------------------------------------------
@@ -113,7 +111,7 @@ class TableReader:
 
         header = self.config.with_header
         read_options = pacsv.ReadOptions(
-            column_names=None if header else self.names, autogenerate_column_names=False, block_size=READ_BLOCK_BYTES
+            column_names=None if header else self.names, block_size=READ_BLOCK_BYTES
         )
         parse_options = pacsv.ParseOptions(delimiter=self.separator, invalid_row_handler=on_invalid, quote_char=False)
         try:
@@ -342,30 +340,28 @@ def iter_batches(reader: TableReader, paths: list[str], batch_size: int, *, shuf
         weights = torch.from_numpy(table.column(weight).to_numpy().astype(np.float32)) if weight else None
         return Batch(table_to_columns(table, fields), labels, weights, table)
 
+    def drain(tables: list[pa.Table], final: bool):
+        """Shuffle the buffer, emit its full batches (all of it when ``final``), return the rest."""
+        buffer = pa.concat_tables(tables)
+        if shuffle:
+            buffer = buffer.take(pa.array(rng.permutation(buffer.num_rows)))
+        n_out = buffer.num_rows if final else buffer.num_rows - buffer.num_rows % batch_size
+        for start in range(0, n_out, batch_size):
+            batch = emit(buffer.slice(start, min(batch_size, n_out - start)))
+            if batch is not None:
+                yield batch
+        rest = buffer.slice(n_out)
+        return [rest] if rest.num_rows else []
+
     threshold = max(batch_size, shuffle_rows if shuffle else batch_size)
     for table in reader.iter_tables(paths):
         pending.append(table)
         n_pending += table.num_rows
-        if n_pending < threshold:
-            continue
-        buffer = pa.concat_tables(pending)
-        if shuffle:
-            buffer = buffer.take(pa.array(rng.permutation(buffer.num_rows)))
-        n_full = buffer.num_rows // batch_size
-        for i in range(n_full):
-            batch = emit(buffer.slice(i * batch_size, batch_size))
-            if batch is not None:
-                yield batch
-        rest = buffer.slice(n_full * batch_size)
-        pending, n_pending = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+        if n_pending >= threshold:
+            pending = yield from drain(pending, final=False)
+            n_pending = sum(t.num_rows for t in pending)
     if n_pending:
-        buffer = pa.concat_tables(pending)
-        if shuffle:
-            buffer = buffer.take(pa.array(rng.permutation(buffer.num_rows)))
-        for start in range(0, buffer.num_rows, batch_size):
-            batch = emit(buffer.slice(start, batch_size))
-            if batch is not None:
-                yield batch
+        yield from drain(pending, final=True)
 
 
 class Prefetcher:

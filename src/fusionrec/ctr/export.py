@@ -20,7 +20,7 @@ import torch
 
 from fusionrec._atomic import atomic_write_bytes
 from fusionrec.ctr.config import config_from_dict, dump_config
-from fusionrec.ctr.data import TableReader, iter_batches, resolve_paths, table_to_columns
+from fusionrec.ctr.data import TableReader, iter_batches, resolve_paths
 from fusionrec.ctr.models import ScoringModel
 from fusionrec.errors import FusionrecError
 
@@ -141,12 +141,3 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
         atomic_write_bytes(rejects_path, ("\n".join(lines) + "\n").encode(), checksum=False)
     return {"rows_written": n_rows, "rows_rejected": len(rejected), "rejects_path": rejects_path}
 
-
-def columns_from_records(records: dict[str, list], fields) -> dict[str, torch.Tensor]:
-    """Python lists per input field -> the exported model's input tensors (for serving code)."""
-    arrays = {}
-    for f in fields:
-        if f.input_name in records:
-            kind = {"STRING": pa.string(), "FLOAT": pa.float64(), "DOUBLE": pa.float64()}.get(f.input_type, pa.int64())
-            arrays[f.input_name] = pa.array(records[f.input_name], kind)
-    return table_to_columns(pa.table(arrays), fields)

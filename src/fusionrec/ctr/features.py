@@ -214,21 +214,6 @@ class FeatureTransform(nn.Module):
             vocab = list(feature.vocab_list)
             if feature.vocab_file:
                 vocab = read_vocab_file(feature.vocab_file, base_dir, feature.name)
-            if feature.feature_type == "ComboFeature" and any(input_types[n] != "STRING" for n in feature.input_names):
-                raise FusionrecError(f"feature {feature.name!r} (ComboFeature): every input must be a STRING field")
-            if feature.feature_type in ("TagFeature", "SequenceFeature") and feature.num_buckets:
-                raise FusionrecError(
-                    f"feature {feature.name!r} ({feature.feature_type}): num_buckets is not supported for "
-                    "multi-value strings; use hash_bucket_size or vocab_list"
-                )
-            if feature.feature_type == "IdFeature" and input_types[feature.input_names[0]] in ("FLOAT", "DOUBLE"):
-                raise FusionrecError(
-                    f"feature {feature.name!r} (IdFeature): input {feature.input_names[0]!r} is "
-                    f"{input_types[feature.input_names[0]]}; ids must be STRING or integer fields"
-                )
-            if feature.vocab_file or feature.vocab_list:
-                if input_types[feature.input_names[0]] != "STRING":
-                    raise FusionrecError(f"feature {feature.name!r}: vocab_list / vocab_file need a STRING input field")
             modules[feature.name] = _Feature(feature, input_types, vocab)
         self.features = nn.ModuleDict(modules)
 

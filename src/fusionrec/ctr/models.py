@@ -37,6 +37,25 @@ class _Base(nn.Module):
             raise FusionrecError(f"{where}: input {name!r} is not a feature group; groups are {sorted(groups)}")
         return groups[name]
 
+    def _wide_and_deep_groups(self, config: PipelineConfig, transform: FeatureTransform, wide_dim: int, model: str) -> None:
+        """self.wide_groups (summed, width ``wide_dim``) and self.deep_groups (at least one)."""
+        groups, _ = self._groups(config, transform, wide_dim)
+        self.wide_groups = nn.ModuleList(g for g in groups.values() if g.wide)
+        self.deep_groups = nn.ModuleList(g for g in groups.values() if not g.wide)
+        if len(self.deep_groups) == 0:
+            raise FusionrecError(f"{model}: needs at least one DEEP feature group")
+
+    def _output_layers(self, final_in_dim: int, final_dnn: DNN | None) -> None:
+        """With ``final_dnn``: self.final over the concatenated parts, then self.head; without:
+        self.head over the DNN output alone (self.final is an unused identity)."""
+        self.has_final = final_dnn is not None
+        if self.has_final:
+            self.final = _mlp(final_in_dim, final_dnn)
+            self.head = nn.Linear(self.final.out_dim, 1)
+        else:
+            self.final = MLP(1, [])
+            self.head = nn.Linear(self.dnn.out_dim, 1)
+
     def dense_weights(self) -> List[Tensor]:
         """Weights of linear layers (not embeddings, not biases): what l2_regularization penalizes."""
         return [m.weight for m in self.modules() if isinstance(m, nn.Linear)]
@@ -53,20 +72,10 @@ class WideAndDeep(_Base):
     def __init__(self, config: PipelineConfig, transform: FeatureTransform):
         super().__init__()
         params = config.model_config_.wide_and_deep
-        groups, _ = self._groups(config, transform, params.wide_output_dim)
-        self.wide_groups = nn.ModuleList(g for g in groups.values() if g.wide)
-        self.deep_groups = nn.ModuleList(g for g in groups.values() if not g.wide)
-        if len(self.deep_groups) == 0:
-            raise FusionrecError("WideAndDeep: needs at least one DEEP feature group")
+        self._wide_and_deep_groups(config, transform, params.wide_output_dim, "WideAndDeep")
         self.wide_dim = params.wide_output_dim
         self.dnn = _mlp(sum(g.out_dim for g in self.deep_groups), params.dnn)
-        self.has_final = params.final_dnn is not None
-        if self.has_final:
-            self.final = _mlp(self.wide_dim + self.dnn.out_dim, params.final_dnn)
-            self.head = nn.Linear(self.final.out_dim, 1)
-        else:
-            self.final = MLP(1, [])
-            self.head = nn.Linear(self.dnn.out_dim, 1)
+        self._output_layers(self.wide_dim + self.dnn.out_dim, params.final_dnn)
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         deep_parts: List[Tensor] = []
@@ -87,24 +96,14 @@ class DeepFM(_Base):
     def __init__(self, config: PipelineConfig, transform: FeatureTransform):
         super().__init__()
         params = config.model_config_.deepfm
-        groups, _ = self._groups(config, transform, params.wide_output_dim)
-        self.wide_groups = nn.ModuleList(g for g in groups.values() if g.wide)
-        self.deep_groups = nn.ModuleList(g for g in groups.values() if not g.wide)
-        if len(self.deep_groups) == 0:
-            raise FusionrecError("DeepFM: needs at least one DEEP feature group")
+        self._wide_and_deep_groups(config, transform, params.wide_output_dim, "DeepFM")
         dims = {d for g in self.deep_groups for d in g.field_dims}
         if len(dims) != 1:
             raise FusionrecError(f"DeepFM: the FM needs every DEEP field to have one embedding_dim, found {sorted(dims)}")
         self.wide_dim = params.wide_output_dim
         self.fm = FactorizationMachine()
         self.dnn = _mlp(sum(g.out_dim for g in self.deep_groups), params.dnn)
-        self.has_final = params.final_dnn is not None
-        if self.has_final:
-            self.final = _mlp(self.wide_dim + 1 + self.dnn.out_dim, params.final_dnn)
-            self.head = nn.Linear(self.final.out_dim, 1)
-        else:
-            self.final = MLP(1, [])
-            self.head = nn.Linear(self.dnn.out_dim, 1)
+        self._output_layers(self.wide_dim + 1 + self.dnn.out_dim, params.final_dnn)
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         fields: List[Tensor] = []

@@ -160,8 +160,6 @@ class CTRClassifier(ClassifierMixin, BaseEstimator):
             with torch.no_grad():
                 for batch in iter_batches(reader, [path], 8192, shuffle=False, shuffle_rows=0, seed=0):
                     out.append(torch.sigmoid(self.trainer_.model(self.trainer_.transform(batch.columns))).numpy())
-        if reader.report.skipped:
-            raise FusionrecError(f"X: rows could not be read: {dict(reader.report.skipped)}")
         positive = np.concatenate(out).astype(np.float64) if out else np.zeros(0)
         return np.column_stack([1 - positive, positive])
 

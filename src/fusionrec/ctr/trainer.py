@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fusionrec._atomic import atomic_write_bytes
 from fusionrec.callbacks import CallbackContainer, TrainingCallback
-from fusionrec.ctr.config import PipelineConfig, dump_config
+from fusionrec.ctr.config import MODEL_FIELDS, PipelineConfig, dump_config
 from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, resolve_paths
 from fusionrec.ctr.features import FeatureTransform
 from fusionrec.ctr.metrics import evaluate_metrics
@@ -113,6 +113,9 @@ class Trainer:
         self.batches_in_epoch = 0
         self.best_metric: float | None = None
         self.lookups = self._embedding_lookups()
+        model_config = config.model_config_
+        self.l2_regularization = getattr(model_config, MODEL_FIELDS[model_config.model_class]).l2_regularization
+        self.dense_weights = self.model.dense_weights()
 
     # -- set-up ---------------------------------------------------------------------
     def _make_optimizer(self) -> "_Optimizers":
@@ -158,11 +161,9 @@ class Trainer:
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, features) -> torch.Tensor:
         per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         loss = (per_row * weights).sum() / weights.sum().clamp(min=1e-12) if weights is not None else per_row.mean()
+        if self.l2_regularization > 0:  # TensorFlow's l2_regularizer: scale * sum(w^2) / 2
+            loss = loss + self.l2_regularization * 0.5 * sum(w.pow(2).sum() for w in self.dense_weights)
         model_config = self.config.model_config_
-        params = getattr(model_config, {"WideAndDeep": "wide_and_deep", "DeepFM": "deepfm", "DCN": "dcn"}.get(
-            model_config.model_class, "multi_tower"))  # fmt: skip
-        if params.l2_regularization > 0:  # TensorFlow's l2_regularizer: scale * sum(w^2) / 2
-            loss = loss + params.l2_regularization * 0.5 * sum(w.pow(2).sum() for w in self.model.dense_weights())
         if model_config.embedding_regularization > 0:
             total = logits.new_zeros(())
             for table, name in self.lookups:
@@ -246,7 +247,6 @@ class Trainer:
         data = config.data_config
         container = CallbackContainer(callbacks or [])
         container.before_training(self)
-        report = {}
         history = []
         reader = self._reader()
         start_time = time.perf_counter()

@@ -7,7 +7,6 @@ round-trips through versioned JSON (see :mod:`fusionrec.gbdt.model_io`).
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Sequence
 
 import numpy as np

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from scipy.special import expit, log_softmax, softmax
+from scipy.special import expit, softmax
 
 from numba import njit, prange
 
@@ -218,7 +218,6 @@ class SoftProb(Objective):
 
     def gradients(self, margin, y, w):
         p = softmax(margin, axis=1)
-        k = self.n_groups
         onehot = np.zeros_like(p)
         onehot[np.arange(y.shape[0]), y.astype(np.int64)] = 1.0
         g = (p - onehot).T
