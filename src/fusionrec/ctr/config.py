@@ -269,6 +269,12 @@ class ModelConfig(_Strict):
             )
         if self.num_class != 1:
             raise ValueError(f"num_class {self.num_class}: only binary CTR models (num_class 1) are implemented yet")
+        for group in self.feature_groups:
+            if group.wide_deep == "WIDE_AND_DEEP":
+                raise ValueError(
+                    f"feature_groups {group.group_name!r}: wide_deep WIDE_AND_DEEP is not implemented yet; "
+                    "list the features in one WIDE and one DEEP group"
+                )
         names = [g.group_name for g in self.feature_groups]
         if len(set(names)) != len(names):
             raise ValueError(f"feature_groups: group names must be unique, got {names}")

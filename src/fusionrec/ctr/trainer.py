@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -123,7 +124,7 @@ class Trainer:
         batch looks up are touched) with Adam's lazy variant or sparse Adagrad, as CTR
         trainers do; gradient clipping and momentum need dense gradients and keep them."""
         lr = learning_rate_at(0, self.optimizer_params.learning_rate)
-        tables = list({id(m): m for m in self.model.modules() if isinstance(m, torch.nn.Embedding)}.values())
+        tables = self._embedding_tables()
         sparse = self.optimizer_name != "momentum_optimizer" and self.config.train_config.gradient_clipping_by_norm == 0
         table_params = {id(t.weight) for t in tables} if sparse else set()
         for table in tables:
@@ -140,6 +141,10 @@ class Trainer:
         else:
             parts = [torch.optim.SGD(dense, lr=lr, momentum=p.momentum_optimizer_value)]
         return _Optimizers(parts)
+
+    def _embedding_tables(self) -> list[torch.nn.Embedding]:
+        """Each embedding table once (shared tables appear in several slots)."""
+        return list({id(m): m for m in self.model.modules() if isinstance(m, torch.nn.Embedding)}.values())
 
     def _embedding_lookups(self) -> list[tuple[torch.nn.Embedding, str]]:
         """(table, feature) pairs, for embedding_regularization on the rows a batch looks up."""
@@ -252,6 +257,7 @@ class Trainer:
         start_time = time.perf_counter()
         examples = 0
         last_log = (time.perf_counter(), 0)
+        last_save = time.monotonic()
         finished = False
         self.model.train()
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"),
@@ -301,8 +307,10 @@ class Trainer:
                             history.append(entry)
                             if progress:
                                 bar.console.print(f"step {self.step}: loss {float(loss.detach()):.5f} lr {lr:.6g} {rate:,.0f} examples/s")
-                        if self.step % train.save_checkpoints_steps == 0:
+                        due_by_time = train.save_checkpoints_secs and time.monotonic() - last_save >= train.save_checkpoints_secs
+                        if self.step % train.save_checkpoints_steps == 0 or due_by_time:
                             self.save_checkpoint()
+                            last_save = time.monotonic()
                             if evaluate_at_checkpoints and config.eval_input_path:
                                 self._evaluate_and_track()
                                 self.model.train()
@@ -360,8 +368,9 @@ class Trainer:
 
     # -- evaluation and prediction --------------------------------------------------
     @torch.no_grad()
-    def predict_table(self, paths: list[str], reader: TableReader):
-        """(labels or None, probabilities, the typed tables) over every row of ``paths``."""
+    def predict_table(self, paths: list[str], reader: TableReader, max_rows: int = 0):
+        """(labels or None, probabilities, the typed tables) over the rows of ``paths`` (the
+        first ``max_rows`` when it is positive)."""
         self.model.eval()
         probas, labels, tables = [], [], []
         for batch in iter_batches(reader, paths, max(self.config.data_config.batch_size, 1024), shuffle=False,
@@ -370,6 +379,8 @@ class Trainer:
             if batch.labels is not None:
                 labels.append(batch.labels.numpy())
             tables.append(batch.table)
+            if max_rows and sum(len(p) for p in probas) >= max_rows:
+                break
         if not probas:
             return None, np.zeros(0), []
         return (np.concatenate(labels) if labels else None), np.concatenate(probas), tables
@@ -381,7 +392,11 @@ class Trainer:
         if checkpoint is not None:
             self.load_checkpoint(checkpoint, weights_only_model=True)
         reader = self._reader()
-        labels, proba, tables = self.predict_table(resolve_paths(config.eval_input_path, "eval_input_path"), reader)
+        limit = config.eval_config.num_examples
+        labels, proba, tables = self.predict_table(resolve_paths(config.eval_input_path, "eval_input_path"), reader, limit)
+        if limit and labels is not None and len(labels) > limit:
+            labels, proba = labels[:limit], proba[:limit]
+            tables = [pa.concat_tables(tables).slice(0, limit)]
         if labels is None or len(labels) == 0:
             raise FusionrecError(f"eval_input_path {config.eval_input_path!r}: no evaluation rows were read")
         needed = {m.gauc.uid_field for m in config.eval_config.metrics_set if m.gauc}
