@@ -84,3 +84,9 @@ def test_fm_matches_pairwise_sum():
     e = torch.randn(2, 5, 3)
     brute = sum((e[:, i] * e[:, j]).sum(dim=1) for i in range(5) for j in range(i + 1, 5))
     torch.testing.assert_close(FactorizationMachine()(e).squeeze(1), brute)
+
+
+def test_din_attention_takes_the_configured_seq_dnn():
+    attention = DINAttention(4, [8, 2], "tf.nn.relu", use_bn=True, dropout_ratio=[0.0, 0.5])
+    kinds = [type(m).__name__ for m in attention.mlp.net]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Dropout"]

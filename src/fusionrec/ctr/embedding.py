@@ -88,14 +88,14 @@ class DINSlot(nn.Module):
     """One ``seq_att_map``: candidate = concat(key embeddings), history = concat(hist_seq embeddings)."""
 
     def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding],
-                 hist_tables: List[nn.Embedding], hidden_units: List[int]):  # fmt: skip
+                 hist_tables: List[nn.Embedding], attention: DINAttention):  # fmt: skip
         super().__init__()
         self.keys = keys
         self.hists = hists
         self.key_tables = nn.ModuleList(key_tables)
         self.hist_tables = nn.ModuleList(hist_tables)
         dim = sum(t.embedding_dim for t in key_tables)
-        self.attention = DINAttention(dim, hidden_units)
+        self.attention = attention
         self.out_dim = dim
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
@@ -206,7 +206,6 @@ class EmbeddingTables:
 
     def din(self, seq_group: SeqAttGroupConfig, where: str) -> list[nn.Module]:
         slots = []
-        hidden = list(seq_group.seq_dnn.hidden_units) if seq_group.seq_dnn and seq_group.seq_dnn.hidden_units else [64, 32]
         for att in seq_group.seq_att_map:
             for name in att.key:
                 if self.features[name].feature_type not in ("IdFeature", "RawFeature") or (
@@ -225,7 +224,12 @@ class EmbeddingTables:
                     f"{where}: seq_att_map keys {att.key} have embedding width {key_dim} but hist_seq {att.hist_seq} "
                     f"have {hist_dim}; they must match"
                 )
-            slots.append(DINSlot(list(att.key), list(att.hist_seq), key_tables, hist_tables, hidden))
+            dnn = seq_group.seq_dnn
+            if dnn is not None and dnn.hidden_units:  # the attention MLP as configured
+                attention = DINAttention(key_dim, list(dnn.hidden_units), dnn.activation, dnn.use_bn, list(dnn.dropout_ratio))
+            else:  # DIN's default: a small sigmoid MLP without batch norm
+                attention = DINAttention(key_dim, [64, 32])
+            slots.append(DINSlot(list(att.key), list(att.hist_seq), key_tables, hist_tables, attention))
         return slots
 
     def group(self, group: FeatureGroupConfig, wide_dim: int | None) -> GroupInput:

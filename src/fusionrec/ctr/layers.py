@@ -45,9 +45,10 @@ class DINAttention(nn.Module):
     with an empty history gets zeros.
     """
 
-    def __init__(self, dim: int, hidden_units: list[int], activation: str = "tf.nn.sigmoid"):
+    def __init__(self, dim: int, hidden_units: list[int], activation: str = "tf.nn.sigmoid", use_bn: bool = False,
+                 dropout_ratio: list[float] | None = None):  # fmt: skip
         super().__init__()
-        self.mlp = MLP(4 * dim, hidden_units, activation, use_bn=False)
+        self.mlp = MLP(4 * dim, hidden_units, activation, use_bn, dropout_ratio)
         self.score = nn.Linear(self.mlp.out_dim, 1)
 
     def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
