@@ -1,0 +1,260 @@
+"""What every fusion estimator shares: the ``estimators`` list, its checks, and guarded fitting.
+
+Errors name the ensemble and the base estimator. A fit that fails leaves the ensemble
+unfitted: fitted state is removed first, so nothing from a previous or partial fit stays.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.utils import Bunch, _safe_indexing, get_tags
+from sklearn.utils.metaestimators import _BaseComposition
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import (
+    check_array, check_consistent_length, column_or_1d, has_fit_parameter, indexable, validate_data,
+)
+
+from fusionrec.errors import DataTypeError, FusionrecError
+
+
+class BaseFusion(_BaseComposition):
+    """Base of the fusion estimators: ``estimators`` is a list of ``(name, estimator | 'drop')``."""
+
+    _estimator_kind = "estimator"  # "classifier" or "regressor", set by the mixin subclasses
+
+    @property
+    def named_estimators(self) -> Bunch:
+        return Bunch(**dict(self.estimators))
+
+    def get_params(self, deep=True):
+        return self._get_params("estimators", deep=deep)
+
+    def set_params(self, **params):
+        self._set_params("estimators", **params)
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        try:
+            active = [est for _, est in self.estimators if not _is_drop(est)]
+            tags.input_tags.allow_nan = bool(active) and all(get_tags(est).input_tags.allow_nan for est in active)
+            tags.input_tags.sparse = bool(active) and all(get_tags(est).input_tags.sparse for est in active)
+        except Exception:  # malformed `estimators`: fit reports it properly
+            pass
+        return tags
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _error(self, message: str) -> FusionrecError:
+        return FusionrecError(f"{type(self).__name__}: {message}")
+
+    def _validate_estimators(self) -> tuple[list[str], list]:
+        """The names and estimators that are not ``'drop'``, after checking the whole list."""
+        estimators = self.estimators
+        if estimators is None or isinstance(estimators, (str, dict)) or len(estimators) == 0:
+            raise self._error(
+                f"estimators={estimators!r}: give a non-empty list of (name, estimator) pairs")
+        for i, item in enumerate(estimators):
+            if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str)):
+                raise self._error(f"estimators[{i}] = {item!r}: each entry must be a (name, estimator) pair")
+        names = [name for name, _ in estimators]
+        duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
+        if duplicated:
+            raise self._error(f"estimator names must be unique; {duplicated} appear more than once")
+        for name in names:
+            if "__" in name:
+                raise self._error(f"estimator name {name!r} contains '__', which get_params uses as a separator")
+            if name in self.get_params(deep=False):
+                raise self._error(f"estimator name {name!r} clashes with the constructor parameter of that name")
+        active = [(name, est) for name, est in estimators if not _is_drop(est)]
+        if not active:
+            raise self._error(f"all {len(names)} estimators are 'drop'; at least one must be an estimator")
+        for name, est in active:
+            if not hasattr(est, "fit"):
+                raise self._error(f"estimator {name!r} is {est!r}, which has no fit method (use 'drop' to leave it out)")
+            if self._estimator_kind == "classifier" and not is_classifier(est):
+                raise self._error(f"estimator {name!r} ({type(est).__name__}) is not a classifier")
+            if self._estimator_kind == "regressor" and not is_regressor(est):
+                raise self._error(f"estimator {name!r} ({type(est).__name__}) is not a regressor")
+        return [name for name, _ in active], [est for _, est in active]
+
+    def _check_methods(self, names, estimators, method: str) -> None:
+        for name, est in zip(names, estimators):
+            if not hasattr(est, method):
+                raise self._error(f"estimator {name!r} ({type(est).__name__}) has no {method}, which this "
+                                  f"ensemble needs{_proba_hint(est, method)}")  # fmt: skip
+
+    def _check_sample_weight(self, names, estimators, sample_weight, n_rows):
+        if sample_weight is None:
+            return None
+        for name, est in zip(names, estimators):
+            if not _accepts_sample_weight(est):
+                raise self._error(f"estimator {name!r} ({type(est).__name__}) does not accept sample_weight; "
+                                  "drop it or fit without sample_weight")  # fmt: skip
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if sample_weight.ndim != 1 or len(sample_weight) != n_rows:
+            raise self._error(f"sample_weight has shape {sample_weight.shape}; expected ({n_rows},)")
+        if not np.all(np.isfinite(sample_weight)) or np.any(sample_weight < 0):
+            row = int(np.flatnonzero(~np.isfinite(sample_weight) | (sample_weight < 0))[0])
+            raise self._error(f"sample_weight row {row}: {sample_weight[row]} is not a finite non-negative number")
+        return sample_weight
+
+    def _check_Xy(self, X, y):
+        """(X, y, classes) after the checks every ensemble makes before fitting anything.
+
+        Data frames (pandas, polars, pyarrow) pass through unchanged, so that base models can
+        select columns by name; anything else is checked as a 2-D array or sparse matrix.
+        n_features_in_ / feature_names_in_ are recorded here; values are the base models' to check.
+        """
+        if y is None:
+            raise self._error("this estimator requires y to be passed, but the target y is None")
+        X = _as_2d(X)
+        validate_data(self, X, reset=True, skip_check_array=True)
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        X, y = indexable(X, y)
+        if self._estimator_kind == "classifier":
+            check_classification_targets(y)
+            classes = np.unique(y)
+            if len(classes) < 2:
+                raise self._error(f"y has only one class ({classes[0]!r}); a classifier needs at least 2 classes")
+            return X, y, classes
+        return X, y, None
+
+    def _check_X_predict(self, X):
+        X = _as_2d(X)
+        validate_data(self, X, reset=False, skip_check_array=True)
+        return X
+
+    def _reset_fitted_state(self) -> None:
+        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
+            delattr(self, attr)
+
+    # -- guarded fitting ------------------------------------------------------------------------
+
+    def _fit_tasks(self, tasks) -> list:
+        """Fit ``(name, where, estimator, X, y, sample_weight, rows, predict)`` tasks, in parallel with n_jobs."""
+        return Parallel(n_jobs=self.n_jobs, verbose=getattr(self, "verbose", 0))(
+            delayed(fit_one)(type(self).__name__, *task) for task in tasks
+        )
+
+
+def fit_one(owner, name, where, estimator, X, y, sample_weight, train_rows, predict=None):
+    """Fit a clone of ``estimator`` on ``train_rows`` (all rows when None); optionally predict other rows.
+
+    ``predict`` is ``(method, rows, classes)``; the result is then ``(model, features)``.
+    A failure is re-raised as a FusionrecError naming the ensemble, the estimator and ``where``.
+    """
+    model = clone(estimator)
+    stage = "fit"
+    try:
+        X_fit, y_fit, sw = X, y, sample_weight
+        if train_rows is not None:
+            X_fit, y_fit = _safe_indexing(X, train_rows), y[train_rows]
+            sw = None if sample_weight is None else sample_weight[train_rows]
+        if sw is None:
+            model.fit(X_fit, y_fit)
+        else:
+            model.fit(X_fit, y_fit, sample_weight=sw)
+        if predict is None:
+            return model
+        method, rows, classes = predict
+        stage = method
+        return model, meta_features(model, method, _safe_indexing(X, rows), classes, name)
+    except FusionrecError as exc:
+        if str(exc).startswith(f"{owner}:"):
+            raise
+        raise FusionrecError(f"{owner}: estimator {name!r} failed in {where} ({stage}): {exc}") from exc
+    except Exception as exc:
+        # a TypeError stays a TypeError (DataTypeError is both), as scikit-learn's checks expect
+        error_type = DataTypeError if isinstance(exc, TypeError) else FusionrecError
+        raise error_type(
+            f"{owner}: estimator {name!r} ({type(estimator).__name__}) failed in {where} ({stage}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def meta_features(model, method: str, X, classes, name: str) -> np.ndarray:
+    """One model's predictions as meta-feature columns (n, d), class columns aligned to ``classes``.
+
+    For a binary task the probability and decision columns shrink to the positive class's,
+    because the other column is redundant.
+    """
+    output = np.asarray(getattr(model, method)(X))
+    if classes is None:  # regression
+        return output.reshape(len(output), -1).astype(np.float64)
+    if method == "predict_proba":
+        proba = align_columns(output, model.classes_, classes, name)
+        return proba[:, 1:] if len(classes) == 2 else proba
+    if method == "decision_function":
+        model_classes = np.asarray(model.classes_)
+        if len(classes) == 2:
+            if len(model_classes) != 2:
+                raise FusionrecError(f"estimator {name!r} saw only classes {list(model_classes)}; its "
+                                     "decision_function cannot be aligned (use a stratified splitter)")  # fmt: skip
+            sign = 1.0 if model_classes[1] == classes[1] else -1.0
+            return sign * output.reshape(-1, 1).astype(np.float64)
+        if output.ndim == 1 or len(model_classes) != len(classes):
+            raise FusionrecError(f"estimator {name!r} saw classes {list(model_classes)} of {list(classes)}; "
+                                 "its decision_function cannot be aligned (use predict_proba or a stratified "
+                                 "splitter)")  # fmt: skip
+        return align_columns(output, model_classes, classes, name, fill=0.0)
+    labels = output.ravel()  # "predict": the label's index among the classes, as one numeric column
+    return label_positions(labels, classes, name).astype(np.float64).reshape(-1, 1)
+
+
+def label_positions(labels, classes, name: str) -> np.ndarray:
+    positions = np.searchsorted(classes, labels)
+    positions = np.clip(positions, 0, len(classes) - 1)
+    unknown = classes[positions] != labels
+    if np.any(unknown):
+        raise FusionrecError(f"estimator {name!r} predicts label {labels[np.argmax(unknown)]!r}, which is not "
+                             f"among the training labels {list(classes)}")  # fmt: skip
+    return positions
+
+
+def align_columns(values, model_classes, classes, name: str, *, fill: float = 0.0) -> np.ndarray:
+    """Columns of ``values`` (ordered by ``model_classes``) placed at their labels' positions in ``classes``.
+
+    A class the model never saw (missing from its training fold) gets ``fill``, which for
+    probabilities is 0: the model gives it no mass.
+    """
+    model_classes = np.asarray(model_classes)
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(model_classes):
+        raise FusionrecError(f"estimator {name!r} returned shape {values.shape} for {len(model_classes)} classes")
+    if len(model_classes) == len(classes) and np.array_equal(model_classes, classes):
+        return values
+    positions = label_positions(model_classes, classes, name)
+    out = np.full((len(values), len(classes)), fill)
+    out[:, positions] = values
+    return out
+
+
+def _is_frame(X) -> bool:
+    return hasattr(X, "columns") or type(X).__module__.startswith("pyarrow")
+
+
+def _as_2d(X):
+    if _is_frame(X):
+        return X
+    return check_array(X, accept_sparse=("csr", "csc"), dtype=None, ensure_all_finite=False)
+
+
+def _is_drop(estimator) -> bool:
+    return isinstance(estimator, str) and estimator == "drop"
+
+
+def _accepts_sample_weight(estimator) -> bool:
+    # A pipeline's fit takes **params and would pass sample_weight on to the wrong step: not accepted.
+    return has_fit_parameter(estimator, "sample_weight")
+
+
+def _proba_hint(estimator, method: str) -> str:
+    if method == "predict_proba" and "probability" in estimator.get_params(deep=False):
+        return f" (set {type(estimator).__name__}(probability=True))"
+    return ""

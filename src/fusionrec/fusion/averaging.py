@@ -1,0 +1,166 @@
+"""Averaging ensembles: every base estimator fitted on all rows, predictions averaged.
+
+Weights are fixed (``weights=[...]``), equal (``None``) or fitted (``"optimize"``): then each
+estimator's out-of-fold predictions are computed with ``cv`` and :func:`optimize_weights`
+finds the non-negative weights, summing to 1, that maximize ``metric`` for the chosen
+``method``. A classifier averages class probabilities aligned by label; methods other than
+the plain mean renormalize each row to sum to 1 (for ``rank`` the result is a ranking score,
+not a calibrated probability).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.utils import Bunch
+from sklearn.utils.validation import check_is_fitted
+
+from fusionrec.fusion._base import BaseFusion, align_columns
+from fusionrec.fusion._oof import out_of_fold, resolve_splits
+from fusionrec.fusion.combine import METHODS, check_weights, combine
+from fusionrec.fusion.metrics import get_metric
+from fusionrec.fusion.weights import optimize_weights
+
+
+class _BaseAveraging(BaseFusion):
+    def __init__(self, estimators, *, method="mean", weights=None, metric=None, cv=5, power=2.0, n_jobs=None,
+                 verbose=0):  # fmt: skip
+        self.estimators = estimators
+        self.method = method
+        self.weights = weights
+        self.metric = metric
+        self.cv = cv
+        self.power = power
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    def fit(self, X, y, sample_weight=None, groups=None):
+        """Fit every estimator on all rows; with ``weights="optimize"`` first fit the weights out of fold."""
+        self._reset_fitted_state()
+        try:
+            self._fit(X, y, sample_weight, groups)
+        except BaseException:
+            self._reset_fitted_state()
+            raise
+        return self
+
+    def _fit(self, X, y, sample_weight, groups) -> None:
+        if self.method not in METHODS:
+            raise self._error(f"method={self.method!r}; use one of {list(METHODS)}")
+        names, estimators = self._validate_estimators()
+        classification = self._estimator_kind == "classifier"
+        optimize = isinstance(self.weights, str)
+        if optimize and self.weights != "optimize":
+            raise self._error(f"weights={self.weights!r}; use None, a list of numbers, or 'optimize'")
+        if self.weights is None and self.method == "weighted":
+            raise self._error("method='weighted' needs weights: a list of numbers or 'optimize'")
+        if not optimize and self.weights is not None:
+            # weights name every estimator, 'drop' included, as in scikit-learn's VotingClassifier
+            all_weights = self._checked(lambda: check_weights(self.weights, len(self.estimators)))
+            active = [i for i, (_, est) in enumerate(self.estimators) if not (isinstance(est, str) and est == "drop")]
+            weights = all_weights[active]
+            if not weights.any():
+                raise self._error("weights: every estimator that is not 'drop' has weight 0")
+        else:
+            weights = np.full(len(names), 1.0 / len(names))
+        scorer = self._checked(lambda: get_metric(self.metric, classification=classification, owner="metric"))
+        X, y, classes = self._check_Xy(X, y)
+        if classification:
+            self._check_methods(names, estimators, "predict_proba")
+        method = "predict_proba" if classification else "predict"
+        sample_weight = self._check_sample_weight(names, estimators, sample_weight, len(y))
+
+        if optimize:
+            splits = resolve_splits(type(self).__name__, self.cv, X, y, groups, classifier=classification)
+            oof = out_of_fold(self, names, estimators, [method] * len(names), X, y, classes, splits, sample_weight)
+            rows = np.flatnonzero(oof.covered)
+            predictions = [_both_columns(f[rows], classes) for f in oof.features]
+            target = np.searchsorted(classes, y[rows]) if classification else y[rows]
+            fit = optimize_weights(
+                predictions, target, metric=scorer, method=self.method, power=self.power,
+                sample_weight=None if sample_weight is None else sample_weight[rows],
+                classification=classification, normalize_rows=classification,
+            )  # fmt: skip
+            weights = fit.weights
+            self.oof_predictions_ = np.hstack(oof.features)
+            self.oof_score_ = fit.score
+            self.oof_scores_ = dict(zip(names, fit.model_scores))
+        models = self._fit_tasks([(name, "the fit on all rows", est, X, y, sample_weight, None)
+                                  for name, est in zip(names, estimators)])  # fmt: skip
+        self.estimators_ = models
+        self.named_estimators_ = Bunch(**{name: "drop" for name, _ in self.estimators})
+        self.named_estimators_.update(zip(names, models))
+        self.weights_ = weights
+        self.metric_ = scorer.name
+        if classes is not None:
+            self.classes_ = classes
+
+    def _checked(self, make):
+        try:
+            return make()
+        except ValueError as exc:
+            raise self._error(str(exc)) from None
+
+    def _fused(self, predictions: list[np.ndarray]) -> np.ndarray:
+        keep = self.weights_ > 0
+        stack = np.stack([p for p, k in zip(predictions, keep) if k])
+        return combine(stack, self.method, self.weights_[keep], power=self.power)
+
+
+def _both_columns(features: np.ndarray, classes) -> np.ndarray:
+    """Binary meta-features keep only the positive class's column; averaging wants both."""
+    if classes is not None and len(classes) == 2:
+        return np.hstack([1.0 - features, features])
+    return features
+
+
+class AveragingClassifier(ClassifierMixin, _BaseAveraging):
+    """Average the class probabilities of several classifiers.
+
+    Parameters
+    ----------
+    estimators : list of (name, classifier or 'drop'); each needs predict_proba.
+    method : "mean", "weighted", "median", "geometric", "harmonic", "rank", "logit" or "power".
+    weights : None (equal), one number per estimator ('drop' included), or "optimize".
+    metric : what "optimize" maximizes: "log_loss" (default), "roc_auc", "accuracy", or a
+        :class:`fusionrec.fusion.Metric`.
+    cv : splitter for the out-of-fold predictions "optimize" fits on (default 5 folds).
+    power : the exponent of method="power".
+
+    Attributes
+    ----------
+    estimators_, named_estimators_, classes_, weights_ (over the estimators not dropped);
+    with "optimize" also oof_predictions_, oof_score_ and oof_scores_ (each model's own).
+    """
+
+    _estimator_kind = "classifier"
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "estimators_")
+        X = self._check_X_predict(X)
+        probas = [align_columns(m.predict_proba(X), m.classes_, self.classes_, name)
+                  for m, name in zip(self.estimators_, self._active_names())]  # fmt: skip
+        fused = self._fused(probas)
+        if self.method == "mean" or self.method == "weighted":
+            return fused
+        total = fused.sum(axis=1, keepdims=True)
+        return fused / np.where(total > 0, total, 1.0)
+
+    def predict(self, X) -> np.ndarray:
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def _active_names(self) -> list[str]:
+        return [name for name, est in self.estimators if not (isinstance(est, str) and est == "drop")]
+
+
+class AveragingRegressor(RegressorMixin, _BaseAveraging):
+    """Average the predictions of several regressors; parameters as :class:`AveragingClassifier`
+    (``metric`` defaults to "mse")."""
+
+    _estimator_kind = "regressor"
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "estimators_")
+        X = self._check_X_predict(X)
+        return self._fused([np.asarray(m.predict(X), dtype=np.float64) for m in self.estimators_])
