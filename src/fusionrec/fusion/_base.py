@@ -255,6 +255,6 @@ def _accepts_sample_weight(estimator) -> bool:
 
 
 def _proba_hint(estimator, method: str) -> str:
-    if method == "predict_proba" and "probability" in estimator.get_params(deep=False):
-        return f" (set {type(estimator).__name__}(probability=True))"
+    if method == "predict_proba":
+        return f" (wrap it as sklearn.calibration.CalibratedClassifierCV({type(estimator).__name__}(...)))"
     return ""

@@ -88,7 +88,7 @@ def prepare(stack: np.ndarray, method: str, *, power: float = 2.0, name: str = "
             return np.log(stack), np.exp
     if method == "harmonic":
         _require(stack, stack >= 0, "the harmonic mean needs predictions >= 0", name)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore"):
             return 1.0 / stack, _reciprocal
     if method == "power":
         if not np.isfinite(power) or power == 0:
@@ -112,7 +112,7 @@ def _identity(values):
 
 
 def _reciprocal(values):
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):
         return 1.0 / values
 
 

@@ -111,3 +111,8 @@ def get_metric(metric, *, classification: bool, owner: str = "metric") -> Metric
         f"{owner}={metric!r} is not a known metric; use one of {sorted(METRICS)}, a fusionrec.fusion.Metric, "
         "or a callable(y_true, y_pred) where greater is better"
     )
+
+
+def is_classification_metric(metric) -> bool:
+    """Whether ``metric`` names one of the classification metrics (a Metric or callable: no)."""
+    return isinstance(metric, str) and ALIASES.get(metric.lower(), metric.lower()) in CLASSIFICATION_METRICS

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
+from fusionrec.errors import FusionrecError
 from fusionrec.fusion.combine import METHODS, as_prediction_stack, combine, prepare
-from fusionrec.fusion.metrics import Metric, get_metric
+from fusionrec.fusion.metrics import Metric, get_metric, is_classification_metric
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,11 @@ def optimize_weights(
     stack = as_prediction_stack(predictions)
     y = np.asarray(y)
     if classification is None:
-        classification = stack.ndim == 3
+        classification = stack.ndim == 3 or is_classification_metric(metric)
     scorer: Metric = get_metric(metric, classification=classification)
     n_models = len(stack)
     method = "mean" if method == "weighted" else method
     if method not in METHODS:
-        from fusionrec.errors import FusionrecError
-
         raise FusionrecError(f"method={method!r} is not an averaging method; use one of {list(METHODS)}")
 
     if method == "median":
