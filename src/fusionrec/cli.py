@@ -3,6 +3,9 @@
     fusionrec gbdt train --train train.csv --label y [--valid valid.csv] [--param max_depth=6 ...]
                          [--num-rounds 100] [--early-stopping-rounds 10] --model-out model.json
     fusionrec gbdt predict --model model.json --input test.csv --output pred.csv [--margin]
+    fusionrec fuse --method rank --output fused.csv a.csv b.csv [--weights 0.3,0.7] [--id-col id] [--pred-col pred]
+    fusionrec fuse --method weighted --output fused.csv a.csv b.csv --optimize auc --oof a_oof.csv b_oof.csv
+                   --labels y.csv
     fusionrec version
 
 Tables are read with pyarrow (CSV with a header row, or Parquet by extension).
@@ -151,6 +154,57 @@ def _ctr_predict(args) -> int:
     return 0
 
 
+def _fuse(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fusionrec.fusion.files import fuse_files
+
+    weights = None
+    if args.weights is not None:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise FusionrecError(f"--weights {args.weights!r}: expected comma-separated numbers") from None
+    report = fuse_files(
+        args.files, args.output, method=args.method, weights=weights, id_col=args.id_col,
+        pred_cols=[c.strip() for c in args.pred_col.split(",")], power=args.power, optimize=args.optimize,
+        oof_paths=args.oof, labels_path=args.labels, label_col=args.label_col,
+    )  # fmt: skip
+    table = Table(title=f"{args.method} fusion of {len(args.files)} files, {report['rows']:,} rows -> {args.output}")
+    table.add_column("file")
+    table.add_column("weight", justify="right")
+    if args.optimize:
+        table.add_column(f"out-of-fold {report['metric']}", justify="right")
+    scores = report.get("oof_model_scores", [None] * len(args.files))
+    for path, weight, score in zip(args.files, report["weights"], scores):
+        table.add_row(path, f"{weight:.4f}", *([f"{score:.5f}"] if args.optimize else []))
+    if args.optimize:
+        table.add_row("fusion", "1.0000", f"{report['oof_score']:.5f}")
+    Console(stderr=True).print(table)
+    return 0
+
+
+def _add_fuse(sub) -> None:
+    from fusionrec.fusion.combine import METHODS
+
+    fz = sub.add_parser("fuse", help="fuse prediction files (CSV with an id column) into one")
+    fz.add_argument("files", nargs="+", help="prediction files; the first one's row order is kept")
+    fz.add_argument("--output", "-o", required=True, help="the fused CSV (written atomically)")
+    fz.add_argument("--method", default="mean", choices=METHODS)
+    fz.add_argument("--weights", help="comma-separated, one per file (default: equal)")
+    fz.add_argument("--power", type=float, default=2.0, help="exponent of --method power")
+    fz.add_argument("--id-col", default="id")
+    fz.add_argument("--pred-col", default="pred", help="prediction column(s), comma-separated")
+    fz.add_argument("--optimize", metavar="METRIC", help="fit the weights on --oof files for this metric "
+                    "(auc, logloss, accuracy, mse, rmse, mae, r2)")  # fmt: skip
+    fz.add_argument("--oof", nargs="+", action="extend", metavar="FILE",
+                    help="out-of-fold prediction files, one per input file, same order")  # fmt: skip
+    fz.add_argument("--labels", help="CSV with the id column and --label-col, for --optimize")
+    fz.add_argument("--label-col", default="label")
+    fz.set_defaults(run=_fuse)
+
+
 def _add_ctr(sub) -> None:
     ctr = sub.add_parser("ctr", help="deep CTR models from EasyRec-style pipeline configs").add_subparsers(
         dest="action", required=True
@@ -203,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--margin", action="store_true", help="write margins instead of transformed predictions")
     pr.set_defaults(run=_gbdt_predict)
     _add_ctr(sub)
+    _add_fuse(sub)
     return parser
 
 

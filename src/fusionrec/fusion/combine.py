@@ -66,6 +66,10 @@ def as_prediction_stack(predictions, *, name: str = "predictions") -> np.ndarray
     return np.stack(arrays)
 
 
+# the values each method is defined for: (low, high), both inclusive
+DOMAINS = {"geometric": (0.0, np.inf), "harmonic": (0.0, np.inf), "power": (0.0, np.inf), "logit": (0.0, 1.0)}
+
+
 def _require(stack: np.ndarray, ok: np.ndarray, rule: str, name: str) -> None:
     if ok.all():
         return
