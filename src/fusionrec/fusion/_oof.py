@@ -72,7 +72,7 @@ def out_of_fold(fusion, names, estimators, methods, X, y, classes, splits, sampl
         chunk = results[j * n_splits : (j + 1) * n_splits]
         width = chunk[0][1].shape[1]
         total = np.zeros((n_rows, width))
-        for (model, values), (_, test) in zip(chunk, splits):
+        for (_, values), (_, test) in zip(chunk, splits):
             if values.shape[1] != width:
                 raise FusionrecError(f"{owner}: estimator {names[j]!r} gave {values.shape[1]} columns in one fold "
                                      f"and {width} in another")  # fmt: skip
