@@ -10,6 +10,9 @@
    the EasyRec Wide&Deep config of examples/ctr/taobao_wide_and_deep.config on them, exports
    it as TorchScript, scores the test file with `predict`, and prints its AUC beside the
    oracle's (the true click probabilities).
+3. Fuses the boosted trees with logistic regression and k-NN on the data of step 1 (weighted
+   logit averaging with weights fitted out of fold, stacking, Caruana's ensemble selection)
+   and prints every model's and every fusion's test metrics in one table.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     console = Console()
 
-    X, y = make_classification(args.rows, 20, n_informative=8, random_state=0)
+    # class_sep and flip_y make it hard enough that the models differ and fusion has something to add
+    X, y = make_classification(args.rows, 20, n_informative=8, class_sep=0.6, flip_y=0.05, random_state=0)
     X = X.astype(np.float32)
     X[np.random.default_rng(0).random(X.shape) < 0.1] = np.nan  # 10 % missing: learned default directions
     names = [f"f{i:02d}" for i in range(X.shape[1])]
@@ -90,6 +94,7 @@ def main() -> None:
     plt.close(fig)
     console.print(f"wrote {model_path}, gbdt_feature_importance.png and gbdt_learning_curve.png to {args.out}/")
     ctr_demo(args, console)
+    fusion_demo(args, console, X, y, n_train + n_valid, model.best_iteration + 1)
 
 
 def ctr_demo(args, console) -> None:
@@ -123,6 +128,56 @@ def ctr_demo(args, console) -> None:
                   f"{report['eval']['auc']:.4f}", f"{report['eval']['logloss']:.4f}", f"{oracle:.4f}")  # fmt: skip
     console.print(table)
     console.print(f"exported TorchScript to {args.out}/wide_and_deep_export, scored {scored['rows_written']:,} rows")
+
+
+def fusion_demo(args, console, X, y, n_fit: int, gbdt_rounds: int) -> None:
+    """Fuse the boosted trees with logistic regression and k-NN: averaging, stacking, selection."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from fusionrec.fusion import AveragingClassifier, EnsembleSelectionClassifier, StackingClassifier
+    from fusionrec.fusion.plot import plot_oof_correlation
+
+    fit, test = slice(0, n_fit), slice(n_fit, None)
+    library = [
+        ("gbdt", GBDTClassifier(n_estimators=gbdt_rounds, learning_rate=0.1, max_depth=6, subsample=0.8,
+                                colsample_bytree=0.8, n_jobs=2, random_state=0)),
+        ("logistic", make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression())),
+        ("knn", make_pipeline(SimpleImputer(), StandardScaler(), KNeighborsClassifier(n_neighbors=30))),
+    ]  # fmt: skip
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    fusions = [
+        ("average (logit, fitted weights)", AveragingClassifier(library, method="logit", weights="optimize",
+                                                                metric="roc_auc", cv=cv)),
+        ("stacking (logistic meta-model)", StackingClassifier(library, LogisticRegression(), cv=cv)),
+        ("ensemble selection (Caruana)", EnsembleSelectionClassifier(library, metric="roc_auc", n_iterations=25,
+                                                                     cv=cv)),
+    ]  # fmt: skip
+    table = Table(title=f"Model fusion on the generated data: {n_fit:,} rows to fit, {len(y) - n_fit:,} test rows")
+    for column in ("model", "test AUC", "logloss", "accuracy", "weights"):
+        table.add_column(column)
+    with console.status("fitting the base models and the fusions (5-fold out-of-fold predictions)"):
+        rows = []
+        for name, model in library + fusions:
+            proba = model.fit(X[fit], y[fit]).predict_proba(X[test])[:, 1]
+            weights = getattr(model, "weights_", None)
+            if name.startswith("stacking"):
+                weights = model.final_estimator_.coef_.ravel()
+            rows.append((name, roc_auc_score(y[test], proba), log_loss(y[test], proba),
+                         accuracy_score(y[test], proba > 0.5),
+                         "" if weights is None else " ".join(f"{w:.2f}" for w in weights)))  # fmt: skip
+    best_single = max(auc for _, auc, *_ in rows[: len(library)])
+    for name, auc, loss, acc, weights in rows:
+        marker = " *" if auc > best_single and auc == max(r[1] for r in rows) else ""
+        table.add_row(name, f"{auc:.4f}{marker}", f"{loss:.4f}", f"{acc:.4f}", weights)
+    console.print(table)
+    console.print("weights: gbdt, logistic, knn (for stacking, the meta-model's coefficients)")
+    plot_oof_correlation(fusions[1][1], args.out / "fusion_oof_correlation.png")
+    console.print(f"wrote fusion_oof_correlation.png to {args.out}/")
 
 
 if __name__ == "__main__":
