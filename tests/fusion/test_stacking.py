@@ -177,3 +177,10 @@ def test_the_documents_iris_examples_run():
     scores = {name: cross_val_score(model, X2, y2, cv=3).mean() for name, model in base}
     stacked = cross_val_score(StackingClassifier(base, LogisticRegression()), X2, y2, cv=3).mean()
     assert stacked >= 0.9 and stacked >= min(scores.values())
+
+
+def test_verbose_shows_progress_and_changes_nothing():
+    X, y = make_classification(100, 4, random_state=0)
+    quiet = StackingClassifier([("lr", LogisticRegression())], cv=3).fit(X, y)
+    loud = StackingClassifier([("lr", LogisticRegression())], cv=3, verbose=1).fit(X, y)
+    np.testing.assert_array_equal(quiet.oof_predictions_, loud.oof_predictions_)

@@ -137,16 +137,23 @@ class BaseFusion(_BaseComposition):
     # -- guarded fitting ------------------------------------------------------------------------
 
     def _fit_tasks(self, tasks) -> list:
-        """Fit ``(name, where, estimator, X, y, sample_weight, rows, predict)`` tasks, in parallel with n_jobs."""
-        return Parallel(n_jobs=self.n_jobs, verbose=getattr(self, "verbose", 0))(
-            delayed(fit_one)(type(self).__name__, *task) for task in tasks
-        )
+        """Fit ``(name, where, estimator, X, y, sample_weight, rows, predict)`` tasks, in parallel with n_jobs.
+
+        With ``verbose`` a sequential run shows a rich progress bar; a parallel one, joblib's log.
+        """
+        owner = type(self).__name__
+        verbose = getattr(self, "verbose", 0)
+        if verbose and self.n_jobs in (None, 1):
+            from rich.progress import track
+
+            return [fit_one(owner, *task) for task in track(tasks, description=f"{owner}: fitting")]
+        return Parallel(n_jobs=self.n_jobs, verbose=verbose)(delayed(fit_one)(owner, *task) for task in tasks)
 
 
 def fit_one(owner, name, where, estimator, X, y, sample_weight, train_rows, predict=None):
     """Fit a clone of ``estimator`` on ``train_rows`` (all rows when None); optionally predict other rows.
 
-    ``predict`` is ``(method, rows, classes)``; the result is then ``(model, features)``.
+    ``predict`` is ``(method, rows, classes, keep_model)``; the result is then ``(model or None, features)``.
     A failure is re-raised as a FusionrecError naming the ensemble, the estimator and ``where``.
     """
     model = clone(estimator)
@@ -162,9 +169,10 @@ def fit_one(owner, name, where, estimator, X, y, sample_weight, train_rows, pred
             model.fit(X_fit, y_fit, sample_weight=sw)
         if predict is None:
             return model
-        method, rows, classes = predict
+        method, rows, classes, keep_model = predict
         stage = method
-        return model, meta_features(model, method, _safe_indexing(X, rows), classes, name)
+        features = meta_features(model, method, _safe_indexing(X, rows), classes, name)
+        return (model if keep_model else None), features
     except FusionrecError as exc:
         if str(exc).startswith(f"{owner}:"):
             raise

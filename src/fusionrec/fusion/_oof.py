@@ -53,13 +53,18 @@ def resolve_splits(owner: str, cv, X, y, groups, classifier: bool) -> list[tuple
     return [(np.asarray(train), np.asarray(test)) for train, test in splits]
 
 
-def out_of_fold(fusion, names, estimators, methods, X, y, classes, splits, sample_weight) -> OutOfFold:
-    """Fit every estimator on every fold's training rows and predict its test rows (in parallel)."""
+def out_of_fold(fusion, names, estimators, methods, X, y, classes, splits, sample_weight, *,
+                keep_models: bool = True) -> OutOfFold:  # fmt: skip
+    """Fit every estimator on every fold's training rows and predict its test rows (in parallel).
+
+    Without ``keep_models`` each fold model is dropped as soon as it has predicted, so that
+    memory holds one fold model per worker rather than all of them.
+    """
     owner = type(fusion).__name__
     n_rows = _num_samples(X)
     n_splits = len(splits)
     tasks = [
-        (name, f"fold {f + 1} of {n_splits}", est, X, y, sample_weight, train, (method, test, classes))
+        (name, f"fold {f + 1} of {n_splits}", est, X, y, sample_weight, train, (method, test, classes, keep_models))
         for name, est, method in zip(names, estimators, methods)
         for f, (train, test) in enumerate(splits)
     ]  # fmt: skip

@@ -72,7 +72,8 @@ class _BaseAveraging(BaseFusion):
 
         if optimize:
             splits = resolve_splits(type(self).__name__, self.cv, X, y, groups, classifier=classification)
-            oof = out_of_fold(self, names, estimators, [method] * len(names), X, y, classes, splits, sample_weight)
+            oof = out_of_fold(self, names, estimators, [method] * len(names), X, y, classes, splits, sample_weight,
+                              keep_models=False)
             rows = np.flatnonzero(oof.covered)
             predictions = [_both_columns(f[rows], classes) for f in oof.features]
             target = np.searchsorted(classes, y[rows]) if classification else y[rows]

@@ -105,7 +105,8 @@ class _BaseEnsembleSelection(BaseFusion):
             self._check_methods(names, estimators, method)
         sample_weight = self._check_sample_weight(names, estimators, sample_weight, len(y))
         splits = resolve_splits(type(self).__name__, self.cv, X, y, groups, classifier=classification)
-        oof = out_of_fold(self, names, estimators, [method] * len(names), X, y, classes, splits, sample_weight)
+        oof = out_of_fold(self, names, estimators, [method] * len(names), X, y, classes, splits, sample_weight,
+                          keep_models=self.test_features == "fold_mean")
         rows = np.flatnonzero(oof.covered)
         library = np.stack([self._prediction(f[rows], classes) for f in oof.features])
         target = np.searchsorted(classes, y[rows]) if classification else y[rows]

@@ -129,7 +129,8 @@ class _BaseStacking(TransformerMixin, BaseFusion):
             covered = np.ones(n_rows, dtype=bool)
         else:
             splits = self._splits(X, y, groups)
-            oof = out_of_fold(self, names, estimators, methods, X, y, classes, splits, sample_weight)
+            oof = out_of_fold(self, names, estimators, methods, X, y, classes, splits, sample_weight,
+                              keep_models=self._test_features() == "fold_mean")
             features, covered = oof.features, oof.covered
             if self._test_features() == "fold_mean":
                 models = [FoldAveragedModel(fold_models, classes) for fold_models in oof.fold_models]
