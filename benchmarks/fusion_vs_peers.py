@@ -139,7 +139,10 @@ def main() -> None:
     ]
     for task, lib, r in results:
         ref = reference.get(task)
-        ratio = (lambda key: f"{r[key] / ref[key]:.2f}x") if ref else (lambda key: "")
+
+        def ratio(key: str, r: dict = r, ref: dict | None = ref) -> str:
+            return f"{r[key] / ref[key]:.2f}x" if ref else ""
+
         lines.append(f"| {task} | {lib} | {r['fit_s']:.2f} | {ratio('fit_s')} | {r['predict_s']:.2f} | {r['auc']:.4f} | "
                      f"{r['auc'] - best_single:+.4f} | {r['peak_mb']:.0f} | {ratio('peak_mb')} |")  # fmt: skip
     print("\n".join(lines))

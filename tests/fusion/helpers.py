@@ -34,7 +34,17 @@ class RowMemorizerRegressor(RegressorMixin, BaseEstimator):
         return np.array([float(int(i) in self.seen_) for i in np.asarray(X)[:, 0]])
 
 
-class FailsOnFold(ClassifierMixin, BaseEstimator):
+class _Uniform(ClassifierMixin, BaseEstimator):
+    """Predicts equal probabilities for every class."""
+
+    def predict_proba(self, X):
+        return np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+
+class FailsOnFold(_Uniform):
     """Raises when its training rows include row id ``bad_row`` (column 0)."""
 
     def __init__(self, bad_row=0):
@@ -45,12 +55,6 @@ class FailsOnFold(ClassifierMixin, BaseEstimator):
             raise RuntimeError("cannot fit on this fold")
         self.classes_ = np.unique(y)
         return self
-
-    def predict_proba(self, X):
-        return np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
-
-    def predict(self, X):
-        return np.full(len(X), self.classes_[0])
 
 
 class NoProba(ClassifierMixin, BaseEstimator):
@@ -80,14 +84,8 @@ class ReversedClasses(ClassifierMixin, BaseEstimator):
         return self.estimator_.predict(X)
 
 
-class RecordsWeights(ClassifierMixin, BaseEstimator):
+class RecordsWeights(_Uniform):
     def fit(self, X, y, sample_weight=None):
         self.got_weight_ = sample_weight is not None
         self.classes_ = np.unique(y)
         return self
-
-    def predict_proba(self, X):
-        return np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
-
-    def predict(self, X):
-        return np.full(len(X), self.classes_[0])

@@ -19,6 +19,7 @@ from sklearn.utils.validation import (
 )
 
 from fusionrec.errors import DataTypeError, FusionrecError
+from fusionrec.fusion.combine import check_weights
 
 
 class BaseFusion(_BaseComposition):
@@ -129,6 +130,40 @@ class BaseFusion(_BaseComposition):
         X = _as_2d(X)
         validate_data(self, X, reset=False, skip_check_array=True)
         return X
+
+    def _fixed_weights(self) -> np.ndarray:
+        """``weights`` (one per entry of ``estimators``, 'drop' included, as in scikit-learn)
+        restricted to the estimators not dropped; equal weights when None."""
+        active = [i for i, (_, est) in enumerate(self.estimators) if not _is_drop(est)]
+        if self.weights is None:
+            return np.ones(len(active))
+        try:
+            weights = check_weights(self.weights, len(self.estimators))[active]
+        except ValueError as exc:
+            raise self._error(str(exc)) from None
+        if not weights.any():
+            raise self._error("weights: every estimator that is not 'drop' has weight 0")
+        return weights
+
+    def _fit_all_rows(self, names, estimators, X, y, sample_weight) -> list:
+        return self._fit_tasks([(name, "the fit on all rows", est, X, y, sample_weight, None)
+                                for name, est in zip(names, estimators)])  # fmt: skip
+
+    def _set_fitted_estimators(self, names, models) -> None:
+        self.estimators_ = list(models)
+        self.named_estimators_ = Bunch(**{name: "drop" for name, _ in self.estimators})
+        self.named_estimators_.update(zip(names, models))
+        self._names = list(names)
+
+    def _guarded_fit(self, *args):
+        """Run ``self._fit(*args)``; on any failure leave the ensemble unfitted (nothing half-fitted)."""
+        self._reset_fitted_state()
+        try:
+            self._fit(*args)
+        except BaseException:
+            self._reset_fitted_state()
+            raise
+        return self
 
     def _reset_fitted_state(self) -> None:
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
-from sklearn.utils import Bunch
 from sklearn.utils.validation import check_is_fitted
 
 from fusionrec.fusion._base import BaseFusion, align_columns
 from fusionrec.fusion._oof import out_of_fold, resolve_splits
-from fusionrec.fusion.combine import METHODS, check_weights, combine
+from fusionrec.fusion.combine import METHODS, combine
 from fusionrec.fusion.metrics import get_metric
 from fusionrec.fusion.weights import optimize_weights
 
@@ -36,13 +35,7 @@ class _BaseAveraging(BaseFusion):
 
     def fit(self, X, y, sample_weight=None, groups=None):
         """Fit every estimator on all rows; with ``weights="optimize"`` first fit the weights out of fold."""
-        self._reset_fitted_state()
-        try:
-            self._fit(X, y, sample_weight, groups)
-        except BaseException:
-            self._reset_fitted_state()
-            raise
-        return self
+        return self._guarded_fit(X, y, sample_weight, groups)
 
     def _fit(self, X, y, sample_weight, groups) -> None:
         if self.method not in METHODS:
@@ -54,15 +47,7 @@ class _BaseAveraging(BaseFusion):
             raise self._error(f"weights={self.weights!r}; use None, a list of numbers, or 'optimize'")
         if self.weights is None and self.method == "weighted":
             raise self._error("method='weighted' needs weights: a list of numbers or 'optimize'")
-        if not optimize and self.weights is not None:
-            # weights name every estimator, 'drop' included, as in scikit-learn's VotingClassifier
-            all_weights = self._checked(lambda: check_weights(self.weights, len(self.estimators)))
-            active = [i for i, (_, est) in enumerate(self.estimators) if not (isinstance(est, str) and est == "drop")]
-            weights = all_weights[active]
-            if not weights.any():
-                raise self._error("weights: every estimator that is not 'drop' has weight 0")
-        else:
-            weights = np.full(len(names), 1.0 / len(names))
+        weights = np.full(len(names), 1.0 / len(names)) if optimize else self._fixed_weights()
         scorer = self._checked(lambda: get_metric(self.metric, classification=classification, owner="metric"))
         X, y, classes = self._check_Xy(X, y)
         if classification:
@@ -86,11 +71,8 @@ class _BaseAveraging(BaseFusion):
             self.oof_predictions_ = np.hstack(oof.features)
             self.oof_score_ = fit.score
             self.oof_scores_ = dict(zip(names, fit.model_scores))
-        models = self._fit_tasks([(name, "the fit on all rows", est, X, y, sample_weight, None)
-                                  for name, est in zip(names, estimators)])  # fmt: skip
-        self.estimators_ = models
-        self.named_estimators_ = Bunch(**{name: "drop" for name, _ in self.estimators})
-        self.named_estimators_.update(zip(names, models))
+        models = self._fit_all_rows(names, estimators, X, y, sample_weight)
+        self._set_fitted_estimators(names, models)
         self.weights_ = weights
         self.metric_ = scorer.name
         if classes is not None:
@@ -140,7 +122,7 @@ class AveragingClassifier(ClassifierMixin, _BaseAveraging):
         check_is_fitted(self, "estimators_")
         X = self._check_X_predict(X)
         probas = [align_columns(m.predict_proba(X), m.classes_, self.classes_, name)
-                  for m, name in zip(self.estimators_, self._active_names())]  # fmt: skip
+                  for m, name in zip(self.estimators_, self._names)]  # fmt: skip
         fused = self._fused(probas)
         if self.method == "mean" or self.method == "weighted":
             return fused
@@ -150,9 +132,6 @@ class AveragingClassifier(ClassifierMixin, _BaseAveraging):
     def predict(self, X) -> np.ndarray:
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
-
-    def _active_names(self) -> list[str]:
-        return [name for name, est in self.estimators if not (isinstance(est, str) and est == "drop")]
 
 
 class AveragingRegressor(RegressorMixin, _BaseAveraging):

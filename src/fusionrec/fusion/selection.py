@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
-from sklearn.utils import Bunch, check_random_state
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from fusionrec.fusion._base import BaseFusion, align_columns
@@ -71,13 +71,7 @@ class _BaseEnsembleSelection(BaseFusion):
 
     def fit(self, X, y, sample_weight=None, groups=None):
         """Compute out-of-fold predictions of the library and select the ensemble on them."""
-        self._reset_fitted_state()
-        try:
-            self._fit(X, y, sample_weight, groups)
-        except BaseException:
-            self._reset_fitted_state()
-            raise
-        return self
+        return self._guarded_fit(X, y, sample_weight, groups)
 
     def _check_params(self, n_models: int) -> None:
         for name, low in (("n_iterations", 1), ("n_bags", 1), ("n_init", 0)):
@@ -129,11 +123,8 @@ class _BaseEnsembleSelection(BaseFusion):
         if self.test_features == "fold_mean":
             models = [FoldAveragedModel(fold_models, classes) for fold_models in oof.fold_models]
         else:
-            models = self._fit_tasks([(name, "the refit on all rows", est, X, y, sample_weight, None)
-                                      for name, est in zip(names, estimators)])  # fmt: skip
-        self.estimators_ = models
-        self.named_estimators_ = Bunch(**{name: "drop" for name, _ in self.estimators})
-        self.named_estimators_.update(zip(names, models))
+            models = self._fit_all_rows(names, estimators, X, y, sample_weight)
+        self._set_fitted_estimators(names, models)
         self.weights_ = weights
         self.metric_ = scorer.name
         self.oof_predictions_ = np.hstack(oof.features)
@@ -183,10 +174,9 @@ class EnsembleSelectionClassifier(ClassifierMixin, _BaseEnsembleSelection):
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "estimators_")
         X = self._check_X_predict(X)
-        names = [n for n, e in self.estimators if not (isinstance(e, str) and e == "drop")]
         return self._weighted(
             align_columns(m.predict_proba(X), m.classes_, self.classes_, name) if w > 0 else None
-            for m, name, w in zip(self.estimators_, names, self.weights_)
+            for m, name, w in zip(self.estimators_, self._names, self.weights_)
         )
 
     def predict(self, X) -> np.ndarray:

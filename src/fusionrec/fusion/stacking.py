@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from sklearn.base import ClassifierMixin, RegressorMixin, TransformerMixin, clone
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import train_test_split
-from sklearn.utils import Bunch, _safe_indexing
+from sklearn.utils import _safe_indexing
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_array, check_is_fitted
 
@@ -78,13 +78,7 @@ class _BaseStacking(TransformerMixin, BaseFusion):
 
         ``groups`` goes to the splitter (``GroupKFold`` and the like).
         """
-        self._reset_fitted_state()
-        try:
-            self._fit(X, y, sample_weight, groups)
-        except BaseException:
-            self._reset_fitted_state()  # nothing half-fitted is kept
-            raise
-        return self
+        return self._guarded_fit(X, y, sample_weight, groups)
 
     def _resolve_method(self, name, estimator) -> str:
         if self._estimator_kind == "regressor":
@@ -135,8 +129,7 @@ class _BaseStacking(TransformerMixin, BaseFusion):
             if self._test_features() == "fold_mean":
                 models = [FoldAveragedModel(fold_models, classes) for fold_models in oof.fold_models]
             else:
-                models = self._fit_tasks([(name, "the refit on all rows", est, X, y, sample_weight, None)
-                                          for name, est in zip(names, estimators)])  # fmt: skip
+                models = self._fit_all_rows(names, estimators, X, y, sample_weight)
             if not covered.all():
                 self._warn_uncovered(int((~covered).sum()), n_rows)
 
@@ -150,14 +143,11 @@ class _BaseStacking(TransformerMixin, BaseFusion):
             raise self._error(f"final_estimator ({type(final).__name__}) failed to fit on the out-of-fold "
                               f"predictions: {type(exc).__name__}: {exc}") from exc  # fmt: skip
 
-        self.estimators_ = models
-        self.named_estimators_ = Bunch(**{name: "drop" for name, _ in self.estimators})
-        self.named_estimators_.update(zip(names, models))
+        self._set_fitted_estimators(names, models)
         self.stack_method_ = methods
         self.final_estimator_ = final
         self.oof_predictions_ = meta
         self.oof_feature_names_ = _feature_names(names, [f.shape[1] for f in features], methods, classes)
-        self._names = names
         if classes is not None:
             self.classes_ = classes
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import ClassifierMixin
-from sklearn.utils import Bunch
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from fusionrec.fusion._base import BaseFusion, align_columns, label_positions
-from fusionrec.fusion.combine import check_weights
 
 
 class VotingClassifier(ClassifierMixin, BaseFusion):
@@ -44,40 +42,21 @@ class VotingClassifier(ClassifierMixin, BaseFusion):
         self.verbose = verbose
 
     def fit(self, X, y, sample_weight=None):
-        self._reset_fitted_state()
-        try:
-            self._fit(X, y, sample_weight)
-        except BaseException:
-            self._reset_fitted_state()
-            raise
-        return self
+        return self._guarded_fit(X, y, sample_weight)
 
     def _fit(self, X, y, sample_weight) -> None:
         if self.voting not in ("hard", "soft"):
             raise self._error(f"voting={self.voting!r}; use 'hard' or 'soft'")
         names, estimators = self._validate_estimators()
-        active = [i for i, (_, est) in enumerate(self.estimators) if not (isinstance(est, str) and est == "drop")]
-        if self.weights is None:
-            weights = np.ones(len(names))
-        else:
-            try:
-                weights = check_weights(self.weights, len(self.estimators))[active]
-            except ValueError as exc:
-                raise self._error(str(exc)) from None
-            if not weights.any():
-                raise self._error("weights: every estimator that is not 'drop' has weight 0")
+        weights = self._fixed_weights()
         if self.voting == "soft":
             self._check_methods(names, estimators, "predict_proba")
         X, y, classes = self._check_Xy(X, y)
         sample_weight = self._check_sample_weight(names, estimators, sample_weight, len(y))
-        models = self._fit_tasks([(name, "the fit on all rows", est, X, y, sample_weight, None)
-                                  for name, est in zip(names, estimators)])  # fmt: skip
-        self.estimators_ = models
-        self.named_estimators_ = Bunch(**{name: "drop" for name, _ in self.estimators})
-        self.named_estimators_.update(zip(names, models))
+        models = self._fit_all_rows(names, estimators, X, y, sample_weight)
+        self._set_fitted_estimators(names, models)
         self.weights_ = weights
         self.classes_ = classes
-        self._names = names
 
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self, "estimators_")
