@@ -137,10 +137,7 @@ class BaseFusion(_BaseComposition):
         active = [i for i, (_, est) in enumerate(self.estimators) if not _is_drop(est)]
         if self.weights is None:
             return np.ones(len(active))
-        try:
-            weights = check_weights(self.weights, len(self.estimators))[active]
-        except ValueError as exc:
-            raise self._error(str(exc)) from None
+        weights = self._checked(lambda: check_weights(self.weights, len(self.estimators)))[active]
         if not weights.any():
             raise self._error("weights: every estimator that is not 'drop' has weight 0")
         return weights
@@ -155,6 +152,15 @@ class BaseFusion(_BaseComposition):
         self.named_estimators_.update(zip(names, models))
         self._names = list(names)
 
+    def _checked(self, make):
+        """``make()``, with a ValueError from a shared helper re-raised under this ensemble's name."""
+        try:
+            return make()
+        except ValueError as exc:
+            raise self._error(str(exc)) from None
+
+    # -- guarded fitting ------------------------------------------------------------------------
+
     def _guarded_fit(self, *args):
         """Run ``self._fit(*args)``; on any failure leave the ensemble unfitted (nothing half-fitted)."""
         self._reset_fitted_state()
@@ -168,8 +174,6 @@ class BaseFusion(_BaseComposition):
     def _reset_fitted_state(self) -> None:
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)
-
-    # -- guarded fitting ------------------------------------------------------------------------
 
     def _fit_tasks(self, tasks) -> list:
         """Fit ``(name, where, estimator, X, y, sample_weight, rows, predict)`` tasks, in parallel with n_jobs.
@@ -208,10 +212,6 @@ def fit_one(owner, name, where, estimator, X, y, sample_weight, train_rows, pred
         stage = method
         features = meta_features(model, method, _safe_indexing(X, rows), classes, name)
         return (model if keep_model else None), features
-    except FusionrecError as exc:
-        if str(exc).startswith(f"{owner}:"):
-            raise
-        raise FusionrecError(f"{owner}: estimator {name!r} failed in {where} ({stage}): {exc}") from exc
     except Exception as exc:
         # a TypeError stays a TypeError (DataTypeError is both), as scikit-learn's checks expect
         error_type = DataTypeError if isinstance(exc, TypeError) else FusionrecError

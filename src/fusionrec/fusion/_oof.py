@@ -27,7 +27,29 @@ class OutOfFold:
     features: list[np.ndarray]
     fold_models: list[list]
     covered: np.ndarray
-    n_splits: int
+
+    def on_covered_rows(self, y, classes, sample_weight):
+        """``(predictions, target, sample_weight)`` over the covered rows, for weight fitting and selection.
+
+        ``predictions`` is (m, n) for regression, (m, n, k) class probabilities for a
+        classifier (a binary task's single meta-feature column expanded back to both classes);
+        ``target`` is the class index for a classifier.
+        """
+        rows = np.flatnonzero(self.covered)
+        if classes is None:
+            predictions = np.stack([f[rows, 0] if f.shape[1] == 1 else f[rows] for f in self.features])
+            target = y[rows]
+        else:
+            binary = len(classes) == 2
+            predictions = np.stack([np.hstack([1.0 - f[rows], f[rows]]) if binary else f[rows] for f in self.features])
+            target = np.searchsorted(classes, y[rows])
+        return predictions, target, None if sample_weight is None else sample_weight[rows]
+
+    def test_time_models(self, fusion, test_features: str, names, estimators, X, y, classes, sample_weight) -> list:
+        """The models that make test-time predictions: fold averages, or refits on all rows."""
+        if test_features == "fold_mean":
+            return [FoldAveragedModel(fold_models, classes) for fold_models in self.fold_models]
+        return fusion._fit_all_rows(names, estimators, X, y, sample_weight)
 
 
 def resolve_splits(owner: str, cv, X, y, groups, classifier: bool) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -35,8 +57,6 @@ def resolve_splits(owner: str, cv, X, y, groups, classifier: bool) -> list[tuple
     try:
         splitter = check_cv(cv, y, classifier=classifier)
         splits = list(splitter.split(X, y, groups))
-    except FusionrecError:
-        raise
     except ValueError as exc:
         raise FusionrecError(f"{owner}: cv={cv!r} cannot split these {_num_samples(X)} rows: {exc}") from exc
     n_rows = _num_samples(X)
@@ -85,7 +105,7 @@ def out_of_fold(fusion, names, estimators, methods, X, y, classes, splits, sampl
         with np.errstate(invalid="ignore"):
             features.append(np.where(counts[:, None] > 0, total / counts[:, None], np.nan))
         fold_models.append([model for model, _ in chunk])
-    return OutOfFold(features, fold_models, counts > 0, n_splits)
+    return OutOfFold(features, fold_models, counts > 0)
 
 
 class FoldAveragedModel(BaseEstimator):
@@ -137,3 +157,17 @@ def model_features(model, method: str, X, classes, name: str) -> np.ndarray:
     if isinstance(model, FoldAveragedModel):
         return model.meta_features(method, X, classes, name)
     return meta_features(model, method, X, classes, name)
+
+
+def meta_feature_names(names, features, methods, classes) -> list[str]:
+    """One name per meta-feature column: the estimator's, with the class label (or index) when it has several."""
+    out = []
+    for name, values, method in zip(names, features, methods):
+        width = values.shape[1]
+        if width == 1:
+            out.append(name)
+        elif classes is not None and method != "predict" and width == len(classes):
+            out.extend(f"{name}:{label}" for label in classes)
+        else:
+            out.extend(f"{name}:{i}" for i in range(width))
+    return out

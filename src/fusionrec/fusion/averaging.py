@@ -15,7 +15,7 @@ from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from fusionrec.fusion._base import BaseFusion, align_columns
-from fusionrec.fusion._oof import out_of_fold, resolve_splits
+from fusionrec.fusion._oof import meta_feature_names, out_of_fold, resolve_splits
 from fusionrec.fusion.combine import METHODS, combine
 from fusionrec.fusion.metrics import get_metric
 from fusionrec.fusion.weights import optimize_weights
@@ -59,16 +59,14 @@ class _BaseAveraging(BaseFusion):
             splits = resolve_splits(type(self).__name__, self.cv, X, y, groups, classifier=classification)
             oof = out_of_fold(self, names, estimators, [method] * len(names), X, y, classes, splits, sample_weight,
                               keep_models=False)
-            rows = np.flatnonzero(oof.covered)
-            predictions = [_both_columns(f[rows], classes) for f in oof.features]
-            target = np.searchsorted(classes, y[rows]) if classification else y[rows]
+            predictions, target, covered_weight = oof.on_covered_rows(y, classes, sample_weight)
             fit = optimize_weights(
                 predictions, target, metric=scorer, method=self.method, power=self.power,
-                sample_weight=None if sample_weight is None else sample_weight[rows],
-                classification=classification, normalize_rows=classification,
+                sample_weight=covered_weight, classification=classification, normalize_rows=classification,
             )  # fmt: skip
             weights = fit.weights
             self.oof_predictions_ = np.hstack(oof.features)
+            self.oof_feature_names_ = meta_feature_names(names, oof.features, [method] * len(names), classes)
             self.oof_score_ = fit.score
             self.oof_scores_ = dict(zip(names, fit.model_scores))
         models = self._fit_all_rows(names, estimators, X, y, sample_weight)
@@ -78,23 +76,10 @@ class _BaseAveraging(BaseFusion):
         if classes is not None:
             self.classes_ = classes
 
-    def _checked(self, make):
-        try:
-            return make()
-        except ValueError as exc:
-            raise self._error(str(exc)) from None
-
     def _fused(self, predictions: list[np.ndarray]) -> np.ndarray:
         keep = self.weights_ > 0
         stack = np.stack([p for p, k in zip(predictions, keep) if k])
         return combine(stack, self.method, self.weights_[keep], power=self.power)
-
-
-def _both_columns(features: np.ndarray, classes) -> np.ndarray:
-    """Binary meta-features keep only the positive class's column; averaging wants both."""
-    if classes is not None and len(classes) == 2:
-        return np.hstack([1.0 - features, features])
-    return features
 
 
 class AveragingClassifier(ClassifierMixin, _BaseAveraging):
@@ -113,7 +98,8 @@ class AveragingClassifier(ClassifierMixin, _BaseAveraging):
     Attributes
     ----------
     estimators_, named_estimators_, classes_, weights_ (over the estimators not dropped);
-    with "optimize" also oof_predictions_, oof_score_ and oof_scores_ (each model's own).
+    with "optimize" also oof_predictions_ (named by oof_feature_names_), oof_score_ and
+    oof_scores_ (each model's own).
     """
 
     _estimator_kind = "classifier"

@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 from fusionrec._atomic import atomic_write_bytes
 from fusionrec.errors import FusionrecError
 from fusionrec.fusion.combine import DOMAINS, check_weights, combine
+from fusionrec.fusion.metrics import is_classification_metric
 from fusionrec.fusion.weights import WeightFit, optimize_weights
 
 
@@ -166,7 +167,7 @@ def fit_file_weights(oof_paths, labels_path, paths, *, method, metric, id_col, p
     stack = np.stack([align_to(labels, f) for f in oof])
     y = labels.values[:, 0]
     predictions = [s[:, 0] if s.shape[1] == 1 else s for s in stack]
-    if stack.shape[2] > 1 or metric in ("roc_auc", "auc", "log_loss", "logloss", "accuracy"):
+    if stack.shape[2] > 1 or is_classification_metric(metric):
         y = y.astype(np.int64)
     return optimize_weights(predictions, y, metric=metric, method=method, power=power,
                             normalize_rows=stack.shape[2] > 1)  # fmt: skip

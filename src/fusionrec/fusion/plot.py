@@ -117,7 +117,7 @@ def plot_oof_correlation(source, path, *, names=None, method: str = "pearson") -
     """
     if hasattr(source, "oof_predictions_"):
         values = np.asarray(source.oof_predictions_, dtype=np.float64)
-        names = names or getattr(source, "oof_feature_names_", None) or _column_names(source, values.shape[1])
+        names = names or source.oof_feature_names_
     else:
         values = np.asarray(source, dtype=np.float64)
     if values.ndim != 2 or values.shape[1] < 2:
@@ -147,10 +147,3 @@ def plot_oof_correlation(source, path, *, names=None, method: str = "pearson") -
     ax.set_title(f"{method} correlation of out-of-fold predictions")
     fig.tight_layout()
     return _save(fig, path)
-
-
-def _column_names(estimator, n_columns: int) -> list[str]:
-    active = [name for name, est in estimator.estimators if not (isinstance(est, str) and est == "drop")]
-    if len(active) == n_columns:
-        return active
-    return [f"column {i}" for i in range(n_columns)]

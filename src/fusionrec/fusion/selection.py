@@ -18,7 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from fusionrec.fusion._base import BaseFusion, align_columns
-from fusionrec.fusion._oof import FoldAveragedModel, out_of_fold, resolve_splits
+from fusionrec.fusion._oof import meta_feature_names, out_of_fold, resolve_splits
 from fusionrec.fusion.metrics import Metric, get_metric
 from fusionrec.fusion.stacking import TEST_FEATURES
 
@@ -89,10 +89,7 @@ class _BaseEnsembleSelection(BaseFusion):
         names, estimators = self._validate_estimators()
         self._check_params(len(names))
         classification = self._estimator_kind == "classifier"
-        try:
-            scorer = get_metric(self.metric, classification=classification)
-        except ValueError as exc:
-            raise self._error(str(exc)) from None
+        scorer = self._checked(lambda: get_metric(self.metric, classification=classification))
         X, y, classes = self._check_Xy(X, y)
         method = "predict_proba" if classification else "predict"
         if classification:
@@ -101,10 +98,7 @@ class _BaseEnsembleSelection(BaseFusion):
         splits = resolve_splits(type(self).__name__, self.cv, X, y, groups, classifier=classification)
         oof = out_of_fold(self, names, estimators, [method] * len(names), X, y, classes, splits, sample_weight,
                           keep_models=self.test_features == "fold_mean")
-        rows = np.flatnonzero(oof.covered)
-        library = np.stack([self._prediction(f[rows], classes) for f in oof.features])
-        target = np.searchsorted(classes, y[rows]) if classification else y[rows]
-        sw = None if sample_weight is None else sample_weight[rows]
+        library, target, sw = oof.on_covered_rows(y, classes, sample_weight)
 
         rng = check_random_state(self.random_state)
         n_models = len(names)
@@ -120,32 +114,21 @@ class _BaseEnsembleSelection(BaseFusion):
             trajectories.append(trajectory)
         weights /= self.n_bags
 
-        if self.test_features == "fold_mean":
-            models = [FoldAveragedModel(fold_models, classes) for fold_models in oof.fold_models]
-        else:
-            models = self._fit_all_rows(names, estimators, X, y, sample_weight)
+        models = oof.test_time_models(self, self.test_features, names, estimators, X, y, classes, sample_weight)
         self._set_fitted_estimators(names, models)
         self.weights_ = weights
         self.metric_ = scorer.name
         self.oof_predictions_ = np.hstack(oof.features)
-        self.oof_scores_ = {name: _signed(scorer, scorer.score(target, p, sw)) for name, p in zip(names, library)}
-        self.oof_score_ = _signed(scorer, scorer.score(target, np.tensordot(weights, library, axes=1), sw))
-        self.trajectory_ = [[_signed(scorer, s) for s in t] for t in trajectories]
+        self.oof_feature_names_ = meta_feature_names(names, oof.features, [method] * len(names), classes)
+        self.oof_scores_ = {name: scorer(target, p, sw) for name, p in zip(names, library)}
+        self.oof_score_ = scorer(target, np.tensordot(weights, library, axes=1), sw)
+        sign = 1.0 if scorer.greater_is_better else -1.0  # the trajectory holds oriented scores
+        self.trajectory_ = [[sign * s for s in t] for t in trajectories]
         if classes is not None:
             self.classes_ = classes
 
-    @staticmethod
-    def _prediction(features: np.ndarray, classes) -> np.ndarray:
-        if classes is None:
-            return features[:, 0] if features.shape[1] == 1 else features
-        return np.hstack([1.0 - features, features]) if len(classes) == 2 else features
-
     def _weighted(self, outputs) -> np.ndarray:
         return sum(w * out for w, out in zip(self.weights_, outputs) if w > 0)
-
-
-def _signed(scorer: Metric, oriented: float) -> float:
-    return float(oriented if scorer.greater_is_better else -oriented)
 
 
 class EnsembleSelectionClassifier(ClassifierMixin, _BaseEnsembleSelection):
@@ -165,7 +148,8 @@ class EnsembleSelectionClassifier(ClassifierMixin, _BaseEnsembleSelection):
     Attributes
     ----------
     weights_ (per estimator not dropped, summing to 1), estimators_, named_estimators_,
-    classes_, oof_predictions_, oof_scores_ (each model), oof_score_ (the ensemble),
+    classes_, oof_predictions_ (named by oof_feature_names_), oof_scores_ (each model),
+    oof_score_ (the ensemble),
     trajectory_ (score after each step, per bag).
     """
 

@@ -25,7 +25,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_array, check_is_fitted
 
 from fusionrec.fusion._base import BaseFusion, _accepts_sample_weight, align_columns
-from fusionrec.fusion._oof import FoldAveragedModel, model_features, out_of_fold, resolve_splits
+from fusionrec.fusion._oof import meta_feature_names, model_features, out_of_fold, resolve_splits
 
 STACK_METHODS = ("auto", "predict_proba", "decision_function", "predict")
 TEST_FEATURES = ("fold_mean", "refit")
@@ -126,10 +126,7 @@ class _BaseStacking(TransformerMixin, BaseFusion):
             oof = out_of_fold(self, names, estimators, methods, X, y, classes, splits, sample_weight,
                               keep_models=self._test_features() == "fold_mean")
             features, covered = oof.features, oof.covered
-            if self._test_features() == "fold_mean":
-                models = [FoldAveragedModel(fold_models, classes) for fold_models in oof.fold_models]
-            else:
-                models = self._fit_all_rows(names, estimators, X, y, sample_weight)
+            models = oof.test_time_models(self, self._test_features(), names, estimators, X, y, classes, sample_weight)
             if not covered.all():
                 self._warn_uncovered(int((~covered).sum()), n_rows)
 
@@ -147,7 +144,7 @@ class _BaseStacking(TransformerMixin, BaseFusion):
         self.stack_method_ = methods
         self.final_estimator_ = final
         self.oof_predictions_ = meta
-        self.oof_feature_names_ = _feature_names(names, [f.shape[1] for f in features], methods, classes)
+        self.oof_feature_names_ = meta_feature_names(names, features, methods, classes)
         if classes is not None:
             self.classes_ = classes
 
@@ -183,18 +180,6 @@ class _BaseStacking(TransformerMixin, BaseFusion):
     def predict(self, X):
         meta = self.transform(X)
         return self.final_estimator_.predict(meta)
-
-
-def _feature_names(names, widths, methods, classes) -> list[str]:
-    out = []
-    for name, width, method in zip(names, widths, methods):
-        if width == 1:
-            out.append(name)
-        elif classes is not None and method != "predict" and width == len(classes):
-            out.extend(f"{name}:{label}" for label in classes)
-        else:
-            out.extend(f"{name}:{i}" for i in range(width))
-    return out
 
 
 class _ClassifierOutputs:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from fusionrec.fusion._base import BaseFusion, align_columns, label_positions
 
@@ -63,7 +63,7 @@ class VotingClassifier(ClassifierMixin, BaseFusion):
         X = self._check_X_predict(X)
         if self.voting == "soft":
             return self.classes_[np.argmax(self._proba(X), axis=1)]
-        tally = np.zeros((_n_rows(X), len(self.classes_)))
+        tally = np.zeros((_num_samples(X), len(self.classes_)))
         for model, weight, name in zip(self.estimators_, self.weights_, self._names):
             positions = label_positions(np.asarray(model.predict(X)).ravel(), self.classes_, name)
             tally[np.arange(len(tally)), positions] += weight
@@ -79,13 +79,7 @@ class VotingClassifier(ClassifierMixin, BaseFusion):
         return self._proba(X)
 
     def _proba(self, X) -> np.ndarray:
-        total = np.zeros((_n_rows(X), len(self.classes_)))
+        total = np.zeros((_num_samples(X), len(self.classes_)))
         for model, weight, name in zip(self.estimators_, self.weights_, self._names):
             total += weight * align_columns(model.predict_proba(X), model.classes_, self.classes_, name)
         return total / self.weights_.sum()
-
-
-def _n_rows(X) -> int:
-    from sklearn.utils.validation import _num_samples
-
-    return _num_samples(X)
