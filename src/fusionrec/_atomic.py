@@ -2,6 +2,16 @@
 
 A reader never sees a half-written file: either the old content or the new one. A
 ``<name>.sha256`` sidecar lets a loader tell a damaged file from a good one.
+
+The file and its sidecar cannot be replaced in one step, so a save is three atomic steps,
+each leaving a pair that verifies (a process killed at any point leaves a loadable file):
+
+1. the sidecar lists the digests of the current file *and* of the new content;
+2. the file is replaced by the new content;
+3. the sidecar lists the new digest only.
+
+A loader accepts the file when its digest is any of those listed (``verify_sidecar``). Each
+line is ``<sha256>  <name>``, as ``sha256sum`` writes; between steps 1 and 3 there are two.
 """
 
 from __future__ import annotations
@@ -15,15 +25,28 @@ from fusionrec.errors import FusionrecError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, checksum: bool = True) -> Path:
-    """Write ``data`` to ``path`` atomically; with ``checksum`` also write ``path.sha256``."""
+    """Write ``data`` to ``path`` atomically; with ``checksum`` also keep ``path.sha256`` in step."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FusionrecError(f"cannot write {path}: directory {directory} does not exist")
-    _replace_atomically(path, data)
-    if checksum:
-        digest = hashlib.sha256(data).hexdigest()
-        _replace_atomically(sidecar_path(path), f"{digest}  {path.name}\n".encode())
+    try:
+        if not checksum:
+            _replace_atomically(path, data)
+            return path
+        new_digest = hashlib.sha256(data).hexdigest()
+        old_digest = _file_digest(path)
+        old_listed = read_sidecar_digests(path)
+        if old_listed is not None and old_digest not in old_listed:
+            old_digest = None  # the current file is already damaged: never vouch for it
+        if old_digest is not None and old_digest != new_digest:
+            _replace_atomically(sidecar_path(path), _sidecar_text([old_digest, new_digest], path.name))
+        else:
+            _replace_atomically(sidecar_path(path), _sidecar_text([new_digest], path.name))
+        _replace_atomically(path, data)
+        _replace_atomically(sidecar_path(path), _sidecar_text([new_digest], path.name))
+    except OSError as error:  # disk full, read-only directory, ...: name the file, keep the old one
+        raise FusionrecError(f"cannot write {path}: {error.strerror or error}; the previous file, if any, is intact") from None
     return path
 
 
@@ -31,13 +54,33 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def read_sidecar_digest(path: Path) -> str | None:
-    """The digest recorded beside ``path``, or None when there is no sidecar."""
+def read_sidecar_digests(path: Path) -> list[str] | None:
+    """The digests recorded beside ``path``, or None when there is no sidecar."""
     sidecar = sidecar_path(path)
     if not sidecar.exists():
         return None
-    text = sidecar.read_text(errors="replace").strip()
-    return text.split()[0] if text else ""
+    lines = sidecar.read_text(errors="replace").splitlines()
+    return [line.split()[0] for line in lines if line.strip()]
+
+
+def verify_sidecar(path: Path, data: bytes, what: str = "file", error: type[FusionrecError] = FusionrecError) -> None:
+    """Raise ``error`` when ``path`` has a sidecar that lists no digest of ``data`` (damaged or changed)."""
+    expected = read_sidecar_digests(path)
+    if expected is not None and hashlib.sha256(data).hexdigest() not in expected:
+        raise error(
+            f"{what} {path}: sha256 does not match {path.name}.sha256; the file is damaged or was changed"
+        )
+
+
+def _sidecar_text(digests: list[str], name: str) -> bytes:
+    return "".join(f"{digest}  {name}\n" for digest in digests).encode()
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 def _replace_atomically(path: Path, data: bytes) -> None:

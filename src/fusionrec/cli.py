@@ -149,7 +149,7 @@ def _ctr_predict(args) -> int:
 
     result = predict(args.input_path, args.output_path, args.saved_model_dir, reserved_cols=args.reserved_cols,
                      output_cols=args.output_cols, input_sep=args.input_sep, output_sep=args.output_sep,
-                     batch_size=args.batch_size)  # fmt: skip
+                     batch_size=args.batch_size, selected_cols=args.selected_cols)  # fmt: skip
     print(json.dumps(result))
     return 0
 
@@ -232,6 +232,7 @@ def _add_ctr(sub) -> None:
     pr.add_argument("--input_sep")
     pr.add_argument("--output_sep", default="|")
     pr.add_argument("--batch_size", type=int, default=1024)
+    pr.add_argument("--selected_cols", help="headerless CSV: 0-based column of each non-label input field, in config order")
     pr.set_defaults(run=_ctr_predict)
 
 

@@ -52,7 +52,7 @@ def test_ignore_error_skips_and_counts_by_reason(tmp_path):
     table, reader = read(path, ignore_error=True)
     assert table.num_rows == 2
     report = reader.report.as_dict()
-    assert report["rows_read"] == 2 and report["rows_skipped"] == 3
+    assert report["rows_read"] == 5 and report["rows_used"] == 2 and report["rows_skipped"] == 3
     assert report["skipped_by_reason"]["column price: value is not a number (DOUBLE)"] == 2
 
 
@@ -116,5 +116,5 @@ def test_int64_overflow_and_duplicate_header(tmp_path):
 
 def test_empty_file_trains_on_nothing_is_an_error(tmp_path):
     (tmp_path / "e.csv").write_text("")
-    table, reader = read(tmp_path / "e.csv")
-    assert table is None and reader.report.n_rows == 0
+    with pytest.raises(FusionrecError, match=r"0 valid rows in .*e\.csv \(no data rows\)"):
+        read(tmp_path / "e.csv")

@@ -38,10 +38,11 @@ def test_split_and_pad_keep_the_most_recent_tokens(max_len):
     expected = [[t for t in v.split("|") if t] for v in values]
     assert tokens == [t for row in expected for t in row]
     ids = torch.tensor([int(t) for t in tokens])
-    padded, mask = pad_tokens(ids, rows, len(values), max_len)
+    padded, mask, lengths = pad_tokens(ids, rows, len(values), max_len)
     for i, row in enumerate(expected):
         kept = row[-max_len:] if max_len else row
         assert padded[i][mask[i]].tolist() == [int(t) for t in kept]
+        assert lengths[i] == len(row)  # counted before truncation
 
 
 def test_integer_ids_above_2_to_the_24_stay_exact():

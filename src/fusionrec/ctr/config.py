@@ -38,7 +38,8 @@ EASYREC_NOT_IMPLEMENTED = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are refused in every float field (a learning_rate of inf trains to a NaN loss)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 FieldType = Literal["INT32", "INT64", "STRING", "FLOAT", "DOUBLE", "BOOL"]
@@ -139,6 +140,8 @@ class FeatureConfig(_Strict):
             raise ValueError(f"feature {self.name!r} ({self.feature_type}): takes exactly one input_names entry")
         if self.feature_type in ("TagFeature", "SequenceFeature") and len(self.separator.encode()) != 1:
             raise ValueError(f"feature {self.name!r}: separator {self.separator!r} must be a single byte")
+        if self.min_val > self.max_val:
+            raise ValueError(f"feature {self.name!r}: min_val {self.min_val} is greater than max_val {self.max_val}")
         if self.boundaries and self.embedding_dim == 0:
             raise ValueError(f"feature {self.name!r}: boundaries need embedding_dim > 0")
         if self.normalizer_fn is not None:
@@ -316,8 +319,8 @@ class LearningRate(_Strict):
 
 class AdamOptimizer(_Strict):
     learning_rate: LearningRate = LearningRate()
-    beta1: float = 0.9
-    beta2: float = 0.999
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
 
 
 class AdagradOptimizer(_Strict):
@@ -326,7 +329,7 @@ class AdagradOptimizer(_Strict):
 
 class MomentumOptimizer(_Strict):
     learning_rate: LearningRate = LearningRate()
-    momentum_optimizer_value: float = 0.9
+    momentum_optimizer_value: float = Field(0.9, ge=0)
 
 
 class Optimizer(_Strict):

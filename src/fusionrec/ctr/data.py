@@ -6,8 +6,11 @@ field can take its ``default_val`` and a value that does not parse can be report
 file, line, column and value. With ``ignore_error: true`` such rows are skipped and counted
 by reason instead. A label is never imputed.
 
-Line numbers are found only on the error path, by scanning the file (pyarrow's streaming
-reader does not report them).
+CSV files are read as whole lines and split at the separator with Arrow kernels, so every
+physical line is one row: a bad row is reported with its line number, a row with the wrong
+number of fields or bytes that are not UTF-8 is rejected on its own, and blank lines are
+counted. rows read = rows used + rows skipped, always (``ReadReport``); a pass that uses no
+row is an error (``0 valid rows in ...``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,12 @@ FLOAT_PATTERN = r"(?i)^\s*[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|inf|in
 BOOL_TRUE = ["true", "True", "TRUE", "1"]
 BOOL_FALSE = ["false", "False", "FALSE", "0"]
 INT32_RANGE = (-(2**31), 2**31 - 1)
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # models compute in float32: a larger value would become inf
 READ_BLOCK_BYTES = 4 << 20
+# The CSV reader splits lines itself (see TableReader._csv); pyarrow is asked for whole lines by
+# giving it a delimiter that text files do not hold.
+LINE_DELIMITERS = ("\x1f", "\x1e")
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def resolve_paths(spec: str, what: str = "input path") -> list[str]:
@@ -66,226 +74,411 @@ def resolve_paths(spec: str, what: str = "input path") -> list[str]:
 
 @dataclass
 class ReadReport:
-    """Rows read and rows skipped (ignore_error), by reason."""
+    """What a pass over the input did with every line: rows used, rows skipped by reason,
+    blank lines, empty fields that took their ``default_val``. rows_read = rows_used + rows_skipped."""
 
-    n_rows: int = 0
-    skipped: Counter = field(default_factory=Counter)
+    n_rows: int = 0  # rows used
+    skipped: Counter = field(default_factory=Counter)  # rows skipped (ignore_error / predict), by reason
+    blank_lines: int = 0
+    defaults_used: Counter = field(default_factory=Counter)  # per column: empty or null fields defaulted
+    files: dict = field(default_factory=dict)  # per file: rows_used, rows_skipped, blank_lines
+    features: dict = field(default_factory=dict)  # per feature: out_of_vocabulary, truncated (from the transform)
     rejected: list = field(default_factory=list)  # (file, line or row, reason, text) for predict's rejects
 
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def _file(self, path: str) -> Counter:
+        return self.files.setdefault(path, Counter(rows_used=0, rows_skipped=0, blank_lines=0))
+
+    def add_feature_counts(self, counts: dict[str, int]) -> None:
+        """Add the transform's ``<feature>.<kind>`` counts of one batch."""
+        for key, value in counts.items():
+            feature, kind = key.rsplit(".", 1)
+            per_feature = self.features.setdefault(feature, Counter())
+            per_feature[kind] += int(value)
+
     def as_dict(self) -> dict:
-        return {"rows_read": self.n_rows, "rows_skipped": sum(self.skipped.values()), "skipped_by_reason": dict(self.skipped)}
+        return {
+            "rows_read": self.n_rows + self.n_skipped, "rows_used": self.n_rows, "rows_skipped": self.n_skipped,
+            "skipped_by_reason": dict(self.skipped), "blank_lines": self.blank_lines,
+            "defaults_used": dict(self.defaults_used),
+            "features": {name: dict(c) for name, c in sorted(self.features.items()) if any(c.values())},
+            "files": {path: dict(c) for path, c in self.files.items()},
+        }  # fmt: skip
 
+    def summary(self) -> str:
+        """One line for the end of a job: what was skipped, defaulted and mapped out of range."""
+        parts = [f"{self.n_rows:,} rows used"]
+        if self.n_skipped:
+            parts.append(f"{self.n_skipped:,} skipped {dict(self.skipped)}")
+        if self.blank_lines:
+            parts.append(f"{self.blank_lines:,} blank lines")
+        if self.defaults_used:
+            parts.append(f"default_val used {dict(self.defaults_used)}")
+        features = {name: dict(c) for name, c in sorted(self.features.items()) if any(c.values())}
+        if features:
+            parts.append(f"features {features}")
+        return "; ".join(parts)
 
-class _Rejected(Exception):
-    pass
+    def require_rows(self, spec: str) -> None:
+        """Raise ``0 valid rows in <spec>`` with what was skipped (called after a pass used none)."""
+        detail = f"{self.n_skipped} rows skipped {dict(self.skipped)}" if self.n_skipped else "no data rows"
+        blank = f", {self.blank_lines} blank lines" if self.blank_lines else ""
+        raise FusionrecError(f"0 valid rows in {spec} ({detail}{blank})")
 
 
 class TableReader:
-    """Reads input files into validated pyarrow Tables of typed columns (fields in config order)."""
+    """Reads input files into validated pyarrow Tables of typed columns (fields in config order).
+
+    ``optional`` names fields a file may lack (predict's labels): an absent one becomes a
+    column of nulls. ``selected_cols`` gives, for headerless CSV, the 0-based file column of
+    each non-optional field (EasyRec's predict flag).
+    """
 
     def __init__(self, data_config: DataConfig, fields: list[InputField] | None = None, *, labels: bool = True,
-                 separator: str | None = None, collect_rejects: bool = False):  # fmt: skip
+                 separator: str | None = None, collect_rejects: bool = False, optional: tuple[str, ...] = (),
+                 selected_cols: list[int] | None = None):  # fmt: skip
         self.config = data_config
         self.fields = fields if fields is not None else list(data_config.input_fields)
         self.names = [f.input_name for f in self.fields]
         self.label_names = list(data_config.label_fields) if labels else []
         self.separator = separator or data_config.separator
+        if len(self.separator) != 1:
+            raise FusionrecError(f"separator {self.separator!r}: must be one character")
         self.ignore_error = data_config.ignore_error or collect_rejects
         self.collect_rejects = collect_rejects
+        self.optional = tuple(optional)
+        self.required = [n for n in self.names if n not in self.optional]
+        if selected_cols is not None and len(selected_cols) != len(self.required):
+            raise FusionrecError(
+                f"selected_cols: {len(selected_cols)} column indices for {len(self.required)} input fields {self.required}"
+            )
+        self.selected_cols = selected_cols
         self.report = ReadReport()
 
     # -- files ---------------------------------------------------------------------
     def iter_tables(self, paths: list[str]) -> Iterator[pa.Table]:
+        """Typed tables of every file in turn; raises ``0 valid rows`` when a whole pass found none."""
+        used_before = self.report.n_rows
         for path in paths:
             if self.config.input_type == "ParquetInput" or path.endswith(".parquet"):
                 yield from self._parquet(path)
             else:
                 yield from self._csv(path)
+        if self.report.n_rows == used_before:  # a whole pass found nothing to use: never train on nothing
+            self.report.require_rows(", ".join(paths))
 
     def _csv(self, path: str) -> Iterator[pa.Table]:
-        invalid: list[tuple[int, int, str]] = []
+        """Whole lines from pyarrow (typed as bytes), split at the separator with Arrow kernels.
 
-        def on_invalid(row) -> str:
-            invalid.append((row.expected_columns, row.actual_columns, row.text))
-            return "skip"
-
-        header = self.config.with_header
-        read_options = pacsv.ReadOptions(
-            column_names=None if header else self.names, block_size=READ_BLOCK_BYTES
-        )
-        parse_options = pacsv.ParseOptions(delimiter=self.separator, invalid_row_handler=on_invalid, quote_char=False)
+        Each physical line is one row, so a bad row's line number is known without re-reading
+        the file, a row with the wrong field count or bytes that are not UTF-8 is rejected on
+        its own, and blank lines are counted.
+        """
+        delimiter = next(d for d in LINE_DELIMITERS if d != self.separator)
         try:
-            reader = pacsv.open_csv(path, read_options=read_options, parse_options=parse_options,
-                                    convert_options=pacsv.ConvertOptions(
-                                        column_types={n: pa.string() for n in self.names},  # typed by us, below
-                                        strings_can_be_null=False, quoted_strings_can_be_null=False))  # fmt: skip
+            stream = pa.input_stream(path, compression="detect")
+            reader = pacsv.open_csv(
+                stream, read_options=pacsv.ReadOptions(column_names=["line"], block_size=READ_BLOCK_BYTES, use_threads=False),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(column_types={"line": pa.binary()}, strings_can_be_null=False),
+            )  # fmt: skip
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error):
                 return
             raise FusionrecError(f"{path}: cannot read as CSV ({error})") from None
         except OSError as error:
             raise FusionrecError(f"{path}: cannot read ({error})") from None
-        columns = reader.schema.names
-        duplicates = sorted({c for c in columns if columns.count(c) > 1})
-        if header and duplicates:
-            raise FusionrecError(f"{path}: header names {duplicates} appear more than once")
-        if header:
-            missing = [n for n in self.names if n not in columns]
-            if missing:
-                raise FusionrecError(f"{path}: header has no column {missing[0]!r} (input_fields {self.names})")
-        elif len(columns) != len(self.names):
-            raise FusionrecError(f"{path}: {len(columns)} columns but {len(self.names)} input_fields")
-        first_row = 0
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                break
-            except pa.ArrowInvalid as error:
-                raise FusionrecError(f"{path}: {error}") from None
-            if invalid:
-                self._structural(path, invalid, header)
-                invalid.clear()
-            table = pa.Table.from_batches([batch])
-            table = table.select(self.names)
-            out = self._convert(table, path, first_row, header)
-            first_row += table.num_rows
-            if out.num_rows:
-                yield out
+        counts = self.report._file(path)
+        try:
+            layout: list[str | None] | None = None
+            next_line = 1
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, OSError) as error:
+                    raise FusionrecError(f"{path} near line {next_line}: cannot read ({_one_line(error)})") from None
+                lines = batch.column(0)
+                line_numbers = np.arange(next_line, next_line + len(lines), dtype=np.int64)
+                next_line += len(lines)
+                if line_numbers[0] == 1 and len(lines):
+                    lines = _strip_bom(lines)
+                if layout is None:
+                    layout, lines, line_numbers = self._csv_layout(path, lines, line_numbers)
+                    if layout is None:
+                        continue
+                table, where = self._split_lines(path, lines, line_numbers, layout, counts)
+                if table is not None:
+                    out = self._convert(table, path, where, "line", counts)
+                    if out.num_rows:
+                        yield out
+        finally:
+            reader.close()
+            stream.close()
 
-    def _structural(self, path: str, invalid, header: bool) -> None:
-        for expected, actual, text in invalid:
-            reason = f"wrong number of fields ({actual}, expected {expected})"
-            if not self.ignore_error:
-                line = _find_line(path, text)
-                raise FusionrecError(
-                    f"{path} line {line}: {actual} fields, expected {expected} (input_fields); row: {text[:200]!r}"
-                )
-            self.report.skipped[reason] += 1
-            if self.collect_rejects:
-                self.report.rejected.append((path, _find_line(path, text), reason, text))
+    def _csv_layout(self, path: str, lines: pa.Array, line_numbers: np.ndarray):
+        """The field name of each file column (None: not read), from the header or the
+        config; the header line is consumed. (None, ...) while no non-blank line was seen."""
+        blank = pc.equal(pc.binary_length(lines), 0).to_numpy(zero_copy_only=False)
+        first = int(np.argmin(blank)) if not blank.all() else -1
+        if self.config.with_header:
+            if first < 0:
+                self.report.blank_lines += len(lines)
+                self.report._file(path)["blank_lines"] += len(lines)
+                return None, lines, line_numbers
+            if first > 0:
+                self.report.blank_lines += first
+                self.report._file(path)["blank_lines"] += first
+            text = _decode(lines[first].as_py(), f"{path} line {int(line_numbers[first])} (the header)")
+            columns = [c.strip() for c in text.split(self.separator)]
+            duplicates = sorted({c for c in columns if columns.count(c) > 1})
+            if duplicates:
+                raise FusionrecError(f"{path}: header names {duplicates} appear more than once")
+            missing = [n for n in self.required if n not in columns]
+            if missing:
+                raise FusionrecError(f"{path}: the header has no column {missing} (input_fields {self.names}); header: {columns}")
+            layout = [c if c in self.names else None for c in columns]
+            return layout, lines.slice(first + 1), line_numbers[first + 1 :]
+        if self.selected_cols is not None:
+            n_columns = max(self.selected_cols) + 1
+            if first >= 0:
+                n_columns = max(n_columns, lines[first].as_py().count(self.separator.encode()) + 1)
+            layout: list[str | None] = [None] * n_columns
+            for name, index in zip(self.required, self.selected_cols):
+                layout[index] = name
+            return layout, lines, line_numbers
+        if self.optional and first >= 0 and lines[first].as_py().count(self.separator.encode()) + 1 == len(self.required):
+            return list(self.required), lines, line_numbers  # headerless and without the optional fields
+        return list(self.names), lines, line_numbers
+
+    def _split_lines(self, path, lines: pa.Array, line_numbers: np.ndarray, layout, counts):
+        """(table of text columns named by ``layout``, line numbers), after counting blank lines
+        and rejecting lines that are not UTF-8 or have the wrong number of fields."""
+        keep = pc.not_equal(pc.binary_length(lines), 0).to_numpy(zero_copy_only=False)
+        n_blank = int(len(lines) - keep.sum())
+        self.report.blank_lines += n_blank
+        counts["blank_lines"] += n_blank
+        try:
+            text = lines.cast(pa.string())
+        except pa.ArrowInvalid:  # rare: find the lines that are not UTF-8, reject them, go on
+            valid = np.array([_is_utf8(v) for v in lines.to_pylist()])
+            decoded = lambda i: lines[int(i)].as_py().decode("utf-8", "replace")  # noqa: E731
+            self._reject(path, ~valid & keep, line_numbers, "line", "line is not UTF-8 text", decoded, counts,
+                         lambda i: f": bytes that are not UTF-8 text; row: {decoded(i)[:200]!r}")  # fmt: skip
+            keep &= valid
+            text = pc.if_else(pa.array(valid), lines, pa.scalar(b"", pa.binary())).cast(pa.string())
+        parts = pc.split_pattern(text, self.separator)
+        n_fields = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+        width = len(layout)
+        bad = keep & (n_fields != width)
+        self._reject(path, bad, line_numbers, "line", f"wrong number of fields (expected {width})",
+                     lambda i: text[int(i)].as_py(), counts,
+                     lambda i: f": {n_fields[i]} fields, expected {width}; row: {text[int(i)].as_py()[:200]!r}")  # fmt: skip
+        keep &= ~bad
+        if not keep.any():
+            return None, None
+        rows = np.flatnonzero(keep)
+        values = pc.list_flatten(parts.take(pa.array(rows)))
+        columns = {name: values.take(pa.array(np.arange(j, len(values), width)))
+                   for j, name in enumerate(layout) if name is not None}  # fmt: skip
+        return pa.table(columns), line_numbers[rows]
 
     def _parquet(self, path: str) -> Iterator[pa.Table]:
         try:
             file = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as error:
-            raise FusionrecError(f"{path}: cannot read as Parquet ({error})") from None
-        missing = [n for n in self.names if n not in file.schema_arrow.names]
+            raise FusionrecError(f"{path}: cannot read as Parquet ({_one_line(error)})") from None
+        schema = file.schema_arrow
+        missing = [n for n in self.required if n not in schema.names]
         if missing:
-            raise FusionrecError(f"{path}: no column {missing[0]!r} (input_fields {self.names})")
+            raise FusionrecError(f"{path}: no column {missing} (input_fields {self.names}); the file has {schema.names}")
+        present = [f for f in self.fields if f.input_name in schema.names]
+        for f in present:
+            _check_parquet_type(path, f, schema.field(f.input_name).type)
+        counts = self.report._file(path)
         first_row = 0
-        for batch in file.iter_batches(batch_size=65536, columns=self.names):
-            table = pa.Table.from_batches([batch])
-            columns = []
-            for name in self.names:
-                column = table.column(name)
-                if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-                    column = pc.cast(column, pa.string())
-                columns.append(pc.fill_null(column.cast(pa.string()), ""))
-            out = self._convert(pa.table(columns, names=self.names), path, first_row, None)
-            first_row += table.num_rows
+        batches = file.iter_batches(batch_size=65536, columns=[f.input_name for f in present])
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowInvalid, OSError) as error:
+                raise FusionrecError(f"{path} after row {first_row}: cannot read ({_one_line(error)}); the file is damaged") from None
+            columns = {}
+            for f in present:
+                column = batch.column(f.input_name)
+                if pa.types.is_dictionary(column.type):
+                    column = column.dictionary_decode()
+                if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+                    column = _binary_to_string(column, f"{path}, column {f.input_name!r}")
+                columns[f.input_name] = pc.cast(column, pa.string())  # nulls stay null: they take default_val
+            where = np.arange(first_row + 1, first_row + batch.num_rows + 1, dtype=np.int64)
+            first_row += batch.num_rows
+            out = self._convert(pa.table(columns), path, where, "row", counts)
             if out.num_rows:
                 yield out
 
     # -- values --------------------------------------------------------------------
-    def _convert(self, table: pa.Table, path: str, first_row: int, header: bool | None) -> pa.Table:
-        """Text columns -> typed columns; bad rows raise (or are dropped and counted)."""
+    def _convert(self, table: pa.Table, path: str, where: np.ndarray, unit: str, counts: Counter) -> pa.Table:
+        """Text columns -> typed columns; bad rows raise (or are dropped and counted).
+        ``where`` holds each row's line (CSV) or row (Parquet) number."""
         n = table.num_rows
         keep = np.ones(n, dtype=bool)
         typed = {}
+        defaulted = {}
         for f in self.fields:
-            text = table.column(f.input_name).combine_chunks()
-            is_label = f.input_name in self.label_names
-            empty = pc.equal(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+            name = f.input_name
+            if name not in table.column_names:  # an optional field this file lacks
+                typed[name] = pa.nulls(n, _ARROW_TYPES[f.input_type])
+                continue
+            text = table.column(name)
+            if isinstance(text, pa.ChunkedArray):
+                text = text.combine_chunks()
+            is_label = name in self.label_names
+            empty = pc.fill_null(pc.equal(pc.utf8_length(text), 0), True).to_numpy(zero_copy_only=False)
             if is_label:
-                self._bad_rows(empty & keep, keep, text, path, first_row, header, f.input_name,
-                               "label is empty (labels are never imputed)")  # fmt: skip
+                self._bad_rows(empty & keep, keep, text, path, where, unit, name,
+                               "label is empty (labels are never imputed)", counts)  # fmt: skip
             elif empty.any():
                 default = f.default_val if f.default_val is not None else ("" if f.input_type == "STRING" else "0")
-                text = pc.if_else(pa.array(empty), pa.scalar(default), text)
-            typed[f.input_name] = self._typed(f, text, keep, path, first_row, header, is_label)
-        self.report.n_rows += int(keep.sum())
+                text = pc.if_else(pa.array(empty), pa.scalar(default), pc.fill_null(text, ""))
+                if default:  # an empty STRING without default_val stays empty: nothing is imputed
+                    defaulted[name] = empty
+            typed[name] = self._typed(f, text, keep, path, where, unit, is_label, counts)
+        for name, empty in defaulted.items():
+            if (empty & keep).any():
+                self.report.defaults_used[name] += int((empty & keep).sum())
+        n_used = int(keep.sum())
+        self.report.n_rows += n_used
+        counts["rows_used"] += n_used
         if not keep.all():
             mask = pa.array(keep)
             typed = {k: pc.filter(v, mask) for k, v in typed.items()}
         return pa.table(typed)
 
-    def _typed(self, f: InputField, text, keep, path, first_row, header, is_label):
+    def _typed(self, f: InputField, text, keep, path, where, unit, is_label, counts):
         kind = f.input_type
         name = f.input_name
+
+        def bad(rows, rule):
+            self._bad_rows(rows & keep, keep, text, path, where, unit, name, rule, counts)
+
         if kind == "STRING":
             return text
         if kind in ("INT32", "INT64"):
             ok = pc.match_substring_regex(text, INT_PATTERN).to_numpy(zero_copy_only=False)
-            self._bad_rows(~ok & keep, keep, text, path, first_row, header, name, f"is not an integer ({kind})")
+            bad(~ok, f"is not an integer ({kind})")
             long = ok & (pc.utf8_length(pc.utf8_trim_whitespace(text)).to_numpy(zero_copy_only=False) >= 19)
             for row in np.flatnonzero(long):  # rare: only 19+ digit values are checked one by one
                 if not -(2**63) <= int(text[int(row)].as_py()) < 2**63:
                     ok[row] = False
-            self._bad_rows(~ok & keep, keep, text, path, first_row, header, name, "is outside the INT64 range")
+            bad(~ok, "is outside the INT64 range")
             values = pc.cast(pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(text), pa.scalar("0")), pa.int64())
             if kind == "INT32":
                 v = values.to_numpy()
-                self._bad_rows(((v < INT32_RANGE[0]) | (v > INT32_RANGE[1])) & keep, keep, text, path, first_row,
-                               header, name, "is outside the INT32 range")  # fmt: skip
+                bad((v < INT32_RANGE[0]) | (v > INT32_RANGE[1]), "is outside the INT32 range")
         elif kind in ("FLOAT", "DOUBLE"):
             ok = pc.match_substring_regex(text, FLOAT_PATTERN).to_numpy(zero_copy_only=False)
-            self._bad_rows(~ok & keep, keep, text, path, first_row, header, name, f"is not a number ({kind})")
+            bad(~ok, f"is not a number ({kind})")
             values = pc.cast(pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(text), pa.scalar("0")), pa.float64())
-            finite = np.isfinite(values.to_numpy(zero_copy_only=False))
-            self._bad_rows(~finite & keep, keep, text, path, first_row, header, name,
-                           "is not a finite number (inf, nan and overflow are refused)")  # fmt: skip
+            v = values.to_numpy(zero_copy_only=False)
+            bad(~np.isfinite(v), "is not a finite number (inf, nan and overflow are refused)")
+            with np.errstate(invalid="ignore"):
+                bad(np.abs(v) > FLOAT32_MAX, f"is outside the float32 range (|x| <= {FLOAT32_MAX:.7g}) the models compute in")
         else:  # BOOL
             is_true = pc.is_in(text, pa.array(BOOL_TRUE)).to_numpy(zero_copy_only=False)
             is_false = pc.is_in(text, pa.array(BOOL_FALSE)).to_numpy(zero_copy_only=False)
-            self._bad_rows(~(is_true | is_false) & keep, keep, text, path, first_row, header, name, "is not a boolean")
+            bad(~(is_true | is_false), "is not a boolean")
             values = pa.array(is_true.astype(np.int64))
         if is_label:
             v = values.to_numpy(zero_copy_only=False).astype(np.float64)
-            self._bad_rows(~((v >= 0) & (v <= 1)) & keep, keep, text, path, first_row, header, name,
-                           "is not a binary label (0 or 1, or a probability in [0, 1])")  # fmt: skip
+            bad(~((v >= 0) & (v <= 1)), "is not a binary label (0 or 1, or a probability in [0, 1])")
         return values
 
-    def _bad_rows(self, bad: np.ndarray, keep: np.ndarray, text, path, first_row, header, column, rule) -> None:
+    def _bad_rows(self, bad: np.ndarray, keep: np.ndarray, text, path, where, unit, column, rule, counts) -> None:
         if not bad.any():
             return
+        self._reject(path, bad, where, unit, f"column {column}: value {rule}", lambda i: text[int(i)].as_py(), counts,
+                     lambda i: f", column {column!r}: {text[int(i)].as_py()!r} {rule}")  # fmt: skip
+        keep[bad] = False
+
+    def _reject(self, path, bad: np.ndarray, where: np.ndarray, unit: str, reason: str, value_of, counts,
+                detail) -> None:  # fmt: skip
+        """Raise on the first bad row (``detail`` says what is wrong with it), or with
+        ignore_error / in predict count them all by ``reason`` and keep them for the rejects file."""
         rows = np.flatnonzero(bad)
-        reason = f"column {column}: value {rule}"
+        if not len(rows):
+            return
         if not self.ignore_error:
             row = int(rows[0])
-            value = text[row].as_py()
-            where = _row_location(path, first_row + row, header, self.separator, len(self.names))
-            raise FusionrecError(f"{path} {where}, column {column!r}: {value!r} {rule}")
+            raise FusionrecError(f"{path} {unit} {int(where[row])}{detail(row)}")
         self.report.skipped[reason] += len(rows)
+        counts["rows_skipped"] += len(rows)
         if self.collect_rejects:
             for row in rows:
-                where = _row_location(path, first_row + int(row), header, self.separator, len(self.names))
-                self.report.rejected.append((path, where, reason, text[int(row)].as_py()))
-        keep[rows] = False
+                self.report.rejected.append((path, f"{unit} {int(where[row])}", reason, value_of(row)))
 
 
-def _find_line(path: str, text: str) -> int | str:
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.rstrip("\r\n") == text:
-                return number
-    return "?"
+_ARROW_TYPES = {"STRING": pa.string(), "INT32": pa.int64(), "INT64": pa.int64(), "FLOAT": pa.float64(),
+                "DOUBLE": pa.float64(), "BOOL": pa.int64()}  # fmt: skip
 
 
-def _row_location(path: str, row: int, header: bool | None, separator: str, n_fields: int) -> str:
-    """'line N' of the row-th well-formed data row of a CSV file, or 'row N' of a Parquet file."""
-    if header is None:
-        return f"row {row + 1}"
-    seen = -1
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if header and number == 1:
-                continue
-            if line.rstrip("\r\n").count(separator) + 1 == n_fields:
-                seen += 1
-                if seen == row:
-                    return f"line {number}"
-    return f"data row {row + 1}"
+def _check_parquet_type(path: str, f: InputField, arrow_type: pa.DataType) -> None:
+    """A Parquet column must hold what its input field declares: no silent float -> int."""
+    t = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+    text = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+    allowed = {
+        "STRING": text or pa.types.is_integer(t),
+        "INT32": text or pa.types.is_integer(t),
+        "INT64": text or pa.types.is_integer(t),
+        "FLOAT": text or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t),
+        "DOUBLE": text or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t),
+        "BOOL": text or pa.types.is_integer(t) or pa.types.is_boolean(t),
+    }[f.input_type]
+    if not allowed:
+        raise FusionrecError(
+            f"{path}: column {f.input_name!r} is Parquet type {arrow_type}, but its input field is {f.input_type}; "
+            "convert the column or change input_type"
+        )
+
+
+def _binary_to_string(column: pa.Array, where: str) -> pa.Array:
+    try:
+        return column.cast(pa.string())
+    except pa.ArrowInvalid:
+        row = next(i for i, v in enumerate(column.to_pylist()) if v is not None and not _is_utf8(v))
+        raise FusionrecError(f"{where}, row {row + 1}: bytes that are not UTF-8 text") from None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _decode(value: bytes, where: str) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise FusionrecError(f"{where}: byte {error.start} is not UTF-8 text") from None
+
+
+def _strip_bom(lines: pa.Array) -> pa.Array:
+    first = lines[0].as_py()
+    if not first.startswith(UTF8_BOM):
+        return lines
+    return pa.concat_arrays([pa.array([first[len(UTF8_BOM) :]], pa.binary()), lines.slice(1)])
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
 
 
 # ------------------------------------------------------------------------------ batches
@@ -296,6 +489,8 @@ def table_to_columns(table: pa.Table, fields: list[InputField]) -> dict[str, tor
         if f.input_name not in table.column_names:
             continue
         column = table.column(f.input_name).combine_chunks()
+        if len(column) and column.null_count == len(column):  # an optional field the file lacks (predict's label)
+            continue
         if f.input_type == "STRING":
             column = column.cast(pa.large_string()) if column.type != pa.large_string() else column
             _, offsets_buffer, data_buffer = column.buffers()

@@ -122,10 +122,11 @@ class DINSlot(nn.Module):
             masks.append(m)
             j += 1
         mask = masks[0]
-        lengths = mask.sum(dim=1)
+        # parallel lists are compared on their lengths before max_seq_len truncated them
+        lengths = features[self.hists[0] + ".length"]
         k = 0
-        for m in masks:
-            other = m.sum(dim=1)
+        for name in self.hists:
+            other = features[name + ".length"]
             if not bool(torch.equal(other, lengths)):
                 row = int(torch.nonzero(other != lengths)[0, 0].item())
                 raise ValueError(

@@ -18,14 +18,17 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import torch
 
-from fusionrec._atomic import atomic_write_bytes
+from fusionrec import __version__
+from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.ctr.config import config_from_dict, dump_config
 from fusionrec.ctr.data import TableReader, iter_batches, resolve_paths
+from fusionrec.ctr.features import tensor_digest
 from fusionrec.ctr.models import ScoringModel
 from fusionrec.errors import FusionrecError
 
 MODEL_FILE = "model.pt"
 EXPORT_FORMAT = "fusionrec.ctr.export"
+EXPORT_VERSION = 1
 
 
 def export(trainer, export_dir: str | Path, checkpoint: Path | None = None) -> Path:
@@ -49,7 +52,9 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None) -> P
     atomic_write_bytes(export_dir / MODEL_FILE, buffer.getvalue())
     atomic_write_bytes(export_dir / "pipeline.json", json.dumps(dump_config(config), indent=1).encode())
     schema = {
-        "format": EXPORT_FORMAT, "version": 1, "checkpoint": checkpoint.name,
+        "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "checkpoint": checkpoint.name,
+        "fusionrec_version": __version__, "torch_version": torch.__version__,
+        "features": trainer.transform.layout(),
         "inputs": [
             {"name": f.input_name, "type": f.input_type,
              "tensors": [f.input_name + ".bytes", f.input_name + ".offsets"] if f.input_type == "STRING" else [f.input_name],
@@ -64,21 +69,59 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None) -> P
 
 
 def load_export(saved_model_dir: str | Path):
-    """(TorchScript module, config) of an export directory."""
+    """(TorchScript module, config) of an export directory, after checking its files against
+    their sha256 sidecars and the module's vocabularies against ``input_schema.json``."""
     directory = Path(saved_model_dir)
-    model_path, config_path = directory / MODEL_FILE, directory / "pipeline.json"
-    for path in (model_path, config_path):
+    model_path, config_path, schema_path = directory / MODEL_FILE, directory / "pipeline.json", directory / "input_schema.json"
+    for path in (model_path, config_path, schema_path):
         if not path.exists():
             raise FusionrecError(f"saved_model_dir {str(directory)!r}: no {path.name}; run `fusionrec ctr export` first")
+    raw = {}
+    for path in (model_path, config_path, schema_path):
+        raw[path.name] = path.read_bytes()
+        verify_sidecar(path, raw[path.name], "exported file")
+    schema = _read_json(schema_path, raw[schema_path.name])
+    if not isinstance(schema, dict) or schema.get("format") != EXPORT_FORMAT:
+        raise FusionrecError(f"{schema_path}: not a fusionrec CTR export schema")
+    version = schema.get("version")
+    if not isinstance(version, int) or version > EXPORT_VERSION:
+        raise FusionrecError(
+            f"{schema_path}: export format version {version!r} (fusionrec {schema.get('fusionrec_version')}) is newer "
+            f"than this fusionrec {__version__} reads ({EXPORT_VERSION})"
+        )
     try:
-        module = torch.jit.load(str(model_path), map_location="cpu")
+        module = torch.jit.load(io.BytesIO(raw[model_path.name]), map_location="cpu")
     except Exception as error:
-        raise FusionrecError(f"{model_path}: cannot load the exported model ({type(error).__name__}: {error})") from None
-    try:
-        data = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise FusionrecError(f"{config_path}: not valid JSON ({error})") from None
+        raise FusionrecError(
+            f"{model_path}: cannot load the exported model ({type(error).__name__}: {error}); it was exported with "
+            f"torch {schema.get('torch_version')}, this is torch {torch.__version__}"
+        ) from None
+    if "features" in schema:  # exports of version 1 before the feature layout was recorded have none
+        _check_vocabularies(module, schema["features"], schema_path)
+    data = _read_json(config_path, raw[config_path.name])
     return module.eval(), config_from_dict(data, str(config_path))
+
+
+def _read_json(path: Path, raw: bytes):
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FusionrecError(f"{path}: not valid JSON ({error})") from None
+
+
+def _check_vocabularies(module, features: dict, schema_path: Path) -> None:
+    """The module's vocabulary and boundary tensors must be those the schema recorded."""
+    buffers = dict(module.named_buffers())
+    for name, layout in features.items():
+        for key, buffer in (("vocab_sha256", "vocab_keys"), ("boundaries_sha256", "boundaries")):
+            if not layout.get(key):
+                continue
+            tensor = buffers.get(f"transform.features.{name}.{buffer}")
+            if tensor is None or tensor_digest(tensor) != layout[key]:
+                raise FusionrecError(
+                    f"{schema_path}: feature {name!r}: the {buffer} of {MODEL_FILE} do not match the schema's {key}; "
+                    "the export directory mixes files of different exports"
+                )
 
 
 OUTPUT_TYPES = {"double": pa.float64(), "float": pa.float32(), "string": pa.string()}
@@ -101,8 +144,15 @@ def _parse_output_cols(spec: str) -> list[tuple[str, pa.DataType]]:
 
 def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved_cols: str = "ALL_COLUMNS",
             output_cols: str = "ALL_COLUMNS", input_sep: str | None = None, output_sep: str = "|",
-            batch_size: int = 1024) -> dict:  # fmt: skip
-    """Score ``input_path`` with an export; returns counts of rows written and rejected."""
+            batch_size: int = 1024, selected_cols: str | None = None) -> dict:  # fmt: skip
+    """Score ``input_path`` with an export; returns counts of rows read, written and rejected.
+
+    Every input row is either written or rejected (with its line and reason, in
+    ``<output_path>.rejects``): rows_read = rows_written + rows_rejected. The label columns are
+    optional. A CSV with a header is matched by name; a headerless one by position: all
+    input_fields in config order, or the same without the labels, or the columns that
+    ``selected_cols`` (0-based indices, one per non-label input field, as EasyRec's flag) names.
+    """
     module, config = load_export(saved_model_dir)
     fields = list(config.data_config.input_fields)
     names = [f.input_name for f in fields]
@@ -113,31 +163,65 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     outputs = _parse_output_cols(output_cols)
     if batch_size < 1:
         raise FusionrecError(f"--batch_size {batch_size}: must be at least 1")
-    reader = TableReader(config.data_config, labels=False, separator=input_sep, collect_rejects=True)
+    reader = TableReader(config.data_config, labels=False, separator=input_sep, collect_rejects=True,
+                         optional=tuple(config.data_config.label_fields),
+                         selected_cols=_parse_selected_cols(selected_cols))  # fmt: skip
     paths = resolve_paths(input_path, "--input_path")
     pieces = []
     n_rows = 0
-    with torch.no_grad():
-        for batch in iter_batches(reader, paths, batch_size, shuffle=False, shuffle_rows=0, seed=0):
-            proba = module(batch.columns).double().numpy()
-            logits = np.log(np.clip(proba, 1e-12, 1)) - np.log(np.clip(1 - proba, 1e-12, 1))
-            columns = {c: batch.table.column(c) for c in reserved}
-            for name, kind in outputs:
-                columns[name] = pa.array(proba if name == "probs" else logits).cast(kind)
-            pieces.append(pa.table(columns))
-            n_rows += batch.table.num_rows
-    if not pieces:
-        table = pa.table({**{c: pa.array([], pa.string()) for c in reserved}, **{n: pa.array([], k) for n, k in outputs}})
-    else:
-        table = pa.concat_tables(pieces)
+    rejects_path = Path(str(output_path) + ".rejects")
+    try:
+        with torch.no_grad():
+            for batch in iter_batches(reader, paths, batch_size, shuffle=False, shuffle_rows=0, seed=0):
+                proba_tensor, counts = module.forward_with_counts(batch.columns)
+                reader.report.add_feature_counts(counts)
+                proba = proba_tensor.double().numpy()
+                logits = np.log(np.clip(proba, 1e-12, 1)) - np.log(np.clip(1 - proba, 1e-12, 1))
+                columns = {c: batch.table.column(c) for c in reserved}
+                for name, kind in outputs:
+                    columns[name] = pa.array(proba if name == "probs" else logits).cast(kind)
+                pieces.append(pa.table(columns))
+                n_rows += batch.table.num_rows
+    except FusionrecError as error:
+        if _write_rejects(rejects_path, reader.report.rejected):  # say why every row was refused
+            raise FusionrecError(f"{error}; every rejected row is listed in {rejects_path}") from None
+        raise
     sink = io.BytesIO()
-    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(delimiter=output_sep, quoting_style="needed"))
+    pacsv.write_csv(pa.concat_tables(pieces), sink,
+                    write_options=pacsv.WriteOptions(delimiter=output_sep, quoting_style="needed"))  # fmt: skip
     atomic_write_bytes(output_path, sink.getvalue(), checksum=False)
     rejected = reader.report.rejected
-    rejects_path = None
-    if rejected:
-        rejects_path = str(output_path) + ".rejects"
-        lines = ["file\tlocation\treason\tvalue"] + [f"{f}\t{loc}\t{reason}\t{text}" for f, loc, reason, text in rejected]
-        atomic_write_bytes(rejects_path, ("\n".join(lines) + "\n").encode(), checksum=False)
-    return {"rows_written": n_rows, "rows_rejected": len(rejected), "rejects_path": rejects_path}
+    wrote_rejects = _write_rejects(rejects_path, rejected)
+    report = reader.report.as_dict()
+    if report["rows_read"] != n_rows + len(rejected):  # every row is written or rejected; never lost
+        raise FusionrecError(f"predict: {report['rows_read']} rows read but {n_rows} written and {len(rejected)} rejected")
+    return {"rows_read": report["rows_read"], "rows_written": n_rows, "rows_rejected": len(rejected),
+            "rejects_path": str(rejects_path) if wrote_rejects else None, "blank_lines": report["blank_lines"],
+            "defaults_used": report["defaults_used"], "features": report["features"]}  # fmt: skip
+
+
+def _write_rejects(path: Path, rejected: list) -> bool:
+    """Write the rejects file (file, location, reason, value); remove a stale one when there are none."""
+    if not rejected:
+        path.unlink(missing_ok=True)
+        return False
+    def clean(text) -> str:
+        return str(text).replace("\t", " ").replace("\n", " ")
+    lines = ["file\tlocation\treason\tvalue"] + [
+        f"{clean(f)}\t{loc}\t{clean(reason)}\t{clean(text)}" for f, loc, reason, text in rejected
+    ]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode(), checksum=False)
+    return True
+
+
+def _parse_selected_cols(spec: str | None) -> list[int] | None:
+    if spec is None or not spec.strip():
+        return None
+    try:
+        indices = [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise FusionrecError(f"--selected_cols {spec!r}: expected comma-separated 0-based column indices") from None
+    if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
+        raise FusionrecError(f"--selected_cols {spec!r}: indices must be distinct and >= 0")
+    return indices
 

@@ -24,6 +24,20 @@ from torch import Tensor, nn
 from fusionrec.ctr.config import FeatureConfig, PipelineConfig
 from fusionrec.errors import FusionrecError
 
+# Per-batch counts the transform adds to its output as 0-d tensors, keyed "<feature>.<kind>":
+# ".out_of_vocabulary" (values not in vocab_list / vocab_file) and ".truncated" (sequences
+# longer than max_seq_len). Written as literals because TorchScript cannot read module globals.
+
+
+def feature_counts(features: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The count entries of a transform's output (see COUNT_OOV, COUNT_TRUNCATED)."""
+    counts: Dict[str, Tensor] = {}
+    for key, value in features.items():
+        if key.endswith(".out_of_vocabulary") or key.endswith(".truncated"):
+            counts[key] = value
+    return counts
+
+
 # FNV-1a 32-bit: offset basis 2166136261, prime 16777619 (written as literals below, because
 # TorchScript cannot read module globals); 3735928559 is the second variant's basis.
 
@@ -77,8 +91,9 @@ def split_tokens(data: Tensor, offsets: Tensor, separator: int) -> Tuple[Tensor,
     return token_starts, lengths, row_of_byte[starts_token]
 
 
-def pad_tokens(ids: Tensor, token_row: Tensor, n_rows: int, max_len: int) -> Tuple[Tensor, Tensor]:
-    """(n_rows, L) ids and mask, keeping each row's last ``max_len`` tokens (the most recent)."""
+def pad_tokens(ids: Tensor, token_row: Tensor, n_rows: int, max_len: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """(n_rows, L) ids and mask, keeping each row's last ``max_len`` tokens (the most recent),
+    and each row's token count before truncation."""
     counts = torch.bincount(token_row, minlength=n_rows) if token_row.numel() > 0 else torch.zeros(n_rows, dtype=torch.int64)
     length = int(counts.max().item()) if n_rows > 0 else 0
     if max_len > 0:
@@ -93,7 +108,7 @@ def pad_tokens(ids: Tensor, token_row: Tensor, n_rows: int, max_len: int) -> Tup
     mask = torch.zeros(n_rows, length, dtype=torch.bool)
     out[token_row[keep], column[keep]] = ids[keep]
     mask[token_row[keep], column[keep]] = True
-    return out, mask
+    return out, mask, counts
 
 
 class _Feature(nn.Module):
@@ -167,12 +182,18 @@ class _Feature(nn.Module):
             if self.multi:
                 starts, lengths, row = split_tokens(data, offsets, self.separator)
                 ids = self._ids_from_strings(data, starts, lengths)
-                padded, mask = pad_tokens(ids, row, offsets.shape[0] - 1, self.max_seq_len)
+                padded, mask, lengths = pad_tokens(ids, row, offsets.shape[0] - 1, self.max_seq_len)
                 out[self.name] = padded
                 out[self.name + ".mask"] = mask
+                out[self.name + ".length"] = lengths  # before truncation: parallel lists are checked on it
+                if self.max_seq_len > 0:
+                    out[self.name + ".truncated"] = (lengths > self.max_seq_len).sum()
             else:
                 starts = offsets[:-1]
-                out[self.name] = self._ids_from_strings(data, starts, offsets[1:] - starts)
+                ids = self._ids_from_strings(data, starts, offsets[1:] - starts)
+                out[self.name] = ids
+            if self.has_vocab:
+                out[self.name + ".out_of_vocabulary"] = (ids == self.n_vocab).sum()
             return
         value = columns[first].to(torch.int64)
         if self.num_buckets > 0:
@@ -222,6 +243,29 @@ class FeatureTransform(nn.Module):
         for feature in self.features.values():
             feature(columns, out)
         return out
+
+    @torch.jit.unused
+    def layout(self) -> Dict[str, Dict[str, str]]:
+        """What each feature's ids mean: its inputs, kind, id space and a hash of its vocabulary
+        or boundaries. Stored in checkpoints and exports; two models with equal layouts read
+        the same columns into the same embedding rows."""
+        out: Dict[str, Dict[str, str]] = {}
+        for name, f in self.features.items():
+            out[name] = {
+                "inputs": ",".join(f.inputs), "input_type": f.input_type, "ids": str(f.n_ids),
+                "kind": "raw" if f.is_raw else ("combo" if f.is_combo else ("sequence" if f.multi else "id")),
+                "id_space": "vocab" if f.has_vocab else ("hash" if f.hash_bucket_size > 0 else "buckets"),
+                "vocab_sha256": tensor_digest(f.vocab_keys) if f.has_vocab else "",
+                "boundaries_sha256": tensor_digest(f.boundaries) if len(f.boundaries) > 0 else "",
+                "max_seq_len": str(f.max_seq_len),
+            }  # fmt: skip
+        return out
+
+
+def tensor_digest(tensor: Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
 def read_vocab_file(path: str, base_dir: str, feature: str) -> List[str]:

@@ -6,14 +6,14 @@ Loss, optimizer, schedule and checkpoints live in the trainer. ``features`` is t
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from fusionrec.ctr.config import DNN, PipelineConfig
 from fusionrec.ctr.embedding import EmbeddingTables, GroupInput
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.features import FeatureTransform, feature_counts
 from fusionrec.ctr.layers import MLP, CrossNetV2, FactorizationMachine
 from fusionrec.errors import FusionrecError
 
@@ -202,3 +202,9 @@ class ScoringModel(nn.Module):
 
     def forward(self, columns: Dict[str, Tensor]) -> Tensor:
         return torch.sigmoid(self.model(self.transform(columns)))
+
+    @torch.jit.export
+    def forward_with_counts(self, columns: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Probabilities and the batch's per-feature counts (out of vocabulary, truncated)."""
+        features = self.transform(columns)
+        return torch.sigmoid(self.model(features)), feature_counts(features)

@@ -140,7 +140,8 @@ class CTRClassifier(ClassifierMixin, BaseEstimator):
             pq.write_table(table.append_column(LABEL, pa.array(labels)), path)
             self.config_ = config_from_dict(self._config(table, path, str(Path(tmp) / "model")), "CTRClassifier")
             self.trainer_ = Trainer(self.config_, seed=self.random_state)
-            self.trainer_.train(progress=False, evaluate_at_checkpoints=False)
+            # nulls and NaN take the column's median (default_val); counted per column here
+            self.input_report_ = self.trainer_.train(progress=False, evaluate_at_checkpoints=False)["input"]
         self.trainer_.model.eval()
         return self
 

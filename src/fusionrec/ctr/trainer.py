@@ -21,16 +21,17 @@ import pyarrow as pa
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fusionrec._atomic import atomic_write_bytes
+from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.callbacks import CallbackContainer, TrainingCallback
 from fusionrec.ctr.config import MODEL_FIELDS, PipelineConfig, dump_config
 from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, resolve_paths
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.features import FeatureTransform, feature_counts
 from fusionrec.ctr.metrics import evaluate_metrics
 from fusionrec.ctr.models import build_model
 from fusionrec.errors import FusionrecError
 
 SEED = 2026
+CHECKPOINT_FORMAT = "fusionrec.ctr.checkpoint"
 CHECKPOINT_RE = re.compile(r"^model\.ckpt-(\d+)\.pt$")
 
 
@@ -187,19 +188,25 @@ class Trainer:
         found = [(int(m.group(1)), p) for p in self.model_dir.iterdir() if (m := CHECKPOINT_RE.match(p.name))]
         return sorted(found)
 
-    def save_checkpoint(self) -> Path:
-        self.model_dir.mkdir(parents=True, exist_ok=True)
+    def _checkpoint_bytes(self, *, with_optimizer: bool = True) -> bytes:
+        """A checkpoint: tensors and plain values only (loaded with weights_only=True), with the
+        resolved feature layout so that a resume with other features is refused by name."""
         state = {
-            "format": "fusionrec.ctr.checkpoint", "version": 1,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
+            "format": CHECKPOINT_FORMAT, "version": 1,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict() if with_optimizer else {},
+            "step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch if with_optimizer else 0,
             "torch_rng": torch.get_rng_state(),
             "best_metric": self.best_metric if self.best_metric is not None else float("nan"),
+            "feature_layout": json.dumps(self.transform.layout(), sort_keys=True),
         }  # fmt: skip
         buffer = io.BytesIO()
         torch.save(state, buffer)
+        return buffer.getvalue()
+
+    def save_checkpoint(self) -> Path:
+        self._make_model_dir()
         path = self.model_dir / f"model.ckpt-{self.step}.pt"
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, self._checkpoint_bytes())
         keep = self.config.train_config.keep_checkpoint_max
         for _, old in self.checkpoints()[:-keep]:
             old.unlink(missing_ok=True)
@@ -207,19 +214,35 @@ class Trainer:
         atomic_write_bytes(self.model_dir / "pipeline.json", json.dumps(dump_config(self.config), indent=1).encode())
         return path
 
+    def _make_model_dir(self) -> None:
+        try:
+            self.model_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise FusionrecError(f"model_dir {str(self.model_dir)!r}: cannot be created ({error.strerror})") from None
+
     def load_checkpoint(self, path: Path, *, weights_only_model: bool = False) -> None:
+        where = f"checkpoint {str(path)!r}"
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a damaged file: name it
-            raise FusionrecError(f"checkpoint {str(path)!r}: cannot be loaded ({type(error).__name__}: {error})") from None
-        if not isinstance(state, dict) or state.get("format") != "fusionrec.ctr.checkpoint":
-            raise FusionrecError(f"checkpoint {str(path)!r}: not a fusionrec CTR checkpoint")
+            raw = Path(path).read_bytes()
+        except OSError as error:
+            raise FusionrecError(f"{where}: cannot be read ({error.strerror})") from None
+        verify_sidecar(Path(path), raw, "checkpoint")
+        try:
+            state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        except Exception as error:  # a damaged file, or one holding pickled code: name it
+            raise FusionrecError(f"{where}: cannot be loaded ({type(error).__name__}: {error})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise FusionrecError(f"{where}: not a fusionrec CTR checkpoint")
         if state.get("version", 0) > 1:
-            raise FusionrecError(f"checkpoint {str(path)!r}: format version {state['version']} is newer than this fusionrec (1)")
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise FusionrecError(f"checkpoint {str(path)!r}: does not fit this model config ({error})") from None
+            raise FusionrecError(f"{where}: format version {state['version']} is newer than this fusionrec (1)")
+        if "feature_layout" in state:
+            changes = _layout_changes(json.loads(state["feature_layout"]), self.transform.layout())
+            if changes:
+                raise FusionrecError(f"{where}: was written with other features than this config: " + "; ".join(changes))
+        changes = _shape_changes(state["model"], self.model.state_dict())
+        if changes:
+            raise FusionrecError(f"{where}: does not fit this model config: " + "; ".join(changes))
+        self.model.load_state_dict(state["model"])
         if weights_only_model:
             return
         self.optimizer.load_state_dict(state["optimizer"])
@@ -235,20 +258,29 @@ class Trainer:
         if not config.train_input_path:
             raise FusionrecError("train_input_path: not set")
         paths = resolve_paths(config.train_input_path, "train_input_path")
-        existing = self.checkpoints()
-        if continue_train and existing:
-            self.load_checkpoint(existing[-1][1])
-        elif train.fine_tune_checkpoint:
-            self.load_checkpoint(Path(train.fine_tune_checkpoint), weights_only_model=True)
-        elif existing:
-            raise FusionrecError(
-                f"model_dir {str(self.model_dir)!r} already holds checkpoints; pass --continue_train to resume "
-                "or choose another model_dir"
-            )
         num_steps = train.num_steps or None
         num_epochs = config.data_config.num_epochs or None
         if num_steps is None and num_epochs is None:
             raise FusionrecError("train_config.num_steps and data_config.num_epochs are both 0: training would never end")
+        existing = self.checkpoints()
+        if existing and not continue_train:  # never mix two runs, fine-tuned or not
+            raise FusionrecError(
+                f"model_dir {str(self.model_dir)!r} already holds checkpoints (latest {existing[-1][1].name}); "
+                "pass --continue_train to resume that run or choose another model_dir"
+            )
+        if existing:
+            self.load_checkpoint(existing[-1][1])
+            done = (num_steps is not None and self.step >= num_steps) or (num_epochs is not None and self.epoch >= num_epochs)
+            if done:  # a finished run resumes to nothing: no step past num_steps, no new checkpoint
+                if progress:
+                    print(f"model_dir {str(self.model_dir)!r}: the run finished at step {self.step}; nothing to train")
+                report = {"steps": self.step, "epochs_completed": self.epoch, "examples": 0, "examples_per_sec": 0.0,
+                          "history": [], "already_finished": True}  # fmt: skip
+                if config.eval_input_path:
+                    report["eval"] = self._evaluate_and_track()
+                return report
+        elif train.fine_tune_checkpoint:
+            self.load_checkpoint(Path(train.fine_tune_checkpoint), weights_only_model=True)
         data = config.data_config
         container = CallbackContainer(callbacks or [])
         container.before_training(self)
@@ -276,6 +308,7 @@ class Trainer:
                             group["lr"] = lr
                         try:
                             features = self.transform(batch.columns)
+                            reader.report.add_feature_counts(feature_counts(features))
                             logits = self.model(features)
                         except ValueError as error:  # data the features refuse (an id out of range, ...)
                             raise FusionrecError(
@@ -334,16 +367,16 @@ class Trainer:
         report = {"steps": self.step, "epochs_completed": self.epoch, "examples": examples,
                   "examples_per_sec": examples / max(elapsed, 1e-9), "history": history,
                   "input": reader.report.as_dict()}  # fmt: skip
-        self._write_read_report("train", reader)
+        self._write_read_report("train", reader, progress=progress)
         if config.eval_input_path:
             report["eval"] = self._evaluate_and_track()
         return report
 
-    def _write_read_report(self, stage: str, reader: TableReader) -> None:
+    def _write_read_report(self, stage: str, reader: TableReader, *, progress: bool = True) -> None:
         info = reader.report.as_dict()
-        if info["rows_skipped"]:
-            print(f"{stage}: skipped {info['rows_skipped']} bad rows (ignore_error): {info['skipped_by_reason']}")
-        self.model_dir.mkdir(parents=True, exist_ok=True)
+        if progress:
+            print(f"{stage} input: {reader.report.summary()}")
+        self._make_model_dir()
         atomic_write_bytes(self.model_dir / f"{stage}_input_report.json", json.dumps(info, indent=1).encode(), checksum=False)
 
     def _evaluate_and_track(self) -> dict:
@@ -359,11 +392,7 @@ class Trainer:
             better = self.best_metric is None or (metric > self.best_metric if export.metric_bigger else metric < self.best_metric)
             if better:
                 self.best_metric = metric
-                buffer = io.BytesIO()
-                torch.save({"format": "fusionrec.ctr.checkpoint", "version": 1, "model": self.model.state_dict(),
-                            "optimizer": {}, "step": self.step, "epoch": self.epoch, "batches_in_epoch": 0,
-                            "torch_rng": torch.get_rng_state(), "best_metric": metric}, buffer)  # fmt: skip
-                atomic_write_bytes(self.model_dir / "best.pt", buffer.getvalue())
+                atomic_write_bytes(self.model_dir / "best.pt", self._checkpoint_bytes(with_optimizer=False))
         return result
 
     # -- evaluation and prediction --------------------------------------------------
@@ -375,7 +404,9 @@ class Trainer:
         probas, labels, tables = [], [], []
         for batch in iter_batches(reader, paths, max(self.config.data_config.batch_size, 1024), shuffle=False,
                                   shuffle_rows=0, seed=0):  # fmt: skip
-            probas.append(torch.sigmoid(self.model(self.transform(batch.columns))).numpy())
+            features = self.transform(batch.columns)
+            reader.report.add_feature_counts(feature_counts(features))
+            probas.append(torch.sigmoid(self.model(features)).numpy())
             if batch.labels is not None:
                 labels.append(batch.labels.numpy())
             tables.append(batch.table)
@@ -408,3 +439,26 @@ class Trainer:
         self._write_read_report("eval", reader)
         atomic_write_bytes(self.model_dir / "eval_result.json", json.dumps(result, indent=1).encode(), checksum=False)
         return result
+
+
+def _layout_changes(saved: dict, current: dict) -> list[str]:
+    """What differs between two feature layouts (``FeatureTransform.layout``), by feature name."""
+    changes = [f"feature {name!r} is not in this config" for name in saved if name not in current]
+    changes += [f"feature {name!r} is new in this config" for name in current if name not in saved]
+    for name in saved:
+        if name in current:
+            for key in sorted(set(saved[name]) | set(current[name])):
+                if saved[name].get(key) != current[name].get(key):
+                    changes.append(f"feature {name!r}: {key} {saved[name].get(key)!r} -> {current[name].get(key)!r}")
+    return changes
+
+
+def _shape_changes(saved: dict, current: dict) -> list[str]:
+    """Parameters missing, unexpected or of another shape, by name (torch's strict load, in words)."""
+    changes = [f"parameter {key} is not in this model" for key in saved if key not in current]
+    changes += [f"parameter {key} is missing from the checkpoint" for key in current if key not in saved]
+    changes += [
+        f"parameter {key}: shape {tuple(saved[key].shape)} in the checkpoint, {tuple(current[key].shape)} here"
+        for key in saved if key in current and tuple(saved[key].shape) != tuple(current[key].shape)
+    ]  # fmt: skip
+    return changes

@@ -11,12 +11,12 @@ Forward-compatibility policy (also in docs/gbdt.md):
   forward and in range, feature ids in range, finite values), so a damaged file raises
   :class:`ModelFileError` and never crashes the process.
 * Files are written atomically with a ``.sha256`` sidecar; when the sidecar is present
-  a mismatching file is refused as damaged.
+  a file whose digest it does not list is refused as damaged. A save killed at any point
+  leaves the old or the new model loadable (see ``fusionrec._atomic``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fusionrec import __version__
-from fusionrec._atomic import atomic_write_bytes, read_sidecar_digest
+from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.errors import FusionrecError, ModelFileError
 from fusionrec.gbdt.params import OBJECTIVES, RULES
 from fusionrec.gbdt.tree import Tree
@@ -97,9 +97,7 @@ def load_into(booster, path: str | Path) -> None:
         raise ModelFileError(f"model file {path}: does not exist") from None
     except OSError as exc:
         raise ModelFileError(f"model file {path}: cannot be read ({exc.strerror})") from None
-    expected = read_sidecar_digest(path)
-    if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
-        raise ModelFileError(f"model file {path}: sha256 does not match {path.name}.sha256; the file is damaged or was changed")
+    verify_sidecar(path, raw, "model file", ModelFileError)
     _fill(booster, raw, str(path))
 
 
