@@ -37,6 +37,19 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "label column 'y' not found" in capsys.readouterr().err
 
 
+def test_gbdt_text_cell_names_file_line_column_and_value(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n\n3,4,1\n5,abc,0\n")
+    out = ["--model-out", str(tmp_path / "m.json")]
+    assert main(["gbdt", "train", "--train", str(tmp_path / "t.csv"), "--label", "y", *out]) == 2
+    assert "t.csv line 5, column 'b': 'abc' is not a number" in capsys.readouterr().err
+    (tmp_path / "ok.csv").write_text("a,b,y\n1,2,0\n3,4,1\n5,6,0\n2,1,1\n")
+    assert main(["gbdt", "train", "--train", str(tmp_path / "ok.csv"), "--label", "y", "--num-rounds", "2", *out]) == 0
+    (tmp_path / "p.csv").write_text("id,a,b\nrow1,1,2\nrow2,x7,3\n")  # the id column is not a feature: ignored
+    assert main(["gbdt", "predict", "--model", str(tmp_path / "m.json"), "--input", str(tmp_path / "p.csv"),
+                 "--output", str(tmp_path / "o.csv")]) == 2  # fmt: skip
+    assert "p.csv line 3, column 'a': 'x7' is not a number" in capsys.readouterr().err
+
+
 def test_demo_runs_on_small_data(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py"), "--out", str(tmp_path), "--rows", "3000", "--ctr-rows", "3000"],

@@ -37,6 +37,42 @@ def _read_table(path: str):
         raise FusionrecError(f"{path}: cannot be read as a table ({exc})") from None
 
 
+def _checked_numeric(table, path: str):
+    """A text cell in a CSV column (pyarrow then reads the whole column as text) is named by
+    its column, line and value, as the CTR reader names them."""
+    import pyarrow as pa
+
+    for name in table.column_names:
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        for row, value in enumerate(column.to_pylist()):
+            if value is None:
+                continue
+            try:
+                float(value)
+            except ValueError:
+                where = f"line {_csv_line_of_row(path, row)}" if not path.endswith((".parquet", ".pq")) else f"row {row + 1}"
+                raise FusionrecError(
+                    f"{path} {where}, column {name!r}: {value!r} is not a number (boosted trees take numeric columns; "
+                    "encode strings and categories as numbers first)"
+                ) from None
+    return table
+
+
+def _csv_line_of_row(path: str, row: int) -> int | str:
+    """The line of the row-th data row of a headed CSV file (pyarrow skips blank lines)."""
+    with open(path, "rb") as handle:
+        seen = -1
+        for number, line in enumerate(handle, start=1):
+            if number == 1 or not line.strip(b"\r\n"):
+                continue
+            seen += 1
+            if seen == row:
+                return number
+    return "?"
+
+
 def _split_label(table, label: str, path: str):
     if label not in table.column_names:
         raise FusionrecError(f"{path}: label column {label!r} not found; columns are {table.column_names}")
@@ -62,11 +98,11 @@ def _gbdt_train(args) -> int:
     from fusionrec.gbdt import Dataset, train
 
     params = _parse_params(args.param)
-    table, y = _split_label(_read_table(args.train), args.label, args.train)
+    table, y = _split_label(_checked_numeric(_read_table(args.train), args.train), args.label, args.train)
     dtrain = Dataset(table, y, max_bin=int(params.get("max_bin", 256)))
     evals = [(dtrain, "train")]
     if args.valid:
-        valid_table, valid_y = _split_label(_read_table(args.valid), args.label, args.valid)
+        valid_table, valid_y = _split_label(_checked_numeric(_read_table(args.valid), args.valid), args.label, args.valid)
         evals.append((Dataset(valid_table, valid_y, reference=dtrain), "valid"))
     booster = train(
         params, dtrain, args.num_rounds, evals=evals, early_stopping_rounds=args.early_stopping_rounds,
@@ -92,6 +128,7 @@ def _gbdt_predict(args) -> int:
         if missing:
             raise FusionrecError(f"{args.input}: columns {missing} of the model are missing")
         table = table.select(booster.feature_names)
+    _checked_numeric(table, args.input)
     prediction = np.asarray(booster.predict(table, output_margin=args.margin))
     columns = {"prediction": prediction} if prediction.ndim == 1 else {f"prediction_{k}": prediction[:, k] for k in range(prediction.shape[1])}
     sink = pa.BufferOutputStream()

@@ -107,3 +107,31 @@ def test_generated_schema_module_is_up_to_date(tmp_path):
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{protos}", f"--python_out={tmp_path}", "easyrec.proto"],
                    check=True, cwd=protos)  # fmt: skip
     assert (tmp_path / "easyrec_pb2.py").read_text() == (protos / "easyrec_pb2.py").read_text()
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("initial_learning_rate: 0.001", "initial_learning_rate: inf",
+         r"train_config\.optimizer_config\.0\.adam_optimizer\.learning_rate\.exponential_decay_learning_rate\."
+         r"initial_learning_rate: Input should be a finite number"),
+        ("initial_learning_rate: 0.001", "initial_learning_rate: nan", r"initial_learning_rate: Input should be a finite"),
+        ("      learning_rate: {", "      beta1: 2.0\n      learning_rate: {", r"adam_optimizer\.beta1: Input should be less than 1"),
+        ("      learning_rate: {", "      beta2: -0.1\n      learning_rate: {", r"adam_optimizer\.beta2: Input should be greater"),
+    ],
+)  # fmt: skip
+def test_numbers_out_of_range_are_refused_with_the_field_path(tmp_path, old, new, message):
+    text = TAOBAO.read_text()
+    assert old in text
+    with pytest.raises(FusionrecError, match=message):
+        load_config(write(tmp_path, text.replace(old, new, 1)))
+
+
+def test_min_val_above_max_val_is_refused(tmp_path):
+    data = yaml.safe_load((ROOT / "examples" / "ctr" / "taobao_dcn.yaml").read_text())
+    raw = next(f for f in data["feature_config"]["features"] if f.get("feature_type") == "RawFeature" or f["input_names"] == ["price"])
+    raw.update(feature_type="RawFeature", min_val=10.0, max_val=1.0)
+    for key in ("num_buckets", "hash_bucket_size", "embedding_dim", "vocab_list", "boundaries"):
+        raw.pop(key, None)
+    with pytest.raises(FusionrecError, match=r"min_val 10\.0 is greater than max_val 1\.0"):
+        load_config(write(tmp_path, yaml.safe_dump(data), "c.yaml"))

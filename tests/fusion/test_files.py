@@ -1,5 +1,7 @@
 """`fusionrec fuse`: prediction files joined on ids, fused, written atomically; errors name file, row, id."""
 
+import re
+
 import numpy as np
 import pyarrow.csv as pacsv
 import pytest
@@ -106,3 +108,25 @@ def test_bad_options(files):
     negative = _write(tmp / "neg.csv", [f"u{i:03d}" for i in range(50)], [-1.0] * 50)
     with pytest.raises(FusionrecError, match=r"neg.csv row 1 \(id 'u000'\): \[-1.\] is outside \[0.0, inf\]"):
         fuse_files([pa_, negative], tmp / "o.csv", method="geometric")
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.ones(40, int), r"y\.csv: column 'label' holds only the class \[1\.0\]; --optimize auc needs labels of at least two"),
+        (np.r_[np.zeros(20), np.ones(19), 2], r"y\.csv: column 'label', id 't39': label 2\.0 is not a class in 0\.\.1"),
+        (np.r_[np.zeros(20), np.ones(19), 0.5], r"id 't39': label 0\.5 is not a class"),
+        (np.r_[np.zeros(20), np.ones(19), -1], r"label -1\.0 is not a class"),
+    ],
+)
+def test_optimize_refuses_labels_it_cannot_fit_on(files, capsys, labels, message):
+    tmp, ids, y, a, b, pa_, pb_ = files
+    oof_ids = [f"t{i}" for i in range(40)]
+    oa = _write(tmp / "a_oof.csv", oof_ids, np.linspace(0, 1, 40))
+    ob = _write(tmp / "b_oof.csv", oof_ids, np.linspace(1, 0, 40))
+    y_path = _write(tmp / "y.csv", oof_ids, labels, header="id,label")
+    code = main(["fuse", "-o", str(tmp / "f.csv"), str(pa_), str(pb_), "--method", "weighted", "--optimize", "auc",
+                 "--oof", str(oa), str(ob), "--labels", str(y_path)])  # fmt: skip
+    assert code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp / "f.csv").exists()

@@ -110,6 +110,71 @@ def test_incompatible_documents_are_refused(model, tmp_path, change, message):
         Booster.load_model(path)
 
 
+def _first_internal(doc) -> int:
+    return next(i for i, f in enumerate(doc["trees"][0]["feature"]) if f >= 0)
+
+
+def _set(doc, name, value, node=None):
+    tree = doc["trees"][0]
+    tree[name][_first_internal(doc) if node is None else node] = value
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda d: _set(d, "default_left", 2), r"trees\[0\]\.default_left\[0\] = 2; must be 0 or 1"),
+        (lambda d: _set(d, "default_left", 200), r"default_left\[0\] = 200; must be 0 or 1"),
+        (lambda d: _set(d, "default_left", True), r"default_left\[0\] = True is not an integer"),
+        (lambda d: _set(d, "feature", 1.5), r"trees\[0\]\.feature\[0\] = 1\.5 is not an integer"),
+        (lambda d: _set(d, "value", "0.1", node=-1), r"value\[\d+\] = '0\.1' is not a number"),
+        (lambda d: d["trees"][0]["gain"].pop(), r"node arrays must be non-empty lists of one length"),
+        (lambda d: [d["trees"][0][k].extend([d["trees"][0][k][-1]] * 2) for k in d["trees"][0]],
+         r"node \d+ is the child of 0 nodes"),  # two extra nodes nothing points to
+        (lambda d: _set(d, "split_bin", 300), r"split_bin\[0\] = 300; feature \d has bins"),
+        (lambda d: _set(d, "threshold", 0.123456), r"threshold\[0\] = 0\.123456 is not bin edge"),
+        (lambda d: _set(d, "left", 0, node=-1), r"a leaf's children must be -1"),
+        (lambda d: d.update(max_bin="abc"), r"max_bin 'abc' is not an integer in \[2, 256\]"),
+        (lambda d: d.update(max_bin=1000), r"max_bin 1000 is not an integer"),
+    ],
+)  # fmt: skip
+def test_hand_edited_trees_are_refused_field_by_field(model, tmp_path, change, message):
+    b, _ = model
+    doc = json.loads(b.save_raw())
+    change(doc)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match=message):
+        Booster.load_model(path)
+
+
+def test_every_model_that_loads_predicts_the_leaf_pred_leaf_names(model, tmp_path):
+    """Random single-field edits: whatever loads must agree between predict and pred_leaf."""
+    b, X = model
+    rng = np.random.default_rng(0)
+    base = json.loads(b.save_raw())
+    leaves = b.predict(X, pred_leaf=True).astype(int)
+    base_margin = (b.predict(X, output_margin=True) - sum(t.value[leaves[:, k]] for k, t in enumerate(b.trees)))[0]
+    n_loaded = 0
+    for trial in range(200):
+        doc = json.loads(json.dumps(base))
+        t = int(rng.integers(len(doc["trees"])))
+        name = str(rng.choice(["feature", "split_bin", "left", "right", "default_left", "value", "threshold"]))
+        node = int(rng.integers(len(doc["trees"][t][name])))
+        doc["trees"][t][name][node] = [0, 1, 2, -1, 3, 0.5, 255, 1e308][int(rng.integers(8))]
+        path = tmp_path / f"m{trial}.json"
+        path.write_text(json.dumps(doc))
+        try:
+            loaded = Booster.load_model(path)
+        except ModelFileError:
+            continue
+        n_loaded += 1
+        leaves = loaded.predict(X, pred_leaf=True).astype(int)
+        leaf_sum = sum(tree.value[leaves[:, k]] for k, tree in enumerate(loaded.trees))
+        np.testing.assert_allclose(loaded.predict(X, output_margin=True), base_margin + leaf_sum, rtol=1e-9, atol=1e-9,
+                                   err_msg=f"{name}[{node}] = {doc['trees'][t][name][node]}")  # fmt: skip
+    assert n_loaded > 10  # value edits and no-op edits load
+
+
 def test_empty_missing_and_non_json_files(tmp_path):
     empty = tmp_path / "empty.json"
     empty.write_bytes(b"")

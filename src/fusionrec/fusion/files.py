@@ -155,6 +155,24 @@ def fuse_files(
     return report
 
 
+def _class_labels(y: np.ndarray, labels: PredictionFile, path, label_col: str, *, n_classes: int, metric) -> np.ndarray:
+    """Labels a classification metric can score: integers in [0, n_classes), two classes at least."""
+    bad = np.flatnonzero((y != np.round(y)) | (y < 0) | (y >= n_classes))
+    if len(bad):
+        i = int(bad[0])
+        raise FusionrecError(
+            f"{path}: column {label_col!r}, id {str(labels.ids[i])!r}: label {float(y[i])!r} is not a class in 0..{n_classes - 1} "
+            f"({len(bad)} such labels); --optimize {metric} needs class labels"
+        )
+    present = np.unique(y)
+    if len(present) < 2:
+        raise FusionrecError(
+            f"{path}: column {label_col!r} holds only the class {[float(c) for c in present]}; --optimize {metric} "
+            "needs labels of at least two classes to fit weights"
+        )
+    return y.astype(np.int64)
+
+
 def fit_file_weights(oof_paths, labels_path, paths, *, method, metric, id_col, pred_cols, label_col,
                      power) -> WeightFit:  # fmt: skip
     if not oof_paths or labels_path is None:
@@ -168,6 +186,6 @@ def fit_file_weights(oof_paths, labels_path, paths, *, method, metric, id_col, p
     y = labels.values[:, 0]
     predictions = [s[:, 0] if s.shape[1] == 1 else s for s in stack]
     if stack.shape[2] > 1 or is_classification_metric(metric):
-        y = y.astype(np.int64)
+        y = _class_labels(y, labels, labels_path, label_col, n_classes=max(stack.shape[2], 2), metric=metric)
     return optimize_weights(predictions, y, metric=metric, method=method, power=power,
                             normalize_rows=stack.shape[2] > 1)  # fmt: skip

@@ -28,7 +28,7 @@ from fusionrec import __version__
 from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.errors import FusionrecError, ModelFileError
 from fusionrec.gbdt.params import OBJECTIVES, RULES
-from fusionrec.gbdt.tree import Tree
+from fusionrec.gbdt.tree import THRESHOLD_ALL, Tree
 
 FORMAT = "fusionrec.gbdt.Booster"
 FORMAT_VERSION = 1
@@ -196,7 +196,10 @@ def _fill(booster, raw: bytes, source: str) -> None:
         fail("trees and tree_group must be lists of the same length")
     if len(trees_doc) % n_groups:
         fail(f"{len(trees_doc)} trees is not a whole number of rounds of {n_groups}")
-    trees = [_check_tree(t, i, n_features, fail) for i, t in enumerate(trees_doc)]
+    max_bin = doc["max_bin"]
+    if not isinstance(max_bin, int) or isinstance(max_bin, bool) or not 2 <= max_bin <= 256:
+        fail(f"max_bin {max_bin!r} is not an integer in [2, 256]")
+    trees = [_check_tree(t, i, n_features, cuts, fail) for i, t in enumerate(trees_doc)]
     for i, g in enumerate(tree_group):
         if g != i % n_groups:
             fail(f"tree_group[{i}] = {g!r}, expected {i % n_groups}")
@@ -222,7 +225,7 @@ def _fill(booster, raw: bytes, source: str) -> None:
     booster.feature_names = names
     booster.feature_types = [str(t) for t in types]
     booster.cuts = cuts
-    booster.max_bin = int(doc["max_bin"])
+    booster.max_bin = max_bin
     booster.best_iteration = best_iteration
     booster.best_score = doc["best_score"]
     booster.rng = rng
@@ -231,29 +234,69 @@ def _fill(booster, raw: bytes, source: str) -> None:
     booster._workspace = None
 
 
-def _check_tree(doc: Any, index: int, n_features: int, fail) -> Tree:
+_INTEGER_ARRAYS = ("feature", "split_bin", "left", "right", "default_left")
+_NUMBER_ARRAYS = ("threshold", "value", "cover", "gain")
+
+
+def _check_tree(doc: Any, index: int, n_features: int, cuts: list[np.ndarray], fail) -> Tree:
+    """Every field's type and range, and the shape of the tree: a model that loads predicts
+    the same leaf through every path (dense, sparse, pred_leaf, SHAP)."""
     where = f"trees[{index}]"
     if not isinstance(doc, dict) or set(doc) != _TREE_KEYS:
         keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         fail(f"{where} must have exactly the keys {sorted(_TREE_KEYS)}, got {keys}")
-    lengths = {len(v) if isinstance(v, list) else -1 for v in doc.values()}
-    if len(lengths) != 1 or -1 in lengths or 0 in lengths:
-        fail(f"{where}: node arrays must be non-empty lists of one length")
+    lengths = {name: len(v) if isinstance(v, list) else -1 for name, v in doc.items()}
+    if len(set(lengths.values())) != 1 or -1 in lengths.values() or 0 in lengths.values():
+        fail(f"{where}: node arrays must be non-empty lists of one length, got lengths {lengths}")
+    for name in _INTEGER_ARRAYS:
+        bad = next((i for i, v in enumerate(doc[name]) if not isinstance(v, int) or isinstance(v, bool)), None)
+        if bad is not None:
+            fail(f"{where}.{name}[{bad}] = {doc[name][bad]!r} is not an integer")
+    for name in _NUMBER_ARRAYS:
+        bad = next((i for i, v in enumerate(doc[name]) if not isinstance(v, (int, float)) or isinstance(v, bool)), None)
+        if bad is not None:
+            fail(f"{where}.{name}[{bad}] = {doc[name][bad]!r} is not a number")
     try:
         tree = Tree.from_dict(doc)
     except (TypeError, ValueError, OverflowError):
-        fail(f"{where}: node arrays hold non-numeric values")
+        fail(f"{where}: node arrays hold values out of range for their type")
     m = tree.n_nodes
     internal = tree.feature >= 0
+    leaf = ~internal
     ids = np.arange(m)
+
+    def first(mask: np.ndarray) -> int:
+        return int(np.flatnonzero(mask)[0])
+
     if np.any(tree.feature[internal] >= n_features) or np.any(tree.feature < -1):
         fail(f"{where}: feature ids must be -1 (leaf) or in [0, {n_features})")
+    bad_default = (np.asarray(doc["default_left"]) != 0) & (np.asarray(doc["default_left"]) != 1)
+    if bad_default.any():
+        i = first(bad_default)
+        fail(f"{where}.default_left[{i}] = {doc['default_left'][i]!r}; must be 0 or 1")
     for side in ("left", "right"):
         child = getattr(tree, side)
         if np.any((child[internal] <= ids[internal]) | (child[internal] >= m)):
             fail(f"{where}: {side} child ids must point forward inside the tree")
+        if np.any(child[leaf] != -1):
+            fail(f"{where}.{side}[{first(leaf & (child != -1))}]: a leaf's children must be -1")
     if np.any(tree.right[internal] != tree.left[internal] + 1):
         fail(f"{where}: right child must follow the left child (breadth-first numbering)")
+    parents = np.bincount(np.concatenate([tree.left[internal], tree.right[internal]]), minlength=m)
+    if parents[0] != 0 or np.any(parents[1:] != 1):
+        i = first(np.concatenate([[parents[0] != 0], parents[1:] != 1]))
+        fail(f"{where}: node {i} is the child of {parents[i]} nodes; {m} nodes must form one tree from node 0")
+    if np.any(tree.split_bin[leaf] != -1):
+        fail(f"{where}.split_bin[{first(leaf & (tree.split_bin != -1))}]: a leaf's split_bin must be -1")
+    for i in np.flatnonzero(internal):
+        cut = cuts[tree.feature[i]]
+        b = int(tree.split_bin[i])
+        if not 0 <= b <= cut.shape[0]:
+            fail(f"{where}.split_bin[{i}] = {b}; feature {tree.feature[i]} has bins 0..{cut.shape[0]}")
+        expected = cut[b] if b < cut.shape[0] else THRESHOLD_ALL
+        if tree.threshold[i] != expected:
+            fail(f"{where}.threshold[{i}] = {float(tree.threshold[i])!r} is not bin edge {b} of feature {tree.feature[i]} "
+                 f"({float(expected)!r})")  # fmt: skip
     for name in ("threshold", "value", "cover", "gain"):
         if not np.all(np.isfinite(getattr(tree, name))):
             fail(f"{where}: {name} holds non-finite values")
