@@ -32,6 +32,15 @@ def test_fit_predict_on_a_dataframe(rng, model_class):
     assert np.isfinite(clf.predict_proba(unseen)).all()
 
 
+def test_missing_values_take_the_median_and_are_counted(rng):
+    X, y = frame(rng, n=200)
+    X.loc[:9, "size"] = np.nan  # NaN and None both arrive as Arrow nulls
+    X.loc[10:12, "color"] = None
+    clf = CTRClassifier(num_epochs=1, batch_size=64, hidden_units=(8,)).fit(X, y)
+    assert clf.input_report_["defaults_used"] == {"size": 10}  # a missing category is empty, not imputed
+    assert clf.input_report_["rows_used"] == 200 and clf.input_report_["features"]["color"]["out_of_vocabulary"] == 3
+
+
 def test_clone_and_params():
     clf = CTRClassifier(embedding_dim=8)
     assert clone(clf).get_params()["embedding_dim"] == 8
