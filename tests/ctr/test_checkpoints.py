@@ -103,3 +103,13 @@ def test_export_schema_records_versions_and_vocabularies_and_is_checked(tmp_path
     (tmp_path / "export" / "input_schema.json.sha256").unlink()
     with pytest.raises(FusionrecError, match=r"export format version 99 .* is newer"):
         load_export(tmp_path / "export")
+
+
+def test_a_pickled_module_as_checkpoint_is_refused(tmp_path, data):
+    import torch
+
+    trainer = trainer_for(tmp_path, data)
+    trainer.train(progress=False)
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "model" / "model.ckpt-9.pt")  # code, not tensors: never unpickled
+    with pytest.raises(FusionrecError, match=r"model\.ckpt-9\.pt'?: cannot be loaded \(UnpicklingError"):
+        trainer_for(tmp_path, data, num_steps=12).train(continue_train=True, progress=False)

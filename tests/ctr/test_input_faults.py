@@ -354,8 +354,13 @@ def test_parallel_history_lists_are_checked_before_truncation(tmp_path):
     config = small_config(tmp_path, write(tmp_path / "train.csv", lines), shuffle=False)
     config["model_config"]["seq_att_groups"][0]["seq_att_map"][0] = {"key": ["cat", "user"], "hist_seq": ["hist_cat", "hist_item"]}
     trainer = Trainer(config_from_dict(config))
-    with pytest.raises(FusionrecError, match=r"hist_cat and hist_item must be parallel lists; batch row 5 has 25 and 22"):
+    with pytest.raises(FusionrecError, match=r"train\.csv line 6, column 'hist_item': 22 values but 'hist_cat' has 25"):
         trainer.train(progress=False)
+    config["data_config"]["ignore_error"] = True
+    report = Trainer(config_from_dict(config)).train(progress=False)
+    assert report["input"]["rows_skipped"] == 2  # the row, once per pass: 15 rows in batches of 8, step 3 opens pass 2
+    assert report["eval"]["n_rows"] == 15
+
 
 
 def test_train_and_eval_reports_count_everything(tmp_path):

@@ -246,5 +246,5 @@ def test_din_history_lists_must_be_parallel(taobao, tmp_path):
     bad = tmp_path / "train.csv"
     bad.write_text("\n".join(lines) + "\n")
     config = load_config(din, edits(taobao, tmp_path / "m", train_input_path=str(bad), **{"data_config.shuffle": False}))
-    with pytest.raises(FusionrecError, match=r"batch 1: seq_att_map: hist_seq tag_brand_list and tag_category_list must be parallel lists; batch row 0 has 1 and 2"):
+    with pytest.raises(FusionrecError, match=r"train\.csv line 1, column 'tag_category_list': 2 values but 'tag_brand_list' has 1"):
         Trainer(config).train(progress=False)

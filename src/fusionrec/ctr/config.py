@@ -456,6 +456,19 @@ class PipelineConfig(_Strict):
     def features(self) -> list[FeatureConfig]:
         return self.feature_configs + (self.feature_config.features if self.feature_config else [])
 
+    def parallel_lists(self) -> list[list[tuple[str, str]]]:
+        """(input field, separator) of the ``hist_seq`` lists of each ``seq_att_map`` that has
+        several: DIN reads them as parallel lists, so each row must give them equal lengths."""
+        by_name = {f.name: f for f in self.features}
+        model = self.model_config_
+        seq_groups = [g for group in model.feature_groups for g in group.sequence_features] + list(model.seq_att_groups)
+        out = []
+        for seq_group in seq_groups:
+            for att in seq_group.seq_att_map:
+                if len(att.hist_seq) > 1:
+                    out.append([(by_name[n].input_names[0], by_name[n].separator) for n in att.hist_seq])
+        return out
+
     @model_validator(mode="after")
     def _cross(self):
         fields = {f.input_name: f for f in self.data_config.input_fields}

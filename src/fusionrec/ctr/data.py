@@ -139,7 +139,7 @@ class TableReader:
 
     def __init__(self, data_config: DataConfig, fields: list[InputField] | None = None, *, labels: bool = True,
                  separator: str | None = None, collect_rejects: bool = False, optional: tuple[str, ...] = (),
-                 selected_cols: list[int] | None = None):  # fmt: skip
+                 selected_cols: list[int] | None = None, parallel_lists: list[list[tuple[str, str]]] = ()):  # fmt: skip
         self.config = data_config
         self.fields = fields if fields is not None else list(data_config.input_fields)
         self.names = [f.input_name for f in self.fields]
@@ -156,6 +156,7 @@ class TableReader:
                 f"selected_cols: {len(selected_cols)} column indices for {len(self.required)} input fields {self.required}"
             )
         self.selected_cols = selected_cols
+        self.parallel_lists = [group for group in parallel_lists if all(name in self.names for name, _ in group)]
         self.report = ReadReport()
 
     # -- files ---------------------------------------------------------------------
@@ -350,6 +351,8 @@ class TableReader:
                 if default:  # an empty STRING without default_val stays empty: nothing is imputed
                     defaulted[name] = empty
             typed[name] = self._typed(f, text, keep, path, where, unit, is_label, counts)
+        for group in self.parallel_lists:
+            self._check_parallel(group, typed, keep, path, where, unit, counts)
         for name, empty in defaulted.items():
             if (empty & keep).any():
                 self.report.defaults_used[name] += int((empty & keep).sum())
@@ -400,6 +403,21 @@ class TableReader:
             bad(~((v >= 0) & (v <= 1)), "is not a binary label (0 or 1, or a probability in [0, 1])")
         return values
 
+    def _check_parallel(self, group, typed, keep, path, where, unit, counts) -> None:
+        """Lists read as parallel (a seq_att_map's hist_seq) must have equal lengths in every
+        row, counted before max_seq_len truncation (empty tokens do not count, as in features)."""
+        first, first_sep = group[0]
+        lengths = _token_counts(typed[first], first_sep)
+        for name, separator in group[1:]:
+            other = _token_counts(typed[name], separator)
+            bad = (other != lengths) & keep
+            if bad.any():
+                rule = f"must be as long as {first} (the hist_seq lists of one seq_att_map are parallel)"
+                self._reject(path, bad, where, unit, f"column {name}: value {rule}", lambda i: typed[name][int(i)].as_py(),
+                             counts, lambda i: f", column {name!r}: {other[i]} values but {first!r} has {lengths[i]}; "
+                             "the hist_seq lists of one seq_att_map are parallel")  # fmt: skip
+                keep[bad] = False
+
     def _bad_rows(self, bad: np.ndarray, keep: np.ndarray, text, path, where, unit, column, rule, counts) -> None:
         if not bad.any():
             return
@@ -422,6 +440,15 @@ class TableReader:
         if self.collect_rejects:
             for row in rows:
                 self.report.rejected.append((path, f"{unit} {int(where[row])}", reason, value_of(row)))
+
+
+def _token_counts(text: pa.Array, separator: str) -> np.ndarray:
+    """Non-empty tokens per row of ``separator``-joined lists."""
+    parts = pc.split_pattern(text, separator)
+    tokens = pc.list_flatten(parts)
+    non_empty = pc.greater(pc.utf8_length(tokens), 0).to_numpy(zero_copy_only=False)
+    rows = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)
+    return np.bincount(rows[non_empty], minlength=len(text))
 
 
 _ARROW_TYPES = {"STRING": pa.string(), "INT32": pa.int64(), "INT64": pa.int64(), "FLOAT": pa.float64(),
@@ -560,7 +587,11 @@ def iter_batches(reader: TableReader, paths: list[str], batch_size: int, *, shuf
 
 
 class Prefetcher:
-    """Runs a batch iterator on a background thread, ``depth`` batches ahead of the consumer."""
+    """Runs a batch iterator on a background thread, ``depth`` batches ahead of the consumer.
+
+    ``close`` stops the thread, closes the iterator on that thread (so the reader's files and
+    pyarrow readers are released on every path, error or not) and waits for it to end.
+    """
 
     _DONE = object()
 
@@ -570,20 +601,27 @@ class Prefetcher:
         self._thread = threading.Thread(target=self._run, args=(iterator,), daemon=True)
         self._thread.start()
 
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _run(self, iterator) -> None:
         try:
             for item in iterator:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(item):
                     return
-            self._queue.put(self._DONE)
+            self._put(self._DONE)
         except BaseException as error:  # handed to the consumer, raised there
-            self._queue.put(error)
+            self._put(error)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
     def __iter__(self):
         while True:
@@ -596,8 +634,9 @@ class Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
-        while not self._queue.empty():
+        while self._thread.is_alive():
             try:
-                self._queue.get_nowait()
+                self._queue.get(timeout=0.1)  # unblock a producer waiting on a full queue
             except queue.Empty:
-                break
+                pass
+            self._thread.join(timeout=0.1)

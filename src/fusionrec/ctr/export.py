@@ -165,7 +165,8 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
         raise FusionrecError(f"--batch_size {batch_size}: must be at least 1")
     reader = TableReader(config.data_config, labels=False, separator=input_sep, collect_rejects=True,
                          optional=tuple(config.data_config.label_fields),
-                         selected_cols=_parse_selected_cols(selected_cols))  # fmt: skip
+                         selected_cols=_parse_selected_cols(selected_cols),
+                         parallel_lists=config.parallel_lists())  # fmt: skip
     paths = resolve_paths(input_path, "--input_path")
     pieces = []
     n_rows = 0

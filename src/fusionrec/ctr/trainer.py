@@ -161,7 +161,8 @@ class Trainer:
         return pairs
 
     def _reader(self, *, labels: bool = True, collect_rejects: bool = False) -> TableReader:
-        return TableReader(self.config.data_config, labels=labels, collect_rejects=collect_rejects)
+        return TableReader(self.config.data_config, labels=labels, collect_rejects=collect_rejects,
+                           parallel_lists=self.config.parallel_lists())  # fmt: skip
 
     # -- loss -----------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, features) -> torch.Tensor:
