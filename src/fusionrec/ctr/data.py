@@ -89,7 +89,7 @@ class ReadReport:
     def n_skipped(self) -> int:
         return sum(self.skipped.values())
 
-    def _file(self, path: str) -> Counter:
+    def file_counts(self, path: str) -> Counter:
         return self.files.setdefault(path, Counter(rows_used=0, rows_skipped=0, blank_lines=0))
 
     def add_feature_counts(self, counts: dict[str, int]) -> None:
@@ -192,10 +192,10 @@ class TableReader:
         except (pa.ArrowInvalid, OSError) as error:
             stream.close()
             if "Empty CSV file" in str(error):
-                self.report._file(path)
+                self.report.file_counts(path)
                 return
             raise FusionrecError(f"{path}: cannot read as CSV ({_one_line(error)})") from None
-        counts = self.report._file(path)
+        counts = self.report.file_counts(path)
         try:
             layout: list[str | None] | None = None
             next_line = 1
@@ -232,11 +232,11 @@ class TableReader:
         if self.config.with_header:
             if first < 0:
                 self.report.blank_lines += len(lines)
-                self.report._file(path)["blank_lines"] += len(lines)
+                self.report.file_counts(path)["blank_lines"] += len(lines)
                 return None, lines, line_numbers
             if first > 0:
                 self.report.blank_lines += first
-                self.report._file(path)["blank_lines"] += first
+                self.report.file_counts(path)["blank_lines"] += first
             text = _decode(lines[first].as_py(), f"{path} line {int(line_numbers[first])} (the header)")
             columns = [c.strip() for c in text.split(self.separator)]
             duplicates = sorted({c for c in columns if columns.count(c) > 1})
@@ -306,7 +306,7 @@ class TableReader:
         present = [f for f in self.fields if f.input_name in schema.names]
         for f in present:
             _check_parquet_type(path, f, schema.field(f.input_name).type)
-        counts = self.report._file(path)
+        counts = self.report.file_counts(path)
         first_row = 0
         batches = file.iter_batches(batch_size=65536, columns=[f.input_name for f in present])
         while True:

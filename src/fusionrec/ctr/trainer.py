@@ -253,6 +253,22 @@ class Trainer:
         self.best_metric = None if best != best else best
 
     # -- training -------------------------------------------------------------------
+    def _start_or_resume(self, continue_train: bool, num_steps: int | None, num_epochs: int | None) -> bool:
+        """Load what the run starts from; False when the resumed run has already finished."""
+        existing = self.checkpoints()
+        if existing and not continue_train:  # never mix two runs, fine-tuned or not
+            raise FusionrecError(
+                f"model_dir {str(self.model_dir)!r} already holds checkpoints (latest {existing[-1][1].name}); "
+                "pass --continue_train to resume that run or choose another model_dir"
+            )
+        if existing:
+            self.load_checkpoint(existing[-1][1])
+            # a finished run resumes to nothing: no step past num_steps, no new checkpoint
+            return not ((num_steps is not None and self.step >= num_steps) or (num_epochs is not None and self.epoch >= num_epochs))
+        if self.config.train_config.fine_tune_checkpoint:
+            self.load_checkpoint(Path(self.config.train_config.fine_tune_checkpoint), weights_only_model=True)
+        return True
+
     def train(self, *, continue_train: bool = False, callbacks: list[TrainingCallback] | None = None,
               evaluate_at_checkpoints: bool = True, progress: bool = True) -> dict:  # fmt: skip
         config, train = self.config, self.config.train_config
@@ -263,25 +279,14 @@ class Trainer:
         num_epochs = config.data_config.num_epochs or None
         if num_steps is None and num_epochs is None:
             raise FusionrecError("train_config.num_steps and data_config.num_epochs are both 0: training would never end")
-        existing = self.checkpoints()
-        if existing and not continue_train:  # never mix two runs, fine-tuned or not
-            raise FusionrecError(
-                f"model_dir {str(self.model_dir)!r} already holds checkpoints (latest {existing[-1][1].name}); "
-                "pass --continue_train to resume that run or choose another model_dir"
-            )
-        if existing:
-            self.load_checkpoint(existing[-1][1])
-            done = (num_steps is not None and self.step >= num_steps) or (num_epochs is not None and self.epoch >= num_epochs)
-            if done:  # a finished run resumes to nothing: no step past num_steps, no new checkpoint
-                if progress:
-                    print(f"model_dir {str(self.model_dir)!r}: the run finished at step {self.step}; nothing to train")
-                report = {"steps": self.step, "epochs_completed": self.epoch, "examples": 0, "examples_per_sec": 0.0,
-                          "history": [], "already_finished": True}  # fmt: skip
-                if config.eval_input_path:
-                    report["eval"] = self._evaluate_and_track()
-                return report
-        elif train.fine_tune_checkpoint:
-            self.load_checkpoint(Path(train.fine_tune_checkpoint), weights_only_model=True)
+        if not self._start_or_resume(continue_train, num_steps, num_epochs):
+            if progress:
+                print(f"model_dir {str(self.model_dir)!r}: the run finished at step {self.step}; nothing to train")
+            report = {"steps": self.step, "epochs_completed": self.epoch, "examples": 0, "examples_per_sec": 0.0,
+                      "history": [], "already_finished": True}  # fmt: skip
+            if config.eval_input_path:
+                report["eval"] = self._evaluate_and_track()
+            return report
         data = config.data_config
         container = CallbackContainer(callbacks or [])
         container.before_training(self)
