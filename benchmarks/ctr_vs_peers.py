@@ -102,10 +102,13 @@ def run_deepctr(data_dir: Path) -> dict:
     test = pd.read_csv(data_dir / "test.csv", header=None, names=TAOBAO_COLUMNS, dtype=str, keep_default_na=False)
     both = pd.concat([train, test], ignore_index=True)
     inputs, columns = {}, []
-    for name, _ in ID_FEATURES + [("price", 50)]:
+    for name, _ in ID_FEATURES:
         codes = LabelEncoder().fit_transform(both[name])
         inputs[name] = codes
         columns.append(SparseFeat(name, int(codes.max()) + 1, embedding_dim=16))
+    price = both["price"].astype(np.int64).to_numpy()  # EasyRec's num_buckets: 50 rule, as fusionrec applies it
+    inputs["price"] = np.where((price >= 0) & (price < 50), price, 0)
+    columns.append(SparseFeat("price", 50, embedding_dim=16))
     for name, _ in LIST_FEATURES:  # as DeepCTR's movielens example: a key2index dict, then pad_sequences
         key2index: dict[str, int] = {}
 

@@ -121,13 +121,15 @@ def ctr_demo(args, console) -> None:
     scored = predict(str(data / "taobao_test_data"), str(args.out / "taobao_predictions.txt"),
                      str(args.out / "wide_and_deep_export"), reserved_cols="clk,user_id", output_cols="probs double")  # fmt: skip
     oracle = roc_auc_score(test.table.column("clk").to_numpy(), test.click_proba)
-    table = Table(title=f"Wide&Deep (the document's taobao config), {args.ctr_rows:,} generated rows, 1 epoch")
+    table = Table(title=f"Wide&Deep (EasyRec's taobao config), {args.ctr_rows:,} generated rows, 1 epoch")
     for column in ("model", "steps", "examples/s", "test AUC", "logloss", "oracle AUC"):
         table.add_column(column)
     table.add_row("fusionrec.ctr WideAndDeep", str(report["steps"]), f"{report['examples_per_sec']:,.0f}",
                   f"{report['eval']['auc']:.4f}", f"{report['eval']['logloss']:.4f}", f"{oracle:.4f}")  # fmt: skip
     console.print(table)
-    console.print(f"exported TorchScript to {args.out}/wide_and_deep_export, scored {scored['rows_written']:,} rows")
+    console.print(f"exported TorchScript to {args.out}/wide_and_deep_export, scored {scored['rows_written']:,} rows; "
+                  f"prices beyond num_buckets went to bucket 0: {report['input']['features']['price']['out_of_range']:,} "
+                  "training rows")  # fmt: skip
 
 
 def fusion_demo(args, console, X, y, n_fit: int, gbdt_rounds: int) -> None:

@@ -267,7 +267,7 @@ def _add_ctr(sub) -> None:
     pr.add_argument("--reserved_cols", default="ALL_COLUMNS")
     pr.add_argument("--output_cols", default="ALL_COLUMNS")
     pr.add_argument("--input_sep")
-    pr.add_argument("--output_sep", default="|")
+    pr.add_argument("--output_sep", default="\x01", help="EasyRec's default: the byte 0x01")
     pr.add_argument("--batch_size", type=int, default=1024)
     pr.add_argument("--selected_cols", help="headerless CSV: 0-based column of each non-label input field, in config order")
     pr.set_defaults(run=_ctr_predict)

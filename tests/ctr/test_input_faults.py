@@ -196,7 +196,7 @@ def test_predict_value_beyond_float32_is_rejected_not_scored_nan(exported, tmp_p
     result = predict(str(write(tmp_path / "big.csv", lines)), str(tmp_path / "out.csv"), str(exported),
                      output_cols="probs double", reserved_cols="user")  # fmt: skip
     assert result["rows_written"] == 4 and result["rows_rejected"] == 1
-    probs = [float(line.split("|")[-1]) for line in (tmp_path / "out.csv").read_text().splitlines()[1:]]
+    probs = [float(line.split("\x01")[0]) for line in (tmp_path / "out.csv").read_text().splitlines()[1:]]
     assert np.all(np.isfinite(probs))
     assert "\tline 2\tcolumn price: value is outside the float32 range" in (tmp_path / "out.csv.rejects").read_text()
 

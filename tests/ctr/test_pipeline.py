@@ -59,8 +59,8 @@ def test_example_trains_evaluates_exports_and_predicts(config_path, taobao, tmp_
                      output_cols="probs double")  # fmt: skip
     assert (result["rows_read"], result["rows_written"], result["rows_rejected"], result["rejects_path"]) == (300, 300, 0, None)
     lines = out.read_text().splitlines()
-    assert len(lines) == 301 and lines[0].replace('"', "") == "clk|user_id|probs"
-    exported = np.array([float(line.split("|")[-1]) for line in lines[1:]])
+    assert len(lines) == 301 and lines[0] == "probs\x01clk\x01user_id"  # EasyRec: output_cols, then reserved_cols
+    exported = np.array([float(line.split("\x01")[0]) for line in lines[1:]])
     _, in_memory, _ = trainer.predict_table([str(taobao / "test.csv")], trainer._reader())
     np.testing.assert_allclose(exported, in_memory, atol=1e-5)
 
@@ -248,3 +248,53 @@ def test_din_history_lists_must_be_parallel(taobao, tmp_path):
     config = load_config(din, edits(taobao, tmp_path / "m", train_input_path=str(bad), **{"data_config.shuffle": False}))
     with pytest.raises(FusionrecError, match=r"train\.csv line 1, column 'tag_category_list': 2 values but 'tag_brand_list' has 1"):
         Trainer(config).train(progress=False)
+
+
+def test_taobao_config_on_real_prices_sends_ids_beyond_num_buckets_to_bucket_0_and_counts_them(taobao, tmp_path):
+    """EasyRec's categorical_column_with_identity(num_buckets=50, default_value=0): a price of
+    85 is bucket 0, as are negative ids; fusionrec does the same and counts them everywhere."""
+    prices = [int(line.rsplit(",", 1)[1]) for line in (taobao / "train.csv").read_text().splitlines()]
+    beyond = sum(p >= 50 for p in prices)
+    assert beyond > len(prices) // 2  # make_taobao's prices are real ones
+    trainer = Trainer(load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "model", **{"data_config.shuffle": False,
+                                                                                      "train_config.num_steps": 5})))  # fmt: skip
+    report = trainer.train(progress=False)
+    assert report["input"]["features"]["price"]["out_of_range"] == beyond  # one pass over the 600 rows
+    info = json.loads((tmp_path / "model" / "eval_input_report.json").read_text())
+    test_prices = [int(line.rsplit(",", 1)[1]) for line in (taobao / "test.csv").read_text().splitlines()]
+    assert info["features"]["price"]["out_of_range"] == sum(p >= 50 for p in test_prices)
+    export_model(trainer, tmp_path / "export")
+    lines = (taobao / "test.csv").read_text().splitlines()[:4]
+    lines[0] = lines[0].rsplit(",", 1)[0] + ",-7"  # a negative id: bucket 0 too
+    (tmp_path / "neg.csv").write_text("\n".join(lines) + "\n")
+    result = predict(str(tmp_path / "neg.csv"), str(tmp_path / "p.csv"), str(tmp_path / "export"))
+    assert result["rows_written"] == 4
+    assert result["features"]["price"]["out_of_range"] == 1 + sum(int(x.rsplit(",", 1)[1]) >= 50 for x in lines[1:])
+    scores = {}
+    for price in ("0", "85", "-7"):
+        (tmp_path / "one.csv").write_text(lines[1].rsplit(",", 1)[0] + f",{price}\n")
+        predict(str(tmp_path / "one.csv"), str(tmp_path / "one_p.csv"), str(tmp_path / "export"), output_cols="probs double",
+                reserved_cols="user_id")  # fmt: skip
+        scores[price] = (tmp_path / "one_p.csv").read_text().splitlines()[-1]
+    assert scores["0"] == scores["85"] == scores["-7"]  # all three are bucket 0
+
+
+def test_predict_writes_what_easyrec_writes(taobao, tmp_path):
+    trainer = Trainer(load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "model")))
+    trainer.train(progress=False)
+    export_model(trainer, tmp_path / "export")
+    lines = (taobao / "test.csv").read_text().splitlines()[:3]
+    fields = lines[1].split(",")
+    fields[2] = 'slot|"7"'  # pid holding the output separator and a quote: the one value quoted
+    lines[1] = ",".join(fields)
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "out").mkdir()
+    predict(str(tmp_path / "in.csv"), str(tmp_path / "out"), str(tmp_path / "export"), reserved_cols="clk,pid",
+            output_cols="probs double,logits float", output_sep="|")  # fmt: skip
+    out = (tmp_path / "out" / "part-0.csv").read_text().splitlines()
+    assert out[0] == "probs|logits|clk|pid"
+    first = lines[0].split(",")
+    assert out[1].split("|")[2:] == [first[0], first[2]]  # clk, pid as they were read
+    assert out[2].endswith('|"slot|""7"""') and '"' not in out[1] + out[3]
+    probs, logits = float(out[1].split("|")[0]), float(out[1].split("|")[1])
+    assert abs(np.log(probs / (1 - probs)) - logits) < 1e-4

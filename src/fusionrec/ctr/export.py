@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
+import pyarrow.compute as pc
 import torch
 
 from fusionrec import __version__
@@ -124,6 +124,7 @@ def _check_vocabularies(module, features: dict, schema_path: Path) -> None:
                 )
 
 
+EASYREC_OUTPUT_SEP = "\x01"  # EasyRec predict's --output_sep default, chr(1)
 OUTPUT_TYPES = {"double": pa.float64(), "float": pa.float32(), "string": pa.string()}
 
 
@@ -143,9 +144,15 @@ def _parse_output_cols(spec: str) -> list[tuple[str, pa.DataType]]:
 
 
 def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved_cols: str = "ALL_COLUMNS",
-            output_cols: str = "ALL_COLUMNS", input_sep: str | None = None, output_sep: str = "|",
+            output_cols: str = "ALL_COLUMNS", input_sep: str | None = None, output_sep: str = EASYREC_OUTPUT_SEP,
             batch_size: int = 1024, selected_cols: str | None = None) -> dict:  # fmt: skip
     """Score ``input_path`` with an export; returns counts of rows read, written and rejected.
+
+    The output is what EasyRec's CSV predictor writes: a header line, then per row the
+    ``output_cols`` and then the ``reserved_cols``, joined by ``output_sep`` (EasyRec's
+    default, byte 0x01), unquoted; only a value holding the separator, a quote or a line
+    break is quoted (CSV style), so no row is ever split wrongly. An ``output_path`` that is
+    a directory (EasyRec writes one) receives ``part-0.csv``.
 
     Every input row is either written or rejected (with its line and reason, in
     ``<output_path>.rejects``): rows_read = rows_written + rows_rejected. The label columns are
@@ -168,9 +175,12 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
                          selected_cols=_parse_selected_cols(selected_cols),
                          parallel_lists=config.parallel_lists())  # fmt: skip
     paths = resolve_paths(input_path, "--input_path")
+    if not output_sep:
+        raise FusionrecError("--output_sep: must not be empty")
+    output_file = Path(output_path) / "part-0.csv" if Path(output_path).is_dir() else Path(output_path)
     pieces = []
     n_rows = 0
-    rejects_path = Path(str(output_path) + ".rejects")
+    rejects_path = Path(str(output_file) + ".rejects")
     try:
         with torch.no_grad():
             for batch in iter_batches(reader, paths, batch_size, shuffle=False, shuffle_rows=0, seed=0):
@@ -178,19 +188,15 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
                 reader.report.add_feature_counts(counts)
                 proba = proba_tensor.double().numpy()
                 logits = np.log(np.clip(proba, 1e-12, 1)) - np.log(np.clip(1 - proba, 1e-12, 1))
-                columns = {c: batch.table.column(c) for c in reserved}
-                for name, kind in outputs:
-                    columns[name] = pa.array(proba if name == "probs" else logits).cast(kind)
+                columns = {name: pa.array(proba if name == "probs" else logits).cast(kind) for name, kind in outputs}
+                columns.update({c: batch.table.column(c) for c in reserved if c not in columns})
                 pieces.append(pa.table(columns))
                 n_rows += batch.table.num_rows
     except FusionrecError as error:
         if _write_rejects(rejects_path, reader.report.rejected):  # say why every row was refused
             raise FusionrecError(f"{error}; every rejected row is listed in {rejects_path}") from None
         raise
-    sink = io.BytesIO()
-    pacsv.write_csv(pa.concat_tables(pieces), sink,
-                    write_options=pacsv.WriteOptions(delimiter=output_sep, quoting_style="needed"))  # fmt: skip
-    atomic_write_bytes(output_path, sink.getvalue(), checksum=False)
+    atomic_write_bytes(output_file, _delimited(pa.concat_tables(pieces), output_sep), checksum=False)
     rejected = reader.report.rejected
     wrote_rejects = _write_rejects(rejects_path, rejected)
     report = reader.report.as_dict()
@@ -199,6 +205,22 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     return {"rows_read": report["rows_read"], "rows_written": n_rows, "rows_rejected": len(rejected),
             "rejects_path": str(rejects_path) if wrote_rejects else None, "blank_lines": report["blank_lines"],
             "defaults_used": report["defaults_used"], "features": report["features"]}  # fmt: skip
+
+
+def _delimited(table: pa.Table, separator: str) -> bytes:
+    """A header line and one line per row, values joined by ``separator`` (vectorized)."""
+    columns = []
+    for name in table.column_names:
+        text = pc.fill_null(pc.cast(table.column(name), pa.string()), "")
+        needs_quotes = pc.or_(pc.or_(pc.match_substring(text, separator), pc.match_substring(text, "\n")),
+                              pc.match_substring(text, '"'))  # fmt: skip
+        if pc.any(needs_quotes).as_py():
+            quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+            text = pc.if_else(needs_quotes, quoted, text)
+        columns.append(text)
+    lines = pc.binary_join_element_wise(*columns, separator) if len(columns) > 1 else columns[0]
+    body = "\n".join(lines.to_pylist())
+    return (separator.join(table.column_names) + "\n" + body + ("\n" if body else "")).encode()
 
 
 def _write_rejects(path: Path, rejected: list) -> bool:

@@ -25,15 +25,16 @@ from fusionrec.ctr.config import FeatureConfig, PipelineConfig
 from fusionrec.errors import FusionrecError
 
 # Per-batch counts the transform adds to its output as 0-d tensors, keyed "<feature>.<kind>":
-# ".out_of_vocabulary" (values not in vocab_list / vocab_file) and ".truncated" (sequences
-# longer than max_seq_len). Written as literals because TorchScript cannot read module globals.
+# ".out_of_vocabulary" (values not in vocab_list / vocab_file, mapped to 0), ".out_of_range"
+# (num_buckets ids outside [0, num_buckets), mapped to 0) and ".truncated" (sequences longer
+# than max_seq_len). Written as literals because TorchScript cannot read module globals.
 
 
 def feature_counts(features: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """The count entries of a transform's output (see COUNT_OOV, COUNT_TRUNCATED)."""
     counts: Dict[str, Tensor] = {}
     for key, value in features.items():
-        if key.endswith(".out_of_vocabulary") or key.endswith(".truncated"):
+        if key.endswith(".out_of_vocabulary") or key.endswith(".out_of_range") or key.endswith(".truncated"):
             counts[key] = value
     return counts
 
@@ -143,16 +144,17 @@ class _Feature(nn.Module):
             return self.hash_bucket_size
         if self.num_buckets > 0:
             return self.num_buckets
-        return self.n_vocab + 1  # the last row is the out-of-vocabulary index
+        return self.n_vocab  # out-of-vocabulary values share row 0 with the first word, as in EasyRec
 
-    def _ids_from_strings(self, data: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
+    def _ids_from_strings(self, data: Tensor, starts: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """(ids, how many were out of the vocabulary); EasyRec's default_value=0 for the latter."""
         if self.has_vocab:
             key = vocab_key(data, starts, lengths)
             where = torch.searchsorted(self.vocab_keys, key).clamp(max=self.n_vocab - 1)
             found = self.vocab_keys[where] == key
-            return torch.where(found, self.vocab_index[where], torch.full_like(key, self.n_vocab))
+            return torch.where(found, self.vocab_index[where], torch.zeros_like(key)), (~found).sum()
         h = fnv1a(data, starts, lengths, torch.full_like(starts, 2166136261))
-        return torch.remainder(h, self.hash_bucket_size)
+        return torch.remainder(h, self.hash_bucket_size), torch.zeros((), dtype=torch.int64)
 
     def forward(self, columns: Dict[str, Tensor], out: Dict[str, Tensor]) -> None:
         first = self.inputs[0]
@@ -181,7 +183,7 @@ class _Feature(nn.Module):
             data, offsets = columns[first + ".bytes"], columns[first + ".offsets"]
             if self.multi:
                 starts, lengths, row = split_tokens(data, offsets, self.separator)
-                ids = self._ids_from_strings(data, starts, lengths)
+                ids, n_oov = self._ids_from_strings(data, starts, lengths)
                 padded, mask, lengths = pad_tokens(ids, row, offsets.shape[0] - 1, self.max_seq_len)
                 out[self.name] = padded
                 out[self.name + ".mask"] = mask
@@ -190,21 +192,18 @@ class _Feature(nn.Module):
                     out[self.name + ".truncated"] = (lengths > self.max_seq_len).sum()
             else:
                 starts = offsets[:-1]
-                ids = self._ids_from_strings(data, starts, offsets[1:] - starts)
+                ids, n_oov = self._ids_from_strings(data, starts, offsets[1:] - starts)
                 out[self.name] = ids
             if self.has_vocab:
-                out[self.name + ".out_of_vocabulary"] = (ids == self.n_vocab).sum()
+                out[self.name + ".out_of_vocabulary"] = n_oov
             return
         value = columns[first].to(torch.int64)
         if self.num_buckets > 0:
-            bad = (value < 0) | (value >= self.num_buckets)
-            if bool(bad.any()):
-                row = int(torch.nonzero(bad)[0, 0].item())
-                raise ValueError(
-                    "feature " + self.name + ": id " + str(int(value[row].item())) + " at batch row " + str(row)
-                    + " is outside num_buckets [0, " + str(self.num_buckets) + ")"
-                )
-            out[self.name] = value
+            # EasyRec's categorical_column_with_identity(default_value=0): ids outside
+            # [0, num_buckets), negative ones included, go to bucket 0, and are counted
+            outside = (value < 0) | (value >= self.num_buckets)
+            out[self.name] = torch.where(outside, torch.zeros_like(value), value)
+            out[self.name + ".out_of_range"] = outside.sum()
         else:  # integer input with hash_bucket_size: hashed by value
             out[self.name] = torch.remainder(value, self.hash_bucket_size)
 

@@ -24,6 +24,7 @@ from fusionrec.ctr.data import TableReader, iter_batches
 from fusionrec.errors import DataTypeError, FusionrecError
 
 LABEL = "__label__"
+UNSEEN = "\x00unseen"  # vocabulary row 0: values not seen in fit (and missing ones)
 
 
 def _to_table(X) -> pa.Table:
@@ -64,10 +65,11 @@ class CTRClassifier(ClassifierMixin, BaseEstimator):
                 continue
             column = table.column(name)
             if pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or pa.types.is_dictionary(column.type) or pa.types.is_boolean(column.type):
-                values = sorted({str(v) for v in column.cast(pa.string()).to_pylist() if v is not None})
+                values = sorted({str(v) for v in column.cast(pa.string()).to_pylist() if v is not None} - {UNSEEN})
                 fields.append({"input_name": name, "input_type": "STRING"})
+                # row 0 (the first word) is where unseen and missing values go, as in EasyRec
                 features.append({"feature_name": name, "input_names": [name], "feature_type": "IdFeature",
-                                 "embedding_dim": self.embedding_dim, "vocab_list": values or [""]})  # fmt: skip
+                                 "embedding_dim": self.embedding_dim, "vocab_list": [UNSEEN, *values]})  # fmt: skip
                 wide.append(name)
                 deep.append(name)
             elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
