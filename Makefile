@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test bench proto clean
+.PHONY: demo test bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,6 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/gbdt_vs_peers.py
-
-proto: $(STAMP)
-	cd src/fusionrec/ctr/protos && ../../../../$(PY) -m grpc_tools.protoc -I. --python_out=. easyrec.proto
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -42,13 +42,13 @@ def write(tmp_path, text, name="c.config"):
 
 def test_unknown_text_format_field_names_line_and_field(tmp_path):
     text = TAOBAO.read_text().replace("num_steps: 2500", "num_steps: 2500\n  not_a_field: 3")
-    with pytest.raises(FusionrecError, match=r"c\.config line 25 column 3: TrainConfig has no field 'not_a_field' \(not an EasyRec field"):
+    with pytest.raises(FusionrecError, match=r"c\.config: invalid pipeline config\n  line 25: train_config\.not_a_field: unknown field: EasyRec's TrainConfig has no field 'not_a_field'"):
         load_config(write(tmp_path, text))
 
 
 def test_easyrec_field_not_implemented_says_so(tmp_path):
     text = TAOBAO.read_text().replace("num_steps: 2500", "num_steps: 2500\n  freeze_gradient: 'x'")
-    with pytest.raises(FusionrecError, match=r"line 25 column 3: EasyRec field 'freeze_gradient' \(in TrainConfig\) is not implemented yet"):
+    with pytest.raises(FusionrecError, match=r"line 25: train_config\.freeze_gradient: EasyRec field 'freeze_gradient' \(in TrainConfig\) is not implemented yet"):
         load_config(write(tmp_path, text))
 
 
@@ -63,7 +63,7 @@ def test_yaml_errors_give_the_field_path(tmp_path):
         load_config(write(tmp_path, yaml.safe_dump(data), "c.yaml"))
     data = dump_config(load_config(TAOBAO))
     data["model_config"]["kd"] = []
-    with pytest.raises(FusionrecError, match="'kd' is not implemented yet"):
+    with pytest.raises(FusionrecError, match=r"model_config\.kd: EasyRec field 'kd' \(in EasyRecModel\) is not implemented yet"):
         load_config(write(tmp_path, yaml.safe_dump(data), "c.yaml"))
 
 
@@ -100,13 +100,35 @@ def test_missing_file_is_named(tmp_path):
         load_config(tmp_path / "nope.config")
 
 
-def test_generated_schema_module_is_up_to_date(tmp_path):
-    """easyrec_pb2.py must be what `make proto` generates from easyrec.proto."""
-    pytest.importorskip("grpc_tools")
-    protos = ROOT / "src" / "fusionrec" / "ctr" / "protos"
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{protos}", f"--python_out={tmp_path}", "easyrec.proto"],
-                   check=True, cwd=protos)  # fmt: skip
-    assert (tmp_path / "easyrec_pb2.py").read_text() == (protos / "easyrec_pb2.py").read_text()
+def test_text_format_is_read_with_merge_semantics(tmp_path):
+    """As EasyRec's text_format.Merge: a singular field given twice keeps the last value, a
+    singular message given twice is merged, repeated fields keep every value."""
+    text = TAOBAO.read_text().replace("num_steps: 2500", "num_steps: 2500\n  log_step_count_steps: 7\n  num_steps: 30")
+    text = text.replace("eval_config {", "eval_config {\n  num_examples: 5\n}\neval_config {", 1)
+    config = load_config(write(tmp_path, text))
+    assert config.train_config.num_steps == 30 and config.train_config.log_step_count_steps == 7
+    assert config.eval_config.num_examples == 5 and config.eval_config.metrics_set[0].name == "auc"
+    assert [f.input_name for f in config.data_config.input_fields][:3] == ["clk", "buy", "pid"]
+
+
+def test_text_format_values_as_protobuf_writes_them(tmp_path):
+    """Octal escapes (EasyRec's separator \\001), lists in brackets, comments, `<...>` messages."""
+    text = TAOBAO.read_text().replace("  label_fields: 'clk'", "  label_fields: ['clk']  # a list\n  separator: '\\001'")
+    text = text.replace("eval_config {", "eval_config <\n  num_examples: 5\n>\neval_config {", 1)
+    config = load_config(write(tmp_path, text))
+    assert config.data_config.separator == "\x01" and config.data_config.label_fields == ["clk"]
+    assert config.eval_config.num_examples == 5
+    with pytest.raises(FusionrecError, match=r"c\.config line \d+ column \d+: .*expected '}' to close the message opened on line"):
+        load_config(write(tmp_path, TAOBAO.read_text() + "\nexport_config {\n"))
+
+
+def test_fields_with_no_effect_are_accepted(tmp_path):
+    text = TAOBAO.read_text().replace("num_steps: 2500", "num_steps: 2500\n  dead_line: '20991231'")
+    text += "\nexport_config {\n  multi_placeholder: false\n}\n"
+    assert 'model_class: "WideAndDeep"' in text
+    text = text.replace('model_class: "WideAndDeep"', 'model_class: "WideAndDeep"\n  model_name: "wide and deep"')
+    config = load_config(write(tmp_path, text))
+    assert config.train_config.num_steps == 2500
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,17 @@
 """Pipeline configs: EasyRec `.config` (protobuf text format) or YAML, into one typed config.
 
-Both front ends use EasyRec's field names. A `.config` is parsed with protobuf's
-``text_format`` against ``protos/easyrec.proto``, turned into a dict, and validated by the
-same pydantic models as a YAML file, so the two cannot drift apart. Errors name the file and
-the field's path (``model_config.wide_and_deep.dnn.hidden_units``) or, for the text format,
-the line and column.
+Both front ends use EasyRec's field names. A `.config` is read as EasyRec reads it
+(``text_format.Merge`` semantics, see ``fusionrec.ctr.textformat``) into plain data, and
+validated by the same pydantic models as a YAML file, so the two cannot drift apart. Every
+field of EasyRec's messages is known (``EASYREC_MESSAGES``): implemented, accepted with no
+effect, or refused by name. Errors name the file, the line (text format) and the field's path
+(``model_config.wide_and_deep.dnn.hidden_units``).
 """
 
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,24 +19,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fusionrec.errors import FusionrecError
-
-# EasyRec fields that change the model or the data and that fusionrec does not implement
-# yet: named in the error instead of "unknown field", never silently ignored.
-EASYREC_NOT_IMPLEMENTED = {
-    "kafka_train_input", "kafka_eval_input", "datahub_train_input", "datahub_eval_input", "hive_train_input",
-    "hive_eval_input", "fg_json_path", "auto_expand_input_fields", "label_sep", "label_dim", "selected_cols",
-    "rtp_separator", "negative_sampler", "negative_sampler_v2", "hard_negative_sampler", "input_dim",
-    "kv_separator", "seq_multi_sep", "shared_names", "lookup_max_sel_elem_num", "initializer", "precision",
-    "raw_input_dim", "sequence_combiner", "sub_feature_type", "sequence_length", "expression",
-    "fm", "autoint", "dlrm", "cmbf", "uniter", "dssm", "mind", "mmoe", "esmm", "dbmtl", "ple",
-    "simple_multi_task", "rocket_launching", "model_params", "backbone", "losses", "loss_type", "kd",
-    "variational_dropout", "ev_params", "rms_prop_optimizer", "adamw_optimizer", "momentumw_optimizer",
-    "adam_async_optimizer", "manual_step_learning_rate", "poly_decay_learning_rate",
-    "transformer_learning_rate", "burnin_learning_rate", "burnin_steps", "fine_tune_ckpt_var_map",
-    "freeze_gradient", "incr_save_config", "train_distribute", "recall_at_topk", "mean_absolute_error",
-    "embedding_learning_rate_multiplier", "moving_average_decay",
-}  # fmt: skip
-
 
 class _Strict(BaseModel):
     # inf and nan are refused in every float field (a learning_rate of inf trains to a NaN loss)
@@ -51,6 +34,11 @@ class InputField(_Strict):
     default_val: str | None = None
 
 
+# EasyRec's input types that fusionrec reads: the V2 variants read the same files (their
+# differences are TensorFlow's readers).
+INPUT_TYPES = frozenset({"CSVInput", "CSVInputV2", "ParquetInput", "ParquetInputV2"})
+
+
 class DataConfig(_Strict):
     batch_size: int = Field(32, ge=1)
     input_fields: list[InputField] = Field(min_length=1)
@@ -59,7 +47,7 @@ class DataConfig(_Strict):
     shuffle_buffer_size: int = Field(32, ge=1)
     num_epochs: int = Field(0, ge=0)
     prefetch_size: int = Field(32, ge=1)
-    input_type: Literal["CSVInput", "ParquetInput"] = "CSVInput"
+    input_type: str = "CSVInput"
     separator: str = ","
     num_parallel_calls: int = 8
     ignore_error: bool = False
@@ -84,16 +72,26 @@ class DataConfig(_Strict):
             raise ValueError(f"sample_weight: {self.sample_weight!r} is not one of the input_fields")
         if len(self.separator) != 1:
             raise ValueError(f"separator: {self.separator!r} must be one character")
+        if self.input_type not in INPUT_TYPES:
+            raise ValueError(
+                f"input_type {self.input_type!r} is not implemented yet by fusionrec; it reads {sorted(INPUT_TYPES)}"
+            )
         return self
 
+    @property
+    def is_parquet(self) -> bool:
+        return self.input_type in ("ParquetInput", "ParquetInputV2")
 
-FeatureType = Literal["IdFeature", "RawFeature", "TagFeature", "ComboFeature", "SequenceFeature"]
+
+FEATURE_TYPES = ("IdFeature", "RawFeature", "TagFeature", "ComboFeature", "SequenceFeature")
+# EasyRec's other feature types: refused by name
+EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED = ("LookupFeature", "ExprFeature", "PassThroughFeature")
 
 
 class FeatureConfig(_Strict):
     feature_name: str | None = None
     input_names: list[str] = Field(min_length=1)
-    feature_type: FeatureType = "IdFeature"
+    feature_type: str = "IdFeature"
     embedding_name: str = ""
     embedding_dim: int = Field(0, ge=0)
     hash_bucket_size: int = Field(0, ge=0, le=2**31 - 1)
@@ -123,6 +121,13 @@ class FeatureConfig(_Strict):
 
     @model_validator(mode="after")
     def _kind(self):
+        if self.feature_type not in FEATURE_TYPES:
+            known = self.feature_type in EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED
+            raise ValueError(
+                f"feature {self.name!r}: feature_type {self.feature_type!r} is "
+                + ("not implemented yet by fusionrec" if known else "not an EasyRec feature type")
+                + f"; fusionrec has {list(FEATURE_TYPES)}"
+            )
         kinds = [bool(self.hash_bucket_size), bool(self.num_buckets), bool(self.vocab_list or self.vocab_file)]
         if self.feature_type in ("IdFeature", "TagFeature", "SequenceFeature", "ComboFeature"):
             if sum(kinds) != 1:
@@ -257,6 +262,14 @@ class ModelConfig(_Strict):
     seq_att_groups: list[SeqAttGroupConfig] = []
     embedding_regularization: float = Field(0.0, ge=0)
     num_class: int = 1
+    loss_type: str = "CLASSIFICATION"
+
+    @field_validator("loss_type")
+    @classmethod
+    def _classification(cls, value):
+        if value != "CLASSIFICATION":
+            raise ValueError(f"loss_type {value!r} is not implemented yet by fusionrec (CLASSIFICATION: binary cross-entropy)")
+        return value
 
     @model_validator(mode="after")
     def _model(self):
@@ -271,7 +284,7 @@ class ModelConfig(_Strict):
                 f"model_class {self.model_class!r} needs exactly the block {wanted!r}, found {set_fields or 'none'}"
             )
         if self.num_class != 1:
-            raise ValueError(f"num_class {self.num_class}: only binary CTR models (num_class 1) are implemented yet")
+            raise ValueError(f"num_class {self.num_class} is not implemented yet by fusionrec (binary CTR models: num_class 1)")
         for group in self.feature_groups:
             if group.wide_deep == "WIDE_AND_DEEP":
                 raise ValueError(
@@ -325,6 +338,7 @@ class AdamOptimizer(_Strict):
 
 class AdagradOptimizer(_Strict):
     learning_rate: LearningRate = LearningRate()
+    initial_accumulator_value: float = Field(0.1, ge=0)
 
 
 class MomentumOptimizer(_Strict):
@@ -332,15 +346,19 @@ class MomentumOptimizer(_Strict):
     momentum_optimizer_value: float = Field(0.9, ge=0)
 
 
+OPTIMIZERS = ("adam_optimizer", "lazy_adam_optimizer", "adagrad_optimizer", "momentum_optimizer")
+
+
 class Optimizer(_Strict):
     adam_optimizer: AdamOptimizer | None = None
+    lazy_adam_optimizer: AdamOptimizer | None = None  # what adam_optimizer already is for embedding tables
     adagrad_optimizer: AdagradOptimizer | None = None
     momentum_optimizer: MomentumOptimizer | None = None
     use_moving_average: bool = False
 
     @model_validator(mode="after")
     def _one(self):
-        chosen = [n for n in ("adam_optimizer", "adagrad_optimizer", "momentum_optimizer") if getattr(self, n)]
+        chosen = [n for n in OPTIMIZERS if getattr(self, n)]
         if len(chosen) != 1:
             raise ValueError(f"optimizer_config: set exactly one optimizer, found {chosen or 'none'}")
         if self.use_moving_average:
@@ -349,9 +367,9 @@ class Optimizer(_Strict):
 
     @property
     def chosen(self) -> tuple[str, Any]:
-        for name in ("adam_optimizer", "adagrad_optimizer", "momentum_optimizer"):
+        for name in OPTIMIZERS:
             if getattr(self, name) is not None:
-                return name, getattr(self, name)
+                return ("adam_optimizer" if name == "lazy_adam_optimizer" else name), getattr(self, name)
         raise AssertionError("validated to have one optimizer")
 
 
@@ -371,6 +389,14 @@ class TrainConfig(_Strict):
     intra_op_parallelism_threads: int = Field(0, ge=0)
     write_graph: bool = True
     startup_delay_steps: float = 15
+    train_distribute: str = "NoStrategy"
+
+    @field_validator("train_distribute")
+    @classmethod
+    def _one_process(cls, value):
+        if value != "NoStrategy":
+            raise ValueError(f"train_distribute {value!r} is not implemented yet by fusionrec (NoStrategy: one process)")
+        return value
 
     @model_validator(mode="after")
     def _one(self):
@@ -450,7 +476,11 @@ class PipelineConfig(_Strict):
     model_config_: ModelConfig = Field(alias="model_config")
     export_config: ExportConfig = ExportConfig()
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True, protected_namespaces=())
+    parquet_train_input: str | None = None  # ParquetInputV2's paths: the same as train_input_path here
+    parquet_eval_input: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True, protected_namespaces=(),
+                              allow_inf_nan=False)  # fmt: skip
 
     @property
     def features(self) -> list[FeatureConfig]:
@@ -468,6 +498,15 @@ class PipelineConfig(_Strict):
                 if len(att.hist_seq) > 1:
                     out.append([(by_name[n].input_names[0], by_name[n].separator) for n in att.hist_seq])
         return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parquet_paths(cls, data):
+        if isinstance(data, dict):
+            for stage in ("train", "eval"):
+                if data.get(f"parquet_{stage}_input") and not data.get(f"{stage}_input_path"):
+                    data = {**data, f"{stage}_input_path": data[f"parquet_{stage}_input"]}
+        return data
 
     @model_validator(mode="after")
     def _cross(self):
@@ -498,7 +537,10 @@ class PipelineConfig(_Strict):
                     "multi-value strings; use hash_bucket_size or vocab_list"
                 )
             if feature.feature_type == "ComboFeature" and any(fields[n].input_type != "STRING" for n in feature.input_names):
-                raise ValueError(f"feature {feature.name!r} (ComboFeature): every input must be a STRING field")
+                raise ValueError(
+                    f"feature {feature.name!r} (ComboFeature): crossing non-STRING inputs is not implemented yet by "
+                    "fusionrec; declare the inputs as STRING fields"
+                )
             if feature.feature_type == "IdFeature" and kind in ("FLOAT", "DOUBLE"):
                 raise ValueError(
                     f"feature {feature.name!r} (IdFeature): input {feature.input_names[0]!r} is {kind}; "
@@ -522,6 +564,137 @@ class PipelineConfig(_Strict):
         return self
 
 
+# ---------------------------------------------------------------- EasyRec's schema
+@dataclass(frozen=True)
+class EasyRecMessage:
+    """How fusionrec treats one EasyRec message (easy_rec/python/protos). Each of its fields is
+    a field of the pydantic model (implemented, or accepted with no effect: docs/ctr.md lists
+    those), or in ``no_effect`` (accepted and dropped: it tunes TensorFlow, PAI or a cluster),
+    or in ``not_implemented`` (refused by name). tests/ctr/test_easyrec_schema.py walks
+    EasyRec's protos and checks that no field is left out."""
+
+    name: str
+    no_effect: frozenset[str] = frozenset()
+    not_implemented: frozenset[str] = frozenset()
+
+
+def _message(name: str, no_effect: str = "", not_implemented: str = "") -> EasyRecMessage:
+    return EasyRecMessage(name, frozenset(no_effect.split()), frozenset(not_implemented.split()))
+
+
+_MODELS_NOT_IMPLEMENTED = (
+    "model_params dummy fm autoint dlrm cmbf uniter multi_tower_recall dssm mind dropoutnet metric_learning pdn "
+    "dssm_senet dat mmoe esmm dbmtl simple_multi_task ple rocket_launching backbone"
+)
+EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
+    PipelineConfig: _message(
+        "EasyRecConfig",
+        not_implemented="kafka_train_input kafka_eval_input datahub_train_input datahub_eval_input hive_train_input "
+        "hive_eval_input binary_train_input binary_eval_input fg_json_path",
+    ),
+    DataConfig: _message(
+        "DatasetConfig",
+        no_effect="file_shard pai_worker_slice_num eval_batch_size data_compression_type n_data_batch_tfrecord",
+        not_implemented="auto_expand_input_fields label_sep label_dim extra_label_func selected_cols selected_col_types "
+        "rtp_separator feature_fields negative_sampler negative_sampler_v2 hard_negative_sampler hard_negative_sampler_v2 "
+        "negative_sampler_in_memory drop_remainder",
+    ),
+    InputField: _message(
+        "Field", not_implemented="input_dim input_shape user_define_fn user_define_fn_path user_define_fn_res_type ignore_val"
+    ),
+    TrainConfig: _message(
+        "TrainConfig",
+        no_effect="sparse_accumulator_type num_gpus_per_worker summary_model_vars protocol tensor_fuse "
+        "enable_oss_stop_signal dead_line",
+        not_implemented="fine_tune_ckpt_var_map force_restore_shape_compatible freeze_gradient incr_save_config",
+    ),
+    EvalConfig: _message("EvalConfig", no_effect="max_evals save_graph"),
+    EvalMetrics: _message(
+        "EvalMetrics", not_implemented="recall_at_topk mean_absolute_error recall precision precision_at_topk"
+    ),
+    AUCMetric: _message("AUC"),
+    GAUCMetric: _message("GAUC"),
+    SessionAUCMetric: _message("SessionAUC"),
+    AccuracyMetric: _message("Accuracy"),
+    ExportConfig: _message(
+        "ExportConfig",
+        no_effect="multi_placeholder placeholder_named_by_input filter_inputs export_features export_rtp_outputs "
+        "asset_files auto_multi_value multi_value_fields max_check_steps",
+        not_implemented="enable_early_stop early_stop_func early_stop_params",
+    ),
+    FeatureConfig: _message(
+        "FeatureConfig",
+        not_implemented="kv_separator seq_multi_sep shared_names lookup_max_sel_elem_num initializer precision "
+        "raw_input_dim sequence_combiner sub_feature_type sequence_length expression ev_params combo_join_sep "
+        "combo_input_seps",
+    ),
+    FeatureConfigV2: _message("FeatureConfigV2", no_effect="embedding_on_cpu"),
+    FeatureGroupConfig: _message("FeatureGroupConfig", not_implemented="negative_sampler"),
+    SeqAttGroupConfig: _message(
+        "SeqAttGroupConfig", not_implemented="need_key_feature allow_key_transform transform_dnn"
+    ),
+    SeqAttMap: _message("SeqAttMap", not_implemented="aux_hist_seq"),
+    DNN: _message("DNN"),
+    ModelConfig: _message(
+        "EasyRecModel", no_effect="model_name",
+        not_implemented=_MODELS_NOT_IMPLEMENTED + " ev_params kd restore_filters variational_dropout losses "
+        "loss_weight_strategy label_name",
+    ),
+    WideAndDeepConfig: _message("WideAndDeep"),
+    DeepFMConfig: _message("DeepFM", not_implemented="wide_regularization dense_regularization"),
+    DCNConfig: _message("DCN"),
+    Tower: _message("Tower"),
+    CrossTower: _message("CrossTower"),
+    MultiTowerConfig: _message("MultiTower", not_implemented="bst_towers"),
+    Optimizer: _message(
+        "Optimizer",
+        not_implemented="rms_prop_optimizer momentumw_optimizer adamw_optimizer adam_async_optimizer ftrl_optimizer "
+        "adam_asyncw_optimizer moving_average_decay embedding_learning_rate_multiplier",
+    ),
+    AdamOptimizer: _message("AdamOptimizer"),
+    AdagradOptimizer: _message("AdagradOptimizer"),
+    MomentumOptimizer: _message("MomentumOptimizer"),
+    LearningRate: _message(
+        "LearningRate", not_implemented="manual_step_learning_rate poly_decay_learning_rate transformer_learning_rate"
+    ),
+    ConstantLR: _message("ConstantLearningRate"),
+    ExponentialDecayLR: _message("ExponentialDecayLearningRate", not_implemented="burnin_learning_rate burnin_steps"),
+    CosineDecayLR: _message("CosineDecayLearningRate"),
+}
+
+
+def _drop_no_effect(data: Any, model: type[BaseModel] | None, dropped: list[str], path: str = "") -> Any:
+    """``data`` without the fields that have no effect here (recorded in ``dropped``)."""
+    from fusionrec.ctr.textformat import field_model
+
+    if not isinstance(data, dict) or model is None:
+        return data
+    message = EASYREC_MESSAGES.get(model)
+    out = {}
+    for key, value in data.items():
+        if message is not None and key in message.no_effect:
+            dropped.append(f"{path}{key}")
+            continue
+        sub_model = field_model(model, key)
+        if isinstance(value, list):
+            out[key] = [_drop_no_effect(v, sub_model, dropped, f"{path}{key}.") for v in value]
+        else:
+            out[key] = _drop_no_effect(value, sub_model, dropped, f"{path}{key}.")
+    return out
+
+
+def _owner(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the last field of an error location."""
+    from fusionrec.ctr.textformat import field_model
+
+    model: type[BaseModel] | None = PipelineConfig
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        model = field_model(model, part)
+    return model
+
+
 def _check_seq_group(seq_group: SeqAttGroupConfig, names: set[str], where: str) -> None:
     for att in seq_group.seq_att_map:
         for name in att.key + att.hist_seq:
@@ -530,50 +703,50 @@ def _check_seq_group(seq_group: SeqAttGroupConfig, names: set[str], where: str) 
 
 
 # --------------------------------------------------------------------------- loading
-def _proto_to_dict(text: str, path: str) -> dict:
-    from google.protobuf import json_format, text_format
+def _text_format_to_dict(text: str, path: str, lines: dict) -> dict:
+    """An EasyRec `.config`, read as EasyRec reads it (``text_format.Merge``), into plain data."""
+    from fusionrec.ctr import textformat
 
-    from fusionrec.ctr.protos import easyrec_pb2
-
-    message = easyrec_pb2.EasyRecConfig()
-    try:
-        text_format.Parse(text, message)
-    except text_format.ParseError as error:
-        where = f"{path} line {error.GetLine()} column {error.GetColumn()}"
-        detail = str(error).split(" : ", 1)[-1]
-        match = re.search(r'type "fusionrec\.easyrec\.(\w+)" has no field named "(\w+)"', detail)
-        if match and match.group(2) in EASYREC_NOT_IMPLEMENTED:
-            raise FusionrecError(
-                f"{where}: EasyRec field {match.group(2)!r} (in {match.group(1)}) is not implemented yet by fusionrec"
-            ) from None
-        if match:
-            raise FusionrecError(
-                f"{where}: {match.group(1)} has no field {match.group(2)!r} (not an EasyRec field that fusionrec knows)"
-            ) from None
-        raise FusionrecError(f"{where}: {detail}") from None
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return textformat.shape(textformat.parse(text, path), PipelineConfig, lines)
 
 
-def _format_validation(error: ValidationError, path: str) -> str:
-    lines = []
+def _format_validation(error: ValidationError, path: str, lines: dict | None = None) -> str:
+    out = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        line = _line_of(tuple(item["loc"]), lines or {})
+        if line:
+            where = f"line {line}: {where}"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             leaf = str(item["loc"][-1])
-            message = (f"EasyRec field {leaf!r} is not implemented yet by fusionrec" if leaf in EASYREC_NOT_IMPLEMENTED
-                       else "unknown field")  # fmt: skip
+            easyrec = EASYREC_MESSAGES.get(_owner(tuple(item["loc"])))
+            if easyrec is not None and leaf in easyrec.not_implemented:
+                message = f"EasyRec field {leaf!r} (in {easyrec.name}) is not implemented yet by fusionrec"
+            else:
+                message = f"unknown field: EasyRec's {easyrec.name if easyrec else 'schema'} has no field {leaf!r}"
         elif "input" in item and item["type"] != "value_error":
             message += f" (got {item['input']!r})"
-        lines.append(f"{where}: {message}")
-    return f"{path}: invalid pipeline config\n  " + "\n  ".join(lines)
+        out.append(f"{where}: {message}")
+    return f"{path}: invalid pipeline config\n  " + "\n  ".join(out)
 
 
-def config_from_dict(data: dict, path: str = "<config>") -> PipelineConfig:
+def _line_of(loc: tuple, lines: dict) -> int | None:
+    """The line of a field path, or of its nearest parent the file names."""
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p in ("function-after",)))
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def config_from_dict(data: dict, path: str = "<config>", lines: dict | None = None) -> PipelineConfig:
+    data = _drop_no_effect(data, PipelineConfig, [])
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as error:
-        raise FusionrecError(_format_validation(error, path)) from None
+        raise FusionrecError(_format_validation(error, path, lines)) from None
 
 
 def load_config(path: str | Path, edit_config_json: str | None = None) -> PipelineConfig:
@@ -587,6 +760,7 @@ def load_config(path: str | Path, edit_config_json: str | None = None) -> Pipeli
         text = path.read_text()
     except OSError as error:
         raise FusionrecError(f"pipeline config {str(path)!r}: cannot read ({error.strerror})") from None
+    lines: dict = {}  # field path -> line, for the text format's error messages
     if path.suffix in (".yaml", ".yml"):
         try:
             data = yaml.safe_load(text) or {}
@@ -595,10 +769,10 @@ def load_config(path: str | Path, edit_config_json: str | None = None) -> Pipeli
         if not isinstance(data, dict):
             raise FusionrecError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
     else:
-        data = _proto_to_dict(text, str(path))
+        data = _text_format_to_dict(text, str(path), lines)
     if edit_config_json:
         apply_edits(data, edit_config_json)
-    return config_from_dict(data, str(path))
+    return config_from_dict(data, str(path), lines)
 
 
 def apply_edits(data: dict, edit_config_json: str) -> None:

@@ -164,7 +164,7 @@ class TableReader:
         """Typed tables of every file in turn; raises ``0 valid rows`` when a whole pass found none."""
         used_before = self.report.n_rows
         for path in paths:
-            if self.config.input_type == "ParquetInput" or path.endswith(".parquet"):
+            if self.config.is_parquet or path.endswith(".parquet"):
                 yield from self._parquet(path)
             else:
                 yield from self._csv(path)

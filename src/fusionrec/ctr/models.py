@@ -157,7 +157,9 @@ class MultiTower(_Base):
             group = self._group(groups, tower.input, "multi_tower.towers")
             inputs.append(group)
             towers.append(_mlp(group.out_dim, tower.dnn))
-        for tower in params.din_towers:
+        # EasyRec's MultiTower reads `towers` only; `din_towers` belong to MultiTowerDIN / DIN
+        din_towers = params.din_towers if config.model_config_.model_class != "MultiTower" else []
+        for tower in din_towers:
             if tower.input not in din_groups:
                 raise FusionrecError(
                     f"multi_tower.din_towers: input {tower.input!r} is not a seq_att_groups group_name; "

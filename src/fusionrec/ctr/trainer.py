@@ -138,7 +138,7 @@ class Trainer:
             if embedding:
                 parts.append(torch.optim.SparseAdam(embedding, lr=lr, betas=(p.beta1, p.beta2), eps=1e-8))
         elif self.optimizer_name == "adagrad_optimizer":
-            parts = [torch.optim.Adagrad(dense + embedding, lr=lr, initial_accumulator_value=0.1)]
+            parts = [torch.optim.Adagrad(dense + embedding, lr=lr, initial_accumulator_value=p.initial_accumulator_value)]
         else:
             parts = [torch.optim.SGD(dense, lr=lr, momentum=p.momentum_optimizer_value)]
         return _Optimizers(parts)
