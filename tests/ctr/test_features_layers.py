@@ -71,6 +71,26 @@ def test_din_attention_ignores_padded_positions_and_zeroes_empty_rows():
     assert torch.all(out[2] == 0)
 
 
+@pytest.mark.parametrize("use_bn, hidden", [(False, [8, 4]), (True, [8]), (False, [])])
+def test_din_attention_equals_the_papers_formula(use_bn, hidden):
+    """The factored first layer and the packed valid positions compute DIN's attention:
+    softmax over valid positions of MLP([q, k, q - k, q * k]), weights times keys."""
+    torch.manual_seed(1)
+    attention = DINAttention(5, hidden, "tf.nn.sigmoid", use_bn=use_bn).train()
+    query, keys = torch.randn(4, 5), torch.randn(4, 6, 5)
+    mask = torch.rand(4, 6) < 0.6
+    mask[3] = False
+    q = query.unsqueeze(1).expand(-1, 6, -1)
+    naive_input = torch.cat([q, keys, q - keys, q * keys], dim=-1).reshape(-1, 20)
+    scores = attention.score(attention.mlp(naive_input)).view(4, 6).masked_fill(~mask, -1e9)
+    expected = torch.bmm((torch.softmax(scores, dim=1) * mask).unsqueeze(1), keys).squeeze(1)
+    # with batch norm, the statistics are over every position, padding included, as EasyRec's
+    out = attention(query, keys, mask)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    out.sum().backward()  # gradients flow through the factored weights
+    assert attention.mlp.net[0].weight.grad is not None if hidden else attention.score.weight.grad is not None
+
+
 def test_cross_net_v2_formula():
     torch.manual_seed(0)
     net = CrossNetV2(4, 2)

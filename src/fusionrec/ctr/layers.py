@@ -50,13 +50,41 @@ class DINAttention(nn.Module):
         super().__init__()
         self.mlp = MLP(4 * dim, hidden_units, activation, use_bn, dropout_ratio)
         self.score = nn.Linear(self.mlp.out_dim, 1)
+        self.has_batch_norm = use_bn and len(hidden_units) > 0
 
     def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
-        length = keys.shape[1]
-        q = query.unsqueeze(1).expand(-1, length, -1)
-        features = torch.cat([q, keys, q - keys, q * keys], dim=-1)
-        scores = self.score(self.mlp(features.reshape(-1, features.shape[-1]))).view(-1, length)
-        scores = scores.masked_fill(~mask, -1e9)
+        batch, length, dim = keys.shape
+        if len(self.mlp.net) == 0:  # no hidden layer: score [q, k, q - k, q * k] directly
+            q = query.unsqueeze(1).expand(-1, length, -1)
+            scores = self.score(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(2)
+            scores = scores.masked_fill(~mask, -1e9)
+            weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)
+            return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+        # The first layer is linear in [q, k, q - k, q * k]: W [q; k; q-k; q*k] =
+        # (W1 + W3) q + (W2 - W3) k + W4 (q * k). The query part is computed once per row,
+        # not once per history position, and the 4D-wide input is never built. Without batch
+        # norm only the valid (unpadded) positions go through the MLP; with it, every
+        # position does, so that the batch statistics are EasyRec's (padding included).
+        first = self.mlp.net[0]
+        w = first.weight
+        w_query = w[:, :dim] + w[:, 2 * dim : 3 * dim]
+        w_key = w[:, dim : 2 * dim] - w[:, 2 * dim : 3 * dim]
+        w_product = w[:, 3 * dim :]
+        where = torch.nonzero(mask if not self.has_batch_norm else torch.ones_like(mask))
+        rows, positions = where[:, 0], where[:, 1]
+        valid_keys = keys[rows, positions]  # n_valid x D
+        q_rows = query.index_select(0, rows)
+        hidden = (query @ w_query.t()).index_select(0, rows) + valid_keys @ w_key.t() + (q_rows * valid_keys) @ w_product.t()
+        if first.bias is not None:
+            hidden = hidden + first.bias
+        for i, layer in enumerate(self.mlp.net):
+            if i > 0:
+                hidden = layer(hidden)
+        valid_scores = self.score(hidden).squeeze(1)
+        scores = torch.full((batch, length), -1e9, dtype=valid_scores.dtype, device=keys.device)
+        scores = scores.index_put((rows, positions), valid_scores)
+        if self.has_batch_norm:
+            scores = scores.masked_fill(~mask, -1e9)
         weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)  # all-padded rows -> 0
         return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
 

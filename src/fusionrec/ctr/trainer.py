@@ -306,17 +306,15 @@ class Trainer:
                 batches = iter_batches(reader, paths, data.batch_size, shuffle=data.shuffle,
                                        shuffle_rows=data.shuffle_buffer_size, seed=self.seed + self.epoch,
                                        skip_batches=self.batches_in_epoch)  # fmt: skip
-                prefetch = Prefetcher(batches, data.prefetch_size)
+                prefetch = Prefetcher(self._with_features(batches, reader, self.epoch, self.batches_in_epoch), data.prefetch_size)
                 try:
-                    for batch in prefetch:
+                    for batch, features in prefetch:
                         lr = learning_rate_at(self.step, self.optimizer_params.learning_rate)
                         for group in self.optimizer.param_groups:
                             group["lr"] = lr
                         try:
-                            features = self.transform(batch.columns)
-                            reader.report.add_feature_counts(feature_counts(features))
                             logits = self.model(features)
-                        except ValueError as error:  # data the features refuse (an id out of range, ...)
+                        except ValueError as error:  # data the model refuses (lists that should be parallel, ...)
                             raise FusionrecError(
                                 f"train_input_path {config.train_input_path!r}, epoch {self.epoch}, batch "
                                 f"{self.batches_in_epoch + 1}: {error}"
@@ -377,6 +375,22 @@ class Trainer:
         if config.eval_input_path:
             report["eval"] = self._evaluate_and_track()
         return report
+
+    def _with_features(self, batches, reader: TableReader, epoch: int, first_batch: int):
+        """(batch, features) pairs. Run on the prefetch thread, so that the feature transform
+        (hashing, vocabulary lookups, padding) overlaps the training step on the other core."""
+        number = first_batch
+        with torch.no_grad():
+            for batch in batches:
+                number += 1
+                try:
+                    features = self.transform(batch.columns)
+                except ValueError as error:  # data the features refuse
+                    raise FusionrecError(
+                        f"train_input_path {self.config.train_input_path!r}, epoch {epoch}, batch {number}: {error}"
+                    ) from None
+                reader.report.add_feature_counts(feature_counts(features))
+                yield batch, features
 
     def _write_read_report(self, stage: str, reader: TableReader, *, progress: bool = True) -> None:
         info = reader.report.as_dict()
