@@ -136,6 +136,201 @@ def run_deepctr(data_dir: Path) -> dict:
             "test_auc": float(roc_auc_score(labels[n_train:], proba)), "peak_mem_mb": peak_mb()}  # fmt: skip
 
 
+# ---------------------------------------------------------------- the W&D + DIN suite
+TAOBAO_CONFIG = ROOT / "examples" / "ctr" / "taobao_wide_and_deep.config"
+DIN_MAX_LEN = 25  # make_taobao's histories hold at most 24 values: nothing is truncated
+
+
+def run_fusionrec_din(data_dir: Path) -> dict:
+    """EasyRec's taobao config as users run it; only the paths and the epoch count change."""
+    from fusionrec.ctr.config import load_config
+    from fusionrec.ctr.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as model_dir:
+        edits = {"train_input_path": str(data_dir / "train.csv"), "eval_input_path": str(data_dir / "test.csv"),
+                 "model_dir": model_dir, "train_config.num_steps": 0, "data_config.num_epochs": 1,
+                 "train_config.save_checkpoints_steps": 10**9, "train_config.log_step_count_steps": 10**9,
+                 "train_config.intra_op_parallelism_threads": 2}  # fmt: skip
+        start = time.perf_counter()
+        trainer = Trainer(load_config(TAOBAO_CONFIG, json.dumps(edits)))
+        report = trainer.train(progress=False, evaluate_at_checkpoints=False)
+        elapsed = time.perf_counter() - start  # reading, training, saving and evaluating
+    return {"library": "fusionrec (EasyRec config)", "examples_per_sec": report["examples"] / elapsed, "train_s": elapsed,
+            "test_auc": report["eval"]["auc"], "peak_mem_mb": peak_mb()}  # fmt: skip
+
+
+def _encode_taobao(data_dir: Path):
+    """Both CSV files as int64 tensors: ids factorized and taken modulo the config's bucket
+    sizes (as its hashing would), history lists padded to DIN_MAX_LEN with a mask."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    from fusionrec.datasets import TAOBAO_COLUMNS
+
+    read = lambda name: pacsv.read_csv(data_dir / name, read_options=pacsv.ReadOptions(column_names=TAOBAO_COLUMNS),  # noqa: E731
+                                       convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in TAOBAO_COLUMNS},
+                                                                            strings_can_be_null=False))  # fmt: skip
+    both = pa.concat_tables([read("train.csv"), read("test.csv")])
+    n = both.num_rows
+
+    def codes_of(values: np.ndarray) -> np.ndarray:
+        """Brand and category ids are numbers, shared by the key columns and the history
+        lists (DeepCTR's DIN looks both up in one table); other ids are factorized."""
+        if all(v.isdigit() or v == "" for v in values[:1000]):
+            text = pa.array(values, pa.string())
+            return pc.cast(pc.if_else(pc.equal(text, ""), "0", text), pa.int64()).to_numpy()
+        return np.asarray(pd.factorize(values)[0], dtype=np.int64)
+
+    ids = {}
+    for name, bucket in ID_FEATURES:
+        ids[name] = codes_of(both.column(name).to_numpy(zero_copy_only=False)) % bucket
+    price = both.column("price").cast(pa.int64()).to_numpy()
+    ids["price"] = np.where((price >= 0) & (price < 50), price, 0)
+    lists = {}
+    for name, bucket in LIST_FEATURES:
+        parts = pc.split_pattern(both.column(name).combine_chunks(), "|")
+        tokens = parts.flatten().to_numpy(zero_copy_only=False)
+        offsets = parts.offsets.to_numpy()
+        row = np.repeat(np.arange(n), np.diff(offsets))
+        keep = tokens != ""
+        codes = codes_of(tokens) % bucket
+        position = np.arange(len(tokens)) - offsets[row]
+        padded = np.zeros((n, DIN_MAX_LEN), dtype=np.int64)
+        mask = np.zeros((n, DIN_MAX_LEN), dtype=bool)
+        padded[row[keep], position[keep]] = codes[keep]
+        mask[row[keep], position[keep]] = True
+        lists[name] = (padded, mask)
+    labels = both.column("clk").cast(pa.float32()).to_numpy()
+    return ids, lists, labels
+
+
+def run_lean_din(data_dir: Path) -> dict:
+    """The same W&D + DIN architecture written plainly in PyTorch over pre-encoded tensors:
+    no config, no reader thread, no TorchScript-able feature code. What the machine allows."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+    from torch import nn
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    ids, lists, labels = _encode_taobao(data_dir)
+    n_train = len(labels) - sum(1 for _ in open(data_dir / "test.csv"))
+    names = [n for n, _ in ID_FEATURES] + ["price"]
+    buckets = dict(ID_FEATURES, price=50)
+
+    def mlp(dims, bn=True, act=nn.ReLU):
+        layers = []
+        for a, b in zip(dims, dims[1:]):
+            layers += [nn.Linear(a, b, bias=not bn)] + ([nn.BatchNorm1d(b)] if bn else []) + [act()]
+        return nn.Sequential(*layers)
+
+    class LeanWideDeepDIN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wide = nn.ModuleDict({n: nn.Embedding(buckets[n], 16, sparse=True) for n in names})
+            self.deep = nn.ModuleDict({n: nn.Embedding(buckets[n], 16, sparse=True) for n in names})
+            self.hist = nn.ModuleDict({n: nn.Embedding(b, 16, sparse=True) for n, b in LIST_FEATURES})
+            for table in self.wide.values():
+                nn.init.zeros_(table.weight)
+            for table in list(self.deep.values()) + list(self.hist.values()):
+                nn.init.normal_(table.weight, std=0.01)
+            self.attention = mlp([128, 64, 32], bn=False, act=nn.Sigmoid)
+            self.score = nn.Linear(32, 1)
+            self.dnn = mlp([16 * len(names) + 32, 128, 64, 32])
+            self.final = mlp([16 + 32, 128, 64])
+            self.head = nn.Linear(64, 1)
+
+        def forward(self, x, hist, mask):
+            wide = sum(self.wide[n](x[n]) for n in names)
+            deep = [self.deep[n](x[n]) for n in names]
+            query = torch.cat([self.deep["brand"](x["brand"]), self.deep["cate_id"](x["cate_id"])], dim=1)
+            keys = torch.cat([self.hist["tag_brand_list"](hist["tag_brand_list"]),
+                              self.hist["tag_category_list"](hist["tag_category_list"])], dim=2)  # fmt: skip
+            q = query.unsqueeze(1).expand_as(keys)
+            scores = self.score(self.attention(torch.cat([q, keys, q - keys, q * keys], dim=2).flatten(0, 1)))
+            scores = scores.view(mask.shape).masked_fill(~mask, -1e9)
+            weights = torch.softmax(scores, dim=1) * mask
+            din = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+            deep_out = self.dnn(torch.cat(deep + [din], dim=1))
+            return self.head(self.final(torch.cat([wide, deep_out], dim=1))).squeeze(1)
+
+    model = LeanWideDeepDIN()
+    tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+    dense = [p for p in model.parameters() if all(p is not t for t in tables)]
+    linear = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    adam, sparse_adam = torch.optim.Adam(dense, lr=0.001), torch.optim.SparseAdam(tables, lr=0.001)
+    x_all = {n: torch.from_numpy(v) for n, v in ids.items()}
+    hist_all = {n: torch.from_numpy(lists[n][0]) for n in lists}
+    mask_all = torch.from_numpy(lists["tag_brand_list"][1])
+    y_all = torch.from_numpy(labels)
+    order = torch.randperm(n_train)
+    model.train()
+    for begin in range(0, n_train, 4096):  # the config's batch size, one shuffled epoch
+        rows = order[begin : begin + 4096]
+        x = {n: v[rows] for n, v in x_all.items()}
+        logits = model(x, {n: v[rows] for n, v in hist_all.items()}, mask_all[rows])
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, y_all[rows])
+        loss = loss + 1e-5 * 0.5 * sum(w.pow(2).sum() for w in linear)  # l2_regularization
+        looked_up = sum(nn.functional.embedding(torch.unique(x[n]), model.deep[n].weight, sparse=True).pow(2).sum()
+                        for n in names)  # embedding_regularization, on the rows the batch uses  # fmt: skip
+        loss = loss + 1e-5 * 0.5 * looked_up
+        adam.zero_grad()
+        sparse_adam.zero_grad()
+        loss.backward()
+        adam.step()
+        sparse_adam.step()
+    model.eval()
+    with torch.no_grad():
+        proba = torch.cat([torch.sigmoid(model({n: v[b : b + 8192] for n, v in x_all.items()},
+                                               {n: v[b : b + 8192] for n, v in hist_all.items()}, mask_all[b : b + 8192]))
+                           for b in range(n_train, len(labels), 8192)]).numpy()  # fmt: skip
+    elapsed = time.perf_counter() - start
+    return {"library": "lean PyTorch loop", "examples_per_sec": n_train / elapsed, "train_s": elapsed,
+            "test_auc": float(roc_auc_score(labels[n_train:], proba)), "peak_mem_mb": peak_mb()}  # fmt: skip
+
+
+def run_deepctr_din(data_dir: Path) -> dict:
+    """DeepCTR-Torch's DIN over the same ids and the two history lists (no wide part: its DIN has none)."""
+    import torch
+    from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat
+    from deepctr_torch.models import DIN
+    from sklearn.metrics import roc_auc_score
+
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    ids, lists, labels = _encode_taobao(data_dir)
+    n_train = len(labels) - sum(1 for _ in open(data_dir / "test.csv"))
+    buckets = dict(ID_FEATURES, price=50)
+    # DeepCTR's DIN looks a history up in its key's table: brand ids and tag_brand_list
+    # tokens must share one id space (they do in make_taobao), 0 being padding
+    hist_of = {"brand": "tag_brand_list", "cate_id": "tag_category_list"}
+    x = {n: v + 1 if n in hist_of else v for n, v in ids.items()}
+    sizes = {n: buckets[n] + (1 if n in hist_of else 0) for n in ids}
+    for key, hist in hist_of.items():
+        padded, mask = lists[hist]
+        x["hist_" + key] = np.where(mask, padded % buckets[key] + 1, 0)
+    x["seq_length"] = lists["tag_brand_list"][1].sum(axis=1)
+    columns = [SparseFeat(n, sizes[n], embedding_dim=16) for n in ids]
+    columns += [VarLenSparseFeat(SparseFeat("hist_" + k, sizes[k], embedding_dim=16, embedding_name=k), DIN_MAX_LEN,
+                                 length_name="seq_length") for k in hist_of]  # fmt: skip
+    model = DIN(columns, list(hist_of), dnn_hidden_units=(128, 64, 32), att_hidden_size=(64, 32),
+                att_activation="sigmoid", task="binary", device="cpu")  # fmt: skip
+    model.compile(torch.optim.Adam(model.parameters(), lr=0.001), "binary_crossentropy")
+    train = {n: v[:n_train] for n, v in x.items()}
+    model.fit(train, labels[:n_train], batch_size=4096, epochs=1, verbose=0, shuffle=True)
+    proba = model.predict({n: v[n_train:] for n, v in x.items()}, batch_size=8192).ravel()
+    elapsed = time.perf_counter() - start
+    return {"library": "deepctr-torch DIN", "examples_per_sec": n_train / elapsed, "train_s": elapsed,
+            "test_auc": float(roc_auc_score(labels[n_train:], proba)), "peak_mem_mb": peak_mb()}  # fmt: skip
+
+
+RUNNERS = {"fusionrec": run_fusionrec, "deepctr-torch": run_deepctr, "fusionrec-din": run_fusionrec_din,
+           "lean-din": run_lean_din, "deepctr-din": run_deepctr_din}  # fmt: skip
+
+
 def run_child(library: str, data_dir: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, __file__, "--child", library, "--data", str(data_dir)], capture_output=True,
@@ -145,48 +340,67 @@ def run_child(library: str, data_dir: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _table(console, title: str, results: list[dict], reference: dict, oracle: float) -> list[str]:
+    """Print a rich table; return the same rows as markdown. Ratios are against ``reference``."""
+    from rich.table import Table
+
+    headers = ["library", "examples/s", "throughput ratio", "s", "test AUC", "AUC diff", "oracle AUC", "peak MB", "mem ratio"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    table = Table(title=title)
+    for h in headers:
+        table.add_column(h)
+    for r in results:
+        cells = [r["library"], f"{r['examples_per_sec']:,.0f}", f"{r['examples_per_sec'] / reference['examples_per_sec']:.2f}x",
+                 f"{r['train_s']:.1f}", f"{r['test_auc']:.4f}", f"{r['test_auc'] - reference['test_auc']:+.4f}", f"{oracle:.4f}",
+                 f"{r['peak_mem_mb']:.0f}", f"{r['peak_mem_mb'] / reference['peak_mem_mb']:.2f}x"]  # fmt: skip
+        table.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    console.print(table)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-rows", type=int, default=400_000)
     parser.add_argument("--test-rows", type=int, default=100_000)
+    parser.add_argument("--suite", choices=["wdl", "din", "all"], default="all",
+                        help="wdl: Wide&Deep against DeepCTR-Torch's WDL; din: EasyRec's taobao W&D + DIN config "
+                        "against a lean PyTorch loop and DeepCTR-Torch's DIN")  # fmt: skip
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        runner = run_fusionrec if args.child == "fusionrec" else run_deepctr
-        print(json.dumps(runner(Path(args.data))))
+        print(json.dumps(RUNNERS[args.child](Path(args.data))))
         return
     from rich.console import Console
-    from rich.table import Table
     from sklearn.metrics import roc_auc_score
 
     from fusionrec.datasets import make_taobao
 
     console = Console()
+    blocks = {}
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         make_taobao(args.train_rows, seed=0, path=data_dir / "train.csv")
         test = make_taobao(args.test_rows, seed=1, path=data_dir / "test.csv")
         oracle = float(roc_auc_score(test.table.column("clk").to_numpy(), test.click_proba))
-        results = [run_child(lib, data_dir) for lib in ("fusionrec", "deepctr-torch")]
-    ours, peer = results
-    headers = ["library", "examples/s", "throughput ratio", "train s", "test AUC", "AUC diff", "oracle AUC", "peak MB", "mem ratio"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    table = Table(title=f"Wide&Deep, {args.train_rows:,} generated taobao rows, 1 epoch, batch 4096, 2 threads")
-    for h in headers:
-        table.add_column(h)
-    for r in results:
-        cells = [r["library"], f"{r['examples_per_sec']:,.0f}", f"{r['examples_per_sec'] / peer['examples_per_sec']:.2f}x",
-                 f"{r['train_s']:.1f}", f"{r['test_auc']:.4f}", f"{r['test_auc'] - peer['test_auc']:+.4f}", f"{oracle:.4f}",
-                 f"{r['peak_mem_mb']:.0f}", f"{r['peak_mem_mb'] / peer['peak_mem_mb']:.2f}x"]  # fmt: skip
-        table.add_row(*cells)
-        lines.append("| " + " | ".join(cells) + " |")
-    console.print(table)
+        if args.suite in ("wdl", "all"):
+            results = [run_child(lib, data_dir) for lib in ("fusionrec", "deepctr-torch")]
+            blocks["ctr_vs_peers"] = _table(
+                console, f"Wide&Deep, {args.train_rows:,} generated taobao rows, 1 epoch, batch 4096, 2 threads",
+                results, results[1], oracle)  # fmt: skip
+        if args.suite in ("din", "all"):
+            results = [run_child(lib, data_dir) for lib in ("fusionrec-din", "lean-din", "deepctr-din")]
+            blocks["ctr_din_vs_lean"] = _table(
+                console, f"EasyRec's taobao W&D + DIN config, {args.train_rows:,} rows, 1 epoch, batch 4096, 2 threads: "
+                "reading, training and evaluating", results, results[1], oracle)  # fmt: skip
     if args.markdown:
         from _report import write_markdown_block
 
-        write_markdown_block(args.markdown, "ctr_vs_peers", "ctr_vs_peers.py", lines)
+        for name, lines in blocks.items():
+            write_markdown_block(args.markdown, name, "ctr_vs_peers.py", lines)
+
 
 if __name__ == "__main__":
     main()
