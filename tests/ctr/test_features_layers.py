@@ -7,7 +7,7 @@ import torch
 from fusionrec.ctr.data import table_to_columns
 from fusionrec.ctr.config import InputField
 from fusionrec.ctr.features import hash_strings, pad_tokens, split_tokens
-from fusionrec.ctr.layers import MLP, CrossNetV2, DINAttention, FactorizationMachine
+from fusionrec.ctr.layers import MLP, CrossNetV2, DINAttention, FactorizationMachine, InteractingLayer
 
 
 def fnv1a_reference(data: bytes) -> int:
@@ -89,6 +89,27 @@ def test_din_attention_equals_the_papers_formula(use_bn, hidden):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     out.sum().backward()  # gradients flow through the factored weights
     assert attention.mlp.net[0].weight.grad is not None if hidden else attention.score.weight.grad is not None
+
+
+def test_autoint_interacting_layer_matches_the_papers_equations():
+    """Song et al. 2019, eqs. 5-8, head by head: softmax over fields of <W_Q e_m, W_K e_k>
+    (scaled by 1/sqrt(head_size)), sum of W_V e_k, heads concatenated, plus W_Res e_m, ReLU."""
+    torch.manual_seed(0)
+    layer = InteractingLayer(4, head_num=2, head_size=3)
+    e = torch.randn(2, 5, 4)
+    expected = torch.empty(2, 5, 6)
+    for b in range(2):
+        for m in range(5):
+            heads = []
+            for h in range(2):
+                cols = slice(3 * h, 3 * h + 3)
+                q = e[b, m] @ layer.query.weight[cols].T
+                keys = e[b] @ layer.key.weight[cols].T
+                values = e[b] @ layer.value.weight[cols].T
+                alpha = torch.softmax(keys @ q / 3**0.5, dim=0)
+                heads.append(alpha @ values)
+            expected[b, m] = torch.relu(torch.cat(heads) + e[b, m] @ layer.residual.weight.T)
+    torch.testing.assert_close(layer(e), expected)
 
 
 def test_cross_net_v2_formula():

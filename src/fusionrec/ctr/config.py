@@ -248,8 +248,28 @@ class MultiTowerConfig(_Strict):
     l2_regularization: float = Field(1e-4, ge=0)
 
 
+class FMConfig(_Strict):
+    use_variant: bool = False
+    l2_regularization: float = Field(1e-4, ge=0)
+
+    @field_validator("use_variant")
+    @classmethod
+    def _plain(cls, value):
+        if value:
+            raise ValueError("use_variant: true is not implemented yet by fusionrec (the plain FM is)")
+        return value
+
+
+class AutoIntConfig(_Strict):
+    multi_head_num: int = Field(1, ge=1)
+    multi_head_size: int = Field(ge=1)
+    interacting_layer_num: int = Field(1, ge=1)
+    l2_regularization: float = Field(1e-4, ge=0)
+
+
+# model_class -> the model_config block that configures it
 MODEL_FIELDS = {"WideAndDeep": "wide_and_deep", "DeepFM": "deepfm", "DCN": "dcn", "MultiTower": "multi_tower",
-                "DIN": "multi_tower", "MultiTowerDIN": "multi_tower"}  # fmt: skip
+                "DIN": "multi_tower", "MultiTowerDIN": "multi_tower", "FM": "fm", "AutoInt": "autoint"}  # fmt: skip
 
 
 class ModelConfig(_Strict):
@@ -259,6 +279,8 @@ class ModelConfig(_Strict):
     deepfm: DeepFMConfig | None = None
     dcn: DCNConfig | None = None
     multi_tower: MultiTowerConfig | None = None
+    fm: FMConfig | None = None
+    autoint: AutoIntConfig | None = None
     seq_att_groups: list[SeqAttGroupConfig] = []
     embedding_regularization: float = Field(0.0, ge=0)
     num_class: int = 1
@@ -277,7 +299,7 @@ class ModelConfig(_Strict):
             raise ValueError(
                 f"model_class {self.model_class!r} is not implemented yet; fusionrec has {sorted(MODEL_FIELDS)}"
             )
-        set_fields = [f for f in ("wide_and_deep", "deepfm", "dcn", "multi_tower") if getattr(self, f) is not None]
+        set_fields = [f for f in dict.fromkeys(MODEL_FIELDS.values()) if getattr(self, f) is not None]
         wanted = MODEL_FIELDS[self.model_class]
         if set_fields != [wanted]:
             raise ValueError(
@@ -583,7 +605,7 @@ def _message(name: str, no_effect: str = "", not_implemented: str = "") -> EasyR
 
 
 _MODELS_NOT_IMPLEMENTED = (
-    "model_params dummy fm autoint dlrm cmbf uniter multi_tower_recall dssm mind dropoutnet metric_learning pdn "
+    "model_params dummy dlrm cmbf uniter multi_tower_recall dssm mind dropoutnet metric_learning pdn "
     "dssm_senet dat mmoe esmm dbmtl simple_multi_task ple rocket_launching backbone"
 )
 EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
@@ -646,6 +668,8 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     Tower: _message("Tower"),
     CrossTower: _message("CrossTower"),
     MultiTowerConfig: _message("MultiTower", not_implemented="bst_towers"),
+    FMConfig: _message("FM"),
+    AutoIntConfig: _message("AutoInt"),
     Optimizer: _message(
         "Optimizer",
         not_implemented="rms_prop_optimizer momentumw_optimizer adamw_optimizer adam_async_optimizer ftrl_optimizer "

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from fusionrec.ctr.config import DNN, PipelineConfig
 from fusionrec.ctr.embedding import EmbeddingTables, GroupInput
 from fusionrec.ctr.features import FeatureTransform, feature_counts
-from fusionrec.ctr.layers import MLP, CrossNetV2, FactorizationMachine
+from fusionrec.ctr.layers import MLP, CrossNetV2, FactorizationMachine, InteractingLayer
 from fusionrec.errors import FusionrecError
 
 
@@ -119,6 +119,61 @@ class DeepFM(_Base):
         return wide.sum(dim=1) + fm.squeeze(1) + self.head(deep).squeeze(1)
 
 
+class FM(_Base):
+    """Factorization machine (Rendle 2010) as EasyRec's FM: the WIDE groups' first-order terms
+    plus the second-order interactions of the DEEP groups' fields (eq. 4), plus a bias."""
+
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+        super().__init__()
+        self._wide_and_deep_groups(config, transform, 1, "FM")
+        dims = {d for g in self.deep_groups for d in g.field_dims}
+        if len(dims) != 1:
+            raise FusionrecError(f"FM: every DEEP field needs one embedding_dim, found {sorted(dims)}")
+        self.fm = FactorizationMachine()
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        fields: List[Tensor] = []
+        for group in self.deep_groups:
+            fields.extend(group.fields(features))
+        logits = self.fm(torch.stack(fields, dim=1)).squeeze(1) + self.bias
+        for group in self.wide_groups:
+            logits = logits + group(features).sum(dim=1)
+        return logits
+
+
+class AutoInt(_Base):
+    """AutoInt (Song et al., CIKM 2019) as EasyRec's: the first feature group's fields (a DIN
+    output counts as one field per key) through ``interacting_layer_num`` interacting layers,
+    flattened, then one linear layer."""
+
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+        super().__init__()
+        params = config.model_config_.autoint
+        groups, _ = self._groups(config, transform, None)
+        self.input = next(iter(groups.values()))
+        dims = {d for d in self.input.field_dims}
+        dim = min(dims) if dims else 0
+        if not dims or any(d % dim for d in dims):
+            raise FusionrecError(f"AutoInt: every field of group {self.input.group_name!r} needs one embedding_dim, found {sorted(dims)}")
+        self.dim = dim
+        n_fields = self.input.out_dim // dim
+        layers = []
+        width = dim
+        for _ in range(params.interacting_layer_num):
+            layers.append(InteractingLayer(width, params.multi_head_num, params.multi_head_size))
+            width = layers[-1].out_dim
+        self.layers = nn.ModuleList(layers)
+        self.head = nn.Linear(n_fields * width, 1)
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        x = self.input(features)
+        fields = x.view(x.shape[0], -1, self.dim)
+        for layer in self.layers:
+            fields = layer(fields)
+        return self.head(fields.flatten(1)).squeeze(1)
+
+
 class DCN(_Base):
     """Deep & Cross Network v2 (Wang et al., WWW 2021), parallel form: cross tower || deep tower."""
 
@@ -187,7 +242,7 @@ class MultiTower(_Base):
 
 
 MODELS = {"WideAndDeep": WideAndDeep, "DeepFM": DeepFM, "DCN": DCN, "MultiTower": MultiTower, "DIN": MultiTower,
-          "MultiTowerDIN": MultiTower}  # fmt: skip
+          "MultiTowerDIN": MultiTower, "FM": FM, "AutoInt": AutoInt}  # fmt: skip
 
 
 def build_model(config: PipelineConfig, transform: FeatureTransform) -> nn.Module:
