@@ -1,7 +1,5 @@
 """Config front ends: EasyRec text format and YAML into one typed config; errors give the field's path."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

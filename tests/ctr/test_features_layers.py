@@ -7,7 +7,7 @@ import torch
 from fusionrec.ctr.data import table_to_columns
 from fusionrec.ctr.config import InputField
 from fusionrec.ctr.features import hash_strings, pad_tokens, split_tokens
-from fusionrec.ctr.layers import MLP, CrossNetV2, DINAttention, FactorizationMachine, InteractingLayer
+from fusionrec.ctr.layers import MLP, CrossNet, CrossNetV2, DINAttention, FactorizationMachine, InteractingLayer
 
 
 def fnv1a_reference(data: bytes) -> int:
@@ -110,6 +110,17 @@ def test_autoint_interacting_layer_matches_the_papers_equations():
                 heads.append(alpha @ values)
             expected[b, m] = torch.relu(torch.cat(heads) + e[b, m] @ layer.residual.weight.T)
     torch.testing.assert_close(layer(e), expected)
+
+
+def test_cross_net_formula_of_dcn():
+    """Wang et al. 2017, eq. 3: x_{l+1} = x_0 x_l^T w_l + b_l + x_l."""
+    torch.manual_seed(0)
+    net = CrossNet(4, 3)
+    x0 = torch.randn(5, 4)
+    x = x0
+    for w, b in zip(net.weights, net.biases):
+        x = torch.stack([x0[i] * torch.dot(x[i], w) + b + x[i] for i in range(5)])
+    torch.testing.assert_close(net(x0), x)
 
 
 def test_cross_net_v2_formula():

@@ -150,7 +150,8 @@ def test_predict_selected_cols_picks_columns_of_a_wider_file(exported, tmp_path)
                      reserved_cols="user", output_cols="probs double")  # fmt: skip
     reference = predict(str(write(tmp_path / "all.csv", lines)), str(tmp_path / "a.csv"), str(exported),
                         reserved_cols="user", output_cols="probs double")  # fmt: skip
-    assert result["rows_written"] == 12 and (tmp_path / "s.csv").read_text() == (tmp_path / "a.csv").read_text()
+    assert result["rows_written"] == reference["rows_written"] == 12
+    assert (tmp_path / "s.csv").read_text() == (tmp_path / "a.csv").read_text()
     with pytest.raises(FusionrecError, match="selected_cols: 2 column indices for 5 input fields"):
         predict(str(path), str(tmp_path / "s.csv"), str(exported), selected_cols="1,2")
 

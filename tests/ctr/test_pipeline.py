@@ -263,6 +263,8 @@ def test_taobao_config_on_real_prices_sends_ids_beyond_num_buckets_to_bucket_0_a
     info = json.loads((tmp_path / "model" / "eval_input_report.json").read_text())
     test_prices = [int(line.rsplit(",", 1)[1]) for line in (taobao / "test.csv").read_text().splitlines()]
     assert info["features"]["price"]["out_of_range"] == sum(p >= 50 for p in test_prices)
+    eval_result = json.loads((tmp_path / "model" / "eval_result.json").read_text())
+    assert eval_result["input"]["features"] == info["features"] and "auc" in eval_result
     export_model(trainer, tmp_path / "export")
     lines = (taobao / "test.csv").read_text().splitlines()[:4]
     lines[0] = lines[0].rsplit(",", 1)[0] + ",-7"  # a negative id: bucket 0 too

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import mean_absolute_error, precision_score, recall_score, roc_auc_score
 
 from fusionrec.ctr.config import EvalMetrics, LearningRate, load_config
 from fusionrec.ctr.metrics import evaluate_metrics, grouped_auc, max_f1
@@ -39,7 +39,8 @@ def test_metrics_against_references(rng):
     metrics = [EvalMetrics(auc={}), EvalMetrics(gauc={"uid_field": "u"}),
                EvalMetrics(session_auc={"session_id_field": "u", "reduction": "mean_by_sample_num"}),
                EvalMetrics(accuracy={}), EvalMetrics(max_f1={}), EvalMetrics(mean_squared_error={}),
-               EvalMetrics(root_mean_squared_error={})]  # fmt: skip
+               EvalMetrics(root_mean_squared_error={}), EvalMetrics(mean_absolute_error={}), EvalMetrics(recall={}),
+               EvalMetrics(precision={})]  # fmt: skip
     result = evaluate_metrics(metrics, labels, proba, {"u": users})
     assert result["auc"] == pytest.approx(roc_auc_score(labels, proba))
     per_user = [(roc_auc_score(labels[users == u], proba[users == u]), (users == u).sum()) for u in np.unique(users)
@@ -49,6 +50,9 @@ def test_metrics_against_references(rng):
     assert result["accuracy"] == pytest.approx(np.mean((proba >= 0.5) == labels))
     assert result["mean_squared_error"] == pytest.approx(np.mean((proba - labels) ** 2))
     assert result["root_mean_squared_error"] == pytest.approx(math.sqrt(result["mean_squared_error"]))
+    assert result["mean_absolute_error"] == pytest.approx(mean_absolute_error(labels, proba))
+    assert result["recall"] == pytest.approx(recall_score(labels, proba >= 0.5))
+    assert result["precision"] == pytest.approx(precision_score(labels, proba >= 0.5))
     best = max(2 * ((proba >= t) & (labels == 1)).sum() / ((proba >= t).sum() + labels.sum()) for t in proba)
     assert result["max_f1"] == pytest.approx(best)
     assert math.isnan(grouped_auc(np.ones(3), proba[:3], np.zeros(3), "mean"))

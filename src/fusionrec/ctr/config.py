@@ -20,6 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fusionrec.errors import FusionrecError
 
+def _only_implemented(field: str, value, implemented, meaning: str):
+    """``value`` when it is the one EasyRec value fusionrec implements; otherwise refused by name."""
+    if value != implemented:
+        raise ValueError(f"{field} {value!r} is not implemented yet by fusionrec ({implemented!r}: {meaning})")
+    return value
+
+
 class _Strict(BaseModel):
     # inf and nan are refused in every float field (a learning_rate of inf trains to a NaN loss)
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -255,9 +262,7 @@ class FMConfig(_Strict):
     @field_validator("use_variant")
     @classmethod
     def _plain(cls, value):
-        if value:
-            raise ValueError("use_variant: true is not implemented yet by fusionrec (the plain FM is)")
-        return value
+        return _only_implemented("use_variant", value, False, "the plain FM")
 
 
 class AutoIntConfig(_Strict):
@@ -289,9 +294,7 @@ class ModelConfig(_Strict):
     @field_validator("loss_type")
     @classmethod
     def _classification(cls, value):
-        if value != "CLASSIFICATION":
-            raise ValueError(f"loss_type {value!r} is not implemented yet by fusionrec (CLASSIFICATION: binary cross-entropy)")
-        return value
+        return _only_implemented("loss_type", value, "CLASSIFICATION", "binary cross-entropy")
 
     @model_validator(mode="after")
     def _model(self):
@@ -416,9 +419,7 @@ class TrainConfig(_Strict):
     @field_validator("train_distribute")
     @classmethod
     def _one_process(cls, value):
-        if value != "NoStrategy":
-            raise ValueError(f"train_distribute {value!r} is not implemented yet by fusionrec (NoStrategy: one process)")
-        return value
+        return _only_implemented("train_distribute", value, "NoStrategy", "one process")
 
     @model_validator(mode="after")
     def _one(self):
@@ -457,6 +458,9 @@ class EvalMetrics(_Strict):
     max_f1: _Empty | None = None
     mean_squared_error: _Empty | None = None
     root_mean_squared_error: _Empty | None = None
+    mean_absolute_error: _Empty | None = None
+    recall: _Empty | None = None
+    precision: _Empty | None = None
 
     @property
     def name(self) -> str:
@@ -632,7 +636,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     ),
     EvalConfig: _message("EvalConfig", no_effect="max_evals save_graph"),
     EvalMetrics: _message(
-        "EvalMetrics", not_implemented="recall_at_topk mean_absolute_error recall precision precision_at_topk"
+        "EvalMetrics", not_implemented="recall_at_topk precision_at_topk"
     ),
     AUCMetric: _message("AUC"),
     GAUCMetric: _message("GAUC"),

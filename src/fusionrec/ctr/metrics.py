@@ -52,6 +52,13 @@ def evaluate_metrics(metrics: list[EvalMetrics], labels: np.ndarray, proba: np.n
             result["mean_squared_error"] = float(np.mean((proba - labels) ** 2))
         elif name == "root_mean_squared_error":
             result["root_mean_squared_error"] = float(np.sqrt(np.mean((proba - labels) ** 2)))
+        elif name == "mean_absolute_error":
+            result["mean_absolute_error"] = float(np.mean(np.abs(proba - labels)))
+        elif name in ("recall", "precision"):  # EasyRec's: the positive class at probability 0.5
+            predicted, positives = proba >= 0.5, labels >= 0.5
+            hits = float(np.sum(predicted & positives))
+            total = float(np.sum(positives if name == "recall" else predicted))
+            result[name] = hits / total if total else 0.0
     return result
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from fusionrec.ctr.config import DNN, PipelineConfig
 from fusionrec.ctr.embedding import EmbeddingTables, GroupInput
 from fusionrec.ctr.features import FeatureTransform, feature_counts
-from fusionrec.ctr.layers import MLP, CrossNetV2, FactorizationMachine, InteractingLayer
+from fusionrec.ctr.layers import MLP, CrossNet, FactorizationMachine, InteractingLayer
 from fusionrec.errors import FusionrecError
 
 
@@ -175,7 +175,8 @@ class AutoInt(_Base):
 
 
 class DCN(_Base):
-    """Deep & Cross Network v2 (Wang et al., WWW 2021), parallel form: cross tower || deep tower."""
+    """Deep & Cross Network (Wang et al., ADKDD 2017) as EasyRec's DCN: cross tower (eq. 3, a
+    weight vector per layer) || deep tower, then ``final_dnn`` and one output unit."""
 
     def __init__(self, config: PipelineConfig, transform: FeatureTransform):
         super().__init__()
@@ -183,7 +184,7 @@ class DCN(_Base):
         groups, _ = self._groups(config, transform, None)
         self.cross_input = self._group(groups, params.cross_tower.input, "dcn.cross_tower")
         self.deep_input = self._group(groups, params.deep_tower.input, "dcn.deep_tower")
-        self.cross = CrossNetV2(self.cross_input.out_dim, params.cross_tower.cross_num)
+        self.cross = CrossNet(self.cross_input.out_dim, params.cross_tower.cross_num)
         self.dnn = _mlp(self.deep_input.out_dim, params.deep_tower.dnn)
         width = self.cross.out_dim + self.dnn.out_dim
         self.final = _mlp(width, params.final_dnn)

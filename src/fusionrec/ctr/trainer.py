@@ -457,7 +457,9 @@ class Trainer:
         result["step"] = self.step
         result["n_rows"] = int(len(labels))
         self._write_read_report("eval", reader)
-        atomic_write_bytes(self.model_dir / "eval_result.json", json.dumps(result, indent=1).encode(), checksum=False)
+        # the input counts beside the metrics (ids mapped to 0, defaults, skipped rows), as in eval_input_report.json
+        written = {**result, "input": reader.report.as_dict()}
+        atomic_write_bytes(self.model_dir / "eval_result.json", json.dumps(written, indent=1).encode(), checksum=False)
         return result
 
 
