@@ -272,6 +272,58 @@ class AutoIntConfig(_Strict):
     l2_regularization: float = Field(1e-4, ge=0)
 
 
+class F1ReweightedLoss(_Strict):
+    f1_beta_square: float = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, le=1)
+
+
+class PairwiseLoss(_Strict):
+    margin: float = 0.0
+    temperature: float = Field(1.0, gt=0)
+    session_name: str | None = None
+
+    @field_validator("session_name")
+    @classmethod
+    def _no_sessions(cls, value):
+        return _only_implemented("session_name", value, None, "pairs are formed over the whole batch")
+
+
+class PairwiseLogisticLoss(_Strict):
+    temperature: float = Field(1.0, gt=0)
+    session_name: str | None = None
+    ohem_ratio: float = 1.0
+    use_label_margin: bool = False
+
+    @model_validator(mode="after")
+    def _plain(self):
+        _only_implemented("session_name", self.session_name, None, "pairs are formed over the whole batch")
+        _only_implemented("ohem_ratio", self.ohem_ratio, 1.0, "every pair counts")
+        _only_implemented("use_label_margin", self.use_label_margin, False, "no label margin")
+        return self
+
+
+# loss_type -> the parameter block it reads (None: it has none)
+LOSS_TYPES = {"CLASSIFICATION": None, "F1_REWEIGHTED_LOSS": "f1_reweighted_loss", "PAIR_WISE_LOSS": "pairwise_loss",
+              "PAIRWISE_LOGISTIC_LOSS": "pairwise_logistic_loss"}  # fmt: skip
+
+
+class LossConfig(_Strict):
+    loss_type: str
+    weight: float = Field(1.0, ge=0)
+    loss_name: str = ""
+    learn_loss_weight: bool = False
+    f1_reweighted_loss: F1ReweightedLoss | None = None
+    pairwise_loss: PairwiseLoss | None = None
+    pairwise_logistic_loss: PairwiseLogisticLoss | None = None
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"losses: loss_type {self.loss_type!r} is not implemented yet by fusionrec; it has {list(LOSS_TYPES)}")
+        _only_implemented("learn_loss_weight", self.learn_loss_weight, False, "the configured weight")
+        return self
+
+
 # model_class -> the model_config block that configures it
 MODEL_FIELDS = {"WideAndDeep": "wide_and_deep", "DeepFM": "deepfm", "DCN": "dcn", "MultiTower": "multi_tower",
                 "DIN": "multi_tower", "MultiTowerDIN": "multi_tower", "FM": "fm", "AutoInt": "autoint"}  # fmt: skip
@@ -290,6 +342,7 @@ class ModelConfig(_Strict):
     embedding_regularization: float = Field(0.0, ge=0)
     num_class: int = 1
     loss_type: str = "CLASSIFICATION"
+    losses: list[LossConfig] = []
 
     @field_validator("loss_type")
     @classmethod
@@ -663,7 +716,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     DNN: _message("DNN"),
     ModelConfig: _message(
         "EasyRecModel", no_effect="model_name",
-        not_implemented=_MODELS_NOT_IMPLEMENTED + " ev_params kd restore_filters variational_dropout losses "
+        not_implemented=_MODELS_NOT_IMPLEMENTED + " ev_params kd restore_filters variational_dropout "
         "loss_weight_strategy label_name",
     ),
     WideAndDeepConfig: _message("WideAndDeep"),
@@ -673,6 +726,14 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     CrossTower: _message("CrossTower"),
     MultiTowerConfig: _message("MultiTower", not_implemented="bst_towers"),
     FMConfig: _message("FM"),
+    LossConfig: _message(
+        "Loss",
+        not_implemented="softmax_loss circle_loss multi_simi_loss binary_focal_loss pairwise_focal_loss jrc_loss "
+        "pairwise_hinge_loss listwise_rank_loss listwise_distill_loss ziln_loss",
+    ),
+    F1ReweightedLoss: _message("F1ReweighedLoss"),
+    PairwiseLoss: _message("PairwiseLoss"),
+    PairwiseLogisticLoss: _message("PairwiseLogisticLoss", not_implemented="hinge_margin"),
     AutoIntConfig: _message("AutoInt"),
     Optimizer: _message(
         "Optimizer",

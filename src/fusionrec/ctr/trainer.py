@@ -23,7 +23,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.callbacks import CallbackContainer, TrainingCallback
-from fusionrec.ctr.config import MODEL_FIELDS, PipelineConfig, dump_config
+from fusionrec.ctr import losses
+from fusionrec.ctr.config import MODEL_FIELDS, F1ReweightedLoss, PairwiseLogisticLoss, PairwiseLoss, PipelineConfig, dump_config
 from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, resolve_paths
 from fusionrec.ctr.features import FeatureTransform, feature_counts
 from fusionrec.ctr.metrics import evaluate_metrics
@@ -166,8 +167,7 @@ class Trainer:
 
     # -- loss -----------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, features) -> torch.Tensor:
-        per_row = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        loss = (per_row * weights).sum() / weights.sum().clamp(min=1e-12) if weights is not None else per_row.mean()
+        loss = self.data_loss(logits, labels, weights)
         if self.l2_regularization > 0:  # TensorFlow's l2_regularizer: scale * sum(w^2) / 2
             loss = loss + self.l2_regularization * 0.5 * sum(w.pow(2).sum() for w in self.dense_weights)
         model_config = self.config.model_config_
@@ -181,6 +181,27 @@ class Trainer:
                 total = total + rows.pow(2).sum()
             loss = loss + model_config.embedding_regularization * 0.5 * total
         return loss
+
+    def data_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """EasyRec's: the sigmoid cross-entropy, or the weighted sum of ``model_config.losses``."""
+        configured = self.config.model_config_.losses
+        if not configured:
+            return losses.classification(logits, labels, weights)
+        total = logits.new_zeros(())
+        for entry in configured:
+            if entry.loss_type == "CLASSIFICATION":
+                value = losses.classification(logits, labels, weights)
+            elif entry.loss_type == "F1_REWEIGHTED_LOSS":
+                params = entry.f1_reweighted_loss or F1ReweightedLoss()
+                value = losses.f1_reweighted(logits, labels, weights, params.f1_beta_square, params.label_smoothing)
+            elif entry.loss_type == "PAIR_WISE_LOSS":
+                params = entry.pairwise_loss or PairwiseLoss()
+                value = losses.pairwise(logits, labels, weights, params.margin, params.temperature)
+            else:  # PAIRWISE_LOGISTIC_LOSS
+                params = entry.pairwise_logistic_loss or PairwiseLogisticLoss()
+                value = losses.pairwise_logistic(logits, labels, weights, params.temperature)
+            total = total + entry.weight * value
+        return total
 
     # -- checkpoints ----------------------------------------------------------------
     def checkpoints(self) -> list[tuple[int, Path]]:
