@@ -122,11 +122,11 @@ class ReadReport:
             parts.append(f"features {features}")
         return "; ".join(parts)
 
-    def require_rows(self, spec: str) -> None:
-        """Raise ``0 valid rows in <spec>`` with what was skipped (called after a pass used none)."""
+    def no_valid_rows(self, spec: str) -> FusionrecError:
+        """The error for a pass that used no row: ``0 valid rows in <spec>`` with what was skipped."""
         detail = f"{self.n_skipped} rows skipped {dict(self.skipped)}" if self.n_skipped else "no data rows"
         blank = f", {self.blank_lines} blank lines" if self.blank_lines else ""
-        raise FusionrecError(f"0 valid rows in {spec} ({detail}{blank})")
+        return FusionrecError(f"0 valid rows in {spec} ({detail}{blank})")
 
 
 class TableReader:
@@ -169,7 +169,7 @@ class TableReader:
             else:
                 yield from self._csv(path)
         if self.report.n_rows == used_before:  # a whole pass found nothing to use: never train on nothing
-            self.report.require_rows(", ".join(paths))
+            raise self.report.no_valid_rows(", ".join(paths))
 
     def _csv(self, path: str) -> Iterator[pa.Table]:
         """Whole lines from pyarrow (typed as bytes), split at the separator with Arrow kernels.
