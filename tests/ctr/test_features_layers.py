@@ -143,3 +143,27 @@ def test_din_attention_takes_the_configured_seq_dnn():
     attention = DINAttention(4, [8, 2], "tf.nn.relu", use_bn=True, dropout_ratio=[0.0, 0.5])
     kinds = [type(m).__name__ for m in attention.mlp.net]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Dropout"]
+
+
+def test_combo_feature_crosses_strings_and_integers_with_fnv1a():
+    """A STRING x INT64 cross: FNV-1a over the string's bytes, '_', then the integer's 8
+    little-endian bytes; equal pairs share an id, and the order of the inputs matters."""
+    from fusionrec.ctr.config import config_from_dict
+    from fusionrec.ctr.features import FeatureTransform
+
+    config = config_from_dict({
+        "data_config": {"input_fields": [{"input_name": "y", "input_type": "INT32"}, {"input_name": "site"},
+                                         {"input_name": "hour", "input_type": "INT64"}], "label_fields": ["y"]},
+        "feature_configs": [{"feature_name": "site_x_hour", "input_names": ["site", "hour"], "feature_type": "ComboFeature",
+                             "hash_bucket_size": 1000, "embedding_dim": 4}],
+        "model_config": {"model_class": "DeepFM", "feature_groups": [{"group_name": "deep", "feature_names": ["site_x_hour"]}],
+                         "deepfm": {"dnn": {"hidden_units": [4]}}},
+    })  # fmt: skip
+    fields = [InputField(input_name="site"), InputField(input_name="hour", input_type="INT64")]
+    table = pa.table({"site": ["a", "b", "a", "a"], "hour": pa.array([7, 7, 7, -3], pa.int64())})
+    ids = FeatureTransform(config)(table_to_columns(table, fields))["site_x_hour"].tolist()
+    expected = []
+    for site, hour in [("a", 7), ("b", 7), ("a", 7), ("a", -3)]:
+        payload = site.encode() + b"_" + (hour & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+        expected.append(fnv1a_reference(payload) % 1000)
+    assert ids == expected and ids[0] == ids[2] and len(set(ids)) == 3

@@ -615,10 +615,12 @@ class PipelineConfig(_Strict):
                     f"feature {feature.name!r} ({feature.feature_type}): num_buckets is not supported for "
                     "multi-value strings; use hash_bucket_size or vocab_list"
                 )
-            if feature.feature_type == "ComboFeature" and any(fields[n].input_type != "STRING" for n in feature.input_names):
+            if feature.feature_type == "ComboFeature" and any(
+                fields[n].input_type not in ("STRING", "INT32", "INT64") for n in feature.input_names
+            ):
                 raise ValueError(
-                    f"feature {feature.name!r} (ComboFeature): crossing non-STRING inputs is not implemented yet by "
-                    "fusionrec; declare the inputs as STRING fields"
+                    f"feature {feature.name!r} (ComboFeature): crossing FLOAT, DOUBLE or BOOL inputs is not implemented "
+                    "yet by fusionrec; STRING and integer fields are crossed"
                 )
             if feature.feature_type == "IdFeature" and kind in ("FLOAT", "DOUBLE"):
                 raise ValueError(

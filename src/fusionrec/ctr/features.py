@@ -135,6 +135,7 @@ class _Feature(nn.Module):
         self.max_val = float(config.max_val)
         self.is_raw = config.feature_type == "RawFeature"
         self.is_combo = config.feature_type == "ComboFeature"
+        self.combo_is_text = [input_types[name] == "STRING" for name in config.input_names]
         self.n_ids = self.table_rows()
 
     def table_rows(self) -> int:
@@ -170,13 +171,18 @@ class _Feature(nn.Module):
         if self.is_combo:
             h = torch.zeros(0, dtype=torch.int64)
             for i, name in enumerate(self.inputs):
-                data, offsets = columns[name + ".bytes"], columns[name + ".offsets"]
-                starts = offsets[:-1]
-                if i == 0:
-                    h = fnv1a(data, starts, offsets[1:] - starts, torch.full_like(starts, 2166136261))
-                else:  # hash of "a_b": FNV-1a streams, so continue after the '_' byte
+                if i > 0:  # hash of "a_b": FNV-1a streams, so continue after the '_' byte
                     h = ((h ^ 95) * 16777619) & 0xFFFFFFFF
-                    h = fnv1a(data, starts, offsets[1:] - starts, h)
+                if self.combo_is_text[i]:
+                    data, offsets = columns[name + ".bytes"], columns[name + ".offsets"]
+                    starts = offsets[:-1]
+                    state = torch.full_like(starts, 2166136261) if i == 0 else h
+                    h = fnv1a(data, starts, offsets[1:] - starts, state)
+                else:  # an integer input: its 8 little-endian bytes
+                    value = columns[name]
+                    h = torch.full_like(value, 2166136261) if i == 0 else h
+                    for k in range(8):
+                        h = ((h ^ ((value >> (8 * k)) & 0xFF)) * 16777619) & 0xFFFFFFFF
             out[self.name] = torch.remainder(h, self.hash_bucket_size)
             return
         if self.input_type == "STRING":
