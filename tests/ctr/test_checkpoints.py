@@ -113,3 +113,20 @@ def test_a_pickled_module_as_checkpoint_is_refused(tmp_path, data):
     torch.save(torch.nn.Linear(2, 2), tmp_path / "model" / "model.ckpt-9.pt")  # code, not tensors: never unpickled
     with pytest.raises(FusionrecError, match=r"model\.ckpt-9\.pt'?: cannot be loaded \(UnpicklingError"):
         trainer_for(tmp_path, data, num_steps=12).train(continue_train=True, progress=False)
+
+
+def test_embedding_learning_rate_multiplier_scales_the_tables_learning_rate(tmp_path, data):
+    config = small_config(tmp_path, data)
+    config["train_config"]["optimizer_config"] = [{
+        "adam_optimizer": {"learning_rate": {"exponential_decay_learning_rate": {
+            "initial_learning_rate": 0.01, "decay_steps": 1, "decay_factor": 0.5}}},
+        "embedding_learning_rate_multiplier": 4.0}]  # fmt: skip
+    trainer = Trainer(config_from_dict(config))
+    trainer.train(progress=False)
+    tables = {id(t.weight) for t in trainer._embedding_tables()}
+    rates = {}
+    for group in trainer.optimizer.param_groups:
+        kind = "embedding" if all(id(p) in tables for p in group["params"]) else "dense"
+        rates[kind] = group["lr"]
+    # the rate of the last step (step 2, staircase decay 0.01 * 0.5^2), times 4 for the tables
+    assert rates["dense"] == pytest.approx(0.0025) and rates["embedding"] == pytest.approx(0.01)

@@ -433,6 +433,7 @@ class Optimizer(_Strict):
     adagrad_optimizer: AdagradOptimizer | None = None
     momentum_optimizer: MomentumOptimizer | None = None
     use_moving_average: bool = False
+    embedding_learning_rate_multiplier: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _one(self):
@@ -740,7 +741,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     Optimizer: _message(
         "Optimizer",
         not_implemented="rms_prop_optimizer momentumw_optimizer adamw_optimizer adam_async_optimizer ftrl_optimizer "
-        "adam_asyncw_optimizer moving_average_decay embedding_learning_rate_multiplier",
+        "adam_asyncw_optimizer moving_average_decay",
     ),
     AdamOptimizer: _message("AdamOptimizer"),
     AdagradOptimizer: _message("AdagradOptimizer"),

@@ -83,7 +83,10 @@ class _Optimizers:
         if set(state) != {str(i) for i in range(len(self.parts))}:
             raise FusionrecError("checkpoint: optimizer state does not fit the configured optimizer")
         for i, part in enumerate(self.parts):
-            part.load_state_dict(state[str(i)])
+            try:
+                part.load_state_dict(state[str(i)])
+            except (ValueError, KeyError) as error:  # another parameter grouping (an older fusionrec)
+                raise FusionrecError(f"checkpoint: optimizer state does not fit the configured optimizer ({error})") from None
 
 
 class Trainer:
@@ -124,24 +127,34 @@ class Trainer:
     def _make_optimizer(self) -> "_Optimizers":
         """The configured optimizer. Embedding tables get sparse gradients (only the rows a
         batch looks up are touched) with Adam's lazy variant or sparse Adagrad, as CTR
-        trainers do; gradient clipping and momentum need dense gradients and keep them."""
+        trainers do; gradient clipping and momentum need dense gradients and keep them.
+        Embedding tables form their own parameter group, whose learning rate is EasyRec's
+        ``embedding_learning_rate_multiplier`` times the schedule's (``lr_multiplier``)."""
         lr = learning_rate_at(0, self.optimizer_params.learning_rate)
         tables = self._embedding_tables()
         sparse = self.optimizer_name != "momentum_optimizer" and self.config.train_config.gradient_clipping_by_norm == 0
-        table_params = {id(t.weight) for t in tables} if sparse else set()
+        table_params = {id(t.weight) for t in tables}
         for table in tables:
             table.sparse = sparse
         dense = [p for p in self.model.parameters() if id(p) not in table_params]
-        embedding = [t.weight for t in tables] if sparse else []
+        embedding = [t.weight for t in tables]
+        multiplier = self.config.train_config.optimizer_config[0].embedding_learning_rate_multiplier if (
+            self.config.train_config.optimizer_config) else 1.0  # fmt: skip
+        groups = [{"params": dense, "lr": lr, "lr_multiplier": 1.0}]
+        embedding_group = {"params": embedding, "lr": lr * multiplier, "lr_multiplier": multiplier}
         p = self.optimizer_params
         if self.optimizer_name == "adam_optimizer":
-            parts = [torch.optim.Adam(dense, lr=lr, betas=(p.beta1, p.beta2), eps=1e-8)]
-            if embedding:
-                parts.append(torch.optim.SparseAdam(embedding, lr=lr, betas=(p.beta1, p.beta2), eps=1e-8))
+            if not sparse:
+                groups.append(embedding_group)
+            parts = [torch.optim.Adam([g for g in groups if g["params"]], betas=(p.beta1, p.beta2), eps=1e-8)]
+            if sparse and embedding:
+                parts.append(torch.optim.SparseAdam([embedding_group], betas=(p.beta1, p.beta2), eps=1e-8))
         elif self.optimizer_name == "adagrad_optimizer":
-            parts = [torch.optim.Adagrad(dense + embedding, lr=lr, initial_accumulator_value=p.initial_accumulator_value)]
+            groups.append(embedding_group)
+            parts = [torch.optim.Adagrad([g for g in groups if g["params"]], initial_accumulator_value=p.initial_accumulator_value)]
         else:
-            parts = [torch.optim.SGD(dense, lr=lr, momentum=p.momentum_optimizer_value)]
+            groups.append(embedding_group)
+            parts = [torch.optim.SGD([g for g in groups if g["params"]], momentum=p.momentum_optimizer_value)]
         return _Optimizers(parts)
 
     def _embedding_tables(self) -> list[torch.nn.Embedding]:
@@ -332,7 +345,7 @@ class Trainer:
                     for batch, features in prefetch:
                         lr = learning_rate_at(self.step, self.optimizer_params.learning_rate)
                         for group in self.optimizer.param_groups:
-                            group["lr"] = lr
+                            group["lr"] = lr * group.get("lr_multiplier", 1.0)
                         try:
                             logits = self.model(features)
                         except ValueError as error:  # data the model refuses (lists that should be parallel, ...)
