@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fusionrec.ctr.textformat import field_model, parse, shape
 from fusionrec.errors import FusionrecError
 
 def _only_implemented(field: str, value, implemented, meaning: str):
@@ -757,8 +758,6 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
 
 def _drop_no_effect(data: Any, model: type[BaseModel] | None, dropped: list[str], path: str = "") -> Any:
     """``data`` without the fields that have no effect here (recorded in ``dropped``)."""
-    from fusionrec.ctr.textformat import field_model
-
     if not isinstance(data, dict) or model is None:
         return data
     message = EASYREC_MESSAGES.get(model)
@@ -777,8 +776,6 @@ def _drop_no_effect(data: Any, model: type[BaseModel] | None, dropped: list[str]
 
 def _owner(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model that owns the last field of an error location."""
-    from fusionrec.ctr.textformat import field_model
-
     model: type[BaseModel] | None = PipelineConfig
     for part in loc[:-1]:
         if isinstance(part, int) or model is None:
@@ -797,9 +794,7 @@ def _check_seq_group(seq_group: SeqAttGroupConfig, names: set[str], where: str) 
 # --------------------------------------------------------------------------- loading
 def _text_format_to_dict(text: str, path: str, lines: dict) -> dict:
     """An EasyRec `.config`, read as EasyRec reads it (``text_format.Merge``), into plain data."""
-    from fusionrec.ctr import textformat
-
-    return textformat.shape(textformat.parse(text, path), PipelineConfig, lines)
+    return shape(parse(text, path), PipelineConfig, lines)
 
 
 def _format_validation(error: ValidationError, path: str, lines: dict | None = None) -> str:

@@ -99,12 +99,16 @@ class ReadReport:
             per_feature = self.features.setdefault(feature, Counter())
             per_feature[kind] += int(value)
 
+    def feature_counts(self) -> dict:
+        """Per feature, its non-zero counts (out_of_vocabulary, out_of_range, truncated)."""
+        return {name: dict(c) for name, c in sorted(self.features.items()) if any(c.values())}
+
     def as_dict(self) -> dict:
         return {
             "rows_read": self.n_rows + self.n_skipped, "rows_used": self.n_rows, "rows_skipped": self.n_skipped,
             "skipped_by_reason": dict(self.skipped), "blank_lines": self.blank_lines,
             "defaults_used": dict(self.defaults_used),
-            "features": {name: dict(c) for name, c in sorted(self.features.items()) if any(c.values())},
+            "features": self.feature_counts(),
             "files": {path: dict(c) for path, c in self.files.items()},
         }  # fmt: skip
 
@@ -117,7 +121,7 @@ class ReadReport:
             parts.append(f"{self.blank_lines:,} blank lines")
         if self.defaults_used:
             parts.append(f"default_val used {dict(self.defaults_used)}")
-        features = {name: dict(c) for name, c in sorted(self.features.items()) if any(c.values())}
+        features = self.feature_counts()
         if features:
             parts.append(f"features {features}")
         return "; ".join(parts)

@@ -16,6 +16,7 @@ strings collide with probability about 2^-63.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Dict, List, Tuple
 
 import torch
@@ -268,8 +269,7 @@ class FeatureTransform(nn.Module):
 
 
 def tensor_digest(tensor: Tensor) -> str:
-    import hashlib
-
+    """A short sha256 of a tensor's bytes (vocabularies and boundaries in layouts and exports)."""
     return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
