@@ -35,7 +35,11 @@ def sample_columns(config, rng: np.random.Generator, vocab_files: dict[str, list
         name, kind = field.input_name, field.input_type
         feature = by_input.get(name)
         if name in data.label_fields:
-            values = rng.integers(0, 2, N_ROWS)
+            task = config.model_config_.task
+            if task.kind == "regression" and not task.squash and kind in ("FLOAT", "DOUBLE"):
+                columns[name] = [float(v) for v in rng.normal(2.0, 3.0, N_ROWS)]
+                continue
+            values = rng.integers(0, task.n_classes if task.kind == "multiclass" else 2, N_ROWS)
             columns[name] = [float(v) if kind in ("FLOAT", "DOUBLE") else int(v) for v in values]
             continue
         if kind in ("INT32", "INT64"):

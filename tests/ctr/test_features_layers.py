@@ -7,7 +7,8 @@ import torch
 from fusionrec.ctr.data import table_to_columns
 from fusionrec.ctr.config import InputField
 from fusionrec.ctr.features import hash_strings, pad_tokens, split_tokens
-from fusionrec.ctr.layers import MLP, CrossNet, CrossNetV2, DINAttention, FactorizationMachine, InteractingLayer
+from fusionrec.ctr.layers import (MLP, CrossNet, CrossNetV2, DINAttention, FactorizationMachine, InteractingLayer,
+                                  VariationalDropout)
 
 
 def fnv1a_reference(data: bytes) -> int:
@@ -167,3 +168,26 @@ def test_combo_feature_crosses_strings_and_integers_with_fnv1a():
         payload = site.encode() + b"_" + (hour & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
         expected.append(fnv1a_reference(payload) % 1000)
     assert ids == expected and ids[0] == ids[2] and len(set(ids)) == 3
+
+
+@pytest.mark.parametrize("embedding_wise", [False, True])
+def test_variational_dropout_keeps_each_feature_with_its_learned_rate(embedding_wise):
+    """EasyRec's variational_dropout (Chang et al. 2017): eval scales by 1 - p; training's
+    concrete keep mask has mean close to 1 - p and, feature-wise, one value per feature."""
+    torch.manual_seed(0)
+    dims = [2, 3, 1]
+    layer = VariationalDropout(dims, regularization_lambda=0.05, embedding_wise=embedding_wise)
+    with torch.no_grad():
+        layer.logit_p.copy_(torch.linspace(-2.0, 1.5, layer.logit_p.numel()))
+    p = torch.sigmoid(layer.logit_p)
+    per_dim = p if embedding_wise else torch.repeat_interleave(p, torch.tensor(dims))
+    x = torch.randn(4, 6)
+    layer.eval()
+    torch.testing.assert_close(layer(x), x * (1 - per_dim))
+    layer.train()
+    keep = layer(torch.ones(40000, 6))
+    torch.testing.assert_close(keep.mean(dim=0), 1 - per_dim, atol=0.02, rtol=0)
+    if not embedding_wise:  # the dimensions of one feature share its mask
+        assert torch.equal(keep[:, 0], keep[:, 1]) and torch.equal(keep[:, 2], keep[:, 4])
+        assert not torch.equal(keep[:, 0], keep[:, 2])
+    assert float(layer.penalty(32)) == pytest.approx(0.05 / 32 * float((1 - p).sum()))

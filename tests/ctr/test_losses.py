@@ -59,3 +59,17 @@ def test_classification_is_the_weighted_mean_cross_entropy():
     logits, labels, weights = batch(3)
     expected = sum(float(w) * bce(float(z), float(y)) for z, y, w in zip(logits, labels, weights)) / float(weights.sum())
     assert float(losses.classification(logits, labels, weights)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("alpha, ohem_ratio, smooth", [(None, 1.0, 0.0), (0.25, 1.0, 0.1), (None, 0.5, 0.0)])
+def test_binary_focal_is_the_modulated_cross_entropy_of_the_hardest_rows(alpha, ohem_ratio, smooth):
+    logits, labels, weights = batch(4)
+    per_row = []
+    for z, y, w in zip(logits.tolist(), labels.tolist(), weights.tolist()):
+        p = 1 / (1 + math.exp(-z))
+        p_t = p if y == 1 else 1 - p
+        a = 1.0 if alpha is None else (alpha if y == 1 else 1 - alpha)
+        per_row.append(w * a * (1 - p_t) ** 2.0 * bce(z, y * (1 - smooth) + 0.5 * smooth))
+    hardest = sorted(per_row, reverse=True)[: round(len(per_row) * ohem_ratio)]
+    got = losses.binary_focal(logits, labels, weights, gamma=2.0, alpha=alpha, ohem_ratio=ohem_ratio, label_smoothing=smooth)
+    assert float(got) == pytest.approx(sum(hardest) / len(hardest), rel=1e-5)

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import mean_absolute_error, precision_score, recall_score, roc_auc_score
 
 from fusionrec.ctr.config import EvalMetrics, LearningRate, load_config
@@ -104,3 +105,34 @@ def test_wide_and_deep_group_kind_is_refused(tmp_path):
 
     with pytest.raises(FusionrecError, match="WIDE_AND_DEEP is not implemented yet"):
         load_config(path)
+
+
+def test_variational_dropout_adds_its_penalty_per_feature_group(taobao, tmp_path):
+    config = load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m", **{
+        "model_config.variational_dropout": {"regularization_lambda": 0.5}, "model_config.embedding_regularization": 0}))  # fmt: skip
+    trainer = Trainer(config)
+    assert len(trainer.variational_dropouts) == len(config.model_config_.feature_groups)
+    logits, labels = torch.zeros(8), torch.ones(8)
+    with_penalty = float(trainer.loss(logits, labels, None, {}))
+    trainer.variational_dropouts = []
+    penalties = sum(0.5 / 8 * float((1 - torch.sigmoid(m.logit_p)).sum()) for m in trainer.model.modules()
+                    if hasattr(m, "logit_p"))  # fmt: skip
+    assert with_penalty - float(trainer.loss(logits, labels, None, {})) == pytest.approx(penalties, rel=1e-5)
+    assert trainer.train(progress=False)["steps"] == 4
+
+
+@pytest.mark.parametrize("aucs, steps, best_step", [([0.6, 0.55, 0.58, 0.7], 3, 1), ([0.5, 0.6, 0.7, 0.8, 0.9, 0.95], 6, None)])
+def test_early_stop_when_the_metric_has_not_improved_for_max_check_steps(aucs, steps, best_step, taobao, tmp_path):
+    """EasyRec's enable_early_stop (TensorFlow's stop_if_no_increase_hook on best_exporter_metric)."""
+    config = load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m", **{
+        "train_config.num_steps": 6, "train_config.save_checkpoints_steps": 1,
+        "export_config.enable_early_stop": True, "export_config.max_check_steps": 2}))  # fmt: skip
+    trainer = Trainer(config)
+    results = iter(aucs + [0.0] * 10)
+    trainer.evaluate = lambda: {"auc": next(results)}
+    report = trainer.train(progress=False)
+    assert report["steps"] == steps
+    if best_step is None:
+        assert "early_stopped" not in report
+    else:
+        assert report["early_stopped"] == {"best_step": best_step, "best_metric": 0.6}

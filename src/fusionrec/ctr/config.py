@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fusionrec.ctr.tasks import BINARY, LOSS_TYPE_TASKS, MULTICLASS, REGRESSION, Task
 from fusionrec.ctr.textformat import field_model, parse, shape
 from fusionrec.errors import FusionrecError
 
@@ -273,8 +274,39 @@ class AutoIntConfig(_Strict):
     l2_regularization: float = Field(1e-4, ge=0)
 
 
+class DLRMConfig(_Strict):
+    # as in the paper: bot_dnn over the dense group, top_dnn over the interactions
+    top_dnn: DNN
+    bot_dnn: DNN
+    arch_interaction_op: Literal["dot", "cat"] = "dot"
+    arch_interaction_itself: bool = False
+    arch_with_dense_feature: bool = False
+    l2_regularization: float = Field(1e-5, ge=0)
+
+
+class RocketLaunchingConfig(_Strict):
+    share_dnn: DNN | None = None
+    booster_dnn: DNN
+    light_dnn: DNN
+    l2_regularization: float = Field(1e-4, ge=0)
+    feature_based_distillation: bool = False
+    feature_distillation_function: Literal["COSINE", "INNER_PRODUCT", "EUCLID"] = "COSINE"
+
+
+class VariationalDropoutConfig(_Strict):
+    regularization_lambda: float = Field(0.01, ge=0)
+    embedding_wise_variational_dropout: bool = False
+
+
 class F1ReweightedLoss(_Strict):
     f1_beta_square: float = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, le=1)
+
+
+class BinaryFocalLoss(_Strict):
+    gamma: float = Field(2.0, ge=0)
+    alpha: float | None = Field(None, ge=0, le=1)
+    ohem_ratio: float = Field(1.0, gt=0, le=1)
     label_smoothing: float = Field(0.0, ge=0, le=1)
 
 
@@ -305,7 +337,7 @@ class PairwiseLogisticLoss(_Strict):
 
 # loss_type -> the parameter block it reads (None: it has none)
 LOSS_TYPES = {"CLASSIFICATION": None, "F1_REWEIGHTED_LOSS": "f1_reweighted_loss", "PAIR_WISE_LOSS": "pairwise_loss",
-              "PAIRWISE_LOGISTIC_LOSS": "pairwise_logistic_loss"}  # fmt: skip
+              "PAIRWISE_LOGISTIC_LOSS": "pairwise_logistic_loss", "BINARY_FOCAL_LOSS": "binary_focal_loss"}  # fmt: skip
 
 
 class LossConfig(_Strict):
@@ -316,6 +348,7 @@ class LossConfig(_Strict):
     f1_reweighted_loss: F1ReweightedLoss | None = None
     pairwise_loss: PairwiseLoss | None = None
     pairwise_logistic_loss: PairwiseLogisticLoss | None = None
+    binary_focal_loss: BinaryFocalLoss | None = None
 
     @model_validator(mode="after")
     def _known(self):
@@ -327,7 +360,11 @@ class LossConfig(_Strict):
 
 # model_class -> the model_config block that configures it
 MODEL_FIELDS = {"WideAndDeep": "wide_and_deep", "DeepFM": "deepfm", "DCN": "dcn", "MultiTower": "multi_tower",
-                "DIN": "multi_tower", "MultiTowerDIN": "multi_tower", "FM": "fm", "AutoInt": "autoint"}  # fmt: skip
+                "DIN": "multi_tower", "MultiTowerDIN": "multi_tower", "FM": "fm", "AutoInt": "autoint",
+                "DLRM": "dlrm", "RocketLaunching": "rocket_launching"}  # fmt: skip
+# models with several output heads: the suffix of each head's outputs and metrics (EasyRec's),
+# the served one first
+HEAD_SUFFIXES = {"RocketLaunching": ("_light", "_booster")}
 
 
 class ModelConfig(_Strict):
@@ -339,16 +376,32 @@ class ModelConfig(_Strict):
     multi_tower: MultiTowerConfig | None = None
     fm: FMConfig | None = None
     autoint: AutoIntConfig | None = None
+    dlrm: DLRMConfig | None = None
+    rocket_launching: RocketLaunchingConfig | None = None
     seq_att_groups: list[SeqAttGroupConfig] = []
+    variational_dropout: VariationalDropoutConfig | None = None
     embedding_regularization: float = Field(0.0, ge=0)
-    num_class: int = 1
+    num_class: int = Field(1, ge=1)
     loss_type: str = "CLASSIFICATION"
     losses: list[LossConfig] = []
 
     @field_validator("loss_type")
     @classmethod
-    def _classification(cls, value):
-        return _only_implemented("loss_type", value, "CLASSIFICATION", "binary cross-entropy")
+    def _loss_type(cls, value):
+        if value not in LOSS_TYPE_TASKS:
+            raise ValueError(
+                f"loss_type {value!r} is not implemented yet by fusionrec as a model's loss_type; "
+                f"it has {list(LOSS_TYPE_TASKS)} (and more in `losses`)"
+            )
+        return value
+
+    @property
+    def task(self) -> Task:
+        return Task.of(self.loss_type, self.num_class)
+
+    @property
+    def head_suffixes(self) -> tuple[str, ...]:
+        return HEAD_SUFFIXES.get(self.model_class, ("",))
 
     @model_validator(mode="after")
     def _model(self):
@@ -362,8 +415,15 @@ class ModelConfig(_Strict):
             raise ValueError(
                 f"model_class {self.model_class!r} needs exactly the block {wanted!r}, found {set_fields or 'none'}"
             )
-        if self.num_class != 1:
-            raise ValueError(f"num_class {self.num_class} is not implemented yet by fusionrec (binary CTR models: num_class 1)")
+        if self.loss_type == "SOFTMAX_CROSS_ENTROPY" and self.num_class < 2:
+            raise ValueError("loss_type SOFTMAX_CROSS_ENTROPY needs num_class >= 2 (one logit per class)")
+        if self.loss_type in ("L2_LOSS", "SIGMOID_L2_LOSS") and self.num_class != 1:
+            raise ValueError(f"loss_type {self.loss_type} predicts one value: num_class must be 1, got {self.num_class}")
+        if self.losses and self.task.kind != BINARY:
+            raise ValueError(
+                f"losses: the losses of `losses` are binary ranking losses; this model is {self.task.kind} "
+                f"(loss_type {self.loss_type}, num_class {self.num_class})"
+            )
         for group in self.feature_groups:
             if group.wide_deep == "WIDE_AND_DEEP":
                 raise ValueError(
@@ -425,7 +485,32 @@ class MomentumOptimizer(_Strict):
     momentum_optimizer_value: float = Field(0.9, ge=0)
 
 
-OPTIMIZERS = ("adam_optimizer", "lazy_adam_optimizer", "adagrad_optimizer", "momentum_optimizer")
+class AdamWOptimizer(AdamOptimizer):
+    weight_decay: float = Field(1e-6, ge=0, lt=1)
+
+
+class MomentumWOptimizer(MomentumOptimizer):
+    weight_decay: float = Field(1e-6, ge=0, lt=1)
+
+
+class RMSPropOptimizer(_Strict):
+    learning_rate: LearningRate = LearningRate()
+    momentum_optimizer_value: float = Field(0.9, ge=0)
+    decay: float = Field(0.9, ge=0, le=1)
+    epsilon: float = Field(1.0, gt=0)
+
+
+class FtrlOptimizer(_Strict):
+    learning_rate: LearningRate = LearningRate()
+    learning_rate_power: float = Field(-0.5, le=0)
+    initial_accumulator_value: float = Field(0.1, gt=0)
+    l1_reg: float = Field(0.0, ge=0)
+    l2_reg: float = Field(0.0, ge=0)
+    l2_shrinkage_reg: float = Field(0.0, ge=0)
+
+
+OPTIMIZERS = ("adam_optimizer", "lazy_adam_optimizer", "adagrad_optimizer", "momentum_optimizer", "adamw_optimizer",
+              "momentumw_optimizer", "rms_prop_optimizer", "ftrl_optimizer")  # fmt: skip
 
 
 class Optimizer(_Strict):
@@ -433,6 +518,10 @@ class Optimizer(_Strict):
     lazy_adam_optimizer: AdamOptimizer | None = None  # what adam_optimizer already is for embedding tables
     adagrad_optimizer: AdagradOptimizer | None = None
     momentum_optimizer: MomentumOptimizer | None = None
+    adamw_optimizer: AdamWOptimizer | None = None
+    momentumw_optimizer: MomentumWOptimizer | None = None
+    rms_prop_optimizer: RMSPropOptimizer | None = None
+    ftrl_optimizer: FtrlOptimizer | None = None
     use_moving_average: bool = False
     embedding_learning_rate_multiplier: float = Field(1.0, gt=0)
 
@@ -451,6 +540,14 @@ class Optimizer(_Strict):
             if getattr(self, name) is not None:
                 return ("adam_optimizer" if name == "lazy_adam_optimizer" else name), getattr(self, name)
         raise AssertionError("validated to have one optimizer")
+
+
+# EasyRec's train_distribute values. Each one trains data-parallel (synchronous or not) over the
+# workers of a cluster; launched as one process, as fusionrec trains today, every one of them is
+# the same single-worker training as NoStrategy (docs/ctr.md).
+DISTRIBUTION_STRATEGIES = ("NoStrategy", "PSStrategy", "MirroredStrategy", "CollectiveAllReduceStrategy",
+                           "ExascaleStrategy", "MultiWorkerMirroredStrategy", "HorovodStrategy", "SokStrategy",
+                           "EmbeddingParallelStrategy")  # fmt: skip
 
 
 class TrainConfig(_Strict):
@@ -474,12 +571,17 @@ class TrainConfig(_Strict):
     @field_validator("train_distribute")
     @classmethod
     def _one_process(cls, value):
-        return _only_implemented("train_distribute", value, "NoStrategy", "one process")
+        if value not in DISTRIBUTION_STRATEGIES:
+            raise ValueError(f"train_distribute {value!r} is not an EasyRec strategy; EasyRec has {list(DISTRIBUTION_STRATEGIES)}")
+        return value
 
     @model_validator(mode="after")
     def _one(self):
-        if len(self.optimizer_config) > 1:
-            raise ValueError("optimizer_config: several optimizers (one per variable group) are not implemented yet")
+        if len(self.optimizer_config) > 3:
+            raise ValueError(
+                f"optimizer_config: {len(self.optimizer_config)} optimizers; EasyRec trains one, two (embedding "
+                "tables / the rest) or, for WideAndDeep, three (WIDE tables / other tables / the rest)"
+            )
         return self
 
 
@@ -505,6 +607,20 @@ class _Empty(_Strict):
     pass
 
 
+class TopKMetric(_Strict):
+    topk: int = Field(5, ge=1)
+
+
+# the metrics each task computes (logloss for the classifiers and mean_squared_error for
+# regression are always reported)
+TASK_METRICS = {
+    BINARY: ("auc", "gauc", "session_auc", "accuracy", "max_f1", "mean_squared_error", "root_mean_squared_error",
+             "mean_absolute_error", "recall", "precision"),
+    MULTICLASS: ("accuracy", "recall_at_topk", "precision_at_topk"),
+    REGRESSION: ("mean_squared_error", "root_mean_squared_error", "mean_absolute_error"),
+}
+
+
 class EvalMetrics(_Strict):
     auc: AUCMetric | None = None
     gauc: GAUCMetric | None = None
@@ -516,6 +632,8 @@ class EvalMetrics(_Strict):
     mean_absolute_error: _Empty | None = None
     recall: _Empty | None = None
     precision: _Empty | None = None
+    recall_at_topk: TopKMetric | None = None
+    precision_at_topk: TopKMetric | None = None
 
     @property
     def name(self) -> str:
@@ -543,6 +661,8 @@ class ExportConfig(_Strict):
     best_exporter_metric: str = "auc"
     metric_bigger: bool = True
     exports_to_keep: int = 1
+    enable_early_stop: bool = False
+    max_check_steps: int = Field(10000, ge=1)
 
 
 class PipelineConfig(_Strict):
@@ -640,7 +760,20 @@ class PipelineConfig(_Strict):
                 _check_seq_group(seq_group, names, f"feature_groups {group.group_name!r}")
         for seq_group in model.seq_att_groups:
             _check_seq_group(seq_group, names, "seq_att_groups")
+        if len(self.train_config.optimizer_config) == 3 and model.model_class != "WideAndDeep":
+            raise ValueError(
+                "train_config.optimizer_config: three optimizers (WIDE tables / other tables / the rest) are for "
+                f"WideAndDeep only, as in EasyRec; {model.model_class} takes one or two (embedding tables / the rest)"
+            )
+        task = model.task
         for metric in self.eval_config.metrics_set:
+            # EasyRec computes the AUCs of a two-class softmax model on the second class's probability
+            two_class = ("auc", "gauc", "session_auc") if task.kind == MULTICLASS and task.n_classes == 2 else ()
+            if metric.name not in TASK_METRICS[task.kind] + two_class:
+                raise ValueError(
+                    f"eval_config.metrics_set: {metric.name} is not a metric of a {task.kind} model "
+                    f"(loss_type {model.loss_type}, num_class {model.num_class}); it has {list(TASK_METRICS[task.kind])}"
+                )
             field = metric.gauc.uid_field if metric.gauc else metric.session_auc.session_id_field if metric.session_auc else None
             if field is not None and field not in fields:
                 raise ValueError(f"eval_config.metrics_set: field {field!r} is not an input_field")
@@ -666,8 +799,8 @@ def _message(name: str, no_effect: str = "", not_implemented: str = "") -> EasyR
 
 
 _MODELS_NOT_IMPLEMENTED = (
-    "model_params dummy dlrm cmbf uniter multi_tower_recall dssm mind dropoutnet metric_learning pdn "
-    "dssm_senet dat mmoe esmm dbmtl simple_multi_task ple rocket_launching backbone"
+    "model_params dummy cmbf uniter multi_tower_recall dssm mind dropoutnet metric_learning pdn "
+    "dssm_senet dat mmoe esmm dbmtl simple_multi_task ple backbone"
 )
 EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     PipelineConfig: _message(
@@ -692,9 +825,8 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
         not_implemented="fine_tune_ckpt_var_map force_restore_shape_compatible freeze_gradient incr_save_config",
     ),
     EvalConfig: _message("EvalConfig", no_effect="max_evals save_graph"),
-    EvalMetrics: _message(
-        "EvalMetrics", not_implemented="recall_at_topk precision_at_topk"
-    ),
+    EvalMetrics: _message("EvalMetrics"),
+    TopKMetric: _message("RecallAtTopK"),
     AUCMetric: _message("AUC"),
     GAUCMetric: _message("GAUC"),
     SessionAUCMetric: _message("SessionAUC"),
@@ -702,8 +834,8 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     ExportConfig: _message(
         "ExportConfig",
         no_effect="multi_placeholder placeholder_named_by_input filter_inputs export_features export_rtp_outputs "
-        "asset_files auto_multi_value multi_value_fields max_check_steps",
-        not_implemented="enable_early_stop early_stop_func early_stop_params",
+        "asset_files auto_multi_value multi_value_fields",
+        not_implemented="early_stop_func early_stop_params",
     ),
     FeatureConfig: _message(
         "FeatureConfig",
@@ -720,7 +852,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     DNN: _message("DNN"),
     ModelConfig: _message(
         "EasyRecModel", no_effect="model_name",
-        not_implemented=_MODELS_NOT_IMPLEMENTED + " ev_params kd restore_filters variational_dropout "
+        not_implemented=_MODELS_NOT_IMPLEMENTED + " ev_params kd restore_filters "
         "loss_weight_strategy label_name",
     ),
     WideAndDeepConfig: _message("WideAndDeep"),
@@ -732,18 +864,25 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     FMConfig: _message("FM"),
     LossConfig: _message(
         "Loss",
-        not_implemented="softmax_loss circle_loss multi_simi_loss binary_focal_loss pairwise_focal_loss jrc_loss "
+        not_implemented="softmax_loss circle_loss multi_simi_loss pairwise_focal_loss jrc_loss "
         "pairwise_hinge_loss listwise_rank_loss listwise_distill_loss ziln_loss",
     ),
     F1ReweightedLoss: _message("F1ReweighedLoss"),
+    BinaryFocalLoss: _message("BinaryFocalLoss"),
     PairwiseLoss: _message("PairwiseLoss"),
     PairwiseLogisticLoss: _message("PairwiseLogisticLoss", not_implemented="hinge_margin"),
     AutoIntConfig: _message("AutoInt"),
+    DLRMConfig: _message("DLRM"),
+    RocketLaunchingConfig: _message("RocketLaunching"),
+    VariationalDropoutConfig: _message("VariationalDropoutLayer"),
     Optimizer: _message(
         "Optimizer",
-        not_implemented="rms_prop_optimizer momentumw_optimizer adamw_optimizer adam_async_optimizer ftrl_optimizer "
-        "adam_asyncw_optimizer moving_average_decay",
+        not_implemented="adam_async_optimizer adam_asyncw_optimizer moving_average_decay",
     ),
+    AdamWOptimizer: _message("AdamWOptimizer"),
+    MomentumWOptimizer: _message("MomentumWOptimizer"),
+    RMSPropOptimizer: _message("RMSPropOptimizer"),
+    FtrlOptimizer: _message("FtrlOptimizer"),
     AdamOptimizer: _message("AdamOptimizer"),
     AdagradOptimizer: _message("AdagradOptimizer"),
     MomentumOptimizer: _message("MomentumOptimizer"),

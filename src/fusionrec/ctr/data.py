@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import torch
 
 from fusionrec.ctr.config import DataConfig, InputField
+from fusionrec.ctr.tasks import BINARY, Task
 from fusionrec.errors import FusionrecError
 
 INT_PATTERN = r"^\s*[+-]?[0-9]+\s*$"
@@ -138,13 +139,16 @@ class TableReader:
 
     ``optional`` names fields a file may lack (predict's labels): an absent one becomes a
     column of nulls. ``selected_cols`` gives, for headerless CSV, the 0-based file column of
-    each non-optional field (EasyRec's predict flag).
+    each non-optional field (EasyRec's predict flag). ``task`` decides which label values are
+    valid (``Task.label_rule``; binary by default).
     """
 
     def __init__(self, data_config: DataConfig, fields: list[InputField] | None = None, *, labels: bool = True,
                  separator: str | None = None, collect_rejects: bool = False, optional: tuple[str, ...] = (),
-                 selected_cols: list[int] | None = None, parallel_lists: list[list[tuple[str, str]]] = ()):  # fmt: skip
+                 selected_cols: list[int] | None = None, parallel_lists: list[list[tuple[str, str]]] = (),
+                 task: Task = Task(BINARY)):  # fmt: skip
         self.config = data_config
+        self.task = task
         self.fields = fields if fields is not None else list(data_config.input_fields)
         self.names = [f.input_name for f in self.fields]
         self.label_names = list(data_config.label_fields) if labels else []
@@ -410,7 +414,7 @@ class TableReader:
             values = pa.array(is_true.astype(np.int64))
         if is_label:
             v = values.to_numpy(zero_copy_only=False).astype(np.float64)
-            bad(~((v >= 0) & (v <= 1)), "is not a binary label (0 or 1, or a probability in [0, 1])")
+            bad(self.task.bad_labels(v), self.task.label_rule)
         return values
 
     def _check_parallel(self, group, typed, keep, path, where, unit, counts) -> None:

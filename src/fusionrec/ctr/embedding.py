@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from fusionrec.ctr.config import FeatureConfig, FeatureGroupConfig, PipelineConfig, SeqAttGroupConfig
 from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.layers import DINAttention
+from fusionrec.ctr.layers import DINAttention, VariationalDropout
 from fusionrec.errors import FusionrecError
 
 
@@ -140,7 +140,7 @@ class DINSlot(nn.Module):
 class GroupInput(nn.Module):
     """One feature group: its slots' outputs, concatenated (DEEP) or summed (WIDE)."""
 
-    def __init__(self, name: str, slots: List[nn.Module], wide: bool):
+    def __init__(self, name: str, slots: List[nn.Module], wide: bool, dropout: VariationalDropout | None = None):
         super().__init__()
         self.group_name = name
         self.slots = nn.ModuleList(slots)
@@ -148,11 +148,17 @@ class GroupInput(nn.Module):
         dims = [s.out_dim for s in slots]
         self.field_dims = dims
         self.out_dim = (dims[0] if dims else 0) if wide else sum(dims)
+        # EasyRec's variational_dropout acts on the group's concatenated output, before any sum
+        self.has_dropout = dropout is not None
+        self.dropout = dropout if dropout is not None else nn.Identity()
 
     def fields(self, features: Dict[str, Tensor]) -> List[Tensor]:
         out: List[Tensor] = []
         for slot in self.slots:
             out.append(slot(features))
+        if self.has_dropout:
+            noisy = self.dropout(torch.cat(out, dim=1))
+            out = list(noisy.split(self.field_dims, dim=1))
         return out
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
@@ -171,6 +177,7 @@ class EmbeddingTables:
     def __init__(self, config: PipelineConfig, transform: FeatureTransform):
         self.features: dict[str, FeatureConfig] = {f.name: f for f in config.features}
         self.transform = transform
+        self.variational_dropout = config.model_config_.variational_dropout
         self.tables: dict[str, nn.Embedding] = {}
         self._shape: dict[str, tuple[int, int, str]] = {}
 
@@ -244,4 +251,9 @@ class EmbeddingTables:
             slots.extend(self.din(seq_group, f"feature_groups {group.group_name!r}"))
         if not slots:
             raise FusionrecError(f"feature_groups {group.group_name!r}: has no features")
-        return GroupInput(group.group_name, slots, wide)
+        dropout = None
+        if self.variational_dropout is not None:
+            vd = self.variational_dropout
+            dropout = VariationalDropout([s.out_dim for s in slots], vd.regularization_lambda,
+                                         vd.embedding_wise_variational_dropout)  # fmt: skip
+        return GroupInput(group.group_name, slots, wide, dropout)

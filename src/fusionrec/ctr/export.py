@@ -24,6 +24,7 @@ from fusionrec.ctr.config import config_from_dict, dump_config
 from fusionrec.ctr.data import TableReader, iter_batches, resolve_paths
 from fusionrec.ctr.features import tensor_digest
 from fusionrec.ctr.models import ScoringModel
+from fusionrec.ctr.tasks import output_name
 from fusionrec.errors import FusionrecError
 
 MODEL_FILE = "model.pt"
@@ -43,7 +44,8 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None) -> P
                 raise FusionrecError(f"model_dir {str(trainer.model_dir)!r}: no checkpoint to export; train first")
             checkpoint = found[-1][1]
     trainer.load_checkpoint(checkpoint, weights_only_model=True)
-    scoring = ScoringModel(trainer.transform, trainer.model).eval()
+    task = config.model_config_.task
+    scoring = ScoringModel(trainer.transform, trainer.model, task).eval()
     scripted = torch.jit.script(scoring)
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -62,7 +64,8 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None) -> P
              else ("float64" if f.input_type in ("FLOAT", "DOUBLE") else "int64")}
             for f in config.data_config.input_fields if f.input_name not in config.data_config.label_fields
         ],
-        "output": "probability of the positive class, float32 (n,)",
+        "output": _OUTPUT_MEANING[task.kind],
+        "outputs": list(output_names(config.model_config_)),
     }  # fmt: skip
     atomic_write_bytes(export_dir / "input_schema.json", json.dumps(schema, indent=1).encode())
     return export_dir / MODEL_FILE
@@ -124,23 +127,49 @@ def _check_vocabularies(module, features: dict, schema_path: Path) -> None:
                 )
 
 
+_OUTPUT_MEANING = {
+    "binary": "forward: probability of the positive class, float32 (n,)",
+    "multiclass": "forward: class probabilities, float32 (n, num_class)",
+    "regression": "forward: the predicted value y, float32 (n,)",
+}
 EASYREC_OUTPUT_SEP = "\x01"  # EasyRec predict's --output_sep default, chr(1)
-OUTPUT_TYPES = {"double": pa.float64(), "float": pa.float32(), "string": pa.string()}
+OUTPUT_TYPES = {"double": pa.float64(), "float": pa.float32(), "int": pa.int64(), "int64": pa.int64(),
+                "string": pa.string()}  # fmt: skip
 
 
-def _parse_output_cols(spec: str) -> list[tuple[str, pa.DataType]]:
+def output_names(model_config) -> list[str]:
+    """Every output of the exported model, sorted: the task's (``Task.output_names``) for each
+    head, named with the head's suffix as EasyRec names them (``probs_light``, ``probs_light_y``)."""
+    return sorted(output_name(name, suffix) for suffix in model_config.head_suffixes for name in model_config.task.output_names)
+
+
+def _parse_output_cols(spec: str, model_config) -> list[tuple[str, pa.DataType]]:
+    """(name, type) of each ``--output_cols`` entry; ``ALL_COLUMNS``: every output of the model."""
+    task = model_config.task
+    names = output_names(model_config)
     if spec.strip() in ("", "ALL_COLUMNS"):
-        return [("probs", pa.float64())]
+        # a multi-class model's y is the class id
+        return [(name, pa.int64() if name.split("_")[0] == "y" and task.kind == "multiclass" else pa.float64())
+                for name in names]  # fmt: skip
     out = []
     for part in spec.split(","):
         pieces = part.split()
-        if len(pieces) != 2 or pieces[0] not in ("probs", "logits") or pieces[1] not in OUTPUT_TYPES:
+        if len(pieces) != 2 or pieces[0] not in names or pieces[1] not in OUTPUT_TYPES:
             raise FusionrecError(
-                f"--output_cols {part.strip()!r}: expected 'probs double' or 'logits float' (name type), "
-                f"names probs / logits, types {sorted(OUTPUT_TYPES)}"
+                f"--output_cols {part.strip()!r}: expected 'name type' (e.g. '{names[-1]} double'); this "
+                f"{task.kind} model's outputs are {names}, types {sorted(OUTPUT_TYPES)}"
             )
         out.append((pieces[0], OUTPUT_TYPES[pieces[1]]))
     return out
+
+
+def _output_column(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """One output column; a per-class output (n, num_class) becomes its values joined by ','."""
+    if values.ndim == 1:
+        return pa.array(values).cast(kind)
+    as_text = pc.cast(pa.array(values.reshape(-1)).cast(kind if kind != pa.string() else pa.float64()), pa.string())
+    rows = pa.ListArray.from_arrays(pa.array(np.arange(0, values.size + 1, values.shape[1], dtype=np.int32)), as_text)
+    return pc.binary_join(rows, ",")
 
 
 def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved_cols: str = "ALL_COLUMNS",
@@ -167,7 +196,9 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     for column in reserved:
         if column not in names:
             raise FusionrecError(f"--reserved_cols: {column!r} is not an input field ({names})")
-    outputs = _parse_output_cols(output_cols)
+    outputs = _parse_output_cols(output_cols, config.model_config_)
+    # exports written before per-task outputs have forward_with_counts only (binary models)
+    has_outputs = hasattr(module, "outputs_with_counts")
     if batch_size < 1:
         raise FusionrecError(f"--batch_size {batch_size}: must be at least 1")
     reader = TableReader(config.data_config, labels=False, separator=input_sep, collect_rejects=True,
@@ -184,11 +215,13 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     try:
         with torch.no_grad():
             for batch in iter_batches(reader, paths, batch_size, shuffle=False, shuffle_rows=0, seed=0):
-                proba_tensor, counts = module.forward_with_counts(batch.columns)
+                if has_outputs:
+                    named, counts = module.outputs_with_counts(batch.columns)
+                else:
+                    proba_tensor, counts = module.forward_with_counts(batch.columns)
+                    named = {"probs": proba_tensor, "logits": torch.logit(proba_tensor.double(), eps=1e-12)}
                 reader.report.add_feature_counts(counts)
-                proba = proba_tensor.double().numpy()
-                logits = np.log(np.clip(proba, 1e-12, 1)) - np.log(np.clip(1 - proba, 1e-12, 1))
-                columns = {name: pa.array(proba if name == "probs" else logits).cast(kind) for name, kind in outputs}
+                columns = {name: _output_column(named[name].double().numpy(), kind) for name, kind in outputs}
                 columns.update({c: batch.table.column(c) for c in reserved if c not in columns})
                 pieces.append(pa.table(columns))
                 n_rows += batch.table.num_rows

@@ -1,7 +1,10 @@
 """Layers, one paper component each: MLP tower, DIN target attention, DCN-v2 cross network, FM,
-AutoInt's interacting layer."""
+AutoInt's interacting layer, variational dropout."""
 
 from __future__ import annotations
+
+import math
+from typing import List
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +26,7 @@ class MLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         dims = [in_dim, *hidden_units]
+        self.layer_ends: list[int] = []  # index in self.net of each hidden layer's last module
         for i, units in enumerate(hidden_units):
             layers.append(nn.Linear(dims[i], units, bias=not use_bn))
             if use_bn:
@@ -30,11 +34,21 @@ class MLP(nn.Module):
             layers.append(ACTIVATIONS[activation]())
             if dropout_ratio and dropout_ratio[i] > 0:
                 layers.append(nn.Dropout(dropout_ratio[i]))
+            self.layer_ends.append(len(layers) - 1)
         self.net = nn.Sequential(*layers)
         self.out_dim = dims[-1]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def hidden_outputs(self, x: Tensor) -> List[Tensor]:
+        """The output of every hidden layer, first to last (the last is ``forward``'s)."""
+        outputs: List[Tensor] = []
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i in self.layer_ends:
+                outputs.append(x)
+        return outputs
 
 
 class DINAttention(nn.Module):
@@ -124,12 +138,22 @@ class CrossNetV2(nn.Module):
 
 
 class FactorizationMachine(nn.Module):
-    """Second-order FM term (Rendle 2010, eq. 4): 0.5 * sum_f [(sum_i v_if)^2 - sum_i v_if^2]."""
+    """Second-order FM term (Rendle 2010, eq. 4): 0.5 * sum_f [(sum_i v_if)^2 - sum_i v_if^2].
 
-    def forward(self, embeddings: Tensor) -> Tensor:  # B x n_fields x D -> B x 1
+    With ``keep_dim`` the sum over f is left out: (B, D), the per-dimension interactions that
+    EasyRec's DeepFM feeds to its final_dnn; otherwise (B, 1)."""
+
+    def __init__(self, keep_dim: bool = False):
+        super().__init__()
+        self.keep_dim = keep_dim
+
+    def forward(self, embeddings: Tensor) -> Tensor:  # B x n_fields x D -> B x D or B x 1
         square_of_sum = embeddings.sum(dim=1).pow(2)
         sum_of_square = embeddings.pow(2).sum(dim=1)
-        return 0.5 * (square_of_sum - sum_of_square).sum(dim=1, keepdim=True)
+        interactions = 0.5 * (square_of_sum - sum_of_square)
+        if self.keep_dim:
+            return interactions
+        return interactions.sum(dim=1, keepdim=True)
 
 
 class InteractingLayer(nn.Module):
@@ -155,3 +179,42 @@ class InteractingLayer(nn.Module):
         weights = torch.softmax(q @ k.transpose(2, 3) / self.head_size**0.5, dim=-1)
         attended = (weights @ v).transpose(1, 2).reshape(batch, n_fields, self.out_dim)
         return torch.relu(attended + self.residual(fields))
+
+
+CONCRETE_TEMPERATURE = 0.1  # EasyRec's temperature of the concrete (relaxed Bernoulli) keep mask
+CONCRETE_EPSILON = 2.220446049250313e-16  # numpy's float eps, which EasyRec adds inside the logs
+
+
+class VariationalDropout(nn.Module):
+    """Dropout feature ranking (Chang et al., "Dropout Feature Ranking for Deep Learning Models",
+    arXiv:1712.08645) as EasyRec's variational_dropout on a feature group: a learned dropout
+    rate p = sigmoid(logit_p) per feature (per embedding dimension when ``embedding_wise``).
+    Training multiplies the group's concatenated output by the concrete relaxation of a
+    Bernoulli keep mask (eq. 6, temperature 0.1); evaluation by its expectation 1 - p.
+    ``penalty`` is the regularizer lambda / B * sum(1 - p), which pushes rates up so that
+    only the features the model needs keep a low one (the ranking)."""
+
+    def __init__(self, field_dims: List[int], regularization_lambda: float, embedding_wise: bool):
+        super().__init__()
+        n_rates = sum(field_dims) if embedding_wise else len(field_dims)
+        limit = math.sqrt(3.0 / n_rates)  # TensorFlow's default glorot_uniform for a vector
+        self.logit_p = nn.Parameter(torch.empty(n_rates).uniform_(-limit, limit))
+        expand = torch.arange(sum(field_dims)) if embedding_wise else torch.repeat_interleave(
+            torch.arange(len(field_dims)), torch.tensor(field_dims))  # fmt: skip
+        self.register_buffer("expand", expand, persistent=False)
+        self.regularization_lambda = regularization_lambda
+        self.temperature = CONCRETE_TEMPERATURE
+        self.eps = CONCRETE_EPSILON
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = torch.sigmoid(self.logit_p)
+        if not self.training:
+            return x * (1.0 - p)[self.expand]
+        u = torch.rand(x.shape[0], p.shape[0], dtype=x.dtype)
+        eps = self.eps
+        relaxed = (torch.log(p + eps) - torch.log(1.0 - p + eps) + torch.log(u + eps) - torch.log(1.0 - u + eps))
+        keep = 1.0 - torch.sigmoid(relaxed / self.temperature)
+        return x * keep[:, self.expand]
+
+    def penalty(self, batch_size: int) -> Tensor:
+        return self.regularization_lambda / batch_size * (1.0 - torch.sigmoid(self.logit_p)).sum()

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from fusionrec.ctr.tasks import sum_by_nonzero_weights
+
 
 def classification(logits: Tensor, labels: Tensor, weights: Tensor | None) -> Tensor:
     """Sigmoid cross-entropy, the weighted mean over the batch."""
@@ -35,7 +37,29 @@ def f1_reweighted(logits: Tensor, labels: Tensor, weights: Tensor | None, beta_s
         row_weights = row_weights * weights
     targets = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
     per_row = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    return _sum_by_nonzero_weights(per_row, row_weights)
+    return sum_by_nonzero_weights(per_row, row_weights)
+
+
+def binary_focal(logits: Tensor, labels: Tensor, weights: Tensor | None, gamma: float = 2.0,
+                 alpha: float | None = None, ohem_ratio: float = 1.0, label_smoothing: float = 0.0) -> Tensor:  # fmt: skip
+    """Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017, eq. 5) as
+    EasyRec's sigmoid_focal_loss_with_logits: each row's sigmoid cross-entropy (against the
+    smoothed label) weighed by (1 - p_t)^gamma, by alpha_t when alpha is set, and by its sample
+    weight; then the mean of the round(ohem_ratio * B) largest positive losses (online hard
+    example mining; all of them at ohem_ratio 1)."""
+    probs = torch.sigmoid(logits)
+    p_t = labels * probs + (1.0 - labels) * (1.0 - probs)
+    row_weights = (1.0 - p_t).pow(gamma)
+    if alpha is not None:
+        row_weights = row_weights * (labels * alpha + (1.0 - labels) * (1.0 - alpha))
+    if weights is not None:
+        row_weights = row_weights * weights
+    targets = labels * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    per_row = row_weights * F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    k = int(round(per_row.numel() * ohem_ratio))
+    hardest = torch.topk(per_row, k).values if k < per_row.numel() else per_row
+    positive = hardest[hardest > 0]
+    return positive.mean() if positive.numel() else logits.sum() * 0.0
 
 
 def pairwise(logits: Tensor, labels: Tensor, weights: Tensor | None, margin: float = 0.0,
@@ -50,7 +74,7 @@ def pairwise(logits: Tensor, labels: Tensor, weights: Tensor | None, margin: flo
         return logits.sum() * 0.0
     per_pair = F.binary_cross_entropy_with_logits(pair_logits[mask], torch.ones_like(pair_logits[mask]), reduction="none")
     pair_weights = weights.unsqueeze(1).expand_as(mask)[mask] if weights is not None else None
-    return _sum_by_nonzero_weights(per_pair, pair_weights)
+    return sum_by_nonzero_weights(per_pair, pair_weights)
 
 
 def pairwise_logistic(logits: Tensor, labels: Tensor, weights: Tensor | None, temperature: float = 1.0) -> Tensor:
@@ -70,10 +94,3 @@ def _weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
     if weights is None:
         return values.mean()
     return (values * weights).sum() / weights.sum().clamp(min=1e-12)
-
-
-def _sum_by_nonzero_weights(values: Tensor, weights: Tensor | None) -> Tensor:
-    """TensorFlow's default loss reduction: sum(w * loss) / count(w != 0)."""
-    if weights is None:
-        return values.mean()
-    return (values * weights).sum() / (weights != 0).sum().clamp(min=1)

@@ -1,4 +1,9 @@
-"""Evaluation metrics of ``eval_config.metrics_set`` (logloss is always reported)."""
+"""Evaluation metrics of ``eval_config.metrics_set``, by task (``fusionrec.ctr.tasks``).
+
+Always reported: ``logloss`` for binary and multi-class models, ``mean_squared_error`` for
+regression. ``scores`` are what the model predicts: probabilities (binary (n,), multi-class
+(n, num_class)) or the regression value.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from fusionrec.ctr.config import EvalMetrics
+from fusionrec.ctr.tasks import MULTICLASS, REGRESSION, Task
 
 
 def _auc(labels: np.ndarray, proba: np.ndarray) -> float:
@@ -31,7 +37,20 @@ def grouped_auc(labels, proba, groups, reduction: str) -> float:
     return total / weight if weight else float("nan")
 
 
-def evaluate_metrics(metrics: list[EvalMetrics], labels: np.ndarray, proba: np.ndarray, columns: dict) -> dict:
+def evaluate_metrics(metrics: list[EvalMetrics], labels: np.ndarray, proba: np.ndarray, columns: dict,
+                     task: Task = Task("binary")) -> dict:  # fmt: skip
+    if task.kind == MULTICLASS:
+        result = _multiclass_metrics(metrics, labels.astype(np.int64), proba)
+        if task.n_classes == 2:  # EasyRec: the AUCs of a two-class model score the second class
+            aucs = [m for m in metrics if m.name in ("auc", "gauc", "session_auc")]
+            binary = evaluate_metrics(aucs, labels, proba[:, 1], columns)
+            result.update({k: v for k, v in binary.items() if k != "logloss"})
+        return result
+    if task.kind == REGRESSION:
+        result = {"mean_squared_error": float(np.mean((proba - labels) ** 2))}
+        for metric in metrics:
+            result.update(_regression_metric(metric.name, labels, proba))
+        return result
     eps = 1e-7
     clipped = np.clip(proba, eps, 1 - eps)
     result = {"logloss": float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))}
@@ -48,17 +67,42 @@ def evaluate_metrics(metrics: list[EvalMetrics], labels: np.ndarray, proba: np.n
             result["accuracy"] = float(np.mean((proba >= metric.accuracy.threshold) == (labels >= 0.5)))
         elif name == "max_f1":
             result["max_f1"] = max_f1(labels >= 0.5, proba)
-        elif name == "mean_squared_error":
-            result["mean_squared_error"] = float(np.mean((proba - labels) ** 2))
-        elif name == "root_mean_squared_error":
-            result["root_mean_squared_error"] = float(np.sqrt(np.mean((proba - labels) ** 2)))
-        elif name == "mean_absolute_error":
-            result["mean_absolute_error"] = float(np.mean(np.abs(proba - labels)))
+        elif name in ("mean_squared_error", "root_mean_squared_error", "mean_absolute_error"):
+            result.update(_regression_metric(name, labels, proba))
         elif name in ("recall", "precision"):  # EasyRec's: the positive class at probability 0.5
             predicted, positives = proba >= 0.5, labels >= 0.5
             hits = float(np.sum(predicted & positives))
             total = float(np.sum(positives if name == "recall" else predicted))
             result[name] = hits / total if total else 0.0
+    return result
+
+
+def _regression_metric(name: str, labels: np.ndarray, predicted: np.ndarray) -> dict:
+    errors = predicted - labels
+    if name == "mean_absolute_error":
+        return {name: float(np.mean(np.abs(errors)))}
+    mse = float(np.mean(errors**2))
+    return {name: float(np.sqrt(mse)) if name == "root_mean_squared_error" else mse}
+
+
+def _multiclass_metrics(metrics: list[EvalMetrics], labels: np.ndarray, proba: np.ndarray) -> dict:
+    """Softmax logloss always; accuracy of the argmax; EasyRec's recall_at_topk (the share of
+    rows whose class is among the k most probable) and precision_at_topk (that share / k: one
+    true class per row, as tf.metrics.precision_at_k counts it)."""
+    eps = 1e-7
+    true_proba = np.clip(proba[np.arange(len(labels)), labels], eps, 1.0)
+    result = {"logloss": float(-np.mean(np.log(true_proba)))}
+    # rank of the true class: how many classes score strictly higher
+    rank = (proba > proba[np.arange(len(labels)), labels][:, None]).sum(axis=1)
+    for metric in metrics:
+        name = metric.name
+        if name == "accuracy":
+            result["accuracy"] = float(np.mean(proba.argmax(axis=1) == labels))
+        elif name == "recall_at_topk":
+            result["recall_at_topk"] = float(np.mean(rank < metric.recall_at_topk.topk))
+        elif name == "precision_at_topk":
+            k = metric.precision_at_topk.topk
+            result["precision_at_topk"] = float(np.mean(rank < k)) / k
     return result
 
 

@@ -24,9 +24,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.callbacks import CallbackContainer, TrainingCallback
 from fusionrec.ctr import losses
-from fusionrec.ctr.config import MODEL_FIELDS, F1ReweightedLoss, PairwiseLogisticLoss, PairwiseLoss, PipelineConfig, dump_config
+from fusionrec.ctr.config import (MODEL_FIELDS, AdamOptimizer, BinaryFocalLoss, F1ReweightedLoss, Optimizer, PairwiseLogisticLoss,
+                                  PairwiseLoss, PipelineConfig, dump_config)  # fmt: skip
+from fusionrec.ctr.optimizers import SPARSE_CAPABLE, Optimizers, make_part
 from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, resolve_paths
 from fusionrec.ctr.features import FeatureTransform, feature_counts
+from fusionrec.ctr.layers import VariationalDropout
 from fusionrec.ctr.metrics import evaluate_metrics
 from fusionrec.ctr.models import build_model
 from fusionrec.errors import FusionrecError
@@ -58,37 +61,6 @@ def learning_rate_at(step: int, schedule) -> float:
     return 0.002
 
 
-class _Optimizers:
-    """Several torch optimizers (dense and sparse parameters) acting as one."""
-
-    def __init__(self, parts: list[torch.optim.Optimizer]):
-        self.parts = parts
-
-    @property
-    def param_groups(self):
-        return [g for part in self.parts for g in part.param_groups]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for part in self.parts:
-            part.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for part in self.parts:
-            part.step()
-
-    def state_dict(self) -> dict:
-        return {str(i): part.state_dict() for i, part in enumerate(self.parts)}
-
-    def load_state_dict(self, state: dict) -> None:
-        if set(state) != {str(i) for i in range(len(self.parts))}:
-            raise FusionrecError("checkpoint: optimizer state does not fit the configured optimizer")
-        for i, part in enumerate(self.parts):
-            try:
-                part.load_state_dict(state[str(i)])
-            except (ValueError, KeyError) as error:  # another parameter grouping (an older fusionrec)
-                raise FusionrecError(f"checkpoint: optimizer state does not fit the configured optimizer ({error})") from None
-
-
 class Trainer:
     """Builds the feature transform and model of a pipeline config and trains / evaluates them."""
 
@@ -105,57 +77,57 @@ class Trainer:
             torch.set_num_threads(train.intra_op_parallelism_threads)
         self.seed = seed
         torch.manual_seed(seed)
+        self.task = config.model_config_.task
         self.transform = FeatureTransform(config, base_dir)
         self.model = build_model(config, self.transform)
-        if train.optimizer_config:
-            self.optimizer_name, self.optimizer_params = train.optimizer_config[0].chosen
-        else:
-            from fusionrec.ctr.config import AdamOptimizer
-
-            self.optimizer_name, self.optimizer_params = "adam_optimizer", AdamOptimizer()
         self.optimizer = self._make_optimizer()
         self.step = 0
         self.epoch = 0
         self.batches_in_epoch = 0
         self.best_metric: float | None = None
+        self.best_step = 0
         self.lookups = self._embedding_lookups()
         model_config = config.model_config_
         self.l2_regularization = getattr(model_config, MODEL_FIELDS[model_config.model_class]).l2_regularization
         self.dense_weights = self.model.dense_weights()
+        self.variational_dropouts = [m for m in self.model.modules() if isinstance(m, VariationalDropout)]
 
     # -- set-up ---------------------------------------------------------------------
-    def _make_optimizer(self) -> "_Optimizers":
-        """The configured optimizer. Embedding tables get sparse gradients (only the rows a
-        batch looks up are touched) with Adam's lazy variant or sparse Adagrad, as CTR
-        trainers do; gradient clipping and momentum need dense gradients and keep them.
-        Embedding tables form their own parameter group, whose learning rate is EasyRec's
-        ``embedding_learning_rate_multiplier`` times the schedule's (``lr_multiplier``)."""
-        lr = learning_rate_at(0, self.optimizer_params.learning_rate)
+    def _make_optimizer(self) -> Optimizers:
+        """The configured optimizers over EasyRec's variable groups (``fusionrec.ctr.optimizers``).
+        Embedding tables get sparse gradients (only the rows a batch looks up are touched) under
+        Adam (lazy), AdamW and Adagrad, as CTR trainers do; gradient clipping and the other
+        optimizers need dense gradients and keep them. Embedding tables form their own parameter
+        group, whose learning rate is EasyRec's ``embedding_learning_rate_multiplier`` times the
+        schedule's (``lr_multiplier``)."""
+        configured = self.config.train_config.optimizer_config or [Optimizer(adam_optimizer=AdamOptimizer())]
+        clipping = self.config.train_config.gradient_clipping_by_norm > 0
+        parts = []
+        for entry, (dense, tables) in zip(configured, self._variable_groups(len(configured))):
+            name, params = entry.chosen
+            for table in tables:
+                table.sparse = name in SPARSE_CAPABLE and not clipping
+            parts.extend(make_part(name, params, dense, tables, entry.embedding_learning_rate_multiplier))
+        return Optimizers(parts)
+
+    def _variable_groups(self, n_optimizers: int) -> list[tuple[list[torch.nn.Parameter], list[torch.nn.Embedding]]]:
+        """(dense parameters, embedding tables) per optimizer, as EasyRec's get_grouped_vars: one
+        group of everything; two: (embedding tables, the rest), WideAndDeep (WIDE tables, the
+        rest); three (WideAndDeep): (WIDE tables, other tables, the rest)."""
         tables = self._embedding_tables()
-        sparse = self.optimizer_name != "momentum_optimizer" and self.config.train_config.gradient_clipping_by_norm == 0
         table_params = {id(t.weight) for t in tables}
-        for table in tables:
-            table.sparse = sparse
         dense = [p for p in self.model.parameters() if id(p) not in table_params]
-        embedding = [t.weight for t in tables]
-        multiplier = self.config.train_config.optimizer_config[0].embedding_learning_rate_multiplier if (
-            self.config.train_config.optimizer_config) else 1.0  # fmt: skip
-        groups = [{"params": dense, "lr": lr, "lr_multiplier": 1.0}]
-        embedding_group = {"params": embedding, "lr": lr * multiplier, "lr_multiplier": multiplier}
-        p = self.optimizer_params
-        if self.optimizer_name == "adam_optimizer":
-            if not sparse:
-                groups.append(embedding_group)
-            parts = [torch.optim.Adam([g for g in groups if g["params"]], betas=(p.beta1, p.beta2), eps=1e-8)]
-            if sparse and embedding:
-                parts.append(torch.optim.SparseAdam([embedding_group], betas=(p.beta1, p.beta2), eps=1e-8))
-        elif self.optimizer_name == "adagrad_optimizer":
-            groups.append(embedding_group)
-            parts = [torch.optim.Adagrad([g for g in groups if g["params"]], initial_accumulator_value=p.initial_accumulator_value)]
-        else:
-            groups.append(embedding_group)
-            parts = [torch.optim.SGD([g for g in groups if g["params"]], momentum=p.momentum_optimizer_value)]
-        return _Optimizers(parts)
+        if n_optimizers == 1:
+            return [(dense, tables)]
+        wide_groups = getattr(self.model, "wide_groups", None)
+        if self.config.model_config_.model_class == "WideAndDeep" and wide_groups is not None:
+            wide_ids = {id(m) for m in wide_groups.modules() if isinstance(m, torch.nn.Embedding)}
+            wide = [t for t in tables if id(t) in wide_ids]
+            other = [t for t in tables if id(t) not in wide_ids]
+            if n_optimizers == 2:
+                return [([], wide), (dense, other)]
+            return [([], wide), ([], other), (dense, [])]
+        return [([], tables), (dense, [])]
 
     def _embedding_tables(self) -> list[torch.nn.Embedding]:
         """Each embedding table once (shared tables appear in several slots)."""
@@ -176,16 +148,26 @@ class Trainer:
 
     def _reader(self, *, labels: bool = True, collect_rejects: bool = False) -> TableReader:
         return TableReader(self.config.data_config, labels=labels, collect_rejects=collect_rejects,
-                           parallel_lists=self.config.parallel_lists())  # fmt: skip
+                           parallel_lists=self.config.parallel_lists(), task=self.task)  # fmt: skip
 
     # -- loss -----------------------------------------------------------------------
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, features) -> torch.Tensor:
-        loss = self.data_loss(logits, labels, weights)
+    def loss(self, logits, labels: torch.Tensor, weights: torch.Tensor | None, features,
+             auxiliary: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """The training loss: the data loss (summed over the heads when ``logits`` is a dict of
+        them), a model's ``auxiliary`` loss (distillation), and the regularizers."""
+        if isinstance(logits, dict):
+            loss = sum(self.data_loss(head, labels, weights) for head in logits.values())
+        else:
+            loss = self.data_loss(logits, labels, weights)
+        if auxiliary is not None:
+            loss = loss + auxiliary
         if self.l2_regularization > 0:  # TensorFlow's l2_regularizer: scale * sum(w^2) / 2
             loss = loss + self.l2_regularization * 0.5 * sum(w.pow(2).sum() for w in self.dense_weights)
+        for dropout in self.variational_dropouts:  # EasyRec's variational_dropout_loss
+            loss = loss + dropout.penalty(labels.shape[0])
         model_config = self.config.model_config_
         if model_config.embedding_regularization > 0:
-            total = logits.new_zeros(())
+            total = loss.new_zeros(())
             for table, name in self.lookups:
                 ids = features[name]
                 if name + ".mask" in features:
@@ -196,8 +178,11 @@ class Trainer:
         return loss
 
     def data_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        """EasyRec's: the sigmoid cross-entropy, or the weighted sum of ``model_config.losses``."""
+        """EasyRec's: the loss of ``loss_type`` (binary: sigmoid cross-entropy), or the weighted
+        sum of ``model_config.losses``."""
         configured = self.config.model_config_.losses
+        if self.task.kind != "binary":
+            return self.task.loss(logits, labels, weights)
         if not configured:
             return losses.classification(logits, labels, weights)
         total = logits.new_zeros(())
@@ -210,6 +195,10 @@ class Trainer:
             elif entry.loss_type == "PAIR_WISE_LOSS":
                 params = entry.pairwise_loss or PairwiseLoss()
                 value = losses.pairwise(logits, labels, weights, params.margin, params.temperature)
+            elif entry.loss_type == "BINARY_FOCAL_LOSS":
+                params = entry.binary_focal_loss or BinaryFocalLoss()
+                value = losses.binary_focal(logits, labels, weights, params.gamma, params.alpha, params.ohem_ratio,
+                                            params.label_smoothing)  # fmt: skip
             else:  # PAIRWISE_LOGISTIC_LOSS
                 params = entry.pairwise_logistic_loss or PairwiseLogisticLoss()
                 value = losses.pairwise_logistic(logits, labels, weights, params.temperature)
@@ -231,7 +220,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict() if with_optimizer else {},
             "step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch if with_optimizer else 0,
             "torch_rng": torch.get_rng_state(),
-            "best_metric": self.best_metric if self.best_metric is not None else float("nan"),
+            "best_metric": self.best_metric if self.best_metric is not None else float("nan"), "best_step": self.best_step,
             "feature_layout": json.dumps(self.transform.layout(), sort_keys=True),
         }  # fmt: skip
         buffer = io.BytesIO()
@@ -285,6 +274,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         best = state.get("best_metric", float("nan"))
         self.best_metric = None if best != best else best
+        self.best_step = state.get("best_step", self.step)
 
     # -- training -------------------------------------------------------------------
     def _start_or_resume(self, continue_train: bool, num_steps: int | None, num_epochs: int | None) -> bool:
@@ -322,6 +312,8 @@ class Trainer:
                 report["eval"] = self._evaluate_and_track()
             return report
         data = config.data_config
+        if progress and train.train_distribute != "NoStrategy":
+            print(f"train_distribute {train.train_distribute}: training in this one process (one worker)")
         container = CallbackContainer(callbacks or [])
         container.before_training(self)
         history = []
@@ -331,6 +323,7 @@ class Trainer:
         last_log = (time.perf_counter(), 0)
         last_save = time.monotonic()
         finished = False
+        stopped_early = False
         self.model.train()
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"),
                       TimeElapsedColumn(), disable=not progress, transient=True) as bar:  # fmt: skip
@@ -343,17 +336,15 @@ class Trainer:
                 prefetch = Prefetcher(self._with_features(batches, reader, self.epoch, self.batches_in_epoch), data.prefetch_size)
                 try:
                     for batch, features in prefetch:
-                        lr = learning_rate_at(self.step, self.optimizer_params.learning_rate)
-                        for group in self.optimizer.param_groups:
-                            group["lr"] = lr * group.get("lr_multiplier", 1.0)
+                        lr = self.optimizer.set_learning_rates(self.step, learning_rate_at)
                         try:
-                            logits = self.model(features)
+                            logits, auxiliary = self._training_forward(features, batch.weights)
                         except ValueError as error:  # data the model refuses (lists that should be parallel, ...)
                             raise FusionrecError(
                                 f"train_input_path {config.train_input_path!r}, epoch {self.epoch}, batch "
                                 f"{self.batches_in_epoch + 1}: {error}"
                             ) from None
-                        loss = self.loss(logits, batch.labels, batch.weights, features)
+                        loss = self.loss(logits, batch.labels, batch.weights, features, auxiliary)
                         if not bool(torch.isfinite(loss)):
                             last = self.checkpoints()
                             raise FusionrecError(
@@ -385,6 +376,10 @@ class Trainer:
                             if evaluate_at_checkpoints and config.eval_input_path:
                                 self._evaluate_and_track()
                                 self.model.train()
+                                if self._should_stop_early():
+                                    stopped_early = True
+                                    finished = True
+                                    break
                         if container.after_iteration(self, self.step, {}):
                             finished = True
                             break
@@ -405,10 +400,22 @@ class Trainer:
         report = {"steps": self.step, "epochs_completed": self.epoch, "examples": examples,
                   "examples_per_sec": examples / max(elapsed, 1e-9), "history": history,
                   "input": reader.report.as_dict()}  # fmt: skip
+        if stopped_early:
+            report["early_stopped"] = {"best_step": self.best_step, "best_metric": self.best_metric}
+            if progress:
+                print(f"early stop at step {self.step}: {config.export_config.best_exporter_metric} last improved at step "
+                      f"{self.best_step} ({self.best_metric:.6g}), max_check_steps {config.export_config.max_check_steps}")
         self._write_read_report("train", reader, progress=progress)
         if config.eval_input_path:
             report["eval"] = self._evaluate_and_track()
         return report
+
+    def _training_forward(self, features, weights):
+        """(logits, auxiliary loss or None): a model with several heads (``training_heads``)
+        gives each head's logits and its distillation loss."""
+        if hasattr(self.model, "training_heads"):
+            return self.model.training_heads(features, weights)
+        return self.model(features), None
 
     def _with_features(self, batches, reader: TableReader, epoch: int, first_batch: int):
         """(batch, features) pairs. Run on the prefetch thread, so that the feature transform
@@ -434,9 +441,11 @@ class Trainer:
         atomic_write_bytes(self.model_dir / f"{stage}_input_report.json", json.dumps(info, indent=1).encode(), checksum=False)
 
     def _evaluate_and_track(self) -> dict:
+        """Evaluate; track the best ``best_exporter_metric`` (for exporter_type "best", whose
+        checkpoint goes to best.pt, and for early stopping)."""
         result = self.evaluate()
         export = self.config.export_config
-        if export.exporter_type == "best":
+        if export.exporter_type == "best" or export.enable_early_stop:
             metric = result.get(export.best_exporter_metric)
             if metric is None:
                 raise FusionrecError(
@@ -445,30 +454,43 @@ class Trainer:
                 )
             better = self.best_metric is None or (metric > self.best_metric if export.metric_bigger else metric < self.best_metric)
             if better:
-                self.best_metric = metric
-                atomic_write_bytes(self.model_dir / "best.pt", self._checkpoint_bytes(with_optimizer=False))
+                self.best_metric, self.best_step = metric, self.step
+                if export.exporter_type == "best":
+                    atomic_write_bytes(self.model_dir / "best.pt", self._checkpoint_bytes(with_optimizer=False))
         return result
+
+    def _should_stop_early(self) -> bool:
+        """EasyRec's early stop (TensorFlow's stop_if_no_increase_hook / stop_if_no_decrease_hook):
+        the best_exporter_metric has not improved for max_check_steps steps."""
+        export = self.config.export_config
+        return export.enable_early_stop and self.best_metric is not None and self.step - self.best_step >= export.max_check_steps
 
     # -- evaluation and prediction --------------------------------------------------
     @torch.no_grad()
-    def predict_table(self, paths: list[str], reader: TableReader, max_rows: int = 0):
-        """(labels or None, probabilities, the typed tables) over the rows of ``paths`` (the
-        first ``max_rows`` when it is positive)."""
+    def predict_table(self, paths: list[str], reader: TableReader, max_rows: int = 0, *, heads: bool = False):
+        """(labels or None, scores, the typed tables) over the rows of ``paths`` (the first
+        ``max_rows`` when it is positive); scores are ``Task.score``: probabilities or y, of the
+        served output, or with ``heads`` a dict of every head's by suffix."""
         self.model.eval()
-        probas, labels, tables = [], [], []
+        scores: dict[str, list] = {}
+        labels, tables, n_rows = [], [], 0
         for batch in iter_batches(reader, paths, max(self.config.data_config.batch_size, 1024), shuffle=False,
                                   shuffle_rows=0, seed=0):  # fmt: skip
             features = self.transform(batch.columns)
             reader.report.add_feature_counts(feature_counts(features))
-            probas.append(torch.sigmoid(self.model(features)).numpy())
+            by_head = self.model.forward_heads(features) if heads else {"": self.model(features)}
+            for suffix, logits in by_head.items():
+                scores.setdefault(suffix, []).append(self.task.score(logits).numpy())
             if batch.labels is not None:
                 labels.append(batch.labels.numpy())
             tables.append(batch.table)
-            if max_rows and sum(len(p) for p in probas) >= max_rows:
+            n_rows += batch.table.num_rows
+            if max_rows and n_rows >= max_rows:
                 break
-        if not probas:
-            return None, np.zeros(0), []
-        return (np.concatenate(labels) if labels else None), np.concatenate(probas), tables
+        joined = {suffix: np.concatenate(parts) for suffix, parts in scores.items()}
+        if not tables:
+            joined = {suffix: np.zeros(0) for suffix in self.config.model_config_.head_suffixes}
+        return (np.concatenate(labels) if labels else None), (joined if heads else joined.get("", np.zeros(0))), tables
 
     def evaluate(self, checkpoint: Path | None = None) -> dict:
         config = self.config
@@ -478,16 +500,21 @@ class Trainer:
             self.load_checkpoint(checkpoint, weights_only_model=True)
         reader = self._reader()
         limit = config.eval_config.num_examples
-        labels, proba, tables = self.predict_table(resolve_paths(config.eval_input_path, "eval_input_path"), reader, limit)
+        labels, by_head, tables = self.predict_table(resolve_paths(config.eval_input_path, "eval_input_path"), reader,
+                                                     limit, heads=True)  # fmt: skip
         if limit and labels is not None and len(labels) > limit:
-            labels, proba = labels[:limit], proba[:limit]
+            labels = labels[:limit]
+            by_head = {suffix: scores[:limit] for suffix, scores in by_head.items()}
             tables = [pa.concat_tables(tables).slice(0, limit)]
         if labels is None or len(labels) == 0:
             raise FusionrecError(f"eval_input_path {config.eval_input_path!r}: no evaluation rows were read")
         needed = {m.gauc.uid_field for m in config.eval_config.metrics_set if m.gauc}
         needed |= {m.session_auc.session_id_field for m in config.eval_config.metrics_set if m.session_auc}
         columns = {name: np.concatenate([t.column(name).to_numpy(zero_copy_only=False) for t in tables]) for name in needed}
-        result = evaluate_metrics(config.eval_config.metrics_set, labels, proba, columns)
+        result = {}
+        for suffix, scores in by_head.items():  # EasyRec names each head's metrics with its suffix
+            metrics = evaluate_metrics(config.eval_config.metrics_set, labels, scores, columns, self.task)
+            result.update({name + suffix: value for name, value in metrics.items()})
         result["step"] = self.step
         result["n_rows"] = int(len(labels))
         self._write_read_report("eval", reader)
