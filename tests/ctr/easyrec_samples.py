@@ -50,6 +50,9 @@ def sample_columns(config, rng: np.random.Generator, vocab_files: dict[str, list
             columns[name] = [float(v) for v in rng.uniform(low, high, N_ROWS)]
         elif kind == "BOOL":
             columns[name] = [bool(v) for v in rng.integers(0, 2, N_ROWS)]
+        elif feature is not None and feature.feature_type == "RawFeature":  # raw_input_dim numbers in a string
+            columns[name] = [feature.separator.join(f"{v:.4g}" for v in rng.normal(0, 1, feature.raw_input_dim))
+                             for _ in range(N_ROWS)]  # fmt: skip
         else:
             vocab = list(feature.vocab_list) or vocab_files.get(name, []) if feature is not None else []
             words = (vocab + ["not_in_vocab"]) if vocab else [f"v{k}" for k in range(30)]

@@ -11,6 +11,7 @@ effect, or refused by name. Errors name the file, the line (text format) and the
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,19 @@ class _Strict(BaseModel):
 
 
 FieldType = Literal["INT32", "INT64", "STRING", "FLOAT", "DOUBLE", "BOOL"]
+
+
+_RANGE_NAME = re.compile(r"([a-zA-Z_]+)\[([0-9]+)-([0-9]+)\]")
+
+
+def expand_range_name(name: str) -> list[str]:
+    """EasyRec's name ranges: ``field[1-3]`` stands for field1, field2, field3 (in a feature
+    group's feature_names, and in input_fields under auto_expand_input_fields)."""
+    match = _RANGE_NAME.fullmatch(name)
+    if not match:
+        return [name]
+    prefix, first, last = match.group(1), int(match.group(2)), int(match.group(3))
+    return [f"{prefix}{i}" for i in range(first, last + 1)]
 
 
 class InputField(_Strict):
@@ -65,9 +79,14 @@ class DataConfig(_Strict):
     shard: bool = False
     chief_redundant: bool = False
     pai_worker_queue: bool = False
+    auto_expand_input_fields: bool = False
 
     @model_validator(mode="after")
     def _names(self):
+        if self.auto_expand_input_fields:
+            expanded = [f.model_copy(update={"input_name": n}) for f in self.input_fields for n in expand_range_name(f.input_name)]
+            if len(expanded) != len(self.input_fields):
+                object.__setattr__(self, "input_fields", expanded)
         names = [f.input_name for f in self.input_fields]
         seen = set()
         for name in names:
@@ -114,12 +133,23 @@ class FeatureConfig(_Strict):
     min_val: float = 0.0
     max_val: float = 0.0
     normalizer_fn: str | None = None
+    raw_input_dim: int = Field(1, ge=1)
     max_partitions: int = 1
     use_embedding_variable: bool = False
 
     @property
     def name(self) -> str:
         return self.feature_name or self.input_names[0]
+
+    @property
+    def bucket_boundaries(self) -> list[float]:
+        """A RawFeature's bucket edges: ``boundaries``, or with ``num_buckets`` > 1 and a
+        min_val / max_val range EasyRec's even edges i / num_buckets of the scaled value."""
+        if self.boundaries or self.feature_type != "RawFeature":
+            return list(self.boundaries)
+        if self.num_buckets > 1 and self.max_val > self.min_val:
+            return [i / self.num_buckets for i in range(self.num_buckets)]
+        return []
 
     @field_validator("boundaries")
     @classmethod
@@ -156,8 +186,17 @@ class FeatureConfig(_Strict):
             raise ValueError(f"feature {self.name!r}: separator {self.separator!r} must be a single byte")
         if self.min_val > self.max_val:
             raise ValueError(f"feature {self.name!r}: min_val {self.min_val} is greater than max_val {self.max_val}")
-        if self.boundaries and self.embedding_dim == 0:
-            raise ValueError(f"feature {self.name!r}: boundaries need embedding_dim > 0")
+        if self.bucket_boundaries and self.embedding_dim == 0:
+            raise ValueError(f"feature {self.name!r}: boundaries (or num_buckets) need embedding_dim > 0")
+        if self.raw_input_dim > 1 and self.feature_type != "RawFeature":
+            raise ValueError(f"feature {self.name!r}: raw_input_dim is for RawFeature, not {self.feature_type}")
+        if self.raw_input_dim > 1 and self.bucket_boundaries:
+            raise ValueError(
+                f"feature {self.name!r}: bucketizing a RawFeature of raw_input_dim {self.raw_input_dim} is not "
+                "implemented yet by fusionrec"
+            )
+        if self.raw_input_dim > 1 and len(self.separator.encode()) != 1:
+            raise ValueError(f"feature {self.name!r}: separator {self.separator!r} must be a single byte")
         if self.normalizer_fn is not None:
             raise ValueError(
                 f"feature {self.name!r}: normalizer_fn (a TensorFlow function) is not supported; "
@@ -217,6 +256,11 @@ class FeatureGroupConfig(_Strict):
     feature_names: list[str] = []
     wide_deep: Literal["DEEP", "WIDE", "WIDE_AND_DEEP"] = "DEEP"
     sequence_features: list[SeqAttGroupConfig] = []
+
+    @field_validator("feature_names")
+    @classmethod
+    def _expand(cls, value):
+        return [name for entry in value for name in expand_range_name(entry)]
 
 
 class WideAndDeepConfig(_Strict):
@@ -700,6 +744,11 @@ class PipelineConfig(_Strict):
                     out.append([(by_name[n].input_names[0], by_name[n].separator) for n in att.hist_seq])
         return out
 
+    def vector_inputs(self) -> dict[str, tuple[int, str]]:
+        """Input field -> (raw_input_dim, separator) of each RawFeature of several values: the
+        reader parses such a field into raw_input_dim numbers per row."""
+        return {f.input_names[0]: (f.raw_input_dim, f.separator) for f in self.features if f.raw_input_dim > 1}
+
     @model_validator(mode="before")
     @classmethod
     def _parquet_paths(cls, data):
@@ -723,13 +772,17 @@ class PipelineConfig(_Strict):
                 if input_name in self.data_config.label_fields:
                     raise ValueError(f"feature {feature.name!r}: input {input_name!r} is a label field")
             kind = fields[feature.input_names[0]].input_type
-            if feature.num_buckets and kind not in ("INT32", "INT64"):
+            if feature.num_buckets and feature.feature_type != "RawFeature" and kind not in ("INT32", "INT64"):
                 raise ValueError(
                     f"feature {feature.name!r}: num_buckets needs an INT32 or INT64 input field; "
                     f"{feature.input_names[0]!r} is {kind}"
                 )
-            if feature.feature_type == "RawFeature" and kind == "STRING":
-                raise ValueError(f"feature {feature.name!r}: RawFeature needs a numeric input field, {feature.input_names[0]!r} is STRING")
+            if feature.feature_type == "RawFeature" and (kind == "STRING") != (feature.raw_input_dim > 1):
+                raise ValueError(
+                    f"feature {feature.name!r}: a RawFeature reads one number from a numeric input field, or "
+                    f"raw_input_dim > 1 numbers joined by its separator from a STRING field; {feature.input_names[0]!r} "
+                    f"is {kind} and raw_input_dim is {feature.raw_input_dim}"
+                )
             if feature.feature_type in ("TagFeature", "SequenceFeature") and kind != "STRING":
                 raise ValueError(f"feature {feature.name!r}: {feature.feature_type} needs a STRING input field")
             if feature.feature_type in ("TagFeature", "SequenceFeature") and feature.num_buckets:
@@ -811,7 +864,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     DataConfig: _message(
         "DatasetConfig",
         no_effect="file_shard pai_worker_slice_num eval_batch_size data_compression_type n_data_batch_tfrecord",
-        not_implemented="auto_expand_input_fields label_sep label_dim extra_label_func selected_cols selected_col_types "
+        not_implemented="label_sep label_dim extra_label_func selected_cols selected_col_types "
         "rtp_separator feature_fields negative_sampler negative_sampler_v2 hard_negative_sampler hard_negative_sampler_v2 "
         "negative_sampler_in_memory drop_remainder",
     ),
@@ -840,7 +893,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     FeatureConfig: _message(
         "FeatureConfig",
         not_implemented="kv_separator seq_multi_sep shared_names lookup_max_sel_elem_num initializer precision "
-        "raw_input_dim sequence_combiner sub_feature_type sequence_length expression ev_params combo_join_sep "
+        "sequence_combiner sub_feature_type sequence_length expression ev_params combo_join_sep "
         "combo_input_seps",
     ),
     FeatureConfigV2: _message("FeatureConfigV2", no_effect="embedding_on_cpu"),

@@ -146,9 +146,11 @@ class TableReader:
     def __init__(self, data_config: DataConfig, fields: list[InputField] | None = None, *, labels: bool = True,
                  separator: str | None = None, collect_rejects: bool = False, optional: tuple[str, ...] = (),
                  selected_cols: list[int] | None = None, parallel_lists: list[list[tuple[str, str]]] = (),
-                 task: Task = Task(BINARY)):  # fmt: skip
+                 task: Task = Task(BINARY), vectors: dict[str, tuple[int, str]] | None = None):  # fmt: skip
         self.config = data_config
         self.task = task
+        # STRING fields read as raw_input_dim numbers joined by a separator (PipelineConfig.vector_inputs)
+        self.vectors = dict(vectors or {})
         self.fields = fields if fields is not None else list(data_config.input_fields)
         self.names = [f.input_name for f in self.fields]
         self.label_names = list(data_config.label_fields) if labels else []
@@ -386,6 +388,8 @@ class TableReader:
             self._bad_rows(rows & keep, keep, text, path, where, unit, name, rule, counts)
 
         if kind == "STRING":
+            if name in self.vectors:
+                return self._vector(text, *self.vectors[name], bad)
             return text
         if kind in ("INT32", "INT64"):
             ok = pc.match_substring_regex(text, INT_PATTERN).to_numpy(zero_copy_only=False)
@@ -416,6 +420,30 @@ class TableReader:
             v = values.to_numpy(zero_copy_only=False).astype(np.float64)
             bad(self.task.bad_labels(v), self.task.label_rule)
         return values
+
+    @staticmethod
+    def _vector(text, dim: int, separator: str, bad) -> pa.Array:
+        """``dim`` numbers joined by ``separator`` per row -> a fixed-size list of float64 (a
+        row of another count, or holding a value that is not a finite float32 number, is bad)."""
+        n = len(text)
+        parts = pc.split_pattern(pc.fill_null(text, ""), separator)
+        lengths = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+        tokens = pc.list_flatten(parts)
+        rows = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)
+        is_number = pc.match_substring_regex(tokens, FLOAT_PATTERN).to_numpy(zero_copy_only=False)
+        numbers = pc.cast(pc.if_else(pa.array(is_number), pc.utf8_trim_whitespace(tokens), pa.scalar("0")), pa.float64())
+        numbers = numbers.to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            valid = is_number & np.isfinite(numbers) & (np.abs(numbers) <= FLOAT32_MAX)
+        bad(lengths != dim, f"does not hold {dim} numbers joined by {separator!r} (raw_input_dim {dim})")
+        invalid_rows = np.zeros(n, dtype=bool)
+        invalid_rows[rows[~valid]] = True
+        bad(invalid_rows, f"holds a value that is not a finite number within the float32 range (|x| <= {FLOAT32_MAX:.7g})")
+        matrix = np.zeros((n, dim), dtype=np.float64)
+        fits = (lengths[rows] == dim) & valid
+        offsets = np.r_[0, np.cumsum(lengths)[:-1]]
+        matrix[rows[fits], (np.arange(len(tokens)) - offsets[rows])[fits]] = numbers[fits]
+        return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
 
     def _check_parallel(self, group, typed, keep, path, where, unit, counts) -> None:
         """Lists read as parallel (a seq_att_map's hist_seq) must have equal lengths in every
@@ -532,7 +560,10 @@ def table_to_columns(table: pa.Table, fields: list[InputField]) -> dict[str, tor
         column = table.column(f.input_name).combine_chunks()
         if len(column) and column.null_count == len(column):  # an optional field the file lacks (predict's label)
             continue
-        if f.input_type == "STRING":
+        if pa.types.is_fixed_size_list(column.type):  # raw_input_dim numbers per row (TableReader._vector)
+            values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+            out[f.input_name] = torch.from_numpy(values.reshape(len(column), column.type.list_size))
+        elif f.input_type == "STRING":
             column = column.cast(pa.large_string()) if column.type != pa.large_string() else column
             _, offsets_buffer, data_buffer = column.buffers()
             offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[column.offset : column.offset + len(column) + 1]

@@ -62,22 +62,50 @@ class BagSlot(nn.Module):
 
 
 class DenseSlot(nn.Module):
-    def __init__(self, name: str):
+    """A RawFeature without embedding_dim in a DEEP group: its raw_input_dim values as they are."""
+
+    def __init__(self, name: str, raw_input_dim: int = 1):
         super().__init__()
         self.name = name
-        self.out_dim = 1
+        self.out_dim = raw_input_dim
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         return features[self.name]
 
 
-class WideDenseSlot(nn.Module):
-    """A dense RawFeature in a WIDE group: a linear map of its value to ``wide_output_dim``."""
+class RawProjectionSlot(nn.Module):
+    """A RawFeature with embedding_dim in a DEEP group, as EasyRec embeds it: value i weighs row
+    i of a raw_input_dim x embedding_dim matrix (TensorFlow's weighted categorical column). The
+    combiner ``sum`` adds the weighted rows; ``mean`` first drops non-positive values (as
+    safe_embedding_lookup_sparse prunes them) and divides by the sum of the rest (a row
+    with none gives zeros)."""
 
-    def __init__(self, name: str, dim: int):
+    def __init__(self, name: str, raw_input_dim: int, embedding_dim: int, mean: bool):
         super().__init__()
         self.name = name
-        self.linear = nn.Linear(1, dim, bias=False)
+        # a dense parameter, not an nn.Embedding: every row takes a gradient in every batch
+        self.weight = nn.Parameter(torch.randn(raw_input_dim, embedding_dim) * EMBEDDING_INIT_STD)
+        self.mean = mean
+        self.out_dim = embedding_dim
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        values = features[self.name]
+        if self.mean:
+            values = values.clamp(min=0.0)
+        weighted = values @ self.weight
+        if self.mean:
+            weighted = weighted / values.sum(dim=1, keepdim=True).clamp(min=1e-30)
+        return weighted
+
+
+class WideDenseSlot(nn.Module):
+    """A dense RawFeature in a WIDE group: EasyRec's wide embedding with combiner sum, i.e. a
+    linear map of its raw_input_dim values to ``wide_output_dim``."""
+
+    def __init__(self, name: str, dim: int, raw_input_dim: int = 1):
+        super().__init__()
+        self.name = name
+        self.linear = nn.Linear(raw_input_dim, dim, bias=False)
         self.out_dim = dim
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
@@ -205,8 +233,12 @@ class EmbeddingTables:
 
     def slot(self, name: str, wide_dim: int | None) -> nn.Module:
         feature = self.features[name]
-        if feature.feature_type == "RawFeature" and not feature.boundaries:
-            return WideDenseSlot(name, wide_dim) if wide_dim is not None else DenseSlot(name)
+        if feature.feature_type == "RawFeature" and not feature.bucket_boundaries:
+            if wide_dim is not None:
+                return WideDenseSlot(name, wide_dim, feature.raw_input_dim)
+            if feature.embedding_dim == 0:
+                return DenseSlot(name, feature.raw_input_dim)
+            return RawProjectionSlot(name, feature.raw_input_dim, feature.embedding_dim, feature.combiner == "mean")
         table = self.table(name, wide_dim)
         if feature.feature_type in ("TagFeature", "SequenceFeature"):
             return BagSlot(name, table, feature.combiner == "mean")
@@ -217,7 +249,7 @@ class EmbeddingTables:
         for att in seq_group.seq_att_map:
             for name in att.key:
                 if self.features[name].feature_type not in ("IdFeature", "RawFeature") or (
-                    self.features[name].feature_type == "RawFeature" and not self.features[name].boundaries
+                    self.features[name].feature_type == "RawFeature" and not self.features[name].bucket_boundaries
                 ):
                     raise FusionrecError(f"{where}: seq_att_map key {name!r} must be an IdFeature (or a bucketized RawFeature)")
             for name in att.hist_seq:

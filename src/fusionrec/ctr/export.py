@@ -57,18 +57,26 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None) -> P
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "checkpoint": checkpoint.name,
         "fusionrec_version": __version__, "torch_version": torch.__version__,
         "features": trainer.transform.layout(),
-        "inputs": [
-            {"name": f.input_name, "type": f.input_type,
-             "tensors": [f.input_name + ".bytes", f.input_name + ".offsets"] if f.input_type == "STRING" else [f.input_name],
-             "dtype": "uint8 utf-8 bytes + int64 offsets" if f.input_type == "STRING"
-             else ("float64" if f.input_type in ("FLOAT", "DOUBLE") else "int64")}
-            for f in config.data_config.input_fields if f.input_name not in config.data_config.label_fields
-        ],
+        "inputs": [_input_schema(f, config.vector_inputs()) for f in config.data_config.input_fields
+                   if f.input_name not in config.data_config.label_fields],
         "output": _OUTPUT_MEANING[task.kind],
         "outputs": list(output_names(config.model_config_)),
     }  # fmt: skip
     atomic_write_bytes(export_dir / "input_schema.json", json.dumps(schema, indent=1).encode())
     return export_dir / MODEL_FILE
+
+
+def _input_schema(field, vectors: dict[str, tuple[int, str]]) -> dict:
+    """How a client passes one input field to ``model.pt``: tensor names and dtype."""
+    name, kind = field.input_name, field.input_type
+    if name in vectors:
+        dim, separator = vectors[name]
+        return {"name": name, "type": kind, "tensors": [name],
+                "dtype": f"float64 (n, {dim}): the field's {dim} numbers (joined by {separator!r} in files)"}  # fmt: skip
+    if kind == "STRING":
+        return {"name": name, "type": kind, "tensors": [name + ".bytes", name + ".offsets"],
+                "dtype": "uint8 utf-8 bytes + int64 offsets"}  # fmt: skip
+    return {"name": name, "type": kind, "tensors": [name], "dtype": "float64" if kind in ("FLOAT", "DOUBLE") else "int64"}
 
 
 def load_export(saved_model_dir: str | Path):
@@ -197,6 +205,7 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
         if column not in names:
             raise FusionrecError(f"--reserved_cols: {column!r} is not an input field ({names})")
     outputs = _parse_output_cols(output_cols, config.model_config_)
+    vectors = config.vector_inputs()
     # exports written before per-task outputs have forward_with_counts only (binary models)
     has_outputs = hasattr(module, "outputs_with_counts")
     if batch_size < 1:
@@ -204,7 +213,7 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     reader = TableReader(config.data_config, labels=False, separator=input_sep, collect_rejects=True,
                          optional=tuple(config.data_config.label_fields),
                          selected_cols=_parse_selected_cols(selected_cols),
-                         parallel_lists=config.parallel_lists())  # fmt: skip
+                         parallel_lists=config.parallel_lists(), vectors=config.vector_inputs())  # fmt: skip
     paths = resolve_paths(input_path, "--input_path")
     if not output_sep:
         raise FusionrecError("--output_sep: must not be empty")
@@ -222,7 +231,7 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
                     named = {"probs": proba_tensor, "logits": torch.logit(proba_tensor.double(), eps=1e-12)}
                 reader.report.add_feature_counts(counts)
                 columns = {name: _output_column(named[name].double().numpy(), kind) for name, kind in outputs}
-                columns.update({c: batch.table.column(c) for c in reserved if c not in columns})
+                columns.update({c: _reserved_column(batch.table.column(c), vectors.get(c)) for c in reserved if c not in columns})
                 pieces.append(pa.table(columns))
                 n_rows += batch.table.num_rows
     except FusionrecError as error:
@@ -238,6 +247,14 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     return {"rows_read": report["rows_read"], "rows_written": n_rows, "rows_rejected": len(rejected),
             "rejects_path": str(rejects_path) if wrote_rejects else None, "blank_lines": report["blank_lines"],
             "defaults_used": report["defaults_used"], "features": report["features"]}  # fmt: skip
+
+
+def _reserved_column(column, vector: tuple[int, str] | None):
+    """An input column as predict writes it back: a raw_input_dim field's numbers joined by its separator."""
+    if vector is None:
+        return column
+    as_text = pc.cast(pc.cast(column, pa.list_(pa.float64())), pa.list_(pa.string()))
+    return pc.binary_join(as_text, vector[1])
 
 
 def _delimited(table: pa.Table, separator: str) -> bytes:

@@ -131,17 +131,21 @@ class _Feature(nn.Module):
         self.register_buffer("vocab_keys", keys, persistent=True)
         self.register_buffer("vocab_index", order, persistent=True)
         self.n_vocab = len(vocab)
-        self.register_buffer("boundaries", torch.tensor(config.boundaries, dtype=torch.float64), persistent=True)
+        self.register_buffer("boundaries", torch.tensor(config.bucket_boundaries, dtype=torch.float64), persistent=True)
         self.min_val = float(config.min_val)
         self.max_val = float(config.max_val)
         self.is_raw = config.feature_type == "RawFeature"
+        self.raw_input_dim = int(config.raw_input_dim)
+        self.embedding_dim = int(config.embedding_dim)
         self.is_combo = config.feature_type == "ComboFeature"
         self.combo_is_text = [input_types[name] == "STRING" for name in config.input_names]
         self.n_ids = self.table_rows()
 
     def table_rows(self) -> int:
-        if self.is_raw:
-            return len(self.boundaries) + 1 if len(self.boundaries) > 0 else 0
+        if self.is_raw:  # bucket ids, or with embedding_dim one table row per value
+            if len(self.boundaries) > 0:
+                return len(self.boundaries) + 1
+            return self.raw_input_dim if self.embedding_dim > 0 else 0
         if self.hash_bucket_size > 0:
             return self.hash_bucket_size
         if self.num_buckets > 0:
@@ -166,8 +170,8 @@ class _Feature(nn.Module):
                 value = (value - self.min_val) / (self.max_val - self.min_val)
             if len(self.boundaries) > 0:
                 out[self.name] = torch.bucketize(value, self.boundaries, right=True)
-            else:
-                out[self.name] = value.to(torch.float32).unsqueeze(1)
+            else:  # B x raw_input_dim (a one-number input arrives as B)
+                out[self.name] = (value.unsqueeze(1) if value.dim() == 1 else value).to(torch.float32)
             return
         if self.is_combo:
             h = torch.zeros(0, dtype=torch.int64)

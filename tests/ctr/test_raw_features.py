@@ -1,0 +1,66 @@
+"""EasyRec's RawFeature options: raw_input_dim numbers in one field, embedding_dim (a weighted
+projection), num_buckets on the scaled value; and EasyRec's name ranges (``field[1-3]``)."""
+
+import pyarrow as pa
+import pytest
+import torch
+
+from fusionrec.ctr.config import DataConfig, FeatureConfig, FeatureGroupConfig, expand_range_name
+from fusionrec.ctr.data import TableReader, table_to_columns
+from fusionrec.ctr.embedding import RawProjectionSlot
+from fusionrec.errors import FusionrecError
+
+
+def vector_reader(**extra):
+    fields = [{"input_name": "clk", "input_type": "INT32"}, {"input_name": "emb", "input_type": "STRING"}]
+    return TableReader(DataConfig(input_fields=fields, label_fields=["clk"], **extra), vectors={"emb": (3, "|")})
+
+
+def test_raw_input_dim_numbers_are_parsed_per_row_and_bad_rows_named(tmp_path):
+    path = tmp_path / "v.csv"
+    path.write_text("1,0.5|-2|3e2\n0,1|2\n1,1|x|3\n0,1|inf|2\n1, 4 |5|6\n")
+    with pytest.raises(FusionrecError, match=r"v\.csv line 2, column 'emb': '1\|2' does not hold 3 numbers"):
+        list(vector_reader().iter_tables([str(path)]))
+    reader = vector_reader(ignore_error=True)
+    table = pa.concat_tables(reader.iter_tables([str(path)]))
+    columns = table_to_columns(table, reader.fields)
+    torch.testing.assert_close(columns["emb"], torch.tensor([[0.5, -2.0, 300.0], [4.0, 5.0, 6.0]], dtype=torch.float64))
+    report = reader.report.as_dict()
+    assert report["rows_skipped"] == 3
+    assert sum(n for reason, n in report["skipped_by_reason"].items() if "not a finite number" in reason) == 2
+
+
+@pytest.mark.parametrize("mean", [False, True])
+def test_raw_projection_is_tensorflows_weighted_embedding(mean):
+    """Value i weighs row i; the mean combiner prunes non-positive values (safe_embedding_lookup_sparse)
+    and divides by the sum of the rest; a row with none left is zeros."""
+    slot = RawProjectionSlot("emb", 3, 4, mean)
+    values = torch.tensor([[0.5, -2.0, 3.0], [1.0, 1.0, 1.0], [-1.0, 0.0, -3.0]])
+    got = slot({"emb": values})
+    weight = slot.weight.detach()
+    for row in range(3):
+        kept = [(v, weight[i]) for i, v in enumerate(values[row].tolist()) if not mean or v > 0]
+        total = sum((v * w for v, w in kept), torch.zeros(4))
+        if mean:
+            total = total / sum(v for v, _ in kept) if kept else torch.zeros(4)
+        torch.testing.assert_close(got[row], total)
+
+
+def test_raw_feature_num_buckets_are_even_edges_of_the_scaled_value():
+    feature = FeatureConfig(input_names=["price"], feature_type="RawFeature", num_buckets=4, min_val=0, max_val=100,
+                            embedding_dim=8)  # fmt: skip
+    assert feature.bucket_boundaries == [0.0, 0.25, 0.5, 0.75]
+    with pytest.raises(ValueError, match="need embedding_dim > 0"):
+        FeatureConfig(input_names=["price"], feature_type="RawFeature", num_buckets=4, min_val=0, max_val=100)
+    assert FeatureConfig(input_names=["price"], feature_type="RawFeature", num_buckets=4).bucket_boundaries == []
+
+
+def test_name_ranges_expand_as_easyrec_expands_them():
+    assert expand_range_name("field[1-3]") == ["field1", "field2", "field3"]
+    assert expand_range_name("field1") == ["field1"] and expand_range_name("a[b]") == ["a[b]"]
+    group = FeatureGroupConfig(group_name="g", feature_names=["user", "c[2-4]"])
+    assert group.feature_names == ["user", "c2", "c3", "c4"]
+    fields = [{"input_name": "label", "input_type": "INT32"}, {"input_name": "f[1-2]", "input_type": "DOUBLE"}]
+    data = DataConfig(input_fields=fields, label_fields=["label"], auto_expand_input_fields=True)
+    assert [(f.input_name, f.input_type) for f in data.input_fields] == [("label", "INT32"), ("f1", "DOUBLE"), ("f2", "DOUBLE")]
+    assert [f.input_name for f in DataConfig(input_fields=fields, label_fields=["label"]).input_fields] == ["label", "f[1-2]"]
