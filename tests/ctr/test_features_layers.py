@@ -146,9 +146,10 @@ def test_din_attention_takes_the_configured_seq_dnn():
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Dropout"]
 
 
-def test_combo_feature_crosses_strings_and_integers_with_fnv1a():
-    """A STRING x INT64 cross: FNV-1a over the string's bytes, '_', then the integer's 8
-    little-endian bytes; equal pairs share an id, and the order of the inputs matters."""
+@pytest.mark.parametrize("join_sep", ["", "X", "::"])
+def test_combo_feature_crosses_strings_and_integers_with_fnv1a(join_sep):
+    """A STRING x INT64 cross: FNV-1a over the string's bytes, '_' (or combo_join_sep), then
+    the integer's 8 little-endian bytes; equal pairs share an id, and the order of the inputs matters."""
     from fusionrec.ctr.config import config_from_dict
     from fusionrec.ctr.features import FeatureTransform
 
@@ -156,7 +157,7 @@ def test_combo_feature_crosses_strings_and_integers_with_fnv1a():
         "data_config": {"input_fields": [{"input_name": "y", "input_type": "INT32"}, {"input_name": "site"},
                                          {"input_name": "hour", "input_type": "INT64"}], "label_fields": ["y"]},
         "feature_configs": [{"feature_name": "site_x_hour", "input_names": ["site", "hour"], "feature_type": "ComboFeature",
-                             "hash_bucket_size": 1000, "embedding_dim": 4}],
+                             "hash_bucket_size": 1000, "embedding_dim": 4, "combo_join_sep": join_sep}],
         "model_config": {"model_class": "DeepFM", "feature_groups": [{"group_name": "deep", "feature_names": ["site_x_hour"]}],
                          "deepfm": {"dnn": {"hidden_units": [4]}}},
     })  # fmt: skip
@@ -165,7 +166,7 @@ def test_combo_feature_crosses_strings_and_integers_with_fnv1a():
     ids = FeatureTransform(config)(table_to_columns(table, fields))["site_x_hour"].tolist()
     expected = []
     for site, hour in [("a", 7), ("b", 7), ("a", 7), ("a", -3)]:
-        payload = site.encode() + b"_" + (hour & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+        payload = site.encode() + (join_sep or "_").encode() + (hour & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
         expected.append(fnv1a_reference(payload) % 1000)
     assert ids == expected and ids[0] == ids[2] and len(set(ids)) == 3
 
@@ -191,3 +192,39 @@ def test_variational_dropout_keeps_each_feature_with_its_learned_rate(embedding_
         assert torch.equal(keep[:, 0], keep[:, 1]) and torch.equal(keep[:, 2], keep[:, 4])
         assert not torch.equal(keep[:, 0], keep[:, 2])
     assert float(layer.penalty(32)) == pytest.approx(0.05 / 32 * float((1 - p).sum()))
+
+
+def _sequence(ids, lengths, dim=4):
+    table = torch.nn.Embedding(10, dim)
+    ids = torch.tensor(ids)
+    mask = torch.arange(ids.shape[1]).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    return table, {"s": ids, "s.mask": mask}
+
+
+def test_attention_sequence_combiner_is_a_softmax_over_valid_positions():
+    from fusionrec.ctr.embedding import AttentionPoolSlot
+
+    table, features = _sequence([[1, 2, 3], [4, 0, 0], [0, 0, 0]], [3, 1, 0])
+    slot = AttentionPoolSlot("s", table)
+    got = slot(features)
+    for row, length in enumerate([3, 1, 0]):
+        e = table.weight[features["s"][row, :length]]
+        expected = (torch.softmax(slot.score(e).squeeze(1), 0).unsqueeze(1) * e).sum(0) if length else torch.zeros(4)
+        torch.testing.assert_close(got[row], expected)
+
+
+def test_text_cnn_sequence_combiner_is_max_over_time_of_each_convolution():
+    from fusionrec.ctr.embedding import TextCNNSlot
+
+    table, features = _sequence([[1, 2, 3, 4], [5, 6, 0, 0]], [4, 2])
+    slot = TextCNNSlot("s", table, [2, 3], [5, 2], 0, "relu")
+    got = slot(features)
+    assert got.shape == (2, 7)
+    for row, length in enumerate([4, 2]):
+        e = torch.zeros(4, 4)
+        e[:length] = table.weight[features["s"][row, :length]]
+        expected = []
+        for conv, k in zip(slot.convs, [2, 3]):
+            windows = [torch.relu(conv.bias + (conv.weight * e[t : t + k].T).sum(dim=(1, 2))) for t in range(4 - k + 1)]
+            expected.append(torch.stack(windows).max(dim=0).values)
+        torch.testing.assert_close(got[row], torch.cat(expected))

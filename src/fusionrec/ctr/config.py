@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fusionrec.ctr.expressions import compile_expression
 from fusionrec.ctr.tasks import BINARY, LOSS_TYPE_TASKS, MULTICLASS, REGRESSION, Task
 from fusionrec.ctr.textformat import field_model, parse, shape
 from fusionrec.errors import FusionrecError
@@ -49,6 +50,10 @@ def expand_range_name(name: str) -> list[str]:
         return [name]
     prefix, first, last = match.group(1), int(match.group(2)), int(match.group(3))
     return [f"{prefix}{i}" for i in range(first, last + 1)]
+
+
+class AttentionCombinerConfig(_Strict):
+    """EasyRec's AttentionCombiner has no fields (``attention {}``)."""
 
 
 class InputField(_Strict):
@@ -111,9 +116,39 @@ class DataConfig(_Strict):
         return self.input_type in ("ParquetInput", "ParquetInputV2")
 
 
-FEATURE_TYPES = ("IdFeature", "RawFeature", "TagFeature", "ComboFeature", "SequenceFeature")
+FEATURE_TYPES = ("IdFeature", "RawFeature", "TagFeature", "ComboFeature", "SequenceFeature", "ExprFeature")
 # EasyRec's other feature types: refused by name
-EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED = ("LookupFeature", "ExprFeature", "PassThroughFeature")
+EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED = ("LookupFeature", "PassThroughFeature")
+
+
+class TextCNNConfig(_Strict):
+    filter_sizes: list[int] = Field(min_length=1)
+    num_filters: list[int] = Field(min_length=1)
+    pad_sequence_length: int = Field(0, ge=0)
+    activation: str = "relu"
+
+    @model_validator(mode="after")
+    def _pairs(self):
+        if len(self.filter_sizes) != len(self.num_filters):
+            raise ValueError(f"text_cnn: {len(self.filter_sizes)} filter_sizes but {len(self.num_filters)} num_filters")
+        if any(v < 1 for v in self.filter_sizes + self.num_filters):
+            raise ValueError("text_cnn: filter_sizes and num_filters must be positive")
+        from fusionrec.ctr.layers import ACTIVATIONS
+
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"text_cnn: activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}")
+        return self
+
+
+class SequenceCombinerConfig(_Strict):
+    attention: AttentionCombinerConfig | None = None
+    text_cnn: TextCNNConfig | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.attention is None) == (self.text_cnn is None):
+            raise ValueError("sequence_combiner: set exactly one of attention, text_cnn")
+        return self
 
 
 class FeatureConfig(_Strict):
@@ -134,6 +169,10 @@ class FeatureConfig(_Strict):
     max_val: float = 0.0
     normalizer_fn: str | None = None
     raw_input_dim: int = Field(1, ge=1)
+    sequence_combiner: SequenceCombinerConfig | None = None
+    combo_join_sep: str = ""
+    combo_input_seps: list[str] = []
+    expression: str | None = None
     max_partitions: int = 1
     use_embedding_variable: bool = False
 
@@ -180,7 +219,13 @@ class FeatureConfig(_Strict):
                 raise ValueError(f"feature {self.name!r}: embedding_dim must be > 0")
         if self.feature_type == "ComboFeature" and len(self.input_names) < 2:
             raise ValueError(f"feature {self.name!r} (ComboFeature): needs at least two input_names")
-        if self.feature_type != "ComboFeature" and len(self.input_names) != 1:
+        if (self.feature_type == "ExprFeature") != (self.expression is not None):
+            raise ValueError(f"feature {self.name!r}: expression is what an ExprFeature computes, and only an ExprFeature's")
+        if self.feature_type == "ExprFeature":
+            if not self.feature_name:
+                raise ValueError(f"feature {self.name!r} (ExprFeature): needs a feature_name")
+            compile_expression(self.expression, list(self.input_names))
+        elif self.feature_type != "ComboFeature" and len(self.input_names) != 1:
             raise ValueError(f"feature {self.name!r} ({self.feature_type}): takes exactly one input_names entry")
         if self.feature_type in ("TagFeature", "SequenceFeature") and len(self.separator.encode()) != 1:
             raise ValueError(f"feature {self.name!r}: separator {self.separator!r} must be a single byte")
@@ -195,6 +240,15 @@ class FeatureConfig(_Strict):
                 f"feature {self.name!r}: bucketizing a RawFeature of raw_input_dim {self.raw_input_dim} is not "
                 "implemented yet by fusionrec"
             )
+        if (self.combo_join_sep or self.combo_input_seps) and self.feature_type != "ComboFeature":
+            raise ValueError(f"feature {self.name!r}: combo_join_sep / combo_input_seps are for ComboFeature")
+        if any(self.combo_input_seps):
+            raise ValueError(
+                f"feature {self.name!r}: combo_input_seps {self.combo_input_seps} (crossing the values of multi-value "
+                "inputs) is not implemented yet by fusionrec; each input is crossed as one value"
+            )
+        if self.sequence_combiner is not None and self.feature_type != "SequenceFeature":
+            raise ValueError(f"feature {self.name!r}: sequence_combiner is for SequenceFeature, not {self.feature_type}")
         if self.raw_input_dim > 1 and len(self.separator.encode()) != 1:
             raise ValueError(f"feature {self.name!r}: separator {self.separator!r} must be a single byte")
         if self.normalizer_fn is not None:
@@ -777,6 +831,8 @@ class PipelineConfig(_Strict):
                     f"feature {feature.name!r}: num_buckets needs an INT32 or INT64 input field; "
                     f"{feature.input_names[0]!r} is {kind}"
                 )
+            if feature.feature_type == "ExprFeature" and any(fields[n].input_type == "STRING" for n in feature.input_names):
+                raise ValueError(f"feature {feature.name!r} (ExprFeature): its input_names must be numeric fields, not STRING")
             if feature.feature_type == "RawFeature" and (kind == "STRING") != (feature.raw_input_dim > 1):
                 raise ValueError(
                     f"feature {feature.name!r}: a RawFeature reads one number from a numeric input field, or "
@@ -893,10 +949,12 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     FeatureConfig: _message(
         "FeatureConfig",
         not_implemented="kv_separator seq_multi_sep shared_names lookup_max_sel_elem_num initializer precision "
-        "sequence_combiner sub_feature_type sequence_length expression ev_params combo_join_sep "
-        "combo_input_seps",
+        "sub_feature_type sequence_length ev_params",
     ),
     FeatureConfigV2: _message("FeatureConfigV2", no_effect="embedding_on_cpu"),
+    SequenceCombinerConfig: _message("SequenceCombiner", not_implemented="multi_head_attention"),
+    AttentionCombinerConfig: _message("AttentionCombiner"),
+    TextCNNConfig: _message("TextCNN", not_implemented="mlp"),
     FeatureGroupConfig: _message("FeatureGroupConfig", not_implemented="negative_sampler"),
     SeqAttGroupConfig: _message(
         "SeqAttGroupConfig", not_implemented="need_key_feature allow_key_transform transform_dnn"

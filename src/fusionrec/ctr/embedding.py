@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from fusionrec.ctr.config import FeatureConfig, FeatureGroupConfig, PipelineConfig, SeqAttGroupConfig
 from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.layers import DINAttention, VariationalDropout
+from fusionrec.ctr.layers import ACTIVATIONS, DINAttention, VariationalDropout
 from fusionrec.errors import FusionrecError
 
 
@@ -59,6 +59,54 @@ class BagSlot(nn.Module):
         if self.mean:
             pooled = pooled / mask.sum(dim=1).clamp(min=1.0)
         return pooled
+
+
+class AttentionPoolSlot(nn.Module):
+    """A SequenceFeature with EasyRec's ``sequence_combiner { attention {} }``: a linear score
+    per position (no bias), softmax over the valid positions, the weighted sum of the
+    embeddings (zeros for an empty sequence)."""
+
+    def __init__(self, name: str, table: nn.Embedding):
+        super().__init__()
+        self.name = name
+        self.table = table
+        self.score = nn.Linear(table.embedding_dim, 1, bias=False)
+        self.out_dim = table.embedding_dim
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        mask = features[self.name + ".mask"]
+        embedded = lookup(self.table.weight, self.table.sparse, features[self.name])
+        scores = self.score(embedded).squeeze(2).masked_fill(~mask, -1e9)
+        weights = torch.softmax(scores, dim=1) * mask.to(embedded.dtype)
+        return torch.bmm(weights.unsqueeze(1), embedded).squeeze(1)
+
+
+class TextCNNSlot(nn.Module):
+    """A SequenceFeature with EasyRec's ``sequence_combiner { text_cnn {...} }`` (Kim, EMNLP
+    2014): per filter size, a 1-D convolution of ``num_filters`` channels over the embedded
+    sequence (padded with zero embeddings to ``pad_sequence_length`` and to at least the
+    filter size), the activation, then the maximum over time; the results concatenated."""
+
+    def __init__(self, name: str, table: nn.Embedding, filter_sizes: List[int], num_filters: List[int],
+                 pad_sequence_length: int, activation: str):  # fmt: skip
+        super().__init__()
+        self.name = name
+        self.table = table
+        self.convs = nn.ModuleList(nn.Conv1d(table.embedding_dim, n, k) for k, n in zip(filter_sizes, num_filters))
+        self.activation = ACTIVATIONS[activation]()
+        self.min_length = max(max(filter_sizes), pad_sequence_length)
+        self.out_dim = sum(num_filters)
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        mask = features[self.name + ".mask"]
+        embedded = lookup(self.table.weight, self.table.sparse, features[self.name]) * mask.unsqueeze(2).to(torch.float32)
+        if embedded.shape[1] < self.min_length:
+            embedded = torch.nn.functional.pad(embedded, (0, 0, 0, self.min_length - embedded.shape[1]))
+        x = embedded.transpose(1, 2)  # B x D x L
+        pooled: List[Tensor] = []
+        for conv in self.convs:
+            pooled.append(self.activation(conv(x)).max(dim=2).values)
+        return torch.cat(pooled, dim=1)
 
 
 class DenseSlot(nn.Module):
@@ -233,6 +281,8 @@ class EmbeddingTables:
 
     def slot(self, name: str, wide_dim: int | None) -> nn.Module:
         feature = self.features[name]
+        if feature.feature_type == "ExprFeature":  # a computed number, as EasyRec's numeric column
+            return WideDenseSlot(name, wide_dim) if wide_dim is not None else DenseSlot(name)
         if feature.feature_type == "RawFeature" and not feature.bucket_boundaries:
             if wide_dim is not None:
                 return WideDenseSlot(name, wide_dim, feature.raw_input_dim)
@@ -240,6 +290,12 @@ class EmbeddingTables:
                 return DenseSlot(name, feature.raw_input_dim)
             return RawProjectionSlot(name, feature.raw_input_dim, feature.embedding_dim, feature.combiner == "mean")
         table = self.table(name, wide_dim)
+        combiner = feature.sequence_combiner
+        if combiner is not None and combiner.attention is not None:
+            return AttentionPoolSlot(name, table)
+        if combiner is not None and combiner.text_cnn is not None:
+            cnn = combiner.text_cnn
+            return TextCNNSlot(name, table, cnn.filter_sizes, cnn.num_filters, cnn.pad_sequence_length, cnn.activation)
         if feature.feature_type in ("TagFeature", "SequenceFeature"):
             return BagSlot(name, table, feature.combiner == "mean")
         return IdSlot(name, table)

@@ -23,19 +23,22 @@ import torch
 from torch import Tensor, nn
 
 from fusionrec.ctr.config import FeatureConfig, PipelineConfig
+from fusionrec.ctr.expressions import compile_expression
 from fusionrec.errors import FusionrecError
 
 # Per-batch counts the transform adds to its output as 0-d tensors, keyed "<feature>.<kind>":
 # ".out_of_vocabulary" (values not in vocab_list / vocab_file, mapped to 0), ".out_of_range"
-# (num_buckets ids outside [0, num_buckets), mapped to 0) and ".truncated" (sequences longer
-# than max_seq_len). Written as literals because TorchScript cannot read module globals.
+# (num_buckets ids outside [0, num_buckets), mapped to 0), ".truncated" (sequences longer
+# than max_seq_len) and ".not_finite" (ExprFeature values that are inf or nan, set to 0).
+# Written as literals because TorchScript cannot read module globals.
 
 
 def feature_counts(features: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """The count entries of a transform's output (see COUNT_OOV, COUNT_TRUNCATED)."""
     counts: Dict[str, Tensor] = {}
     for key, value in features.items():
-        if key.endswith(".out_of_vocabulary") or key.endswith(".out_of_range") or key.endswith(".truncated"):
+        if (key.endswith(".out_of_vocabulary") or key.endswith(".out_of_range") or key.endswith(".truncated")
+                or key.endswith(".not_finite")):  # fmt: skip
             counts[key] = value
     return counts
 
@@ -113,6 +116,50 @@ def pad_tokens(ids: Tensor, token_row: Tensor, n_rows: int, max_len: int) -> Tup
     return out, mask, counts
 
 
+def run_expression(opcodes: Tensor, operands: Tensor, constants: Tensor, inputs: List[Tensor]) -> Tensor:
+    """Evaluate an ExprFeature's postfix program (``fusionrec.ctr.expressions``) over float64 inputs."""
+    stack: List[Tensor] = []
+    for i in range(opcodes.shape[0]):
+        op = int(opcodes[i])
+        if op == 0:
+            stack.append(inputs[int(operands[i])])
+        elif op == 1:
+            stack.append(torch.full_like(inputs[0], float(constants[int(operands[i])])))
+        elif op == 2:
+            stack.append(-stack.pop())
+        elif op == 3:
+            stack.append((stack.pop() == 0).to(torch.float64))
+        else:
+            b = stack.pop()
+            a = stack.pop()
+            if op == 10:
+                r = a + b
+            elif op == 11:
+                r = a - b
+            elif op == 12:
+                r = a * b
+            elif op == 13:
+                r = a / b
+            elif op == 14:
+                r = ((a != 0) & (b != 0)).to(torch.float64)
+            elif op == 15:
+                r = ((a != 0) | (b != 0)).to(torch.float64)
+            elif op == 20:
+                r = (a < b).to(torch.float64)
+            elif op == 21:
+                r = (a <= b).to(torch.float64)
+            elif op == 22:
+                r = (a > b).to(torch.float64)
+            elif op == 23:
+                r = (a >= b).to(torch.float64)
+            elif op == 24:
+                r = (a == b).to(torch.float64)
+            else:
+                r = (a != b).to(torch.float64)
+            stack.append(r)
+    return stack[0]
+
+
 class _Feature(nn.Module):
     """Base: one configured feature. ``forward`` adds ``name`` (and ``name.mask``) to ``out``."""
 
@@ -138,7 +185,13 @@ class _Feature(nn.Module):
         self.raw_input_dim = int(config.raw_input_dim)
         self.embedding_dim = int(config.embedding_dim)
         self.is_combo = config.feature_type == "ComboFeature"
+        self.is_expr = config.feature_type == "ExprFeature"
+        program = compile_expression(config.expression or "0", list(config.input_names))
+        self.register_buffer("expr_opcodes", torch.tensor(program.opcodes, dtype=torch.int64), persistent=False)
+        self.register_buffer("expr_operands", torch.tensor(program.operands, dtype=torch.int64), persistent=False)
+        self.register_buffer("expr_constants", torch.tensor(program.constants + [0.0], dtype=torch.float64), persistent=False)
         self.combo_is_text = [input_types[name] == "STRING" for name in config.input_names]
+        self.combo_join_bytes = list((config.combo_join_sep or "_").encode())
         self.n_ids = self.table_rows()
 
     def table_rows(self) -> int:
@@ -173,11 +226,21 @@ class _Feature(nn.Module):
             else:  # B x raw_input_dim (a one-number input arrives as B)
                 out[self.name] = (value.unsqueeze(1) if value.dim() == 1 else value).to(torch.float32)
             return
+        if self.is_expr:
+            inputs: List[Tensor] = []
+            for name in self.inputs:
+                inputs.append(columns[name].to(torch.float64))
+            value = run_expression(self.expr_opcodes, self.expr_operands, self.expr_constants, inputs)
+            finite = torch.isfinite(value)
+            out[self.name] = torch.where(finite, value, torch.zeros_like(value)).to(torch.float32).unsqueeze(1)
+            out[self.name + ".not_finite"] = (~finite).sum()
+            return
         if self.is_combo:
             h = torch.zeros(0, dtype=torch.int64)
             for i, name in enumerate(self.inputs):
-                if i > 0:  # hash of "a_b": FNV-1a streams, so continue after the '_' byte
-                    h = ((h ^ 95) * 16777619) & 0xFFFFFFFF
+                if i > 0:  # hash of "a<sep>b" (sep "_", or combo_join_sep): FNV-1a streams on after the sep's bytes
+                    for byte in self.combo_join_bytes:
+                        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
                 if self.combo_is_text[i]:
                     data, offsets = columns[name + ".bytes"], columns[name + ".offsets"]
                     starts = offsets[:-1]
@@ -263,7 +326,7 @@ class FeatureTransform(nn.Module):
         for name, f in self.features.items():
             out[name] = {
                 "inputs": ",".join(f.inputs), "input_type": f.input_type, "ids": str(f.n_ids),
-                "kind": "raw" if f.is_raw else ("combo" if f.is_combo else ("sequence" if f.multi else "id")),
+                "kind": "raw" if f.is_raw else ("combo" if f.is_combo else ("expr" if f.is_expr else ("sequence" if f.multi else "id"))),
                 "id_space": "vocab" if f.has_vocab else ("hash" if f.hash_bucket_size > 0 else "buckets"),
                 "vocab_sha256": tensor_digest(f.vocab_keys) if f.has_vocab else "",
                 "boundaries_sha256": tensor_digest(f.boundaries) if len(f.boundaries) > 0 else "",

@@ -135,11 +135,11 @@ class Trainer:
 
     def _embedding_lookups(self) -> list[tuple[torch.nn.Embedding, str]]:
         """(table, feature) pairs, for embedding_regularization on the rows a batch looks up."""
-        from fusionrec.ctr.embedding import BagSlot, DINSlot, IdSlot
+        from fusionrec.ctr.embedding import AttentionPoolSlot, BagSlot, DINSlot, IdSlot, TextCNNSlot
 
         pairs = []
         for module in self.model.modules():
-            if isinstance(module, (IdSlot, BagSlot)):
+            if isinstance(module, (IdSlot, BagSlot, AttentionPoolSlot, TextCNNSlot)):
                 pairs.append((module.table, module.name))
             elif isinstance(module, DINSlot):
                 pairs.extend(zip(module.key_tables, module.keys))
