@@ -173,12 +173,23 @@ class FeatureConfig(_Strict):
     combo_join_sep: str = ""
     combo_input_seps: list[str] = []
     expression: str | None = None
+    shared_names: list[str] = []
     max_partitions: int = 1
     use_embedding_variable: bool = False
 
     @property
     def name(self) -> str:
         return self.feature_name or self.input_names[0]
+
+    def with_shared_names(self) -> list["FeatureConfig"]:
+        """This feature and, for each of EasyRec's ``shared_names``, a feature of the same
+        config that reads that input field instead (and is named after it)."""
+        copies = [self]
+        for shared in self.shared_names:
+            update = {"input_names": [shared, *self.input_names[1:]], "shared_names": [],
+                      "feature_name": shared if self.feature_name else None}  # fmt: skip
+            copies.append(self.model_copy(update=update))
+        return copies
 
     @property
     def bucket_boundaries(self) -> list[float]:
@@ -382,6 +393,58 @@ class DLRMConfig(_Strict):
     l2_regularization: float = Field(1e-5, ge=0)
 
 
+class CMBFTower(_Strict):
+    multi_head_num: int = Field(1, ge=1)
+    image_multi_head_num: int = Field(1, ge=1)
+    text_multi_head_num: int = Field(1, ge=1)
+    text_head_size: int = Field(ge=1)
+    image_head_size: int = Field(64, ge=1)
+    image_feature_patch_num: int = Field(1, ge=1)
+    image_feature_dim: int = Field(0, ge=0)
+    image_self_attention_layer_num: int = Field(0, ge=0)
+    text_self_attention_layer_num: int = Field(1, ge=0)
+    cross_modal_layer_num: int = Field(1, ge=0)
+    image_cross_head_size: int = Field(ge=1)
+    text_cross_head_size: int = Field(ge=1)
+    hidden_dropout_prob: float = Field(0.0, ge=0, lt=1)
+    attention_probs_dropout_prob: float = Field(0.0, ge=0, lt=1)
+    use_token_type: bool = False
+    use_position_embeddings: bool = True
+    max_position_embeddings: int = Field(0, ge=0)
+    text_seq_emb_dropout_prob: float = Field(0.1, ge=0, lt=1)
+    other_feature_dnn: DNN | None = None
+
+
+class CMBFConfig(_Strict):
+    config: CMBFTower
+    final_dnn: DNN
+
+
+class UniterTower(_Strict):
+    hidden_size: int = Field(ge=1)
+    num_hidden_layers: int = Field(ge=0)
+    num_attention_heads: int = Field(ge=1)
+    intermediate_size: int = Field(ge=1)
+    hidden_act: Literal["gelu", "relu", "tanh", "swish"] = "gelu"
+    hidden_dropout_prob: float = Field(0.1, ge=0, lt=1)
+    attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1)
+    max_position_embeddings: int = Field(512, ge=0)
+    use_position_embeddings: bool = True
+    initializer_range: float = Field(0.02, gt=0)
+    other_feature_dnn: DNN | None = None
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}")
+        return self
+
+
+class UniterConfig(_Strict):
+    config: UniterTower
+    final_dnn: DNN
+
+
 class RocketLaunchingConfig(_Strict):
     share_dnn: DNN | None = None
     booster_dnn: DNN
@@ -459,7 +522,7 @@ class LossConfig(_Strict):
 # model_class -> the model_config block that configures it
 MODEL_FIELDS = {"WideAndDeep": "wide_and_deep", "DeepFM": "deepfm", "DCN": "dcn", "MultiTower": "multi_tower",
                 "DIN": "multi_tower", "MultiTowerDIN": "multi_tower", "FM": "fm", "AutoInt": "autoint",
-                "DLRM": "dlrm", "RocketLaunching": "rocket_launching"}  # fmt: skip
+                "DLRM": "dlrm", "RocketLaunching": "rocket_launching", "CMBF": "cmbf", "Uniter": "uniter"}  # fmt: skip
 # models with several output heads: the suffix of each head's outputs and metrics (EasyRec's),
 # the served one first
 HEAD_SUFFIXES = {"RocketLaunching": ("_light", "_booster")}
@@ -476,6 +539,8 @@ class ModelConfig(_Strict):
     autoint: AutoIntConfig | None = None
     dlrm: DLRMConfig | None = None
     rocket_launching: RocketLaunchingConfig | None = None
+    cmbf: CMBFConfig | None = None
+    uniter: UniterConfig | None = None
     seq_att_groups: list[SeqAttGroupConfig] = []
     variational_dropout: VariationalDropoutConfig | None = None
     embedding_regularization: float = Field(0.0, ge=0)
@@ -783,7 +848,9 @@ class PipelineConfig(_Strict):
 
     @property
     def features(self) -> list[FeatureConfig]:
-        return self.feature_configs + (self.feature_config.features if self.feature_config else [])
+        """Every feature, those that ``shared_names`` stands for included."""
+        listed = self.feature_configs + (self.feature_config.features if self.feature_config else [])
+        return [copy for feature in listed for copy in feature.with_shared_names()]
 
     def parallel_lists(self) -> list[list[tuple[str, str]]]:
         """(input field, separator) of the ``hist_seq`` lists of each ``seq_att_map`` that has
@@ -886,6 +953,16 @@ class PipelineConfig(_Strict):
             field = metric.gauc.uid_field if metric.gauc else metric.session_auc.session_id_field if metric.session_auc else None
             if field is not None and field not in fields:
                 raise ValueError(f"eval_config.metrics_set: field {field!r} is not an input_field")
+        export = self.export_config
+        if export.exporter_type == "best" or export.enable_early_stop:
+            always = "mean_squared_error" if task.kind == REGRESSION else "logloss"
+            computed = sorted({always} | {m.name for m in self.eval_config.metrics_set})
+            names = [name + suffix for name in computed for suffix in model.head_suffixes]
+            if export.best_exporter_metric not in names:
+                raise ValueError(
+                    f"export_config.best_exporter_metric {export.best_exporter_metric!r} is not computed by this "
+                    f"eval_config.metrics_set (it computes {names}); the best export and early stop compare it"
+                )
         return self
 
 
@@ -908,7 +985,7 @@ def _message(name: str, no_effect: str = "", not_implemented: str = "") -> EasyR
 
 
 _MODELS_NOT_IMPLEMENTED = (
-    "model_params dummy cmbf uniter multi_tower_recall dssm mind dropoutnet metric_learning pdn "
+    "model_params dummy multi_tower_recall dssm mind dropoutnet metric_learning pdn "
     "dssm_senet dat mmoe esmm dbmtl simple_multi_task ple backbone"
 )
 EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
@@ -948,7 +1025,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     ),
     FeatureConfig: _message(
         "FeatureConfig",
-        not_implemented="kv_separator seq_multi_sep shared_names lookup_max_sel_elem_num initializer precision "
+        not_implemented="kv_separator seq_multi_sep lookup_max_sel_elem_num initializer precision "
         "sub_feature_type sequence_length ev_params",
     ),
     FeatureConfigV2: _message("FeatureConfigV2", no_effect="embedding_on_cpu"),
@@ -985,6 +1062,10 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     AutoIntConfig: _message("AutoInt"),
     DLRMConfig: _message("DLRM"),
     RocketLaunchingConfig: _message("RocketLaunching"),
+    CMBFConfig: _message("CMBF"),
+    CMBFTower: _message("CMBFTower"),
+    UniterConfig: _message("Uniter"),
+    UniterTower: _message("UniterTower"),
     VariationalDropoutConfig: _message("VariationalDropoutLayer"),
     Optimizer: _message(
         "Optimizer",

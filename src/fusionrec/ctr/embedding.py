@@ -8,7 +8,7 @@ sums them. Features with the same ``embedding_name`` share one table.
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -59,6 +59,22 @@ class BagSlot(nn.Module):
         if self.mean:
             pooled = pooled / mask.sum(dim=1).clamp(min=1.0)
         return pooled
+
+
+class SequenceSlot(nn.Module):
+    """A SequenceFeature's embedded positions, not pooled: (B x L x D, zeros where padded; the
+    B x L mask). The text input of CMBF and Uniter."""
+
+    def __init__(self, name: str, table: nn.Embedding):
+        super().__init__()
+        self.name = name
+        self.table = table
+        self.out_dim = table.embedding_dim
+
+    def forward(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+        mask = features[self.name + ".mask"]
+        embedded = lookup(self.table.weight, self.table.sparse, features[self.name])
+        return embedded * mask.unsqueeze(2).to(embedded.dtype), mask
 
 
 class AttentionPoolSlot(nn.Module):
@@ -216,6 +232,8 @@ class DINSlot(nn.Module):
 class GroupInput(nn.Module):
     """One feature group: its slots' outputs, concatenated (DEEP) or summed (WIDE)."""
 
+    __jit_ignored_attributes__ = ["field_dims"]  # possibly empty: TorchScript cannot type it
+
     def __init__(self, name: str, slots: List[nn.Module], wide: bool, dropout: VariationalDropout | None = None):
         super().__init__()
         self.group_name = name
@@ -223,6 +241,7 @@ class GroupInput(nn.Module):
         self.wide = wide
         dims = [s.out_dim for s in slots]
         self.field_dims = dims
+        self.split_sizes = dims if dims else [0]
         self.out_dim = (dims[0] if dims else 0) if wide else sum(dims)
         # EasyRec's variational_dropout acts on the group's concatenated output, before any sum
         self.has_dropout = dropout is not None
@@ -234,7 +253,7 @@ class GroupInput(nn.Module):
             out.append(slot(features))
         if self.has_dropout:
             noisy = self.dropout(torch.cat(out, dim=1))
-            out = list(noisy.split(self.field_dims, dim=1))
+            out = list(noisy.split(self.split_sizes, dim=1))
         return out
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
@@ -299,6 +318,12 @@ class EmbeddingTables:
         if feature.feature_type in ("TagFeature", "SequenceFeature"):
             return BagSlot(name, table, feature.combiner == "mean")
         return IdSlot(name, table)
+
+    def sequence(self, name: str, where: str) -> SequenceSlot:
+        feature = self.features[name]
+        if feature.feature_type not in ("SequenceFeature", "TagFeature"):
+            raise FusionrecError(f"{where}: feature {name!r} is a {feature.feature_type}; the text group takes SequenceFeature / TagFeature")
+        return SequenceSlot(name, self.table(name))
 
     def din(self, seq_group: SeqAttGroupConfig, where: str) -> list[nn.Module]:
         slots = []

@@ -7,7 +7,8 @@ Loss, optimizer, schedule and checkpoints live in the trainer. ``features`` is t
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+import math
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,7 @@ from torch.nn import functional as F
 from fusionrec.ctr.config import DNN, PipelineConfig
 from fusionrec.ctr.embedding import EmbeddingTables, GroupInput
 from fusionrec.ctr.features import FeatureTransform, feature_counts
+from fusionrec.ctr.transformer import CrossAttentionTower, EmbeddingPostprocessor, TransformerEncoder, dense, masked_mean
 from fusionrec.ctr.tasks import Task, output_name, sum_by_nonzero_weights, task_outputs, task_score
 from fusionrec.ctr.layers import MLP, CrossNet, FactorizationMachine, InteractingLayer
 from fusionrec.errors import FusionrecError
@@ -359,6 +361,253 @@ class RocketLaunching(_Base):
         return heads, loss
 
 
+class _MultiModalInputs(_Base):
+    """The feature groups of EasyRec's multi-modal models, by name: ``image`` (RawFeatures of
+    raw_input_dim numbers, one width), ``general`` (features of one embedding_dim), ``text``
+    (SequenceFeatures of one embedding_dim, kept as sequences), ``other`` (as is, or through
+    ``other_feature_dnn``)."""
+
+    def _inputs(self, config: PipelineConfig, transform: FeatureTransform, model: str, max_positions: int,
+                use_positions: bool, other_dnn: DNN | None) -> None:  # fmt: skip
+        tables = EmbeddingTables(config, transform)
+        by_name = {g.group_name: g for g in config.model_config_.feature_groups}
+        known = {"image", "general", "text", "other"}
+        if not known & set(by_name):
+            raise FusionrecError(f"{model}: needs one of the feature groups {sorted(known)}; found {sorted(by_name)}")
+        features = {f.name: f for f in config.features}
+        self.has_image, self.has_general = "image" in by_name, "general" in by_name
+        self.has_text, self.has_other = "text" in by_name, "other" in by_name
+        self.image = tables.group(by_name["image"], None) if self.has_image else GroupInput("image", [], False)
+        self.general = tables.group(by_name["general"], None) if self.has_general else GroupInput("general", [], False)
+        self.text = nn.ModuleList(
+            tables.sequence(name, f"{model} group 'text'") for name in (by_name["text"].feature_names if self.has_text else [])
+        )
+        self.other = tables.group(by_name["other"], None) if self.has_other else GroupInput("other", [], False)
+        self.n_image, self.n_general, self.n_text = len(self.image.field_dims), len(self.general.field_dims), len(self.text)
+        for group, dims in (("image", self.image.field_dims), ("general", self.general.field_dims),
+                            ("text", [t.out_dim for t in self.text])):  # fmt: skip
+            if len(set(dims)) > 1:
+                raise FusionrecError(f"{model}: every feature of group {group!r} needs one width, found {sorted(set(dims))}")
+        self.image_dim = self.image.field_dims[0] if self.n_image else 0
+        self.general_dim = self.general.field_dims[0] if self.n_general else 0
+        self.text_dim = self.text[0].out_dim if self.n_text else 0
+        if use_positions and self.n_text:
+            lengths = [features[name].max_seq_len for name in by_name["text"].feature_names]
+            if any(n is None or n > max_positions for n in lengths):
+                raise FusionrecError(
+                    f"{model}: max_position_embeddings ({max_positions}) must be at least every text feature's max_seq_len "
+                    f"(set it on each): {dict(zip(by_name['text'].feature_names, lengths))}"
+                )
+        self.other_dnn = _mlp(self.other.out_dim, other_dnn if self.has_other else None)
+        self.other_dim = self.other_dnn.out_dim if self.has_other else 0
+
+    def _text_sequences(self, features: Dict[str, Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
+        embedded: List[Tensor] = []
+        masks: List[Tensor] = []
+        for slot in self.text:
+            x, mask = slot(features)
+            embedded.append(x)
+            masks.append(mask)
+        return embedded, masks
+
+    def _other_output(self, features: Dict[str, Tensor]) -> Tensor:
+        return self.other_dnn(self.other(features))
+
+
+class CMBF(_MultiModalInputs):
+    """CMBF (Chen et al., "CMBF: Cross-Modal-Based Fusion Recommendation Algorithm", Sensors
+    2021) as EasyRec's: an image tower (projection, or image_feature_dim single-value tokens,
+    then self-attention layers), a text tower (the general features as tokens and each text
+    sequence with token-type and position embeddings, through self-attention layers),
+    cross-modal layers between the two, then the image tokens averaged, the general tokens
+    kept, each text sequence averaged over its valid positions; ``final_dnn`` and the output."""
+
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+        super().__init__()
+        self._set_outputs(config)
+        p = config.model_config_.cmbf.config
+        self._inputs(config, transform, "CMBF", p.max_position_embeddings, p.use_position_embeddings, p.other_feature_dnn)
+        heads = p.multi_head_num
+        # image tower
+        self.image_layers = p.image_self_attention_layer_num
+        self.image_tokens = max(self.n_image, 1)
+        self.image_map_tokens = False
+        image_hidden = heads * p.image_cross_head_size if self.image_layers <= 0 else p.image_head_size * p.image_multi_head_num
+        token_dim = self.image_dim
+        if self.has_image and self.image_layers > 0 and self.n_image == 1 and p.image_feature_patch_num > 1:
+            if self.image_dim % p.image_feature_patch_num:
+                raise FusionrecError(f"CMBF: image width {self.image_dim} is not a multiple of image_feature_patch_num {p.image_feature_patch_num}")
+            self.image_tokens, token_dim = p.image_feature_patch_num, self.image_dim // p.image_feature_patch_num
+        elif self.has_image and self.image_layers > 0 and self.n_image == 1:
+            if p.image_feature_dim <= 0:
+                raise FusionrecError("CMBF: image_feature_dim must be > 0 for one image feature with image self-attention layers")
+            self.image_map_tokens, self.image_tokens = True, p.image_feature_dim
+        if self.image_map_tokens:  # each of image_feature_dim values becomes a token: value x a learned vector
+            self.image_projection = dense(self.image_dim, p.image_feature_dim) if p.image_feature_dim != self.image_dim else nn.Identity()
+            self.image_map = nn.Parameter(torch.randn(1, p.image_feature_dim, image_hidden) * 0.02)
+        else:
+            self.image_projection = dense(token_dim, image_hidden) if token_dim != image_hidden and self.has_image else nn.Identity()
+            self.image_map = nn.Parameter(torch.zeros(0))
+        self.token_dim = token_dim
+        if self.has_image and self.image_layers > 0 and image_hidden % heads:
+            raise FusionrecError(f"CMBF: image hidden size {image_hidden} is not a multiple of multi_head_num {heads}")
+        self.image_encoder = TransformerEncoder(image_hidden, max(self.image_layers, 0), heads, 4 * image_hidden, "gelu",
+                                                p.hidden_dropout_prob, p.attention_probs_dropout_prob)  # fmt: skip
+        # text tower
+        text_hidden = p.text_head_size * p.text_multi_head_num
+        has_text_tower = self.has_general or self.n_text > 0
+        if has_text_tower and text_hidden % heads:
+            raise FusionrecError(f"CMBF: text hidden size {text_hidden} is not a multiple of multi_head_num {heads}")
+        self.general_projection = dense(self.general_dim, text_hidden) if self.general_dim not in (0, text_hidden) else nn.Identity()
+        self.text_projections = nn.ModuleList(
+            dense(self.text_dim, text_hidden) if self.text_dim != text_hidden else nn.Identity() for _ in range(self.n_text))
+        self.text_postprocess = nn.ModuleList(
+            EmbeddingPostprocessor(text_hidden, p.max_position_embeddings if p.use_position_embeddings else 0,
+                                   p.text_seq_emb_dropout_prob) for _ in range(self.n_text))  # fmt: skip
+        self.use_token_type = p.use_token_type
+        self.token_types = nn.Parameter(torch.randn(max(self.n_text, 1), text_hidden) * 0.02)
+        self.text_encoder = TransformerEncoder(text_hidden, p.text_self_attention_layer_num, heads, 4 * text_hidden, "gelu",
+                                               p.hidden_dropout_prob, p.attention_probs_dropout_prob)  # fmt: skip
+        # cross-modal layers
+        self.cross_modal = self.has_image and has_text_tower
+        self.cross = CrossAttentionTower(image_hidden, text_hidden, p.cross_modal_layer_num if self.cross_modal else 0, heads,
+                                         p.image_cross_head_size, p.text_cross_head_size, p.hidden_dropout_prob,
+                                         p.attention_probs_dropout_prob)  # fmt: skip
+        image_width = self.cross.left_dim if self.cross_modal else image_hidden
+        text_width = self.cross.right_dim if self.cross_modal else text_hidden
+        width = (image_width if self.has_image else 0) + (self.n_general + self.n_text) * text_width * int(has_text_tower)
+        self.final = _mlp(width + self.other_dim, config.model_config_.cmbf.final_dnn)
+        self.head = nn.Linear(self.final.out_dim, self.n_outputs)
+
+    def _image_tower(self, features: Dict[str, Tensor]) -> Tensor:
+        x = self.image(features)
+        batch = x.shape[0]
+        if self.image_map_tokens:
+            x = self.image_projection(x).unsqueeze(2) * self.image_map
+        else:
+            x = self.image_projection(x.view(batch, self.image_tokens, self.token_dim))
+        return self.image_encoder(x, None)
+
+    def _text_tower(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Optional[Tensor], List[Tensor]]:
+        parts: List[Tensor] = []
+        masks: List[Tensor] = []
+        if self.has_general:
+            general = torch.stack(self.general.fields(features), dim=1)
+            parts.append(self.general_projection(general))
+            masks.append(torch.ones(general.shape[0], general.shape[1], dtype=torch.bool))
+        embedded, seq_masks = self._text_sequences(features)
+        i = 0
+        for projection, post in zip(self.text_projections, self.text_postprocess):
+            token_type: Optional[Tensor] = self.token_types[i] if self.use_token_type else None
+            parts.append(post(projection(embedded[i]), token_type))
+            masks.append(seq_masks[i])
+            i += 1
+        x = torch.cat(parts, dim=1)
+        mask: Optional[Tensor] = torch.cat(masks, dim=1) if self.n_text > 0 else None
+        return self.text_encoder(x, mask), mask, masks
+
+    def _merge_text(self, x: Tensor, masks: List[Tensor]) -> Tensor:
+        """The general tokens kept, each text sequence averaged over its valid positions, flattened."""
+        pieces: List[Tensor] = []
+        begin = 0
+        if self.has_general:
+            pieces.append(x[:, : self.n_general].flatten(1))
+            begin = self.n_general
+        for j in range(int(self.has_general), len(masks)):
+            size = masks[j].shape[1]
+            pieces.append(masked_mean(x[:, begin : begin + size], masks[j]))
+            begin += size
+        return torch.cat(pieces, dim=1)
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        outputs: List[Tensor] = []
+        if self.cross_modal:
+            image = self._image_tower(features)
+            text, mask, masks = self._text_tower(features)
+            image, text = self.cross(image, text, mask)
+            outputs.append(image.mean(dim=1))
+            outputs.append(self._merge_text(text, masks))
+        elif self.has_image:
+            outputs.append(self._image_tower(features).mean(dim=1))
+        elif self.has_general or self.n_text > 0:
+            text, _, masks = self._text_tower(features)
+            outputs.append(self._merge_text(text, masks))
+        if self.has_other:
+            outputs.append(self._other_output(features))
+        return self._logits(self.head(self.final(torch.cat(outputs, dim=1))))
+
+
+class Uniter(_MultiModalInputs):
+    """UNITER (Chen et al., ECCV 2020) as EasyRec's Uniter: the image features, the general
+    features and each text sequence become tokens of ``hidden_size`` with token-type (when more
+    than one kind of token is present) and position embeddings; a [CLS] token is prepended;
+    one transformer encoder over all of them; the [CLS] output (with ``other`` appended) goes
+    through ``final_dnn`` and the output."""
+
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+        super().__init__()
+        self._set_outputs(config)
+        p = config.model_config_.uniter.config
+        self._inputs(config, transform, "Uniter", p.max_position_embeddings, p.use_position_embeddings, p.other_feature_dnn)
+        hidden = p.hidden_size
+        n_towers = int(self.has_image) + int(self.has_general) + int(self.has_text)
+        self.use_token_type = n_towers > 1 or self.n_text > 1 or self.n_image > 1
+        n_token_types = self.n_text + int(self.has_image) + int(self.has_general)
+        self.token_types = nn.Parameter(torch.randn(max(n_token_types, 1), hidden) * p.initializer_range)
+        positions = p.max_position_embeddings if p.use_position_embeddings else 0
+        if self.has_image and p.use_position_embeddings and self.n_image > p.max_position_embeddings:
+            raise FusionrecError(f"Uniter: max_position_embeddings ({p.max_position_embeddings}) is below the {self.n_image} image features")
+        self.image_projection = dense(self.image_dim, hidden) if self.image_dim not in (0, hidden) else nn.Identity()
+        self.image_post = EmbeddingPostprocessor(hidden, positions, p.hidden_dropout_prob, p.initializer_range)
+        self.general_projection = dense(self.general_dim, hidden) if self.general_dim not in (0, hidden) else nn.Identity()
+        self.general_post = EmbeddingPostprocessor(hidden, 0, p.hidden_dropout_prob, p.initializer_range)
+        self.text_projections = nn.ModuleList(
+            dense(self.text_dim, hidden) if self.text_dim != hidden else nn.Identity() for _ in range(self.n_text))
+        self.text_post = nn.ModuleList(
+            EmbeddingPostprocessor(hidden, positions, p.hidden_dropout_prob, p.initializer_range) for _ in range(self.n_text))
+        self.has_tokens = n_towers > 0
+        self.cls = nn.Parameter(torch.empty(1, 1, hidden).uniform_(-math.sqrt(6.0 / (1 + hidden)), math.sqrt(6.0 / (1 + hidden))))
+        self.encoder = TransformerEncoder(hidden, p.num_hidden_layers, p.num_attention_heads, p.intermediate_size, p.hidden_act,
+                                          p.hidden_dropout_prob, p.attention_probs_dropout_prob, p.initializer_range)  # fmt: skip
+        self.final = _mlp((hidden if self.has_tokens else 0) + self.other_dim, config.model_config_.uniter.final_dnn)
+        self.head = nn.Linear(self.final.out_dim, self.n_outputs)
+
+    def _token_type(self, i: int) -> Optional[Tensor]:
+        return self.token_types[i] if self.use_token_type else None
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        outputs: List[Tensor] = []
+        if self.has_tokens:
+            tokens: List[Tensor] = []
+            masks: List[Tensor] = []
+            type_id = 0
+            if self.has_image:  # token type 0
+                x = self.image(features)
+                x = self.image_projection(x.view(x.shape[0], self.n_image, self.image_dim))
+                tokens.append(self.image_post(x, self._token_type(0)))
+                masks.append(torch.ones(x.shape[0], x.shape[1], dtype=torch.bool))
+                type_id = 1
+            if self.has_general:
+                x = self.general_projection(torch.stack(self.general.fields(features), dim=1))
+                tokens.append(self.general_post(x, self._token_type(type_id)))
+                masks.append(torch.ones(x.shape[0], x.shape[1], dtype=torch.bool))
+                type_id += 1
+            embedded, seq_masks = self._text_sequences(features)
+            i = 0
+            for projection, post in zip(self.text_projections, self.text_post):
+                tokens.append(post(projection(embedded[i]), self._token_type(type_id + i)))
+                masks.append(seq_masks[i])
+                i += 1
+            batch = tokens[0].shape[0]
+            tokens.insert(0, self.cls.expand(batch, -1, -1))
+            masks.insert(0, torch.ones(batch, 1, dtype=torch.bool))
+            encoded = self.encoder(torch.cat(tokens, dim=1), torch.cat(masks, dim=1))
+            outputs.append(encoded[:, 0])
+        if self.has_other:
+            outputs.append(self._other_output(features))
+        return self._logits(self.head(self.final(torch.cat(outputs, dim=1))))
+
+
 class MultiTower(_Base):
     """EasyRec's MultiTower / MultiTowerDIN: one DNN tower per group (or per ``seq_att_groups``
     entry, whose DIN outputs feed a ``din_towers`` tower), concatenated into ``final_dnn``."""
@@ -408,7 +657,7 @@ class MultiTower(_Base):
 
 MODELS = {"WideAndDeep": WideAndDeep, "DeepFM": DeepFM, "DCN": DCN, "MultiTower": MultiTower, "DIN": MultiTower,
           "MultiTowerDIN": MultiTower, "FM": FM, "AutoInt": AutoInt, "DLRM": DLRM,
-          "RocketLaunching": RocketLaunching}  # fmt: skip
+          "RocketLaunching": RocketLaunching, "CMBF": CMBF, "Uniter": Uniter}  # fmt: skip
 
 
 def build_model(config: PipelineConfig, transform: FeatureTransform) -> nn.Module:

@@ -88,7 +88,8 @@ class Trainer:
         self.best_step = 0
         self.lookups = self._embedding_lookups()
         model_config = config.model_config_
-        self.l2_regularization = getattr(model_config, MODEL_FIELDS[model_config.model_class]).l2_regularization
+        # the model block's l2_regularization (CMBF and Uniter have none)
+        self.l2_regularization = getattr(getattr(model_config, MODEL_FIELDS[model_config.model_class]), "l2_regularization", 0.0)
         self.dense_weights = self.model.dense_weights()
         self.variational_dropouts = [m for m in self.model.modules() if isinstance(m, VariationalDropout)]
 

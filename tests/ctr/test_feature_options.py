@@ -1,5 +1,5 @@
-"""EasyRec's RawFeature options: raw_input_dim numbers in one field, embedding_dim (a weighted
-projection), num_buckets on the scaled value; and EasyRec's name ranges (``field[1-3]``)."""
+"""EasyRec's feature options: RawFeature's raw_input_dim numbers in one field, embedding_dim (a
+weighted projection) and num_buckets on the scaled value; shared_names; name ranges (``field[1-3]``)."""
 
 import pyarrow as pa
 import pytest
@@ -64,3 +64,17 @@ def test_name_ranges_expand_as_easyrec_expands_them():
     data = DataConfig(input_fields=fields, label_fields=["label"], auto_expand_input_fields=True)
     assert [(f.input_name, f.input_type) for f in data.input_fields] == [("label", "INT32"), ("f1", "DOUBLE"), ("f2", "DOUBLE")]
     assert [f.input_name for f in DataConfig(input_fields=fields, label_fields=["label"]).input_fields] == ["label", "f[1-2]"]
+
+
+def test_shared_names_give_each_named_field_the_same_feature_config():
+    from fusionrec.ctr.config import config_from_dict
+
+    config = config_from_dict({
+        "data_config": {"input_fields": [{"input_name": "y", "input_type": "INT32"}, {"input_name": "f1"}, {"input_name": "f2"},
+                                         {"input_name": "f3"}], "label_fields": ["y"]},
+        "feature_configs": [{"input_names": ["f1"], "shared_names": ["f2", "f3"], "hash_bucket_size": 50, "embedding_dim": 4}],
+        "model_config": {"model_class": "DeepFM", "feature_groups": [{"group_name": "deep", "feature_names": ["f[1-3]"]}],
+                         "deepfm": {"dnn": {"hidden_units": [4]}}},
+    })  # fmt: skip
+    assert [(f.name, f.input_names, f.hash_bucket_size) for f in config.features] == [
+        ("f1", ["f1"], 50), ("f2", ["f2"], 50), ("f3", ["f3"], 50)]
