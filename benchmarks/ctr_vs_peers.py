@@ -237,9 +237,9 @@ def run_lean_din(data_dir: Path) -> dict:
                 nn.init.zeros_(table.weight)
             for table in list(self.deep.values()) + list(self.hist.values()):
                 nn.init.normal_(table.weight, std=0.01)
-            self.attention = mlp([128, 64, 32], bn=False, act=nn.Sigmoid)
-            self.score = nn.Linear(32, 1)
-            self.dnn = mlp([16 * len(names) + 32, 128, 64, 32])
+            # EasyRec's default seq_dnn [128, 64, 32, 1]: batch norm and ReLU on every layer, the score too
+            self.attention = mlp([128, 128, 64, 32, 1])
+            self.dnn = mlp([16 * len(names) + 64, 128, 64, 32])
             self.final = mlp([16 + 32, 128, 64])
             self.head = nn.Linear(64, 1)
 
@@ -250,10 +250,10 @@ def run_lean_din(data_dir: Path) -> dict:
             keys = torch.cat([self.hist["tag_brand_list"](hist["tag_brand_list"]),
                               self.hist["tag_category_list"](hist["tag_category_list"])], dim=2)  # fmt: skip
             q = query.unsqueeze(1).expand_as(keys)
-            scores = self.score(self.attention(torch.cat([q, keys, q - keys, q * keys], dim=2).flatten(0, 1)))
+            scores = self.attention(torch.cat([q, keys, q - keys, q * keys], dim=2).flatten(0, 1))
             scores = scores.view(mask.shape).masked_fill(~mask, -1e9)
             weights = torch.softmax(scores, dim=1) * mask
-            din = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+            din = torch.cat([torch.bmm(weights.unsqueeze(1), keys).squeeze(1), query], dim=1)  # [attended, candidate]
             deep_out = self.dnn(torch.cat(deep + [din], dim=1))
             return self.head(self.final(torch.cat([wide, deep_out], dim=1))).squeeze(1)
 

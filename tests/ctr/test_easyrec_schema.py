@@ -85,6 +85,8 @@ def test_no_easyrec_sample_config_meets_an_unknown_field():
         except FusionrecError as error:
             message = str(error)
             assert "unknown field" not in message and "Traceback" not in message, f"{path.name}: {message}"
-            assert "not implemented yet" in message or "not supported" in message, f"{path.name}: {message}"
+            # "is not computed by": a best_exporter_metric the config does not compute (EasyRec fails on it too)
+            assert "not implemented yet" in message or "not supported" in message or "is not computed by" in message, (
+                f"{path.name}: {message}")
             refused[path.name] = message
     assert loaded >= 25, (loaded, sorted(refused)[:5])

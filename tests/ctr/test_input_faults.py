@@ -51,7 +51,7 @@ def small_config(tmp_path: Path, train: Path, **data) -> dict:
             "feature_groups": [{"group_name": "user", "feature_names": ["user", "price", "cat"]}],
             "seq_att_groups": [{"group_name": "din", "seq_att_map": [{"key": ["cat"], "hist_seq": ["hist_cat"]}]}],
             "multi_tower": {"towers": [{"input": "user", "dnn": {"hidden_units": [8]}}],
-                            "din_towers": [{"input": "din", "dnn": {"hidden_units": [8]}}],
+                            "din_towers": [{"input": "din", "dnn": {"hidden_units": [8, 1]}}],
                             "final_dnn": {"hidden_units": [4]}},
         },
     }  # fmt: skip

@@ -359,9 +359,16 @@ class DCNConfig(_Strict):
     l2_regularization: float = Field(1e-4, ge=0)
 
 
+class BSTTower(_Strict):
+    input: str
+    seq_len: int = Field(5, ge=2)
+    multi_head_size: int = Field(4, ge=1)
+
+
 class MultiTowerConfig(_Strict):
     towers: list[Tower] = []
     din_towers: list[Tower] = []
+    bst_towers: list[BSTTower] = []
     final_dnn: DNN | None = None
     l2_regularization: float = Field(1e-4, ge=0)
 
@@ -521,7 +528,7 @@ class LossConfig(_Strict):
 
 # model_class -> the model_config block that configures it
 MODEL_FIELDS = {"WideAndDeep": "wide_and_deep", "DeepFM": "deepfm", "DCN": "dcn", "MultiTower": "multi_tower",
-                "DIN": "multi_tower", "MultiTowerDIN": "multi_tower", "FM": "fm", "AutoInt": "autoint",
+                "DIN": "multi_tower", "MultiTowerDIN": "multi_tower", "MultiTowerBST": "multi_tower", "FM": "fm", "AutoInt": "autoint",
                 "DLRM": "dlrm", "RocketLaunching": "rocket_launching", "CMBF": "cmbf", "Uniter": "uniter"}  # fmt: skip
 # models with several output heads: the suffix of each head's outputs and metrics (EasyRec's),
 # the served one first
@@ -853,16 +860,16 @@ class PipelineConfig(_Strict):
         return [copy for feature in listed for copy in feature.with_shared_names()]
 
     def parallel_lists(self) -> list[list[tuple[str, str]]]:
-        """(input field, separator) of the ``hist_seq`` lists of each ``seq_att_map`` that has
-        several: DIN reads them as parallel lists, so each row must give them equal lengths."""
+        """(input field, separator) of the ``hist_seq`` lists of each sequence group that has
+        several: DIN and BST read them as parallel lists, so each row must give them equal lengths."""
         by_name = {f.name: f for f in self.features}
         model = self.model_config_
         seq_groups = [g for group in model.feature_groups for g in group.sequence_features] + list(model.seq_att_groups)
         out = []
-        for seq_group in seq_groups:
-            for att in seq_group.seq_att_map:
-                if len(att.hist_seq) > 1:
-                    out.append([(by_name[n].input_names[0], by_name[n].separator) for n in att.hist_seq])
+        for seq_group in seq_groups:  # EasyRec concatenates the hist_seq of every seq_att_map of a group
+            hists = [name for att in seq_group.seq_att_map for name in att.hist_seq]
+            if len(hists) > 1:
+                out.append([(by_name[n].input_names[0], by_name[n].separator) for n in hists])
         return out
 
     def vector_inputs(self) -> dict[str, tuple[int, str]]:
@@ -1048,7 +1055,8 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     DCNConfig: _message("DCN"),
     Tower: _message("Tower"),
     CrossTower: _message("CrossTower"),
-    MultiTowerConfig: _message("MultiTower", not_implemented="bst_towers"),
+    MultiTowerConfig: _message("MultiTower"),
+    BSTTower: _message("BSTTower"),
     FMConfig: _message("FM"),
     LossConfig: _message(
         "Loss",

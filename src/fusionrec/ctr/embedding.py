@@ -13,9 +13,9 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import FeatureConfig, FeatureGroupConfig, PipelineConfig, SeqAttGroupConfig
+from fusionrec.ctr.config import DNN, FeatureConfig, FeatureGroupConfig, PipelineConfig, SeqAttGroupConfig
 from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.layers import ACTIVATIONS, DINAttention, VariationalDropout
+from fusionrec.ctr.layers import ACTIVATIONS, BehaviorSequenceTransformer, DINAttention, VariationalDropout
 from fusionrec.errors import FusionrecError
 
 
@@ -176,21 +176,21 @@ class WideDenseSlot(nn.Module):
         return self.linear(features[self.name])
 
 
-class DINSlot(nn.Module):
-    """One ``seq_att_map``: candidate = concat(key embeddings), history = concat(hist_seq embeddings)."""
+class SequenceGroupSlot(nn.Module):
+    """A seq_att_group, as EasyRec's SeqInputLayer reads it: candidate = every seq_att_map's
+    key embeddings concatenated (B x D); history = every hist_seq's embeddings concatenated
+    (B x L x D; the lists are parallel: equal lengths in each row); the first list's mask.
+    Subclasses say what is made of them (DIN attention, BST)."""
 
-    def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding],
-                 hist_tables: List[nn.Embedding], attention: DINAttention):  # fmt: skip
+    def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding], hist_tables: List[nn.Embedding]):
         super().__init__()
         self.keys = keys
         self.hists = hists
         self.key_tables = nn.ModuleList(key_tables)
         self.hist_tables = nn.ModuleList(hist_tables)
-        dim = sum(t.embedding_dim for t in key_tables)
-        self.attention = attention
-        self.out_dim = dim
+        self.dim = sum(t.embedding_dim for t in key_tables)
 
-    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+    def gather(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         query: List[Tensor] = []
         i = 0
         for table in self.key_tables:
@@ -207,9 +207,9 @@ class DINSlot(nn.Module):
             ids = features[self.hists[j]]
             m = features[self.hists[j] + ".mask"]
             pad = length - ids.shape[1]
-            if pad > 0:  # hist_seq lists of one map are parallel; pad on the left (oldest side)
-                ids = torch.nn.functional.pad(ids, [pad, 0])
-                m = torch.nn.functional.pad(m, [pad, 0])
+            if pad > 0:  # lists of another max_seq_len: pad to the longest
+                ids = torch.nn.functional.pad(ids, [0, pad])
+                m = torch.nn.functional.pad(m, [0, pad])
             history.append(lookup(table.weight, table.sparse, ids))
             masks.append(m)
             j += 1
@@ -226,7 +226,49 @@ class DINSlot(nn.Module):
                     + str(row) + " has " + str(int(lengths[row].item())) + " and " + str(int(other[row].item())) + " values"
                 )
             k += 1
-        return self.attention(torch.cat(query, dim=1), torch.cat(history, dim=2), mask)
+        return torch.cat(query, dim=1), torch.cat(history, dim=2), mask
+
+
+class DINSlot(SequenceGroupSlot):
+    """DIN target attention over a seq_att_group; the output is [attended history, candidate],
+    as EasyRec's target attention returns it (2 x the key width)."""
+
+    def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding],
+                 hist_tables: List[nn.Embedding], attention: DINAttention):  # fmt: skip
+        super().__init__(keys, hists, key_tables, hist_tables)
+        self.attention = attention
+        self.out_dim = 2 * self.dim
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        candidate, history, mask = self.gather(features)
+        return torch.cat([self.attention(candidate, history, mask), candidate], dim=1)
+
+
+class BSTSlot(SequenceGroupSlot):
+    """A seq_att_group through EasyRec's behaviour sequence transformer (MultiTowerBST's bst_towers)."""
+
+    def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding],
+                 hist_tables: List[nn.Embedding], transformer: BehaviorSequenceTransformer):  # fmt: skip
+        super().__init__(keys, hists, key_tables, hist_tables)
+        self.transformer = transformer
+        self.out_dim = transformer.out_dim
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        candidate, history, mask = self.gather(features)
+        return self.transformer(candidate, history, mask)
+
+
+# EasyRec's seq_dnn when a sequence_features group sets none (easy_rec/python/layers/input_layer.py)
+EASYREC_SEQ_DNN_UNITS = (128, 64, 32, 1)
+
+
+def din_attention(dim: int, dnn: DNN, score_activation: bool, where: str) -> DINAttention:
+    """DIN attention from an EasyRec DNN whose hidden_units end with the score unit (1)."""
+    units = list(dnn.hidden_units)
+    if not units or units[-1] != 1:
+        raise FusionrecError(f"{where}: hidden_units {units} must end with 1, the attention score of each history item")
+    ratios = list(dnn.dropout_ratio)[:-1] if dnn.dropout_ratio else []
+    return DINAttention(dim, units[:-1], dnn.activation, dnn.use_bn, ratios, score_activation)
 
 
 class GroupInput(nn.Module):
@@ -325,33 +367,43 @@ class EmbeddingTables:
             raise FusionrecError(f"{where}: feature {name!r} is a {feature.feature_type}; the text group takes SequenceFeature / TagFeature")
         return SequenceSlot(name, self.table(name))
 
-    def din(self, seq_group: SeqAttGroupConfig, where: str) -> list[nn.Module]:
-        slots = []
-        for att in seq_group.seq_att_map:
-            for name in att.key:
-                if self.features[name].feature_type not in ("IdFeature", "RawFeature") or (
-                    self.features[name].feature_type == "RawFeature" and not self.features[name].bucket_boundaries
-                ):
-                    raise FusionrecError(f"{where}: seq_att_map key {name!r} must be an IdFeature (or a bucketized RawFeature)")
-            for name in att.hist_seq:
-                if self.features[name].feature_type not in ("SequenceFeature", "TagFeature"):
-                    raise FusionrecError(f"{where}: seq_att_map hist_seq {name!r} must be a SequenceFeature")
-            key_tables = [self.table(n) for n in att.key]
-            hist_tables = [self.table(n) for n in att.hist_seq]
-            key_dim = sum(t.embedding_dim for t in key_tables)
-            hist_dim = sum(t.embedding_dim for t in hist_tables)
-            if key_dim != hist_dim:
-                raise FusionrecError(
-                    f"{where}: seq_att_map keys {att.key} have embedding width {key_dim} but hist_seq {att.hist_seq} "
-                    f"have {hist_dim}; they must match"
-                )
-            dnn = seq_group.seq_dnn
-            if dnn is not None and dnn.hidden_units:  # the attention MLP as configured
-                attention = DINAttention(key_dim, list(dnn.hidden_units), dnn.activation, dnn.use_bn, list(dnn.dropout_ratio))
-            else:  # DIN's default: a small sigmoid MLP without batch norm
-                attention = DINAttention(key_dim, [64, 32])
-            slots.append(DINSlot(list(att.key), list(att.hist_seq), key_tables, hist_tables, attention))
-        return slots
+    def _sequence_group(self, seq_group: SeqAttGroupConfig, where: str):
+        """(keys, hist_seq, their tables) of every seq_att_map of ``seq_group``, checked."""
+        keys = [name for att in seq_group.seq_att_map for name in att.key]
+        hists = [name for att in seq_group.seq_att_map for name in att.hist_seq]
+        for name in keys:
+            if self.features[name].feature_type not in ("IdFeature", "RawFeature") or (
+                self.features[name].feature_type == "RawFeature" and not self.features[name].bucket_boundaries
+            ):
+                raise FusionrecError(f"{where}: seq_att_map key {name!r} must be an IdFeature (or a bucketized RawFeature)")
+        for name in hists:
+            if self.features[name].feature_type not in ("SequenceFeature", "TagFeature"):
+                raise FusionrecError(f"{where}: seq_att_map hist_seq {name!r} must be a SequenceFeature")
+        key_tables = [self.table(n) for n in keys]
+        hist_tables = [self.table(n) for n in hists]
+        key_dim = sum(t.embedding_dim for t in key_tables)
+        hist_dim = sum(t.embedding_dim for t in hist_tables)
+        if key_dim != hist_dim:
+            raise FusionrecError(
+                f"{where}: seq_att_map keys {keys} have embedding width {key_dim} but hist_seq {hists} have {hist_dim}; "
+                "they must match"
+            )
+        return keys, hists, key_tables, hist_tables, key_dim
+
+    def din(self, seq_group: SeqAttGroupConfig, where: str, attention_dnn: DNN | None = None) -> DINSlot:
+        """DIN over a seq_att_group. The attention DNN is the group's seq_dnn (EasyRec's default
+        [128, 64, 32, 1] when unset) or, for a MultiTowerDIN din tower, its dnn."""
+        keys, hists, key_tables, hist_tables, key_dim = self._sequence_group(seq_group, where)
+        if attention_dnn is None:  # a feature group's sequence_features: seq_dnn, every layer with its activation
+            dnn = seq_group.seq_dnn if seq_group.seq_dnn is not None else DNN(hidden_units=list(EASYREC_SEQ_DNN_UNITS))
+            attention = din_attention(key_dim, dnn, True, f"{where} seq_dnn")
+        else:  # MultiTowerDIN's din tower: its dnn, the score unit linear
+            attention = din_attention(key_dim, attention_dnn, False, f"{where} din_towers dnn")
+        return DINSlot(keys, hists, key_tables, hist_tables, attention)
+
+    def bst(self, seq_group: SeqAttGroupConfig, where: str, seq_len: int, multi_head_size: int) -> BSTSlot:
+        keys, hists, key_tables, hist_tables, key_dim = self._sequence_group(seq_group, where)
+        return BSTSlot(keys, hists, key_tables, hist_tables, BehaviorSequenceTransformer(key_dim, seq_len, multi_head_size))
 
     def group(self, group: FeatureGroupConfig, wide_dim: int | None) -> GroupInput:
         wide = group.wide_deep == "WIDE"
@@ -361,7 +413,7 @@ class EmbeddingTables:
         for seq_group in group.sequence_features:
             if wide:
                 raise FusionrecError(f"feature_groups {group.group_name!r}: sequence_features belong in a DEEP group")
-            slots.extend(self.din(seq_group, f"feature_groups {group.group_name!r}"))
+            slots.append(self.din(seq_group, f"feature_groups {group.group_name!r}"))
         if not slots:
             raise FusionrecError(f"feature_groups {group.group_name!r}: has no features")
         dropout = None

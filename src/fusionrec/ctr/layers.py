@@ -1,5 +1,5 @@
-"""Layers, one paper component each: MLP tower, DIN target attention, DCN-v2 cross network, FM,
-AutoInt's interacting layer, variational dropout."""
+"""Layers, one paper component each: MLP tower, DIN target attention, BST's sequence
+transformer, DCN-v2 cross network, FM, AutoInt's interacting layer, variational dropout."""
 
 from __future__ import annotations
 
@@ -55,23 +55,33 @@ class DINAttention(nn.Module):
     """Target attention of DIN (Zhou et al., KDD 2018), as EasyRec applies it.
 
     The candidate (query, B x D) scores each history item (B x L x D) with an MLP over
-    [q, k, q - k, q * k]; scores of padded positions are masked out before a softmax over
-    the sequence, and the output is the score-weighted sum of the history (B x D). A row
-    with an empty history gets zeros.
+    [q, k, q - k, q * k] (``hidden_units``, then one score unit); scores of padded positions
+    are masked out before a softmax over the sequence, and the output is the score-weighted
+    sum of the history (B x D). A row with an empty history gets zeros. EasyRec's score unit
+    is the last layer of a DNN whose hidden_units end with 1: in a feature group's
+    ``sequence_features`` it takes the DNN's batch norm and activation like every layer
+    (``score_activation``); in MultiTowerDIN's ``din_towers`` it is a plain linear unit.
     """
 
     def __init__(self, dim: int, hidden_units: list[int], activation: str = "tf.nn.sigmoid", use_bn: bool = False,
-                 dropout_ratio: list[float] | None = None):  # fmt: skip
+                 dropout_ratio: list[float] | None = None, score_activation: bool = False):  # fmt: skip
         super().__init__()
         self.mlp = MLP(4 * dim, hidden_units, activation, use_bn, dropout_ratio)
-        self.score = nn.Linear(self.mlp.out_dim, 1)
-        self.has_batch_norm = use_bn and len(hidden_units) > 0
+        self.score = nn.Linear(self.mlp.out_dim, 1, bias=not (use_bn and score_activation))
+        post: list[nn.Module] = []
+        if score_activation:
+            if use_bn:
+                post.append(nn.BatchNorm1d(1))
+            post.append(ACTIVATIONS[activation]())
+        self.score_post = nn.Sequential(*post)
+        self.has_batch_norm = use_bn and (len(hidden_units) > 0 or score_activation)
 
     def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
         batch, length, dim = keys.shape
         if len(self.mlp.net) == 0:  # no hidden layer: score [q, k, q - k, q * k] directly
             q = query.unsqueeze(1).expand(-1, length, -1)
-            scores = self.score(torch.cat([q, keys, q - keys, q * keys], dim=-1)).squeeze(2)
+            scores = self.score_post(self.score(torch.cat([q, keys, q - keys, q * keys], dim=-1)).view(-1, 1))
+            scores = scores.view(batch, length)
             scores = scores.masked_fill(~mask, -1e9)
             weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)
             return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
@@ -95,13 +105,59 @@ class DINAttention(nn.Module):
         for i, layer in enumerate(self.mlp.net):
             if i > 0:
                 hidden = layer(hidden)
-        valid_scores = self.score(hidden).squeeze(1)
+        valid_scores = self.score_post(self.score(hidden)).squeeze(1)
         scores = torch.full((batch, length), -1e9, dtype=valid_scores.dtype, device=keys.device)
         scores = scores.index_put((rows, positions), valid_scores)
         if self.has_batch_norm:
             scores = scores.masked_fill(~mask, -1e9)
         weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)  # all-padded rows -> 0
         return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+
+
+class BehaviorSequenceTransformer(nn.Module):
+    """BST (Chen et al., "Behavior Sequence Transformer for E-commerce Recommendation in
+    Alibaba", DLP-KDD 2019) as EasyRec's MultiTowerBST builds it: the history (cut or padded
+    to seq_size - 1 positions) and the candidate form seq_size tokens; the embedding is split
+    into ``head_count`` slices, each attends with its own query / key / value layers
+    (unscaled dot products, padded history positions masked); the heads are concatenated and
+    projected, then add & layer norm, a linear feed-forward layer, add & layer norm; the
+    tokens are flattened (B x seq_size * D)."""
+
+    def __init__(self, dim: int, seq_size: int, head_count: int):
+        super().__init__()
+        width = int(math.ceil(dim / head_count))
+        self.slices = [(start, min(start + width, dim)) for start in range(0, dim, width)]
+        self.queries = nn.ModuleList(nn.Linear(b - a, b - a) for a, b in self.slices)
+        self.keys = nn.ModuleList(nn.Linear(b - a, b - a) for a, b in self.slices)
+        self.values = nn.ModuleList(nn.Linear(b - a, b - a) for a, b in self.slices)
+        self.merge = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)  # EasyRec's LayerNormalization epsilon
+        self.feed_forward = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.n_history = seq_size - 1
+        self.out_dim = seq_size * dim
+
+    def forward(self, candidate: Tensor, history: Tensor, mask: Tensor) -> Tensor:
+        length = history.shape[1]
+        if length < self.n_history:
+            history = torch.nn.functional.pad(history, (0, 0, 0, self.n_history - length))
+            mask = torch.nn.functional.pad(mask, (0, self.n_history - length))
+        else:
+            history, mask = history[:, : self.n_history], mask[:, : self.n_history]
+        tokens = torch.cat([history, candidate.unsqueeze(1)], dim=1)  # B x seq_size x D
+        key_mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        heads: List[Tensor] = []
+        i = 0
+        for query, key, value in zip(self.queries, self.keys, self.values):
+            start, stop = self.slices[i]
+            part = tokens[:, :, start:stop]
+            scores = torch.matmul(query(part), key(part).transpose(1, 2))
+            scores = scores.masked_fill(~key_mask.unsqueeze(1), -(2.0**32) + 1)
+            heads.append(torch.matmul(torch.softmax(scores, dim=-1), value(part)))
+            i += 1
+        x = self.norm1(tokens + self.merge(torch.cat(heads, dim=2)))
+        x = self.norm2(x + self.feed_forward(x))
+        return x.flatten(1)
 
 
 class CrossNet(nn.Module):

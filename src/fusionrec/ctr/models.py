@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from fusionrec.ctr.config import DNN, PipelineConfig
+from fusionrec.ctr.config import DNN, BSTTower, PipelineConfig
 from fusionrec.ctr.embedding import EmbeddingTables, GroupInput
 from fusionrec.ctr.features import FeatureTransform, feature_counts
 from fusionrec.ctr.transformer import CrossAttentionTower, EmbeddingPostprocessor, TransformerEncoder, dense, masked_mean
@@ -609,46 +609,55 @@ class Uniter(_MultiModalInputs):
 
 
 class MultiTower(_Base):
-    """EasyRec's MultiTower / MultiTowerDIN: one DNN tower per group (or per ``seq_att_groups``
-    entry, whose DIN outputs feed a ``din_towers`` tower), concatenated into ``final_dnn``."""
+    """EasyRec's MultiTower, MultiTowerDIN and MultiTowerBST: each of ``towers`` is a batch
+    norm over its group, then its DNN; each of ``din_towers`` is DIN target attention over a
+    seq_att_group, scored by the tower's dnn (its last unit, 1, linear), giving [attended
+    history, candidate]; each of ``bst_towers`` is BST over a seq_att_group. The tower outputs,
+    concatenated, go through ``final_dnn`` and the output layer."""
 
     def __init__(self, config: PipelineConfig, transform: FeatureTransform):
         super().__init__()
         self._set_outputs(config)
-        params = config.model_config_.multi_tower
+        model_config = config.model_config_
+        params = model_config.multi_tower
         groups, tables = self._groups(config, transform, None)
-        din_groups = {}
-        for seq_group in config.model_config_.seq_att_groups:
-            name = seq_group.group_name or "seq_att"
-            din_groups[name] = GroupInput(name, tables.din(seq_group, f"seq_att_groups {name!r}"), False)
-        towers, inputs = [], []
+        seq_groups = {seq_group.group_name or "seq_att": seq_group for seq_group in model_config.seq_att_groups}
+        inputs: List[nn.Module] = []
+        towers: List[nn.Module] = []
         for tower in params.towers:
             group = self._group(groups, tower.input, "multi_tower.towers")
             inputs.append(group)
-            towers.append(_mlp(group.out_dim, tower.dnn))
-        # EasyRec's MultiTower reads `towers` only; `din_towers` belong to MultiTowerDIN / DIN
-        din_towers = params.din_towers if config.model_config_.model_class != "MultiTower" else []
-        for tower in din_towers:
-            if tower.input not in din_groups:
+            towers.append(nn.Sequential(nn.BatchNorm1d(group.out_dim), _mlp(group.out_dim, tower.dnn)))
+        # EasyRec's MultiTower reads `towers` only; din_towers and bst_towers belong to MultiTowerDIN / MultiTowerBST
+        kind = model_config.model_class
+        din_towers = params.din_towers if kind in ("MultiTowerDIN", "DIN") else []
+        bst_towers = params.bst_towers if kind == "MultiTowerBST" else []
+        for tower in list(din_towers) + list(bst_towers):
+            if tower.input not in seq_groups:
                 raise FusionrecError(
-                    f"multi_tower.din_towers: input {tower.input!r} is not a seq_att_groups group_name; "
-                    f"those are {sorted(din_groups)}"
+                    f"multi_tower: tower input {tower.input!r} is not a seq_att_groups group_name; those are {sorted(seq_groups)}"
                 )
-            inputs.append(din_groups[tower.input])
-            towers.append(_mlp(din_groups[tower.input].out_dim, tower.dnn))
+            where = f"seq_att_groups {tower.input!r}"
+            if isinstance(tower, BSTTower):
+                slot = tables.bst(seq_groups[tower.input], where, tower.seq_len, tower.multi_head_size)
+            else:
+                slot = tables.din(seq_groups[tower.input], where, attention_dnn=tower.dnn)
+            inputs.append(slot)
+            towers.append(nn.Identity())
         if not towers:
-            raise FusionrecError("multi_tower: needs at least one tower")
+            raise FusionrecError(f"multi_tower: {kind} needs at least one tower")
         self.inputs = nn.ModuleList(inputs)
         self.towers = nn.ModuleList(towers)
-        self.final = _mlp(sum(t.out_dim for t in towers), params.final_dnn)
+        width = sum(t[1].out_dim if isinstance(t, nn.Sequential) else i.out_dim for t, i in zip(towers, inputs))
+        self.final = _mlp(width, params.final_dnn)
         self.head = nn.Linear(self.final.out_dim, self.n_outputs)
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         outputs: List[Tensor] = []
         for group in self.inputs:
             outputs.append(group(features))
-        j = 0
         tower_outputs: List[Tensor] = []
+        j = 0
         for tower in self.towers:
             tower_outputs.append(tower(outputs[j]))
             j += 1
@@ -656,7 +665,7 @@ class MultiTower(_Base):
 
 
 MODELS = {"WideAndDeep": WideAndDeep, "DeepFM": DeepFM, "DCN": DCN, "MultiTower": MultiTower, "DIN": MultiTower,
-          "MultiTowerDIN": MultiTower, "FM": FM, "AutoInt": AutoInt, "DLRM": DLRM,
+          "MultiTowerDIN": MultiTower, "MultiTowerBST": MultiTower, "FM": FM, "AutoInt": AutoInt, "DLRM": DLRM,
           "RocketLaunching": RocketLaunching, "CMBF": CMBF, "Uniter": Uniter}  # fmt: skip
 
 
