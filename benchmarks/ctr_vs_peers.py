@@ -249,6 +249,7 @@ def run_lean_din(data_dir: Path) -> dict:
             query = torch.cat([self.deep["brand"](x["brand"]), self.deep["cate_id"](x["cate_id"])], dim=1)
             keys = torch.cat([self.hist["tag_brand_list"](hist["tag_brand_list"]),
                               self.hist["tag_category_list"](hist["tag_category_list"])], dim=2)  # fmt: skip
+            keys = keys * mask.unsqueeze(2)  # padded history embeddings are zeros, as EasyRec's
             q = query.unsqueeze(1).expand_as(keys)
             scores = self.attention(torch.cat([q, keys, q - keys, q * keys], dim=2).flatten(0, 1))
             scores = scores.view(mask.shape).masked_fill(~mask, -1e9)

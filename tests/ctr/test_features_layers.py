@@ -72,24 +72,43 @@ def test_din_attention_ignores_padded_positions_and_zeroes_empty_rows():
     assert torch.all(out[2] == 0)
 
 
-@pytest.mark.parametrize("use_bn, hidden", [(False, [8, 4]), (True, [8]), (False, [])])
-def test_din_attention_equals_the_papers_formula(use_bn, hidden):
-    """The factored first layer and the packed valid positions compute DIN's attention:
-    softmax over valid positions of MLP([q, k, q - k, q * k]), weights times keys."""
+@pytest.mark.parametrize("use_bn, hidden, score_activation", [(False, [8, 4], False), (True, [8], False), (False, [], False),
+                                                                (True, [8, 4], True), (True, [], True), (False, [8], True)])
+def test_din_attention_equals_the_papers_formula(use_bn, hidden, score_activation):
+    """The factored first layer, the packed valid positions and the padding-weighted batch
+    statistics compute DIN's attention as EasyRec does: the MLP over [q, k, q - k, q * k] at
+    every position, padded history embeddings zero, batch norm over all of them (train mode);
+    softmax over the valid positions; weights times keys. Values, gradients and running
+    statistics all match."""
+    import copy
+
     torch.manual_seed(1)
-    attention = DINAttention(5, hidden, "tf.nn.sigmoid", use_bn=use_bn).train()
-    query, keys = torch.randn(4, 5), torch.randn(4, 6, 5)
+    attention = DINAttention(5, hidden, "tf.nn.sigmoid", use_bn=use_bn, score_activation=score_activation).train()
+    reference = copy.deepcopy(attention)
+    query, keys = torch.randn(4, 6, 5)[:, 0].clone().requires_grad_(), torch.randn(4, 6, 5)
     mask = torch.rand(4, 6) < 0.6
     mask[3] = False
-    q = query.unsqueeze(1).expand(-1, 6, -1)
-    naive_input = torch.cat([q, keys, q - keys, q * keys], dim=-1).reshape(-1, 20)
-    scores = attention.score(attention.mlp(naive_input)).view(4, 6).masked_fill(~mask, -1e9)
+    zeroed = keys * mask.unsqueeze(2)
+    ref_query = query.detach().clone().requires_grad_()
+    q = ref_query.unsqueeze(1).expand(-1, 6, -1)
+    naive_input = torch.cat([q, zeroed, q - zeroed, q * zeroed], dim=-1).reshape(-1, 20)
+    scores = reference.score_post(reference.score(reference.mlp(naive_input))).view(4, 6).masked_fill(~mask, -1e9)
     expected = torch.bmm((torch.softmax(scores, dim=1) * mask).unsqueeze(1), keys).squeeze(1)
-    # with batch norm, the statistics are over every position, padding included, as EasyRec's
     out = attention(query, keys, mask)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
-    out.sum().backward()  # gradients flow through the factored weights
-    assert attention.mlp.net[0].weight.grad is not None if hidden else attention.score.weight.grad is not None
+    (out * torch.arange(5.0)).sum().backward()
+    (expected * torch.arange(5.0)).sum().backward()
+    torch.testing.assert_close(query.grad, ref_query.grad, rtol=1e-4, atol=1e-6)
+    for (name, p), p_ref in zip(attention.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-6, msg=name)
+    for (name, b), b_ref in zip(attention.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(b.float(), b_ref.float(), rtol=1e-5, atol=1e-6, msg=name)
+    attention.eval()
+    reference.eval()  # eval mode scores the valid positions only, with the running statistics
+    with torch.no_grad():
+        scores = reference.score_post(reference.score(reference.mlp(naive_input))).view(4, 6).masked_fill(~mask, -1e9)
+        torch.testing.assert_close(attention(query, keys, mask),
+                                   torch.bmm((torch.softmax(scores, dim=1) * mask).unsqueeze(1), keys).squeeze(1))  # fmt: skip
 
 
 def test_autoint_interacting_layer_matches_the_papers_equations():

@@ -4,7 +4,7 @@ transformer, DCN-v2 cross network, FM, AutoInt's interacting layer, variational 
 from __future__ import annotations
 
 import math
-from typing import List
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -79,39 +79,89 @@ class DINAttention(nn.Module):
     def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
         batch, length, dim = keys.shape
         if len(self.mlp.net) == 0:  # no hidden layer: score [q, k, q - k, q * k] directly
+            keys = keys * mask.unsqueeze(2).to(keys.dtype)  # EasyRec's padded history embeddings are zeros
             q = query.unsqueeze(1).expand(-1, length, -1)
             scores = self.score_post(self.score(torch.cat([q, keys, q - keys, q * keys], dim=-1)).view(-1, 1))
             scores = scores.view(batch, length)
             scores = scores.masked_fill(~mask, -1e9)
             weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)
             return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
-        # The first layer is linear in [q, k, q - k, q * k]: W [q; k; q-k; q*k] =
-        # (W1 + W3) q + (W2 - W3) k + W4 (q * k). The query part is computed once per row,
-        # not once per history position, and the 4D-wide input is never built. Without batch
-        # norm only the valid (unpadded) positions go through the MLP; with it, every
-        # position does, so that the batch statistics are EasyRec's (padding included).
-        first = self.mlp.net[0]
-        w = first.weight
-        w_query = w[:, :dim] + w[:, 2 * dim : 3 * dim]
-        w_key = w[:, dim : 2 * dim] - w[:, 2 * dim : 3 * dim]
-        w_product = w[:, 3 * dim :]
-        where = torch.nonzero(mask if not self.has_batch_norm else torch.ones_like(mask))
-        rows, positions = where[:, 0], where[:, 1]
-        valid_keys = keys[rows, positions]  # n_valid x D
-        q_rows = query.index_select(0, rows)
-        hidden = (query @ w_query.t()).index_select(0, rows) + valid_keys @ w_key.t() + (q_rows * valid_keys) @ w_product.t()
-        if first.bias is not None:
-            hidden = hidden + first.bias
+        if self.has_batch_norm and self.training:
+            return self._forward_with_padding_statistics(query, keys, mask)
+        # Only the valid (unpadded) positions are scored: without batch norm, or in eval mode
+        # (running statistics), padded positions cannot change the valid ones' scores.
+        rows, positions, hidden = self._first_layer(query, keys, mask)
         for i, layer in enumerate(self.mlp.net):
             if i > 0:
                 hidden = layer(hidden)
         valid_scores = self.score_post(self.score(hidden)).squeeze(1)
+        return self._attend(valid_scores, rows, positions, keys, mask)
+
+    def _first_layer(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """(rows, positions, first-layer pre-activations) of the valid positions. The first layer
+        is linear in [q, k, q - k, q * k]: W [q; k; q-k; q*k] = (W1 + W3) q + (W2 - W3) k + W4 (q * k),
+        so the query part is computed once per row and the 4D-wide input is never built."""
+        dim = keys.shape[2]
+        first = self.mlp.net[0]
+        w = first.weight
+        w_key = w[:, dim : 2 * dim] - w[:, 2 * dim : 3 * dim]
+        w_product = w[:, 3 * dim :]
+        where = torch.nonzero(mask)
+        rows, positions = where[:, 0], where[:, 1]
+        valid_keys = keys[rows, positions]  # n_valid x D
+        hidden = self._query_part(query).index_select(0, rows) + valid_keys @ w_key.t()
+        hidden = hidden + (query.index_select(0, rows) * valid_keys) @ w_product.t()
+        return rows, positions, hidden
+
+    def _query_part(self, query: Tensor) -> Tensor:
+        """(W1 + W3) q + b: the first layer's output for a history embedding of zeros."""
+        first = self.mlp.net[0]
+        dim = query.shape[1]
+        w = first.weight
+        out = query @ (w[:, :dim] + w[:, 2 * dim : 3 * dim]).t()
+        if first.bias is not None:
+            out = out + first.bias
+        return out
+
+    def _attend(self, valid_scores: Tensor, rows: Tensor, positions: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        batch, length = mask.shape
         scores = torch.full((batch, length), -1e9, dtype=valid_scores.dtype, device=keys.device)
         scores = scores.index_put((rows, positions), valid_scores)
-        if self.has_batch_norm:
-            scores = scores.masked_fill(~mask, -1e9)
         weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)  # all-padded rows -> 0
         return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+
+    @torch.jit.unused
+    def _forward_with_padding_statistics(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+        """Training with batch norm. EasyRec runs the MLP over every position, padding included
+        (a padded history embedding is zeros), so its batch statistics count the padding. A
+        padded position's input is [q, 0, q, 0]: the same for every padded position of a row.
+        So the valid positions and one padded position per row, weighted by the row's number
+        of padded positions, give exactly EasyRec's statistics (and gradients) at the cost of
+        the valid positions only."""
+        batch, length, _ = keys.shape
+        rows, positions, hidden = self._first_layer(query, keys, mask)
+        n_padded = (length - mask.sum(dim=1)).to(hidden.dtype)
+        x = torch.cat([hidden, self._query_part(query)])
+        weights = torch.cat([torch.ones(hidden.shape[0], dtype=hidden.dtype, device=hidden.device), n_padded])
+        layers = [layer for i, layer in enumerate(self.mlp.net) if i > 0] + [self.score] + list(self.score_post)
+        for layer in layers:
+            x = weighted_batch_norm(x, weights, layer) if isinstance(layer, nn.BatchNorm1d) else layer(x)
+        return self._attend(x[: hidden.shape[0]].squeeze(1), rows, positions, keys, mask)
+
+
+def weighted_batch_norm(x: Tensor, weights: Tensor, bn: nn.BatchNorm1d) -> Tensor:
+    """Training-mode batch norm of the rows of ``x``, row i counted ``weights[i]`` times:
+    identical (values, gradients, running statistics) to ``bn`` over the expanded batch."""
+    total = weights.sum()
+    w = (weights / total).unsqueeze(1)
+    mean = (w * x).sum(dim=0)
+    var = (w * (x - mean).pow(2)).sum(dim=0)
+    with torch.no_grad():
+        momentum = bn.momentum if bn.momentum is not None else 0.1
+        bn.running_mean.mul_(1 - momentum).add_(momentum * mean)
+        bn.running_var.mul_(1 - momentum).add_(momentum * var * total / (total - 1).clamp(min=1))
+        bn.num_batches_tracked.add_(1)
+    return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
 
 
 class BehaviorSequenceTransformer(nn.Module):
