@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from fusionrec.ctr.expressions import compile_expression
 from fusionrec.ctr.tasks import BINARY, LOSS_TYPE_TASKS, MULTICLASS, REGRESSION, Task
@@ -29,6 +29,23 @@ def _only_implemented(field: str, value, implemented, meaning: str):
     if value != implemented:
         raise ValueError(f"{field} {value!r} is not implemented yet by fusionrec ({implemented!r}: {meaning})")
     return value
+
+
+@dataclass(frozen=True)
+class EasyRecMessage:
+    """How fusionrec treats one EasyRec message (easy_rec/python/protos). Each of its fields is
+    a field of the pydantic model (implemented, or accepted with no effect: docs/ctr.md lists
+    those), or in ``no_effect`` (accepted and dropped: it tunes TensorFlow, PAI or a cluster),
+    or in ``not_implemented`` (refused by name). tests/ctr/test_easyrec_schema.py walks
+    EasyRec's protos and checks that no field is left out."""
+
+    name: str
+    no_effect: frozenset[str] = frozenset()
+    not_implemented: frozenset[str] = frozenset()
+
+
+def _message(name: str, no_effect: str = "", not_implemented: str = "") -> EasyRecMessage:
+    return EasyRecMessage(name, frozenset(no_effect.split()), frozenset(not_implemented.split()))
 
 
 class _Strict(BaseModel):
@@ -526,28 +543,48 @@ class LossConfig(_Strict):
         return self
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model fusionrec trains, registered once here: EasyRec's ``model_class`` names for it,
+    the ``model_config`` block that configures it (its pydantic model and how EasyRec's message
+    of that name is treated), the ``nn.Module`` that builds it ("module:attribute", imported
+    when a model is built) and the suffixes of its output heads (the served one first).
+    docs/ctr.md's Models table has a row per model_class (tests/ctr/test_models_registry.py)."""
+
+    model_classes: tuple[str, ...]
+    block: str
+    config: type[BaseModel]
+    message: EasyRecMessage
+    module: str
+    heads: tuple[str, ...] = ("",)
+
+
+_MODELS = "fusionrec.ctr.models:"
+MODEL_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec(("WideAndDeep",), "wide_and_deep", WideAndDeepConfig, _message("WideAndDeep"), _MODELS + "WideAndDeep"),
+    ModelSpec(("DeepFM",), "deepfm", DeepFMConfig, _message("DeepFM", not_implemented="wide_regularization dense_regularization"),
+              _MODELS + "DeepFM"),
+    ModelSpec(("FM",), "fm", FMConfig, _message("FM"), _MODELS + "FM"),
+    ModelSpec(("AutoInt",), "autoint", AutoIntConfig, _message("AutoInt"), _MODELS + "AutoInt"),
+    ModelSpec(("DCN",), "dcn", DCNConfig, _message("DCN"), _MODELS + "DCN"),
+    ModelSpec(("DLRM",), "dlrm", DLRMConfig, _message("DLRM"), _MODELS + "DLRM"),
+    ModelSpec(("MultiTower", "MultiTowerDIN", "DIN", "MultiTowerBST"), "multi_tower", MultiTowerConfig,
+              _message("MultiTower"), _MODELS + "MultiTower"),
+    ModelSpec(("RocketLaunching",), "rocket_launching", RocketLaunchingConfig, _message("RocketLaunching"),
+              _MODELS + "RocketLaunching", heads=("_light", "_booster")),
+    ModelSpec(("CMBF",), "cmbf", CMBFConfig, _message("CMBF"), _MODELS + "CMBF"),
+    ModelSpec(("Uniter",), "uniter", UniterConfig, _message("Uniter"), _MODELS + "Uniter"),
+)  # fmt: skip
+MODEL_SPEC_OF = {name: spec for spec in MODEL_SPECS for name in spec.model_classes}
 # model_class -> the model_config block that configures it
-MODEL_FIELDS = {"WideAndDeep": "wide_and_deep", "DeepFM": "deepfm", "DCN": "dcn", "MultiTower": "multi_tower",
-                "DIN": "multi_tower", "MultiTowerDIN": "multi_tower", "MultiTowerBST": "multi_tower", "FM": "fm", "AutoInt": "autoint",
-                "DLRM": "dlrm", "RocketLaunching": "rocket_launching", "CMBF": "cmbf", "Uniter": "uniter"}  # fmt: skip
-# models with several output heads: the suffix of each head's outputs and metrics (EasyRec's),
-# the served one first
-HEAD_SUFFIXES = {"RocketLaunching": ("_light", "_booster")}
+MODEL_FIELDS = {name: spec.block for name, spec in MODEL_SPEC_OF.items()}
 
 
-class ModelConfig(_Strict):
+class _ModelConfigBase(_Strict):
+    """EasyRec's EasyRecModel; ``ModelConfig`` adds one optional block per ``MODEL_SPECS`` entry."""
+
     model_class: str
     feature_groups: list[FeatureGroupConfig] = Field(min_length=1)
-    wide_and_deep: WideAndDeepConfig | None = None
-    deepfm: DeepFMConfig | None = None
-    dcn: DCNConfig | None = None
-    multi_tower: MultiTowerConfig | None = None
-    fm: FMConfig | None = None
-    autoint: AutoIntConfig | None = None
-    dlrm: DLRMConfig | None = None
-    rocket_launching: RocketLaunchingConfig | None = None
-    cmbf: CMBFConfig | None = None
-    uniter: UniterConfig | None = None
     seq_att_groups: list[SeqAttGroupConfig] = []
     variational_dropout: VariationalDropoutConfig | None = None
     embedding_regularization: float = Field(0.0, ge=0)
@@ -570,8 +607,17 @@ class ModelConfig(_Strict):
         return Task.of(self.loss_type, self.num_class)
 
     @property
+    def spec(self) -> ModelSpec:
+        return MODEL_SPEC_OF[self.model_class]
+
+    @property
+    def block(self) -> BaseModel:
+        """The model's own config block (``model_config.wide_and_deep``, ...)."""
+        return getattr(self, self.spec.block)
+
+    @property
     def head_suffixes(self) -> tuple[str, ...]:
-        return HEAD_SUFFIXES.get(self.model_class, ("",))
+        return self.spec.heads
 
     @model_validator(mode="after")
     def _model(self):
@@ -579,7 +625,7 @@ class ModelConfig(_Strict):
             raise ValueError(
                 f"model_class {self.model_class!r} is not implemented yet; fusionrec has {sorted(MODEL_FIELDS)}"
             )
-        set_fields = [f for f in dict.fromkeys(MODEL_FIELDS.values()) if getattr(self, f) is not None]
+        set_fields = [spec.block for spec in MODEL_SPECS if getattr(self, spec.block) is not None]
         wanted = MODEL_FIELDS[self.model_class]
         if set_fields != [wanted]:
             raise ValueError(
@@ -604,6 +650,11 @@ class ModelConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"feature_groups: group names must be unique, got {names}")
         return self
+
+
+ModelConfig = create_model(
+    "ModelConfig", __base__=_ModelConfigBase, **{spec.block: (spec.config | None, None) for spec in MODEL_SPECS}
+)
 
 
 class ConstantLR(_Strict):
@@ -974,28 +1025,12 @@ class PipelineConfig(_Strict):
 
 
 # ---------------------------------------------------------------- EasyRec's schema
-@dataclass(frozen=True)
-class EasyRecMessage:
-    """How fusionrec treats one EasyRec message (easy_rec/python/protos). Each of its fields is
-    a field of the pydantic model (implemented, or accepted with no effect: docs/ctr.md lists
-    those), or in ``no_effect`` (accepted and dropped: it tunes TensorFlow, PAI or a cluster),
-    or in ``not_implemented`` (refused by name). tests/ctr/test_easyrec_schema.py walks
-    EasyRec's protos and checks that no field is left out."""
-
-    name: str
-    no_effect: frozenset[str] = frozenset()
-    not_implemented: frozenset[str] = frozenset()
-
-
-def _message(name: str, no_effect: str = "", not_implemented: str = "") -> EasyRecMessage:
-    return EasyRecMessage(name, frozenset(no_effect.split()), frozenset(not_implemented.split()))
-
-
 _MODELS_NOT_IMPLEMENTED = (
     "model_params dummy multi_tower_recall dssm mind dropoutnet metric_learning pdn "
     "dssm_senet dat mmoe esmm dbmtl simple_multi_task ple backbone"
 )
 EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
+    **{spec.config: spec.message for spec in MODEL_SPECS},
     PipelineConfig: _message(
         "EasyRecConfig",
         not_implemented="kafka_train_input kafka_eval_input datahub_train_input datahub_eval_input hive_train_input "
@@ -1050,14 +1085,9 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
         not_implemented=_MODELS_NOT_IMPLEMENTED + " ev_params kd restore_filters "
         "loss_weight_strategy label_name",
     ),
-    WideAndDeepConfig: _message("WideAndDeep"),
-    DeepFMConfig: _message("DeepFM", not_implemented="wide_regularization dense_regularization"),
-    DCNConfig: _message("DCN"),
     Tower: _message("Tower"),
     CrossTower: _message("CrossTower"),
-    MultiTowerConfig: _message("MultiTower"),
     BSTTower: _message("BSTTower"),
-    FMConfig: _message("FM"),
     LossConfig: _message(
         "Loss",
         not_implemented="softmax_loss circle_loss multi_simi_loss pairwise_focal_loss jrc_loss "
@@ -1067,12 +1097,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     BinaryFocalLoss: _message("BinaryFocalLoss"),
     PairwiseLoss: _message("PairwiseLoss"),
     PairwiseLogisticLoss: _message("PairwiseLogisticLoss", not_implemented="hinge_margin"),
-    AutoIntConfig: _message("AutoInt"),
-    DLRMConfig: _message("DLRM"),
-    RocketLaunchingConfig: _message("RocketLaunching"),
-    CMBFConfig: _message("CMBF"),
     CMBFTower: _message("CMBFTower"),
-    UniterConfig: _message("Uniter"),
     UniterTower: _message("UniterTower"),
     VariationalDropoutConfig: _message("VariationalDropoutLayer"),
     Optimizer: _message(

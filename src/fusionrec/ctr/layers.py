@@ -131,7 +131,7 @@ class DINAttention(nn.Module):
         return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
 
     @torch.jit.unused
-    def _forward_with_padding_statistics(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+    def _forward_with_padding_statistics(self, query, keys, mask):  # unannotated: TorchScript reads its stub as Tensors
         """Training with batch norm. EasyRec runs the MLP over every position, padding included
         (a padded history embedding is zeros), so its batch statistics count the padding. A
         padded position's input is [q, 0, q, 0]: the same for every padded position of a row.

@@ -7,6 +7,7 @@ Loss, optimizer, schedule and checkpoints live in the trainer. ``features`` is t
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Dict, List, Optional, Tuple
 
@@ -664,13 +665,10 @@ class MultiTower(_Base):
         return self._logits(self.head(self.final(torch.cat(tower_outputs, dim=1))))
 
 
-MODELS = {"WideAndDeep": WideAndDeep, "DeepFM": DeepFM, "DCN": DCN, "MultiTower": MultiTower, "DIN": MultiTower,
-          "MultiTowerDIN": MultiTower, "MultiTowerBST": MultiTower, "FM": FM, "AutoInt": AutoInt, "DLRM": DLRM,
-          "RocketLaunching": RocketLaunching, "CMBF": CMBF, "Uniter": Uniter}  # fmt: skip
-
-
 def build_model(config: PipelineConfig, transform: FeatureTransform) -> nn.Module:
-    return MODELS[config.model_config_.model_class](config, transform)
+    """The model of ``model_config.model_class``, as its ``MODEL_SPECS`` entry names it."""
+    module_name, attribute = config.model_config_.spec.module.split(":")
+    return getattr(importlib.import_module(module_name), attribute)(config, transform)
 
 
 class ScoringModel(nn.Module):

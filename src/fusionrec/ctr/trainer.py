@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.callbacks import CallbackContainer, TrainingCallback
 from fusionrec.ctr import losses
-from fusionrec.ctr.config import (MODEL_FIELDS, AdamOptimizer, BinaryFocalLoss, F1ReweightedLoss, Optimizer, PairwiseLogisticLoss,
+from fusionrec.ctr.config import (AdamOptimizer, BinaryFocalLoss, F1ReweightedLoss, Optimizer, PairwiseLogisticLoss,
                                   PairwiseLoss, PipelineConfig, dump_config)  # fmt: skip
 from fusionrec.ctr.optimizers import SPARSE_CAPABLE, Optimizers, make_part
 from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, resolve_paths
@@ -89,7 +89,7 @@ class Trainer:
         self.lookups = self._embedding_lookups()
         model_config = config.model_config_
         # the model block's l2_regularization (CMBF and Uniter have none)
-        self.l2_regularization = getattr(getattr(model_config, MODEL_FIELDS[model_config.model_class]), "l2_regularization", 0.0)
+        self.l2_regularization = getattr(model_config.block, "l2_regularization", 0.0)
         self.dense_weights = self.model.dense_weights()
         self.variational_dropouts = [m for m in self.model.modules() if isinstance(m, VariationalDropout)]
 
