@@ -50,6 +50,12 @@ def sample_columns(config, rng: np.random.Generator, vocab_files: dict[str, list
             columns[name] = [float(v) for v in rng.uniform(low, high, N_ROWS)]
         elif kind == "BOOL":
             columns[name] = [bool(v) for v in rng.integers(0, 2, N_ROWS)]
+        elif feature is not None and feature.feature_type == "LookupFeature" and name == feature.input_names[1]:
+            keys = [f"k{k}" for k in range(8)]  # maps of key<kv>value entries over the key field's words
+            columns[name] = [feature.separator.join(f"{k}{feature.kv_separator}v{rng.integers(0, 5)}" for k in rng.choice(keys, n))
+                             for n in rng.integers(0, 5, N_ROWS)]  # fmt: skip
+        elif feature is not None and feature.feature_type == "LookupFeature":
+            columns[name] = [f"k{k}" for k in rng.integers(0, 10, N_ROWS)]
         elif feature is not None and feature.feature_type == "RawFeature":  # raw_input_dim numbers in a string
             columns[name] = [feature.separator.join(f"{v:.4g}" for v in rng.normal(0, 1, feature.raw_input_dim))
                              for _ in range(N_ROWS)]  # fmt: skip

@@ -78,3 +78,46 @@ def test_shared_names_give_each_named_field_the_same_feature_config():
     })  # fmt: skip
     assert [(f.name, f.input_names, f.hash_bucket_size) for f in config.features] == [
         ("f1", ["f1"], 50), ("f2", ["f2"], 50), ("f3", ["f3"], 50)]
+
+
+def lookup_config(**extra):
+    from fusionrec.ctr.config import config_from_dict
+
+    return config_from_dict({
+        "data_config": {"input_fields": [{"input_name": "y", "input_type": "INT32"}, {"input_name": "item"},
+                                         {"input_name": "clicks"}], "label_fields": ["y"], **extra},
+        "feature_configs": [{"feature_name": "item_clicks", "input_names": ["item", "clicks"], "feature_type": "LookupFeature",
+                             "kv_separator": ":", "hash_bucket_size": 997, "embedding_dim": 4, "lookup_max_sel_elem_num": 2}],
+        "model_config": {"model_class": "DeepFM", "feature_groups": [{"group_name": "deep", "feature_names": ["item_clicks"]}],
+                         "deepfm": {"dnn": {"hidden_units": [4]}}},
+    })  # fmt: skip
+
+
+def test_lookup_feature_selects_the_values_of_the_rows_key_from_its_map():
+    """EasyRec's LookupFeature: the values of the map entries whose key is the row's key field,
+    hashed (FNV-1a) into hash_bucket_size; the last lookup_max_sel_elem_num kept and counted."""
+    from fusionrec.ctr.config import InputField
+    from fusionrec.ctr.features import FeatureTransform, feature_counts
+    from tests.ctr.test_features_layers import fnv1a_reference
+
+    config = lookup_config()
+    rows = [("a", "a:1|b:2|a:3"), ("b", "a:1"), ("c", ""), ("ab", "a:9|ab:7|b:1"), ("a", "a:1|a:2|a:3")]
+    table = pa.table({"item": [r[0] for r in rows], "clicks": [r[1] for r in rows]})
+    fields = [InputField(input_name="item"), InputField(input_name="clicks")]
+    out = torch.jit.script(FeatureTransform(config))(table_to_columns(table, fields))
+    for i, (key, entries) in enumerate(rows):
+        values = [e.split(":")[1] for e in entries.split("|") if e and e.split(":")[0] == key][-2:]
+        got = out["item_clicks"][i][out["item_clicks.mask"][i]].tolist()
+        assert got == [fnv1a_reference(v.encode()) % 997 for v in values], (key, entries)
+    assert int(feature_counts(out)["item_clicks.truncated"]) == 1
+
+
+def test_lookup_map_entries_without_one_kv_separator_are_refused_by_line(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("1,a,a:1|b:2\n0,b,a1|b:2\n1,c,a:1:2\n")
+    config = lookup_config(ignore_error=True)
+    reader = TableReader(config.data_config, kv_maps=config.kv_maps())
+    assert pa.concat_tables(reader.iter_tables([str(path)])).num_rows == 1
+    assert reader.report.as_dict()["rows_skipped"] == 2
+    with pytest.raises(FusionrecError, match=r"m\.csv line 2, column 'clicks': 'a1\|b:2' holds an entry that is not key:value"):
+        list(TableReader(lookup_config().data_config, kv_maps=config.kv_maps()).iter_tables([str(path)]))

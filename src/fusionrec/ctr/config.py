@@ -133,9 +133,9 @@ class DataConfig(_Strict):
         return self.input_type in ("ParquetInput", "ParquetInputV2")
 
 
-FEATURE_TYPES = ("IdFeature", "RawFeature", "TagFeature", "ComboFeature", "SequenceFeature", "ExprFeature")
+FEATURE_TYPES = ("IdFeature", "RawFeature", "TagFeature", "ComboFeature", "SequenceFeature", "ExprFeature", "LookupFeature")
 # EasyRec's other feature types: refused by name
-EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED = ("LookupFeature", "PassThroughFeature")
+EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED = ("PassThroughFeature",)
 
 
 class TextCNNConfig(_Strict):
@@ -191,6 +191,8 @@ class FeatureConfig(_Strict):
     combo_input_seps: list[str] = []
     expression: str | None = None
     shared_names: list[str] = []
+    kv_separator: str | None = None
+    lookup_max_sel_elem_num: int = Field(10, ge=1)
     max_partitions: int = 1
     use_embedding_variable: bool = False
 
@@ -235,7 +237,7 @@ class FeatureConfig(_Strict):
                 + f"; fusionrec has {list(FEATURE_TYPES)}"
             )
         kinds = [bool(self.hash_bucket_size), bool(self.num_buckets), bool(self.vocab_list or self.vocab_file)]
-        if self.feature_type in ("IdFeature", "TagFeature", "SequenceFeature", "ComboFeature"):
+        if self.feature_type in ("IdFeature", "TagFeature", "SequenceFeature", "ComboFeature", "LookupFeature"):
             if sum(kinds) != 1:
                 raise ValueError(
                     f"feature {self.name!r} ({self.feature_type}): set exactly one of hash_bucket_size, num_buckets, "
@@ -247,13 +249,26 @@ class FeatureConfig(_Strict):
                 raise ValueError(f"feature {self.name!r}: embedding_dim must be > 0")
         if self.feature_type == "ComboFeature" and len(self.input_names) < 2:
             raise ValueError(f"feature {self.name!r} (ComboFeature): needs at least two input_names")
+        if self.feature_type == "LookupFeature":
+            if len(self.input_names) != 2 or not self.hash_bucket_size or not self.feature_name:
+                raise ValueError(
+                    f"feature {self.name!r} (LookupFeature): needs a feature_name, hash_bucket_size and two input_names "
+                    "(the key field, then the key<kv_separator>value map field)"
+                )
+            if self.kv_separator is None or len(self.kv_separator.encode()) != 1 or len(self.separator.encode()) != 1:
+                raise ValueError(f"feature {self.name!r} (LookupFeature): separator and kv_separator must be single bytes")
+        elif self.kv_separator is not None:
+            raise ValueError(
+                f"feature {self.name!r}: kv_separator (weighted {self.feature_type} values) is not implemented yet by "
+                "fusionrec; it reads kv_separator for LookupFeature only"
+            )
         if (self.feature_type == "ExprFeature") != (self.expression is not None):
             raise ValueError(f"feature {self.name!r}: expression is what an ExprFeature computes, and only an ExprFeature's")
         if self.feature_type == "ExprFeature":
             if not self.feature_name:
                 raise ValueError(f"feature {self.name!r} (ExprFeature): needs a feature_name")
             compile_expression(self.expression, list(self.input_names))
-        elif self.feature_type != "ComboFeature" and len(self.input_names) != 1:
+        elif self.feature_type not in ("ComboFeature", "LookupFeature") and len(self.input_names) != 1:
             raise ValueError(f"feature {self.name!r} ({self.feature_type}): takes exactly one input_names entry")
         if self.feature_type in ("TagFeature", "SequenceFeature") and len(self.separator.encode()) != 1:
             raise ValueError(f"feature {self.name!r}: separator {self.separator!r} must be a single byte")
@@ -923,6 +938,11 @@ class PipelineConfig(_Strict):
                 out.append([(by_name[n].input_names[0], by_name[n].separator) for n in hists])
         return out
 
+    def kv_maps(self) -> dict[str, tuple[str, str]]:
+        """Map field -> (separator, kv_separator) of each LookupFeature: the reader checks that
+        every entry is key<kv_separator>value."""
+        return {f.input_names[1]: (f.separator, f.kv_separator) for f in self.features if f.feature_type == "LookupFeature"}
+
     def vector_inputs(self) -> dict[str, tuple[int, str]]:
         """Input field -> (raw_input_dim, separator) of each RawFeature of several values: the
         reader parses such a field into raw_input_dim numbers per row."""
@@ -956,6 +976,8 @@ class PipelineConfig(_Strict):
                     f"feature {feature.name!r}: num_buckets needs an INT32 or INT64 input field; "
                     f"{feature.input_names[0]!r} is {kind}"
                 )
+            if feature.feature_type == "LookupFeature" and any(fields[n].input_type != "STRING" for n in feature.input_names):
+                raise ValueError(f"feature {feature.name!r} (LookupFeature): its key and map fields must be STRING")
             if feature.feature_type == "ExprFeature" and any(fields[n].input_type == "STRING" for n in feature.input_names):
                 raise ValueError(f"feature {feature.name!r} (ExprFeature): its input_names must be numeric fields, not STRING")
             if feature.feature_type == "RawFeature" and (kind == "STRING") != (feature.raw_input_dim > 1):
@@ -1067,7 +1089,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     ),
     FeatureConfig: _message(
         "FeatureConfig",
-        not_implemented="kv_separator seq_multi_sep lookup_max_sel_elem_num initializer precision "
+        not_implemented="seq_multi_sep initializer precision "
         "sub_feature_type sequence_length ev_params",
     ),
     FeatureConfigV2: _message("FeatureConfigV2", no_effect="embedding_on_cpu"),

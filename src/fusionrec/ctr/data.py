@@ -146,9 +146,12 @@ class TableReader:
     def __init__(self, data_config: DataConfig, fields: list[InputField] | None = None, *, labels: bool = True,
                  separator: str | None = None, collect_rejects: bool = False, optional: tuple[str, ...] = (),
                  selected_cols: list[int] | None = None, parallel_lists: list[list[tuple[str, str]]] = (),
-                 task: Task = Task(BINARY), vectors: dict[str, tuple[int, str]] | None = None):  # fmt: skip
+                 task: Task = Task(BINARY), vectors: dict[str, tuple[int, str]] | None = None,
+                 kv_maps: dict[str, tuple[str, str]] | None = None):  # fmt: skip
         self.config = data_config
         self.task = task
+        # STRING fields of key<kv>value entries (LookupFeature maps, PipelineConfig.kv_maps)
+        self.kv_maps = dict(kv_maps or {})
         # STRING fields read as raw_input_dim numbers joined by a separator (PipelineConfig.vector_inputs)
         self.vectors = dict(vectors or {})
         self.fields = fields if fields is not None else list(data_config.input_fields)
@@ -390,6 +393,8 @@ class TableReader:
         if kind == "STRING":
             if name in self.vectors:
                 return self._vector(text, *self.vectors[name], bad)
+            if name in self.kv_maps:
+                self._check_kv_map(text, *self.kv_maps[name], bad)
             return text
         if kind in ("INT32", "INT64"):
             ok = pc.match_substring_regex(text, INT_PATTERN).to_numpy(zero_copy_only=False)
@@ -444,6 +449,18 @@ class TableReader:
         offsets = np.r_[0, np.cumsum(lengths)[:-1]]
         matrix[rows[fits], (np.arange(len(tokens)) - offsets[rows])[fits]] = numbers[fits]
         return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
+
+    @staticmethod
+    def _check_kv_map(text, separator: str, kv_separator: str, bad) -> None:
+        """Every non-empty entry of a LookupFeature map must be key<kv_separator>value (one separator)."""
+        parts = pc.split_pattern(pc.fill_null(text, ""), separator)
+        entries = pc.list_flatten(parts)
+        rows = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)
+        n_kv = pc.count_substring(entries, kv_separator).to_numpy(zero_copy_only=False)
+        empty = pc.equal(pc.utf8_length(entries), 0).to_numpy(zero_copy_only=False)
+        invalid = np.zeros(len(text), dtype=bool)
+        invalid[rows[(n_kv != 1) & ~empty]] = True
+        bad(invalid, f"holds an entry that is not key{kv_separator}value (entries joined by {separator!r})")
 
     def _check_parallel(self, group, typed, keep, path, where, unit, counts) -> None:
         """Lists read as parallel (a seq_att_map's hist_seq) must have equal lengths in every

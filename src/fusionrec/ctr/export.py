@@ -213,7 +213,8 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     reader = TableReader(config.data_config, labels=False, separator=input_sep, collect_rejects=True,
                          optional=tuple(config.data_config.label_fields),
                          selected_cols=_parse_selected_cols(selected_cols),
-                         parallel_lists=config.parallel_lists(), vectors=config.vector_inputs())  # fmt: skip
+                         parallel_lists=config.parallel_lists(), vectors=config.vector_inputs(),
+                         kv_maps=config.kv_maps())  # fmt: skip
     paths = resolve_paths(input_path, "--input_path")
     if not output_sep:
         raise FusionrecError("--output_sep: must not be empty")

@@ -173,6 +173,9 @@ class _Feature(nn.Module):
         self.separator = ord(config.separator) if len(config.separator.encode()) == 1 else 0
         self.max_seq_len = int(config.max_seq_len or 0)
         self.multi = config.feature_type in ("TagFeature", "SequenceFeature")
+        self.is_lookup = config.feature_type == "LookupFeature"
+        self.kv_separator = ord(config.kv_separator) if config.kv_separator else 0
+        self.lookup_max = int(config.lookup_max_sel_elem_num)
         self.has_vocab = len(vocab) > 0
         keys, order = _vocab_keys(vocab)
         self.register_buffer("vocab_keys", keys, persistent=True)
@@ -193,6 +196,17 @@ class _Feature(nn.Module):
         self.combo_is_text = [input_types[name] == "STRING" for name in config.input_names]
         self.combo_join_bytes = list((config.combo_join_sep or "_").encode())
         self.n_ids = self.table_rows()
+
+    def _lookup(self, columns: Dict[str, Tensor], out: Dict[str, Tensor]) -> None:
+        key, table = self.inputs[0], self.inputs[1]
+        map_data = columns[table + ".bytes"]
+        starts, lengths, row = _lookup_values(columns[key + ".bytes"], columns[key + ".offsets"], map_data,
+                                              columns[table + ".offsets"], self.separator, self.kv_separator)  # fmt: skip
+        ids = torch.remainder(fnv1a(map_data, starts, lengths, torch.full_like(starts, 2166136261)), self.hash_bucket_size)
+        padded, mask, counts = pad_tokens(ids, row, columns[key + ".offsets"].shape[0] - 1, self.lookup_max)
+        out[self.name] = padded
+        out[self.name + ".mask"] = mask
+        out[self.name + ".truncated"] = (counts > self.lookup_max).sum()
 
     def table_rows(self) -> int:
         if self.is_raw:  # bucket ids, or with embedding_dim one table row per value
@@ -253,6 +267,9 @@ class _Feature(nn.Module):
                         h = ((h ^ ((value >> (8 * k)) & 0xFF)) * 16777619) & 0xFFFFFFFF
             out[self.name] = torch.remainder(h, self.hash_bucket_size)
             return
+        if self.is_lookup:
+            self._lookup(columns, out)
+            return
         if self.input_type == "STRING":
             data, offsets = columns[first + ".bytes"], columns[first + ".offsets"]
             if self.multi:
@@ -280,6 +297,25 @@ class _Feature(nn.Module):
             out[self.name + ".out_of_range"] = outside.sum()
         else:  # integer input with hash_bucket_size: hashed by value
             out[self.name] = torch.remainder(value, self.hash_bucket_size)
+
+
+def _row_lengths(offsets: Tensor) -> Tensor:
+    return offsets[1:] - offsets[:-1]
+
+
+def _lookup_values(key_data: Tensor, key_offsets: Tensor, map_data: Tensor, map_offsets: Tensor, separator: int,
+                   kv_separator: int) -> Tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """EasyRec's LookupFeature: the (starts, lengths, row) of the values of every entry of each
+    row's map (key<kv_separator>value entries) whose key equals that row's key field."""
+    starts, lengths, row = split_tokens(map_data, map_offsets, separator)
+    kv_at = torch.nonzero(map_data == kv_separator).squeeze(1)
+    found = torch.searchsorted(kv_at, starts).clamp(max=max(kv_at.shape[0] - 1, 0))
+    split = kv_at[found] if kv_at.shape[0] > 0 else starts + lengths  # the reader checked one kv per entry
+    key_lengths = split - starts
+    row_keys = vocab_key(key_data, key_offsets[:-1], _row_lengths(key_offsets))
+    selected = vocab_key(map_data, starts, key_lengths) == row_keys[row]
+    value_starts = split + 1
+    return value_starts[selected], (starts + lengths - value_starts)[selected], row[selected]
 
 
 def _vocab_keys(vocab: List[str]) -> Tuple[Tensor, Tensor]:
