@@ -247,3 +247,29 @@ def test_text_cnn_sequence_combiner_is_max_over_time_of_each_convolution():
             windows = [torch.relu(conv.bias + (conv.weight * e[t : t + k].T).sum(dim=(1, 2))) for t in range(4 - k + 1)]
             expected.append(torch.stack(windows).max(dim=0).values)
         torch.testing.assert_close(got[row], torch.cat(expected))
+
+
+def test_combo_input_seps_cross_every_value_of_a_row():
+    """EasyRec's combo_input_seps: each split input contributes each of its values, and every
+    combination of a row's values is one crossed id (a multi-value feature, pooled)."""
+    from fusionrec.ctr.config import config_from_dict
+    from fusionrec.ctr.features import FeatureTransform
+
+    config = config_from_dict({
+        "data_config": {"input_fields": [{"input_name": "y", "input_type": "INT32"}, {"input_name": "tags"},
+                                         {"input_name": "site"}, {"input_name": "hour", "input_type": "INT64"}],
+                        "label_fields": ["y"]},
+        "feature_configs": [{"feature_name": "cross", "input_names": ["tags", "site", "hour"], "feature_type": "ComboFeature",
+                             "hash_bucket_size": 1000, "embedding_dim": 4, "combo_join_sep": "X",
+                             "combo_input_seps": [",", "", ""]}],
+        "model_config": {"model_class": "DeepFM", "feature_groups": [{"group_name": "deep", "feature_names": ["cross"]}],
+                         "deepfm": {"dnn": {"hidden_units": [4]}}},
+    })  # fmt: skip
+    fields = [InputField(input_name="tags"), InputField(input_name="site"), InputField(input_name="hour", input_type="INT64")]
+    rows = [("a,b", "s1", 7), ("", "s2", 1), ("c", "s3", 2), ("a,,b,c", "s1", 7)]
+    table = pa.table({"tags": [r[0] for r in rows], "site": [r[1] for r in rows], "hour": pa.array([r[2] for r in rows], pa.int64())})
+    out = torch.jit.script(FeatureTransform(config))(table_to_columns(table, fields))
+    for i, (tags, site, hour) in enumerate(rows):
+        expected = [fnv1a_reference(t.encode() + b"X" + site.encode() + b"X" + hour.to_bytes(8, "little")) % 1000
+                    for t in tags.split(",") if t]  # fmt: skip
+        assert out["cross"][i][out["cross.mask"][i]].tolist() == expected

@@ -285,10 +285,11 @@ class FeatureConfig(_Strict):
             )
         if (self.combo_join_sep or self.combo_input_seps) and self.feature_type != "ComboFeature":
             raise ValueError(f"feature {self.name!r}: combo_join_sep / combo_input_seps are for ComboFeature")
-        if any(self.combo_input_seps):
+        if self.combo_input_seps and (len(self.combo_input_seps) != len(self.input_names)
+                                      or any(len(sep.encode()) > 1 for sep in self.combo_input_seps)):  # fmt: skip
             raise ValueError(
-                f"feature {self.name!r}: combo_input_seps {self.combo_input_seps} (crossing the values of multi-value "
-                "inputs) is not implemented yet by fusionrec; each input is crossed as one value"
+                f"feature {self.name!r}: combo_input_seps {self.combo_input_seps} needs one entry per input_names entry "
+                f"({len(self.input_names)}), each empty (one value) or a single byte"
             )
         if self.sequence_combiner is not None and self.feature_type != "SequenceFeature":
             raise ValueError(f"feature {self.name!r}: sequence_combiner is for SequenceFeature, not {self.feature_type}")
@@ -993,6 +994,8 @@ class PipelineConfig(_Strict):
                     f"feature {feature.name!r} ({feature.feature_type}): num_buckets is not supported for "
                     "multi-value strings; use hash_bucket_size or vocab_list"
                 )
+            if any(sep and fields[n].input_type != "STRING" for n, sep in zip(feature.input_names, feature.combo_input_seps)):
+                raise ValueError(f"feature {feature.name!r} (ComboFeature): combo_input_seps splits STRING fields only")
             if feature.feature_type == "ComboFeature" and any(
                 fields[n].input_type not in ("STRING", "INT32", "INT64") for n in feature.input_names
             ):

@@ -357,7 +357,7 @@ class EmbeddingTables:
         if combiner is not None and combiner.text_cnn is not None:
             cnn = combiner.text_cnn
             return TextCNNSlot(name, table, cnn.filter_sizes, cnn.num_filters, cnn.pad_sequence_length, cnn.activation)
-        if feature.feature_type in ("TagFeature", "SequenceFeature", "LookupFeature"):
+        if feature.feature_type in ("TagFeature", "SequenceFeature", "LookupFeature") or any(feature.combo_input_seps):
             return BagSlot(name, table, feature.combiner == "mean")
         return IdSlot(name, table)
 

@@ -172,7 +172,7 @@ class _Feature(nn.Module):
         self.num_buckets = int(config.num_buckets)
         self.separator = ord(config.separator) if len(config.separator.encode()) == 1 else 0
         self.max_seq_len = int(config.max_seq_len or 0)
-        self.multi = config.feature_type in ("TagFeature", "SequenceFeature")
+        self.multi = config.feature_type in ("TagFeature", "SequenceFeature") or any(config.combo_input_seps)
         self.is_lookup = config.feature_type == "LookupFeature"
         self.kv_separator = ord(config.kv_separator) if config.kv_separator else 0
         self.lookup_max = int(config.lookup_max_sel_elem_num)
@@ -195,7 +195,44 @@ class _Feature(nn.Module):
         self.register_buffer("expr_constants", torch.tensor(program.constants + [0.0], dtype=torch.float64), persistent=False)
         self.combo_is_text = [input_types[name] == "STRING" for name in config.input_names]
         self.combo_join_bytes = list((config.combo_join_sep or "_").encode())
+        seps = list(config.combo_input_seps) or [""] * len(config.input_names)
+        self.combo_splits = [ord(sep) if sep else 0 for sep in seps]
         self.n_ids = self.table_rows()
+
+    def _combo(self, columns: Dict[str, Tensor], out: Dict[str, Tensor]) -> None:
+        """The hashed cross of the inputs: FNV-1a over "a<sep>b<sep>c" (sep "_" or combo_join_sep),
+        a STRING contributing its UTF-8 bytes, an integer its 8 little-endian bytes. An input
+        with a combo_input_seps separator is split into its values, and every combination of
+        a row's values is crossed (EasyRec's sparse cross): a multi-value feature."""
+        n_rows = _batch_rows(columns, self.inputs[0], self.combo_is_text[0])
+        rows = torch.arange(n_rows, dtype=torch.int64)
+        h = torch.full_like(rows, 2166136261)
+        for i, name in enumerate(self.inputs):
+            if i > 0:  # FNV-1a streams on after the join separator's bytes
+                for byte in self.combo_join_bytes:
+                    h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+            if self.combo_is_text[i]:
+                data, offsets = columns[name + ".bytes"], columns[name + ".offsets"]
+                if self.combo_splits[i] > 0:
+                    starts, lengths, token_rows = split_tokens(data, offsets, self.combo_splits[i])
+                else:
+                    starts, lengths, token_rows = offsets[:-1], _row_lengths(offsets), torch.arange(n_rows, dtype=torch.int64)
+                pair_of, token_of = _pairs(rows, token_rows, n_rows)
+                h = fnv1a(data, starts[token_of], lengths[token_of], h[pair_of])
+                rows = rows[pair_of]
+            else:  # an integer input: one value per row
+                value = columns[name][rows]
+                for k in range(8):
+                    h = ((h ^ ((value >> (8 * k)) & 0xFF)) * 16777619) & 0xFFFFFFFF
+        ids = torch.remainder(h, self.hash_bucket_size)
+        if not self.multi:
+            out[self.name] = ids
+            return
+        padded, mask, counts = pad_tokens(ids, rows, n_rows, self.max_seq_len)
+        out[self.name] = padded
+        out[self.name + ".mask"] = mask
+        if self.max_seq_len > 0:
+            out[self.name + ".truncated"] = (counts > self.max_seq_len).sum()
 
     def _lookup(self, columns: Dict[str, Tensor], out: Dict[str, Tensor]) -> None:
         key, table = self.inputs[0], self.inputs[1]
@@ -250,22 +287,7 @@ class _Feature(nn.Module):
             out[self.name + ".not_finite"] = (~finite).sum()
             return
         if self.is_combo:
-            h = torch.zeros(0, dtype=torch.int64)
-            for i, name in enumerate(self.inputs):
-                if i > 0:  # hash of "a<sep>b" (sep "_", or combo_join_sep): FNV-1a streams on after the sep's bytes
-                    for byte in self.combo_join_bytes:
-                        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
-                if self.combo_is_text[i]:
-                    data, offsets = columns[name + ".bytes"], columns[name + ".offsets"]
-                    starts = offsets[:-1]
-                    state = torch.full_like(starts, 2166136261) if i == 0 else h
-                    h = fnv1a(data, starts, offsets[1:] - starts, state)
-                else:  # an integer input: its 8 little-endian bytes
-                    value = columns[name]
-                    h = torch.full_like(value, 2166136261) if i == 0 else h
-                    for k in range(8):
-                        h = ((h ^ ((value >> (8 * k)) & 0xFF)) * 16777619) & 0xFFFFFFFF
-            out[self.name] = torch.remainder(h, self.hash_bucket_size)
+            self._combo(columns, out)
             return
         if self.is_lookup:
             self._lookup(columns, out)
@@ -301,6 +323,21 @@ class _Feature(nn.Module):
 
 def _row_lengths(offsets: Tensor) -> Tensor:
     return offsets[1:] - offsets[:-1]
+
+
+def _batch_rows(columns: Dict[str, Tensor], name: str, is_text: bool) -> int:
+    return columns[name + ".offsets"].shape[0] - 1 if is_text else columns[name].shape[0]
+
+
+def _pairs(candidate_rows: Tensor, token_rows: Tensor, n_rows: int) -> Tuple[Tensor, Tensor]:
+    """Every (candidate, token) pair of the same row, both given in row order: their indices."""
+    per_row = torch.bincount(token_rows, minlength=n_rows)
+    first_token = torch.cumsum(per_row, 0) - per_row
+    per_candidate = per_row[candidate_rows]
+    pair_of = torch.repeat_interleave(torch.arange(candidate_rows.shape[0], dtype=torch.int64), per_candidate)
+    pair_starts = torch.cumsum(per_candidate, 0) - per_candidate
+    within = torch.arange(pair_of.shape[0], dtype=torch.int64) - pair_starts[pair_of]
+    return pair_of, first_token[candidate_rows[pair_of]] + within
 
 
 def _lookup_values(key_data: Tensor, key_offsets: Tensor, map_data: Tensor, map_offsets: Tensor, separator: int,
