@@ -62,7 +62,10 @@ def sample_columns(config, rng: np.random.Generator, vocab_files: dict[str, list
         else:
             vocab = list(feature.vocab_list) or vocab_files.get(name, []) if feature is not None else []
             words = (vocab + ["not_in_vocab"]) if vocab else [f"v{k}" for k in range(30)]
-            if feature is not None and feature.feature_type in ("TagFeature", "SequenceFeature"):
+            if feature is not None and feature.feature_type == "TagFeature" and feature.kv_separator:  # key<kv>weight
+                columns[name] = [feature.separator.join(f"{w}{feature.kv_separator}{rng.uniform(-1, 3):.3f}"
+                                                        for w in rng.choice(words, n)) for n in rng.integers(0, 6, N_ROWS)]  # fmt: skip
+            elif feature is not None and feature.feature_type in ("TagFeature", "SequenceFeature"):
                 lengths = group_lengths[parallel[name]] if name in parallel else rng.integers(0, 6, N_ROWS)
                 columns[name] = [feature.separator.join(rng.choice(words, n)) for n in lengths]
             else:

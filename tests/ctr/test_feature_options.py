@@ -121,3 +121,47 @@ def test_lookup_map_entries_without_one_kv_separator_are_refused_by_line(tmp_pat
     assert reader.report.as_dict()["rows_skipped"] == 2
     with pytest.raises(FusionrecError, match=r"m\.csv line 2, column 'clicks': 'a1\|b:2' holds an entry that is not key:value"):
         list(TableReader(lookup_config().data_config, kv_maps=config.kv_maps()).iter_tables([str(path)]))
+
+
+@pytest.mark.parametrize("combiner", ["mean", "sum"])
+def test_weighted_tag_feature_pools_weight_times_embedding(combiner):
+    """A TagFeature with kv_separator: tokens key:weight; EasyRec's weighted embedding
+    (sum of w x e; under mean, non-positive weights dropped and divided by the weights' sum)."""
+    from fusionrec.ctr.config import InputField, config_from_dict
+    from fusionrec.ctr.embedding import BagSlot
+    from fusionrec.ctr.features import FeatureTransform
+
+    config = config_from_dict({
+        "data_config": {"input_fields": [{"input_name": "y", "input_type": "INT32"}, {"input_name": "tags"}],
+                        "label_fields": ["y"]},
+        "feature_configs": [{"input_names": ["tags"], "feature_type": "TagFeature", "kv_separator": ":", "separator": "|",
+                             "vocab_list": ["a", "b", "c"], "embedding_dim": 3, "combiner": combiner}],
+        "model_config": {"model_class": "DeepFM", "feature_groups": [{"group_name": "deep", "feature_names": ["tags"]}],
+                         "deepfm": {"dnn": {"hidden_units": [4]}}},
+    })  # fmt: skip
+    rows = ["a:0.5|c:2", "b:-1.25|a:+3.", "", "c:.5", "b:-2"]
+    table = pa.table({"tags": rows})
+    features = torch.jit.script(FeatureTransform(config))(table_to_columns(table, [InputField(input_name="tags")]))
+    table_weights = torch.randn(3, 3)
+    slot = BagSlot("tags", torch.nn.Embedding.from_pretrained(table_weights), combiner == "mean", weighted=True)
+    got = slot(features)
+    index = {"a": 0, "b": 1, "c": 2}
+    for i, row in enumerate(rows):
+        pairs = [(index[t.split(":")[0]], float(t.split(":")[1])) for t in row.split("|") if t]
+        if combiner == "mean":
+            pairs = [(k, w) for k, w in pairs if w > 0]
+        total = sum((w * table_weights[k] for k, w in pairs), torch.zeros(3))
+        if combiner == "mean" and pairs:
+            total = total / sum(w for _, w in pairs)
+        torch.testing.assert_close(got[i], total, rtol=1e-5, atol=1e-6)
+
+
+def test_weighted_tag_weights_must_be_decimal_numbers(tmp_path):
+    fields = [{"input_name": "y", "input_type": "INT32"}, {"input_name": "tags"}]
+    path = tmp_path / "t.csv"
+    path.write_text("1,a:0.5|b:2\n0,a:1e3\n1,a:x\n0,a\n")
+    reader = TableReader(DataConfig(input_fields=fields, label_fields=["y"], ignore_error=True), kv_maps={"tags": ("|", ":", True)})
+    assert pa.concat_tables(reader.iter_tables([str(path)])).num_rows == 1
+    reasons = reader.report.as_dict()["skipped_by_reason"]
+    assert sum(n for r, n in reasons.items() if "not a decimal number" in r) == 2
+    assert sum(n for r, n in reasons.items() if "not key:value" in r) == 1

@@ -257,10 +257,10 @@ class FeatureConfig(_Strict):
                 )
             if self.kv_separator is None or len(self.kv_separator.encode()) != 1 or len(self.separator.encode()) != 1:
                 raise ValueError(f"feature {self.name!r} (LookupFeature): separator and kv_separator must be single bytes")
-        elif self.kv_separator is not None:
+        elif self.kv_separator is not None and (self.feature_type != "TagFeature" or len(self.kv_separator.encode()) != 1):
             raise ValueError(
-                f"feature {self.name!r}: kv_separator (weighted {self.feature_type} values) is not implemented yet by "
-                "fusionrec; it reads kv_separator for LookupFeature only"
+                f"feature {self.name!r}: kv_separator is for TagFeature (key<kv>weight values) and LookupFeature, "
+                f"a single byte; got {self.kv_separator!r} on a {self.feature_type}"
             )
         if (self.feature_type == "ExprFeature") != (self.expression is not None):
             raise ValueError(f"feature {self.name!r}: expression is what an ExprFeature computes, and only an ExprFeature's")
@@ -939,10 +939,14 @@ class PipelineConfig(_Strict):
                 out.append([(by_name[n].input_names[0], by_name[n].separator) for n in hists])
         return out
 
-    def kv_maps(self) -> dict[str, tuple[str, str]]:
-        """Map field -> (separator, kv_separator) of each LookupFeature: the reader checks that
-        every entry is key<kv_separator>value."""
-        return {f.input_names[1]: (f.separator, f.kv_separator) for f in self.features if f.feature_type == "LookupFeature"}
+    def kv_maps(self) -> dict[str, tuple[str, str, bool]]:
+        """Field -> (separator, kv_separator, weights) of each LookupFeature map and weighted
+        TagFeature: the reader checks that every entry is key<kv_separator>value (the value a
+        decimal number for a TagFeature's weight)."""
+        maps = {f.input_names[1]: (f.separator, f.kv_separator, False) for f in self.features if f.feature_type == "LookupFeature"}
+        maps.update({f.input_names[0]: (f.separator, f.kv_separator, True) for f in self.features
+                     if f.feature_type == "TagFeature" and f.kv_separator})  # fmt: skip
+        return maps
 
     def vector_inputs(self) -> dict[str, tuple[int, str]]:
         """Input field -> (raw_input_dim, separator) of each RawFeature of several values: the

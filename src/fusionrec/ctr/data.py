@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import os
 import queue
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -147,10 +148,10 @@ class TableReader:
                  separator: str | None = None, collect_rejects: bool = False, optional: tuple[str, ...] = (),
                  selected_cols: list[int] | None = None, parallel_lists: list[list[tuple[str, str]]] = (),
                  task: Task = Task(BINARY), vectors: dict[str, tuple[int, str]] | None = None,
-                 kv_maps: dict[str, tuple[str, str]] | None = None):  # fmt: skip
+                 kv_maps: dict[str, tuple[str, str, bool]] | None = None):  # fmt: skip
         self.config = data_config
         self.task = task
-        # STRING fields of key<kv>value entries (LookupFeature maps, PipelineConfig.kv_maps)
+        # STRING fields of key<kv>value entries (LookupFeature maps, weighted TagFeatures: PipelineConfig.kv_maps)
         self.kv_maps = dict(kv_maps or {})
         # STRING fields read as raw_input_dim numbers joined by a separator (PipelineConfig.vector_inputs)
         self.vectors = dict(vectors or {})
@@ -394,7 +395,7 @@ class TableReader:
             if name in self.vectors:
                 return self._vector(text, *self.vectors[name], bad)
             if name in self.kv_maps:
-                self._check_kv_map(text, *self.kv_maps[name], bad)
+                self._check_kv_map(text, *self.kv_maps[name], bad=bad)
             return text
         if kind in ("INT32", "INT64"):
             ok = pc.match_substring_regex(text, INT_PATTERN).to_numpy(zero_copy_only=False)
@@ -451,8 +452,9 @@ class TableReader:
         return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
 
     @staticmethod
-    def _check_kv_map(text, separator: str, kv_separator: str, bad) -> None:
-        """Every non-empty entry of a LookupFeature map must be key<kv_separator>value (one separator)."""
+    def _check_kv_map(text, separator: str, kv_separator: str, weights: bool, bad) -> None:
+        """Every non-empty entry must be key<kv_separator>value (one separator); a weight (a
+        weighted TagFeature's value) must be a decimal number."""
         parts = pc.split_pattern(pc.fill_null(text, ""), separator)
         entries = pc.list_flatten(parts)
         rows = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)
@@ -461,6 +463,12 @@ class TableReader:
         invalid = np.zeros(len(text), dtype=bool)
         invalid[rows[(n_kv != 1) & ~empty]] = True
         bad(invalid, f"holds an entry that is not key{kv_separator}value (entries joined by {separator!r})")
+        if weights:
+            pattern = "^[^" + re.escape(kv_separator) + "]*" + re.escape(kv_separator) + r"[+-]?(\d+\.?\d*|\.\d+)$"
+            decimal = pc.match_substring_regex(entries, pattern).to_numpy(zero_copy_only=False)
+            invalid = np.zeros(len(text), dtype=bool)
+            invalid[rows[~decimal & ~empty & (n_kv == 1)]] = True
+            bad(invalid, f"holds a weight that is not a decimal number (key{kv_separator}0.5)")
 
     def _check_parallel(self, group, typed, keep, path, where, unit, counts) -> None:
         """Lists read as parallel (a seq_att_map's hist_seq) must have equal lengths in every

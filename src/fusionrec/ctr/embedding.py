@@ -44,20 +44,27 @@ class IdSlot(nn.Module):
 
 
 class BagSlot(nn.Module):
-    """Multi-value feature pooled over its valid positions (``combiner`` sum or mean)."""
+    """Multi-value feature pooled over its valid positions (``combiner`` sum or mean). A
+    weighted TagFeature (``kv_separator``) pools as TensorFlow's weighted embedding: sum of
+    weight x embedding; under ``mean`` non-positive weights are dropped (safe_embedding_lookup_sparse)
+    and the sum is divided by the remaining weights' sum."""
 
-    def __init__(self, name: str, table: nn.Embedding, mean: bool):
+    def __init__(self, name: str, table: nn.Embedding, mean: bool, weighted: bool = False):
         super().__init__()
         self.name = name
         self.table = table
         self.mean = mean
+        self.weighted = weighted
         self.out_dim = table.embedding_dim
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         mask = features[self.name + ".mask"].to(torch.float32).unsqueeze(2)
+        if self.weighted:
+            weights = features[self.name + ".weight"].unsqueeze(2)
+            mask = mask * (weights.clamp(min=0.0) if self.mean else weights)
         pooled = (lookup(self.table.weight, self.table.sparse, features[self.name]) * mask).sum(dim=1)
         if self.mean:
-            pooled = pooled / mask.sum(dim=1).clamp(min=1.0)
+            pooled = pooled / mask.sum(dim=1).clamp(min=1.0 if not self.weighted else 1e-30)
         return pooled
 
 
@@ -358,7 +365,7 @@ class EmbeddingTables:
             cnn = combiner.text_cnn
             return TextCNNSlot(name, table, cnn.filter_sizes, cnn.num_filters, cnn.pad_sequence_length, cnn.activation)
         if feature.feature_type in ("TagFeature", "SequenceFeature", "LookupFeature") or any(feature.combo_input_seps):
-            return BagSlot(name, table, feature.combiner == "mean")
+            return BagSlot(name, table, feature.combiner == "mean", weighted=bool(feature.kv_separator) and feature.feature_type == "TagFeature")
         return IdSlot(name, table)
 
     def sequence(self, name: str, where: str) -> SequenceSlot:

@@ -296,6 +296,12 @@ class _Feature(nn.Module):
             data, offsets = columns[first + ".bytes"], columns[first + ".offsets"]
             if self.multi:
                 starts, lengths, row = split_tokens(data, offsets, self.separator)
+                if self.kv_separator > 0:  # key<kv>weight tokens: the keys are the values, weighted
+                    starts, lengths, weights = _weighted_keys(data, starts, lengths, self.kv_separator)
+                    index = torch.arange(weights.shape[0], dtype=torch.int64)  # each token's weight, placed as its id is
+                    placed, placed_mask, _ = pad_tokens(index, row, offsets.shape[0] - 1, self.max_seq_len)
+                    padded_weights = weights[placed] if weights.shape[0] > 0 else torch.zeros(placed.shape, dtype=torch.float64)
+                    out[self.name + ".weight"] = (padded_weights * placed_mask.to(torch.float64)).to(torch.float32)
                 ids, n_oov = self._ids_from_strings(data, starts, lengths)
                 padded, mask, lengths = pad_tokens(ids, row, offsets.shape[0] - 1, self.max_seq_len)
                 out[self.name] = padded
@@ -323,6 +329,36 @@ class _Feature(nn.Module):
 
 def _row_lengths(offsets: Tensor) -> Tensor:
     return offsets[1:] - offsets[:-1]
+
+
+def _weighted_keys(data: Tensor, starts: Tensor, lengths: Tensor, kv_separator: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """``key<kv>weight`` tokens -> (key starts, key lengths, weights); the reader has checked
+    that each token has one separator and a decimal weight."""
+    kv_at = torch.nonzero(data == kv_separator).squeeze(1)
+    found = torch.searchsorted(kv_at, starts).clamp(max=max(kv_at.shape[0] - 1, 0))
+    split = kv_at[found] if kv_at.shape[0] > 0 else starts + lengths
+    return starts, split - starts, parse_decimals(data, split + 1, starts + lengths - split - 1)
+
+
+def parse_decimals(data: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
+    """The float64 value of each ``[+-]digits[.digits]`` substring (the reader checks the form)."""
+    value = torch.zeros(starts.shape[0], dtype=torch.float64)
+    fraction_scale = torch.ones_like(value)
+    in_fraction = torch.zeros(starts.shape[0], dtype=torch.bool)
+    negative = torch.zeros_like(in_fraction)
+    longest = int(lengths.max().item()) if lengths.numel() > 0 else 0
+    last = max(data.shape[0] - 1, 0)
+    for j in range(longest):
+        active = j < lengths
+        byte = data[(starts + j).clamp(min=0, max=last)].to(torch.int64)
+        digit = active & (byte >= 48) & (byte <= 57)
+        value = torch.where(digit, value * 10.0 + (byte - 48).to(torch.float64), value)
+        fraction_scale = torch.where(digit & in_fraction, fraction_scale * 10.0, fraction_scale)
+        in_fraction = in_fraction | (active & (byte == 46))
+        if j == 0:
+            negative = active & (byte == 45)
+    value = value / fraction_scale
+    return torch.where(negative, -value, value)
 
 
 def _batch_rows(columns: Dict[str, Tensor], name: str, is_text: bool) -> int:
