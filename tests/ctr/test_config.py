@@ -155,3 +155,12 @@ def test_min_val_above_max_val_is_refused(tmp_path):
         raw.pop(key, None)
     with pytest.raises(FusionrecError, match=r"min_val 10\.0 is greater than max_val 1\.0"):
         load_config(write(tmp_path, yaml.safe_dump(data), "c.yaml"))
+
+
+def test_every_easyrec_train_distribute_strategy_is_one_process_training():
+    from fusionrec.ctr.config import DISTRIBUTION_STRATEGIES, TrainConfig
+
+    for strategy in DISTRIBUTION_STRATEGIES:
+        assert TrainConfig(train_distribute=strategy).train_distribute == strategy
+    with pytest.raises(ValueError, match="'RingStrategy' is not an EasyRec strategy"):
+        TrainConfig(train_distribute="RingStrategy")

@@ -273,3 +273,28 @@ def test_combo_input_seps_cross_every_value_of_a_row():
         expected = [fnv1a_reference(t.encode() + b"X" + site.encode() + b"X" + hour.to_bytes(8, "little")) % 1000
                     for t in tags.split(",") if t]  # fmt: skip
         assert out["cross"][i][out["cross.mask"][i]].tolist() == expected
+
+
+def test_behavior_sequence_transformer_ignores_padding_and_matches_its_heads():
+    """EasyRec's BST: history cut or padded to seq_size - 1 (padded embeddings zero), candidate appended; per head slice,
+    softmax(q k^T) over unpadded keys (unscaled) times v; projection, add & norm, feed-forward, add & norm."""
+    from fusionrec.ctr.layers import BehaviorSequenceTransformer
+
+    torch.manual_seed(0)
+    bst = BehaviorSequenceTransformer(dim=6, seq_size=5, head_count=4).eval()  # slices of 2: [0,2) [2,4) [4,6)
+    assert bst.slices == [(0, 2), (2, 4), (4, 6)] and bst.out_dim == 30
+    candidate, history = torch.randn(2, 6), torch.randn(2, 7, 6)
+    mask = torch.tensor([[True] * 3 + [False] * 4, [True] * 7])
+    out = bst(candidate, history, mask)
+    changed = history.clone()
+    changed[0, 3:] = 50.0  # padded positions of row 0
+    torch.testing.assert_close(bst(candidate, changed, mask)[0], out[0])
+    tokens = torch.cat([history[:, :4] * mask[:, :4].unsqueeze(2), candidate.unsqueeze(1)], dim=1)
+    key_mask = torch.cat([mask[:, :4], torch.ones(2, 1, dtype=torch.bool)], dim=1)
+    heads = []
+    for (a, b), q, k, v in zip(bst.slices, bst.queries, bst.keys, bst.values):
+        part = tokens[:, :, a:b]
+        scores = (q(part) @ k(part).transpose(1, 2)).masked_fill(~key_mask[:, None, :], -(2.0**32) + 1)
+        heads.append(torch.softmax(scores, dim=-1) @ v(part))
+    x = bst.norm1(tokens + bst.merge(torch.cat(heads, dim=2)))
+    torch.testing.assert_close(out, bst.norm2(x + bst.feed_forward(x)).flatten(1))

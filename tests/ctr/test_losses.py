@@ -55,10 +55,14 @@ def test_f1_reweighted_weights_negatives_by_the_soft_counts():
     assert float(got) == pytest.approx(sum(per_row) / n, rel=1e-5)
 
 
-def test_classification_is_the_weighted_mean_cross_entropy():
+def test_classification_reduces_as_tensorflow_sum_by_nonzero_weights():
+    """tf.losses.sigmoid_cross_entropy's default reduction: sum(w x loss) / count(w != 0)."""
     logits, labels, weights = batch(3)
-    expected = sum(float(w) * bce(float(z), float(y)) for z, y, w in zip(logits, labels, weights)) / float(weights.sum())
+    weights[2] = 0.0
+    expected = sum(float(w) * bce(float(z), float(y)) for z, y, w in zip(logits, labels, weights)) / 11
     assert float(losses.classification(logits, labels, weights)) == pytest.approx(expected, rel=1e-5)
+    unweighted = sum(bce(float(z), float(y)) for z, y in zip(logits, labels)) / 12
+    assert float(losses.classification(logits, labels, None)) == pytest.approx(unweighted, rel=1e-5)
 
 
 @pytest.mark.parametrize("alpha, ohem_ratio, smooth", [(None, 1.0, 0.0), (0.25, 1.0, 0.1), (None, 0.5, 0.0)])

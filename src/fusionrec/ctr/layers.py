@@ -194,6 +194,7 @@ class BehaviorSequenceTransformer(nn.Module):
             mask = torch.nn.functional.pad(mask, (0, self.n_history - length))
         else:
             history, mask = history[:, : self.n_history], mask[:, : self.n_history]
+        history = history * mask.unsqueeze(2).to(history.dtype)  # EasyRec's padded history embeddings are zeros
         tokens = torch.cat([history, candidate.unsqueeze(1)], dim=1)  # B x seq_size x D
         key_mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         heads: List[Tensor] = []

@@ -16,9 +16,10 @@ from fusionrec.ctr.tasks import sum_by_nonzero_weights
 
 
 def classification(logits: Tensor, labels: Tensor, weights: Tensor | None) -> Tensor:
-    """Sigmoid cross-entropy, the weighted mean over the batch."""
+    """Sigmoid cross-entropy as EasyRec's tf.losses.sigmoid_cross_entropy reduces it:
+    sum(w x loss) / count(w != 0) (the mean without sample weights)."""
     per_row = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    return _weighted_mean(per_row, weights)
+    return sum_by_nonzero_weights(per_row, weights)
 
 
 def f1_reweighted(logits: Tensor, labels: Tensor, weights: Tensor | None, beta_square: float,
