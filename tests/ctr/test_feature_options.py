@@ -165,3 +165,24 @@ def test_weighted_tag_weights_must_be_decimal_numbers(tmp_path):
     reasons = reader.report.as_dict()["skipped_by_reason"]
     assert sum(n for r, n in reasons.items() if "not a decimal number" in r) == 2
     assert sum(n for r, n in reasons.items() if "not key:value" in r) == 1
+
+
+def test_pass_through_feature_gives_its_values_as_they_are():
+    from fusionrec.ctr.config import FeatureConfig, InputField, config_from_dict
+    from fusionrec.ctr.features import FeatureTransform
+
+    config = config_from_dict({
+        "data_config": {"input_fields": [{"input_name": "y", "input_type": "INT32"}, {"input_name": "ctr", "input_type": "DOUBLE"},
+                                         {"input_name": "vec"}], "label_fields": ["y"]},
+        "feature_configs": [{"input_names": ["ctr"], "feature_type": "PassThroughFeature"},
+                            {"input_names": ["vec"], "feature_type": "PassThroughFeature", "raw_input_dim": 2}],
+        "model_config": {"model_class": "DeepFM", "feature_groups": [{"group_name": "deep", "feature_names": ["ctr", "vec"]}],
+                         "deepfm": {"dnn": {"hidden_units": [4]}}},
+    })  # fmt: skip
+    assert config.vector_inputs() == {"vec": (2, "|")}
+    table = pa.table({"ctr": [0.25, 1234.5], "vec": pa.array([[1.0, -2.0], [3.0, 4.5]], pa.list_(pa.float64(), 2))})
+    fields = [InputField(input_name="ctr", input_type="DOUBLE"), InputField(input_name="vec")]
+    out = torch.jit.script(FeatureTransform(config))(table_to_columns(table, fields))
+    assert out["ctr"].squeeze(1).tolist() == [0.25, 1234.5] and out["vec"].tolist() == [[1.0, -2.0], [3.0, 4.5]]
+    with pytest.raises(ValueError, match="passes its value as it is"):
+        FeatureConfig(input_names=["ctr"], feature_type="PassThroughFeature", min_val=0, max_val=10)

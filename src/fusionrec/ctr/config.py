@@ -133,9 +133,12 @@ class DataConfig(_Strict):
         return self.input_type in ("ParquetInput", "ParquetInputV2")
 
 
-FEATURE_TYPES = ("IdFeature", "RawFeature", "TagFeature", "ComboFeature", "SequenceFeature", "ExprFeature", "LookupFeature")
+FEATURE_TYPES = ("IdFeature", "RawFeature", "TagFeature", "ComboFeature", "SequenceFeature", "ExprFeature", "LookupFeature",
+                 "PassThroughFeature")  # fmt: skip
 # EasyRec's other feature types: refused by name
-EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED = ("PassThroughFeature",)
+EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED: tuple[str, ...] = ()
+# dense features: a number (or raw_input_dim numbers) per row
+DENSE_FEATURE_TYPES = ("RawFeature", "PassThroughFeature")
 
 
 class TextCNNConfig(_Strict):
@@ -276,7 +279,13 @@ class FeatureConfig(_Strict):
             raise ValueError(f"feature {self.name!r}: min_val {self.min_val} is greater than max_val {self.max_val}")
         if self.bucket_boundaries and self.embedding_dim == 0:
             raise ValueError(f"feature {self.name!r}: boundaries (or num_buckets) need embedding_dim > 0")
-        if self.raw_input_dim > 1 and self.feature_type != "RawFeature":
+        if self.feature_type == "PassThroughFeature" and (self.boundaries or self.num_buckets or self.embedding_dim
+                                                          or self.max_val > self.min_val):  # fmt: skip
+            raise ValueError(
+                f"feature {self.name!r} (PassThroughFeature): passes its value as it is; boundaries, num_buckets, "
+                "embedding_dim and min_val / max_val are RawFeature's"
+            )
+        if self.raw_input_dim > 1 and self.feature_type not in DENSE_FEATURE_TYPES:
             raise ValueError(f"feature {self.name!r}: raw_input_dim is for RawFeature, not {self.feature_type}")
         if self.raw_input_dim > 1 and self.bucket_boundaries:
             raise ValueError(
@@ -951,7 +960,8 @@ class PipelineConfig(_Strict):
     def vector_inputs(self) -> dict[str, tuple[int, str]]:
         """Input field -> (raw_input_dim, separator) of each RawFeature of several values: the
         reader parses such a field into raw_input_dim numbers per row."""
-        return {f.input_names[0]: (f.raw_input_dim, f.separator) for f in self.features if f.raw_input_dim > 1}
+        return {f.input_names[0]: (f.raw_input_dim, f.separator) for f in self.features
+                if f.raw_input_dim > 1 and f.feature_type in DENSE_FEATURE_TYPES}  # fmt: skip
 
     @model_validator(mode="before")
     @classmethod
@@ -985,7 +995,7 @@ class PipelineConfig(_Strict):
                 raise ValueError(f"feature {feature.name!r} (LookupFeature): its key and map fields must be STRING")
             if feature.feature_type == "ExprFeature" and any(fields[n].input_type == "STRING" for n in feature.input_names):
                 raise ValueError(f"feature {feature.name!r} (ExprFeature): its input_names must be numeric fields, not STRING")
-            if feature.feature_type == "RawFeature" and (kind == "STRING") != (feature.raw_input_dim > 1):
+            if feature.feature_type in DENSE_FEATURE_TYPES and (kind == "STRING") != (feature.raw_input_dim > 1):
                 raise ValueError(
                     f"feature {feature.name!r}: a RawFeature reads one number from a numeric input field, or "
                     f"raw_input_dim > 1 numbers joined by its separator from a STRING field; {feature.input_names[0]!r} "

@@ -351,7 +351,7 @@ class EmbeddingTables:
         feature = self.features[name]
         if feature.feature_type == "ExprFeature":  # a computed number, as EasyRec's numeric column
             return WideDenseSlot(name, wide_dim) if wide_dim is not None else DenseSlot(name)
-        if feature.feature_type == "RawFeature" and not feature.bucket_boundaries:
+        if feature.feature_type in ("RawFeature", "PassThroughFeature") and not feature.bucket_boundaries:
             if wide_dim is not None:
                 return WideDenseSlot(name, wide_dim, feature.raw_input_dim)
             if feature.embedding_dim == 0:

@@ -184,7 +184,7 @@ class _Feature(nn.Module):
         self.register_buffer("boundaries", torch.tensor(config.bucket_boundaries, dtype=torch.float64), persistent=True)
         self.min_val = float(config.min_val)
         self.max_val = float(config.max_val)
-        self.is_raw = config.feature_type == "RawFeature"
+        self.is_raw = config.feature_type in ("RawFeature", "PassThroughFeature")  # PassThrough: never scaled
         self.raw_input_dim = int(config.raw_input_dim)
         self.embedding_dim = int(config.embedding_dim)
         self.is_combo = config.feature_type == "ComboFeature"
