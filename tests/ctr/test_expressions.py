@@ -1,6 +1,5 @@
 """EasyRec's ExprFeature: expressions parsed without eval, run in TorchScript, equal to Python's value."""
 
-import numpy as np
 import pytest
 import torch
 
