@@ -1,7 +1,8 @@
 """EasyRec's own sample configs, unchanged but for paths and num_steps, on generated data.
 
 Each config with local input (CSV or Parquet) trains 3 steps, evaluates, exports and predicts
-on data generated from its input_fields and features (tests/ctr/easyrec_samples.py), or stops
+on data generated from its input_fields and features (tests/ctr/easyrec_samples.py; tables
+above MAX_TABLE_ROWS rows are cut to it), or stops
 with a one-line error naming what fusionrec does not implement yet. Never a traceback, never an
 "unknown field". Skips when ../shared/easyrec is absent.
 """

@@ -87,11 +87,9 @@ def test_sample_weight_clipping_num_examples_and_time_checkpoints(taobao, tmp_pa
     assert not any(t.sparse for t in trainer._embedding_tables())  # clipping needs dense gradients
     trainer.train(progress=False)
     assert json.loads((tmp_path / "m" / "eval_result.json").read_text())["n_rows"] == 100
-    # loss: weighted mean of the rows' cross-entropy
-    import torch
-
-    logits, labels, weights = torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]), torch.tensor([3.0, 1.0])
-    expected = (3 * math.log(2) + 1 * (2 + math.log1p(math.exp(-2)))) / 4
+    # loss: the rows' weighted cross-entropy over the count of non-zero weights (tf.losses' reduction)
+    logits, labels, weights = torch.tensor([0.0, 2.0, 1.0]), torch.tensor([1.0, 0.0, 1.0]), torch.tensor([3.0, 1.0, 0.0])
+    expected = (3 * math.log(2) + 1 * (2 + math.log1p(math.exp(-2)))) / 2
     trainer.l2_regularization = 0.0
     trainer.config.model_config_.embedding_regularization = 0.0
     assert float(trainer.loss(logits, labels, weights, {})) == pytest.approx(expected)
