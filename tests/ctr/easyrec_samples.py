@@ -93,7 +93,7 @@ def write_input(config, columns: dict[str, list], path: Path) -> Path:
 # Embedding tables above this many rows are cut to it: 48 generated rows cannot tell a larger
 # table apart, and EasyRec's criteo configs (four tables of ~4M rows) would take 17 GB and a
 # minute each.
-MAX_TABLE_ROWS = 100_000
+MAX_TABLE_ROWS = 10_000
 
 
 def sample_run(config_path: Path, tmp: Path) -> dict:

@@ -223,7 +223,10 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     n_rows = 0
     rejects_path = Path(str(output_file) + ".rejects")
     try:
-        with torch.no_grad():
+        # TorchScript's optimizing executor profiles and re-compiles a graph on its first calls:
+        # for a config of 100+ features that took ~50 s before the first row was scored. The
+        # plain interpreter runs the same graph at once (the model's ops dominate either way).
+        with torch.no_grad(), torch.jit.optimized_execution(False):
             for batch in iter_batches(reader, paths, batch_size, shuffle=False, shuffle_rows=0, seed=0):
                 if has_outputs:
                     named, counts = module.outputs_with_counts(batch.columns)
