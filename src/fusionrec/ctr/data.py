@@ -442,9 +442,7 @@ class TableReader:
         with np.errstate(invalid="ignore"):
             valid = is_number & np.isfinite(numbers) & (np.abs(numbers) <= FLOAT32_MAX)
         bad(lengths != dim, f"does not hold {dim} numbers joined by {separator!r} (raw_input_dim {dim})")
-        invalid_rows = np.zeros(n, dtype=bool)
-        invalid_rows[rows[~valid]] = True
-        bad(invalid_rows, f"holds a value that is not a finite number within the float32 range (|x| <= {FLOAT32_MAX:.7g})")
+        bad(_rows_with(n, rows, ~valid), f"holds a value that is not a finite number within the float32 range (|x| <= {FLOAT32_MAX:.7g})")
         matrix = np.zeros((n, dim), dtype=np.float64)
         fits = (lengths[rows] == dim) & valid
         offsets = np.r_[0, np.cumsum(lengths)[:-1]]
@@ -460,15 +458,11 @@ class TableReader:
         rows = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)
         n_kv = pc.count_substring(entries, kv_separator).to_numpy(zero_copy_only=False)
         empty = pc.equal(pc.utf8_length(entries), 0).to_numpy(zero_copy_only=False)
-        invalid = np.zeros(len(text), dtype=bool)
-        invalid[rows[(n_kv != 1) & ~empty]] = True
-        bad(invalid, f"holds an entry that is not key{kv_separator}value (entries joined by {separator!r})")
+        bad(_rows_with(len(text), rows, (n_kv != 1) & ~empty), f"holds an entry that is not key{kv_separator}value (entries joined by {separator!r})")
         if weights:
             pattern = "^[^" + re.escape(kv_separator) + "]*" + re.escape(kv_separator) + r"[+-]?(\d+\.?\d*|\.\d+)$"
             decimal = pc.match_substring_regex(entries, pattern).to_numpy(zero_copy_only=False)
-            invalid = np.zeros(len(text), dtype=bool)
-            invalid[rows[~decimal & ~empty & (n_kv == 1)]] = True
-            bad(invalid, f"holds a weight that is not a decimal number (key{kv_separator}0.5)")
+            bad(_rows_with(len(text), rows, ~decimal & ~empty & (n_kv == 1)), f"holds a weight that is not a decimal number (key{kv_separator}0.5)")
 
     def _check_parallel(self, group, typed, keep, path, where, unit, counts) -> None:
         """Lists read as parallel (a seq_att_map's hist_seq) must have equal lengths in every
@@ -576,6 +570,13 @@ def _one_line(error: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------ batches
+def _rows_with(n_rows: int, token_rows: np.ndarray, token_is_bad: np.ndarray) -> np.ndarray:
+    """Mask of the rows that hold at least one bad token (``token_rows``: each token's row)."""
+    out = np.zeros(n_rows, dtype=bool)
+    out[token_rows[token_is_bad]] = True
+    return out
+
+
 def table_to_columns(table: pa.Table, fields: list[InputField]) -> dict[str, torch.Tensor]:
     """Typed Arrow columns -> the tensors FeatureTransform takes (strings as bytes + offsets)."""
     out: dict[str, torch.Tensor] = {}

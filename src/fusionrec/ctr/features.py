@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from fusionrec.ctr.config import FeatureConfig, PipelineConfig
-from fusionrec.ctr.expressions import compile_expression
+from fusionrec.ctr.expressions import Program, compile_expression
 from fusionrec.errors import FusionrecError
 
 # Per-batch counts the transform adds to its output as 0-d tensors, keyed "<feature>.<kind>":
@@ -189,7 +189,7 @@ class _Feature(nn.Module):
         self.embedding_dim = int(config.embedding_dim)
         self.is_combo = config.feature_type == "ComboFeature"
         self.is_expr = config.feature_type == "ExprFeature"
-        program = compile_expression(config.expression or "0", list(config.input_names))
+        program = compile_expression(config.expression, list(config.input_names)) if self.is_expr else Program()
         self.register_buffer("expr_opcodes", torch.tensor(program.opcodes, dtype=torch.int64), persistent=False)
         self.register_buffer("expr_operands", torch.tensor(program.operands, dtype=torch.int64), persistent=False)
         self.register_buffer("expr_constants", torch.tensor(program.constants + [0.0], dtype=torch.float64), persistent=False)
@@ -331,12 +331,19 @@ def _row_lengths(offsets: Tensor) -> Tensor:
     return offsets[1:] - offsets[:-1]
 
 
+def _first_separator(data: Tensor, starts: Tensor, lengths: Tensor, separator: int) -> Tensor:
+    """The position of the first ``separator`` byte at or after each token's start (the reader
+    has checked that every token holds exactly one: key<kv_separator>value)."""
+    at = torch.nonzero(data == separator).squeeze(1)
+    if at.shape[0] == 0:
+        return starts + lengths
+    return at[torch.searchsorted(at, starts).clamp(max=at.shape[0] - 1)]
+
+
 def _weighted_keys(data: Tensor, starts: Tensor, lengths: Tensor, kv_separator: int) -> Tuple[Tensor, Tensor, Tensor]:
     """``key<kv>weight`` tokens -> (key starts, key lengths, weights); the reader has checked
     that each token has one separator and a decimal weight."""
-    kv_at = torch.nonzero(data == kv_separator).squeeze(1)
-    found = torch.searchsorted(kv_at, starts).clamp(max=max(kv_at.shape[0] - 1, 0))
-    split = kv_at[found] if kv_at.shape[0] > 0 else starts + lengths
+    split = _first_separator(data, starts, lengths, kv_separator)
     return starts, split - starts, parse_decimals(data, split + 1, starts + lengths - split - 1)
 
 
@@ -381,9 +388,7 @@ def _lookup_values(key_data: Tensor, key_offsets: Tensor, map_data: Tensor, map_
     """EasyRec's LookupFeature: the (starts, lengths, row) of the values of every entry of each
     row's map (key<kv_separator>value entries) whose key equals that row's key field."""
     starts, lengths, row = split_tokens(map_data, map_offsets, separator)
-    kv_at = torch.nonzero(map_data == kv_separator).squeeze(1)
-    found = torch.searchsorted(kv_at, starts).clamp(max=max(kv_at.shape[0] - 1, 0))
-    split = kv_at[found] if kv_at.shape[0] > 0 else starts + lengths  # the reader checked one kv per entry
+    split = _first_separator(map_data, starts, lengths, kv_separator)
     key_lengths = split - starts
     row_keys = vocab_key(key_data, key_offsets[:-1], _row_lengths(key_offsets))
     selected = vocab_key(map_data, starts, key_lengths) == row_keys[row]

@@ -90,17 +90,18 @@ class DINAttention(nn.Module):
             return self._forward_with_padding_statistics(query, keys, mask)
         # Only the valid (unpadded) positions are scored: without batch norm, or in eval mode
         # (running statistics), padded positions cannot change the valid ones' scores.
-        rows, positions, hidden = self._first_layer(query, keys, mask)
+        rows, positions, hidden = self._first_layer(query, self._query_part(query), keys, mask)
         for i, layer in enumerate(self.mlp.net):
             if i > 0:
                 hidden = layer(hidden)
         valid_scores = self.score_post(self.score(hidden)).squeeze(1)
         return self._attend(valid_scores, rows, positions, keys, mask)
 
-    def _first_layer(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def _first_layer(self, query: Tensor, query_part: Tensor, keys: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """(rows, positions, first-layer pre-activations) of the valid positions. The first layer
         is linear in [q, k, q - k, q * k]: W [q; k; q-k; q*k] = (W1 + W3) q + (W2 - W3) k + W4 (q * k),
-        so the query part is computed once per row and the 4D-wide input is never built."""
+        so the query part (``_query_part``) is computed once per row and the 4D-wide input is
+        never built."""
         dim = keys.shape[2]
         first = self.mlp.net[0]
         w = first.weight
@@ -109,7 +110,7 @@ class DINAttention(nn.Module):
         where = torch.nonzero(mask)
         rows, positions = where[:, 0], where[:, 1]
         valid_keys = keys[rows, positions]  # n_valid x D
-        hidden = self._query_part(query).index_select(0, rows) + valid_keys @ w_key.t()
+        hidden = query_part.index_select(0, rows) + valid_keys @ w_key.t()
         hidden = hidden + (query.index_select(0, rows) * valid_keys) @ w_product.t()
         return rows, positions, hidden
 
@@ -139,9 +140,10 @@ class DINAttention(nn.Module):
         of padded positions, give exactly EasyRec's statistics (and gradients) at the cost of
         the valid positions only."""
         batch, length, _ = keys.shape
-        rows, positions, hidden = self._first_layer(query, keys, mask)
+        query_part = self._query_part(query)  # also the first layer of each row's padded positions
+        rows, positions, hidden = self._first_layer(query, query_part, keys, mask)
         n_padded = (length - mask.sum(dim=1)).to(hidden.dtype)
-        x = torch.cat([hidden, self._query_part(query)])
+        x = torch.cat([hidden, query_part])
         weights = torch.cat([torch.ones(hidden.shape[0], dtype=hidden.dtype, device=hidden.device), n_padded])
         layers = [layer for i, layer in enumerate(self.mlp.net) if i > 0] + [self.score] + list(self.score_post)
         for layer in layers:

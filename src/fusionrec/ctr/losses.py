@@ -68,27 +68,28 @@ def pairwise(logits: Tensor, labels: Tensor, weights: Tensor | None, margin: flo
     """EasyRec's pairwise_loss (RankNet-style): over every pair (i, j) of the batch with
     label_i > label_j, sigmoid cross-entropy of s_i - s_j - margin against 1, s = logits /
     temperature; each pair weighs the weight of its i; 0 when the batch has no such pair."""
-    scores = logits / temperature
-    pair_logits = scores.unsqueeze(1) - scores.unsqueeze(0) - margin
-    mask = (labels.unsqueeze(1) - labels.unsqueeze(0)) > 0
-    if not bool(mask.any()):
+    differences, pair_weights = _ordered_pairs(logits / temperature, labels, weights)
+    if differences.numel() == 0:
         return logits.sum() * 0.0
-    per_pair = F.binary_cross_entropy_with_logits(pair_logits[mask], torch.ones_like(pair_logits[mask]), reduction="none")
-    pair_weights = weights.unsqueeze(1).expand_as(mask)[mask] if weights is not None else None
+    per_pair = F.binary_cross_entropy_with_logits(differences - margin, torch.ones_like(differences), reduction="none")
     return sum_by_nonzero_weights(per_pair, pair_weights)
 
 
 def pairwise_logistic(logits: Tensor, labels: Tensor, weights: Tensor | None, temperature: float = 1.0) -> Tensor:
     """EasyRec's pairwise_logistic_loss: sum over pairs with label_i > label_j of
     log(1 + exp(-(s_i - s_j))), s = logits / temperature, as a weighted mean over the pairs."""
-    scores = logits / temperature
-    pair_logits = scores.unsqueeze(1) - scores.unsqueeze(0)
-    mask = (labels.unsqueeze(1) - labels.unsqueeze(0)) > 0
-    if not bool(mask.any()):
+    differences, pair_weights = _ordered_pairs(logits / temperature, labels, weights)
+    if differences.numel() == 0:
         return logits.sum() * 0.0
-    per_pair = F.softplus(-pair_logits[mask])
+    return _weighted_mean(F.softplus(-differences), pair_weights)
+
+
+def _ordered_pairs(scores: Tensor, labels: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """s_i - s_j over the pairs (i, j) with label_i > label_j, and each pair's weight (its i's)."""
+    mask = (labels.unsqueeze(1) - labels.unsqueeze(0)) > 0
+    differences = (scores.unsqueeze(1) - scores.unsqueeze(0))[mask]
     pair_weights = weights.unsqueeze(1).expand_as(mask)[mask] if weights is not None else None
-    return _weighted_mean(per_pair, pair_weights)
+    return differences, pair_weights
 
 
 def _weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:

@@ -129,8 +129,9 @@ class DeepFM(_Base):
         self.deep_groups = nn.ModuleList(g for name, g in groups.items() if not g.wide and name != "fm")
         if len(self.deep_groups) == 0:
             raise FusionrecError("DeepFM: needs at least one DEEP feature group")
-        fm_groups = [groups["fm"]] if "fm" in groups and not groups["fm"].wide else list(self.deep_groups)
-        self.fm_groups = nn.ModuleList(fm_groups)
+        self.fm_is_deep = not ("fm" in groups and not groups["fm"].wide)
+        fm_groups = list(self.deep_groups) if self.fm_is_deep else [groups["fm"]]
+        self.fm_groups = nn.ModuleList([] if self.fm_is_deep else fm_groups)
         dims = {d for g in fm_groups for d in g.field_dims}
         if len(dims) != 1:
             raise FusionrecError(f"DeepFM: the FM needs every field it crosses to have one embedding_dim, found {sorted(dims)}")
@@ -147,13 +148,15 @@ class DeepFM(_Base):
         self._output_layers(1 + fm_dim + self.dnn.out_dim, params.final_dnn)
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
-        deep_parts: List[Tensor] = []
+        deep_fields: List[Tensor] = []
         for group in self.deep_groups:
-            deep_parts.append(group(features))
-        deep = self.dnn(torch.cat(deep_parts, dim=1))
-        fields: List[Tensor] = []
-        for group in self.fm_groups:
-            fields.extend(group.fields(features))
+            deep_fields.extend(group.fields(features))
+        deep = self.dnn(torch.cat(deep_fields, dim=1))
+        fields: List[Tensor] = deep_fields  # the FM crosses the DEEP fields, looked up once, unless a group `fm` is set
+        if not self.fm_is_deep:
+            fields = []
+            for group in self.fm_groups:
+                fields.extend(group.fields(features))
         fm = self.fm(torch.stack(fields, dim=1))
         wide = torch.zeros(deep.shape[0], 1, dtype=deep.dtype)
         for group in self.wide_groups:
@@ -193,7 +196,7 @@ class FM(_Base):
 
 class AutoInt(_Base):
     """AutoInt (Song et al., CIKM 2019) as EasyRec's: the first feature group's fields (a DIN
-    output counts as one field per key) through ``interacting_layer_num`` interacting layers,
+    output, [attended, candidate], counts as two fields per key width) through ``interacting_layer_num`` interacting layers,
     flattened, then one linear layer."""
 
     def __init__(self, config: PipelineConfig, transform: FeatureTransform):
