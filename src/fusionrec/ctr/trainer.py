@@ -136,13 +136,13 @@ class Trainer:
 
     def _embedding_lookups(self) -> list[tuple[torch.nn.Embedding, str]]:
         """(table, feature) pairs, for embedding_regularization on the rows a batch looks up."""
-        from fusionrec.ctr.embedding import AttentionPoolSlot, BagSlot, DINSlot, IdSlot, TextCNNSlot
+        from fusionrec.ctr.embedding import AttentionPoolSlot, BagSlot, IdSlot, SequenceGroupSlot, SequenceSlot, TextCNNSlot
 
         pairs = []
         for module in self.model.modules():
-            if isinstance(module, (IdSlot, BagSlot, AttentionPoolSlot, TextCNNSlot)):
+            if isinstance(module, (IdSlot, BagSlot, AttentionPoolSlot, TextCNNSlot, SequenceSlot)):
                 pairs.append((module.table, module.name))
-            elif isinstance(module, DINSlot):
+            elif isinstance(module, SequenceGroupSlot):  # DIN and BST
                 pairs.extend(zip(module.key_tables, module.keys))
                 pairs.extend(zip(module.hist_tables, module.hists))
         return pairs
