@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.boosting import make_split_finder
 from fusionrec.gbdt.grower import FeatureSampler, TreeGrower, Workspace
 from fusionrec.gbdt.params import resolve_params
 
@@ -38,12 +39,10 @@ def test_leaf_segments_hold_exactly_the_rows_routed_to_each_leaf(rng, extra, sub
     rows = np.flatnonzero(rng.random(n) < subsample).astype(np.int32)
     sampler = FeatureSampler(rng, data.n_features, 1.0, 1.0, 1.0)
     sampler.new_tree()
-    workspace = Workspace(n, data.n_features)
-    for _ in range(2):  # a reused workspace must not leak the previous tree's rows
-        grower = TreeGrower(
-            data.codes, data.codes_by_feature, data.n_bins_per_feature, data.cuts, gh, rows, rows.shape[0] == n,
-            sampler, params, workspace,
-        )  # fmt: skip
+    workspace = Workspace(n)
+    finder = make_split_finder(params, data)
+    for _ in range(2):  # a reused workspace and finder must not leak the previous tree's rows
+        grower = TreeGrower(finder, gh, rows, rows.shape[0] == n, sampler, params, workspace)
         tree, segments = grower.grow()
         assert len(segments) > 4
         expected = {}

@@ -9,7 +9,7 @@ from fusionrec.gbdt.histogram import (
     new_histogram,
     subtract_histogram,
 )
-from fusionrec.gbdt.split import find_best_split, leaf_score, leaf_weight
+from fusionrec.gbdt.split import CANDIDATE_DTYPE, Regularization, find_best_split, leaf_score, leaf_weight
 
 
 def numpy_histogram(codes, rows, gh, features):
@@ -112,12 +112,12 @@ def test_best_split_matches_brute_force(rng, lam, alpha, mds, mcw):
     features = np.arange(n_feat, dtype=np.int32)
     hist = build(codes, np.arange(n_rows, dtype=np.int32), np.ascontiguousarray(gh), features)
     sum_g, sum_h = hist[0, :, 0].sum(), hist[0, :, 1].sum()
-    out = [np.empty(n_feat), np.empty(n_feat, np.int32), np.empty(n_feat, np.bool_), np.empty(n_feat), np.empty(n_feat)]
-    find_best_split(hist, features, np.ones(n_feat, np.uint8), n_bins, sum_g, sum_h, lam, alpha, mds, mcw, *out)
-    k = int(np.argmax(out[0]))
+    out = np.empty(n_feat, CANDIDATE_DTYPE)
+    find_best_split(hist, features, np.ones(n_feat, np.uint8), n_bins, sum_g, sum_h, Regularization(lam, alpha, mds, mcw), out)
+    k = int(np.argmax(out["gain"]))
     gain, where = naive_best_split(hist, n_bins, lam, alpha, mds, mcw)
-    assert out[0][k] == pytest.approx(gain, rel=1e-9)
-    assert (k, out[1][k]) == where
+    assert out["gain"][k] == pytest.approx(gain, rel=1e-9)
+    assert (k, out["bin"][k]) == where
 
 
 def test_leaf_weight_is_the_papers_closed_form():

@@ -15,11 +15,11 @@ import scipy.sparse as sp
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, dense_with_nan as _dense_with_nan, to_feature_matrix
 from fusionrec.gbdt.dataset import Dataset
-from fusionrec.gbdt.grower import FeatureSampler, TreeGrower, Workspace, add_leaf_values
+from fusionrec.gbdt.boosting import BoostingRound
 from fusionrec.gbdt.metric import check_metric_fits, evaluate
-from fusionrec.gbdt.objective import Objective, make_objective, weighted_quantile
+from fusionrec.gbdt.objective import Objective, make_objective
 from fusionrec.gbdt.params import effective_n_threads, metric_names, n_classes_of, resolve_params
-from fusionrec.gbdt.tree import Forest, Tree, predict_csr, predict_dense, predict_leaf_dense
+from fusionrec.gbdt.tree import Forest, add_forest_margin, predict_leaf_dense
 
 IMPORTANCE_TYPES = ("weight", "gain", "cover", "total_gain", "total_cover")
 
@@ -67,7 +67,7 @@ class Booster:
         self._objective: Objective | None = None
         self._forest: Forest | None = None
         self._margin_cache: dict[int, tuple[Any, np.ndarray, int]] = {}
-        self._workspace: Workspace | None = None
+        self._round: BoostingRound | None = None
         if model_file is not None:
             from fusionrec.gbdt.model_io import load_into
 
@@ -100,7 +100,7 @@ class Booster:
         state = self.__dict__.copy()
         state["_margin_cache"] = {}
         state["_forest"] = None
-        state["_workspace"] = None
+        state["_round"] = None
         return state
 
     def _configure(self, dtrain: Dataset) -> None:
@@ -135,19 +135,6 @@ class Booster:
             return self._forest
         return Forest.of(self.trees[first_round * k : last * k], self.tree_group[first_round * k : last * k], k)
 
-    @staticmethod
-    def _add_forest(values, forest: Forest, out: np.ndarray) -> None:
-        if forest.tree_start.shape[0] == 0:
-            return
-        f = forest
-        if sp.issparse(values):
-            predict_csr(
-                values.indptr, values.indices, values.data, values.shape[1],
-                f.feature, f.threshold, f.left, f.right, f.default_left, f.value, f.tree_start, f.tree_group, out,
-            )  # fmt: skip
-        else:
-            predict_dense(values, f.packed_int, f.packed_float, f.value, f.tree_start, f.tree_group, f.tree_depth, out)
-
     def _cached_margin(self, dataset: Dataset) -> np.ndarray:
         """Margins of ``dataset`` for all trees so far, updated incrementally across rounds."""
         key = id(dataset)
@@ -159,7 +146,7 @@ class Booster:
             _, margin, n_done = cached
         if n_done < len(self.trees):
             new = Forest.of(self.trees[n_done:], self.tree_group[n_done:], self.n_groups)
-            self._add_forest(dataset.raw.values, new, margin)
+            add_forest_margin(dataset.raw.values, new, margin)
         self._margin_cache[key] = (dataset, margin, len(self.trees))
         return margin
 
@@ -176,69 +163,14 @@ class Booster:
             self._update(dtrain)
 
     def _update(self, dtrain: Dataset) -> None:
-        p = self.params
-        objective = self.objective
-        if objective.name == "custom":
-            objective.dataset = dtrain
+        if self._round is None or self._round.objective is not self.objective or self._round.params is not self.params:
+            self._round = BoostingRound(self.params, self.objective, self.n_groups)
         margin = self._cached_margin(dtrain)
-        y, w = dtrain.label, dtrain.weight
-        n = dtrain.n_rows
-        if self._workspace is None or not self._workspace.fits(n, dtrain.n_features):
-            self._workspace = Workspace(n, dtrain.n_features)
-        gh = np.empty((n, 2), dtype=np.float32)
-        fused = self.n_groups == 1 and objective.fill_pairs(margin, y, w, gh)
-        if not fused:
-            gradients, hessians = objective.gradients(margin, y, w)
-        if p["subsample"] < 1.0:
-            rows = np.flatnonzero(self.rng.random(n) < p["subsample"]).astype(np.int32)
-        else:
-            rows = np.arange(n, dtype=np.int32)
-        all_rows = rows.shape[0] == n
-        sampler = FeatureSampler(
-            self.rng, dtrain.n_features, p["colsample_bytree"], p["colsample_bylevel"], p["colsample_bynode"]
-        )
-        n_bins = dtrain.n_bins_per_feature
-        for group in range(self.n_groups):
-            sampler.new_tree()
-            if not fused:
-                gh[:, 0] = gradients[group]
-                gh[:, 1] = hessians[group]
-            if rows.shape[0] == 0:
-                tree, segments = Tree.single_leaf(0.0, 0.0), []
-            else:
-                grower = TreeGrower(
-                    dtrain.codes, dtrain.codes_by_feature, n_bins, dtrain.cuts, gh, rows, all_rows, sampler, p, self._workspace
-                )
-                tree, segments = grower.grow()
-                if objective.leaf_quantile is not None:
-                    self._refresh_leaves(tree, segments, grower.rows, margin[:, group], y, w)
-                if all_rows:
-                    leaves = np.array([s[0] for s in segments], dtype=np.int64)
-                    add_leaf_values(
-                        grower.rows,
-                        np.array([s[1] for s in segments], dtype=np.int64),
-                        np.array([s[2] for s in segments], dtype=np.int64),
-                        tree.value[leaves],
-                        margin[:, group],
-                    )
-            if not all_rows or rows.shape[0] == 0:
-                one = Forest.of([tree], [0], 1)
-                column = np.zeros((n, 1))
-                self._add_forest(dtrain.raw.values, one, column)
-                margin[:, group] += column[:, 0]
+        for group, tree in enumerate(self._round.run(dtrain, margin, self.rng)):
             self.trees.append(tree)
             self.tree_group.append(group)
         self._margin_cache[id(dtrain)] = (dtrain, margin, len(self.trees))
         self._forest = None
-
-    def _refresh_leaves(self, tree, segments, rows, margin, y, w) -> None:
-        """Set each leaf to the weighted quantile of its rows' residuals (L1 / quantile loss)."""
-        alpha = self.objective.leaf_quantile
-        eta = float(self.params["learning_rate"])
-        for leaf, start, stop in segments:
-            members = rows[start:stop]
-            residual = y[members] - margin[members]
-            tree.value[leaf] = eta * weighted_quantile(residual, None if w is None else w[members], alpha)
 
     # -- evaluation --------------------------------------------------------------------------
     def eval_set(
@@ -330,7 +262,7 @@ class Booster:
                 return contribs[:, 0, :] if self.n_groups == 1 else contribs
             base = self.base_margin() if start == 0 else np.zeros(self.n_groups)
             margin = np.tile(base, (matrix.n_rows, 1))
-            self._add_forest(matrix.values, forest, margin)
+            add_forest_margin(matrix.values, forest, margin)
         if output_margin:
             return margin[:, 0] if self.n_groups == 1 else margin
         return self.objective.transform(margin)

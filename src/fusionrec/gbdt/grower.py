@@ -1,9 +1,10 @@
-"""Stage 4: grow one tree from gradient statistics over binned data.
+"""Stage 4: grow one tree from gradient statistics, asking a split finder for the splits.
 
-The grower keeps each node's rows as a contiguous segment of one ``rows`` array, split in
-place and stably when the node splits. Histograms flow one way: the root's is built, then
-for every split the smaller child's is built and the larger child's is the parent's minus
-it. Children that cannot split further (depth limit, too little hessian) get no histogram.
+The grower keeps each node's rows as a contiguous segment of one ``rows`` array, split
+stably into the other buffer of a pair when the node splits. Which split a node takes is
+the split finder's business (``hist_finder``, ``exact_finder``, ``approx_finder``): the
+grower only asks for the best splits of a set of nodes and for which rows go left.
+Children that cannot split further (depth limit, too little hessian) are never asked about.
 
 ``grow_policy='depthwise'`` expands level by level (``max_depth``); ``'lossguide'``
 always expands the leaf with the largest gain (``max_leaves``), as LightGBM does. After
@@ -17,32 +18,51 @@ import heapq
 import numpy as np
 from numba import njit, prange
 
-from fusionrec.gbdt.histogram import (
-    build_histogram,
-    MAX_BLOCKS,
-    build_histogram_all_rows,
-    n_blocks_for,
-    new_histogram,
-    subtract_histogram,
-)
-from fusionrec.gbdt.split import GAIN_EPS, find_best_split, leaf_weight
-from fusionrec.gbdt.tree import THRESHOLD_ALL, Tree
+from fusionrec.gbdt.binning import MISSING_CODE
+from fusionrec.gbdt.split import Regularization, Split, leaf_weight
+from fusionrec.gbdt.tree import Tree
 
 PARTITION_BLOCK = 16384
 
 
+def n_partition_blocks(n_rows: int) -> int:
+    return max(1, min(32, -(-n_rows // PARTITION_BLOCK)))
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def partition_rows(rows, gh, out_rows, out_gh, start, stop, column, split_bin, default_left, go_left, n_blocks):
-    """Stable partition of rows[start:stop] into out_rows[start:stop], left rows first.
+def decide_by_codes(rows, start, stop, column, split_bin, default_left, go_left, n_blocks):
+    """go_left[i - start] for rows[start:stop] of a split at a Dataset bin (hist, approx global).
+
+    ``column`` is the split feature's codes, contiguous (a row of the column-major codes):
+    a node's rows are ascending, so reading it walks memory forward.
+    """
+    n = stop - start
+    block = (n + n_blocks - 1) // n_blocks
+    for b in prange(n_blocks):
+        for i in range(start + b * block, min(stop, start + (b + 1) * block)):
+            c = column[rows[i]]
+            go_left[i - start] = default_left if c == MISSING_CODE else c <= split_bin
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def decide_by_values(rows, start, stop, column, threshold, default_left, go_left, n_blocks):
+    """go_left for a split at a raw threshold (exact, approx local): x <= threshold; NaN -> default."""
+    n = stop - start
+    block = (n + n_blocks - 1) // n_blocks
+    for b in prange(n_blocks):
+        for i in range(start + b * block, min(stop, start + (b + 1) * block)):
+            x = column[rows[i]]
+            go_left[i - start] = default_left if np.isnan(x) else x <= threshold
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def partition_rows(rows, gh, out_rows, out_gh, start, stop, go_left, n_blocks):
+    """Stable partition of rows[start:stop] into out_rows[start:stop] by ``go_left``, left first.
 
     Returns the left count. ``gh`` holds the rows' gradient pairs in the same order as
     ``rows`` and moves with them into ``out_gh``, so histogram passes read gradients
     sequentially. Writing to the other buffer of a pair (instead of in place) saves a
     copy-back; node segments are disjoint, so the buffers' other segments are untouched.
-
-    ``column`` is the split feature's codes, contiguous (a row of the column-major codes):
-    a node's rows are ascending, so reading it walks memory forward.
-
     Two passes over fixed-size blocks (count, then scatter at prefix offsets) so the
     result does not depend on the number of threads.
     """
@@ -50,34 +70,40 @@ def partition_rows(rows, gh, out_rows, out_gh, start, stop, column, split_bin, d
     block = (n + n_blocks - 1) // n_blocks
     left_counts = np.zeros(n_blocks + 1, dtype=np.int64)
     for b in prange(n_blocks):
-        s = start + b * block
-        e = min(stop, s + block)
         count = 0
-        for i in range(s, e):
-            c = column[rows[i]]
-            left = default_left if c == 255 else c <= split_bin
-            go_left[i - start] = left
-            count += left
+        for i in range(b * block, min(n, (b + 1) * block)):
+            count += go_left[i]
         left_counts[b + 1] = count
     for b in range(n_blocks):
         left_counts[b + 1] += left_counts[b]
     n_left = left_counts[n_blocks]
     for b in prange(n_blocks):
-        s = start + b * block
-        e = min(stop, s + block)
+        s = b * block
+        e = min(n, s + block)
         li = start + left_counts[b]
-        ri = start + n_left + (b * block - left_counts[b])
+        ri = start + n_left + (s - left_counts[b])
         for i in range(s, e):
-            if go_left[i - start]:
+            if go_left[i]:
                 j = li
                 li += 1
             else:
                 j = ri
                 ri += 1
-            out_rows[j] = rows[i]
-            out_gh[j, 0] = gh[i, 0]
-            out_gh[j, 1] = gh[i, 1]
+            out_rows[j] = rows[start + i]
+            out_gh[j, 0] = gh[start + i, 0]
+            out_gh[j, 1] = gh[start + i, 1]
     return n_left
+
+
+@njit(cache=True, nogil=True)
+def segment_sums(gh, start, stop):
+    """(sum of gradients, sum of hessians) of gh[start:stop] in float64, in row order."""
+    g = 0.0
+    h = 0.0
+    for i in range(start, stop):
+        g += gh[i, 0]
+        h += gh[i, 1]
+    return g, h
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -132,54 +158,84 @@ class FeatureSampler:
 
 
 class Workspace:
-    """Buffers reused across nodes and trees: fresh large arrays would page-fault on every use."""
+    """Row buffers reused across trees: fresh large arrays would page-fault on every use."""
 
-    def __init__(self, n_rows: int, n_features: int):
-        self.n_rows, self.n_features = n_rows, n_features
-        self.block_hists = np.empty((MAX_BLOCKS, n_features, 256, 2))
+    def __init__(self, n_rows: int):
+        self.n_rows = n_rows
         self.go_left = np.empty(n_rows, np.bool_)
         # two (row ids, gradient pairs in node order) buffers; a split moves a node's segment
         # from one to the other
         self.rows_pair = (np.empty(n_rows, np.int32), np.empty(n_rows, np.int32))
         self.gh_pair = (np.empty((n_rows, 2), np.float32), np.empty((n_rows, 2), np.float32))
-        self._free: list[np.ndarray] = []
+        self.finder_state: dict = {}  # split finders keep their reusable buffers here
 
-    def fits(self, n_rows: int, n_features: int) -> bool:
-        return self.n_rows >= n_rows and self.n_features >= n_features
-
-    def take_histogram(self, n_feat: int) -> np.ndarray:
-        while self._free:
-            hist = self._free.pop()
-            if hist.shape[0] == n_feat:
-                return hist
-        return new_histogram(n_feat)
-
-    def give_back(self, hist: np.ndarray) -> None:
-        self._free.append(hist)
+    def fits(self, n_rows: int) -> bool:
+        return self.n_rows >= n_rows
 
 
-class _Node:
-    __slots__ = ("id", "start", "stop", "buffer", "sum_g", "sum_h", "depth", "hist", "split", "left", "right")
+class Node:
+    """A node while the tree grows: its rows are ``rows_pair[buffer][start:stop]``."""
 
-    def __init__(self, node_id, start, stop, buffer, sum_g, sum_h, depth):
+    __slots__ = ("id", "start", "stop", "buffer", "sum_g", "sum_h", "depth", "split", "left", "right", "parent")
+
+    def __init__(self, node_id, start, stop, buffer, sum_g, sum_h, depth, parent=None):
         self.id = node_id
         self.start, self.stop = start, stop
         self.buffer = buffer  # which of the workspace's buffer pair holds the node's rows
         self.sum_g, self.sum_h = sum_g, sum_h
         self.depth = depth
-        self.hist = None
-        self.split = None  # (gain, feature, bin, default_left, left_g, left_h)
+        self.split: Split | None = None
         self.left = self.right = None
+        self.parent = parent
+
+    @property
+    def n_rows(self) -> int:
+        return self.stop - self.start
+
+
+class SplitFinder:
+    """What the grower asks of a split finder (histogram, exact or approximate).
+
+    The grower owns the rows: each node's rows, with their gradient pairs in the same
+    order, are a segment of ``grower.rows_pair[node.buffer]`` / ``grower.gh_pair[...]``;
+    ``grower.gh`` holds the gradient pairs by row id. A finder binds its data and constants
+    when it is made, and per tree in ``begin_tree``; the grower never knows which one it is.
+    """
+
+    def begin_tree(self, grower: "TreeGrower") -> None:
+        self.grower = grower
+
+    def root_sums(self, root: Node) -> tuple[float, float]:
+        """Total gradient and hessian of the root's rows."""
+        rows_gh = self.grower.gh_pair[root.buffer]
+        return segment_sums(rows_gh, root.start, root.stop)
+
+    def find_splits(self, nodes: list[Node], masks: list[np.ndarray]) -> None:
+        """Set ``node.split`` (or leave None) for each node; masks[i] over the tree's features."""
+        raise NotImplementedError
+
+    def decide(self, node: Node, split: Split, go_left: np.ndarray) -> None:
+        """go_left[i] for the node's i-th row."""
+        raise NotImplementedError
+
+    def forget(self, node: Node) -> None:
+        """The node will never be split or serve as a parent again: free what it holds."""
+
+    def end_tree(self) -> None:
+        self.grower = None
 
 
 class TreeGrower:
-    """Grows one tree. ``rows`` are the (sub)sampled row ids; ``all_rows`` says rows == arange(n)."""
+    """Grows one tree with a split finder. ``rows`` are the (sub)sampled row ids;
+    ``all_rows`` says rows == arange(n).
 
-    def __init__(self, codes, codes_by_feature, n_bins, cuts, gh, rows, all_rows, sampler: FeatureSampler, params, workspace: "Workspace"):
-        self.codes = codes
-        self.codes_by_feature = codes_by_feature
-        self.n_bins = n_bins
-        self.cuts = cuts
+    Depthwise growth asks the finder for the splits of a whole level at once (the exact
+    finder scans each column once per level for all of its nodes); lossguide asks for the
+    two children of the split it just made.
+    """
+
+    def __init__(self, finder: SplitFinder, gh, rows, all_rows, sampler: FeatureSampler, params, workspace: Workspace):
+        self.finder = finder
         self.gh = gh
         self.workspace = workspace
         n = rows.shape[0]
@@ -196,61 +252,32 @@ class TreeGrower:
         self.sampler = sampler
         self.features = sampler.tree_features
         p = params
-        self.reg_lambda = float(p["reg_lambda"])
-        self.reg_alpha = float(p["reg_alpha"])
-        self.max_delta_step = float(p["max_delta_step"])
-        self.min_child_weight = float(p["min_child_weight"])
+        self.reg = Regularization.of(p)
         self.gamma = float(p["gamma"])
         self.max_depth = int(p["max_depth"])
         self.max_leaves = int(p["max_leaves"])
         self.lossguide = p["grow_policy"] == "lossguide"
         self.learning_rate = float(p["learning_rate"])
-        n_feat = self.features.shape[0]
-        self._gain = np.empty(n_feat)
-        self._bin = np.empty(n_feat, np.int32)
-        self._default_left = np.empty(n_feat, np.bool_)
-        self._left_g = np.empty(n_feat)
-        self._left_h = np.empty(n_feat)
         self._go_left = workspace.go_left
-        self.nodes: list[_Node] = []
+        self.nodes: list[Node] = []
 
-    # -- histogram helpers -------------------------------------------------------------
-    def _build(self, node: _Node, whole: bool) -> np.ndarray:
-        n_feat = self.features.shape[0]
-        n_rows = node.stop - node.start
-        blocks = self.workspace.block_hists[: n_blocks_for(n_rows), :n_feat]
-        hist = self.workspace.take_histogram(n_feat)
-        if whole:
-            build_histogram_all_rows(self.codes, self.gh, self.features, blocks, hist)
-        else:
-            rows, gh = self.rows_pair[node.buffer], self.gh_pair[node.buffer]
-            build_histogram(self.codes, rows[node.start : node.stop], gh[node.start : node.stop], self.features, blocks, hist)
-        return hist
-
-    def _can_split(self, node: _Node) -> bool:
+    def _can_split(self, node: Node) -> bool:
         if self.max_depth > 0 and node.depth >= self.max_depth:
             return False
         # hessian, not row count, decides: a weight-2 row must act like two rows
-        if node.stop - node.start < 1 or node.sum_h <= 0.0 or node.sum_h < 2.0 * self.min_child_weight:
+        if node.n_rows < 1 or node.sum_h <= 0.0 or node.sum_h < 2.0 * self.reg.min_child_weight:
             return False
         return True
 
-    def _evaluate(self, node: _Node) -> None:
-        mask = self.sampler.node_mask(node.depth)
-        find_best_split(
-            node.hist, self.features, mask, self.n_bins, node.sum_g, node.sum_h,
-            self.reg_lambda, self.reg_alpha, self.max_delta_step, self.min_child_weight,
-            self._gain, self._bin, self._default_left, self._left_g, self._left_h,
-        )  # fmt: skip
-        k = int(np.argmax(self._gain))  # first maximum: ties go to the lowest feature id
-        if self._gain[k] > GAIN_EPS:
-            node.split = (
-                float(self._gain[k]), int(self.features[k]), int(self._bin[k]),
-                bool(self._default_left[k]), float(self._left_g[k]), float(self._left_h[k]),
-            )  # fmt: skip
+    def _find(self, nodes: list[Node]) -> None:
+        if nodes:
+            self.finder.find_splits(nodes, [self.sampler.node_mask(node.depth) for node in nodes])
+        for node in nodes:
+            if node.split is None:
+                self.finder.forget(node)
 
-    def _new_node(self, start, stop, buffer, sum_g, sum_h, depth) -> _Node:
-        node = _Node(len(self.nodes), start, stop, buffer, sum_g, sum_h, depth)
+    def _new_node(self, start, stop, buffer, sum_g, sum_h, depth, parent=None) -> Node:
+        node = Node(len(self.nodes), start, stop, buffer, sum_g, sum_h, depth, parent)
         self.nodes.append(node)
         return node
 
@@ -258,76 +285,80 @@ class TreeGrower:
     def grow(self) -> tuple[Tree, list[tuple[int, int, int]]]:
         """The tree (leaf values scaled by the learning rate) and (leaf node, start, stop) segments."""
         n = self.rows.shape[0]
+        self.finder.begin_tree(self)
         root = self._new_node(0, n, 0, 0.0, 0.0, 0)
-        root.hist = self._build(root, self.all_rows)
-        first = root.hist[0]
-        root.sum_g = float(first[:, 0].sum())
-        root.sum_h = float(first[:, 1].sum())
-        if self._can_split(root):
-            self._evaluate(root)
-        n_leaves = 1
-        frontier: list = []
-        counter = 0
-
-        def push(node):
-            nonlocal counter
-            if node.split is not None:
-                key = (-node.split[0], node.id) if self.lossguide else (node.depth, node.id)
-                heapq.heappush(frontier, (key, counter, node))
-                counter += 1
-
-        push(root)
-        while frontier and (self.max_leaves == 0 or n_leaves < self.max_leaves):
-            _, _, node = heapq.heappop(frontier)
-            n_leaves += 1
-            # the split that reaches max_leaves makes leaves that will never split: no histograms
-            self._split(node, expand=self.max_leaves == 0 or n_leaves < self.max_leaves)
-            push(node.left)
-            push(node.right)
+        root.sum_g, root.sum_h = self.finder.root_sums(root)
+        self._find([root] if self._can_split(root) else [])
+        if self.lossguide:
+            self._grow_lossguide(root)
+        else:
+            self._grow_depthwise(root)
         for node in self.nodes:
-            if node.hist is not None:
-                self.workspace.give_back(node.hist)
-                node.hist = None
+            self.finder.forget(node)
             if node.left is None and node.buffer == 1:
                 # every leaf's rows into self.rows; leaves tile [0, n), so after pruning a
                 # collapsed node's segment there holds exactly its rows too
                 self.rows[node.start : node.stop] = self.rows_pair[1][node.start : node.stop]
+        self.finder.end_tree()
         self._prune()
         return self._flatten()
 
-    def _split(self, node: _Node, expand: bool) -> None:
-        gain, feature, split_bin, default_left, left_g, left_h = node.split
-        n = node.stop - node.start
+    def _grow_depthwise(self, root: Node) -> None:
+        level = [root]
+        n_leaves = 1
+        while level:
+            children = []
+            for node in level:
+                if node.split is None:
+                    continue
+                if self.max_leaves and n_leaves >= self.max_leaves:
+                    node.split = None
+                    continue
+                n_leaves += 1
+                # the split that reaches max_leaves makes leaves that will never split
+                expand = self.max_leaves == 0 or n_leaves < self.max_leaves
+                children.extend(self._split_and_expand(node, expand))
+            self._find(children)
+            level = children
+
+    def _grow_lossguide(self, root: Node) -> None:
+        frontier: list = []
+        if root.split is not None:
+            heapq.heappush(frontier, ((-root.split.gain, root.id), root))
+        n_leaves = 1
+        while frontier and (self.max_leaves == 0 or n_leaves < self.max_leaves):
+            _, node = heapq.heappop(frontier)
+            n_leaves += 1
+            expand = self.max_leaves == 0 or n_leaves < self.max_leaves
+            children = self._split_and_expand(node, expand)
+            self._find(children)
+            for child in children:
+                if child.split is not None:
+                    heapq.heappush(frontier, ((-child.split.gain, child.id), child))
+
+    def _split_and_expand(self, node: Node, expand: bool) -> list[Node]:
+        """Split ``node``; its children that may split in turn."""
+        children = [child for child in self._split(node) if expand and self._can_split(child)]
+        if not children:
+            self.finder.forget(node)
+        return children
+
+    def _split(self, node: Node) -> tuple[Node, Node]:
+        split = node.split
         source, target = node.buffer, 1 - node.buffer
+        go_left = self._go_left[: node.n_rows]
+        self.finder.decide(node, split, go_left)
         n_left = int(
             partition_rows(
                 self.rows_pair[source], self.gh_pair[source], self.rows_pair[target], self.gh_pair[target],
-                node.start, node.stop, self.codes_by_feature[feature], split_bin, default_left, self._go_left,
-                max(1, min(32, -(-n // PARTITION_BLOCK))),
+                node.start, node.stop, go_left, n_partition_blocks(node.n_rows),
             )
         )  # fmt: skip
         mid = node.start + n_left
-        left = self._new_node(node.start, mid, target, left_g, left_h, node.depth + 1)
-        right = self._new_node(mid, node.stop, target, node.sum_g - left_g, node.sum_h - left_h, node.depth + 1)
+        left = self._new_node(node.start, mid, target, split.left_g, split.left_h, node.depth + 1, node)
+        right = self._new_node(mid, node.stop, target, node.sum_g - split.left_g, node.sum_h - split.left_h, node.depth + 1, node)
         node.left, node.right = left, right
-        left_ok, right_ok = expand and self._can_split(left), expand and self._can_split(right)
-        parent_hist, node.hist = node.hist, None
-        if left_ok or right_ok:
-            small, large = (left, right) if n_left <= n - n_left else (right, left)
-            small.hist = self._build(small, False)
-            if right_ok if large is right else left_ok:
-                subtract_histogram(parent_hist, small.hist, parent_hist)  # parent's buffer becomes the sibling's
-                large.hist, parent_hist = parent_hist, None
-        if parent_hist is not None:
-            self.workspace.give_back(parent_hist)
-        if left_ok:
-            self._evaluate(left)
-        if right_ok:
-            self._evaluate(right)
-        for child in (left, right):
-            if child.split is None and child.hist is not None:
-                self.workspace.give_back(child.hist)
-                child.hist = None
+        return left, right
 
     def _prune(self) -> None:
         """Collapse splits with gain < gamma whose children are both leaves, bottom-up."""
@@ -338,12 +369,12 @@ class TreeGrower:
             changed = False
             for node in self.nodes:
                 if node.left is not None and node.left.left is None and node.right.left is None:
-                    if node.split[0] < self.gamma:
+                    if node.split.gain < self.gamma:
                         node.left = node.right = None
                         changed = True
 
     def _flatten(self) -> tuple[Tree, list[tuple[int, int, int]]]:
-        order: list[_Node] = []
+        order: list[Node] = []
         queue = [self.nodes[0]]
         while queue:  # breadth-first numbering
             node = queue.pop(0)
@@ -364,20 +395,20 @@ class TreeGrower:
             gain=np.zeros(m),
         )
         segments = []
+        reg = self.reg
         for i, node in enumerate(order):
             tree.cover[i] = node.sum_h
-            weight = leaf_weight(node.sum_g, node.sum_h, self.reg_lambda, self.reg_alpha, self.max_delta_step)
+            weight = leaf_weight(node.sum_g, node.sum_h, reg.reg_lambda, reg.reg_alpha, reg.max_delta_step)
             tree.value[i] = self.learning_rate * weight
             if node.left is None:
                 segments.append((i, node.start, node.stop))
                 continue
-            gain, feature, split_bin, default_left, _, _ = node.split
-            cut = self.cuts[feature]
-            tree.feature[i] = feature
-            tree.split_bin[i] = split_bin
-            tree.threshold[i] = cut[split_bin] if split_bin < cut.shape[0] else THRESHOLD_ALL
-            tree.default_left[i] = default_left
-            tree.gain[i] = gain
+            split = node.split
+            tree.feature[i] = split.feature
+            tree.split_bin[i] = split.split_bin
+            tree.threshold[i] = split.threshold
+            tree.default_left[i] = split.default_left
+            tree.gain[i] = split.gain
             tree.left[i] = index[node.left.id]
             tree.right[i] = index[node.right.id]
         return tree, segments

@@ -63,6 +63,9 @@ class Objective:
         self.params = params
         self.n_groups = 1
 
+    def prepare(self, dataset) -> None:
+        """Called before each round's gradients with the training Dataset (groups, custom objectives)."""
+
     def check_label(self, y: np.ndarray) -> None:
         pass
 
@@ -300,6 +303,9 @@ class CustomObjective(Objective):
         self.function = function
         self.n_groups = n_groups
         self.dataset = None
+
+    def prepare(self, dataset) -> None:
+        self.dataset = dataset
 
     def base_score_from(self, y, w):
         return 0.0

@@ -16,10 +16,49 @@ direction becomes the split's default.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
+from fusionrec.gbdt.binning import MISSING_CODE
+
 GAIN_EPS = 1e-6  # XGBoost's kRtEps: a split must beat this to count as an improvement
+NO_SPLIT_BIN = -1  # split_bin of a split that is a threshold only (exact and approx trees)
+
+# One candidate per (node, feature): the best split a split finder found for it.
+CANDIDATE_DTYPE = np.dtype(
+    [("gain", np.float64), ("threshold", np.float64), ("left_g", np.float64), ("left_h", np.float64),
+     ("bin", np.int32), ("default_left", np.bool_)]
+)  # fmt: skip
+
+
+class Regularization(NamedTuple):
+    """The constants of eq. (5)-(7), bound once per tree and passed to every kernel as one tuple."""
+
+    reg_lambda: float
+    reg_alpha: float
+    max_delta_step: float
+    min_child_weight: float
+
+    @classmethod
+    def of(cls, params: dict) -> "Regularization":
+        return cls(
+            float(params["reg_lambda"]), float(params["reg_alpha"]),
+            float(params["max_delta_step"]), float(params["min_child_weight"]),
+        )  # fmt: skip
+
+
+class Split(NamedTuple):
+    """A node's chosen split: x <= threshold goes left, missing goes to the default side."""
+
+    gain: float
+    feature: int
+    threshold: float
+    split_bin: int  # the Dataset bin the threshold closes, or NO_SPLIT_BIN
+    default_left: bool
+    left_g: float
+    left_h: float
 
 
 @njit(cache=True, inline="always")
@@ -57,84 +96,88 @@ def leaf_score(g, h, reg_lambda, reg_alpha, max_delta_step):
     return -(2.0 * g * w + (h + reg_lambda) * w * w + 2.0 * reg_alpha * abs(w))
 
 
+@njit(cache=True, inline="always")
+def split_gain(lg, lh, rg, rh, parent_score, reg):
+    """Eq. (7) without 1/2, or -inf when a child breaks min_child_weight or is empty."""
+    if lh < reg.min_child_weight or rh < reg.min_child_weight or lh <= 0.0 or rh <= 0.0:
+        return -np.inf
+    lam, alpha, mds = reg.reg_lambda, reg.reg_alpha, reg.max_delta_step
+    return leaf_score(lg, lh, lam, alpha, mds) + leaf_score(rg, rh, lam, alpha, mds) - parent_score
+
+
+@njit(cache=True, inline="always")
+def parent_score(sum_g, sum_h, reg):
+    return leaf_score(sum_g, sum_h, reg.reg_lambda, reg.reg_alpha, reg.max_delta_step)
+
+
+@njit(cache=True, inline="always")
+def clear_candidate(out):
+    out.gain = -np.inf
+    out.threshold = 0.0
+    out.bin = NO_SPLIT_BIN
+    out.default_left = False
+    out.left_g = 0.0
+    out.left_h = 0.0
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def find_best_split(
-    hist,
-    hist_features,
-    candidate_mask,
-    n_bins,
-    sum_g,
-    sum_h,
-    reg_lambda,
-    reg_alpha,
-    max_delta_step,
-    min_child_weight,
-    out_gain,
-    out_bin,
-    out_default_left,
-    out_left_g,
-    out_left_h,
-):
-    """Score every candidate split; one result per histogram row ``k``.
+def find_best_split(hist, hist_features, candidate_mask, n_bins, sum_g, sum_h, reg, out):
+    """Score every candidate split of one node from its histogram; one result per row ``k``.
 
     hist[k] belongs to feature ``hist_features[k]``; rows with ``candidate_mask[k] == 0``
-    (column sampling) are skipped. ``out_gain[k]`` is -inf when feature k has no valid split.
-    Split at bin b sends codes <= b left; b = n_bins-1 (all values left) is valid only
-    when the missing values go right.
+    (column sampling) are skipped. ``out[k]`` (CANDIDATE_DTYPE) has gain -inf when feature k
+    has no valid split. Split at bin b sends codes <= b left; b = n_bins-1 (all values left)
+    is valid only when the missing values go right. Both default directions are scored
+    (Algorithm 3): the missing bin's statistics join the left side or the right side.
     """
-    parent = leaf_score(sum_g, sum_h, reg_lambda, reg_alpha, max_delta_step)
-    n_feat = hist.shape[0]
-    for k in prange(n_feat):
-        out_gain[k] = -np.inf
-        out_bin[k] = -1
-        out_default_left[k] = False
-        out_left_g[k] = 0.0
-        out_left_h[k] = 0.0
+    score = parent_score(sum_g, sum_h, reg)
+    for k in prange(hist.shape[0]):
+        best = out[k]
+        clear_candidate(best)
         if candidate_mask[k] == 0:
             continue
         nb = n_bins[hist_features[k]]
-        miss_g = hist[k, 255, 0]
-        miss_h = hist[k, 255, 1]
+        miss_g = hist[k, MISSING_CODE, 0]
+        miss_h = hist[k, MISSING_CODE, 1]
         has_missing = miss_h > 0.0
         cum_g = 0.0
         cum_h = 0.0
         for b in range(nb):
             cum_g += hist[k, b, 0]
             cum_h += hist[k, b, 1]
-            # missing values go right
-            if b < nb - 1 or has_missing:
-                lg = cum_g
-                lh = cum_h
-                rg = sum_g - lg
-                rh = sum_h - lh
-                if lh >= min_child_weight and rh >= min_child_weight and lh > 0.0 and rh > 0.0:
-                    gain = (
-                        leaf_score(lg, lh, reg_lambda, reg_alpha, max_delta_step)
-                        + leaf_score(rg, rh, reg_lambda, reg_alpha, max_delta_step)
-                        - parent
-                    )
-                    if gain > out_gain[k]:
-                        out_gain[k] = gain
-                        out_bin[k] = b
-                        # with no missing values here, send future ones to the heavier side
-                        out_default_left[k] = (not has_missing) and lh >= rh
-                        out_left_g[k] = lg
-                        out_left_h[k] = lh
-            # missing values go left
-            if has_missing and b < nb - 1:
+            if b < nb - 1 or has_missing:  # missing values go right
+                gain = split_gain(cum_g, cum_h, sum_g - cum_g, sum_h - cum_h, score, reg)
+                if gain > best.gain:
+                    best.gain = gain
+                    best.bin = b
+                    # with no missing values here, send future ones to the heavier side
+                    best.default_left = (not has_missing) and cum_h >= sum_h - cum_h
+                    best.left_g = cum_g
+                    best.left_h = cum_h
+            if has_missing and b < nb - 1:  # missing values go left
                 lg = cum_g + miss_g
                 lh = cum_h + miss_h
-                rg = sum_g - lg
-                rh = sum_h - lh
-                if lh >= min_child_weight and rh >= min_child_weight and lh > 0.0 and rh > 0.0:
-                    gain = (
-                        leaf_score(lg, lh, reg_lambda, reg_alpha, max_delta_step)
-                        + leaf_score(rg, rh, reg_lambda, reg_alpha, max_delta_step)
-                        - parent
-                    )
-                    if gain > out_gain[k]:
-                        out_gain[k] = gain
-                        out_bin[k] = b
-                        out_default_left[k] = True
-                        out_left_g[k] = lg
-                        out_left_h[k] = lh
+                gain = split_gain(lg, lh, sum_g - lg, sum_h - lh, score, reg)
+                if gain > best.gain:
+                    best.gain = gain
+                    best.bin = b
+                    best.default_left = True
+                    best.left_g = lg
+                    best.left_h = lh
+
+
+def best_candidate(candidates: np.ndarray, features: np.ndarray, cut_of=None) -> Split | None:
+    """The best of one node's per-feature candidates (first maximum: ties go to the lowest
+    feature id), or None when no split beats GAIN_EPS. ``cut_of(feature, bin)`` gives the
+    threshold of a bin split; without it the candidate's own threshold is used."""
+    k = int(np.argmax(candidates["gain"]))
+    best = candidates[k]
+    if not best["gain"] > GAIN_EPS:
+        return None
+    feature = int(features[k])
+    split_bin = int(best["bin"])
+    threshold = float(best["threshold"]) if cut_of is None else cut_of(feature, split_bin)
+    return Split(
+        float(best["gain"]), feature, threshold, split_bin if cut_of is not None else NO_SPLIT_BIN,
+        bool(best["default_left"]), float(best["left_g"]), float(best["left_h"]),
+    )  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 from numba import njit, prange
 
 THRESHOLD_ALL = float(np.finfo(np.float64).max)  # split that sends every present value left
@@ -78,6 +79,20 @@ class Tree:
             cover=np.array([cover], np.float64),
             gain=np.zeros(1),
         )
+
+
+def add_forest_margin(values, forest: "Forest", out: np.ndarray) -> None:
+    """out[i, group] += the forest's leaf values for row i (dense float32 or CSR values)."""
+    if forest.tree_start.shape[0] == 0:
+        return
+    f = forest
+    if sp.issparse(values):
+        predict_csr(
+            values.indptr, values.indices, values.data, values.shape[1],
+            f.feature, f.threshold, f.left, f.right, f.default_left, f.value, f.tree_start, f.tree_group, out,
+        )  # fmt: skip
+    else:
+        predict_dense(values, f.packed_int, f.packed_float, f.value, f.tree_start, f.tree_group, f.tree_depth, out)
 
 
 @dataclass

@@ -1,0 +1,111 @@
+"""One boosting round: gradients, row and column sampling, one tree per output group.
+
+``Booster.update`` hands the round its margins; the round grows the trees with the split
+finder of ``tree_method`` and adds their leaf values to the margins in place. The finder
+(and the row buffers) are made once per training data set and reused by every tree: the
+exact finder's sorted column block, in particular, is sorted once (section 4.1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.grower import FeatureSampler, SplitFinder, TreeGrower, Workspace, add_leaf_values
+from fusionrec.gbdt.objective import Objective, weighted_quantile
+from fusionrec.gbdt.split import Regularization
+from fusionrec.gbdt.tree import Forest, Tree, add_forest_margin
+
+
+def make_split_finder(params: dict[str, Any], dtrain: Dataset) -> SplitFinder:
+    """The split finder of ``params['tree_method']`` bound to ``dtrain`` and the regularization."""
+    reg = Regularization.of(params)
+    method = params["tree_method"]
+    if method == "exact":
+        from fusionrec.gbdt.exact_finder import ExactSplitFinder
+
+        return ExactSplitFinder(dtrain.column_block, dtrain.values_by_feature, reg)
+    if method == "approx":
+        from fusionrec.gbdt.approx_finder import make_approx_finder
+
+        return make_approx_finder(dtrain, reg, params)
+    from fusionrec.gbdt.hist_finder import HistogramSplitFinder
+
+    return HistogramSplitFinder(dtrain.codes, dtrain.codes_by_feature, dtrain.n_bins_per_feature, dtrain.cuts, reg)
+
+
+class BoostingRound:
+    """Grows the trees of one round; holds what is reused from round to round."""
+
+    def __init__(self, params: dict[str, Any], objective: Objective, n_groups: int):
+        self.params = params
+        self.objective = objective
+        self.n_groups = n_groups
+        self._dataset_id: int | None = None
+        self._finder: SplitFinder | None = None
+        self._workspace: Workspace | None = None
+
+    def _bind(self, dtrain: Dataset) -> None:
+        if self._dataset_id != id(dtrain) or self._finder is None:
+            self._finder = make_split_finder(self.params, dtrain)
+            self._dataset_id = id(dtrain)
+        if self._workspace is None or not self._workspace.fits(dtrain.n_rows):
+            self._workspace = Workspace(dtrain.n_rows)
+
+    def run(self, dtrain: Dataset, margin: np.ndarray, rng: np.random.Generator) -> list[Tree]:
+        """One tree per group (margin[:, group] gains its leaf values, in place)."""
+        p = self.params
+        objective = self.objective
+        objective.prepare(dtrain)
+        self._bind(dtrain)
+        y, w = dtrain.label, dtrain.weight
+        n = dtrain.n_rows
+        gh = np.empty((n, 2), dtype=np.float32)
+        fused = self.n_groups == 1 and objective.fill_pairs(margin, y, w, gh)
+        if not fused:
+            gradients, hessians = objective.gradients(margin, y, w)
+        if p["subsample"] < 1.0:
+            rows = np.flatnonzero(rng.random(n) < p["subsample"]).astype(np.int32)
+        else:
+            rows = np.arange(n, dtype=np.int32)
+        all_rows = rows.shape[0] == n
+        sampler = FeatureSampler(rng, dtrain.n_features, p["colsample_bytree"], p["colsample_bylevel"], p["colsample_bynode"])
+        trees = []
+        for group in range(self.n_groups):
+            sampler.new_tree()
+            if not fused:
+                gh[:, 0] = gradients[group]
+                gh[:, 1] = hessians[group]
+            if rows.shape[0] == 0:
+                tree = Tree.single_leaf(0.0, 0.0)
+            else:
+                grower = TreeGrower(self._finder, gh, rows, all_rows, sampler, p, self._workspace)
+                tree, segments = grower.grow()
+                if objective.leaf_quantile is not None:
+                    self._refresh_leaves(tree, segments, grower.rows, margin[:, group], y, w)
+                if all_rows:
+                    leaves = np.array([s[0] for s in segments], dtype=np.int64)
+                    add_leaf_values(
+                        grower.rows,
+                        np.array([s[1] for s in segments], dtype=np.int64),
+                        np.array([s[2] for s in segments], dtype=np.int64),
+                        tree.value[leaves],
+                        margin[:, group],
+                    )
+            if not all_rows or rows.shape[0] == 0:
+                column = np.zeros((n, 1))
+                add_forest_margin(dtrain.raw.values, Forest.of([tree], [0], 1), column)
+                margin[:, group] += column[:, 0]
+            trees.append(tree)
+        return trees
+
+    def _refresh_leaves(self, tree, segments, rows, margin, y, w) -> None:
+        """Set each leaf to the weighted quantile of its rows' residuals (L1 / quantile loss)."""
+        alpha = self.objective.leaf_quantile
+        eta = float(self.params["learning_rate"])
+        for leaf, start, stop in segments:
+            members = rows[start:stop]
+            residual = y[members] - margin[members]
+            tree.value[leaf] = eta * weighted_quantile(residual, None if w is None else w[members], alpha)
