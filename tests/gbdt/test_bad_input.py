@@ -126,7 +126,7 @@ def test_predict_with_renamed_reordered_or_missing_dataframe_columns():
         ({"max_dept": 3}, "unknown parameter 'max_dept'; did you mean 'max_depth'"),
         ({"eta": 0.1, "learning_rate": 0.2}, "given twice"),
         ({"objective": "multi:softprob"}, "num_class: required"),
-        ({"tree_method": "exact"}, "not implemented yet"),
+        ({"tree_method": "gpu_hist"}, "tree_method=.gpu_hist.: must be one of"),
         ({"reg_lambda": -1.0}, "reg_lambda=-1.0"),
         ({"eval_metric": "accuracy"}, "eval_metric='accuracy'"),
         ({"n_jobs": 0}, "n_jobs=0"),

@@ -72,6 +72,8 @@ class Dataset:
         self.cut_table, self.n_cuts = pack_cuts(self.cuts)
         self.codes = apply_cuts(matrix.values, self.cut_table, self.n_cuts)
         self._codes_by_feature: np.ndarray | None = None
+        self._column_block = None
+        self._values_by_feature: np.ndarray | None = None
 
     @property
     def codes_by_feature(self) -> np.ndarray:
@@ -83,6 +85,25 @@ class Dataset:
         if self._codes_by_feature is None:
             self._codes_by_feature = np.ascontiguousarray(self.codes.T)
         return self._codes_by_feature
+
+    @property
+    def column_block(self):
+        """The sorted column block of the raw values (section 4.1), made on first use by
+        ``tree_method="exact"`` / ``"approx"`` and kept: sorted once, reused by every tree."""
+        if self._column_block is None:
+            from fusionrec.gbdt.column_block import ColumnBlock
+
+            self._column_block = ColumnBlock.from_values(self.raw.values)
+        return self._column_block
+
+    @property
+    def values_by_feature(self) -> np.ndarray | None:
+        """Feature-major float32 copy of dense raw values (routing rows by raw thresholds); None if sparse."""
+        if self.raw.is_sparse:
+            return None
+        if self._values_by_feature is None:
+            self._values_by_feature = np.ascontiguousarray(self.raw.values.T)
+        return self._values_by_feature
 
     @property
     def n_rows(self) -> int:

@@ -28,6 +28,7 @@ from fusionrec import __version__
 from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.errors import FusionrecError, ModelFileError
 from fusionrec.gbdt.params import OBJECTIVES, RULES
+from fusionrec.gbdt.split import NO_SPLIT_BIN
 from fusionrec.gbdt.tree import THRESHOLD_ALL, Tree
 
 FORMAT = "fusionrec.gbdt.Booster"
@@ -291,8 +292,10 @@ def _check_tree(doc: Any, index: int, n_features: int, cuts: list[np.ndarray], f
     for i in np.flatnonzero(internal):
         cut = cuts[tree.feature[i]]
         b = int(tree.split_bin[i])
+        if b == NO_SPLIT_BIN:  # a threshold of its own (tree_method exact / approx)
+            continue
         if not 0 <= b <= cut.shape[0]:
-            fail(f"{where}.split_bin[{i}] = {b}; feature {tree.feature[i]} has bins 0..{cut.shape[0]}")
+            fail(f"{where}.split_bin[{i}] = {b}; feature {tree.feature[i]} has bins 0..{cut.shape[0]} (or -1: none)")
         expected = cut[b] if b < cut.shape[0] else THRESHOLD_ALL
         if tree.threshold[i] != expected:
             fail(f"{where}.threshold[{i}] = {float(tree.threshold[i])!r} is not bin edge {b} of feature {tree.feature[i]} "
