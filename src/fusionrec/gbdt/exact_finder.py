@@ -194,14 +194,18 @@ class ExactSplitFinder(SplitFinder):
         for s, node in enumerate(nodes):
             assign_slots(slot, grower.rows_pair[node.buffer], node.start, node.stop, s)
         out = np.empty((features.shape[0], len(nodes)), CANDIDATE_DTYPE)
-        b = self.block
-        exact_level_scan(
-            b.indptr, b.values, b.rows, self.has_missing, features, slot, grower.gh,
-            np.array([n.sum_g for n in nodes]), np.array([n.sum_h for n in nodes]),
-            np.ascontiguousarray(np.stack(masks)), self.reg, self.batch, out,
-        )  # fmt: skip
+        node_g = np.array([n.sum_g for n in nodes])
+        node_h = np.array([n.sum_h for n in nodes])
+        self._scan(features, node_g, node_h, np.ascontiguousarray(np.stack(masks)), out)
         for s, node in enumerate(nodes):
             node.split = best_candidate(np.ascontiguousarray(out[:, s]), features)
+
+    def _scan(self, features, node_g, node_h, masks, out) -> None:
+        b = self.block
+        exact_level_scan(
+            b.indptr, b.values, b.rows, self.has_missing, features, self.slot, self.grower.gh,
+            node_g, node_h, masks, self.reg, self.batch, out,
+        )  # fmt: skip
 
     def decide(self, node: Node, split: Split, go_left: np.ndarray) -> None:
         rows = self.grower.rows_pair[node.buffer]

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from fusionrec.gbdt.binning import MISSING_CODE
-from fusionrec.gbdt.split import Regularization, Split, leaf_weight
+from fusionrec.gbdt.split import NO_SPLIT_BIN, Regularization, Split, leaf_weight
 from fusionrec.gbdt.tree import Tree
 
 PARTITION_BLOCK = 16384
@@ -201,6 +201,8 @@ class SplitFinder:
     ``grower.gh`` holds the gradient pairs by row id. A finder binds its data and constants
     when it is made, and per tree in ``begin_tree``; the grower never knows which one it is.
     """
+
+    tree_bins = False  # True when Split.split_bin is a bin of the training Dataset's cuts
 
     def begin_tree(self, grower: "TreeGrower") -> None:
         self.grower = grower
@@ -405,7 +407,7 @@ class TreeGrower:
                 continue
             split = node.split
             tree.feature[i] = split.feature
-            tree.split_bin[i] = split.split_bin
+            tree.split_bin[i] = split.split_bin if self.finder.tree_bins else NO_SPLIT_BIN
             tree.threshold[i] = split.threshold
             tree.default_left[i] = split.default_left
             tree.gain[i] = split.gain

@@ -29,6 +29,8 @@ class HistogramSplitFinder(SplitFinder):
     bins per feature; ``cuts[f][b]`` the threshold of a split at bin b.
     """
 
+    tree_bins = True
+
     def __init__(self, codes: np.ndarray, codes_by_feature: np.ndarray, n_bins: np.ndarray, cuts: list[np.ndarray], reg: Regularization):
         self.codes = codes
         self.codes_by_feature = codes_by_feature

@@ -93,6 +93,8 @@ RULES: dict[str, _Rule] = {
     "reg_alpha": _Rule(0.0, _real_in(0.0, _INF), "a number >= 0"),
     "tree_method": _Rule("hist", lambda v: v in TREE_METHODS, f"one of {TREE_METHODS}"),
     "max_bin": _Rule(256, _int_in(2, 256), "an integer in [2, 256]"),
+    "sketch_eps": _Rule(None, lambda v: v is None or _real_in(0.0, 1.0, low_open=True)(v) and v < 1.0, "None or a number in (0, 1) (approx: about 1/sketch_eps candidates)"),
+    "approx_proposal": _Rule("global", lambda v: v in ("global", "local"), "'global' (once per tree) or 'local' (per node)"),
     "n_jobs": _Rule(None, lambda v: v is None or (_int_in(-1)(v) and v != 0), "None, -1 or an integer >= 1"),
     "random_state": _Rule(0, _int_in(0, 2**63 - 1), "an integer >= 0"),
     "eval_metric": _Rule(None, lambda v: v is None or _metric_list_ok(v), f"None, a metric name in {METRICS}, a list of them, or a callable"),
@@ -152,6 +154,10 @@ def _check_combinations(p: dict[str, Any]) -> None:
         raise FusionrecError("parameter max_depth=0: unlimited depth needs grow_policy='lossguide'")
     if p["grow_policy"] == "lossguide" and p["max_leaves"] == 1:
         raise FusionrecError("parameter max_leaves=1: a tree needs at least 2 leaves to split (or 0 for no limit)")
+    if p["tree_method"] != "approx":
+        for name, default in (("sketch_eps", None), ("approx_proposal", "global")):
+            if p[name] != default:
+                raise FusionrecError(f"parameter {name}={p[name]!r}: only used by tree_method='approx', not {p['tree_method']!r}")
     if p["max_delta_step"] is None:
         # XGBoost's default: 0.7 safeguards Poisson regression's exp link, 0 (off) otherwise.
         p["max_delta_step"] = 0.7 if objective == "count:poisson" else 0.0
