@@ -17,6 +17,7 @@ from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, dense_with_n
 from fusionrec.gbdt.dataset import Dataset
 from fusionrec.gbdt.boosting import BoostingRound
 from fusionrec.gbdt.metric import check_metric_fits, evaluate
+from fusionrec.gbdt.model_io import ModelState, read_file, read_state, save, to_json_bytes
 from fusionrec.gbdt.objective import Objective, make_objective
 from fusionrec.gbdt.params import effective_n_threads, metric_names, n_classes_of, resolve_params
 from fusionrec.gbdt.tree import Forest, add_forest_margin, predict_leaf_dense
@@ -69,9 +70,7 @@ class Booster:
         self._margin_cache: dict[int, tuple[Any, np.ndarray, int]] = {}
         self._round: BoostingRound | None = None
         if model_file is not None:
-            from fusionrec.gbdt.model_io import load_into
-
-            load_into(self, model_file)
+            self._apply_state(read_file(model_file))
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -330,25 +329,56 @@ class Booster:
         return dumps
 
     # -- persistence ---------------------------------------------------------------------------
+    def state(self) -> ModelState:
+        """The model as plain values (what a model file holds)."""
+        return ModelState(
+            params=self.params, trees=self.trees, tree_group=self.tree_group, base_score=self.base_score,
+            n_features=self.n_features, feature_names=self.feature_names, feature_types=self.feature_types,
+            cuts=self.cuts, max_bin=self.max_bin, best_iteration=self.best_iteration, best_score=self.best_score,
+            rng_state=self.rng.bit_generator.state, attributes=self.attributes,
+            custom_objective=self._custom_objective is not None,
+        )  # fmt: skip
+
+    def _apply_state(self, state: ModelState) -> None:
+        self.params = state.params
+        self.attributes = state.attributes
+        self._objective = None
+        self._custom_objective = None
+        self.trees = state.trees
+        self.tree_group = list(state.tree_group)
+        self.base_score = state.base_score
+        self.n_features = state.n_features
+        self.feature_names = state.feature_names
+        self.feature_types = state.feature_types
+        self.cuts = state.cuts
+        self.max_bin = state.max_bin
+        self.best_iteration = state.best_iteration
+        self.best_score = state.best_score
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state.rng_state
+        self._forest = None
+        self._margin_cache = {}
+        self._round = None
+
+    @classmethod
+    def from_state(cls, state: ModelState) -> "Booster":
+        booster = cls()
+        booster._apply_state(state)
+        return booster
+
     def save_model(self, path: str) -> None:
         """Write the model as versioned JSON, atomically, with a sha256 sidecar."""
-        from fusionrec.gbdt.model_io import save
-
-        save(self, path)
+        save(self.state(), path)
 
     def save_raw(self) -> bytes:
-        from fusionrec.gbdt.model_io import to_json_bytes
-
-        return to_json_bytes(self)
+        return to_json_bytes(self.state())
 
     @classmethod
     def load_model(cls, path: str) -> "Booster":
         return cls(model_file=path)
 
     def copy(self) -> "Booster":
-        from fusionrec.gbdt.model_io import from_json_bytes
-
-        return from_json_bytes(self.save_raw(), "<copy>")
+        return Booster.from_state(read_state(self.save_raw(), "<copy>"))
 
     def __repr__(self) -> str:
         return f"Booster(objective={self.params['objective']!r}, rounds={self.num_boosted_rounds()}, n_features={self.n_features})"

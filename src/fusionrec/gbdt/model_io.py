@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 from fusionrec import __version__
 from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.errors import FusionrecError, ModelFileError
-from fusionrec.gbdt.params import OBJECTIVES, RULES
+from fusionrec.gbdt.params import OBJECTIVES, RULES, n_classes_of, resolve_params
 from fusionrec.gbdt.split import NO_SPLIT_BIN
 from fusionrec.gbdt.tree import THRESHOLD_ALL, Tree
 
@@ -60,37 +61,61 @@ def _json_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def to_json_bytes(booster) -> bytes:
+@dataclass
+class ModelState:
+    """Everything a model file holds, as plain values: what ``Booster`` is built from and saves.
+
+    model_io reads files into this and writes this to files; it never imports ``Booster``.
+    """
+
+    params: dict[str, Any]
+    trees: list[Tree]
+    tree_group: list[int]
+    base_score: float | None
+    n_features: int | None
+    feature_names: list[str] | None
+    feature_types: list[str] | None
+    cuts: list[np.ndarray]
+    max_bin: int
+    best_iteration: int | None
+    best_score: float | None
+    rng_state: dict[str, Any]
+    attributes: dict[str, Any] = field(default_factory=dict)
+    custom_objective: bool = False  # trained with a function a file cannot hold
+
+
+def to_json_bytes(state: ModelState) -> bytes:
+    n_groups = n_classes_of(state.params)
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
-        "params": _json_params(booster.params),
-        "objective": CUSTOM_OBJECTIVE if callable(booster.params["objective"]) or booster._custom_objective else booster.params["objective"],
-        "base_score": booster.base_score,
-        "n_groups": booster.n_groups,
-        "n_features": booster.n_features,
-        "feature_names": booster.feature_names,
-        "feature_types": booster.feature_types,
-        "max_bin": booster.max_bin,
-        "bin_edges": [c.tolist() for c in booster.cuts],
-        "best_iteration": booster.best_iteration,
-        "best_score": booster.best_score,
-        "rng_state": booster.rng.bit_generator.state,
-        "tree_group": list(booster.tree_group),
-        "trees": [tree.to_dict() for tree in booster.trees],
-        "attributes": booster.attributes,
+        "params": _json_params(state.params),
+        "objective": CUSTOM_OBJECTIVE if callable(state.params["objective"]) or state.custom_objective else state.params["objective"],
+        "base_score": state.base_score,
+        "n_groups": n_groups,
+        "n_features": state.n_features,
+        "feature_names": state.feature_names,
+        "feature_types": state.feature_types,
+        "max_bin": state.max_bin,
+        "bin_edges": [c.tolist() for c in state.cuts],
+        "best_iteration": state.best_iteration,
+        "best_score": state.best_score,
+        "rng_state": state.rng_state,
+        "tree_group": list(state.tree_group),
+        "trees": [tree.to_dict() for tree in state.trees],
+        "attributes": state.attributes,
     }
     return json.dumps(document, allow_nan=False, separators=(",", ":")).encode()
 
 
-def save(booster, path: str) -> None:
-    if booster.n_features is None:
+def save(state: ModelState, path: str) -> None:
+    if state.n_features is None:
         raise FusionrecError("save_model: this Booster has no trees yet; train it first")
-    atomic_write_bytes(path, to_json_bytes(booster))
+    atomic_write_bytes(path, to_json_bytes(state))
 
 
-def load_into(booster, path: str | Path) -> None:
+def read_file(path: str | Path) -> ModelState:
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -99,15 +124,7 @@ def load_into(booster, path: str | Path) -> None:
     except OSError as exc:
         raise ModelFileError(f"model file {path}: cannot be read ({exc.strerror})") from None
     verify_sidecar(path, raw, "model file", ModelFileError)
-    _fill(booster, raw, str(path))
-
-
-def from_json_bytes(raw: bytes, source: str = "<bytes>"):
-    from fusionrec.gbdt.booster import Booster
-
-    booster = Booster()
-    _fill(booster, raw, source)
-    return booster
+    return read_state(raw, str(path))
 
 
 def _custom_objective_placeholder(margin, dataset):
@@ -117,7 +134,8 @@ def _custom_objective_placeholder(margin, dataset):
     )
 
 
-def _fill(booster, raw: bytes, source: str) -> None:
+def read_state(raw: bytes, source: str = "<bytes>") -> ModelState:
+    """Parse and check a model document; every problem is a ModelFileError naming ``source``."""
     def fail(message: str) -> None:
         raise ModelFileError(f"model file {source}: {message}")
 
@@ -157,8 +175,6 @@ def _fill(booster, raw: bytes, source: str) -> None:
     params = dict(params)
     params["objective"] = _custom_objective_placeholder if objective == CUSTOM_OBJECTIVE else objective
     try:
-        from fusionrec.gbdt.params import resolve_params
-
         resolved = resolve_params(params)
     except FusionrecError as exc:
         fail(f"bad parameters: {exc}")
@@ -166,8 +182,6 @@ def _fill(booster, raw: bytes, source: str) -> None:
     if not isinstance(n_features, int) or n_features < 1:
         fail(f"n_features {n_features!r} is not a positive integer")
     n_groups = doc["n_groups"]
-    from fusionrec.gbdt.params import n_classes_of
-
     if n_groups != n_classes_of(resolved):
         fail(f"n_groups {n_groups!r} does not match the objective's {n_classes_of(resolved)}")
     names = doc["feature_names"]
@@ -215,24 +229,22 @@ def _fill(booster, raw: bytes, source: str) -> None:
     attributes = doc["attributes"]
     if not isinstance(attributes, dict):
         fail("attributes is not an object")
-    booster.params = resolved
-    booster.attributes = attributes
-    booster._objective = None
-    booster._custom_objective = None
-    booster.trees = trees
-    booster.tree_group = list(tree_group)
-    booster.base_score = float(base_score)
-    booster.n_features = n_features
-    booster.feature_names = names
-    booster.feature_types = [str(t) for t in types]
-    booster.cuts = cuts
-    booster.max_bin = max_bin
-    booster.best_iteration = best_iteration
-    booster.best_score = doc["best_score"]
-    booster.rng = rng
-    booster._forest = None
-    booster._margin_cache = {}
-    booster._workspace = None
+    return ModelState(
+        params=resolved,
+        trees=trees,
+        tree_group=list(tree_group),
+        base_score=float(base_score),
+        n_features=n_features,
+        feature_names=names,
+        feature_types=[str(t) for t in types],
+        cuts=cuts,
+        max_bin=max_bin,
+        best_iteration=best_iteration,
+        best_score=doc["best_score"],
+        rng_state=rng.bit_generator.state,
+        attributes=attributes,
+        custom_objective=objective == CUSTOM_OBJECTIVE,
+    )
 
 
 _INTEGER_ARRAYS = ("feature", "split_bin", "left", "right", "default_left")
