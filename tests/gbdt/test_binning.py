@@ -64,7 +64,9 @@ def test_sparse_binning_treats_absent_entries_as_missing(rng):
     for a, b in zip(cuts_sparse, cuts_dense):
         np.testing.assert_array_equal(a, b)
     table, n_cuts = pack_cuts(cuts_sparse)
-    np.testing.assert_array_equal(apply_cuts(csr, table, n_cuts), apply_cuts(as_nan, table, n_cuts))
+    sparse_codes = apply_cuts(csr, table, n_cuts)
+    assert sparse_codes.codes.shape == (csr.nnz,)  # one byte per present entry, never n_rows x n_features
+    np.testing.assert_array_equal(sparse_codes.toarray(), apply_cuts(as_nan, table, n_cuts))
 
 
 def test_all_missing_and_constant_columns(rng):

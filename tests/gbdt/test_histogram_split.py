@@ -1,36 +1,49 @@
 import numba
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
+from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes
 from fusionrec.gbdt.histogram import (
+    NOT_IN_TREE,
     build_histogram,
     build_histogram_all_rows,
+    build_histogram_sparse,
+    histogram_layout,
     n_blocks_for,
     new_histogram,
     subtract_histogram,
 )
 from fusionrec.gbdt.split import CANDIDATE_DTYPE, Regularization, find_best_split, leaf_score, leaf_weight
 
+N_BINS = np.array([255, 7, 1, 40, 255, 255, 255, 3, 255], dtype=np.int32)  # value bins per feature
+
 
 def numpy_histogram(codes, rows, gh, features):
-    hist = np.zeros((len(features), 256, 2))
-    for k, f in enumerate(features):
-        np.add.at(hist[k, :, 0], codes[rows, f], gh[rows, 0].astype(np.float64))
-        np.add.at(hist[k, :, 1], codes[rows, f], gh[rows, 1].astype(np.float64))
-    return hist
+    """Per tree feature: value bins, then the missing slot; one flat (n_slots, 2) array."""
+    parts = []
+    for f in features:
+        part = np.zeros((N_BINS[f] + 1, 2))
+        slot = np.minimum(codes[rows, f].astype(np.int64), N_BINS[f])
+        np.add.at(part[:, 0], slot, gh[rows, 0].astype(np.float64))
+        np.add.at(part[:, 1], slot, gh[rows, 1].astype(np.float64))
+        parts.append(part)
+    return np.concatenate(parts)
 
 
 def build(codes, rows, gh, features):
-    blocks = np.empty((n_blocks_for(len(rows)), len(features), 256, 2))
-    hist = new_histogram(len(features))
-    build_histogram(codes, rows, np.ascontiguousarray(gh[rows]), features, blocks, hist)
+    offsets, bins = histogram_layout(features, N_BINS)
+    blocks = np.empty((n_blocks_for(len(rows)), offsets[-1], 2))
+    hist = new_histogram(offsets[-1])
+    build_histogram(codes, rows, np.ascontiguousarray(gh[rows]), features, offsets, bins, blocks, hist)
     return hist
 
 
 @pytest.fixture
 def data(rng):
-    n, f = 70_000, 9  # more than one block of rows
-    codes = rng.integers(0, 256, size=(n, f), dtype=np.uint8)
+    n = 70_000  # more than one block of rows
+    codes = np.column_stack([rng.integers(0, nb, size=n) for nb in N_BINS]).astype(np.uint8)
+    codes[rng.random(codes.shape) < 0.1] = MISSING_CODE
     gh = np.ascontiguousarray(np.column_stack([rng.normal(size=n), rng.random(size=n)]).astype(np.float32))
     return codes, gh
 
@@ -38,18 +51,44 @@ def data(rng):
 def test_histogram_kernel_matches_numpy(data, rng):
     codes, gh = data
     rows = np.sort(rng.choice(len(codes), 30_000, replace=False)).astype(np.int32)
-    features = np.array([0, 3, 8], dtype=np.int32)
+    features = np.array([0, 2, 3, 8], dtype=np.int32)
     np.testing.assert_allclose(build(codes, rows, gh, features), numpy_histogram(codes, rows, gh, features), rtol=1e-12, atol=1e-9)
+
+
+def test_layout_gives_each_feature_its_bins_and_one_missing_slot():
+    offsets, bins = histogram_layout(np.array([1, 2, 7], dtype=np.int32), N_BINS)
+    np.testing.assert_array_equal(bins, [7, 1, 3])
+    np.testing.assert_array_equal(offsets, [0, 8, 10, 14])  # a one-hot column costs 2 slots, not 256
 
 
 def test_all_rows_kernel_matches_row_list_kernel(data):
     codes, gh = data
     features = np.arange(codes.shape[1], dtype=np.int32)
     rows = np.arange(len(codes), dtype=np.int32)
-    blocks = np.empty((n_blocks_for(len(rows)), len(features), 256, 2))
-    whole = new_histogram(len(features))
-    build_histogram_all_rows(codes, gh, features, blocks, whole)
+    offsets, bins = histogram_layout(features, N_BINS)
+    blocks = np.empty((n_blocks_for(len(rows)), offsets[-1], 2))
+    whole = new_histogram(offsets[-1])
+    build_histogram_all_rows(codes, gh, features, offsets, bins, blocks, whole)
     np.testing.assert_array_equal(whole, build(codes, rows, gh, features))
+
+
+def test_sparse_kernel_equals_dense_with_missing_codes(data, rng):
+    codes, gh = data
+    dense = codes.copy()
+    present = dense != MISSING_CODE
+    csr = sp.csr_matrix((dense[present].astype(np.float32) + 1.0, np.nonzero(present)[1], np.r_[0, np.cumsum(present.sum(1))]), shape=dense.shape)
+    sparse = SparseCodes(csr.indptr, csr.indices.astype(np.int32), dense[present], dense.shape)
+    rows = np.sort(rng.choice(len(codes), 20_000, replace=False)).astype(np.int32)
+    features = np.array([0, 3, 7], dtype=np.int32)
+    offsets, bins = histogram_layout(features, N_BINS)
+    position = np.full(codes.shape[1], NOT_IN_TREE, np.int32)
+    position[features] = np.arange(3)
+    node_gh = np.ascontiguousarray(gh[rows])
+    totals = node_gh.astype(np.float64).sum(axis=0)
+    hist = new_histogram(offsets[-1])
+    blocks = np.empty((n_blocks_for(len(rows)), offsets[-1], 2))
+    build_histogram_sparse(sparse.indptr, sparse.indices, sparse.codes, rows, node_gh, position, offsets, bins, totals[0], totals[1], blocks, hist)
+    np.testing.assert_allclose(hist, build(codes, rows, gh, features), rtol=1e-9, atol=1e-6)
 
 
 def test_subtraction_equals_building_the_sibling(data, rng):
@@ -58,8 +97,9 @@ def test_subtraction_equals_building_the_sibling(data, rng):
     parent = np.arange(len(codes), dtype=np.int32)
     mask = rng.random(len(codes)) < 0.3
     left, right = parent[mask], parent[~mask]
-    sibling = new_histogram(len(features))
-    subtract_histogram(build(codes, parent, gh, features), build(codes, left, gh, features), sibling)
+    whole = build(codes, parent, gh, features)
+    sibling = new_histogram(whole.shape[0])
+    subtract_histogram(whole, build(codes, left, gh, features), sibling)
     np.testing.assert_allclose(sibling, build(codes, right, gh, features), rtol=1e-9, atol=1e-7)
 
 
@@ -78,19 +118,21 @@ def test_histogram_is_bit_identical_for_any_thread_count(data):
     assert one.tobytes() == many.tobytes()
 
 
-def naive_best_split(hist, n_bins, lam, alpha, mds, mcw):
-    """Brute force over every bin and both missing directions (Algorithm 3)."""
-    total_g, total_h = hist[:, :, 0].sum(axis=1)[0], hist[:, :, 1].sum(axis=1)[0]
+def naive_best_split(parts, lam, alpha, mds, mcw):
+    """Brute force over every bin and both missing directions (Algorithm 3); parts[k] is
+    feature k's (value bins + missing slot, 2) histogram."""
+    total_g, total_h = parts[0].sum(axis=0)
     parent = leaf_score(total_g, total_h, lam, alpha, mds)
     best = (-np.inf, None)
-    for k in range(hist.shape[0]):
-        miss = hist[k, 255]
-        for b in range(n_bins[k]):
-            below = hist[k, : b + 1].sum(axis=0)
+    for k, part in enumerate(parts):
+        n_bins = part.shape[0] - 1
+        miss = part[n_bins]
+        for b in range(n_bins):
+            below = part[: b + 1].sum(axis=0)
             for miss_left in (False, True):
-                if miss_left and (miss[1] <= 0 or b == n_bins[k] - 1):
+                if miss_left and (miss[1] <= 0 or b == n_bins - 1):
                     continue
-                if not miss_left and b == n_bins[k] - 1 and miss[1] <= 0:
+                if not miss_left and b == n_bins - 1 and miss[1] <= 0:
                     continue
                 lg, lh = below + (miss if miss_left else 0)
                 rg, rh = total_g - lg, total_h - lh
@@ -104,18 +146,19 @@ def naive_best_split(hist, n_bins, lam, alpha, mds, mcw):
 
 @pytest.mark.parametrize("lam,alpha,mds,mcw", [(1.0, 0.0, 0.0, 1.0), (0.0, 0.5, 0.0, 0.0), (2.0, 0.1, 0.3, 5.0)])
 def test_best_split_matches_brute_force(rng, lam, alpha, mds, mcw):
-    n_feat, n_rows = 4, 3000
-    n_bins = np.array([5, 17, 1, 40], dtype=np.int32)
-    codes = np.column_stack([rng.integers(0, nb, n_rows) for nb in n_bins]).astype(np.uint8)
-    codes[rng.random(codes.shape) < 0.15] = 255
+    n_rows = 3000
+    features = np.array([1, 2, 3, 7], dtype=np.int32)
+    codes = np.column_stack([rng.integers(0, nb, n_rows) for nb in N_BINS]).astype(np.uint8)
+    codes[rng.random(codes.shape) < 0.15] = MISSING_CODE
     gh = np.column_stack([rng.normal(size=n_rows) + codes[:, 1] * 0.05, rng.random(n_rows)]).astype(np.float32)
-    features = np.arange(n_feat, dtype=np.int32)
     hist = build(codes, np.arange(n_rows, dtype=np.int32), np.ascontiguousarray(gh), features)
-    sum_g, sum_h = hist[0, :, 0].sum(), hist[0, :, 1].sum()
-    out = np.empty(n_feat, CANDIDATE_DTYPE)
-    find_best_split(hist, features, np.ones(n_feat, np.uint8), n_bins, sum_g, sum_h, Regularization(lam, alpha, mds, mcw), out)
+    offsets, bins = histogram_layout(features, N_BINS)
+    parts = [hist[offsets[k] : offsets[k + 1]] for k in range(len(features))]
+    sum_g, sum_h = parts[0].sum(axis=0)
+    out = np.empty(len(features), CANDIDATE_DTYPE)
+    find_best_split(hist, offsets, bins, np.ones(len(features), np.uint8), sum_g, sum_h, Regularization(lam, alpha, mds, mcw), out)
     k = int(np.argmax(out["gain"]))
-    gain, where = naive_best_split(hist, n_bins, lam, alpha, mds, mcw)
+    gain, where = naive_best_split(parts, lam, alpha, mds, mcw)
     assert out["gain"][k] == pytest.approx(gain, rel=1e-9)
     assert (k, out["bin"][k]) == where
 

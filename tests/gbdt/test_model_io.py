@@ -101,7 +101,7 @@ def _set(doc, name, value, node=None):
     "change,message",
     [
         (lambda d: d.update(format_version=99), "newer fusionrec"),
-        (lambda d: d.update(objective="rank:pairwise"), "unknown objective"),
+        (lambda d: d.update(objective="rank:listnet"), "unknown objective"),
         (lambda d: d.update(surprise=1), "unknown keys"),
         (lambda d: d.pop("trees"), "missing keys"),
         (lambda d: d["trees"][0].update(left=[5] * len(d["trees"][0]["left"])), "child ids"),

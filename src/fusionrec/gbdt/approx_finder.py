@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from fusionrec.gbdt.binning import MAX_VALUE_BINS, MISSING_CODE
+from fusionrec.gbdt.binning import MAX_VALUE_BINS, MISSING_CODE, SparseCodes, bin_csr_entries
 from fusionrec.gbdt.column_block import ColumnBlock
 from fusionrec.gbdt.exact_finder import NOT_IN_LEVEL, ExactSplitFinder, _consider
 from fusionrec.gbdt.hist_finder import HistogramSplitFinder
@@ -55,20 +55,26 @@ def _pruned_cuts(values, weights, n_bins, out):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def propose_and_bin(indptr, values, rows, row_weight, features, n_bins, cut_table, n_cuts, codes_by_feature):
-    """Global proposal: per feature, hessian-weighted candidates over all rows, then every
-    present entry binned by them (a walk up the sorted column); absent rows keep MISSING_CODE."""
+def propose_cuts(indptr, values, rows, row_weight, features, n_bins, cut_table, n_cuts):
+    """Global proposal: per feature, hessian-weighted candidates over the tree's rows."""
     for k in prange(features.shape[0]):
         f = features[k]
         start, stop = indptr[f], indptr[f + 1]
         weights = np.empty(stop - start)
         for e in range(start, stop):
             weights[e - start] = row_weight[rows[e]]
-        n = _pruned_cuts(values[start:stop], weights, n_bins, cut_table[f])
-        n_cuts[f] = n
+        n_cuts[f] = _pruned_cuts(values[start:stop], weights, n_bins, cut_table[f])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def bin_sorted_columns(indptr, values, rows, features, cut_table, n_cuts, codes_by_feature):
+    """Every present entry's code by a walk up its sorted column; absent rows keep MISSING_CODE."""
+    for k in prange(features.shape[0]):
+        f = features[k]
+        n = n_cuts[f]
         code = 0
         column = codes_by_feature[f]
-        for e in range(start, stop):
+        for e in range(indptr[f], indptr[f + 1]):
             x = values[e]
             while code < n and x > cut_table[f, code]:
                 code += 1
@@ -148,36 +154,48 @@ def local_level_scan(indptr, values, rows, features, slot, gh, node_g, node_h, m
 
 
 class GlobalApproxSplitFinder(HistogramSplitFinder):
-    """Histogram split finding on bins re-proposed for every tree from hessian-weighted quantiles."""
+    """Histogram split finding on bins re-proposed for every tree from hessian-weighted quantiles.
+
+    Dense data is re-binned by walking the sorted column block; sparse data (``csr``) by
+    binning its present entries in place of the previous tree's codes.
+    """
 
     tree_bins = False  # the bins are this tree's own: trees store thresholds only
 
-    def __init__(self, block: ColumnBlock, reg: Regularization, n_bins: int):
+    def __init__(self, block: ColumnBlock, csr, reg: Regularization, n_bins: int):
         n_rows, n_features = block.n_rows, block.n_features
         self.block = block
+        self.csr = csr
         self.candidate_bins = n_bins
         self._cut_table = np.full((n_features, MAX_VALUE_BINS - 1), np.inf)
         self._n_cuts = np.zeros(n_features, np.int32)
-        codes_by_feature = np.empty((n_features, n_rows), np.uint8)
-        codes = np.empty((n_rows, n_features), np.uint8)
-        super().__init__(codes, codes_by_feature, np.ones(n_features, np.int32), [], reg)
+        if csr is not None:
+            codes = SparseCodes(csr.indptr, csr.indices, np.empty(csr.nnz, np.uint8), (n_rows, n_features))
+            codes_by_feature = None
+        else:
+            codes_by_feature = np.empty((n_features, n_rows), np.uint8)
+            codes = np.empty((n_rows, n_features), np.uint8)
+        HistogramSplitFinder.__init__(self, codes, codes_by_feature, np.ones(n_features, np.int32), [], reg)
 
     def begin_tree(self, grower) -> None:
-        super().begin_tree(grower)
         weight = grower.gh[:, 1]
         if not grower.all_rows:  # rows left out of this tree carry no weight in its sketch
             weight = np.zeros(weight.shape[0], np.float32)
             rows = grower.rows_pair[0]
             weight[rows] = grower.gh[rows, 1]
         b = self.block
-        self.codes_by_feature.fill(MISSING_CODE)
-        propose_and_bin(
-            b.indptr, b.values, b.rows, weight, grower.features, self.candidate_bins,
-            self._cut_table, self._n_cuts, self.codes_by_feature,
-        )  # fmt: skip
-        np.copyto(self.codes, self.codes_by_feature.T)
+        features = grower.features
+        propose_cuts(b.indptr, b.values, b.rows, weight, features, self.candidate_bins, self._cut_table, self._n_cuts)
+        if self.csr is not None:
+            csr = self.csr
+            bin_csr_entries(csr.indptr, csr.indices, csr.data, self._cut_table, self._n_cuts, self.codes.codes)
+        else:
+            self.codes_by_feature.fill(MISSING_CODE)
+            bin_sorted_columns(b.indptr, b.values, b.rows, features, self._cut_table, self._n_cuts, self.codes_by_feature)
+            np.copyto(self.codes, self.codes_by_feature.T)
         self.n_bins = (self._n_cuts + 1).astype(np.int32)
         self.cuts = [self._cut_table[f, : self._n_cuts[f]] for f in range(b.n_features)]
+        super().begin_tree(grower)  # the histogram layout follows this tree's bins
 
 
 class LocalApproxSplitFinder(ExactSplitFinder):
@@ -199,4 +217,4 @@ def make_approx_finder(dtrain, reg: Regularization, params: dict):
     n_bins = n_candidate_bins(params)
     if params["approx_proposal"] == "local":
         return LocalApproxSplitFinder(dtrain.column_block, dtrain.values_by_feature, reg, n_bins)
-    return GlobalApproxSplitFinder(dtrain.column_block, reg, n_bins)
+    return GlobalApproxSplitFinder(dtrain.column_block, dtrain.raw.values if dtrain.raw.is_sparse else None, reg, n_bins)

@@ -14,6 +14,8 @@ raw values reproduces exactly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
@@ -108,30 +110,51 @@ def bin_dense(values, cut_table, n_cuts, out):
         for j in range(n_features):
             x = values[i, j]
             if np.isnan(x):
-                out[i, j] = 255
+                out[i, j] = MISSING_CODE
             else:
                 out[i, j] = _code_of(np.float64(x), cut_table[j], n_cuts[j])
 
 
 @njit(parallel=True, cache=True)
-def bin_csr(indptr, indices, data, cut_table, n_cuts, out):
-    """CSR rows -> out (n, F) uint8 codes; absent entries and NaN -> MISSING_CODE."""
+def bin_csr_entries(indptr, indices, data, cut_table, n_cuts, out):
+    """The code of every stored CSR entry (out aligned with ``data``); NaN -> MISSING_CODE."""
     n_rows = indptr.shape[0] - 1
     for i in prange(n_rows):
-        out[i, :] = 255
         for k in range(indptr[i], indptr[i + 1]):
             j = indices[k]
             x = data[k]
-            if not np.isnan(x):
-                out[i, j] = _code_of(np.float64(x), cut_table[j], n_cuts[j])
+            out[k] = MISSING_CODE if np.isnan(x) else _code_of(np.float64(x), cut_table[j], n_cuts[j])
 
 
-def apply_cuts(values: np.ndarray | sp.csr_matrix, cut_table: np.ndarray, n_cuts: np.ndarray) -> np.ndarray:
-    """Bin codes (n_rows, n_features) uint8, C order, for dense or CSR float32 values."""
+@dataclass
+class SparseCodes:
+    """Bin codes of a CSR matrix's stored entries only (absent entries are missing values).
+
+    ``indptr`` and ``indices`` are the CSR matrix's own (shared, not copied); ``codes[e]``
+    is the code of entry e. Memory is one byte per present entry: a one-hot matrix of 10,000
+    columns costs what its present entries do, never n_rows x n_features.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    codes: np.ndarray
+    shape: tuple[int, int]
+
+    def toarray(self) -> np.ndarray:
+        """Dense (n_rows, n_features) codes, MISSING_CODE where absent (tests and small data)."""
+        dense = np.full(self.shape, MISSING_CODE, dtype=np.uint8)
+        rows = np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))
+        dense[rows, self.indices] = self.codes
+        return dense
+
+
+def apply_cuts(values: np.ndarray | sp.csr_matrix, cut_table: np.ndarray, n_cuts: np.ndarray) -> np.ndarray | SparseCodes:
+    """Bin codes: (n_rows, n_features) uint8 in C order for dense values, SparseCodes for CSR."""
     n_rows, n_features = values.shape
-    codes = np.empty((n_rows, n_features), dtype=np.uint8)
     if sp.issparse(values):
-        bin_csr(values.indptr, values.indices, values.data, cut_table, n_cuts, codes)
-    else:
-        bin_dense(values, cut_table, n_cuts, codes)
+        codes = np.empty(values.data.shape[0], dtype=np.uint8)
+        bin_csr_entries(values.indptr, values.indices, values.data, cut_table, n_cuts, codes)
+        return SparseCodes(values.indptr, values.indices, codes, (n_rows, n_features))
+    codes = np.empty((n_rows, n_features), dtype=np.uint8)
+    bin_dense(values, cut_table, n_cuts, codes)
     return codes

@@ -193,7 +193,9 @@ class Booster:
                     objective.check_label(dataset.label)
                 metric_input = objective.metric_input(margin)
                 for metric in names:
-                    row[metric] = evaluate(metric, dataset.label, metric_input, dataset.weight)
+                    row[metric] = evaluate(
+                        metric, dataset.label, metric_input, dataset.weight, dataset, bool(self.params["ndcg_exp_gain"])
+                    )
             if feval is not None:
                 predt = objective.transform(margin)
                 out = feval(predt, dataset)

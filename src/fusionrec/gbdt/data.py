@@ -311,3 +311,42 @@ def dense_with_nan(csr: sp.csr_matrix) -> np.ndarray:
     dense = np.full(csr.shape, np.nan, dtype=np.float32)
     dense[np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)), csr.indices] = csr.data
     return dense
+
+
+def group_pointer(group: Any, qid: Any, n_rows: int) -> np.ndarray | None:
+    """Query boundaries (n_groups + 1,) int64 from XGBoost's ``group`` (sizes) or ``qid``
+    (one sorted id per row); None when neither is given."""
+    if group is not None and qid is not None:
+        raise FusionrecError("group and qid: give one of them, not both")
+    if group is not None:
+        try:
+            sizes = np.asarray(group)
+        except (TypeError, ValueError) as exc:
+            raise FusionrecError(f"group: not numeric ({exc})") from None
+        if sizes.ndim != 1 or sizes.size == 0 or sizes.dtype.kind not in "iuf" or np.any(sizes != np.floor(sizes)):
+            raise FusionrecError(f"group: expected a 1-D list of query sizes (integers), got {sizes!r:.80}")
+        bad = np.flatnonzero(sizes < 1)
+        if bad.size:
+            raise FusionrecError(f"group[{bad[0]}] = {sizes[bad[0]]}: every query group needs at least 1 row")
+        total = int(sizes.sum())
+        if total != n_rows:
+            raise FusionrecError(f"group: the {sizes.size} query sizes sum to {total} rows but the data has {n_rows} rows")
+        return np.concatenate([[0], np.cumsum(sizes.astype(np.int64))])
+    if qid is not None:
+        ids = np.asarray(qid)
+        if ids.ndim != 1:
+            raise FusionrecError(f"qid: expected a 1-D array, got shape {ids.shape}")
+        if ids.shape[0] != n_rows:
+            raise FusionrecError(f"qid: has {ids.shape[0]} values but the data has {n_rows} rows")
+        if ids.dtype.kind not in "iu":
+            raise FusionrecError(f"qid: expected integer query ids, got dtype {ids.dtype}")
+        down = np.flatnonzero(ids[1:] < ids[:-1])
+        if down.size:
+            i = int(down[0]) + 1
+            raise FusionrecError(
+                f"qid[{i}] = {ids[i]} comes after qid[{i - 1}] = {ids[i - 1]}: qid must be sorted ascending, "
+                "each query's rows together (sort the rows by qid first)"
+            )
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        return np.r_[starts, n_rows].astype(np.int64)
+    return None

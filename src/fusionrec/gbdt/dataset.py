@@ -15,7 +15,7 @@ import numpy as np
 
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.binning import apply_cuts, compute_cuts, pack_cuts
-from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, check_label, check_weight, to_feature_matrix
+from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, check_label, check_weight, group_pointer, to_feature_matrix
 
 
 class Dataset:
@@ -24,7 +24,10 @@ class Dataset:
     Parameters
     ----------
     data : array-like, DataFrame (pandas/polars), pyarrow Table or scipy.sparse matrix
-    label, weight : optional 1-D arrays with one value per row
+    label, weight : optional 1-D arrays with one value per row (with ``group`` / ``qid``,
+        ``weight`` has one value per query group, as in XGBoost)
+    group : query group sizes, in row order (learning to rank)
+    qid : or one query id per row, sorted ascending
     max_bin : number of bins per feature, at most 256 (255 value bins + missing)
     reference : Dataset or Booster whose cuts to reuse (evaluation sets, continued training)
     feature_names : names to use when ``data`` has none
@@ -43,6 +46,8 @@ class Dataset:
         feature_names: Sequence[str] | None = None,
         bin_construct_sample_cnt: int = 200_000,
         seed: int = 0,
+        group: Any = None,
+        qid: Any = None,
     ):
         if not isinstance(max_bin, (int, np.integer)) or isinstance(max_bin, bool) or not 2 <= max_bin <= 256:
             raise FusionrecError(f"parameter max_bin={max_bin!r}: must be an integer in [2, 256]")
@@ -58,7 +63,19 @@ class Dataset:
             matrix.feature_names = feature_names
         self.raw = matrix
         self.label = None if label is None else check_label(label, matrix.n_rows, "label")
-        self.weight = check_weight(weight, matrix.n_rows, "weight")
+        self.group_ptr = group_pointer(group, qid, matrix.n_rows)
+        self.group_weight = None
+        if self.group_ptr is None:
+            self.weight = check_weight(weight, matrix.n_rows, "weight")
+        else:
+            n_groups = self.group_ptr.shape[0] - 1
+            if weight is not None and np.size(weight) != n_groups:
+                raise FusionrecError(
+                    f"weight: has {np.size(weight)} values but there are {n_groups} query groups "
+                    "(with group / qid, weights are one per query group, as in XGBoost)"
+                )
+            self.group_weight = check_weight(weight, n_groups, "weight")
+            self.weight = None if self.group_weight is None else np.repeat(self.group_weight, np.diff(self.group_ptr))
         if reference is not None:
             ref_names = reference.feature_names
             check_feature_names(ref_names, matrix.feature_names, reference.n_features, matrix.n_features, "data")
@@ -76,12 +93,15 @@ class Dataset:
         self._values_by_feature: np.ndarray | None = None
 
     @property
-    def codes_by_feature(self) -> np.ndarray:
-        """Column-major copy of the codes (n_features, n_rows), made on first use by training.
+    def codes_by_feature(self) -> np.ndarray | None:
+        """Column-major copy of dense codes (n_features, n_rows), made on first use by
+        training (None for sparse data, whose rows find their codes by binary search).
 
         Partitioning a node reads one feature of each of its rows; a contiguous column makes
         that a forward walk through memory instead of one cache miss per row.
         """
+        if self.raw.is_sparse:
+            return None
         if self._codes_by_feature is None:
             self._codes_by_feature = np.ascontiguousarray(self.codes.T)
         return self._codes_by_feature
@@ -133,6 +153,8 @@ class Dataset:
 
     def rebinned(self, reference: Any) -> "Dataset":
         """This data binned with ``reference``'s cuts (same label and weight)."""
+        if self.group_ptr is not None:
+            return Dataset(self.raw, self.label, self.group_weight, reference=reference, group=np.diff(self.group_ptr))
         return Dataset(self.raw, self.label, self.weight, reference=reference)
 
     def __repr__(self) -> str:

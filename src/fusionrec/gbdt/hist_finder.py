@@ -3,17 +3,24 @@
 Histograms flow one way: the root's is built, then for every split the smaller child's is
 built and the larger child's is the parent's minus it (the subtraction trick). A child
 that will not be split gets no histogram unless its sibling needs it for the subtraction.
+Dense data reads the (n_rows, n_features) code matrix; sparse data reads the codes of its
+present entries only (``binning.SparseCodes``), so its cost follows the present entries.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
+from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes
 from fusionrec.gbdt.grower import Node, SplitFinder, decide_by_codes, n_partition_blocks
 from fusionrec.gbdt.histogram import (
     MAX_BLOCKS,
+    NOT_IN_TREE,
     build_histogram,
     build_histogram_all_rows,
+    build_histogram_sparse,
+    histogram_layout,
     n_blocks_for,
     new_histogram,
     subtract_histogram,
@@ -22,32 +29,62 @@ from fusionrec.gbdt.split import CANDIDATE_DTYPE, Regularization, Split, best_ca
 from fusionrec.gbdt.tree import THRESHOLD_ALL
 
 
-class HistogramSplitFinder(SplitFinder):
-    """Splits at bin boundaries of ``codes`` (n_rows, n_features) uint8.
+@njit(cache=True, inline="always")
+def _sparse_code(indptr, indices, codes, r, f):
+    # a row's entries are sorted by column: binary search for feature f
+    lo = indptr[r]
+    hi = indptr[r + 1]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if indices[mid] < f:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < indptr[r + 1] and indices[lo] == f:
+        return codes[lo]
+    return MISSING_CODE
 
-    ``codes_by_feature`` is the column-major copy used to route rows; ``n_bins`` the value
-    bins per feature; ``cuts[f][b]`` the threshold of a split at bin b.
+
+@njit(parallel=True, cache=True, nogil=True)
+def decide_by_sparse_codes(rows, start, stop, indptr, indices, codes, f, split_bin, default_left, go_left, n_blocks):
+    """go_left for a bin split of feature f on CSR codes: absent -> the default side."""
+    n = stop - start
+    block = (n + n_blocks - 1) // n_blocks
+    for b in prange(n_blocks):
+        for i in range(start + b * block, min(stop, start + (b + 1) * block)):
+            c = _sparse_code(indptr, indices, codes, rows[i], f)
+            go_left[i - start] = default_left if c == MISSING_CODE else c <= split_bin
+
+
+class HistogramSplitFinder(SplitFinder):
+    """Splits at bin boundaries of ``codes``: (n_rows, n_features) uint8, or SparseCodes.
+
+    ``codes_by_feature`` is the column-major copy used to route rows of dense codes (None
+    for sparse); ``n_bins`` the value bins per feature; ``cuts[f][b]`` the threshold of a
+    split at bin b.
     """
 
     tree_bins = True
 
-    def __init__(self, codes: np.ndarray, codes_by_feature: np.ndarray, n_bins: np.ndarray, cuts: list[np.ndarray], reg: Regularization):
+    def __init__(self, codes: np.ndarray | SparseCodes, codes_by_feature: np.ndarray | None, n_bins: np.ndarray, cuts: list[np.ndarray], reg: Regularization):
         self.codes = codes
+        self.sparse = isinstance(codes, SparseCodes)
         self.codes_by_feature = codes_by_feature
         self.n_bins = n_bins
         self.cuts = cuts
         self.reg = reg
+        self.n_features = codes.shape[1]
         self._free: list[np.ndarray] = []
-        self._block_hists = np.empty((MAX_BLOCKS, codes.shape[1], 256, 2))
+        self._block_hists = np.empty((0, 0, 2))
         self.hists: dict[int, np.ndarray] = {}
 
     # -- histogram pool ---------------------------------------------------------------------
-    def _take(self, n_feat: int) -> np.ndarray:
+    def _take(self) -> np.ndarray:
         while self._free:
             hist = self._free.pop()
-            if hist.shape[0] == n_feat:
+            if hist.shape[0] == self.n_slots:
                 return hist
-        return new_histogram(n_feat)
+        return new_histogram(self.n_slots)
 
     def _give_back(self, hist: np.ndarray | None) -> None:
         if hist is not None:
@@ -56,13 +93,21 @@ class HistogramSplitFinder(SplitFinder):
     def _build(self, node: Node, whole: bool) -> np.ndarray:
         grower = self.grower
         features = grower.features
-        blocks = self._block_hists[: n_blocks_for(node.n_rows), : features.shape[0]]
-        hist = self._take(features.shape[0])
-        if whole:
-            build_histogram_all_rows(self.codes, grower.gh, features, blocks, hist)
+        blocks = self._block_hists[: n_blocks_for(node.n_rows)]
+        hist = self._take()
+        rows, gh = grower.rows_pair[node.buffer], grower.gh_pair[node.buffer]
+        if self.sparse:
+            c = self.codes
+            build_histogram_sparse(
+                c.indptr, c.indices, c.codes, rows[node.start : node.stop], gh[node.start : node.stop],
+                self._position, self.offsets, self.bins, node.sum_g, node.sum_h, blocks, hist,
+            )  # fmt: skip
+        elif whole:
+            build_histogram_all_rows(self.codes, grower.gh, features, self.offsets, self.bins, blocks, hist)
         else:
-            rows, gh = grower.rows_pair[node.buffer], grower.gh_pair[node.buffer]
-            build_histogram(self.codes, rows[node.start : node.stop], gh[node.start : node.stop], features, blocks, hist)
+            build_histogram(
+                self.codes, rows[node.start : node.stop], gh[node.start : node.stop], features, self.offsets, self.bins, blocks, hist
+            )
         return hist
 
     def _cut_of(self, feature: int, split_bin: int) -> float:
@@ -72,12 +117,27 @@ class HistogramSplitFinder(SplitFinder):
     # -- SplitFinder ----------------------------------------------------------------------------
     def begin_tree(self, grower) -> None:
         super().begin_tree(grower)
-        self._candidates = np.empty(grower.features.shape[0], CANDIDATE_DTYPE)
+        features = grower.features
+        self._candidates = np.empty(features.shape[0], CANDIDATE_DTYPE)
+        self.offsets, self.bins = histogram_layout(features, self.n_bins)
+        self.n_slots = int(self.offsets[-1])
+        if self._block_hists.shape[1] != self.n_slots:
+            self._block_hists = np.empty((MAX_BLOCKS, self.n_slots, 2))
+            self._free = []
+        if self.sparse:
+            self._position = np.full(self.n_features, NOT_IN_TREE, np.int32)
+            self._position[features] = np.arange(features.shape[0], dtype=np.int32)
 
     def root_sums(self, root: Node) -> tuple[float, float]:
+        if self.sparse:  # the missing slots need the totals first
+            sums = super().root_sums(root)
+            root.sum_g, root.sum_h = sums
+            self.hists[root.id] = self._build(root, self.grower.all_rows)
+            return sums
         hist = self._build(root, self.grower.all_rows)
         self.hists[root.id] = hist
-        return float(hist[0, :, 0].sum()), float(hist[0, :, 1].sum())
+        first = hist[: self.offsets[1]]  # every row lands in one slot of the first feature
+        return float(first[:, 0].sum()), float(first[:, 1].sum())
 
     def find_splits(self, nodes: list[Node], masks: list[np.ndarray]) -> None:
         wanted = {node.id for node in nodes}
@@ -85,9 +145,7 @@ class HistogramSplitFinder(SplitFinder):
             if node.id not in self.hists:
                 self._children_histograms(node.parent, wanted)
         for node, mask in zip(nodes, masks):
-            find_best_split(
-                self.hists[node.id], self.grower.features, mask, self.n_bins, node.sum_g, node.sum_h, self.reg, self._candidates
-            )
+            find_best_split(self.hists[node.id], self.offsets, self.bins, mask, node.sum_g, node.sum_h, self.reg, self._candidates)
             node.split = best_candidate(self._candidates, self.grower.features, self._cut_of)
 
     def _children_histograms(self, parent: Node, wanted: set[int]) -> None:
@@ -107,10 +165,17 @@ class HistogramSplitFinder(SplitFinder):
 
     def decide(self, node: Node, split: Split, go_left: np.ndarray) -> None:
         rows = self.grower.rows_pair[node.buffer]
+        blocks = n_partition_blocks(node.n_rows)
+        if self.sparse:
+            c = self.codes
+            decide_by_sparse_codes(
+                rows, node.start, node.stop, c.indptr, c.indices, c.codes, split.feature, split.split_bin,
+                split.default_left, go_left, blocks,
+            )  # fmt: skip
+            return
         decide_by_codes(
-            rows, node.start, node.stop, self.codes_by_feature[split.feature], split.split_bin, split.default_left,
-            go_left, n_partition_blocks(node.n_rows),
-        )  # fmt: skip
+            rows, node.start, node.stop, self.codes_by_feature[split.feature], split.split_bin, split.default_left, go_left, blocks
+        )
 
     def forget(self, node: Node) -> None:
         self._give_back(self.hists.pop(node.id, None))

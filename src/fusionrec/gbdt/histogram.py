@@ -1,8 +1,15 @@
 """Stage 2: gradient histograms of a node.
 
-A node's histogram is a plain float64 array ``(n_features, 256, 2)`` of per-bin
-gradient and hessian sums (bin 255: missing values). Plain arrays add up across row
-pages and workers, which the out-of-core and distributed trainers rely on.
+A node's histogram is a plain float64 array ``(n_slots, 2)`` of per-bin gradient (column
+``GRAD``) and hessian (``HESS``) sums. Each feature of the tree owns a run of slots,
+``offsets[k]`` to ``offsets[k + 1]``: its value bins, then one slot for its missing values.
+Features with few distinct values (one-hot columns: one value bin) take few slots, so a
+histogram costs what the data's bins do, not n_features x 256. Plain arrays add up across
+row pages and workers, which the out-of-core and distributed trainers rely on.
+
+Dense codes fill the missing slot as they go (code ``MISSING_CODE`` lands past the value
+bins). Sparse codes visit present entries only (Algorithm 3's point): each feature's
+missing slot is then the node's totals minus its value bins, in one pass over the slots.
 
 Rows are split into blocks whose size depends only on the number of rows, each block
 sums into its own buffer, and the buffers are added in block order: the result is
@@ -16,40 +23,44 @@ import numpy as np
 from numba import njit, prange
 
 from fusionrec.gbdt._prefetch import prefetch
-from fusionrec.gbdt.binning import N_CODES
 
+GRAD, HESS = 0, 1
 ROWS_PER_BLOCK = 4096
 MAX_BLOCKS = 4
+PREFETCH_DISTANCE = 10  # rows ahead; hides memory latency on deep nodes' scattered rows
+NOT_IN_TREE = -1
 
 
 def n_blocks_for(n_rows: int) -> int:
     return int(max(1, min(MAX_BLOCKS, -(-n_rows // ROWS_PER_BLOCK))))
 
 
-def new_histogram(n_features: int) -> np.ndarray:
-    return np.empty((n_features, N_CODES, 2), dtype=np.float64)
+def histogram_layout(features: np.ndarray, n_bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets (len(features) + 1,) int64, value bins per tree feature int32): feature k's
+    value bins are slots offsets[k] .. offsets[k] + bins[k] - 1, its missing slot the next."""
+    bins = n_bins[features].astype(np.int32)
+    offsets = np.zeros(features.shape[0] + 1, np.int64)
+    np.cumsum(bins.astype(np.int64) + 1, out=offsets[1:])
+    return offsets, bins
 
 
-PREFETCH_DISTANCE = 10  # rows ahead; hides memory latency on deep nodes' scattered rows
+def new_histogram(n_slots: int) -> np.ndarray:
+    return np.empty((n_slots, 2), dtype=np.float64)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add_row(codes, r, g, h, features, all_features, local):
+def _add_row(codes, r, g, h, features, all_features, offsets, bins, local):
     n_feat = features.shape[0]
-    if all_features:  # no indirection through ``features`` when the tree uses them all
-        for k in range(n_feat):
-            c = codes[r, k]
-            local[k, c, 0] += g
-            local[k, c, 1] += h
-    else:
-        for k in range(n_feat):
-            c = codes[r, features[k]]
-            local[k, c, 0] += g
-            local[k, c, 1] += h
+    for k in range(n_feat):
+        c = codes[r, k] if all_features else codes[r, features[k]]
+        # MISSING_CODE (255) >= bins[k]: min() sends it to the feature's missing slot, no branch
+        slot = offsets[k] + min(np.int64(c), np.int64(bins[k]))
+        local[slot, 0] += g
+        local[slot, 1] += h
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _accumulate(codes, rows, gh, features, all_features, start, stop, local):
+def _accumulate(codes, rows, gh, features, all_features, offsets, bins, start, stop, local):
     # Sums rows[start:stop] into local. gh is in node order (gh[i] belongs to rows[i]), so
     # only the codes are gathered; their rows are prefetched PREFETCH_DISTANCE ahead (deep
     # nodes' rows are scattered, so each would otherwise wait on memory).
@@ -57,42 +68,41 @@ def _accumulate(codes, rows, gh, features, all_features, start, stop, local):
     for i in range(start, stop):
         if i < ahead:
             prefetch(codes, rows[i + PREFETCH_DISTANCE])
-        _add_row(codes, rows[i], np.float64(gh[i, 0]), np.float64(gh[i, 1]), features, all_features, local)
+        _add_row(codes, rows[i], np.float64(gh[i, 0]), np.float64(gh[i, 1]), features, all_features, offsets, bins, local)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def build_histogram(codes, rows, gh, features, block_hists, hist):
-    """hist[k] = sums of (gradient, hessian) per bin of feature ``features[k]`` over ``rows``.
+def build_histogram(codes, rows, gh, features, offsets, bins, block_hists, hist):
+    """hist[slot] = sums of (gradient, hessian) of ``rows`` per bin of each tree feature.
 
     codes: (n, F) uint8; rows: int32 row ids of the node; gh: (len(rows), 2) float32 gradient
     pairs in node order, gh[i] being row rows[i]'s (the grower permutes them with the rows, so
     this pass reads them sequentially instead of one cache line per row);
-    features: int32 feature ids; block_hists: scratch (n_blocks, len(features), 256, 2) with
-    n_blocks = n_blocks_for(len(rows)); hist: output (len(features), 256, 2).
+    features: int32 feature ids; offsets, bins: ``histogram_layout``; block_hists: scratch
+    (n_blocks, n_slots, 2) with n_blocks = n_blocks_for(len(rows)); hist: output (n_slots, 2).
     """
     n = rows.shape[0]
     n_blocks = block_hists.shape[0]
     all_features = features.shape[0] == codes.shape[1]
     if n_blocks == 1:  # small node: one pass straight into the output
         hist[:] = 0.0
-        _accumulate(codes, rows, gh, features, all_features, 0, n, hist)
+        _accumulate(codes, rows, gh, features, all_features, offsets, bins, 0, n, hist)
         return
     block_size = (n + n_blocks - 1) // n_blocks
     for b in prange(n_blocks):
         local = block_hists[b]
         local[:] = 0.0
         start = b * block_size
-        _accumulate(codes, rows, gh, features, all_features, start, min(n, start + block_size), local)
+        _accumulate(codes, rows, gh, features, all_features, offsets, bins, start, min(n, start + block_size), local)
     _reduce_parallel(block_hists, hist)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def build_histogram_all_rows(codes, gh, features, block_hists, hist):
+def build_histogram_all_rows(codes, gh, features, offsets, bins, block_hists, hist):
     """build_histogram over every row 0..n-1 (the root without row sampling): no row gather."""
     n = codes.shape[0]
     n_blocks = block_hists.shape[0]
-    n_feat = features.shape[0]
-    all_features = n_feat == codes.shape[1]
+    all_features = features.shape[0] == codes.shape[1]
     block_size = (n + n_blocks - 1) // n_blocks
     for b in prange(n_blocks):
         local = block_hists[b]
@@ -100,30 +110,73 @@ def build_histogram_all_rows(codes, gh, features, block_hists, hist):
         start = b * block_size
         stop = min(n, start + block_size)
         for r in range(start, stop):
-            _add_row(codes, r, np.float64(gh[r, 0]), np.float64(gh[r, 1]), features, all_features, local)
+            _add_row(codes, r, np.float64(gh[r, 0]), np.float64(gh[r, 1]), features, all_features, offsets, bins, local)
     _reduce_parallel(block_hists, hist)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _accumulate_sparse(indptr, indices, codes, rows, gh, position, offsets, start, stop, local):
+    for i in range(start, stop):
+        r = rows[i]
+        g = np.float64(gh[i, 0])
+        h = np.float64(gh[i, 1])
+        for e in range(indptr[r], indptr[r + 1]):
+            k = position[indices[e]]
+            if k != NOT_IN_TREE:
+                slot = offsets[k] + np.int64(codes[e])  # stored entries are present: a value bin
+                local[slot, 0] += g
+                local[slot, 1] += h
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def build_histogram_sparse(indptr, indices, codes, rows, gh, position, offsets, bins, sum_g, sum_h, block_hists, hist):
+    """build_histogram for CSR codes: only present entries are visited; position[f] is the
+    tree-feature index of feature f (or NOT_IN_TREE); missing slots = node totals - present."""
+    n = rows.shape[0]
+    n_blocks = block_hists.shape[0]
+    block_size = (n + n_blocks - 1) // n_blocks
+    for b in prange(n_blocks):
+        local = block_hists[b]
+        local[:] = 0.0
+        start = b * block_size
+        _accumulate_sparse(indptr, indices, codes, rows, gh, position, offsets, start, min(n, start + block_size), local)
+    _reduce_parallel(block_hists, hist)
+    fill_missing_slots(hist, offsets, bins, sum_g, sum_h)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def fill_missing_slots(hist, offsets, bins, sum_g, sum_h):
+    for k in prange(bins.shape[0]):
+        g = 0.0
+        h = 0.0
+        for slot in range(offsets[k], offsets[k] + bins[k]):
+            g += hist[slot, 0]
+            h += hist[slot, 1]
+        missing = offsets[k] + bins[k]
+        hist[missing, 0] = sum_g - g
+        hist[missing, 1] = max(sum_h - h, 0.0)  # rounding must not invent negative hessian
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _reduce_parallel(block_hists, hist):
     # Blocks are added in block order, whatever thread built them: thread-count independent.
     n_blocks = block_hists.shape[0]
-    for k in prange(hist.shape[0]):
-        for c in range(256):
+    n_slots = hist.shape[0]
+    chunk = 1024
+    for c in prange((n_slots + chunk - 1) // chunk):
+        for slot in range(c * chunk, min(n_slots, (c + 1) * chunk)):
             sg = 0.0
             sh = 0.0
             for b in range(n_blocks):
-                sg += block_hists[b, k, c, 0]
-                sh += block_hists[b, k, c, 1]
-            hist[k, c, 0] = sg
-            hist[k, c, 1] = sh
+                sg += block_hists[b, slot, 0]
+                sh += block_hists[b, slot, 1]
+            hist[slot, 0] = sg
+            hist[slot, 1] = sh
 
 
 @njit(cache=True, nogil=True)
 def subtract_histogram(parent, child, out):
     """out = parent - child: the sibling's histogram without a pass over its rows."""
-    n_feat = parent.shape[0]
-    for k in range(n_feat):
-        for c in range(256):
-            out[k, c, 0] = parent[k, c, 0] - child[k, c, 0]
-            out[k, c, 1] = parent[k, c, 1] - child[k, c, 1]
+    for slot in range(parent.shape[0]):
+        out[slot, 0] = parent[slot, 0] - child[slot, 0]
+        out[slot, 1] = parent[slot, 1] - child[slot, 1]

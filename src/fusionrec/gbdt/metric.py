@@ -11,6 +11,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from fusionrec.errors import FusionrecError
+from fusionrec.gbdt.ranking import parse_rank_metric, rank_metric
 
 EPS = 1e-16
 
@@ -98,11 +99,24 @@ _BINARY = {"logloss", "error", "auc", "aucpr"}
 
 
 def check_metric_fits(name: str, n_groups: int, objective_name: str) -> None:
+    if parse_rank_metric(name) is not None:
+        if n_groups > 1:
+            raise FusionrecError(f"parameter eval_metric={name!r}: a ranking metric, but objective {objective_name!r} has {n_groups} classes")
+        return
     if name in _MULTI and n_groups < 2:
         raise FusionrecError(f"parameter eval_metric={name!r}: needs a multi:* objective, not {objective_name!r}")
     if name in _BINARY and n_groups > 1:
         raise FusionrecError(f"parameter eval_metric={name!r}: a binary metric, but objective {objective_name!r} has {n_groups} classes")
 
 
-def evaluate(name: str, y: np.ndarray, metric_input: np.ndarray, w: np.ndarray | None) -> float:
+def evaluate(name: str, y: np.ndarray, metric_input: np.ndarray, w: np.ndarray | None, dataset=None, exp_gain: bool = True) -> float:
+    """The metric ``name`` of predictions ``metric_input``; ranking metrics (ndcg@k, map@k,
+    pre@k) average over the query groups of ``dataset`` (the whole data is one query when it
+    has none, as in XGBoost) with its per-query weights."""
+    if parse_rank_metric(name) is not None:
+        group_ptr = getattr(dataset, "group_ptr", None)
+        if group_ptr is None:
+            group_ptr = np.array([0, y.shape[0]], np.int64)
+        scores = metric_input if metric_input.ndim == 1 else metric_input[:, 0]
+        return rank_metric(name, y, scores, group_ptr, getattr(dataset, "group_weight", None), exp_gain)
     return METRIC_FUNCTIONS[name](y, metric_input, w)

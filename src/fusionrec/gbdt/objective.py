@@ -332,10 +332,66 @@ class CustomObjective(Objective):
         return margin[:, 0].copy() if self.n_groups == 1 else margin.copy()
 
 
+class LambdaRank(Objective):
+    """rank:pairwise / rank:ndcg / rank:map over the query groups of the training Dataset
+    (see :mod:`fusionrec.gbdt.ranking`)."""
+
+    def __init__(self, params):
+        from fusionrec.gbdt.ranking import RANK_OBJECTIVES, num_pairs
+
+        super().__init__(params)
+        self.name = params["objective"]
+        self.kind = RANK_OBJECTIVES[self.name]
+        self.topk = params["lambdarank_pair_method"] == "topk"
+        self.n_pairs = num_pairs(params)
+        self.exp_gain = bool(params["ndcg_exp_gain"])
+        self.normalize = bool(params["lambdarank_normalization"])
+        self.rng = np.random.default_rng(int(params["random_state"]))
+        self.group_ptr = None
+        self.group_weight = None
+
+    def prepare(self, dataset) -> None:
+        self.group_ptr = dataset.group_ptr
+        self.group_weight = dataset.group_weight
+
+    def check_label(self, y):
+        bad = np.flatnonzero(~(y >= 0) | (y != np.floor(y)))
+        if bad.size:
+            self._label_error(y, bad, "relevance labels that are integers >= 0")
+        if self.kind == 1 and self.exp_gain:
+            bad = np.flatnonzero(y > 31)
+            if bad.size:
+                self._label_error(y, bad, "labels <= 31 with ndcg_exp_gain (2^label - 1 gains); set ndcg_exp_gain=False")
+        if self.kind == 2:
+            bad = np.flatnonzero(y > 1)
+            if bad.size:
+                self._label_error(y, bad, "binary relevance labels (0 or 1)")
+
+    def base_score_from(self, y, w):
+        return 0.0  # only the order of scores within a query matters
+
+    def gradients(self, margin, y, w):
+        from fusionrec.gbdt.ranking import lambda_gradients
+
+        n = margin.shape[0]
+        group_ptr = self.group_ptr if self.group_ptr is not None else np.array([0, n], np.int64)
+        group_weight = self.group_weight if self.group_weight is not None else np.ones(group_ptr.shape[0] - 1)
+        uniform = np.zeros((n, 0)) if self.topk else self.rng.random((n, self.n_pairs))
+        g = np.empty(n)
+        h = np.empty(n)
+        lambda_gradients(
+            np.ascontiguousarray(margin[:, 0]), y.astype(np.float64), group_ptr, group_weight, self.kind, self.topk,
+            self.n_pairs, self.exp_gain, self.normalize, uniform, g, h,
+        )  # fmt: skip
+        return self._pack(g, h, None)
+
+
 _OBJECTIVES = {
     cls.name: cls
     for cls in (SquaredError, AbsoluteError, QuantileError, PseudoHuberError, Logistic, LogitRaw, SoftProb, SoftMax, Poisson, Gamma, Tweedie)
 }
+for _name in ("rank:pairwise", "rank:ndcg", "rank:map"):
+    _OBJECTIVES[_name] = LambdaRank
 
 
 def make_objective(params: dict, custom: Callable | None = None) -> Objective:

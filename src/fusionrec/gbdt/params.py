@@ -26,8 +26,12 @@ OBJECTIVES = (
     "count:poisson",
     "reg:gamma",
     "reg:tweedie",
+    "rank:pairwise",
+    "rank:ndcg",
+    "rank:map",
 )
 METRICS = ("rmse", "mae", "logloss", "error", "auc", "aucpr", "mlogloss", "merror", "poisson-nloglik")
+RANK_METRICS_RULE = "ndcg, map or pre, with an optional @k and XGBoost's '-' suffix (ndcg@10, map-)"
 DEFAULT_METRIC = {
     "reg:squarederror": "rmse",
     "reg:absoluteerror": "mae",
@@ -40,6 +44,9 @@ DEFAULT_METRIC = {
     "count:poisson": "poisson-nloglik",
     "reg:gamma": "rmse",
     "reg:tweedie": "rmse",
+    "rank:pairwise": "ndcg",
+    "rank:ndcg": "ndcg",
+    "rank:map": "map",
 }
 ALIASES = {
     "eta": "learning_rate",
@@ -97,7 +104,7 @@ RULES: dict[str, _Rule] = {
     "approx_proposal": _Rule("global", lambda v: v in ("global", "local"), "'global' (once per tree) or 'local' (per node)"),
     "n_jobs": _Rule(None, lambda v: v is None or (_int_in(-1)(v) and v != 0), "None, -1 or an integer >= 1"),
     "random_state": _Rule(0, _int_in(0, 2**63 - 1), "an integer >= 0"),
-    "eval_metric": _Rule(None, lambda v: v is None or _metric_list_ok(v), f"None, a metric name in {METRICS}, a list of them, or a callable"),
+    "eval_metric": _Rule(None, lambda v: v is None or _metric_list_ok(v), f"None, a metric name in {METRICS} or {RANK_METRICS_RULE}, a list of them, or a callable"),
     "disable_default_eval_metric": _Rule(False, lambda v: isinstance(v, bool), "True or False"),
     "quantile_alpha": _Rule(0.5, _real_in(0.0, 1.0, low_open=True), "a number in (0, 1)"),
     "huber_slope": _Rule(1.0, _real_in(0.0, _INF, low_open=True), "a number > 0"),
@@ -105,14 +112,25 @@ RULES: dict[str, _Rule] = {
     "scale_pos_weight": _Rule(1.0, _real_in(0.0, _INF, low_open=True), "a number > 0"),
     "bin_construct_sample_cnt": _Rule(200_000, _int_in(1), "an integer >= 1"),
     "verbosity": _Rule(1, _int_in(0, 3), "an integer in [0, 3]"),
+    "lambdarank_pair_method": _Rule("topk", lambda v: v in ("topk", "mean"), "'topk' or 'mean'"),
+    "lambdarank_num_pair_per_sample": _Rule(None, lambda v: v is None or _int_in(1)(v), "None or an integer >= 1"),
+    "lambdarank_normalization": _Rule(True, lambda v: isinstance(v, bool), "True or False"),
+    "ndcg_exp_gain": _Rule(True, lambda v: isinstance(v, bool), "True or False"),
 }
+_RANK_ONLY = ("lambdarank_pair_method", "lambdarank_num_pair_per_sample", "lambdarank_normalization", "ndcg_exp_gain")
+
+
+def _metric_ok(value: Any) -> bool:
+    from fusionrec.gbdt.ranking import parse_rank_metric
+
+    return isinstance(value, str) and (value in METRICS or parse_rank_metric(value) is not None)
 
 
 def _metric_list_ok(value: Any) -> bool:
-    if callable(value) or value in METRICS:
+    if callable(value) or _metric_ok(value):
         return True
     if isinstance(value, (list, tuple)) and value:
-        return all(v in METRICS for v in value)
+        return all(_metric_ok(v) for v in value)
     return False
 
 
@@ -154,6 +172,11 @@ def _check_combinations(p: dict[str, Any]) -> None:
         raise FusionrecError("parameter max_depth=0: unlimited depth needs grow_policy='lossguide'")
     if p["grow_policy"] == "lossguide" and p["max_leaves"] == 1:
         raise FusionrecError("parameter max_leaves=1: a tree needs at least 2 leaves to split (or 0 for no limit)")
+    if not (isinstance(objective, str) and objective.startswith("rank:")):
+        defaults = {name: RULES[name].default for name in _RANK_ONLY}
+        changed = [name for name in _RANK_ONLY if p[name] != defaults[name]]
+        if changed:
+            raise FusionrecError(f"parameter {changed[0]}={p[changed[0]]!r}: only used by rank:* objectives, not {objective!r}")
     if p["tree_method"] != "approx":
         for name, default in (("sketch_eps", None), ("approx_proposal", "global")):
             if p[name] != default:

@@ -21,7 +21,6 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from fusionrec.gbdt.binning import MISSING_CODE
 
 GAIN_EPS = 1e-6  # XGBoost's kRtEps: a split must beat this to count as an improvement
 NO_SPLIT_BIN = -1  # split_bin of a split that is a threshold only (exact and approx trees)
@@ -121,30 +120,33 @@ def clear_candidate(out):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def find_best_split(hist, hist_features, candidate_mask, n_bins, sum_g, sum_h, reg, out):
-    """Score every candidate split of one node from its histogram; one result per row ``k``.
+def find_best_split(hist, offsets, bins, candidate_mask, sum_g, sum_h, reg, out):
+    """Score every candidate split of one node from its histogram; one result per tree feature k.
 
-    hist[k] belongs to feature ``hist_features[k]``; rows with ``candidate_mask[k] == 0``
-    (column sampling) are skipped. ``out[k]`` (CANDIDATE_DTYPE) has gain -inf when feature k
-    has no valid split. Split at bin b sends codes <= b left; b = n_bins-1 (all values left)
-    is valid only when the missing values go right. Both default directions are scored
-    (Algorithm 3): the missing bin's statistics join the left side or the right side.
+    Feature k's value bins are hist[offsets[k] : offsets[k] + bins[k]], its missing values'
+    sums the slot after them (``histogram.histogram_layout``). Features with
+    ``candidate_mask[k] == 0`` (column sampling) are skipped. ``out[k]`` (CANDIDATE_DTYPE)
+    has gain -inf when feature k has no valid split. Split at bin b sends codes <= b left;
+    b = bins[k]-1 (all values left) is valid only when the missing values go right. Both
+    default directions are scored (Algorithm 3): the missing slot joins the left side or
+    the right side.
     """
     score = parent_score(sum_g, sum_h, reg)
-    for k in prange(hist.shape[0]):
+    for k in prange(bins.shape[0]):
         best = out[k]
         clear_candidate(best)
         if candidate_mask[k] == 0:
             continue
-        nb = n_bins[hist_features[k]]
-        miss_g = hist[k, MISSING_CODE, 0]
-        miss_h = hist[k, MISSING_CODE, 1]
+        first = offsets[k]
+        nb = bins[k]
+        miss_g = hist[first + nb, 0]
+        miss_h = hist[first + nb, 1]
         has_missing = miss_h > 0.0
         cum_g = 0.0
         cum_h = 0.0
         for b in range(nb):
-            cum_g += hist[k, b, 0]
-            cum_h += hist[k, b, 1]
+            cum_g += hist[first + b, 0]
+            cum_h += hist[first + b, 1]
             if b < nb - 1 or has_missing:  # missing values go right
                 gain = split_gain(cum_g, cum_h, sum_g - cum_g, sum_h - cum_h, score, reg)
                 if gain > best.gain:
