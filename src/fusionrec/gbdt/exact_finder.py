@@ -20,7 +20,8 @@ import numpy as np
 from numba import njit, prange
 
 from fusionrec.gbdt.column_block import ColumnBlock
-from fusionrec.gbdt.grower import Node, SplitFinder, decide_by_values, n_partition_blocks
+from fusionrec.gbdt._jit import parallel_and_serial
+from fusionrec.gbdt.grower import Node, SplitFinder, decide_by_values, decide_by_values_serial, kernel_for, n_partition_blocks
 from fusionrec.gbdt.split import CANDIDATE_DTYPE, Regularization, Split, best_candidate, clear_candidate, parent_score, split_gain
 from fusionrec.gbdt.tree import THRESHOLD_ALL
 
@@ -156,7 +157,6 @@ def mark_column(indptr, values, rows, f, threshold, flags, value):
         flags[rows[e]] = (1 + (values[e] > threshold)) if value else 0
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def decide_by_flags(rows, start, stop, flags, default_left, go_left, n_blocks):
     n = stop - start
     block = (n + n_blocks - 1) // n_blocks
@@ -164,6 +164,9 @@ def decide_by_flags(rows, start, stop, flags, default_left, go_left, n_blocks):
         for i in range(start + b * block, min(stop, start + (b + 1) * block)):
             flag = flags[rows[i]]
             go_left[i - start] = default_left if flag == 0 else flag == 1
+
+
+decide_by_flags, decide_by_flags_serial = parallel_and_serial(decide_by_flags)
 
 
 class ExactSplitFinder(SplitFinder):
@@ -212,9 +215,9 @@ class ExactSplitFinder(SplitFinder):
         blocks = n_partition_blocks(node.n_rows)
         if self.values_by_feature is not None:
             column = self.values_by_feature[split.feature]
-            decide_by_values(rows, node.start, node.stop, column, split.threshold, split.default_left, go_left, blocks)
+            kernel_for(node.n_rows, decide_by_values, decide_by_values_serial)(rows, node.start, node.stop, column, split.threshold, split.default_left, go_left, blocks)
             return
         b = self.block
         mark_column(b.indptr, b.values, b.rows, split.feature, split.threshold, self.flags, True)
-        decide_by_flags(rows, node.start, node.stop, self.flags, split.default_left, go_left, blocks)
+        kernel_for(node.n_rows, decide_by_flags, decide_by_flags_serial)(rows, node.start, node.stop, self.flags, split.default_left, go_left, blocks)
         mark_column(b.indptr, b.values, b.rows, split.feature, split.threshold, self.flags, False)

@@ -18,6 +18,7 @@ import heapq
 import numpy as np
 from numba import njit, prange
 
+from fusionrec.gbdt._jit import parallel_and_serial
 from fusionrec.gbdt.binning import MISSING_CODE
 from fusionrec.gbdt.split import NO_SPLIT_BIN, Regularization, Split, leaf_weight
 from fusionrec.gbdt.tree import Tree
@@ -29,7 +30,6 @@ def n_partition_blocks(n_rows: int) -> int:
     return max(1, min(32, -(-n_rows // PARTITION_BLOCK)))
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def decide_by_codes(rows, start, stop, column, split_bin, default_left, go_left, n_blocks):
     """go_left[i - start] for rows[start:stop] of a split at a Dataset bin (hist, approx global).
 
@@ -44,7 +44,6 @@ def decide_by_codes(rows, start, stop, column, split_bin, default_left, go_left,
             go_left[i - start] = default_left if c == MISSING_CODE else c <= split_bin
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def decide_by_values(rows, start, stop, column, threshold, default_left, go_left, n_blocks):
     """go_left for a split at a raw threshold (exact, approx local): x <= threshold; NaN -> default."""
     n = stop - start
@@ -55,7 +54,6 @@ def decide_by_values(rows, start, stop, column, threshold, default_left, go_left
             go_left[i - start] = default_left if np.isnan(x) else x <= threshold
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def partition_rows(rows, gh, out_rows, out_gh, start, stop, go_left, n_blocks):
     """Stable partition of rows[start:stop] into out_rows[start:stop] by ``go_left``, left first.
 
@@ -93,6 +91,16 @@ def partition_rows(rows, gh, out_rows, out_gh, start, stop, go_left, n_blocks):
             out_gh[j, 0] = gh[start + i, 0]
             out_gh[j, 1] = gh[start + i, 1]
     return n_left
+
+
+decide_by_codes, decide_by_codes_serial = parallel_and_serial(decide_by_codes)
+decide_by_values, decide_by_values_serial = parallel_and_serial(decide_by_values)
+partition_rows, partition_rows_serial = parallel_and_serial(partition_rows)
+
+
+def kernel_for(n_rows: int, threaded, serial):
+    """The threaded kernel for nodes big enough to share, else its serial twin."""
+    return threaded if n_rows >= PARTITION_BLOCK else serial
 
 
 @njit(cache=True, nogil=True)
@@ -351,7 +359,7 @@ class TreeGrower:
         go_left = self._go_left[: node.n_rows]
         self.finder.decide(node, split, go_left)
         n_left = int(
-            partition_rows(
+            kernel_for(node.n_rows, partition_rows, partition_rows_serial)(
                 self.rows_pair[source], self.gh_pair[source], self.rows_pair[target], self.gh_pair[target],
                 node.start, node.stop, go_left, n_partition_blocks(node.n_rows),
             )

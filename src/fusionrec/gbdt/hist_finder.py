@@ -13,19 +13,23 @@ import numpy as np
 from numba import njit, prange
 
 from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes
-from fusionrec.gbdt.grower import Node, SplitFinder, decide_by_codes, n_partition_blocks
+from fusionrec.gbdt._jit import parallel_and_serial
+from fusionrec.gbdt.grower import Node, SplitFinder, decide_by_codes, decide_by_codes_serial, kernel_for, n_partition_blocks
 from fusionrec.gbdt.histogram import (
     MAX_BLOCKS,
     NOT_IN_TREE,
     build_histogram,
     build_histogram_all_rows,
+    build_histogram_all_rows_serial,
+    build_histogram_serial,
     build_histogram_sparse,
+    build_histogram_sparse_serial,
     histogram_layout,
     n_blocks_for,
     new_histogram,
     subtract_histogram,
 )
-from fusionrec.gbdt.split import CANDIDATE_DTYPE, Regularization, Split, best_candidate, find_best_split
+from fusionrec.gbdt.split import CANDIDATE_DTYPE, Regularization, Split, best_candidate, find_best_split, find_best_split_serial
 from fusionrec.gbdt.tree import THRESHOLD_ALL
 
 
@@ -45,7 +49,6 @@ def _sparse_code(indptr, indices, codes, r, f):
     return MISSING_CODE
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def decide_by_sparse_codes(rows, start, stop, indptr, indices, codes, f, split_bin, default_left, go_left, n_blocks):
     """go_left for a bin split of feature f on CSR codes: absent -> the default side."""
     n = stop - start
@@ -54,6 +57,10 @@ def decide_by_sparse_codes(rows, start, stop, indptr, indices, codes, f, split_b
         for i in range(start + b * block, min(stop, start + (b + 1) * block)):
             c = _sparse_code(indptr, indices, codes, rows[i], f)
             go_left[i - start] = default_left if c == MISSING_CODE else c <= split_bin
+
+
+decide_by_sparse_codes, decide_by_sparse_codes_serial = parallel_and_serial(decide_by_sparse_codes)
+SLOTS_PER_THREAD = 4096  # histogram slots below which one thread scores a node's splits
 
 
 class HistogramSplitFinder(SplitFinder):
@@ -93,19 +100,20 @@ class HistogramSplitFinder(SplitFinder):
     def _build(self, node: Node, whole: bool) -> np.ndarray:
         grower = self.grower
         features = grower.features
-        blocks = self._block_hists[: n_blocks_for(node.n_rows)]
+        blocks = self._block_hists[: n_blocks_for(node.n_rows, self.entries_per_row)]
         hist = self._take()
         rows, gh = grower.rows_pair[node.buffer], grower.gh_pair[node.buffer]
+        serial = blocks.shape[0] == 1  # one block of rows: no thread pool to wake
         if self.sparse:
             c = self.codes
-            build_histogram_sparse(
+            (build_histogram_sparse_serial if serial else build_histogram_sparse)(
                 c.indptr, c.indices, c.codes, rows[node.start : node.stop], gh[node.start : node.stop],
                 self._position, self.offsets, self.bins, node.sum_g, node.sum_h, blocks, hist,
             )  # fmt: skip
         elif whole:
-            build_histogram_all_rows(self.codes, grower.gh, features, self.offsets, self.bins, blocks, hist)
+            (build_histogram_all_rows_serial if serial else build_histogram_all_rows)(self.codes, grower.gh, features, self.offsets, self.bins, blocks, hist)
         else:
-            build_histogram(
+            (build_histogram_serial if serial else build_histogram)(
                 self.codes, rows[node.start : node.stop], gh[node.start : node.stop], features, self.offsets, self.bins, blocks, hist
             )
         return hist
@@ -124,6 +132,8 @@ class HistogramSplitFinder(SplitFinder):
         if self._block_hists.shape[1] != self.n_slots:
             self._block_hists = np.empty((MAX_BLOCKS, self.n_slots, 2))
             self._free = []
+        n_present = self.codes.codes.shape[0] if self.sparse else self.codes.shape[0] * features.shape[0]
+        self.entries_per_row = max(1, n_present // max(1, self.codes.shape[0]))
         if self.sparse:
             self._position = np.full(self.n_features, NOT_IN_TREE, np.int32)
             self._position[features] = np.arange(features.shape[0], dtype=np.int32)
@@ -144,8 +154,9 @@ class HistogramSplitFinder(SplitFinder):
         for node in nodes:
             if node.id not in self.hists:
                 self._children_histograms(node.parent, wanted)
+        score = find_best_split if self.n_slots >= SLOTS_PER_THREAD else find_best_split_serial
         for node, mask in zip(nodes, masks):
-            find_best_split(self.hists[node.id], self.offsets, self.bins, mask, node.sum_g, node.sum_h, self.reg, self._candidates)
+            score(self.hists[node.id], self.offsets, self.bins, mask, node.sum_g, node.sum_h, self.reg, self._candidates)
             node.split = best_candidate(self._candidates, self.grower.features, self._cut_of)
 
     def _children_histograms(self, parent: Node, wanted: set[int]) -> None:
@@ -168,12 +179,12 @@ class HistogramSplitFinder(SplitFinder):
         blocks = n_partition_blocks(node.n_rows)
         if self.sparse:
             c = self.codes
-            decide_by_sparse_codes(
+            kernel_for(node.n_rows, decide_by_sparse_codes, decide_by_sparse_codes_serial)(
                 rows, node.start, node.stop, c.indptr, c.indices, c.codes, split.feature, split.split_bin,
                 split.default_left, go_left, blocks,
             )  # fmt: skip
             return
-        decide_by_codes(
+        kernel_for(node.n_rows, decide_by_codes, decide_by_codes_serial)(
             rows, node.start, node.stop, self.codes_by_feature[split.feature], split.split_bin, split.default_left, go_left, blocks
         )
 

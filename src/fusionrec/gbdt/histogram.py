@@ -22,17 +22,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from fusionrec.gbdt._jit import parallel_and_serial
 from fusionrec.gbdt._prefetch import prefetch
 
 GRAD, HESS = 0, 1
-ROWS_PER_BLOCK = 4096
+ENTRIES_PER_BLOCK = 1 << 17  # codes summed per block of rows before another block pays off
 MAX_BLOCKS = 4
 PREFETCH_DISTANCE = 10  # rows ahead; hides memory latency on deep nodes' scattered rows
 NOT_IN_TREE = -1
 
 
-def n_blocks_for(n_rows: int) -> int:
-    return int(max(1, min(MAX_BLOCKS, -(-n_rows // ROWS_PER_BLOCK))))
+def n_blocks_for(n_rows: int, n_entries_per_row: int = 32) -> int:
+    """Blocks of rows a histogram is summed in: from the data's size only, never the thread count."""
+    return int(max(1, min(MAX_BLOCKS, -(-n_rows * max(n_entries_per_row, 1) // ENTRIES_PER_BLOCK))))
 
 
 def histogram_layout(features: np.ndarray, n_bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +73,6 @@ def _accumulate(codes, rows, gh, features, all_features, offsets, bins, start, s
         _add_row(codes, rows[i], np.float64(gh[i, 0]), np.float64(gh[i, 1]), features, all_features, offsets, bins, local)
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def build_histogram(codes, rows, gh, features, offsets, bins, block_hists, hist):
     """hist[slot] = sums of (gradient, hessian) of ``rows`` per bin of each tree feature.
 
@@ -94,10 +95,9 @@ def build_histogram(codes, rows, gh, features, offsets, bins, block_hists, hist)
         local[:] = 0.0
         start = b * block_size
         _accumulate(codes, rows, gh, features, all_features, offsets, bins, start, min(n, start + block_size), local)
-    _reduce_parallel(block_hists, hist)
+    _reduce_blocks(block_hists, hist)
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def build_histogram_all_rows(codes, gh, features, offsets, bins, block_hists, hist):
     """build_histogram over every row 0..n-1 (the root without row sampling): no row gather."""
     n = codes.shape[0]
@@ -111,7 +111,7 @@ def build_histogram_all_rows(codes, gh, features, offsets, bins, block_hists, hi
         stop = min(n, start + block_size)
         for r in range(start, stop):
             _add_row(codes, r, np.float64(gh[r, 0]), np.float64(gh[r, 1]), features, all_features, offsets, bins, local)
-    _reduce_parallel(block_hists, hist)
+    _reduce_blocks(block_hists, hist)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -128,7 +128,6 @@ def _accumulate_sparse(indptr, indices, codes, rows, gh, position, offsets, star
                 local[slot, 1] += h
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def build_histogram_sparse(indptr, indices, codes, rows, gh, position, offsets, bins, sum_g, sum_h, block_hists, hist):
     """build_histogram for CSR codes: only present entries are visited; position[f] is the
     tree-feature index of feature f (or NOT_IN_TREE); missing slots = node totals - present."""
@@ -140,13 +139,13 @@ def build_histogram_sparse(indptr, indices, codes, rows, gh, position, offsets, 
         local[:] = 0.0
         start = b * block_size
         _accumulate_sparse(indptr, indices, codes, rows, gh, position, offsets, start, min(n, start + block_size), local)
-    _reduce_parallel(block_hists, hist)
+    _reduce_blocks(block_hists, hist)
     fill_missing_slots(hist, offsets, bins, sum_g, sum_h)
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def fill_missing_slots(hist, offsets, bins, sum_g, sum_h):
-    for k in prange(bins.shape[0]):
+    for k in range(bins.shape[0]):
         g = 0.0
         h = 0.0
         for slot in range(offsets[k], offsets[k] + bins[k]):
@@ -157,13 +156,13 @@ def fill_missing_slots(hist, offsets, bins, sum_g, sum_h):
         hist[missing, 1] = max(sum_h - h, 0.0)  # rounding must not invent negative hessian
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _reduce_parallel(block_hists, hist):
+@njit(cache=True, nogil=True)
+def _reduce_blocks(block_hists, hist):
     # Blocks are added in block order, whatever thread built them: thread-count independent.
     n_blocks = block_hists.shape[0]
     n_slots = hist.shape[0]
     chunk = 1024
-    for c in prange((n_slots + chunk - 1) // chunk):
+    for c in range((n_slots + chunk - 1) // chunk):
         for slot in range(c * chunk, min(n_slots, (c + 1) * chunk)):
             sg = 0.0
             sh = 0.0
@@ -172,6 +171,11 @@ def _reduce_parallel(block_hists, hist):
                 sh += block_hists[b, slot, 1]
             hist[slot, 0] = sg
             hist[slot, 1] = sh
+
+
+build_histogram, build_histogram_serial = parallel_and_serial(build_histogram)
+build_histogram_all_rows, build_histogram_all_rows_serial = parallel_and_serial(build_histogram_all_rows)
+build_histogram_sparse, build_histogram_sparse_serial = parallel_and_serial(build_histogram_sparse)
 
 
 @njit(cache=True, nogil=True)

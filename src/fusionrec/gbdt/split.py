@@ -21,6 +21,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from fusionrec.gbdt._jit import parallel_and_serial
+
 
 GAIN_EPS = 1e-6  # XGBoost's kRtEps: a split must beat this to count as an improvement
 NO_SPLIT_BIN = -1  # split_bin of a split that is a threshold only (exact and approx trees)
@@ -101,6 +103,8 @@ def split_gain(lg, lh, rg, rh, parent_score, reg):
     if lh < reg.min_child_weight or rh < reg.min_child_weight or lh <= 0.0 or rh <= 0.0:
         return -np.inf
     lam, alpha, mds = reg.reg_lambda, reg.reg_alpha, reg.max_delta_step
+    if alpha == 0.0 and mds == 0.0:  # the common case, without leaf_score's branches
+        return lg * lg / (lh + lam) + rg * rg / (rh + lam) - parent_score
     return leaf_score(lg, lh, lam, alpha, mds) + leaf_score(rg, rh, lam, alpha, mds) - parent_score
 
 
@@ -119,7 +123,6 @@ def clear_candidate(out):
     out.left_h = 0.0
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def find_best_split(hist, offsets, bins, candidate_mask, sum_g, sum_h, reg, out):
     """Score every candidate split of one node from its histogram; one result per tree feature k.
 
@@ -133,8 +136,7 @@ def find_best_split(hist, offsets, bins, candidate_mask, sum_g, sum_h, reg, out)
     """
     score = parent_score(sum_g, sum_h, reg)
     for k in prange(bins.shape[0]):
-        best = out[k]
-        clear_candidate(best)
+        clear_candidate(out[k])
         if candidate_mask[k] == 0:
             continue
         first = offsets[k]
@@ -142,6 +144,12 @@ def find_best_split(hist, offsets, bins, candidate_mask, sum_g, sum_h, reg, out)
         miss_g = hist[first + nb, 0]
         miss_h = hist[first + nb, 1]
         has_missing = miss_h > 0.0
+        # the best so far in locals (registers), written to out[k] once
+        best_gain = -np.inf
+        best_bin = NO_SPLIT_BIN
+        best_default_left = False
+        best_g = 0.0
+        best_h = 0.0
         cum_g = 0.0
         cum_h = 0.0
         for b in range(nb):
@@ -149,23 +157,32 @@ def find_best_split(hist, offsets, bins, candidate_mask, sum_g, sum_h, reg, out)
             cum_h += hist[first + b, 1]
             if b < nb - 1 or has_missing:  # missing values go right
                 gain = split_gain(cum_g, cum_h, sum_g - cum_g, sum_h - cum_h, score, reg)
-                if gain > best.gain:
-                    best.gain = gain
-                    best.bin = b
+                if gain > best_gain:
+                    best_gain = gain
+                    best_bin = b
                     # with no missing values here, send future ones to the heavier side
-                    best.default_left = (not has_missing) and cum_h >= sum_h - cum_h
-                    best.left_g = cum_g
-                    best.left_h = cum_h
+                    best_default_left = (not has_missing) and cum_h >= sum_h - cum_h
+                    best_g = cum_g
+                    best_h = cum_h
             if has_missing and b < nb - 1:  # missing values go left
                 lg = cum_g + miss_g
                 lh = cum_h + miss_h
                 gain = split_gain(lg, lh, sum_g - lg, sum_h - lh, score, reg)
-                if gain > best.gain:
-                    best.gain = gain
-                    best.bin = b
-                    best.default_left = True
-                    best.left_g = lg
-                    best.left_h = lh
+                if gain > best_gain:
+                    best_gain = gain
+                    best_bin = b
+                    best_default_left = True
+                    best_g = lg
+                    best_h = lh
+        best = out[k]
+        best.gain = best_gain
+        best.bin = best_bin
+        best.default_left = best_default_left
+        best.left_g = best_g
+        best.left_h = best_h
+
+
+find_best_split, find_best_split_serial = parallel_and_serial(find_best_split)
 
 
 def best_candidate(candidates: np.ndarray, features: np.ndarray, cut_of=None) -> Split | None:
