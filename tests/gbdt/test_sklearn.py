@@ -3,15 +3,32 @@ import pytest
 from sklearn.model_selection import cross_val_score
 from sklearn.utils.estimator_checks import check_dataframe_column_names_consistency, parametrize_with_checks
 
-from fusionrec.gbdt import GBDTClassifier, GBDTRegressor
+from fusionrec.gbdt import GBDTClassifier, GBDTRanker, GBDTRegressor
+
+RANKER_WEIGHTS = (
+    "LambdaMART's pairs are not additive in rows: a repeated document changes the ranking "
+    "positions (|ΔNDCG|) and the query's normalization, so weight 2 is not the row twice"
+)
 
 
-@parametrize_with_checks([GBDTRegressor(n_estimators=10), GBDTClassifier(n_estimators=10)])
+def _expected_failures(estimator):
+    if isinstance(estimator, GBDTRanker):
+        return {
+            "check_sample_weight_equivalence_on_dense_data": RANKER_WEIGHTS,
+            "check_sample_weight_equivalence_on_sparse_data": RANKER_WEIGHTS,
+        }
+    return {}
+
+
+@parametrize_with_checks(
+    [GBDTRegressor(n_estimators=10), GBDTClassifier(n_estimators=10), GBDTRanker(n_estimators=10)],
+    expected_failed_checks=_expected_failures,
+)
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 
 
-@pytest.mark.parametrize("cls", [GBDTRegressor, GBDTClassifier])
+@pytest.mark.parametrize("cls", [GBDTRegressor, GBDTClassifier, GBDTRanker])
 def test_dataframe_column_names_consistency(cls):
     pytest.importorskip("pandas")
     check_dataframe_column_names_consistency(cls.__name__, cls(n_estimators=3))

@@ -376,6 +376,7 @@ class LambdaRank(Objective):
         n = margin.shape[0]
         group_ptr = self.group_ptr if self.group_ptr is not None else np.array([0, n], np.int64)
         group_weight = self.group_weight if self.group_weight is not None else np.ones(group_ptr.shape[0] - 1)
+        row_weight = w if self.group_ptr is None else None  # one query without groups: weights are per row
         uniform = np.zeros((n, 0)) if self.topk else self.rng.random((n, self.n_pairs))
         g = np.empty(n)
         h = np.empty(n)
@@ -383,7 +384,7 @@ class LambdaRank(Objective):
             np.ascontiguousarray(margin[:, 0]), y.astype(np.float64), group_ptr, group_weight, self.kind, self.topk,
             self.n_pairs, self.exp_gain, self.normalize, uniform, g, h,
         )  # fmt: skip
-        return self._pack(g, h, None)
+        return self._pack(g, h, row_weight)
 
 
 _OBJECTIVES = {

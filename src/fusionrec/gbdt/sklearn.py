@@ -1,6 +1,6 @@
 """scikit-learn estimators over the booster, with XGBoost's scikit-learn parameter names.
 
-``GBDTRegressor`` and ``GBDTClassifier`` are thin: they validate, pick the objective, call
+``GBDTRegressor``, ``GBDTClassifier`` and ``GBDTRanker`` are thin: they validate, pick the objective, call
 :func:`fusionrec.gbdt.train` and keep the booster in ``booster_``. Feature-name
 bookkeeping is scikit-learn's (``n_features_in_``, ``feature_names_in_``); conversion
 and value checks are the engine's.
@@ -288,3 +288,116 @@ class GBDTClassifier(ClassifierMixin, _GBDTBase):
         self.classes_ = np.asarray(classes)
         self.n_classes_ = len(self.classes_)
         self._label_encoder = LabelEncoder().fit(self.classes_)
+
+
+class GBDTRanker(_GBDTBase):
+    """Gradient-boosted trees for learning to rank (default objective ``rank:ndcg``, LambdaMART).
+
+    ``fit(X, y, group=...)`` or ``fit(X, y, qid=...)`` as in XGBoost's ``XGBRanker``: rows of
+    a query together, ``qid`` sorted ascending; ``sample_weight`` then holds one weight per
+    query group. Without ``group`` or ``qid`` every row belongs to one query, and
+    ``sample_weight`` is per row (a single query's rows then carry their own weights in the
+    query's gradients and metrics). ``predict`` returns ranking scores (margins).
+    """
+
+    def __init__(
+        self,
+        *,
+        n_estimators: int = 100,
+        learning_rate: float = 0.3,
+        max_depth: int = 6,
+        max_leaves: int = 0,
+        grow_policy: str = "depthwise",
+        reg_lambda: float = 1.0,
+        reg_alpha: float = 0.0,
+        gamma: float = 0.0,
+        min_child_weight: float = 1.0,
+        max_delta_step: float | None = None,
+        subsample: float = 1.0,
+        colsample_bytree: float = 1.0,
+        colsample_bylevel: float = 1.0,
+        colsample_bynode: float = 1.0,
+        max_bin: int = 256,
+        tree_method: str = "hist",
+        objective: Any = "rank:ndcg",
+        n_jobs: int | None = None,
+        random_state: Any = None,
+        early_stopping_rounds: int | None = None,
+        eval_metric: Any = None,
+        base_score: float | None = None,
+        importance_type: str = "gain",
+        callbacks: list | None = None,
+        params: dict | None = None,
+        lambdarank_pair_method: str = "topk",
+        lambdarank_num_pair_per_sample: int | None = None,
+        lambdarank_normalization: bool = True,
+        ndcg_exp_gain: bool = True,
+    ):
+        super().__init__(
+            n_estimators=n_estimators, learning_rate=learning_rate, max_depth=max_depth, max_leaves=max_leaves,
+            grow_policy=grow_policy, reg_lambda=reg_lambda, reg_alpha=reg_alpha, gamma=gamma,
+            min_child_weight=min_child_weight, max_delta_step=max_delta_step, subsample=subsample,
+            colsample_bytree=colsample_bytree, colsample_bylevel=colsample_bylevel, colsample_bynode=colsample_bynode,
+            max_bin=max_bin, tree_method=tree_method, objective=objective, n_jobs=n_jobs, random_state=random_state,
+            early_stopping_rounds=early_stopping_rounds, eval_metric=eval_metric, base_score=base_score,
+            importance_type=importance_type, callbacks=callbacks, params=params,
+        )  # fmt: skip
+        self.lambdarank_pair_method = lambdarank_pair_method
+        self.lambdarank_num_pair_per_sample = lambdarank_num_pair_per_sample
+        self.lambdarank_normalization = lambdarank_normalization
+        self.ndcg_exp_gain = ndcg_exp_gain
+
+    def _rank_params(self) -> dict:
+        return {
+            "lambdarank_pair_method": self.lambdarank_pair_method,
+            "lambdarank_num_pair_per_sample": self.lambdarank_num_pair_per_sample,
+            "lambdarank_normalization": self.lambdarank_normalization,
+            "ndcg_exp_gain": self.ndcg_exp_gain,
+        }
+
+    def fit(
+        self, X, y, *, group=None, qid=None, sample_weight=None, eval_set=None, eval_group=None, eval_qid=None,
+        sample_weight_eval_set=None, xgb_model=None, verbose=False,
+    ):  # fmt: skip
+        matrix = self._check_X(X, reset=True)
+        y = column_or_1d(np.asarray(y) if not hasattr(y, "to_numpy") else y.to_numpy(), warn=True)
+        objective = self.objective or "rank:ndcg"
+        if not (isinstance(objective, str) and objective.startswith("rank:")):
+            raise FusionrecError(f"parameter objective={objective!r}: GBDTRanker needs a rank:* objective (rank:ndcg, rank:map, rank:pairwise)")
+        params = self._booster_params(objective, self._rank_params())
+        if group is None and qid is None and sample_weight is not None:  # one query: weights per row
+            sample_weight = _check_sample_weight(sample_weight, X if hasattr(X, "shape") else matrix.values, dtype=np.float64)
+        dtrain = Dataset(matrix, y, sample_weight, max_bin=params["max_bin"], seed=params["random_state"], group=group, qid=qid)
+        evals = []
+        for i, pair in enumerate(eval_set or []):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise FusionrecError(f"eval_set[{i}]: expected an (X, y) pair")
+            Xe, ye = pair
+            ge = None if eval_group is None else eval_group[i]
+            qe = None if eval_qid is None else eval_qid[i]
+            we = None if sample_weight_eval_set is None else sample_weight_eval_set[i]
+            evals.append((Dataset(to_feature_matrix(Xe, f"eval_set[{i}] X"), ye, we, reference=dtrain, group=ge, qid=qe), f"validation_{i}"))
+        results: dict = {}
+        if isinstance(xgb_model, _GBDTBase):
+            xgb_model = xgb_model.get_booster()
+        self.booster_ = train(
+            params, dtrain, int(self.n_estimators), evals=evals, early_stopping_rounds=self.early_stopping_rounds,
+            evals_result=results, verbose_eval=verbose, xgb_model=xgb_model, callbacks=self.callbacks,
+        )  # fmt: skip
+        self.evals_result_ = results
+        self.n_features_in_ = matrix.n_features
+        return self
+
+    def predict(self, X, output_margin: bool = False) -> np.ndarray:
+        """Ranking scores: higher ranks first within a query."""
+        matrix = self._check_X(X, reset=False)
+        return self.booster_.predict(matrix.values, output_margin=True, iteration_range=self._iteration_range(), validate_features=False)
+
+    def score(self, X, y, *, group=None, qid=None, sample_weight=None) -> float:
+        """Mean NDCG over the queries of (X, y) (one query when no group / qid is given)."""
+        from fusionrec.gbdt.metric import evaluate
+
+        scores = self.predict(X)
+        y = column_or_1d(np.asarray(y, dtype=np.float64))
+        data = Dataset(to_feature_matrix(X, "X"), y, sample_weight, reference=self.booster_, group=group, qid=qid)
+        return evaluate("ndcg", y, scores, data.weight, data, bool(self.ndcg_exp_gain))
