@@ -26,7 +26,8 @@ from numba import njit, prange
 
 from fusionrec.gbdt.binning import MAX_VALUE_BINS, MISSING_CODE, SparseCodes, bin_csr_entries
 from fusionrec.gbdt.column_block import ColumnBlock
-from fusionrec.gbdt.exact_finder import NOT_IN_LEVEL, ExactSplitFinder, _consider
+from fusionrec.gbdt.exact_finder import NOT_IN_LEVEL, ExactSplitFinder, _consider, mark_column
+from fusionrec.gbdt.grower import decide_by_flags, decide_by_flags_serial, kernel_for, n_partition_blocks
 from fusionrec.gbdt.hist_finder import HistogramSplitFinder
 from fusionrec.gbdt.sketch import prune_summary, summary_from_sorted
 from fusionrec.gbdt.split import Regularization, clear_candidate, parent_score
@@ -189,6 +190,7 @@ class GlobalApproxSplitFinder(HistogramSplitFinder):
         if self.csr is not None:
             csr = self.csr
             bin_csr_entries(csr.indptr, csr.indices, csr.data, self._cut_table, self._n_cuts, self.codes.codes)
+            self.codes_changed = True
         else:
             self.codes_by_feature.fill(MISSING_CODE)
             bin_sorted_columns(b.indptr, b.values, b.rows, features, self._cut_table, self._n_cuts, self.codes_by_feature)
@@ -196,6 +198,18 @@ class GlobalApproxSplitFinder(HistogramSplitFinder):
         self.n_bins = (self._n_cuts + 1).astype(np.int32)
         self.cuts = [self._cut_table[f, : self._n_cuts[f]] for f in range(b.n_features)]
         super().begin_tree(grower)  # the histogram layout follows this tree's bins
+
+    def decide(self, node, split, go_left) -> None:
+        if self.csr is None:
+            return super().decide(node, split, go_left)
+        # sparse: mark the split feature's present entries from the sorted block by threshold
+        b = self.block
+        rows = self.grower.rows_pair[node.buffer]
+        mark_column(b.indptr, b.values, b.rows, split.feature, split.threshold, self._flags, True)
+        kernel_for(node.n_rows, decide_by_flags, decide_by_flags_serial)(
+            rows, node.start, node.stop, self._flags, split.default_left, go_left, n_partition_blocks(node.n_rows)
+        )
+        mark_column(b.indptr, b.values, b.rows, split.feature, split.threshold, self._flags, False)
 
 
 class LocalApproxSplitFinder(ExactSplitFinder):

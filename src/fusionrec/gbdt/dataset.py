@@ -93,17 +93,15 @@ class Dataset:
         self._values_by_feature: np.ndarray | None = None
 
     @property
-    def codes_by_feature(self) -> np.ndarray | None:
-        """Column-major copy of dense codes (n_features, n_rows), made on first use by
-        training (None for sparse data, whose rows find their codes by binary search).
+    def codes_by_feature(self):
+        """Column-major copy of the codes, made on first use by training: (n_features, n_rows)
+        for dense data, a column-major SparseCodes (present entries only) for sparse data.
 
         Partitioning a node reads one feature of each of its rows; a contiguous column makes
         that a forward walk through memory instead of one cache miss per row.
         """
-        if self.raw.is_sparse:
-            return None
         if self._codes_by_feature is None:
-            self._codes_by_feature = np.ascontiguousarray(self.codes.T)
+            self._codes_by_feature = self.codes.by_feature() if self.raw.is_sparse else np.ascontiguousarray(self.codes.T)
         return self._codes_by_feature
 
     @property

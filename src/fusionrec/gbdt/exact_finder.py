@@ -21,7 +21,19 @@ from numba import njit, prange
 
 from fusionrec.gbdt.column_block import ColumnBlock
 from fusionrec.gbdt._jit import parallel_and_serial
-from fusionrec.gbdt.grower import Node, SplitFinder, decide_by_values, decide_by_values_serial, kernel_for, n_partition_blocks
+from fusionrec.gbdt.grower import (
+    ABSENT,
+    GOES_LEFT,
+    GOES_RIGHT,
+    Node,
+    SplitFinder,
+    decide_by_flags,
+    decide_by_flags_serial,
+    decide_by_values,
+    decide_by_values_serial,
+    kernel_for,
+    n_partition_blocks,
+)
 from fusionrec.gbdt.split import CANDIDATE_DTYPE, Regularization, Split, best_candidate, clear_candidate, parent_score, split_gain
 from fusionrec.gbdt.tree import THRESHOLD_ALL
 
@@ -152,21 +164,10 @@ def assign_slots(slot, rows, start, stop, s):
 
 @njit(cache=True, nogil=True)
 def mark_column(indptr, values, rows, f, threshold, flags, value):
-    """flags[r] = 1 + (x > threshold) for the present entries of feature f (value=True), or 0."""
+    """flags[r] = GOES_LEFT / GOES_RIGHT (x <= threshold or not) for the present entries of
+    feature f (value=True), or back to ABSENT."""
     for e in range(indptr[f], indptr[f + 1]):
-        flags[rows[e]] = (1 + (values[e] > threshold)) if value else 0
-
-
-def decide_by_flags(rows, start, stop, flags, default_left, go_left, n_blocks):
-    n = stop - start
-    block = (n + n_blocks - 1) // n_blocks
-    for b in prange(n_blocks):
-        for i in range(start + b * block, min(stop, start + (b + 1) * block)):
-            flag = flags[rows[i]]
-            go_left[i - start] = default_left if flag == 0 else flag == 1
-
-
-decide_by_flags, decide_by_flags_serial = parallel_and_serial(decide_by_flags)
+        flags[rows[e]] = (GOES_RIGHT if values[e] > threshold else GOES_LEFT) if value else ABSENT
 
 
 class ExactSplitFinder(SplitFinder):

@@ -93,6 +93,22 @@ def partition_rows(rows, gh, out_rows, out_gh, start, stop, go_left, n_blocks):
     return n_left
 
 
+# Row flags of a sparse split feature: set for its present entries, ABSENT (the default
+# direction) for everyone else; the column is marked before deciding and cleared after.
+ABSENT, GOES_LEFT, GOES_RIGHT = 0, 1, 2
+
+
+def decide_by_flags(rows, start, stop, flags, default_left, go_left, n_blocks):
+    """go_left from per-row flags (sparse split features: only present entries are marked)."""
+    n = stop - start
+    block = (n + n_blocks - 1) // n_blocks
+    for b in prange(n_blocks):
+        for i in range(start + b * block, min(stop, start + (b + 1) * block)):
+            flag = flags[rows[i]]
+            go_left[i - start] = default_left if flag == ABSENT else flag == GOES_LEFT
+
+
+decide_by_flags, decide_by_flags_serial = parallel_and_serial(decide_by_flags)
 decide_by_codes, decide_by_codes_serial = parallel_and_serial(decide_by_codes)
 decide_by_values, decide_by_values_serial = parallel_and_serial(decide_by_values)
 partition_rows, partition_rows_serial = parallel_and_serial(partition_rows)

@@ -14,7 +14,14 @@ from numba import njit, prange
 
 from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes
 from fusionrec.gbdt._jit import parallel_and_serial
-from fusionrec.gbdt.grower import Node, SplitFinder, decide_by_codes, decide_by_codes_serial, kernel_for, n_partition_blocks
+from fusionrec.gbdt.grower import (
+    Node,
+    SplitFinder,
+    decide_by_codes,
+    decide_by_codes_serial,
+    kernel_for,
+    n_partition_blocks,
+)
 from fusionrec.gbdt.histogram import (
     MAX_BLOCKS,
     NOT_IN_TREE,
@@ -22,8 +29,11 @@ from fusionrec.gbdt.histogram import (
     build_histogram_all_rows,
     build_histogram_all_rows_serial,
     build_histogram_serial,
+    build_histogram_slots,
+    build_histogram_slots_serial,
     build_histogram_sparse,
     build_histogram_sparse_serial,
+    entry_slots,
     histogram_layout,
     n_blocks_for,
     new_histogram,
@@ -34,41 +44,57 @@ from fusionrec.gbdt.tree import THRESHOLD_ALL
 
 
 @njit(cache=True, inline="always")
-def _sparse_code(indptr, indices, codes, r, f):
-    # a row's entries are sorted by column: binary search for feature f
-    lo = indptr[r]
-    hi = indptr[r + 1]
+def _gallop(col_rows, j, stop, r):
+    """First position >= j in col_rows[:stop] (ascending) whose row is >= r: doubling steps,
+    then bisection, so a far jump costs log(distance) and a near one a step or two."""
+    if j >= stop or col_rows[j] >= r:
+        return j
+    step = 1
+    while j + step < stop and col_rows[j + step] < r:
+        step <<= 1
+    lo = j + (step >> 1) + 1
+    hi = min(j + step, stop)
     while lo < hi:
         mid = (lo + hi) >> 1
-        if indices[mid] < f:
+        if col_rows[mid] < r:
             lo = mid + 1
         else:
             hi = mid
-    if lo < indptr[r + 1] and indices[lo] == f:
-        return codes[lo]
-    return MISSING_CODE
+    return lo
 
 
-def decide_by_sparse_codes(rows, start, stop, indptr, indices, codes, f, split_bin, default_left, go_left, n_blocks):
-    """go_left for a bin split of feature f on CSR codes: absent -> the default side."""
+def decide_by_column(rows, start, stop, col_rows, col_codes, col_start, col_stop, split_bin, default_left, go_left, n_blocks):
+    """go_left for a bin split of a sparse feature: the node's rows against the feature's
+    present entries, both ascending by row id (the grower's partitions are stable), in one
+    merge walk: O(node rows + the entries passed), absent rows to the default side."""
     n = stop - start
     block = (n + n_blocks - 1) // n_blocks
     for b in prange(n_blocks):
-        for i in range(start + b * block, min(stop, start + (b + 1) * block)):
-            c = _sparse_code(indptr, indices, codes, rows[i], f)
-            go_left[i - start] = default_left if c == MISSING_CODE else c <= split_bin
+        s = start + b * block
+        e = min(stop, s + block)
+        if s >= e:
+            continue
+        j = _gallop(col_rows, col_start, col_stop, rows[s])
+        for i in range(s, e):
+            r = rows[i]
+            j = _gallop(col_rows, j, col_stop, r)
+            if j < col_stop and col_rows[j] == r:
+                go_left[i - start] = col_codes[j] <= split_bin
+            else:
+                go_left[i - start] = default_left
 
 
-decide_by_sparse_codes, decide_by_sparse_codes_serial = parallel_and_serial(decide_by_sparse_codes)
+decide_by_column, decide_by_column_serial = parallel_and_serial(decide_by_column)
 SLOTS_PER_THREAD = 4096  # histogram slots below which one thread scores a node's splits
 
 
 class HistogramSplitFinder(SplitFinder):
     """Splits at bin boundaries of ``codes``: (n_rows, n_features) uint8, or SparseCodes.
 
-    ``codes_by_feature`` is the column-major copy used to route rows of dense codes (None
-    for sparse); ``n_bins`` the value bins per feature; ``cuts[f][b]`` the threshold of a
-    split at bin b.
+    ``codes_by_feature`` is the column-major copy used to route rows: an (n_features,
+    n_rows) array for dense codes, a column-major SparseCodes (indptr by feature, row ids
+    in ``indices``) for sparse ones; ``n_bins`` the value bins per feature; ``cuts[f][b]``
+    the threshold of a split at bin b.
     """
 
     tree_bins = True
@@ -77,12 +103,15 @@ class HistogramSplitFinder(SplitFinder):
         self.codes = codes
         self.sparse = isinstance(codes, SparseCodes)
         self.codes_by_feature = codes_by_feature
+        self._flags = np.zeros(codes.shape[0], np.uint8) if self.sparse else None  # approx's sparse routing
         self.n_bins = n_bins
         self.cuts = cuts
         self.reg = reg
         self.n_features = codes.shape[1]
         self._free: list[np.ndarray] = []
         self._block_hists = np.empty((0, 0, 2))
+        self._slots = self._slot_buffer = self._slot_layout = None
+        self.codes_changed = False  # approx re-bins the codes for every tree
         self.hists: dict[int, np.ndarray] = {}
 
     # -- histogram pool ---------------------------------------------------------------------
@@ -104,7 +133,12 @@ class HistogramSplitFinder(SplitFinder):
         hist = self._take()
         rows, gh = grower.rows_pair[node.buffer], grower.gh_pair[node.buffer]
         serial = blocks.shape[0] == 1  # one block of rows: no thread pool to wake
-        if self.sparse:
+        if self.sparse and self._slots is not None:
+            (build_histogram_slots_serial if serial else build_histogram_slots)(
+                self.codes.indptr, self._slots, rows[node.start : node.stop], gh[node.start : node.stop],
+                self.offsets, self.bins, node.sum_g, node.sum_h, blocks, hist,
+            )  # fmt: skip
+        elif self.sparse:
             c = self.codes
             (build_histogram_sparse_serial if serial else build_histogram_sparse)(
                 c.indptr, c.indices, c.codes, rows[node.start : node.stop], gh[node.start : node.stop],
@@ -137,6 +171,15 @@ class HistogramSplitFinder(SplitFinder):
         if self.sparse:
             self._position = np.full(self.n_features, NOT_IN_TREE, np.int32)
             self._position[features] = np.arange(features.shape[0], dtype=np.int32)
+            self._slots = None
+            if features.shape[0] == self.n_features:  # every feature: each entry's slot, once per layout
+                if self._slot_layout is None or not np.array_equal(self._slot_layout, self.offsets) or self.codes_changed:
+                    dtype = np.uint16 if self.n_slots <= np.iinfo(np.uint16).max + 1 else np.uint32
+                    if self._slot_buffer is None or self._slot_buffer.dtype != dtype:
+                        self._slot_buffer = np.empty(self.codes.codes.shape[0], dtype)
+                    entry_slots(self.codes.indices, self.codes.codes, self.offsets, self._slot_buffer)
+                    self._slot_layout = self.offsets.copy()
+                self._slots = self._slot_buffer
 
     def root_sums(self, root: Node) -> tuple[float, float]:
         if self.sparse:  # the missing slots need the totals first
@@ -178,9 +221,10 @@ class HistogramSplitFinder(SplitFinder):
         rows = self.grower.rows_pair[node.buffer]
         blocks = n_partition_blocks(node.n_rows)
         if self.sparse:
-            c = self.codes
-            kernel_for(node.n_rows, decide_by_sparse_codes, decide_by_sparse_codes_serial)(
-                rows, node.start, node.stop, c.indptr, c.indices, c.codes, split.feature, split.split_bin,
+            c = self.codes_by_feature
+            f = split.feature
+            kernel_for(node.n_rows, decide_by_column, decide_by_column_serial)(
+                rows, node.start, node.stop, c.indices, c.codes, c.indptr[f], c.indptr[f + 1], split.split_bin,
                 split.default_left, go_left, blocks,
             )  # fmt: skip
             return
