@@ -461,20 +461,21 @@ def main() -> None:
 
     console = Console()
     IMG.mkdir(parents=True, exist_ok=True)
-    lines: list[str] = []
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _report import write_markdown_block
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
+        blocks = []
         if args.suites & {"exact", "approx"}:
-            suite_methods(args, tmp_path, console, lines)
-        for name, suite in (("fig3", suite_fig3), ("sparse", suite_sparse), ("fig5", suite_fig5), ("fig7", suite_fig7), ("rank", suite_rank)):
-            if name in args.suites:
-                suite(args, tmp_path, console, lines)
-    console.print("\n".join(lines))
-    if args.markdown:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from _report import write_markdown_block
-
-        write_markdown_block(args.markdown, "gbdt_paper", "gbdt_paper.py", lines)
+            blocks.append(("methods", suite_methods))
+        blocks += [(name, suite) for name, suite in (("fig3", suite_fig3), ("sparse", suite_sparse), ("fig5", suite_fig5), ("fig7", suite_fig7), ("rank", suite_rank)) if name in args.suites]
+        for name, suite in blocks:
+            lines: list[str] = []
+            suite(args, tmp_path, console, lines)
+            console.print("\n".join(lines))
+            if args.markdown:  # one block per suite: rerunning a suite replaces only its table
+                write_markdown_block(args.markdown, f"gbdt_paper_{name}", "gbdt_paper.py", lines)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, dense_with_nan as _dense_with_nan, to_feature_matrix
@@ -20,7 +19,7 @@ from fusionrec.gbdt.metric import check_metric_fits, evaluate
 from fusionrec.gbdt.model_io import ModelState, read_file, read_state, save, to_json_bytes
 from fusionrec.gbdt.objective import Objective, make_objective
 from fusionrec.gbdt.params import effective_n_threads, metric_names, n_classes_of, resolve_params
-from fusionrec.gbdt.tree import Forest, add_forest_margin, predict_leaf_dense
+from fusionrec.gbdt.tree import Forest, Tree, add_forest_margin, predict_leaf_dense
 
 IMPORTANCE_TYPES = ("weight", "gain", "cover", "total_gain", "total_cover")
 

@@ -20,7 +20,6 @@ import numpy as np
 from numba import njit, prange
 
 from fusionrec.gbdt.column_block import ColumnBlock
-from fusionrec.gbdt._jit import parallel_and_serial
 from fusionrec.gbdt.grower import (
     ABSENT,
     GOES_LEFT,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes
+from fusionrec.gbdt.binning import SparseCodes
 from fusionrec.gbdt._jit import parallel_and_serial
 from fusionrec.gbdt.grower import (
     Node,
