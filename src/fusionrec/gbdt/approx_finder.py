@@ -98,7 +98,7 @@ def local_level_scan(indptr, values, rows, features, slot, gh, node_g, node_h, m
         f = features[k]
         out_k = out[k]
         for s in range(n_nodes):
-            clear_candidate(out_k[s])
+            clear_candidate(out_k[s], k)
         start, stop = indptr[f], indptr[f + 1]
         offsets = np.zeros(n_nodes + 1, np.int64)
         for e in range(start, stop):

@@ -106,7 +106,7 @@ def exact_level_scan(indptr, values, rows, has_missing, features, slot, gh, node
         out_k = out[k]
         allowed = masks[:, k] != 0
         for s in range(n_nodes):
-            clear_candidate(out_k[s])
+            clear_candidate(out_k[s], k)
         if not allowed.any():
             continue
         start, stop = indptr[f], indptr[f + 1]

@@ -39,7 +39,7 @@ from fusionrec.gbdt.histogram import (
     new_histogram,
     subtract_histogram,
 )
-from fusionrec.gbdt.split import CANDIDATE_DTYPE, Regularization, Split, best_candidate, find_best_split, find_best_split_serial
+from fusionrec.gbdt.split import CANDIDATE_DTYPE, SCORE_CHUNKS, Regularization, Split, best_candidate, find_best_split, find_best_split_serial
 from fusionrec.gbdt.tree import THRESHOLD_ALL
 
 
@@ -160,7 +160,7 @@ class HistogramSplitFinder(SplitFinder):
     def begin_tree(self, grower) -> None:
         super().begin_tree(grower)
         features = grower.features
-        self._candidates = np.empty(features.shape[0], CANDIDATE_DTYPE)
+        self._candidates = np.empty(min(SCORE_CHUNKS, features.shape[0]), CANDIDATE_DTYPE)
         self.offsets, self.bins = histogram_layout(features, self.n_bins)
         self.n_slots = int(self.offsets[-1])
         if self._block_hists.shape[1] != self.n_slots:

@@ -27,11 +27,15 @@ from fusionrec.gbdt._jit import parallel_and_serial
 GAIN_EPS = 1e-6  # XGBoost's kRtEps: a split must beat this to count as an improvement
 NO_SPLIT_BIN = -1  # split_bin of a split that is a threshold only (exact and approx trees)
 
-# One candidate per (node, feature): the best split a split finder found for it.
+# The best split a split finder found among some features of a node; ``feature`` is the
+# position in the tree's feature list.
 CANDIDATE_DTYPE = np.dtype(
     [("gain", np.float64), ("threshold", np.float64), ("left_g", np.float64), ("left_h", np.float64),
-     ("bin", np.int32), ("default_left", np.bool_)]
+     ("bin", np.int32), ("feature", np.int32), ("default_left", np.bool_)]
 )  # fmt: skip
+# Features are scored in this many fixed chunks, one best per chunk, so the result (first
+# maximum in feature order) never depends on the thread count.
+SCORE_CHUNKS = 64
 
 
 class Regularization(NamedTuple):
@@ -114,7 +118,8 @@ def parent_score(sum_g, sum_h, reg):
 
 
 @njit(cache=True, inline="always")
-def clear_candidate(out):
+def clear_candidate(out, k):
+    out.feature = k
     out.gain = -np.inf
     out.threshold = 0.0
     out.bin = NO_SPLIT_BIN
@@ -124,59 +129,67 @@ def clear_candidate(out):
 
 
 def find_best_split(hist, offsets, bins, candidate_mask, sum_g, sum_h, reg, out):
-    """Score every candidate split of one node from its histogram; one result per tree feature k.
+    """The best split of one node from its histogram: ``out[c]`` (CANDIDATE_DTYPE) is the best
+    of feature chunk c (SCORE_CHUNKS of them, fixed), -inf gain when it has none.
 
     Feature k's value bins are hist[offsets[k] : offsets[k] + bins[k]], its missing values'
     sums the slot after them (``histogram.histogram_layout``). Features with
-    ``candidate_mask[k] == 0`` (column sampling) are skipped. ``out[k]`` (CANDIDATE_DTYPE)
-    has gain -inf when feature k has no valid split. Split at bin b sends codes <= b left;
-    b = bins[k]-1 (all values left) is valid only when the missing values go right. Both
-    default directions are scored (Algorithm 3): the missing slot joins the left side or
-    the right side.
+    ``candidate_mask[k] == 0`` (column sampling) are skipped. Split at bin b sends codes
+    <= b left; b = bins[k]-1 (all values left) is valid only when the missing values go
+    right. Both default directions are scored (Algorithm 3): the missing slot joins the left
+    side or the right side. Ties keep the first (lowest bin, then lowest feature).
     """
     score = parent_score(sum_g, sum_h, reg)
-    for k in prange(bins.shape[0]):
-        clear_candidate(out[k])
-        if candidate_mask[k] == 0:
-            continue
-        first = offsets[k]
-        nb = bins[k]
-        miss_g = hist[first + nb, 0]
-        miss_h = hist[first + nb, 1]
-        has_missing = miss_h > 0.0
-        # the best so far in locals (registers), written to out[k] once
+    n_features = bins.shape[0]
+    n_chunks = out.shape[0]
+    per_chunk = (n_features + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        # the chunk's best so far in locals (registers), written to out[c] once
         best_gain = -np.inf
         best_bin = NO_SPLIT_BIN
+        best_feature = -1
         best_default_left = False
         best_g = 0.0
         best_h = 0.0
-        cum_g = 0.0
-        cum_h = 0.0
-        for b in range(nb):
-            cum_g += hist[first + b, 0]
-            cum_h += hist[first + b, 1]
-            if b < nb - 1 or has_missing:  # missing values go right
-                gain = split_gain(cum_g, cum_h, sum_g - cum_g, sum_h - cum_h, score, reg)
-                if gain > best_gain:
-                    best_gain = gain
-                    best_bin = b
-                    # with no missing values here, send future ones to the heavier side
-                    best_default_left = (not has_missing) and cum_h >= sum_h - cum_h
-                    best_g = cum_g
-                    best_h = cum_h
-            if has_missing and b < nb - 1:  # missing values go left
-                lg = cum_g + miss_g
-                lh = cum_h + miss_h
-                gain = split_gain(lg, lh, sum_g - lg, sum_h - lh, score, reg)
-                if gain > best_gain:
-                    best_gain = gain
-                    best_bin = b
-                    best_default_left = True
-                    best_g = lg
-                    best_h = lh
-        best = out[k]
+        for k in range(c * per_chunk, min(n_features, (c + 1) * per_chunk)):
+            if candidate_mask[k] == 0:
+                continue
+            first = offsets[k]
+            nb = bins[k]
+            miss_g = hist[first + nb, 0]
+            miss_h = hist[first + nb, 1]
+            has_missing = miss_h > 0.0
+            cum_g = 0.0
+            cum_h = 0.0
+            for b in range(nb):
+                cum_g += hist[first + b, 0]
+                cum_h += hist[first + b, 1]
+                if b < nb - 1 or has_missing:  # missing values go right
+                    gain = split_gain(cum_g, cum_h, sum_g - cum_g, sum_h - cum_h, score, reg)
+                    if gain > best_gain:
+                        best_gain = gain
+                        best_bin = b
+                        best_feature = k
+                        # with no missing values here, send future ones to the heavier side
+                        best_default_left = (not has_missing) and cum_h >= sum_h - cum_h
+                        best_g = cum_g
+                        best_h = cum_h
+                if has_missing and b < nb - 1:  # missing values go left
+                    lg = cum_g + miss_g
+                    lh = cum_h + miss_h
+                    gain = split_gain(lg, lh, sum_g - lg, sum_h - lh, score, reg)
+                    if gain > best_gain:
+                        best_gain = gain
+                        best_bin = b
+                        best_feature = k
+                        best_default_left = True
+                        best_g = lg
+                        best_h = lh
+        best = out[c]
         best.gain = best_gain
+        best.threshold = 0.0
         best.bin = best_bin
+        best.feature = best_feature
         best.default_left = best_default_left
         best.left_g = best_g
         best.left_h = best_h
@@ -186,14 +199,14 @@ find_best_split, find_best_split_serial = parallel_and_serial(find_best_split)
 
 
 def best_candidate(candidates: np.ndarray, features: np.ndarray, cut_of=None) -> Split | None:
-    """The best of one node's per-feature candidates (first maximum: ties go to the lowest
-    feature id), or None when no split beats GAIN_EPS. ``cut_of(feature, bin)`` gives the
-    threshold of a bin split; without it the candidate's own threshold is used."""
+    """The best of one node's candidates, in feature order (first maximum: ties go to the
+    lowest feature id), or None when no split beats GAIN_EPS. ``cut_of(feature, bin)`` gives
+    the threshold of a bin split; without it the candidate's own threshold is used."""
     k = int(np.argmax(candidates["gain"]))
     best = candidates[k]
     if not best["gain"] > GAIN_EPS:
         return None
-    feature = int(features[k])
+    feature = int(features[best["feature"]])
     split_bin = int(best["bin"])
     threshold = float(best["threshold"]) if cut_of is None else cut_of(feature, split_bin)
     return Split(
