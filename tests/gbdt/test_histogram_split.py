@@ -20,22 +20,26 @@ N_BINS = np.array([255, 7, 1, 40, 255, 255, 255, 3, 255], dtype=np.int32)  # val
 
 
 def numpy_histogram(codes, rows, gh, features):
-    """Per tree feature: value bins, then the missing slot; one flat (n_slots, 2) array."""
+    """Dense layout: per tree feature 256 slots indexed by the code (255: missing)."""
     parts = []
     for f in features:
-        part = np.zeros((N_BINS[f] + 1, 2))
-        slot = np.minimum(codes[rows, f].astype(np.int64), N_BINS[f])
-        np.add.at(part[:, 0], slot, gh[rows, 0].astype(np.float64))
-        np.add.at(part[:, 1], slot, gh[rows, 1].astype(np.float64))
+        part = np.zeros((256, 2))
+        np.add.at(part[:, 0], codes[rows, f], gh[rows, 0].astype(np.float64))
+        np.add.at(part[:, 1], codes[rows, f], gh[rows, 1].astype(np.float64))
         parts.append(part)
     return np.concatenate(parts)
 
 
+def compact(hist, features):
+    """The dense layout's histogram in the compact layout: each feature's bins, then missing."""
+    return np.concatenate([np.vstack([hist[k * 256 : k * 256 + N_BINS[f]], hist[k * 256 + 255]]) for k, f in enumerate(features)])
+
+
 def build(codes, rows, gh, features):
-    offsets, bins = histogram_layout(features, N_BINS)
+    offsets, _, _ = histogram_layout(features, N_BINS, compact=False)
     blocks = np.empty((n_blocks_for(len(rows)), offsets[-1], 2))
     hist = new_histogram(offsets[-1])
-    build_histogram(codes, rows, np.ascontiguousarray(gh[rows]), features, offsets, bins, blocks, hist)
+    build_histogram(codes, rows, np.ascontiguousarray(gh[rows]), features, blocks, hist)
     return hist
 
 
@@ -55,20 +59,25 @@ def test_histogram_kernel_matches_numpy(data, rng):
     np.testing.assert_allclose(build(codes, rows, gh, features), numpy_histogram(codes, rows, gh, features), rtol=1e-12, atol=1e-9)
 
 
-def test_layout_gives_each_feature_its_bins_and_one_missing_slot():
-    offsets, bins = histogram_layout(np.array([1, 2, 7], dtype=np.int32), N_BINS)
+def test_layouts_give_each_feature_its_bins_and_one_missing_slot():
+    features = np.array([1, 2, 7], dtype=np.int32)
+    offsets, bins, missing = histogram_layout(features, N_BINS, compact=True)
     np.testing.assert_array_equal(bins, [7, 1, 3])
     np.testing.assert_array_equal(offsets, [0, 8, 10, 14])  # a one-hot column costs 2 slots, not 256
+    np.testing.assert_array_equal(missing, [7, 9, 13])
+    offsets, bins, missing = histogram_layout(features, N_BINS, compact=False)
+    np.testing.assert_array_equal(offsets, [0, 256, 512, 768])  # the code is the slot
+    np.testing.assert_array_equal(missing, [255, 511, 767])
 
 
 def test_all_rows_kernel_matches_row_list_kernel(data):
     codes, gh = data
     features = np.arange(codes.shape[1], dtype=np.int32)
     rows = np.arange(len(codes), dtype=np.int32)
-    offsets, bins = histogram_layout(features, N_BINS)
+    offsets, _, _ = histogram_layout(features, N_BINS, compact=False)
     blocks = np.empty((n_blocks_for(len(rows)), offsets[-1], 2))
     whole = new_histogram(offsets[-1])
-    build_histogram_all_rows(codes, gh, features, offsets, bins, blocks, whole)
+    build_histogram_all_rows(codes, gh, features, blocks, whole)
     np.testing.assert_array_equal(whole, build(codes, rows, gh, features))
 
 
@@ -80,7 +89,7 @@ def test_sparse_kernel_equals_dense_with_missing_codes(data, rng):
     sparse = SparseCodes(csr.indptr, csr.indices.astype(np.int32), dense[present], dense.shape)
     rows = np.sort(rng.choice(len(codes), 20_000, replace=False)).astype(np.int32)
     features = np.array([0, 3, 7], dtype=np.int32)
-    offsets, bins = histogram_layout(features, N_BINS)
+    offsets, bins, _ = histogram_layout(features, N_BINS, compact=True)
     position = np.full(codes.shape[1], NOT_IN_TREE, np.int32)
     position[features] = np.arange(3)
     node_gh = np.ascontiguousarray(gh[rows])
@@ -88,7 +97,7 @@ def test_sparse_kernel_equals_dense_with_missing_codes(data, rng):
     hist = new_histogram(offsets[-1])
     blocks = np.empty((n_blocks_for(len(rows)), offsets[-1], 2))
     build_histogram_sparse(sparse.indptr, sparse.indices, sparse.codes, rows, node_gh, position, offsets, bins, totals[0], totals[1], blocks, hist)
-    np.testing.assert_allclose(hist, build(codes, rows, gh, features), rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(hist, compact(build(codes, rows, gh, features), features), rtol=1e-9, atol=1e-6)
 
 
 def test_subtraction_equals_building_the_sibling(data, rng):
@@ -151,13 +160,13 @@ def test_best_split_matches_brute_force(rng, lam, alpha, mds, mcw):
     codes = np.column_stack([rng.integers(0, nb, n_rows) for nb in N_BINS]).astype(np.uint8)
     codes[rng.random(codes.shape) < 0.15] = MISSING_CODE
     gh = np.column_stack([rng.normal(size=n_rows) + codes[:, 1] * 0.05, rng.random(n_rows)]).astype(np.float32)
-    hist = build(codes, np.arange(n_rows, dtype=np.int32), np.ascontiguousarray(gh), features)
-    offsets, bins = histogram_layout(features, N_BINS)
+    hist = compact(build(codes, np.arange(n_rows, dtype=np.int32), np.ascontiguousarray(gh), features), features)
+    offsets, bins, missing = histogram_layout(features, N_BINS, compact=True)
     parts = [hist[offsets[k] : offsets[k + 1]] for k in range(len(features))]
     sum_g, sum_h = parts[0].sum(axis=0)
     for n_chunks in (1, 3, 64):  # the chunking of features never changes the answer
         out = np.empty(n_chunks, CANDIDATE_DTYPE)
-        find_best_split(hist, offsets, bins, np.ones(len(features), np.uint8), sum_g, sum_h, Regularization(lam, alpha, mds, mcw), out)
+        find_best_split(hist, offsets, bins, missing, np.ones(len(features), np.uint8), sum_g, sum_h, Regularization(lam, alpha, mds, mcw), out)
         best = out[int(np.argmax(out["gain"]))]
         gain, where = naive_best_split(parts, lam, alpha, mds, mcw)
         assert best["gain"] == pytest.approx(gain, rel=1e-9)

@@ -145,10 +145,10 @@ class HistogramSplitFinder(SplitFinder):
                 self._position, self.offsets, self.bins, node.sum_g, node.sum_h, blocks, hist,
             )  # fmt: skip
         elif whole:
-            (build_histogram_all_rows_serial if serial else build_histogram_all_rows)(self.codes, grower.gh, features, self.offsets, self.bins, blocks, hist)
+            (build_histogram_all_rows_serial if serial else build_histogram_all_rows)(self.codes, grower.gh, features, blocks, hist)
         else:
             (build_histogram_serial if serial else build_histogram)(
-                self.codes, rows[node.start : node.stop], gh[node.start : node.stop], features, self.offsets, self.bins, blocks, hist
+                self.codes, rows[node.start : node.stop], gh[node.start : node.stop], features, blocks, hist
             )
         return hist
 
@@ -161,7 +161,7 @@ class HistogramSplitFinder(SplitFinder):
         super().begin_tree(grower)
         features = grower.features
         self._candidates = np.empty(min(SCORE_CHUNKS, features.shape[0]), CANDIDATE_DTYPE)
-        self.offsets, self.bins = histogram_layout(features, self.n_bins)
+        self.offsets, self.bins, self.missing = histogram_layout(features, self.n_bins, compact=self.sparse)
         self.n_slots = int(self.offsets[-1])
         if self._block_hists.shape[1] != self.n_slots:
             self._block_hists = np.empty((MAX_BLOCKS, self.n_slots, 2))
@@ -199,7 +199,7 @@ class HistogramSplitFinder(SplitFinder):
                 self._children_histograms(node.parent, wanted)
         score = find_best_split if self.n_slots >= SLOTS_PER_THREAD else find_best_split_serial
         for node, mask in zip(nodes, masks):
-            score(self.hists[node.id], self.offsets, self.bins, mask, node.sum_g, node.sum_h, self.reg, self._candidates)
+            score(self.hists[node.id], self.offsets, self.bins, self.missing, mask, node.sum_g, node.sum_h, self.reg, self._candidates)
             node.split = best_candidate(self._candidates, self.grower.features, self._cut_of)
 
     def _children_histograms(self, parent: Node, wanted: set[int]) -> None:

@@ -128,12 +128,12 @@ def clear_candidate(out, k):
     out.left_h = 0.0
 
 
-def find_best_split(hist, offsets, bins, candidate_mask, sum_g, sum_h, reg, out):
+def find_best_split(hist, offsets, bins, missing, candidate_mask, sum_g, sum_h, reg, out):
     """The best split of one node from its histogram: ``out[c]`` (CANDIDATE_DTYPE) is the best
     of feature chunk c (SCORE_CHUNKS of them, fixed), -inf gain when it has none.
 
     Feature k's value bins are hist[offsets[k] : offsets[k] + bins[k]], its missing values'
-    sums the slot after them (``histogram.histogram_layout``). Features with
+    sums hist[missing[k]] (``histogram.histogram_layout``). Features with
     ``candidate_mask[k] == 0`` (column sampling) are skipped. Split at bin b sends codes
     <= b left; b = bins[k]-1 (all values left) is valid only when the missing values go
     right. Both default directions are scored (Algorithm 3): the missing slot joins the left
@@ -156,8 +156,8 @@ def find_best_split(hist, offsets, bins, candidate_mask, sum_g, sum_h, reg, out)
                 continue
             first = offsets[k]
             nb = bins[k]
-            miss_g = hist[first + nb, 0]
-            miss_h = hist[first + nb, 1]
+            miss_g = hist[missing[k], 0]
+            miss_h = hist[missing[k], 1]
             has_missing = miss_h > 0.0
             cum_g = 0.0
             cum_h = 0.0
