@@ -37,29 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import auc, peak_mb, rss_mb, write_markdown_block  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 IMG = ROOT / "docs" / "img"
 SUITES = ("exact", "approx", "sparse", "fig3", "fig5", "fig7", "rank")
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def auc(y, p) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p))
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -461,9 +445,6 @@ def main() -> None:
 
     console = Console()
     IMG.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _report import write_markdown_block
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         blocks = []

@@ -35,11 +35,11 @@ def compact(hist, features):
     return np.concatenate([np.vstack([hist[k * 256 : k * 256 + N_BINS[f]], hist[k * 256 + 255]]) for k, f in enumerate(features)])
 
 
-def build(codes, rows, gh, features):
-    offsets, _, _ = histogram_layout(features, N_BINS, compact=False)
+def build(codes, rows, gh, features, compact_layout=False):
+    offsets, bins, _ = histogram_layout(features, N_BINS, compact=compact_layout)
     blocks = np.empty((n_blocks_for(len(rows)), offsets[-1], 2))
     hist = new_histogram(offsets[-1])
-    build_histogram(codes, rows, np.ascontiguousarray(gh[rows]), features, blocks, hist)
+    build_histogram(codes, rows, np.ascontiguousarray(gh[rows]), features, offsets if compact_layout else offsets[:0], bins, blocks, hist)
     return hist
 
 
@@ -57,6 +57,8 @@ def test_histogram_kernel_matches_numpy(data, rng):
     rows = np.sort(rng.choice(len(codes), 30_000, replace=False)).astype(np.int32)
     features = np.array([0, 2, 3, 8], dtype=np.int32)
     np.testing.assert_allclose(build(codes, rows, gh, features), numpy_histogram(codes, rows, gh, features), rtol=1e-12, atol=1e-9)
+    # the compact layout of dense codes holds the same sums
+    np.testing.assert_allclose(build(codes, rows, gh, features, compact_layout=True), compact(numpy_histogram(codes, rows, gh, features), features), rtol=1e-12, atol=1e-9)
 
 
 def test_layouts_give_each_feature_its_bins_and_one_missing_slot():
@@ -77,7 +79,7 @@ def test_all_rows_kernel_matches_row_list_kernel(data):
     offsets, _, _ = histogram_layout(features, N_BINS, compact=False)
     blocks = np.empty((n_blocks_for(len(rows)), offsets[-1], 2))
     whole = new_histogram(offsets[-1])
-    build_histogram_all_rows(codes, gh, features, blocks, whole)
+    build_histogram_all_rows(codes, gh, features, offsets[:0], N_BINS[features], blocks, whole)
     np.testing.assert_array_equal(whole, build(codes, rows, gh, features))
 
 

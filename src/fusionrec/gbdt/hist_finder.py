@@ -35,6 +35,7 @@ from fusionrec.gbdt.histogram import (
     build_histogram_sparse_serial,
     entry_slots,
     histogram_layout,
+    use_compact_layout,
     n_blocks_for,
     new_histogram,
     subtract_histogram,
@@ -145,10 +146,13 @@ class HistogramSplitFinder(SplitFinder):
                 self._position, self.offsets, self.bins, node.sum_g, node.sum_h, blocks, hist,
             )  # fmt: skip
         elif whole:
-            (build_histogram_all_rows_serial if serial else build_histogram_all_rows)(self.codes, grower.gh, features, blocks, hist)
+            (build_histogram_all_rows_serial if serial else build_histogram_all_rows)(
+                self.codes, grower.gh, features, self._dense_offsets, self.bins, blocks, hist
+            )
         else:
             (build_histogram_serial if serial else build_histogram)(
-                self.codes, rows[node.start : node.stop], gh[node.start : node.stop], features, blocks, hist
+                self.codes, rows[node.start : node.stop], gh[node.start : node.stop], features, self._dense_offsets, self.bins,
+                blocks, hist,
             )
         return hist
 
@@ -161,7 +165,10 @@ class HistogramSplitFinder(SplitFinder):
         super().begin_tree(grower)
         features = grower.features
         self._candidates = np.empty(min(SCORE_CHUNKS, features.shape[0]), CANDIDATE_DTYPE)
-        self.offsets, self.bins, self.missing = histogram_layout(features, self.n_bins, compact=self.sparse)
+        compact = use_compact_layout(self.n_bins[features], self.sparse)
+        self.offsets, self.bins, self.missing = histogram_layout(features, self.n_bins, compact=compact)
+        # dense kernels take the offsets for the compact layout, none for the fixed stride
+        self._dense_offsets = self.offsets if compact else self.offsets[:0]
         self.n_slots = int(self.offsets[-1])
         if self._block_hists.shape[1] != self.n_slots:
             self._block_hists = np.empty((MAX_BLOCKS, self.n_slots, 2))

@@ -6,13 +6,15 @@ at ``offsets[k]``: its ``bins[k]`` value bins, and the slot ``missing[k]`` for i
 values. Plain arrays add up across row pages and workers, which the out-of-core and
 distributed trainers rely on. Two layouts (``histogram_layout``):
 
-* dense codes: every feature ``N_CODES`` slots (slot = k * 256 + code, so ``MISSING_CODE``
+* fixed stride: every feature ``N_CODES`` slots (slot = k * 256 + code, so ``MISSING_CODE``
   is the missing slot): the inner loop needs no lookup (a per-feature offset and a min()
-  cost 1.7x on 1M x 50);
-* sparse codes: each feature only its own bins plus one missing slot, so a one-hot column
-  costs 2 slots, not 256, and 20,000 columns make a 0.6 MB histogram. Present entries only
-  are visited (Algorithm 3's point): each feature's missing slot is then the node's totals
-  minus its value bins, in one pass over the slots.
+  cost 1.7x on 1M x 50). For dense codes whose features use most of their 256 codes;
+* compact: each feature only its own bins plus one missing slot, so a one-hot column costs 2
+  slots, not 256: sparse codes always (20,000 columns make a 0.6 MB histogram), dense codes
+  when that at least halves the histogram (300 features of ~20 bins: 6,600 slots, not
+  76,800; scoring and subtracting a node cost its slots). Sparse codes visit present entries
+  only (Algorithm 3's point): each feature's missing slot is then the node's totals minus
+  its value bins, in one pass over the slots.
 
 Rows are split into blocks whose size depends only on the number of rows, each block
 sums into its own buffer, and the buffers are added in block order: the result is
@@ -41,6 +43,11 @@ def n_blocks_for(n_rows: int, n_entries_per_row: int = 32) -> int:
     return int(max(1, min(MAX_BLOCKS, -(-n_rows * max(n_entries_per_row, 1) // ENTRIES_PER_BLOCK))))
 
 
+def use_compact_layout(n_bins: np.ndarray, sparse: bool) -> bool:
+    """Compact for sparse codes, and for dense ones when it at least halves the histogram."""
+    return sparse or 2 * int((n_bins.astype(np.int64) + 1).sum()) <= n_bins.shape[0] * N_CODES
+
+
 def histogram_layout(features: np.ndarray, n_bins: np.ndarray, compact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(offsets (len(features) + 1,) int64, value bins per tree feature int32, missing slot
     per tree feature int64): feature k's value bins are slots offsets[k] .. offsets[k] +
@@ -59,17 +66,24 @@ def new_histogram(n_slots: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add_row(codes, r, g, h, features, all_features, local):
+def _add_row(codes, r, g, h, features, all_features, offsets, bins, local):
     n_feat = features.shape[0]
-    for k in range(n_feat):
-        c = codes[r, k] if all_features else codes[r, features[k]]
-        slot = k * N_CODES + np.int64(c)  # the dense layout's fixed stride: MISSING_CODE is the missing slot
-        local[slot, 0] += g
-        local[slot, 1] += h
+    if offsets.shape[0] == 0:  # fixed stride: the code is the slot (MISSING_CODE the missing one)
+        for k in range(n_feat):
+            c = codes[r, k] if all_features else codes[r, features[k]]
+            slot = k * N_CODES + np.int64(c)
+            local[slot, 0] += g
+            local[slot, 1] += h
+    else:  # compact: MISSING_CODE >= bins[k], so min() sends it to the feature's missing slot
+        for k in range(n_feat):
+            c = codes[r, k] if all_features else codes[r, features[k]]
+            slot = offsets[k] + min(np.int64(c), np.int64(bins[k]))
+            local[slot, 0] += g
+            local[slot, 1] += h
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _accumulate(codes, rows, gh, features, all_features, start, stop, local):
+def _accumulate(codes, rows, gh, features, all_features, offsets, bins, start, stop, local):
     # Sums rows[start:stop] into local. gh is in node order (gh[i] belongs to rows[i]), so
     # only the codes are gathered; their rows are prefetched PREFETCH_DISTANCE ahead (deep
     # nodes' rows are scattered, so each would otherwise wait on memory).
@@ -77,35 +91,36 @@ def _accumulate(codes, rows, gh, features, all_features, start, stop, local):
     for i in range(start, stop):
         if i < ahead:
             prefetch(codes, rows[i + PREFETCH_DISTANCE])
-        _add_row(codes, rows[i], np.float64(gh[i, 0]), np.float64(gh[i, 1]), features, all_features, local)
+        _add_row(codes, rows[i], np.float64(gh[i, 0]), np.float64(gh[i, 1]), features, all_features, offsets, bins, local)
 
 
-def build_histogram(codes, rows, gh, features, block_hists, hist):
+def build_histogram(codes, rows, gh, features, offsets, bins, block_hists, hist):
     """hist[slot] = sums of (gradient, hessian) of ``rows`` per bin of each tree feature.
 
     codes: (n, F) uint8; rows: int32 row ids of the node; gh: (len(rows), 2) float32 gradient
     pairs in node order, gh[i] being row rows[i]'s (the grower permutes them with the rows, so
     this pass reads them sequentially instead of one cache line per row);
-    features: int32 feature ids; block_hists: scratch (n_blocks, n_slots, 2) with n_blocks =
-    n_blocks_for(len(rows)); hist: output (n_slots, 2) in the dense layout.
+    features: int32 feature ids; offsets, bins: the compact layout, or empty arrays for the
+    fixed stride; block_hists: scratch (n_blocks, n_slots, 2) with n_blocks =
+    n_blocks_for(len(rows)); hist: output (n_slots, 2).
     """
     n = rows.shape[0]
     n_blocks = block_hists.shape[0]
     all_features = features.shape[0] == codes.shape[1]
     if n_blocks == 1:  # small node: one pass straight into the output
         hist[:] = 0.0
-        _accumulate(codes, rows, gh, features, all_features, 0, n, hist)
+        _accumulate(codes, rows, gh, features, all_features, offsets, bins, 0, n, hist)
         return
     block_size = (n + n_blocks - 1) // n_blocks
     for b in prange(n_blocks):
         local = block_hists[b]
         local[:] = 0.0
         start = b * block_size
-        _accumulate(codes, rows, gh, features, all_features, start, min(n, start + block_size), local)
+        _accumulate(codes, rows, gh, features, all_features, offsets, bins, start, min(n, start + block_size), local)
     _reduce_blocks(block_hists, hist)
 
 
-def build_histogram_all_rows(codes, gh, features, block_hists, hist):
+def build_histogram_all_rows(codes, gh, features, offsets, bins, block_hists, hist):
     """build_histogram over every row 0..n-1 (the root without row sampling): no row gather."""
     n = codes.shape[0]
     n_blocks = block_hists.shape[0]
@@ -117,7 +132,7 @@ def build_histogram_all_rows(codes, gh, features, block_hists, hist):
         start = b * block_size
         stop = min(n, start + block_size)
         for r in range(start, stop):
-            _add_row(codes, r, np.float64(gh[r, 0]), np.float64(gh[r, 1]), features, all_features, local)
+            _add_row(codes, r, np.float64(gh[r, 0]), np.float64(gh[r, 1]), features, all_features, offsets, bins, local)
     _reduce_blocks(block_hists, hist)
 
 
@@ -198,8 +213,10 @@ def fill_missing_slots(hist, offsets, bins, sum_g, sum_h):
         hist[missing, 1] = max(sum_h - h, 0.0)  # rounding must not invent negative hessian
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _reduce_blocks(block_hists, hist):
+REDUCE_THREADED_SLOTS = 1 << 16  # slots x blocks above which the block sums are added by all threads
+
+
+def _add_blocks(block_hists, hist):
     # Blocks are added in block order, whatever thread built them: thread-count independent.
     n_blocks = block_hists.shape[0]
     n_slots = hist.shape[0]
@@ -213,6 +230,18 @@ def _reduce_blocks(block_hists, hist):
                 sh += block_hists[b, slot, 1]
             hist[slot, 0] = sg
             hist[slot, 1] = sh
+
+
+_add_blocks_threaded, _add_blocks_serial = parallel_and_serial(_add_blocks)
+
+
+@njit(cache=True, nogil=True)
+def _reduce_blocks(block_hists, hist):
+    # small histograms (small nodes' serial kernels) must not wake the thread pool
+    if block_hists.shape[0] * hist.shape[0] >= REDUCE_THREADED_SLOTS:
+        _add_blocks_threaded(block_hists, hist)
+    else:
+        _add_blocks_serial(block_hists, hist)
 
 
 build_histogram, build_histogram_serial = parallel_and_serial(build_histogram)
