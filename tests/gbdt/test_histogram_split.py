@@ -9,6 +9,7 @@ from fusionrec.gbdt.histogram import (
     build_histogram,
     build_histogram_all_rows,
     build_histogram_sparse,
+    entry_slots,
     histogram_layout,
     n_blocks_for,
     new_histogram,
@@ -98,8 +99,18 @@ def test_sparse_kernel_equals_dense_with_missing_codes(data, rng):
     totals = node_gh.astype(np.float64).sum(axis=0)
     hist = new_histogram(offsets[-1])
     blocks = np.empty((n_blocks_for(len(rows)), offsets[-1], 2))
-    build_histogram_sparse(sparse.indptr, sparse.indices, sparse.codes, rows, node_gh, position, offsets, bins, totals[0], totals[1], blocks, hist)
-    np.testing.assert_allclose(hist, compact(build(codes, rows, gh, features), features), rtol=1e-9, atol=1e-6)
+    expected = compact(build(codes, rows, gh, features), features)
+    build_histogram_sparse(sparse.indptr, sparse.indices, sparse.codes, np.empty(0, np.uint16), rows, node_gh, position, offsets, bins, totals[0], totals[1], blocks, hist)
+    np.testing.assert_allclose(hist, expected, rtol=1e-9, atol=1e-6)
+    # every feature in the tree: each entry's slot precomputed once, the same sums
+    every = np.arange(codes.shape[1], dtype=np.int32)
+    offsets, bins, _ = histogram_layout(every, N_BINS, compact=True)
+    slots = np.empty(sparse.codes.shape[0], np.uint32)
+    entry_slots(sparse.indices, sparse.codes, offsets, slots)
+    hist = new_histogram(offsets[-1])
+    blocks = np.empty((n_blocks_for(len(rows)), offsets[-1], 2))
+    build_histogram_sparse(sparse.indptr, sparse.indices, sparse.codes, slots, rows, node_gh, every, offsets, bins, totals[0], totals[1], blocks, hist)
+    np.testing.assert_allclose(hist, compact(build(codes, rows, gh, every), every), rtol=1e-9, atol=1e-6)
 
 
 def test_subtraction_equals_building_the_sibling(data, rng):

@@ -29,8 +29,6 @@ from fusionrec.gbdt.histogram import (
     build_histogram_all_rows,
     build_histogram_all_rows_serial,
     build_histogram_serial,
-    build_histogram_slots,
-    build_histogram_slots_serial,
     build_histogram_sparse,
     build_histogram_sparse_serial,
     entry_slots,
@@ -112,6 +110,7 @@ class HistogramSplitFinder(SplitFinder):
         self._free: list[np.ndarray] = []
         self._block_hists = np.empty((0, 0, 2))
         self._slots = self._slot_buffer = self._slot_layout = None
+        self._no_slots = np.empty(0, np.uint16)
         self.codes_changed = False  # approx re-bins the codes for every tree
         self.hists: dict[int, np.ndarray] = {}
 
@@ -134,15 +133,11 @@ class HistogramSplitFinder(SplitFinder):
         hist = self._take()
         rows, gh = grower.rows_pair[node.buffer], grower.gh_pair[node.buffer]
         serial = blocks.shape[0] == 1  # one block of rows: no thread pool to wake
-        if self.sparse and self._slots is not None:
-            (build_histogram_slots_serial if serial else build_histogram_slots)(
-                self.codes.indptr, self._slots, rows[node.start : node.stop], gh[node.start : node.stop],
-                self.offsets, self.bins, node.sum_g, node.sum_h, blocks, hist,
-            )  # fmt: skip
-        elif self.sparse:
+        if self.sparse:
             c = self.codes
+            slots = self._slots if self._slots is not None else self._no_slots
             (build_histogram_sparse_serial if serial else build_histogram_sparse)(
-                c.indptr, c.indices, c.codes, rows[node.start : node.stop], gh[node.start : node.stop],
+                c.indptr, c.indices, c.codes, slots, rows[node.start : node.stop], gh[node.start : node.stop],
                 self._position, self.offsets, self.bins, node.sum_g, node.sum_h, blocks, hist,
             )  # fmt: skip
         elif whole:

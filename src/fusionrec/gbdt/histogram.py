@@ -150,21 +150,6 @@ def _accumulate_sparse(indptr, indices, codes, rows, gh, position, offsets, star
                 local[slot, 1] += h
 
 
-def build_histogram_sparse(indptr, indices, codes, rows, gh, position, offsets, bins, sum_g, sum_h, block_hists, hist):
-    """build_histogram for CSR codes: only present entries are visited; position[f] is the
-    tree-feature index of feature f (or NOT_IN_TREE); missing slots = node totals - present."""
-    n = rows.shape[0]
-    n_blocks = block_hists.shape[0]
-    block_size = (n + n_blocks - 1) // n_blocks
-    for b in prange(n_blocks):
-        local = block_hists[b]
-        local[:] = 0.0
-        start = b * block_size
-        _accumulate_sparse(indptr, indices, codes, rows, gh, position, offsets, start, min(n, start + block_size), local)
-    _reduce_blocks(block_hists, hist)
-    fill_missing_slots(hist, offsets, bins, sum_g, sum_h)
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _accumulate_slots(indptr, slots, rows, gh, start, stop, local):
     for i in range(start, stop):
@@ -177,10 +162,12 @@ def _accumulate_slots(indptr, slots, rows, gh, start, stop, local):
             local[slot, 1] += h
 
 
-def build_histogram_slots(indptr, slots, rows, gh, offsets, bins, sum_g, sum_h, block_hists, hist):
-    """build_histogram_sparse when the tree uses every feature: ``slots[e]`` is entry e's
-    histogram slot, computed once per layout (``entry_slots``), so the inner loop is one
-    sequential read and two adds per present entry."""
+def build_histogram_sparse(indptr, indices, codes, slots, rows, gh, position, offsets, bins, sum_g, sum_h, block_hists, hist):
+    """build_histogram for CSR codes: only present entries are visited; missing slots = node
+    totals - present. When the tree uses every feature, ``slots[e]`` is entry e's slot,
+    computed once per layout (``entry_slots``), so the inner loop is one sequential read and
+    two adds per entry; otherwise (``slots`` empty) position[f] gives feature f's tree index
+    (or NOT_IN_TREE)."""
     n = rows.shape[0]
     n_blocks = block_hists.shape[0]
     block_size = (n + n_blocks - 1) // n_blocks
@@ -188,7 +175,11 @@ def build_histogram_slots(indptr, slots, rows, gh, offsets, bins, sum_g, sum_h, 
         local = block_hists[b]
         local[:] = 0.0
         start = b * block_size
-        _accumulate_slots(indptr, slots, rows, gh, start, min(n, start + block_size), local)
+        stop = min(n, start + block_size)
+        if slots.shape[0] > 0:
+            _accumulate_slots(indptr, slots, rows, gh, start, stop, local)
+        else:
+            _accumulate_sparse(indptr, indices, codes, rows, gh, position, offsets, start, stop, local)
     _reduce_blocks(block_hists, hist)
     fill_missing_slots(hist, offsets, bins, sum_g, sum_h)
 
@@ -247,7 +238,6 @@ def _reduce_blocks(block_hists, hist):
 build_histogram, build_histogram_serial = parallel_and_serial(build_histogram)
 build_histogram_all_rows, build_histogram_all_rows_serial = parallel_and_serial(build_histogram_all_rows)
 build_histogram_sparse, build_histogram_sparse_serial = parallel_and_serial(build_histogram_sparse)
-build_histogram_slots, build_histogram_slots_serial = parallel_and_serial(build_histogram_slots)
 
 
 @njit(cache=True, nogil=True)
