@@ -26,8 +26,7 @@ from numba import njit, prange
 
 from fusionrec.gbdt.binning import MAX_VALUE_BINS, MISSING_CODE, SparseCodes, bin_csr_entries
 from fusionrec.gbdt.column_block import ColumnBlock
-from fusionrec.gbdt.exact_finder import NOT_IN_LEVEL, ExactSplitFinder, _consider, mark_column
-from fusionrec.gbdt.grower import decide_by_flags, decide_by_flags_serial, kernel_for, n_partition_blocks
+from fusionrec.gbdt.exact_finder import NOT_IN_LEVEL, ExactSplitFinder, _consider, decide_from_block
 from fusionrec.gbdt.hist_finder import HistogramSplitFinder
 from fusionrec.gbdt.sketch import prune_summary, summary_from_sorted
 from fusionrec.gbdt.split import Regularization, clear_candidate, parent_score
@@ -170,6 +169,7 @@ class GlobalApproxSplitFinder(HistogramSplitFinder):
         self.candidate_bins = n_bins
         self._cut_table = np.full((n_features, MAX_VALUE_BINS - 1), np.inf)
         self._n_cuts = np.zeros(n_features, np.int32)
+        self._flags = None if csr is None else np.zeros(n_rows, np.uint8)
         if csr is not None:
             codes = SparseCodes(csr.indptr, csr.indices, np.empty(csr.nnz, np.uint8), (n_rows, n_features))
             codes_by_feature = None
@@ -202,14 +202,8 @@ class GlobalApproxSplitFinder(HistogramSplitFinder):
     def decide(self, node, split, go_left) -> None:
         if self.csr is None:
             return super().decide(node, split, go_left)
-        # sparse: mark the split feature's present entries from the sorted block by threshold
-        b = self.block
-        rows = self.grower.rows_pair[node.buffer]
-        mark_column(b.indptr, b.values, b.rows, split.feature, split.threshold, self._flags, True)
-        kernel_for(node.n_rows, decide_by_flags, decide_by_flags_serial)(
-            rows, node.start, node.stop, self._flags, split.default_left, go_left, n_partition_blocks(node.n_rows)
-        )
-        mark_column(b.indptr, b.values, b.rows, split.feature, split.threshold, self._flags, False)
+        # sparse: this tree's codes have no column-major copy; route by threshold from the block
+        decide_from_block(self.block, self._flags, self.grower.rows_pair[node.buffer], node, split, go_left)
 
 
 class LocalApproxSplitFinder(ExactSplitFinder):

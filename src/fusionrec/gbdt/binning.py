@@ -44,40 +44,58 @@ def compute_cuts(
     if rows.shape[0] > sample_cnt:
         rng = np.random.default_rng(seed)
         rows = np.sort(rng.choice(rows, size=sample_cnt, replace=False))
-    w = None if weight is None else weight[rows]
+    row_w = np.ones(rows.shape[0]) if weight is None else weight[rows]
+    table = np.empty((n_features, max(max_value_bins - 1, 1)))
+    counts = np.zeros(n_features, np.int64)
     if sp.issparse(values):
         csc = (values[rows] if rows.shape[0] != n_rows else values).tocsc()
-        row_w = np.ones(rows.shape[0]) if w is None else w
-        table = np.empty((n_features, max(max_value_bins - 1, 1)))
-        counts = np.zeros(n_features, np.int64)
         _csc_cuts(csc.indptr.astype(np.int64), csc.indices, csc.data, row_w, max_value_bins, table, counts)
-        return [table[j, : counts[j]].copy() for j in range(n_features)]
-    sample = values[rows] if rows.shape[0] != n_rows else values
-    return [_feature_cuts(sample[:, j], w, max_value_bins) for j in range(n_features)]
+    else:
+        _dense_cuts(values[rows] if rows.shape[0] != n_rows else values, row_w, max_value_bins, table, counts)
+    return [table[j, : counts[j]].copy() for j in range(n_features)]
 
 
-def _feature_cuts(column: np.ndarray, weight: np.ndarray | None, max_value_bins: int) -> np.ndarray:
-    present = ~np.isnan(column)
-    column = column[present]
-    if column.size == 0:
-        return np.empty(0, dtype=np.float64)
-    unique, inverse = np.unique(column, return_inverse=True)
-    unique = unique.astype(np.float64)
-    if unique.size <= max_value_bins:
-        return (unique[:-1] + unique[1:]) * 0.5
-    unique_w = np.bincount(inverse, weights=None if weight is None else weight[present], minlength=unique.size)
-    cumulative = np.cumsum(unique_w)
-    total = cumulative[-1]
-    targets = total * np.arange(1, max_value_bins) / max_value_bins
-    # index of the first distinct value whose cumulative weight reaches each quantile
-    positions = np.unique(np.searchsorted(cumulative, targets, side="left"))
-    positions = positions[positions < unique.size - 1]
-    return (unique[positions] + unique[positions + 1]) * 0.5
+@njit(cache=True)
+def _cuts_of_column(values, weights, max_value_bins, out):
+    """Write one feature's cuts (present values, any order, with their weights) into out;
+    return how many. Few distinct values: a cut between every neighbouring pair. Otherwise
+    cuts at the weighted quantiles k / max_value_bins, between distinct values."""
+    m = values.shape[0]
+    if m == 0:
+        return 0
+    order = np.argsort(values, kind="mergesort")  # stable: equal values add their weights in row order
+    unique = np.empty(m)
+    unique_w = np.empty(m)
+    n_unique = 0
+    for i in range(m):
+        v = values[order[i]]
+        if n_unique == 0 or v != unique[n_unique - 1]:
+            unique[n_unique] = v
+            unique_w[n_unique] = weights[order[i]]
+            n_unique += 1
+        else:
+            unique_w[n_unique - 1] += weights[order[i]]
+    if n_unique <= max_value_bins:
+        for i in range(n_unique - 1):
+            out[i] = (unique[i] + unique[i + 1]) * 0.5
+        return n_unique - 1
+    cumulative = np.cumsum(unique_w[:n_unique])
+    total = cumulative[n_unique - 1]
+    n = 0
+    last = -1
+    for q in range(1, max_value_bins):
+        # the first distinct value whose cumulative weight reaches the quantile
+        p = np.searchsorted(cumulative, total * q / max_value_bins, side="left")
+        if p > last and p < n_unique - 1:
+            out[n] = (unique[p] + unique[p + 1]) * 0.5
+            n += 1
+            last = p
+    return n
 
 
 @njit(parallel=True, cache=True)
 def _csc_cuts(indptr, indices, data, row_weight, max_value_bins, table, counts):
-    """_feature_cuts of every column of a CSC sample at once (wide sparse data: 10,000+ columns)."""
+    """Every column's cuts of a CSC sample (absent and NaN entries take no part)."""
     for j in prange(indptr.shape[0] - 1):
         start, stop = indptr[j], indptr[j + 1]
         values = np.empty(stop - start)
@@ -88,40 +106,23 @@ def _csc_cuts(indptr, indices, data, row_weight, max_value_bins, table, counts):
                 values[m] = data[e]
                 weights[m] = row_weight[indices[e]]
                 m += 1
-        if m == 0:
-            counts[j] = 0
-            continue
-        order = np.argsort(values[:m], kind="mergesort")
-        v = values[:m][order]
-        w = weights[:m][order]
-        # distinct values and their weights
-        unique = np.empty(m)
-        unique_w = np.empty(m)
-        n_unique = 0
-        for i in range(m):
-            if n_unique == 0 or v[i] != unique[n_unique - 1]:
-                unique[n_unique] = v[i]
-                unique_w[n_unique] = w[i]
-                n_unique += 1
-            else:
-                unique_w[n_unique - 1] += w[i]
-        if n_unique <= max_value_bins:
-            for i in range(n_unique - 1):
-                table[j, i] = (unique[i] + unique[i + 1]) * 0.5
-            counts[j] = n_unique - 1
-            continue
-        cumulative = np.cumsum(unique_w[:n_unique])
-        total = cumulative[n_unique - 1]
-        n = 0
-        last = -1
-        for q in range(1, max_value_bins):
-            target = total * q / max_value_bins
-            p = np.searchsorted(cumulative, target, side="left")
-            if p > last and p < n_unique - 1:
-                table[j, n] = (unique[p] + unique[p + 1]) * 0.5
-                n += 1
-                last = p
-        counts[j] = n
+        counts[j] = _cuts_of_column(values[:m], weights[:m], max_value_bins, table[j])
+
+
+@njit(parallel=True, cache=True)
+def _dense_cuts(sample, row_weight, max_value_bins, table, counts):
+    """Every column's cuts of a dense sample (NaN takes no part)."""
+    n_rows, n_features = sample.shape
+    for j in prange(n_features):
+        values = np.empty(n_rows)
+        weights = np.empty(n_rows)
+        m = 0
+        for i in range(n_rows):
+            if not np.isnan(sample[i, j]):
+                values[m] = sample[i, j]
+                weights[m] = row_weight[i]
+                m += 1
+        counts[j] = _cuts_of_column(values[:m], weights[:m], max_value_bins, table[j])
 
 
 def pack_cuts(cuts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

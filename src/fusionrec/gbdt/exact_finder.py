@@ -169,6 +169,16 @@ def mark_column(indptr, values, rows, f, threshold, flags, value):
         flags[rows[e]] = (GOES_RIGHT if values[e] > threshold else GOES_LEFT) if value else ABSENT
 
 
+def decide_from_block(block: ColumnBlock, flags: np.ndarray, rows: np.ndarray, node: Node, split: Split, go_left: np.ndarray) -> None:
+    """go_left for a threshold split of sparse data: the split feature's present entries are
+    marked in ``flags`` from the sorted block, the node's rows decided, the marks cleared."""
+    mark_column(block.indptr, block.values, block.rows, split.feature, split.threshold, flags, True)
+    kernel_for(node.n_rows, decide_by_flags, decide_by_flags_serial)(
+        rows, node.start, node.stop, flags, split.default_left, go_left, n_partition_blocks(node.n_rows)
+    )
+    mark_column(block.indptr, block.values, block.rows, split.feature, split.threshold, flags, False)
+
+
 class ExactSplitFinder(SplitFinder):
     """Splits at midpoints between consecutive distinct values of the column block.
 
@@ -212,12 +222,10 @@ class ExactSplitFinder(SplitFinder):
 
     def decide(self, node: Node, split: Split, go_left: np.ndarray) -> None:
         rows = self.grower.rows_pair[node.buffer]
-        blocks = n_partition_blocks(node.n_rows)
-        if self.values_by_feature is not None:
-            column = self.values_by_feature[split.feature]
-            kernel_for(node.n_rows, decide_by_values, decide_by_values_serial)(rows, node.start, node.stop, column, split.threshold, split.default_left, go_left, blocks)
+        if self.values_by_feature is None:
+            decide_from_block(self.block, self.flags, rows, node, split, go_left)
             return
-        b = self.block
-        mark_column(b.indptr, b.values, b.rows, split.feature, split.threshold, self.flags, True)
-        kernel_for(node.n_rows, decide_by_flags, decide_by_flags_serial)(rows, node.start, node.stop, self.flags, split.default_left, go_left, blocks)
-        mark_column(b.indptr, b.values, b.rows, split.feature, split.threshold, self.flags, False)
+        kernel_for(node.n_rows, decide_by_values, decide_by_values_serial)(
+            rows, node.start, node.stop, self.values_by_feature[split.feature], split.threshold, split.default_left,
+            go_left, n_partition_blocks(node.n_rows),
+        )  # fmt: skip

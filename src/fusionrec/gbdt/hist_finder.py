@@ -102,7 +102,6 @@ class HistogramSplitFinder(SplitFinder):
         self.codes = codes
         self.sparse = isinstance(codes, SparseCodes)
         self.codes_by_feature = codes_by_feature
-        self._flags = np.zeros(codes.shape[0], np.uint8) if self.sparse else None  # approx's sparse routing
         self.n_bins = n_bins
         self.cuts = cuts
         self.reg = reg

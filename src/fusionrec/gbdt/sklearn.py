@@ -132,18 +132,24 @@ class _GBDTBase(BaseEstimator):
             raise FusionrecError(f"{exc}{detail}") from None
         return matrix
 
-    def _fit_booster(self, matrix, X, y, sample_weight, objective, extra, eval_set, sample_weight_eval_set, xgb_model, verbose):
-        if sample_weight is not None:
+    def _fit_booster(
+        self, matrix, X, y, sample_weight, objective, extra, eval_set, sample_weight_eval_set, xgb_model, verbose,
+        group=None, qid=None, eval_group=None, eval_qid=None,
+    ):  # fmt: skip
+        if sample_weight is not None and group is None and qid is None:  # per row (with groups: per group)
             sample_weight = _check_sample_weight(sample_weight, X if hasattr(X, "shape") else matrix.values, dtype=np.float64)
         params = self._booster_params(objective, extra)
-        dtrain = Dataset(matrix, y, sample_weight, max_bin=params["max_bin"], seed=params["random_state"])
+        dtrain = Dataset(matrix, y, sample_weight, max_bin=params["max_bin"], seed=params["random_state"], group=group, qid=qid)
         evals = []
         for i, pair in enumerate(eval_set or []):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise FusionrecError(f"eval_set[{i}]: expected an (X, y) pair")
             Xe, ye = pair
             we = None if sample_weight_eval_set is None else sample_weight_eval_set[i]
-            evals.append((Dataset(to_feature_matrix(Xe, f"eval_set[{i}] X"), self._encode_eval_y(ye), we, reference=dtrain), f"validation_{i}"))
+            ge = None if eval_group is None else eval_group[i]
+            qe = None if eval_qid is None else eval_qid[i]
+            data = Dataset(to_feature_matrix(Xe, f"eval_set[{i}] X"), self._encode_eval_y(ye), we, reference=dtrain, group=ge, qid=qe)
+            evals.append((data, f"validation_{i}"))
         results: dict = {}
         if isinstance(xgb_model, _GBDTBase):
             xgb_model = xgb_model.get_booster()
@@ -364,34 +370,15 @@ class GBDTRanker(_GBDTBase):
         objective = self.objective or "rank:ndcg"
         if not (isinstance(objective, str) and objective.startswith("rank:")):
             raise FusionrecError(f"parameter objective={objective!r}: GBDTRanker needs a rank:* objective (rank:ndcg, rank:map, rank:pairwise)")
-        params = self._booster_params(objective, self._rank_params())
-        if group is None and qid is None and sample_weight is not None:  # one query: weights per row
-            sample_weight = _check_sample_weight(sample_weight, X if hasattr(X, "shape") else matrix.values, dtype=np.float64)
-        dtrain = Dataset(matrix, y, sample_weight, max_bin=params["max_bin"], seed=params["random_state"], group=group, qid=qid)
-        evals = []
-        for i, pair in enumerate(eval_set or []):
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise FusionrecError(f"eval_set[{i}]: expected an (X, y) pair")
-            Xe, ye = pair
-            ge = None if eval_group is None else eval_group[i]
-            qe = None if eval_qid is None else eval_qid[i]
-            we = None if sample_weight_eval_set is None else sample_weight_eval_set[i]
-            evals.append((Dataset(to_feature_matrix(Xe, f"eval_set[{i}] X"), ye, we, reference=dtrain, group=ge, qid=qe), f"validation_{i}"))
-        results: dict = {}
-        if isinstance(xgb_model, _GBDTBase):
-            xgb_model = xgb_model.get_booster()
-        self.booster_ = train(
-            params, dtrain, int(self.n_estimators), evals=evals, early_stopping_rounds=self.early_stopping_rounds,
-            evals_result=results, verbose_eval=verbose, xgb_model=xgb_model, callbacks=self.callbacks,
+        return self._fit_booster(
+            matrix, X, y, sample_weight, objective, self._rank_params(), eval_set, sample_weight_eval_set, xgb_model,
+            verbose, group=group, qid=qid, eval_group=eval_group, eval_qid=eval_qid,
         )  # fmt: skip
-        self.evals_result_ = results
-        self.n_features_in_ = matrix.n_features
-        return self
 
     def predict(self, X, output_margin: bool = False) -> np.ndarray:
-        """Ranking scores: higher ranks first within a query."""
+        """Ranking scores (margins: a ranking objective has no link): higher ranks first within a query."""
         matrix = self._check_X(X, reset=False)
-        return self.booster_.predict(matrix.values, output_margin=True, iteration_range=self._iteration_range(), validate_features=False)
+        return self.booster_.predict(matrix.values, output_margin=output_margin, iteration_range=self._iteration_range(), validate_features=False)
 
     def score(self, X, y, *, group=None, qid=None, sample_weight=None) -> float:
         """Mean NDCG over the queries of (X, y) (one query when no group / qid is given)."""
