@@ -191,7 +191,6 @@ class Workspace:
         # from one to the other
         self.rows_pair = (np.empty(n_rows, np.int32), np.empty(n_rows, np.int32))
         self.gh_pair = (np.empty((n_rows, 2), np.float32), np.empty((n_rows, 2), np.float32))
-        self.finder_state: dict = {}  # split finders keep their reusable buffers here
 
     def fits(self, n_rows: int) -> bool:
         return self.n_rows >= n_rows

@@ -72,14 +72,14 @@ def _add_row(codes, r, g, h, features, all_features, offsets, bins, local):
         for k in range(n_feat):
             c = codes[r, k] if all_features else codes[r, features[k]]
             slot = k * N_CODES + np.int64(c)
-            local[slot, 0] += g
-            local[slot, 1] += h
+            local[slot, GRAD] += g
+            local[slot, HESS] += h
     else:  # compact: MISSING_CODE >= bins[k], so min() sends it to the feature's missing slot
         for k in range(n_feat):
             c = codes[r, k] if all_features else codes[r, features[k]]
             slot = offsets[k] + min(np.int64(c), np.int64(bins[k]))
-            local[slot, 0] += g
-            local[slot, 1] += h
+            local[slot, GRAD] += g
+            local[slot, HESS] += h
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -91,7 +91,7 @@ def _accumulate(codes, rows, gh, features, all_features, offsets, bins, start, s
     for i in range(start, stop):
         if i < ahead:
             prefetch(codes, rows[i + PREFETCH_DISTANCE])
-        _add_row(codes, rows[i], np.float64(gh[i, 0]), np.float64(gh[i, 1]), features, all_features, offsets, bins, local)
+        _add_row(codes, rows[i], np.float64(gh[i, GRAD]), np.float64(gh[i, HESS]), features, all_features, offsets, bins, local)
 
 
 def build_histogram(codes, rows, gh, features, offsets, bins, block_hists, hist):
@@ -132,7 +132,7 @@ def build_histogram_all_rows(codes, gh, features, offsets, bins, block_hists, hi
         start = b * block_size
         stop = min(n, start + block_size)
         for r in range(start, stop):
-            _add_row(codes, r, np.float64(gh[r, 0]), np.float64(gh[r, 1]), features, all_features, offsets, bins, local)
+            _add_row(codes, r, np.float64(gh[r, GRAD]), np.float64(gh[r, HESS]), features, all_features, offsets, bins, local)
     _reduce_blocks(block_hists, hist)
 
 
@@ -140,26 +140,26 @@ def build_histogram_all_rows(codes, gh, features, offsets, bins, block_hists, hi
 def _accumulate_sparse(indptr, indices, codes, rows, gh, position, offsets, start, stop, local):
     for i in range(start, stop):
         r = rows[i]
-        g = np.float64(gh[i, 0])
-        h = np.float64(gh[i, 1])
+        g = np.float64(gh[i, GRAD])
+        h = np.float64(gh[i, HESS])
         for e in range(indptr[r], indptr[r + 1]):
             k = position[indices[e]]
             if k != NOT_IN_TREE:
                 slot = offsets[k] + np.int64(codes[e])  # stored entries are present: a value bin
-                local[slot, 0] += g
-                local[slot, 1] += h
+                local[slot, GRAD] += g
+                local[slot, HESS] += h
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _accumulate_slots(indptr, slots, rows, gh, start, stop, local):
     for i in range(start, stop):
         r = rows[i]
-        g = np.float64(gh[i, 0])
-        h = np.float64(gh[i, 1])
+        g = np.float64(gh[i, GRAD])
+        h = np.float64(gh[i, HESS])
         for e in range(indptr[r], indptr[r + 1]):
             slot = slots[e]
-            local[slot, 0] += g
-            local[slot, 1] += h
+            local[slot, GRAD] += g
+            local[slot, HESS] += h
 
 
 def build_histogram_sparse(indptr, indices, codes, slots, rows, gh, position, offsets, bins, sum_g, sum_h, block_hists, hist):
@@ -197,11 +197,11 @@ def fill_missing_slots(hist, offsets, bins, sum_g, sum_h):
         g = 0.0
         h = 0.0
         for slot in range(offsets[k], offsets[k] + bins[k]):
-            g += hist[slot, 0]
-            h += hist[slot, 1]
+            g += hist[slot, GRAD]
+            h += hist[slot, HESS]
         missing = offsets[k] + bins[k]
-        hist[missing, 0] = sum_g - g
-        hist[missing, 1] = max(sum_h - h, 0.0)  # rounding must not invent negative hessian
+        hist[missing, GRAD] = sum_g - g
+        hist[missing, HESS] = max(sum_h - h, 0.0)  # rounding must not invent negative hessian
 
 
 REDUCE_THREADED_SLOTS = 1 << 16  # slots x blocks above which the block sums are added by all threads
@@ -217,10 +217,10 @@ def _add_blocks(block_hists, hist):
             sg = 0.0
             sh = 0.0
             for b in range(n_blocks):
-                sg += block_hists[b, slot, 0]
-                sh += block_hists[b, slot, 1]
-            hist[slot, 0] = sg
-            hist[slot, 1] = sh
+                sg += block_hists[b, slot, GRAD]
+                sh += block_hists[b, slot, HESS]
+            hist[slot, GRAD] = sg
+            hist[slot, HESS] = sh
 
 
 _add_blocks_threaded, _add_blocks_serial = parallel_and_serial(_add_blocks)
@@ -244,5 +244,5 @@ build_histogram_sparse, build_histogram_sparse_serial = parallel_and_serial(buil
 def subtract_histogram(parent, child, out):
     """out = parent - child: the sibling's histogram without a pass over its rows."""
     for slot in range(parent.shape[0]):
-        out[slot, 0] = parent[slot, 0] - child[slot, 0]
-        out[slot, 1] = parent[slot, 1] - child[slot, 1]
+        out[slot, GRAD] = parent[slot, GRAD] - child[slot, GRAD]
+        out[slot, HESS] = parent[slot, HESS] - child[slot, HESS]
