@@ -6,6 +6,10 @@
     fusionrec fuse --method rank --output fused.csv a.csv b.csv [--weights 0.3,0.7] [--id-col id] [--pred-col pred]
     fusionrec fuse --method weighted --output fused.csv a.csv b.csv --optimize auc --oof a_oof.csv b_oof.csv
                    --labels y.csv
+    fusionrec train pipeline.yaml [--run_dir DIR]          (trees + deep models, fused out of fold, exported)
+    fusionrec export --pipeline_config_path pipeline.yaml --export_dir DIR
+    fusionrec predict --saved_model_dir DIR --input_path in.csv --output_path out.csv [--model_scores]
+    fusionrec serve --saved_model_dir DIR [--port 8000] [--workers N]
     fusionrec version
 
 Tables are read with pyarrow (CSV with a header row, or Parquet by extension).
@@ -273,6 +277,82 @@ def _add_ctr(sub) -> None:
     pr.set_defaults(run=_ctr_predict)
 
 
+def _pipeline_config(args) -> str:
+    path = args.config or args.pipeline_config_path
+    if not path:
+        raise FusionrecError("give the pipeline config: `fusionrec train pipeline.yaml` or --pipeline_config_path")
+    return path
+
+
+def _train(args) -> int:
+    from fusionrec.pipeline import PipelineRun
+
+    PipelineRun.from_config(_pipeline_config(args), args.run_dir).train()
+    return 0
+
+
+def _export(args) -> int:
+    from fusionrec.pipeline import PipelineRun, export_run
+
+    path = export_run(PipelineRun.from_config(_pipeline_config(args), args.run_dir), args.export_dir)
+    print(f"exported {path}")
+    return 0
+
+
+def _predict(args) -> int:
+    from fusionrec.pipeline import predict_pipeline
+
+    result = predict_pipeline(args.input_path, args.output_path, args.saved_model_dir, reserved_cols=args.reserved_cols,
+                              output_cols=args.output_cols, model_scores=args.model_scores, input_sep=args.input_sep,
+                              output_sep=args.output_sep, batch_size=args.batch_size, selected_cols=args.selected_cols)  # fmt: skip
+    print(json.dumps(result))
+    return 0
+
+
+def _serve(args) -> int:
+    from fusionrec.pipeline.server import ServerSettings, serve
+
+    settings = ServerSettings(saved_model_dir=args.saved_model_dir, max_body_bytes=args.max_body_bytes,
+                              max_rows=args.max_rows, timeout_seconds=args.timeout_seconds)  # fmt: skip
+    serve(settings, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _add_pipeline(sub) -> None:
+    tr = sub.add_parser("train", help="train a pipeline config: every model out of fold and on all rows, the fusion, the export")
+    tr.add_argument("config", nargs="?", help="the pipeline config (.yaml or .config)")
+    tr.add_argument("--pipeline_config_path", help="the same, as EasyRec's flag")
+    tr.add_argument("--run_dir", help="overrides the config's run_dir")
+    tr.set_defaults(run=_train)
+    ex = sub.add_parser("export", help="write a finished run's export directory again (train writes run_dir/export)")
+    ex.add_argument("config", nargs="?")
+    ex.add_argument("--pipeline_config_path")
+    ex.add_argument("--run_dir")
+    ex.add_argument("--export_dir", required=True)
+    ex.set_defaults(run=_export)
+    pr = sub.add_parser("predict", help="score CSV/Parquet rows with a pipeline export (EasyRec's predict flags)")
+    pr.add_argument("--saved_model_dir", required=True)
+    pr.add_argument("--input_path", required=True)
+    pr.add_argument("--output_path", required=True)
+    pr.add_argument("--reserved_cols", default="ALL_COLUMNS")
+    pr.add_argument("--output_cols", default="ALL_COLUMNS", help="probs, logits and with --model_scores probs_<model>")
+    pr.add_argument("--model_scores", action="store_true", help="add each model's probability as probs_<model>")
+    pr.add_argument("--input_sep")
+    pr.add_argument("--output_sep", default="\x01", help="EasyRec's default: the byte 0x01")
+    pr.add_argument("--batch_size", type=int, default=1024)
+    pr.add_argument("--selected_cols", help="headerless CSV: 0-based column of each non-label input field, in config order")
+    pr.set_defaults(run=_predict)
+    sv = sub.add_parser("serve", help="an HTTP scoring server for a pipeline export (FastAPI on uvicorn)")
+    sv.add_argument("--saved_model_dir", required=True)
+    sv.add_argument("--host", default="127.0.0.1", help="the address to bind (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1, help="server processes; each loads the model once")
+    sv.add_argument("--max_body_bytes", type=int, default=8 * 1024 * 1024)
+    sv.add_argument("--max_rows", type=int, default=10_000, help="rows per request")
+    sv.add_argument("--timeout_seconds", type=float, default=30.0, help="scoring time per request")
+    sv.set_defaults(run=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusionrec", description="boosted trees, deep CTR models and model fusion")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(run=_gbdt_predict)
     _add_ctr(sub)
     _add_fuse(sub)
+    _add_pipeline(sub)
     return parser
 
 

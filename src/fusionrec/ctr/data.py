@@ -185,6 +185,17 @@ class TableReader:
         if self.report.n_rows == used_before:  # a whole pass found nothing to use: never train on nothing
             raise self.report.no_valid_rows(", ".join(paths))
 
+    def read_text_table(self, table: pa.Table, source: str) -> pa.Table:
+        """Typed rows of a table of text columns (a scoring request's rows), checked as file rows
+        are: a bad value raises naming ``source``, its 1-based row, the column and the rule (or,
+        with ignore_error, is counted and its row dropped). Columns that are not input fields are ignored."""
+        missing = [n for n in self.required if n not in table.column_names]
+        if missing:
+            raise FusionrecError(f"{source}: no column {missing} (input fields {self.required}); it has {table.column_names}")
+        text = pa.table({n: pc.cast(table.column(n), pa.string()) for n in self.names if n in table.column_names})
+        where = np.arange(1, table.num_rows + 1, dtype=np.int64)
+        return self._convert(text, source, where, "row", self.report.file_counts(source))
+
     def _csv(self, path: str) -> Iterator[pa.Table]:
         """Whole lines from pyarrow (typed as bytes), split at the separator with Arrow kernels.
 

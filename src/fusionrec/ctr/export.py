@@ -212,7 +212,7 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
         raise FusionrecError(f"--batch_size {batch_size}: must be at least 1")
     reader = TableReader(config.data_config, labels=False, separator=input_sep, collect_rejects=True,
                          optional=tuple(config.data_config.label_fields),
-                         selected_cols=_parse_selected_cols(selected_cols),
+                         selected_cols=parse_selected_cols(selected_cols),
                          parallel_lists=config.parallel_lists(), vectors=config.vector_inputs(),
                          kv_maps=config.kv_maps())  # fmt: skip
     paths = resolve_paths(input_path, "--input_path")
@@ -235,16 +235,16 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
                     named = {"probs": proba_tensor, "logits": torch.logit(proba_tensor.double(), eps=1e-12)}
                 reader.report.add_feature_counts(counts)
                 columns = {name: _output_column(named[name].double().numpy(), kind) for name, kind in outputs}
-                columns.update({c: _reserved_column(batch.table.column(c), vectors.get(c)) for c in reserved if c not in columns})
+                columns.update({c: reserved_column(batch.table.column(c), vectors.get(c)) for c in reserved if c not in columns})
                 pieces.append(pa.table(columns))
                 n_rows += batch.table.num_rows
     except FusionrecError as error:
-        if _write_rejects(rejects_path, reader.report.rejected):  # say why every row was refused
+        if write_rejects(rejects_path, reader.report.rejected):  # say why every row was refused
             raise FusionrecError(f"{error}; every rejected row is listed in {rejects_path}") from None
         raise
-    atomic_write_bytes(output_file, _delimited(pa.concat_tables(pieces), output_sep), checksum=False)
+    atomic_write_bytes(output_file, delimited(pa.concat_tables(pieces), output_sep), checksum=False)
     rejected = reader.report.rejected
-    wrote_rejects = _write_rejects(rejects_path, rejected)
+    wrote_rejects = write_rejects(rejects_path, rejected)
     report = reader.report.as_dict()
     if report["rows_read"] != n_rows + len(rejected):  # every row is written or rejected; never lost
         raise FusionrecError(f"predict: {report['rows_read']} rows read but {n_rows} written and {len(rejected)} rejected")
@@ -253,7 +253,7 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
             "defaults_used": report["defaults_used"], "features": report["features"]}  # fmt: skip
 
 
-def _reserved_column(column, vector: tuple[int, str] | None):
+def reserved_column(column, vector: tuple[int, str] | None):
     """An input column as predict writes it back: a raw_input_dim field's numbers joined by its separator."""
     if vector is None:
         return column
@@ -261,7 +261,7 @@ def _reserved_column(column, vector: tuple[int, str] | None):
     return pc.binary_join(as_text, vector[1])
 
 
-def _delimited(table: pa.Table, separator: str) -> bytes:
+def delimited(table: pa.Table, separator: str) -> bytes:
     """A header line and one line per row, values joined by ``separator`` (vectorized)."""
     columns = []
     for name in table.column_names:
@@ -277,7 +277,7 @@ def _delimited(table: pa.Table, separator: str) -> bytes:
     return (separator.join(table.column_names) + "\n" + body + ("\n" if body else "")).encode()
 
 
-def _write_rejects(path: Path, rejected: list) -> bool:
+def write_rejects(path: Path, rejected: list) -> bool:
     """Write the rejects file (file, location, reason, value); remove a stale one when there are none."""
     if not rejected:
         path.unlink(missing_ok=True)
@@ -291,7 +291,7 @@ def _write_rejects(path: Path, rejected: list) -> bool:
     return True
 
 
-def _parse_selected_cols(spec: str | None) -> list[int] | None:
+def parse_selected_cols(spec: str | None) -> list[int] | None:
     if spec is None or not spec.strip():
         return None
     try:

@@ -1,0 +1,398 @@
+"""The pipeline config: one file that trains boosted trees and deep CTR models on the same
+click logs, fuses them out of fold and exports one artifact.
+
+YAML (``pipeline.yaml``) or protobuf text format (``pipeline.config``) with the same fields::
+
+    run_dir: experiments/taobao_pipeline
+    data:                       # EasyRec's data_config and feature_configs, as they are
+      train_input_path: data/taobao_train_data
+      eval_input_path: data/taobao_test_data        # held out: never used to fit anything
+      data_config: {...}
+      feature_configs: [...]
+    split: {k_folds: 5}         # or {time_split: {column: ds, n_folds: 4}}
+    models:
+    - name: trees
+      gbdt: {params: {max_depth: 6, eta: 0.1}, num_boost_round: 200, columns: {tag_brand_list: count}}
+    - name: wide_and_deep
+      ctr: {pipeline_config_path: taobao_wide_and_deep.config}   # or model_config / train_config inline
+    - name: leaf_wide_and_deep
+      leaf_features: {trees: trees, ctr: {...}}
+    fusion: {stacking: {}}      # or average: {...} / ensemble_selection: {...}
+
+Every error names the file, the line and the field's path (``models.1.gbdt.params``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fusionrec.ctr import config as ctr_config
+from fusionrec.ctr.textformat import parse, shape
+from fusionrec.errors import FusionrecError
+from fusionrec.fusion.combine import METHODS
+
+# how a boosted-trees model reads an input field (docs/pipeline.md, "Columns for the trees")
+COLUMN_ENCODINGS = ("numeric", "frequency", "ordinal", "count", "skip")
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, populate_by_name=True,
+                              protected_namespaces=())  # fmt: skip
+
+
+class DataSection(_Strict):
+    """EasyRec's input part of a pipeline config, read once and given to every model."""
+
+    pipeline_config_path: str | None = None  # take what is not given here from this EasyRec config
+    train_input_path: str
+    eval_input_path: str | None = None
+    data_config: ctr_config.DataConfig
+    feature_configs: list[ctr_config.FeatureConfig] = []
+    feature_config: ctr_config.FeatureConfigV2 | None = None
+
+
+class KFold(_Strict):
+    k_folds: int = Field(5, ge=2, le=50)
+
+
+class TimeSplit(_Strict):
+    """Forward-chaining folds on a column's sorted values (a day): fold i trains on the
+    earlier values and predicts the next block, so no model sees the future."""
+
+    column: str
+    n_folds: int = Field(3, ge=1, le=50)
+
+
+class SplitSection(_Strict):
+    k_folds: int | None = Field(None, ge=2, le=50)
+    time_split: TimeSplit | None = None
+    seed: int = 2026
+
+    @model_validator(mode="after")
+    def _one(self):
+        if self.k_folds is not None and self.time_split is not None:
+            raise ValueError("give k_folds or time_split, not both")
+        if self.k_folds is None and self.time_split is None:
+            object.__setattr__(self, "k_folds", 5)
+        return self
+
+
+class GBDTSection(_Strict):
+    """Boosted trees on the input fields (XGBoost's parameter names in ``params``)."""
+
+    params: dict[str, Any] = {}
+    num_boost_round: int = Field(100, ge=1, le=100_000)
+    early_stopping_rounds: int | None = Field(None, ge=1)
+    # input field -> numeric | frequency | ordinal | count | skip (defaults by the field's type)
+    columns: dict[str, str] = {}
+    max_categories: int = Field(254, ge=1, le=1_000_000)
+
+    @field_validator("columns")
+    @classmethod
+    def _encodings(cls, value):
+        for name, kind in value.items():
+            if kind not in COLUMN_ENCODINGS:
+                raise ValueError(f"columns.{name}: {kind!r} is not an encoding; use one of {list(COLUMN_ENCODINGS)}")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _objective(cls, value):
+        objective = value.get("objective", "binary:logistic")
+        if objective != "binary:logistic":
+            raise ValueError(
+                f"params.objective {objective!r}: the pipeline fuses click models, so its trees are binary:logistic"
+            )
+        return value
+
+
+class CTRSection(_Strict):
+    """A deep model: EasyRec's model_config with its own train_config (inline, or taken from an
+    EasyRec ``.config`` / YAML file; that file's data part is replaced by the pipeline's, and a
+    train_config / eval_config / export_config given here replaces the file's)."""
+
+    pipeline_config_path: str | None = None
+    model_config_: ctr_config.ModelConfig | None = Field(None, alias="model_config")
+    train_config: ctr_config.TrainConfig | None = None
+    eval_config: ctr_config.EvalConfig | None = None
+    export_config: ctr_config.ExportConfig | None = None
+
+    @model_validator(mode="after")
+    def _source(self):
+        if (self.pipeline_config_path is None) == (self.model_config_ is None):
+            raise ValueError("give pipeline_config_path (an EasyRec config) or model_config, exactly one")
+        return self
+
+
+class LeafFeatureSection(_Strict):
+    """He et al. 2014 (Facebook): the leaf each tree of a boosted model puts a row in, as
+    WIDE id features of a deep model. The leaves a row trains with come from trees fitted
+    without that row (``inner_folds``), so the model cannot learn leaves fit on its own labels."""
+
+    trees: str
+    ctr: CTRSection
+    inner_folds: int = Field(3, ge=2, le=20)
+    feature_group: str | None = None  # the WIDE group that gets the leaves (default: the model's WIDE group)
+
+
+class ModelEntry(_Strict):
+    name: str
+    gbdt: GBDTSection | None = None
+    ctr: CTRSection | None = None
+    leaf_features: LeafFeatureSection | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value):
+        if not NAME_RE.match(value):
+            raise ValueError(f"name {value!r}: letters, digits and _ starting with a letter (it names files and columns)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("gbdt", "ctr", "leaf_features") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"model {self.name!r}: needs exactly one of gbdt, ctr, leaf_features; found {kinds or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("gbdt", "ctr", "leaf_features") if getattr(self, k) is not None)
+
+
+class AverageFusion(_Strict):
+    method: str = "mean"
+    weights: list[float] | None = None  # fixed weights, one per model in `models` order
+    fit_metric: Literal["auc", "logloss"] | None = None  # fit the weights out of fold for this metric
+    power: float = 2.0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r} is not an averaging method; use one of {list(METHODS)}")
+        if self.method == "rank":
+            raise ValueError(
+                "method 'rank': a rank average depends on the other rows scored with it, so a served row's score "
+                "would change with its batch; use 'logit' (or 'mean') for a fused probability"
+            )
+        if self.weights is not None and self.fit_metric is not None:
+            raise ValueError("give weights (fixed) or fit_metric (fitted), not both")
+        if self.weights is not None and (any(w < 0 for w in self.weights) or not any(w > 0 for w in self.weights)):
+            raise ValueError(f"weights {self.weights}: must be >= 0 and not all 0")
+        return self
+
+
+class StackingFusion(_Strict):
+    """A logistic regression on the models' out-of-fold log-odds (Wolpert's stacked generalization)."""
+
+    C: float = Field(1.0, gt=0)
+    passthrough: bool = False  # reserved: raw inputs are not fed to the meta-model
+
+
+class SelectionFusion(_Strict):
+    """Caruana et al. 2004: greedy forward selection with replacement on out-of-fold predictions."""
+
+    n_iterations: int = Field(50, ge=1, le=10_000)
+    n_init: int = Field(1, ge=0)
+    metric: Literal["auc", "logloss"] = "auc"
+
+
+class FusionSection(_Strict):
+    average: AverageFusion | None = None
+    stacking: StackingFusion | None = None
+    ensemble_selection: SelectionFusion | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        kinds = [k for k in ("average", "stacking", "ensemble_selection") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"needs exactly one of average, stacking, ensemble_selection; found {kinds or 'none'}")
+        if self.stacking is not None and self.stacking.passthrough:
+            raise ValueError("stacking.passthrough is not implemented yet by fusionrec (the meta-model sees the models' scores)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("average", "stacking", "ensemble_selection") if getattr(self, k) is not None)
+
+
+class EvalSection(_Strict):
+    gauc_field: str | None = None  # GAUC groups by this input field (EasyRec's gauc uid_field)
+
+
+class PipelineSpec(_Strict):
+    run_dir: str = "pipeline_run"
+    data: DataSection
+    split: SplitSection = SplitSection()
+    models: list[ModelEntry] = Field(min_length=1)
+    fusion: FusionSection
+    eval: EvalSection = EvalSection()
+    n_jobs: int = Field(1, ge=1, le=64)  # (model, fold) fits run in this many processes
+
+    @model_validator(mode="after")
+    def _cross(self):
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"models: names {duplicates} appear more than once")
+        if len(self.models) < 2:
+            raise ValueError(f"models: a fusion needs at least two models, got {names}")
+        fields = {f.input_name: f for f in self.data.data_config.input_fields}
+        labels = self.data.data_config.label_fields
+        for i, model in enumerate(self.models):
+            if model.leaf_features is not None:
+                trees = model.leaf_features.trees
+                source = next((m for m in self.models[:i] if m.name == trees), None)
+                if source is None or source.gbdt is None:
+                    raise ValueError(
+                        f"models.{i} {model.name!r}: leaf_features.trees {trees!r} must name a gbdt model listed before it"
+                    )
+            if model.gbdt is not None:
+                for column in model.gbdt.columns:
+                    if column not in fields or column in labels:
+                        raise ValueError(f"models.{i} {model.name!r}: gbdt.columns {column!r} is not a (non-label) input field")
+        weights = self.fusion.average.weights if self.fusion.average is not None else None
+        if weights is not None and len(weights) != len(self.models):
+            raise ValueError(f"fusion.average.weights: {len(weights)} weights for {len(self.models)} models {names}")
+        if self.split.time_split is not None and self.split.time_split.column not in fields:
+            raise ValueError(f"split.time_split.column {self.split.time_split.column!r} is not an input field")
+        if self.eval.gauc_field is not None and self.eval.gauc_field not in fields:
+            raise ValueError(f"eval.gauc_field {self.eval.gauc_field!r} is not an input field")
+        if len(labels) != 1:
+            raise ValueError(f"data.data_config.label_fields: the pipeline fuses one click label, got {labels}")
+        return self
+
+    def model(self, name: str) -> ModelEntry:
+        return next(m for m in self.models if m.name == name)
+
+
+# ---------------------------------------------------------------- loading
+def load_pipeline(path: str | Path) -> tuple[PipelineSpec, Path]:
+    """The validated spec of a YAML or text-format pipeline config, and its directory (relative
+    paths in the config are relative to it)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise FusionrecError(f"pipeline config {str(path)!r}: cannot read ({error.strerror})") from None
+    lines: dict = {}
+    if path.suffix in (".yaml", ".yml"):
+        data = _yaml_with_lines(text, str(path), lines)
+    else:
+        data = shape(parse(text, str(path)), PipelineSpec, lines)
+    if isinstance(data, dict):
+        _data_from_easyrec(data, path.parent, str(path))
+    return spec_from_dict(data, str(path), lines), path.parent
+
+
+def _data_from_easyrec(data: dict, base_dir: Path, source: str) -> None:
+    """``data.pipeline_config_path``: the input paths, data_config and features of an EasyRec
+    config fill what the pipeline's data section leaves out."""
+    section = data.get("data")
+    if not isinstance(section, dict) or not section.get("pipeline_config_path"):
+        return
+    path = Path(str(section["pipeline_config_path"]))
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        easyrec = ctr_config.dump_config(ctr_config.load_config(path))
+    except FusionrecError as error:
+        raise FusionrecError(f"{source}: data.pipeline_config_path: {error}") from None
+    for key in ("train_input_path", "eval_input_path", "data_config", "feature_configs", "feature_config"):
+        if key not in section and key in easyrec:
+            section[key] = easyrec[key]
+
+
+def spec_from_dict(data: Any, source: str = "<pipeline config>", lines: dict | None = None) -> PipelineSpec:
+    if not isinstance(data, dict):
+        raise FusionrecError(f"{source}: the top level must be a mapping of fields, got {type(data).__name__}")
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as error:
+        raise FusionrecError(_format_errors(error, source, lines or {})) from None
+
+
+def _format_errors(error: ValidationError, source: str, lines: dict) -> str:
+    out = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(loc, lines)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = f"unknown field {str(loc[-1])!r}"
+        elif "input" in item and item["type"] not in ("value_error", "missing") and not isinstance(item["input"], dict):
+            message += f" (got {item['input']!r})"
+        out.append(f"{'line ' + str(line) + ': ' if line else ''}{where}: {message}")
+    return f"{source}: invalid pipeline config\n  " + "\n  ".join(out)
+
+
+def _line_of(loc: tuple, lines: dict) -> int | None:
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def _yaml_with_lines(text: str, source: str, lines: dict) -> Any:
+    """YAML into plain data, recording the line of every mapping key and list item."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise FusionrecError(f"{source}: not valid YAML: {error}") from None
+
+    def walk(n, path: tuple) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                sub = path + (key.value,)
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, value in enumerate(n.value):
+                lines[path + (i,)] = value.start_mark.line + 1
+                walk(value, path + (i,))
+
+    if node is not None:
+        walk(node, ())
+    return data if data is not None else {}
+
+
+def ctr_config_for(spec: PipelineSpec, section: CTRSection, base_dir: Path, where: str, *,
+                   extra_fields: list[dict] = (), extra_features: list[dict] = ()) -> ctr_config.PipelineConfig:  # fmt: skip
+    """The EasyRec pipeline config of one deep model: the pipeline's data part with the model's
+    own model_config / train_config / eval_config / export_config (``extra_*`` add input
+    fields and features: a leaf-feature model's leaves)."""
+    if section.pipeline_config_path is not None:
+        path = Path(section.pipeline_config_path)
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            own = ctr_config.dump_config(ctr_config.load_config(path))
+        except FusionrecError as error:
+            raise FusionrecError(f"{where}.pipeline_config_path: {error}") from None
+    else:
+        own = {}
+    # sections given in the pipeline replace those of the EasyRec file
+    own.update({name: getattr(section, attr).model_dump(mode="json", by_alias=True, exclude_none=True)
+                for name, attr in (("model_config", "model_config_"), ("train_config", "train_config"),
+                                   ("eval_config", "eval_config"), ("export_config", "export_config"))
+                if getattr(section, attr) is not None})  # fmt: skip
+    data = spec.data.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data_config = data["data_config"]
+    data_config["input_fields"] = data_config["input_fields"] + list(extra_fields)
+    merged = {key: own[key] for key in ("model_config", "train_config", "eval_config", "export_config") if key in own}
+    merged["data_config"] = data_config
+    merged["feature_configs"] = data.get("feature_configs", []) + list(extra_features)
+    if "feature_config" in data:
+        merged["feature_config"] = data["feature_config"]
+    task = ctr_config.config_from_dict(merged, where)
+    if task.model_config_.task.kind != "binary":
+        raise FusionrecError(f"{where}: the pipeline fuses click models; this model is {task.model_config_.task.kind}")
+    return task

@@ -1,0 +1,300 @@
+"""The models of a pipeline: each kind fits on a typed table into a directory, and a scorer
+loaded from that directory scores typed tables. A kind is one entry of ``MEMBER_KINDS``.
+
+Directories hold plain files only: GBDT JSON models, the tree columns' encoder as JSON,
+TorchScript exports of deep models (``fusionrec.ctr.export``); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from fusionrec._atomic import atomic_write_bytes, verify_sidecar
+from fusionrec.errors import FusionrecError
+from fusionrec.pipeline.config import CTRSection, GBDTSection, ModelEntry, PipelineSpec, ctr_config_for
+from fusionrec.pipeline.tabular import TabularEncoder, default_encodings
+
+LEAF_FIELD = "gbdt_leaves"  # the input field a leaf-feature model's leaves arrive in
+LEAF_SEPARATOR = "|"
+
+
+class FitContext:
+    """What every fit needs besides its rows: the spec, the config's directory, the label, a seed."""
+
+    def __init__(self, spec: PipelineSpec, base_dir: Path, seed: int, quiet: bool = True):
+        self.spec = spec
+        self.base_dir = base_dir
+        self.seed = seed
+        self.quiet = quiet
+        self.label = spec.data.data_config.label_fields[0]
+
+    def labels(self, table: pa.Table) -> np.ndarray:
+        return table.column(self.label).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def write_json(path: Path, value) -> None:
+    atomic_write_bytes(path, json.dumps(value, indent=1).encode())
+
+
+def read_json(path: Path):
+    if not path.exists():
+        raise FusionrecError(f"{path}: missing")
+    raw = path.read_bytes()
+    verify_sidecar(path, raw, "pipeline file")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FusionrecError(f"{path}: not valid JSON ({error})") from None
+
+
+# ---------------------------------------------------------------- boosted trees
+class TreesModel:
+    """A boosted model and the encoder of its columns."""
+
+    def __init__(self, encoder: TabularEncoder, booster):
+        self.encoder = encoder
+        self.booster = booster
+
+    @classmethod
+    def fit(cls, section: GBDTSection, ctx: FitContext, table: pa.Table, seed: int) -> "TreesModel":
+        from fusionrec.gbdt import Dataset, train
+
+        data_config = ctx.spec.data.data_config
+        features = ctr_features(ctx.spec)
+        encoder = TabularEncoder(default_encodings(data_config, features, section.columns), section.max_categories)
+        params = {"objective": "binary:logistic", "seed": seed, **section.params}
+        y = ctx.labels(table)
+        if section.early_stopping_rounds:
+            # early stopping watches a seeded tenth of the fit rows, never the held-out fold
+            rng = np.random.default_rng(seed)
+            watch = rng.random(table.num_rows) < 0.1
+            fit_rows, watch_rows = np.flatnonzero(~watch), np.flatnonzero(watch)
+            encoder.fit(table.take(fit_rows))
+            dtrain = Dataset(encoder.transform(table.take(fit_rows)), y[fit_rows], feature_names=encoder.feature_names)
+            dwatch = Dataset(encoder.transform(table.take(watch_rows)), y[watch_rows], reference=dtrain)
+            booster = train(params, dtrain, section.num_boost_round, evals=[(dwatch, "watch")],
+                            early_stopping_rounds=section.early_stopping_rounds)  # fmt: skip
+        else:
+            encoder.fit(table)
+            dtrain = Dataset(encoder.transform(table), y, feature_names=encoder.feature_names)
+            booster = train(params, dtrain, section.num_boost_round)
+        return cls(encoder, booster)
+
+    def save(self, directory: Path, prefix: str = "") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json(directory / f"{prefix}encoder.json", self.encoder.state())
+        self.booster.save_model(str(directory / f"{prefix}trees.json"))
+
+    @classmethod
+    def load(cls, directory: Path, prefix: str = "") -> "TreesModel":
+        from fusionrec.gbdt import Booster
+
+        encoder = TabularEncoder.from_state(read_json(directory / f"{prefix}encoder.json"), str(directory / f"{prefix}encoder.json"))
+        return cls(encoder, Booster.load_model(str(directory / f"{prefix}trees.json")))
+
+    def matrix(self, table: pa.Table, counts: Counter | None = None) -> np.ndarray:
+        return self.encoder.transform(table, counts)
+
+    def proba(self, table: pa.Table, counts: Counter | None = None) -> np.ndarray:
+        return np.asarray(self.booster.predict(self.matrix(table, counts)), dtype=np.float64)
+
+    def leaves(self, table: pa.Table) -> np.ndarray:
+        return np.asarray(self.booster.predict(self.matrix(table), pred_leaf=True))
+
+
+def ctr_features(spec: PipelineSpec) -> list:
+    listed = spec.data.feature_configs + (spec.data.feature_config.features if spec.data.feature_config else [])
+    return [copy for feature in listed for copy in feature.with_shared_names()]
+
+
+class GBDTMember:
+    kind = "gbdt"
+
+    @staticmethod
+    def fit(entry: ModelEntry, ctx: FitContext, table: pa.Table, directory: Path) -> None:
+        TreesModel.fit(entry.gbdt, ctx, table, ctx.seed).save(directory)
+
+    def __init__(self, directory: Path):
+        self.trees = TreesModel.load(directory)
+
+    def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
+        unseen = Counter()
+        proba = self.trees.proba(table, unseen)
+        for name, n in unseen.items():
+            counts[f"{name}.unseen_values"] += n
+        return proba
+
+    @staticmethod
+    def files(directory: Path) -> list[Path]:
+        return [directory / "encoder.json", directory / "trees.json"]
+
+
+# ---------------------------------------------------------------- deep models
+def _train_deep(config, ctx: FitContext, table: pa.Table, directory: Path) -> None:
+    """Train an EasyRec model on ``table`` (written once as Parquet) and export it to ``directory/export``."""
+    from fusionrec.ctr.export import export
+    from fusionrec.ctr.trainer import Trainer
+
+    work = directory / "work"
+    if work.exists():  # an interrupted fit of this (model, fold) starts again: its rows are the same
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    pq.write_table(table, work / "train.parquet")
+    config = config.model_copy(update={"train_input_path": str(work / "train.parquet"), "eval_input_path": None,
+                                       "model_dir": str(work / "model")})  # fmt: skip
+    if config.export_config.exporter_type == "best" or config.export_config.enable_early_stop:
+        raise FusionrecError(
+            f"{directory.parent.name}: export_config exporter_type 'best' / enable_early_stop pick a checkpoint on eval "
+            "data; in a pipeline a deep model's fold is scored out of fold, so it trains to num_steps and exports the last"
+        )
+    trainer = Trainer(config, work / "model", base_dir=str(ctx.base_dir), seed=ctx.seed)
+    trainer.train(progress=not ctx.quiet, evaluate_at_checkpoints=False)
+    export(trainer, directory / "export")
+    shutil.rmtree(work)
+
+
+class _DeepScorer:
+    def __init__(self, export_dir: Path):
+        from fusionrec.ctr.export import load_export
+
+        self.module, self.config = load_export(export_dir)
+        self.fields = [f for f in self.config.data_config.input_fields if f.input_name not in self.config.data_config.label_fields]
+
+    def proba(self, table: pa.Table, counts: Counter) -> np.ndarray:
+        from fusionrec.ctr.data import table_to_columns
+
+        with torch.no_grad(), torch.jit.optimized_execution(False):
+            named, feature_counts = self.module.outputs_with_counts(table_to_columns(table, self.fields))
+        for key, value in feature_counts.items():
+            if int(value):
+                counts[key] += int(value)
+        return named["probs"].double().numpy()
+
+
+class CTRMember:
+    kind = "ctr"
+
+    @staticmethod
+    def fit(entry: ModelEntry, ctx: FitContext, table: pa.Table, directory: Path) -> None:
+        config = ctr_config_for(ctx.spec, entry.ctr, ctx.base_dir, f"models.{entry.name}.ctr")
+        _train_deep(config, ctx, table, directory)
+
+    def __init__(self, directory: Path):
+        self.deep = _DeepScorer(directory / "export")
+
+    def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
+        return self.deep.proba(table, counts)
+
+    @staticmethod
+    def files(directory: Path) -> list[Path]:
+        return sorted(p for p in (directory / "export").iterdir() if p.is_file())
+
+
+# ---------------------------------------------------------------- leaves as features
+def leaf_tokens(leaves: np.ndarray, model_id: int) -> pa.Array:
+    """Row -> 'm<model>_<tree>_<leaf>|...' (one token per tree)."""
+    n_rows, n_trees = leaves.shape
+    prefix = np.char.add(f"m{model_id}_", np.arange(n_trees).astype(str))
+    tokens = np.char.add(np.char.add(prefix[None, :], "_"), leaves.astype(str))
+    return pa.array([LEAF_SEPARATOR.join(row) for row in tokens.tolist()], pa.string())
+
+
+class LeafFeatureMember:
+    """He et al. 2014 with out-of-fold leaves. The fit rows are cut into ``inner_folds``; trees
+    fitted without part j give part j its leaves, tokens named by (model j, tree, leaf). The
+    deep model learns a WIDE weight for each token from rows those trees never saw. A scored
+    row gets the leaves of every inner model and the WIDE part averages over its tokens
+    (combiner mean), so its scale is that of training: the mean over the inner models of each
+    one's honest leaf weights (a bagged estimate)."""
+
+    kind = "leaf_features"
+
+    @staticmethod
+    def fit(entry: ModelEntry, ctx: FitContext, table: pa.Table, directory: Path) -> None:
+        section = entry.leaf_features
+        trees_section = ctx.spec.model(section.trees).gbdt
+        rng = np.random.default_rng(ctx.seed)
+        part = rng.permutation(table.num_rows) % section.inner_folds
+        tokens = [None] * table.num_rows
+        vocabulary: set[str] = set()
+        for j in range(section.inner_folds):
+            trees = TreesModel.fit(trees_section, ctx, table.filter(pa.array(part != j)), ctx.seed + j)
+            trees.save(directory, prefix=f"inner{j}_")
+            held = np.flatnonzero(part == j)
+            for row, text in zip(held, leaf_tokens(trees.leaves(table.take(held)), j).to_pylist()):
+                tokens[row] = text
+            vocabulary.update(_all_leaf_tokens(trees.booster, j))
+        config = leaf_ctr_config(ctx.spec, entry, ctx.base_dir, sorted(vocabulary))
+        _train_deep(config, ctx, table.append_column(LEAF_FIELD, pa.array(tokens, pa.string())), directory)
+        write_json(directory / "leaf_features.json", {"inner_folds": section.inner_folds})
+
+    def __init__(self, directory: Path):
+        meta = read_json(directory / "leaf_features.json")
+        self.trees = [TreesModel.load(directory, prefix=f"inner{j}_") for j in range(int(meta["inner_folds"]))]
+        self.deep = _DeepScorer(directory / "export")
+
+    def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
+        pieces = [leaf_tokens(t.leaves(table), j) for j, t in enumerate(self.trees)]
+        joined = pa.compute.binary_join_element_wise(*pieces, LEAF_SEPARATOR) if len(pieces) > 1 else pieces[0]
+        return self.deep.proba(table.append_column(LEAF_FIELD, joined), counts)
+
+    @staticmethod
+    def files(directory: Path) -> list[Path]:
+        inner = sorted(p for p in directory.glob("inner*_*.json"))
+        return [directory / "leaf_features.json", *inner, *sorted(p for p in (directory / "export").iterdir() if p.is_file())]
+
+
+def _all_leaf_tokens(booster, model_id: int) -> list[str]:
+    """Every leaf token the booster can produce (its leaf node ids per tree)."""
+    state = booster.state()
+    out = []
+    for t, tree in enumerate(state.trees):
+        for node in np.flatnonzero(np.asarray(tree.left) < 0):
+            out.append(f"m{model_id}_{t}_{node}")
+    return out
+
+
+def leaf_ctr_config(spec: PipelineSpec, entry: ModelEntry, base_dir: Path, vocabulary: list[str]):
+    """The deep model's config with the leaves added: an input field, a TagFeature over the
+    known leaf tokens (combiner mean) and that feature in the model's WIDE group."""
+    section = entry.leaf_features
+    where = f"models.{entry.name}.leaf_features.ctr"
+    base = ctr_config_for(spec, section.ctr, base_dir, where)
+    groups = base.model_config_.feature_groups
+    wide = [g for g in groups if g.wide_deep == "WIDE"]
+    if section.feature_group is not None:
+        target = next((g for g in groups if g.group_name == section.feature_group), None)
+        if target is None:
+            raise FusionrecError(f"{where}: feature_group {section.feature_group!r} is not a feature group of the model "
+                                 f"({[g.group_name for g in groups]})")  # fmt: skip
+    elif len(wide) == 1:
+        target = wide[0]
+    else:
+        raise FusionrecError(f"{where}: the model has {len(wide)} WIDE feature groups; name the one for the leaves with "
+                             "leaf_features.feature_group")  # fmt: skip
+    field = {"input_name": LEAF_FIELD, "input_type": "STRING"}
+    feature = {"input_names": [LEAF_FIELD], "feature_name": LEAF_FIELD, "feature_type": "TagFeature",
+               "separator": LEAF_SEPARATOR, "vocab_list": vocabulary, "combiner": "mean",
+               "embedding_dim": 16}  # fmt: skip
+    model_config = base.model_config_.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for group in model_config["feature_groups"]:
+        if group["group_name"] == target.group_name:
+            group["feature_names"] = group["feature_names"] + [LEAF_FIELD]
+    section_with_leaves = CTRSection(model_config=model_config, train_config=base.train_config,
+                                     eval_config=base.eval_config, export_config=base.export_config)  # fmt: skip
+    return ctr_config_for(spec, section_with_leaves, base_dir, where, extra_fields=[field], extra_features=[feature])
+
+
+MEMBER_KINDS = {member.kind: member for member in (GBDTMember, CTRMember, LeafFeatureMember)}
+
+
+def load_member(kind: str, directory: Path):
+    return MEMBER_KINDS[kind](directory)
