@@ -110,16 +110,20 @@ class PipelineScorer:
         self.schema = read_json(directory / "input_schema.json")
         self.data_config = DataConfig.model_validate(self.spec_data["data"]["data_config"])
         self.label = manifest["label"]
+        used = set().union(*(member.input_fields() for member in self.members))
+        # the fields some model reads; the others (and the label) may be left out of a request
+        self.required = [f["name"] for f in self.schema["inputs"] if f["name"] in used]
+        self.optional = tuple(f["name"] for f in self.schema["inputs"] if f["name"] not in used) + (self.label,)
 
-    def reader(self, *, separator: str | None = None, collect_rejects: bool = False, selected_cols=None,
-               with_header: bool | None = None) -> TableReader:  # fmt: skip
-        """A reader of rows to score: the label is optional; bad rows raise (or, with
-        ``collect_rejects``, are rejected with their place and reason)."""
-        config = self.data_config
-        if with_header is not None:
-            config = config.model_copy(update={"with_header": with_header})
-        return TableReader(config, labels=False, separator=separator, collect_rejects=collect_rejects,
+    def reader(self, *, separator: str | None = None, collect_rejects: bool = False, selected_cols=None) -> TableReader:
+        """A reader of files to score, laid out as the training files (the label may be left
+        out); bad rows raise, or with ``collect_rejects`` are rejected with their place and reason."""
+        return TableReader(self.data_config, labels=False, separator=separator, collect_rejects=collect_rejects,
                            optional=(self.label,), selected_cols=selected_cols)  # fmt: skip
+
+    def request_reader(self) -> TableReader:
+        """A reader of request rows: fields no model reads (and the label) may be left out."""
+        return TableReader(self.data_config, labels=False, optional=self.optional)
 
     def score(self, table: pa.Table, counts: Counter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(each model's probability (n, m), the fused probability (n,)) of typed rows."""
@@ -139,7 +143,7 @@ class PipelineScorer:
                 "fusionrec_version": self.manifest["fusionrec_version"], "serving_fusionrec_version": __version__,
                 "models": [{"name": n, "kind": k} for n, k in zip(self.names, self.kinds)],
                 "fusion": {k: v for k, v in self.fusion.items() if k != "format"},
-                "input_schema": self.schema}  # fmt: skip
+                "input_schema": self.schema, "required_fields": self.required}  # fmt: skip
 
 
 def predict_pipeline(input_path: str, output_path: str, saved_model_dir: str, *, reserved_cols: str = "ALL_COLUMNS",

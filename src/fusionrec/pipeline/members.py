@@ -100,6 +100,9 @@ class TreesModel:
         encoder = TabularEncoder.from_state(read_json(directory / f"{prefix}encoder.json"), str(directory / f"{prefix}encoder.json"))
         return cls(encoder, Booster.load_model(str(directory / f"{prefix}trees.json")))
 
+    def input_fields(self) -> set[str]:
+        return {name for name, (kind, _) in self.encoder.encodings.items() if kind != "skip"}
+
     def matrix(self, table: pa.Table, counts: Counter | None = None) -> np.ndarray:
         return self.encoder.transform(table, counts)
 
@@ -124,6 +127,9 @@ class GBDTMember:
 
     def __init__(self, directory: Path):
         self.trees = TreesModel.load(directory)
+
+    def input_fields(self) -> set[str]:
+        return self.trees.input_fields()
 
     def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
         unseen = Counter()
@@ -168,6 +174,9 @@ class _DeepScorer:
         self.module, self.config = load_export(export_dir)
         self.fields = [f for f in self.config.data_config.input_fields if f.input_name not in self.config.data_config.label_fields]
 
+    def input_fields(self) -> set[str]:
+        return {name for feature in self.config.features for name in feature.input_names} - {LEAF_FIELD}
+
     def proba(self, table: pa.Table, counts: Counter) -> np.ndarray:
         from fusionrec.ctr.data import table_to_columns
 
@@ -189,6 +198,9 @@ class CTRMember:
 
     def __init__(self, directory: Path):
         self.deep = _DeepScorer(directory / "export")
+
+    def input_fields(self) -> set[str]:
+        return self.deep.input_fields()
 
     def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
         return self.deep.proba(table, counts)
@@ -240,6 +252,9 @@ class LeafFeatureMember:
         meta = read_json(directory / "leaf_features.json")
         self.trees = [TreesModel.load(directory, prefix=f"inner{j}_") for j in range(int(meta["inner_folds"]))]
         self.deep = _DeepScorer(directory / "export")
+
+    def input_fields(self) -> set[str]:
+        return self.deep.input_fields().union(*(t.input_fields() for t in self.trees))
 
     def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
         pieces = [leaf_tokens(t.leaves(table), j) for j, t in enumerate(self.trees)]
