@@ -28,10 +28,10 @@ def _save(fig, path: Path) -> None:
 
 def plot_oof_correlation(names: list[str], oof: np.ndarray, path: Path) -> None:
     """Spearman correlation of the models' out-of-fold scores (low: the fusion has more to gain)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import rankdata
 
     plt = _pyplot()
-    matrix = np.atleast_2d(spearmanr(oof).statistic) if oof.shape[1] > 1 else np.ones((1, 1))
+    matrix = np.atleast_2d(np.corrcoef(rankdata(oof, axis=0).T))
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.0 * len(names) + 1.5))
     image = ax.imshow(matrix, vmin=min(0.0, float(matrix.min())), vmax=1.0, cmap="viridis")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")

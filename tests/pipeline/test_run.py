@@ -1,0 +1,135 @@
+"""fusionrec train on a pipeline config: out-of-fold honesty, time splits, resume, the run directory."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from fusionrec.errors import FusionrecError
+from fusionrec.pipeline import PipelineRun
+from fusionrec.pipeline.members import TreesModel
+from fusionrec.pipeline.run import FitContext
+
+from .helpers import TAOBAO_COLUMNS, TREES, make_logs, pipeline_dict, with_field, write_yaml
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    return make_logs(tmp_path_factory.mktemp("logs"), 3000, 1000)
+
+
+def run_of(tmp_path, document, name="p.yaml"):
+    return PipelineRun.from_config(write_yaml(tmp_path / name, document))
+
+
+def read_oof(run) -> dict:
+    table = pacsv.read_csv(run.run_dir / "oof_predictions.csv")
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+def test_every_row_is_scored_once_by_a_model_that_did_not_fit_it(tmp_path, logs):
+    train, test = logs
+    run = run_of(tmp_path, pipeline_dict(train, test, tmp_path / "run"))
+    result = run.train()
+    oof = read_oof(run)
+    np.testing.assert_array_equal(np.sort(oof["row"]), np.arange(3000))  # k folds: every row held out once
+    folds = json.loads((run.run_dir / "data" / "folds.json").read_text())
+    block = np.asarray(folds["block"])
+    assert sorted(np.bincount(block)) == [1000, 1000, 1000]
+    # refit fold 1 by hand from its rows: the held-out scores are that model's
+    table = pq.read_table(run.run_dir / "data" / "train.parquet")
+    ctx = FitContext(run.spec, run.base_dir, seed=run.spec.split.seed + 2)
+    refit = TreesModel.fit(run.spec.models[0].gbdt, ctx, table.take(pa.array(np.flatnonzero(block != 1))), ctx.seed)
+    held = np.flatnonzero(block == 1)
+    by_row = dict(zip(oof["row"], oof["trees"]))
+    np.testing.assert_allclose([by_row[r] for r in held], refit.proba(table.take(pa.array(held))), rtol=1e-6)
+    assert set(result["test"]) == {"trees", "shallow_trees", "fusion"} and set(result["out_of_fold"]) == set(result["test"])
+    for metrics in result["test"].values():
+        assert 0.5 < metrics["auc"] < 1 and 0 < metrics["auc_se"] < 0.05 and metrics["logloss"] > 0 and 0 < metrics["gauc"] < 1
+    for picture in ("oof_correlation.png", "roc.png"):
+        assert (run.run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_memorizing_model_does_not_fool_the_fusion(tmp_path):
+    """A model that memorizes its fit rows (deep trees on a unique row id; the labels do not
+    depend on it) is perfect in sample and useless out of fold: fitted out of fold, the
+    fusion gives it almost no weight and the fused AUC is the honest model's."""
+    train, test = make_logs(tmp_path / "logs", 3000, 1000)
+    for path in (train, test):  # a unique row id as the last column
+        lines = path.read_text().splitlines()
+        offset = 0 if path == train else 10**6
+        path.write_text("".join(f"{line},{offset + i}\n" for i, line in enumerate(lines)))
+    skip_all = {c: "skip" for c in TAOBAO_COLUMNS if c != "clk"}
+    memorizer = {"params": {"max_depth": 12, "eta": 1.0, "min_child_weight": 0, "lambda": 0.0, "tree_method": "exact"},
+                 "num_boost_round": 40,
+                 "columns": {**skip_all, "row_id": "numeric"}}  # fmt: skip
+    document = with_field(pipeline_dict(train, test, tmp_path / "run", models=[
+        {"name": "honest", "gbdt": TREES}, {"name": "memorizer", "gbdt": memorizer}]), "row_id", "INT64")
+    run = run_of(tmp_path, document)
+    result = run.train()
+    # in sample it is (nearly) perfect ...
+    full = run.run_dir / "models" / "memorizer" / "full"
+    table = pq.read_table(run.run_dir / "data" / "train.parquet")
+    in_sample = roc_auc_score(table.column("clk").to_numpy(), TreesModel.load(full).proba(table))
+    assert in_sample > 0.95
+    # ... out of fold it is chance, and the fusion knows it
+    assert abs(result["out_of_fold"]["memorizer"]["auc"] - 0.5) < 0.05
+    coef = dict(zip(result["fusion"]["models"], result["fusion"]["coef"]))
+    assert abs(coef["memorizer"]) < 0.25 * coef["honest"]
+    assert result["test"]["fusion"]["auc"] > result["test"]["honest"]["auc"] - 0.01
+
+
+def test_time_split_never_fits_on_a_later_day(tmp_path):
+    train, test = make_logs(tmp_path / "logs", 3000, 1000, days=4)
+    document = with_field(pipeline_dict(train, test, tmp_path / "run"), "ds", "STRING")
+    document["split"] = {"time_split": {"column": "ds", "n_folds": 3}}
+    run = run_of(tmp_path, document)
+    result = run.train()
+    folds = json.loads((run.run_dir / "data" / "folds.json").read_text())
+    assert folds["time_values"] == [["2026-11-10"], ["2026-11-11"], ["2026-11-12"], ["2026-11-13"]]
+    block = np.asarray(folds["block"])
+    oof_rows = read_oof(run)["row"]
+    np.testing.assert_array_equal(np.sort(oof_rows), np.flatnonzero(block >= 1))  # the first day is never held out
+    for fold in range(3):
+        done = json.loads((run.run_dir / "models" / "trees" / f"fold_{fold}" / "oof.json").read_text())
+        assert set(block[done["rows"]]) == {fold + 1}
+    assert result["split"] == {"kind": "time_split", "n_folds": 3, "seed": 2026}
+    document["split"]["time_split"]["n_folds"] = 4
+    with pytest.raises(FusionrecError, match="column 'ds' has 4 distinct values; n_folds 4 needs at least 5"):
+        run_of(tmp_path, {**document, "run_dir": str(tmp_path / "run2")}).train()
+
+
+def test_an_interrupted_run_resumes_from_the_fits_that_finished(tmp_path, logs, capsys):
+    train, test = logs
+    document = pipeline_dict(train, test, tmp_path / "run")
+    run = run_of(tmp_path, document)
+    first = run.train()
+    models = run.run_dir / "models"
+    stamps = {p: p.stat().st_mtime_ns for p in models.glob("*/*/done.json")}
+    (models / "trees" / "fold_1" / "done.json").unlink()  # as if the run died during this fit
+    second = run_of(tmp_path, document).train()
+    refit = [p for p in models.glob("*/*/done.json") if p.stat().st_mtime_ns != stamps.get(p)]
+    assert refit == [models / "trees" / "fold_1" / "done.json"]
+    assert "resuming: 7 of 8 fits already finished" in capsys.readouterr().err
+    assert second["fusion"] == first["fusion"] and second["test"] == first["test"]
+
+
+def test_a_run_dir_belongs_to_one_config(tmp_path, logs):
+    train, test = logs
+    document = pipeline_dict(train, test, tmp_path / "run")
+    run_of(tmp_path, document).train()
+    document["models"][0]["gbdt"]["num_boost_round"] = 9
+    with pytest.raises(FusionrecError, match="holds a run of a different pipeline config"):
+        run_of(tmp_path, document).train()
+
+
+def test_too_few_rows_of_a_class_for_the_folds_is_an_error(tmp_path):
+    train, test = make_logs(tmp_path / "logs", 60, 20)
+    lines = train.read_text().splitlines()
+    train.write_text("".join(("1" if i == 0 else "0") + line[1:] + "\n" for i, line in enumerate(lines)))
+    with pytest.raises(FusionrecError, match="the label has 1 rows of its rarer class; every fold needs one"):
+        run_of(tmp_path, pipeline_dict(train, test, tmp_path / "run")).train()
