@@ -25,6 +25,11 @@ def encoder_for(encodings, max_categories=254):
     return TabularEncoder({k: (v, "|") for k, v in encodings.items()}, max_categories)
 
 
+def fitted(encoder, table, y=None):
+    encoder.fit_transform(table, np.zeros(table.num_rows) if y is None else y, 0)
+    return encoder
+
+
 def test_defaults_follow_field_types_and_the_features_that_read_them():
     config = DataConfig(input_fields=[{"input_name": n, "input_type": t} for n, t in
                                       [("clk", "INT32"), ("item", "STRING"), ("hist", "STRING"), ("price", "INT32"), ("day", "STRING")]],
@@ -41,8 +46,10 @@ def test_defaults_follow_field_types_and_the_features_that_read_them():
 
 def test_frequency_ordinal_and_count_equal_a_plain_reference(rng):
     fit, new = random_table(rng), random_table(rng)
-    encoder = encoder_for({"item": "frequency", "hist": "count", "price": "numeric", "day": "skip"}).fit(fit)
-    ordinal = encoder_for({"item": "ordinal"}, max_categories=5).fit(fit)
+    encoder = encoder_for({"item": "frequency", "hist": "count", "price": "numeric", "day": "skip"})
+    encoder.fit_transform(fit, fit.column("clk").to_numpy(), 0)
+    ordinal = encoder_for({"item": "ordinal"}, max_categories=5)
+    ordinal.fit_transform(fit, fit.column("clk").to_numpy(), 0)
     counts = Counter(v for v in fit.column("item").to_pylist() if v != "")
     ranked = sorted(counts, key=lambda v: (-counts[v], v))
     unseen = Counter()
@@ -65,7 +72,7 @@ def test_frequency_ordinal_and_count_equal_a_plain_reference(rng):
 
 def test_unseen_values_are_counted_and_rare_values_are_not(rng):
     table = pa.table({"item": ["a", "a", "b", "c"]})
-    encoder = encoder_for({"item": "ordinal"}, max_categories=1).fit(table)
+    encoder = fitted(encoder_for({"item": "ordinal"}, max_categories=1), table)
     unseen = Counter()
     codes = encoder.transform(pa.table({"item": ["a", "b", "z", ""]}), unseen)[:, 0]
     assert codes[0] == 0 and np.isnan(codes[1:]).all()
@@ -74,7 +81,7 @@ def test_unseen_values_are_counted_and_rare_values_are_not(rng):
 
 def test_state_round_trips_through_json(rng):
     fit, new = random_table(rng), random_table(rng)
-    encoder = encoder_for({"item": "ordinal", "hist": "count", "price": "numeric"}, max_categories=3).fit(fit)
+    encoder = fitted(encoder_for({"item": "ordinal", "hist": "count", "price": "numeric"}, max_categories=3), fit)
     again = TabularEncoder.from_state(json.loads(json.dumps(encoder.state())), "encoder.json")
     np.testing.assert_array_equal(encoder.transform(new), again.transform(new))
     state = encoder.state()
@@ -86,6 +93,40 @@ def test_state_round_trips_through_json(rng):
 
 
 def test_a_missing_column_is_named():
-    encoder = encoder_for({"item": "frequency"}).fit(pa.table({"item": ["a"]}))
+    encoder = fitted(encoder_for({"item": "frequency"}), pa.table({"item": ["a"]}))
     with pytest.raises(FusionrecError, match="input column 'item' is missing"):
         encoder.transform(pa.table({"other": ["a"]}))
+
+
+def test_target_encoding_is_scikit_learns_cross_fitted_target_encoder(rng):
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import TargetEncoder
+
+    fit, new = random_table(rng, 2000), random_table(rng, 300)
+    y = fit.column("clk").to_numpy().astype(float)
+    encoder = encoder_for({"item": "target"})
+    X = encoder.fit_transform(fit, y, seed=3)
+    values = np.asarray(fit.column("item").to_pylist(), dtype=object).reshape(-1, 1)
+    reference = TargetEncoder(target_type="binary", cv=StratifiedKFold(5, shuffle=True, random_state=3))
+    expected = reference.fit_transform(values, y.astype(int))[:, 0]
+    empty = values[:, 0] == ""
+    np.testing.assert_allclose(X[~empty, 0], expected[~empty], rtol=1e-6)
+    assert np.isnan(X[empty, 0]).all()
+    unseen = Counter()
+    new_values = np.asarray(new.column("item").to_pylist(), dtype=object).reshape(-1, 1)
+    Z = encoder.transform(new, unseen)[:, 0]
+    seen = np.isin(new_values[:, 0], reference.categories_[0]) & (new_values[:, 0] != "")
+    np.testing.assert_allclose(Z[seen], reference.transform(new_values)[seen, 0], rtol=1e-6)
+    never = (~seen) & (new_values[:, 0] != "")
+    np.testing.assert_allclose(Z[never], reference.target_mean_, rtol=1e-6)
+    assert unseen == (Counter({"item": int(never.sum())}) if never.any() else Counter())
+    again = TabularEncoder.from_state(json.loads(json.dumps(encoder.state())), "encoder.json")
+    np.testing.assert_array_equal(again.transform(new), encoder.transform(new))
+
+
+def test_matches_count_the_value_in_the_list(rng):
+    table = pa.table({"cate": ["3", "4", "", "7", "1"], "hist": ["3|4|3", "", "1|2", "7", "11|1|"]})
+    encoder = TabularEncoder({"cate": ("skip", "|"), "hist": ("skip", "|")}, matches=[("cate", "hist", "|")])
+    X = encoder.fit_transform(table, np.zeros(5), 0)
+    assert encoder.feature_names == ["cate.in.hist"]
+    np.testing.assert_array_equal(X[:, 0], [2, 0, 0, 1, 1])

@@ -37,7 +37,7 @@ from fusionrec.errors import FusionrecError
 from fusionrec.fusion.combine import METHODS
 
 # how a boosted-trees model reads an input field (docs/pipeline.md, "Columns for the trees")
-COLUMN_ENCODINGS = ("numeric", "frequency", "ordinal", "count", "skip")
+COLUMN_ENCODINGS = ("numeric", "frequency", "ordinal", "target", "count", "skip")
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -89,8 +89,10 @@ class GBDTSection(_Strict):
     params: dict[str, Any] = {}
     num_boost_round: int = Field(100, ge=1, le=100_000)
     early_stopping_rounds: int | None = Field(None, ge=1)
-    # input field -> numeric | frequency | ordinal | count | skip (defaults by the field's type)
+    # input field -> numeric | frequency | ordinal | target | count | skip (defaults by the field's type)
     columns: dict[str, str] = {}
+    # [value field, list field] pairs: how often the row's value occurs in its list
+    matches: list[list[str]] = []
     max_categories: int = Field(254, ge=1, le=1_000_000)
 
     @field_validator("columns")
@@ -257,6 +259,10 @@ class PipelineSpec(_Strict):
                 for column in model.gbdt.columns:
                     if column not in fields or column in labels:
                         raise ValueError(f"models.{i} {model.name!r}: gbdt.columns {column!r} is not a (non-label) input field")
+                for pair in model.gbdt.matches:
+                    if len(pair) != 2 or any(f not in fields or f in labels or fields[f].input_type != "STRING" for f in pair):
+                        raise ValueError(f"models.{i} {model.name!r}: gbdt.matches {pair}: give [value field, list field], "
+                                         "two STRING input fields")  # fmt: skip
         weights = self.fusion.average.weights if self.fusion.average is not None else None
         if weights is not None and len(weights) != len(self.models):
             raise ValueError(f"fusion.average.weights: {len(weights)} weights for {len(self.models)} models {names}")

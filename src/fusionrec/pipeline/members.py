@@ -69,22 +69,23 @@ class TreesModel:
 
         data_config = ctx.spec.data.data_config
         features = ctr_features(ctx.spec)
-        encoder = TabularEncoder(default_encodings(data_config, features, section.columns), section.max_categories)
+        encodings = default_encodings(data_config, features, section.columns)
+        separators = {name: separator for name, (_, separator) in encodings.items()}
+        encoder = TabularEncoder(encodings, section.max_categories,
+                                 matches=[(value, values, separators.get(values, "|")) for value, values in section.matches])  # fmt: skip
         params = {"objective": "binary:logistic", "seed": seed, **section.params}
         y = ctx.labels(table)
         if section.early_stopping_rounds:
             # early stopping watches a seeded tenth of the fit rows, never the held-out fold
-            rng = np.random.default_rng(seed)
-            watch = rng.random(table.num_rows) < 0.1
-            fit_rows, watch_rows = np.flatnonzero(~watch), np.flatnonzero(watch)
-            encoder.fit(table.take(fit_rows))
-            dtrain = Dataset(encoder.transform(table.take(fit_rows)), y[fit_rows], feature_names=encoder.feature_names)
+            watch = np.random.default_rng(seed).random(table.num_rows) < 0.1
+            fit_rows, watch_rows = pa.array(np.flatnonzero(~watch)), pa.array(np.flatnonzero(watch))
+            dtrain = Dataset(encoder.fit_transform(table.take(fit_rows), y[fit_rows], seed), y[fit_rows],
+                             feature_names=encoder.feature_names)  # fmt: skip
             dwatch = Dataset(encoder.transform(table.take(watch_rows)), y[watch_rows], reference=dtrain)
             booster = train(params, dtrain, section.num_boost_round, evals=[(dwatch, "watch")],
                             early_stopping_rounds=section.early_stopping_rounds)  # fmt: skip
         else:
-            encoder.fit(table)
-            dtrain = Dataset(encoder.transform(table), y, feature_names=encoder.feature_names)
+            dtrain = Dataset(encoder.fit_transform(table, y, seed), y, feature_names=encoder.feature_names)
             booster = train(params, dtrain, section.num_boost_round)
         return cls(encoder, booster)
 
