@@ -73,7 +73,9 @@ def test_leaves_of_a_row_come_from_trees_fitted_without_it(trained_pipeline):
         assert dict(zip(values, numbers)) == {v: float(c) for v, c in expected.items()}
     config = json.loads((directory / "export" / "pipeline.json").read_text())
     leaf = next(f for f in config["feature_configs"] if f.get("feature_name") == LEAF_FIELD)
-    assert {token.split("_")[0] for token in leaf["vocab_list"]} == {"m0", "m1"} and leaf["combiner"] == "mean"
+    meta = json.loads((directory / "leaf_features.json").read_text())
+    models = {int(token) // (meta["n_trees"] * meta["stride"]) for token in leaf["vocab_list"]}
+    assert models == {0, 1} and leaf["combiner"] == "mean" and meta["n_trees"] == 8
     wide = next(g for g in config["model_config"]["feature_groups"] if g["wide_deep"] == "WIDE")
     assert LEAF_FIELD in wide["feature_names"]
 
@@ -104,3 +106,20 @@ def test_predict_rejects_bad_rows_and_scores_the_rest(trained_pipeline, tmp_path
     assert (report["rows_read"], report["rows_written"], report["rows_rejected"]) == (20, 18, 2)
     rejects = (tmp_path / "out.csv.rejects").read_text()
     assert "line 4\tcolumn price: value is not an integer (INT32)" in rejects and "line 8\twrong number of fields" in rejects
+
+
+def test_scored_rows_get_only_known_leaf_tokens(trained_pipeline):
+    """The leaf tokens a scored row gets are all in the deep model's vocabulary (none out of vocabulary)."""
+    scorer = PipelineScorer(trained_pipeline["export"])
+    member = scorer.members[scorer.names.index("leaf_wide_and_deep")]
+    reader = scorer.reader()
+    typed = pa.concat_tables(list(reader.iter_tables([str(trained_pipeline["test"])])))
+    vocabulary = set(json.loads((trained_pipeline["export"] / "models" / "leaf_wide_and_deep" / "export" / "pipeline.json").read_text())
+                     ["feature_configs"][-1]["vocab_list"])  # fmt: skip
+    for j, trees in enumerate(member.trees):
+        tokens = member.coder.tokens(trees.leaves(typed), j).to_pylist()
+        assert all(len(row.split("|")) == member.coder.n_trees for row in tokens)
+        assert {t for row in tokens for t in row.split("|")} <= vocabulary
+    counts = Counter()
+    scorer.score(typed, counts)
+    assert counts.get("leaf_wide_and_deep.gbdt_leaves.out_of_vocabulary", 0) == 0

@@ -58,6 +58,7 @@ def export_run(run, export_dir: str | Path | None = None) -> Path:
     data = run.spec.data
     label = data.data_config.label_fields[0]
     schema = {"label": label, "separator": data.data_config.separator, "with_header": data.data_config.with_header,
+              "columns": [f.input_name for f in data.data_config.input_fields],  # a file's layout, label included
               "inputs": [{"name": f.input_name, "type": f.input_type, "default_val": f.default_val}
                          for f in data.data_config.input_fields if f.input_name != label]}  # fmt: skip
     fusion = read_json(fusion_path)

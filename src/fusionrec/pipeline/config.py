@@ -24,6 +24,7 @@ Every error names the file, the line and the field's path (``models.1.gbdt.param
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,9 @@ from fusionrec.fusion.combine import METHODS
 # how a boosted-trees model reads an input field (docs/pipeline.md, "Columns for the trees")
 COLUMN_ENCODINGS = ("numeric", "frequency", "ordinal", "target", "count", "skip")
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+MODEL_SECTIONS = ("model_config", "train_config", "eval_config", "export_config")
+DATA_TRAINING_KNOBS = ("data_config.batch_size", "data_config.num_epochs", "data_config.shuffle",
+                       "data_config.shuffle_buffer_size")  # fmt: skip
 
 
 class _Strict(BaseModel):
@@ -120,6 +124,8 @@ class CTRSection(_Strict):
     train_config / eval_config / export_config given here replaces the file's)."""
 
     pipeline_config_path: str | None = None
+    # EasyRec's --edit_config_json, applied to the model's config: {"train_config.num_steps": 0}
+    edit_config_json: dict[str, Any] = {}
     model_config_: ctr_config.ModelConfig | None = Field(None, alias="model_config")
     train_config: ctr_config.TrainConfig | None = None
     eval_config: ctr_config.EvalConfig | None = None
@@ -140,6 +146,7 @@ class LeafFeatureSection(_Strict):
     trees: str
     ctr: CTRSection
     inner_folds: int = Field(3, ge=2, le=20)
+    n_trees: int | None = Field(None, ge=1)  # the leaves of the first n_trees trees (default: every tree)
     feature_group: str | None = None  # the WIDE group that gets the leaves (default: the model's WIDE group)
 
 
@@ -390,14 +397,21 @@ def ctr_config_for(spec: PipelineSpec, section: CTRSection, base_dir: Path, wher
                 for name, attr in (("model_config", "model_config_"), ("train_config", "train_config"),
                                    ("eval_config", "eval_config"), ("export_config", "export_config"))
                 if getattr(section, attr) is not None})  # fmt: skip
+    merged = {key: own[key] for key in MODEL_SECTIONS if key in own}
     data = spec.data.model_dump(mode="json", by_alias=True, exclude_none=True)
     data_config = data["data_config"]
     data_config["input_fields"] = data_config["input_fields"] + list(extra_fields)
-    merged = {key: own[key] for key in ("model_config", "train_config", "eval_config", "export_config") if key in own}
     merged["data_config"] = data_config
     merged["feature_configs"] = data.get("feature_configs", []) + list(extra_features)
     if "feature_config" in data:
         merged["feature_config"] = data["feature_config"]
+    if section.edit_config_json:
+        # a model may change how it trains (its train_config, its epochs and batches), not what the rows are
+        bad = sorted(k for k in section.edit_config_json if not (k.split(".")[0] in MODEL_SECTIONS or k in DATA_TRAINING_KNOBS))
+        if bad:
+            raise FusionrecError(f"{where}.edit_config_json: {bad} change the pipeline's data; a model may edit "
+                                 f"{list(MODEL_SECTIONS)} and {list(DATA_TRAINING_KNOBS)}")  # fmt: skip
+        ctr_config.apply_edits(merged, json.dumps(section.edit_config_json))
     task = ctr_config.config_from_dict(merged, where)
     if task.model_config_.task.kind != "binary":
         raise FusionrecError(f"{where}: the pipeline fuses click models; this model is {task.model_config_.task.kind}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import torch
 
@@ -212,12 +213,36 @@ class CTRMember:
 
 
 # ---------------------------------------------------------------- leaves as features
-def leaf_tokens(leaves: np.ndarray, model_id: int) -> pa.Array:
-    """Row -> 'm<model>_<tree>_<leaf>|...' (one token per tree)."""
-    n_rows, n_trees = leaves.shape
-    prefix = np.char.add(f"m{model_id}_", np.arange(n_trees).astype(str))
-    tokens = np.char.add(np.char.add(prefix[None, :], "_"), leaves.astype(str))
-    return pa.array([LEAF_SEPARATOR.join(row) for row in tokens.tolist()], pa.string())
+class LeafCoder:
+    """Leaf ids as one integer token per (inner model, tree, leaf): model * n_trees * stride
+    + tree * stride + node, written as decimal text (Arrow casts and joins them in C++)."""
+
+    def __init__(self, n_trees: int, stride: int):
+        self.n_trees, self.stride = n_trees, stride
+
+    @classmethod
+    def for_models(cls, boosters, n_trees: int | None) -> "LeafCoder":
+        trees = [tree for b in boosters for tree in b.state().trees]
+        stride = max(int(np.asarray(t.left).shape[0]) for t in trees)
+        available = min(len(b.state().trees) for b in boosters)
+        return cls(available if n_trees is None else min(n_trees, available), stride)
+
+    def tokens(self, leaves: np.ndarray, model_id: int) -> pa.Array:
+        """Each row's tokens joined by LEAF_SEPARATOR (the first ``n_trees`` trees)."""
+        leaves = np.asarray(leaves[:, : self.n_trees], dtype=np.int64)
+        n_rows = leaves.shape[0]
+        ids = (model_id * self.n_trees + np.arange(self.n_trees))[None, :] * self.stride + leaves
+        values = pa.compute.cast(pa.array(ids.reshape(-1)), pa.string())
+        lists = pa.ListArray.from_arrays(pa.array(np.arange(0, n_rows * self.n_trees + 1, self.n_trees, dtype=np.int32)), values)
+        return pa.compute.binary_join(lists, LEAF_SEPARATOR)
+
+    def vocabulary(self, booster, model_id: int) -> list[str]:
+        """Every token the booster's first ``n_trees`` trees can give."""
+        out = []
+        for t, tree in enumerate(booster.state().trees[: self.n_trees]):
+            for node in np.flatnonzero(np.asarray(tree.left) < 0):
+                out.append(str((model_id * self.n_trees + t) * self.stride + int(node)))
+        return out
 
 
 class LeafFeatureMember:
@@ -234,31 +259,35 @@ class LeafFeatureMember:
     def fit(entry: ModelEntry, ctx: FitContext, table: pa.Table, directory: Path) -> None:
         section = entry.leaf_features
         trees_section = ctx.spec.model(section.trees).gbdt
-        rng = np.random.default_rng(ctx.seed)
-        part = rng.permutation(table.num_rows) % section.inner_folds
-        tokens = [None] * table.num_rows
-        vocabulary: set[str] = set()
+        part = np.random.default_rng(ctx.seed).permutation(table.num_rows) % section.inner_folds
+        inner = []
         for j in range(section.inner_folds):
             trees = TreesModel.fit(trees_section, ctx, table.filter(pa.array(part != j)), ctx.seed + j)
             trees.save(directory, prefix=f"inner{j}_")
+            inner.append(trees)
+        coder = LeafCoder.for_models([t.booster for t in inner], section.n_trees)
+        tokens = np.empty(table.num_rows, dtype=object)
+        vocabulary: list[str] = []
+        for j, trees in enumerate(inner):
             held = np.flatnonzero(part == j)
-            for row, text in zip(held, leaf_tokens(trees.leaves(table.take(held)), j).to_pylist()):
-                tokens[row] = text
-            vocabulary.update(_all_leaf_tokens(trees.booster, j))
-        config = leaf_ctr_config(ctx.spec, entry, ctx.base_dir, sorted(vocabulary))
+            tokens[held] = coder.tokens(trees.leaves(table.take(pa.array(held))), j).to_numpy(zero_copy_only=False)
+            vocabulary += coder.vocabulary(trees.booster, j)
+        config = leaf_ctr_config(ctx.spec, entry, ctx.base_dir, vocabulary)
         _train_deep(config, ctx, table.append_column(LEAF_FIELD, pa.array(tokens, pa.string())), directory)
-        write_json(directory / "leaf_features.json", {"inner_folds": section.inner_folds})
+        write_json(directory / "leaf_features.json", {"inner_folds": section.inner_folds, "n_trees": coder.n_trees,
+                                                      "stride": coder.stride})  # fmt: skip
 
     def __init__(self, directory: Path):
         meta = read_json(directory / "leaf_features.json")
         self.trees = [TreesModel.load(directory, prefix=f"inner{j}_") for j in range(int(meta["inner_folds"]))]
+        self.coder = LeafCoder(int(meta["n_trees"]), int(meta["stride"]))
         self.deep = _DeepScorer(directory / "export")
 
     def input_fields(self) -> set[str]:
         return self.deep.input_fields().union(*(t.input_fields() for t in self.trees))
 
     def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
-        pieces = [leaf_tokens(t.leaves(table), j) for j, t in enumerate(self.trees)]
+        pieces = [self.coder.tokens(t.leaves(table), j) for j, t in enumerate(self.trees)]
         joined = pa.compute.binary_join_element_wise(*pieces, LEAF_SEPARATOR) if len(pieces) > 1 else pieces[0]
         return self.deep.proba(table.append_column(LEAF_FIELD, joined), counts)
 
@@ -266,16 +295,6 @@ class LeafFeatureMember:
     def files(directory: Path) -> list[Path]:
         inner = sorted(p for p in directory.glob("inner*_*.json"))
         return [directory / "leaf_features.json", *inner, *sorted(p for p in (directory / "export").iterdir() if p.is_file())]
-
-
-def _all_leaf_tokens(booster, model_id: int) -> list[str]:
-    """Every leaf token the booster can produce (its leaf node ids per tree)."""
-    state = booster.state()
-    out = []
-    for t, tree in enumerate(state.trees):
-        for node in np.flatnonzero(np.asarray(tree.left) < 0):
-            out.append(f"m{model_id}_{t}_{node}")
-    return out
 
 
 def leaf_ctr_config(spec: PipelineSpec, entry: ModelEntry, base_dir: Path, vocabulary: list[str]):
@@ -306,6 +325,7 @@ def leaf_ctr_config(spec: PipelineSpec, entry: ModelEntry, base_dir: Path, vocab
             group["feature_names"] = group["feature_names"] + [LEAF_FIELD]
     section_with_leaves = CTRSection(model_config=model_config, train_config=base.train_config,
                                      eval_config=base.eval_config, export_config=base.export_config)  # fmt: skip
+    # (base already holds the section's file and edits)
     return ctr_config_for(spec, section_with_leaves, base_dir, where, extra_fields=[field], extra_features=[feature])
 
 

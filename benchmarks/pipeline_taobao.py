@@ -1,0 +1,244 @@
+"""The one-config pipeline on generated taobao click logs, and its server under load.
+
+    python benchmarks/pipeline_taobao.py [--suite all|auc|serve] [--train-rows 300000] [--test-rows 100000]
+                                         [--work DIR] [--markdown docs/benchmarks.md]
+
+auc: generates make_taobao logs (a training file, seed 0, and a held-out day, seed 1: 3% new
+users and ads), runs examples/pipeline/taobao_pipeline.yaml on them unchanged (trees, EasyRec's
+W&D + DIN config, DIN, and the W&D on the trees' out-of-fold leaves, stacked), and prints every
+model's and the fusion's test AUC with its standard error (Hanley & McNeil) beside the oracle's
+(the true click probabilities), and the two differences the pipeline is for, each with the
+standard error of the paired difference (bootstrap over test rows, 200 resamples).
+
+serve: starts `fusionrec serve` on that export (as a user would: a separate process, 2 workers),
+sends 100-row JSON batches from 8 concurrent clients (keep-alive connections) and reports
+latency percentiles and rows/s, beside the same batches scored in-process by PipelineScorer
+(one thread: what the model costs without HTTP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_markdown_block  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "examples" / "pipeline" / "taobao_pipeline.yaml"
+N_CLIENTS, BATCH_ROWS = 8, 100
+
+
+def paired_se(y, a, b, n_boot=200, seed=0) -> float:
+    """Bootstrap standard error of AUC(a) - AUC(b) over the same resampled rows."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        rows = rng.integers(0, len(y), len(y))
+        diffs.append(roc_auc_score(y[rows], a[rows]) - roc_auc_score(y[rows], b[rows]))
+    return float(np.std(diffs, ddof=1))
+
+
+def suite_auc(args, console, work: Path) -> list[str]:
+    import pyarrow as pa
+    from sklearn.metrics import roc_auc_score
+
+    from fusionrec.datasets import make_taobao
+    from fusionrec.pipeline import PipelineRun, PipelineScorer
+
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    make_taobao(args.train_rows, 0, data / "taobao_train_data")
+    test = make_taobao(args.test_rows, 1, data / "taobao_test_data")
+    os.chdir(work)  # the example's paths are relative to the working directory, as EasyRec's
+    shutil.rmtree(work / "experiments", ignore_errors=True)
+    start = time.perf_counter()
+    result = PipelineRun.from_config(CONFIG).train()
+    seconds = time.perf_counter() - start
+    y = test.table.column("clk").to_numpy().astype(float)
+    oracle = roc_auc_score(y, test.click_proba)
+    scorer = PipelineScorer(work / "experiments" / "taobao_pipeline" / "export")
+    reader = scorer.reader()
+    typed = pa.concat_tables(list(reader.iter_tables([str(data / "taobao_test_data")])))
+    scores, fused = scorer.score(typed)
+    names = scorer.names
+    test_metrics = result["test"]
+    best = max(names, key=lambda n: test_metrics[n]["auc"])
+    by_name = dict(zip(names, scores.T))
+    rows = [(name, test_metrics[name]["auc"], test_metrics[name]["auc_se"], test_metrics[name]["gauc"],
+             test_metrics[name]["logloss"], result["out_of_fold"][name]["auc"]) for name in [*names, "fusion"]]  # fmt: skip
+    diffs = [("fusion - best single (" + best + ")", test_metrics["fusion"]["auc"] - test_metrics[best]["auc"],
+              paired_se(y, fused, by_name[best]))]  # fmt: skip
+    if "leaf_wide_and_deep" in by_name and "wide_and_deep" in by_name:
+        diffs.append(("leaf_wide_and_deep - wide_and_deep",
+                      test_metrics["leaf_wide_and_deep"]["auc"] - test_metrics["wide_and_deep"]["auc"],
+                      paired_se(y, by_name["leaf_wide_and_deep"], by_name["wide_and_deep"])))  # fmt: skip
+    table = Table(title=f"pipeline on {args.train_rows:,} taobao rows, test {args.test_rows:,} rows (a later day), {seconds:.0f} s")
+    for column in ("model", "test AUC", "AUC s.e.", "test GAUC", "test logloss", "out-of-fold AUC"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    lines = [f"### The taobao pipeline: {args.train_rows:,} training rows, {args.test_rows:,} test rows of a later day, "
+             f"examples/pipeline/taobao_pipeline.yaml, 2 threads, {seconds:.0f} s end to end", "",
+             "| model | test AUC | AUC s.e. | test GAUC | test logloss | out-of-fold AUC |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, auc, se, gauc, logloss, oof in rows:
+        cells = [f"{auc:.4f}", f"{se:.4f}", f"{gauc:.4f}", f"{logloss:.4f}", f"{oof:.4f}"]
+        table.add_row(name, *cells)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    table.add_row("oracle (true click probabilities)", f"{oracle:.4f}", "", "", "", "")
+    lines.append(f"| oracle (true click probabilities) | {oracle:.4f} | | | | |")
+    lines += ["", "| difference | test AUC | s.e. of the paired difference (bootstrap) | AUC s.e. (Hanley-McNeil) |",
+              "|---|---|---|---|"]
+    for name, diff, se in diffs:
+        lines.append(f"| {name} | {diff:+.4f} | {se:.4f} | {test_metrics['fusion']['auc_se']:.4f} |")
+        console.print(f"{name}: {diff:+.4f} (paired s.e. {se:.4f})")
+    console.print(table)
+    lines.append("")
+    lines.append(f"Fusion: {result['fusion']['kind']}, coefficients "
+                 + ", ".join(f"{n} {c:.3f}" for n, c in zip(result["fusion"]["models"], result["fusion"].get("coef", []))))  # fmt: skip
+    lines.append("")
+    return lines
+
+
+# ---------------------------------------------------------------- serve
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request_rows(path: Path, names: list[str], n: int) -> list[dict]:
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=names),
+                           convert_options=pacsv.ConvertOptions(column_types={c: "string" for c in names},
+                                                                strings_can_be_null=False))  # fmt: skip
+    return table.slice(0, n).to_pylist()
+
+
+def suite_serve(args, console, work: Path) -> list[str]:
+    import pyarrow as pa
+
+    from fusionrec.pipeline import PipelineScorer
+
+    export = work / "experiments" / "taobao_pipeline" / "export"
+    if not (export / "manifest.json").exists():
+        raise SystemExit(f"{export}: no export; run --suite auc first (or all)")
+    scorer = PipelineScorer(export)
+    names = [f.input_name for f in scorer.data_config.input_fields]
+    rows = _request_rows(work / "data" / "taobao_test_data", names, N_CLIENTS * BATCH_ROWS * 4)
+    batches = [rows[i : i + BATCH_ROWS] for i in range(0, len(rows), BATCH_ROWS)]
+    # in-process: the same batches, text rows -> reader -> every model -> fusion
+    in_process = []
+    for batch in batches * 2:
+        start = time.perf_counter()
+        text = pa.table({n: pa.array([r[n] for r in batch], pa.string()) for n in names})
+        scorer.score(scorer.request_reader().read_text_table(text, "request"))
+        in_process.append(time.perf_counter() - start)
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "fusionrec.cli", "serve", "--saved_model_dir", str(export),
+                                "--port", str(port), "--workers", "2"], start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/health")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        bodies = [json.dumps({"rows": b}).encode() for b in batches]
+        latencies: list[float] = []
+        failures: list[int] = []
+        lock = threading.Lock()
+        n_rounds = args.serve_requests // N_CLIENTS
+
+        def client(k: int) -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            for i in range(n_rounds):
+                body = bodies[(k * n_rounds + i) % len(bodies)]
+                start = time.perf_counter()
+                connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                with lock:
+                    latencies.append(time.perf_counter() - start)
+                    if response.status != 200:
+                        failures.append(response.status)
+
+        for _ in range(8):  # untimed: each worker's first batches compile numba and TorchScript paths
+            warm = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            warm.request("POST", "/predict", bodies[0], {"Content-Type": "application/json"})
+            warm.getresponse().read()
+            warm.close()
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(N_CLIENTS)]
+        wall = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - wall
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    served = np.asarray(latencies) * 1000
+    local = np.asarray(in_process) * 1000
+    n_rows = len(latencies) * BATCH_ROWS
+    table = Table(title=f"fusionrec serve, 2 workers, {N_CLIENTS} concurrent clients, {BATCH_ROWS}-row JSON batches")
+    for column in ("", "requests", "p50 ms", "p90 ms", "p99 ms", "rows/s"):
+        table.add_column(column, justify="right")
+    served_row = [f"{len(served)}", *(f"{np.percentile(served, q):.1f}" for q in (50, 90, 99)), f"{n_rows / wall:,.0f}"]
+    local_row = [f"{len(local)}", *(f"{np.percentile(local, q):.1f}" for q in (50, 90, 99)),
+                 f"{len(local) * BATCH_ROWS / local.sum():,.0f}"]  # fmt: skip
+    table.add_row("HTTP server", *served_row)
+    table.add_row("in-process (1 thread, sequential)", *local_row)
+    console.print(table)
+    if failures:
+        console.print(f"[red]{len(failures)} requests failed: {sorted(set(failures))}[/red]")
+    return [f"### fusionrec serve under load: the taobao pipeline export (4 models + stacking), {N_CLIENTS} concurrent "
+            f"clients, {BATCH_ROWS}-row JSON batches, 2 workers on 2 cores", "",
+            "| | requests | p50 ms | p90 ms | p99 ms | rows/s | non-200 |", "|---|---|---|---|---|---|---|",
+            "| HTTP server | " + " | ".join(served_row) + f" | {len(failures)} |",
+            "| in-process PipelineScorer (1 thread, sequential) | " + " | ".join(local_row) + " | |", ""]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=("all", "auc", "serve"), default="all")
+    parser.add_argument("--train-rows", type=int, default=300_000)
+    parser.add_argument("--test-rows", type=int, default=100_000)
+    parser.add_argument("--serve-requests", type=int, default=800)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/fusionrec_pipeline_bench"))
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    console = Console()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    markdown = args.markdown.resolve() if args.markdown else None
+    if args.suite in ("all", "auc"):
+        lines = suite_auc(args, console, work)
+        if markdown:
+            write_markdown_block(markdown, "pipeline_auc", "pipeline_taobao.py", lines)
+    if args.suite in ("all", "serve"):
+        lines = suite_serve(args, console, work)
+        if markdown:
+            write_markdown_block(markdown, "pipeline_serve", "pipeline_taobao.py", lines)
+
+
+if __name__ == "__main__":
+    main()
