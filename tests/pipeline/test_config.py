@@ -101,3 +101,22 @@ def test_trees_params_keep_xgboost_names(tmp_path, base):
     base["models"][0]["gbdt"] = {**TREES, "params": {"max_depth": 4, "colsample_bytree": 0.5, "lambda": 2.0}}
     spec, _ = load_pipeline(write_yaml(tmp_path / "p.yaml", base))
     assert spec.models[0].gbdt.params == {"max_depth": 4, "colsample_bytree": 0.5, "lambda": 2.0}
+
+
+def test_edits_reach_every_deep_model_the_leaf_model_included(tmp_path, base):
+    from fusionrec.pipeline.config import ctr_config_for
+    from fusionrec.pipeline.members import LEAF_FIELD, leaf_ctr_config
+
+    edits = {"train_config.num_steps": 0, "data_config.num_epochs": 2, "data_config.batch_size": 64}
+    deep = {**copy.deepcopy(WIDE_AND_DEEP), "edit_config_json": edits}
+    base["models"] += [{"name": "deep", "ctr": deep}, {"name": "leafy", "leaf_features": {"trees": "trees", "ctr": deep}}]
+    spec, base_dir = load_pipeline(write_yaml(tmp_path / "p.yaml", base))
+    plain = ctr_config_for(spec, spec.models[2].ctr, base_dir, "models.deep.ctr")
+    leafy = leaf_ctr_config(spec, spec.models[3], base_dir, ["1", "2"])
+    for config in (plain, leafy):
+        assert (config.train_config.num_steps, config.data_config.num_epochs, config.data_config.batch_size) == (0, 2, 64)
+    assert LEAF_FIELD in leafy.model_config_.feature_groups[0].feature_names
+    base["models"][2]["ctr"]["edit_config_json"] = {"data_config.input_fields": []}
+    spec, base_dir = load_pipeline(write_yaml(tmp_path / "p.yaml", base))
+    with pytest.raises(FusionrecError, match=r"\['data_config.input_fields'\] change the pipeline's data"):
+        ctr_config_for(spec, spec.models[2].ctr, base_dir, "models.deep.ctr")

@@ -87,6 +87,11 @@ class SplitSection(_Strict):
         return self
 
 
+class MatchColumn(_Strict):
+    value: str  # a single-valued STRING field
+    list: str  # a list STRING field (a TagFeature's or SequenceFeature's)
+
+
 class GBDTSection(_Strict):
     """Boosted trees on the input fields (XGBoost's parameter names in ``params``)."""
 
@@ -95,8 +100,8 @@ class GBDTSection(_Strict):
     early_stopping_rounds: int | None = Field(None, ge=1)
     # input field -> numeric | frequency | ordinal | target | count | skip (defaults by the field's type)
     columns: dict[str, str] = {}
-    # [value field, list field] pairs: how often the row's value occurs in its list
-    matches: list[list[str]] = []
+    # how often the row's value occurs in its list (the ad's category among the user's recent ones)
+    matches: list[MatchColumn] = []
     max_categories: int = Field(254, ge=1, le=1_000_000)
 
     @field_validator("columns")
@@ -125,11 +130,22 @@ class CTRSection(_Strict):
 
     pipeline_config_path: str | None = None
     # EasyRec's --edit_config_json, applied to the model's config: {"train_config.num_steps": 0}
+    # (a mapping, or its JSON text as EasyRec's flag takes it)
     edit_config_json: dict[str, Any] = {}
     model_config_: ctr_config.ModelConfig | None = Field(None, alias="model_config")
     train_config: ctr_config.TrainConfig | None = None
     eval_config: ctr_config.EvalConfig | None = None
     export_config: ctr_config.ExportConfig | None = None
+
+    @field_validator("edit_config_json", mode="before")
+    @classmethod
+    def _json_text(cls, value):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"edit_config_json: not valid JSON ({error})") from None
+        return value
 
     @model_validator(mode="after")
     def _source(self):
@@ -266,10 +282,11 @@ class PipelineSpec(_Strict):
                 for column in model.gbdt.columns:
                     if column not in fields or column in labels:
                         raise ValueError(f"models.{i} {model.name!r}: gbdt.columns {column!r} is not a (non-label) input field")
-                for pair in model.gbdt.matches:
-                    if len(pair) != 2 or any(f not in fields or f in labels or fields[f].input_type != "STRING" for f in pair):
-                        raise ValueError(f"models.{i} {model.name!r}: gbdt.matches {pair}: give [value field, list field], "
-                                         "two STRING input fields")  # fmt: skip
+                for match in model.gbdt.matches:
+                    pair = (match.value, match.list)
+                    if any(f not in fields or f in labels or fields[f].input_type != "STRING" for f in pair):
+                        raise ValueError(f"models.{i} {model.name!r}: gbdt.matches {list(pair)}: value and list must be "
+                                         "STRING input fields")  # fmt: skip
         weights = self.fusion.average.weights if self.fusion.average is not None else None
         if weights is not None and len(weights) != len(self.models):
             raise ValueError(f"fusion.average.weights: {len(weights)} weights for {len(self.models)} models {names}")

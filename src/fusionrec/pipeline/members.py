@@ -73,7 +73,7 @@ class TreesModel:
         encodings = default_encodings(data_config, features, section.columns)
         separators = {name: separator for name, (_, separator) in encodings.items()}
         encoder = TabularEncoder(encodings, section.max_categories,
-                                 matches=[(value, values, separators.get(values, "|")) for value, values in section.matches])  # fmt: skip
+                                 matches=[(m.value, m.list, separators.get(m.list, "|")) for m in section.matches])  # fmt: skip
         params = {"objective": "binary:logistic", "seed": seed, **section.params}
         y = ctx.labels(table)
         if section.early_stopping_rounds:
@@ -323,9 +323,10 @@ def leaf_ctr_config(spec: PipelineSpec, entry: ModelEntry, base_dir: Path, vocab
     for group in model_config["feature_groups"]:
         if group["group_name"] == target.group_name:
             group["feature_names"] = group["feature_names"] + [LEAF_FIELD]
+    # the file's sections with the edits applied, and the edits again for the data_config knobs they may set
     section_with_leaves = CTRSection(model_config=model_config, train_config=base.train_config,
-                                     eval_config=base.eval_config, export_config=base.export_config)  # fmt: skip
-    # (base already holds the section's file and edits)
+                                     eval_config=base.eval_config, export_config=base.export_config,
+                                     edit_config_json=section.ctr.edit_config_json)  # fmt: skip
     return ctr_config_for(spec, section_with_leaves, base_dir, where, extra_fields=[field], extra_features=[feature])
 
 
