@@ -246,6 +246,21 @@ def _add_fuse(sub) -> None:
     fz.set_defaults(run=_fuse)
 
 
+def _predict_flags() -> argparse.ArgumentParser:
+    """EasyRec's predict flags, shared by `ctr predict` and the pipeline's `predict`."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--input_path", required=True)
+    flags.add_argument("--output_path", required=True)
+    flags.add_argument("--saved_model_dir", required=True)
+    flags.add_argument("--reserved_cols", default="ALL_COLUMNS")
+    flags.add_argument("--output_cols", default="ALL_COLUMNS")
+    flags.add_argument("--input_sep")
+    flags.add_argument("--output_sep", default="\x01", help="EasyRec's default: the byte 0x01")
+    flags.add_argument("--batch_size", type=int, default=1024)
+    flags.add_argument("--selected_cols", help="headerless CSV: 0-based column of each non-label input field, in config order")
+    return flags
+
+
 def _add_ctr(sub) -> None:
     ctr = sub.add_parser("ctr", help="deep CTR models from EasyRec-style pipeline configs").add_subparsers(
         dest="action", required=True
@@ -264,16 +279,7 @@ def _add_ctr(sub) -> None:
     ex = ctr.add_parser("export", parents=[pipeline], help="write a self-contained TorchScript scoring model")
     ex.add_argument("--export_dir", required=True)
     ex.set_defaults(run=_ctr_export)
-    pr = ctr.add_parser("predict", help="score files with an exported model")
-    pr.add_argument("--input_path", required=True)
-    pr.add_argument("--output_path", required=True)
-    pr.add_argument("--saved_model_dir", required=True)
-    pr.add_argument("--reserved_cols", default="ALL_COLUMNS")
-    pr.add_argument("--output_cols", default="ALL_COLUMNS")
-    pr.add_argument("--input_sep")
-    pr.add_argument("--output_sep", default="\x01", help="EasyRec's default: the byte 0x01")
-    pr.add_argument("--batch_size", type=int, default=1024)
-    pr.add_argument("--selected_cols", help="headerless CSV: 0-based column of each non-label input field, in config order")
+    pr = ctr.add_parser("predict", parents=[_predict_flags()], help="score files with an exported model")
     pr.set_defaults(run=_ctr_predict)
 
 
@@ -330,17 +336,9 @@ def _add_pipeline(sub) -> None:
     ex.add_argument("--run_dir")
     ex.add_argument("--export_dir", required=True)
     ex.set_defaults(run=_export)
-    pr = sub.add_parser("predict", help="score CSV/Parquet rows with a pipeline export (EasyRec's predict flags)")
-    pr.add_argument("--saved_model_dir", required=True)
-    pr.add_argument("--input_path", required=True)
-    pr.add_argument("--output_path", required=True)
-    pr.add_argument("--reserved_cols", default="ALL_COLUMNS")
-    pr.add_argument("--output_cols", default="ALL_COLUMNS", help="probs, logits and with --model_scores probs_<model>")
+    pr = sub.add_parser("predict", parents=[_predict_flags()],
+                        help="score CSV/Parquet rows with a pipeline export (outputs probs, logits, probs_<model>)")
     pr.add_argument("--model_scores", action="store_true", help="add each model's probability as probs_<model>")
-    pr.add_argument("--input_sep")
-    pr.add_argument("--output_sep", default="\x01", help="EasyRec's default: the byte 0x01")
-    pr.add_argument("--batch_size", type=int, default=1024)
-    pr.add_argument("--selected_cols", help="headerless CSV: 0-based column of each non-label input field, in config order")
     pr.set_defaults(run=_predict)
     sv = sub.add_parser("serve", help="an HTTP scoring server for a pipeline export (FastAPI on uvicorn)")
     sv.add_argument("--saved_model_dir", required=True)

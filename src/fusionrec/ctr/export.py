@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -218,11 +219,10 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     paths = resolve_paths(input_path, "--input_path")
     if not output_sep:
         raise FusionrecError("--output_sep: must not be empty")
-    output_file = Path(output_path) / "part-0.csv" if Path(output_path).is_dir() else Path(output_path)
+    output_file = predictions_file(output_path)
     pieces = []
     n_rows = 0
-    rejects_path = Path(str(output_file) + ".rejects")
-    try:
+    with rejects_listed_on_error(output_file, reader):
         # TorchScript's optimizing executor profiles and re-compiles a graph on its first calls:
         # for a config of 100+ features that took ~50 s before the first row was scored. The
         # plain interpreter runs the same graph at once (the model's ops dominate either way).
@@ -238,19 +238,39 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
                 columns.update({c: reserved_column(batch.table.column(c), vectors.get(c)) for c in reserved if c not in columns})
                 pieces.append(pa.table(columns))
                 n_rows += batch.table.num_rows
+    report = write_predictions(output_file, pieces, reader, output_sep, n_rows)
+    return {**report, "features": reader.report.as_dict()["features"]}
+
+
+def predictions_file(output_path: str) -> Path:
+    """Where predictions go: an ``output_path`` that is a directory (EasyRec writes one) receives ``part-0.csv``."""
+    return Path(output_path) / "part-0.csv" if Path(output_path).is_dir() else Path(output_path)
+
+
+@contextmanager
+def rejects_listed_on_error(output_file: Path, reader: TableReader):
+    """An error mid-prediction still writes ``<output>.rejects``, and says so."""
+    rejects_path = Path(str(output_file) + ".rejects")
+    try:
+        yield
     except FusionrecError as error:
         if write_rejects(rejects_path, reader.report.rejected):  # say why every row was refused
             raise FusionrecError(f"{error}; every rejected row is listed in {rejects_path}") from None
         raise
+
+
+def write_predictions(output_file: Path, pieces: list[pa.Table], reader: TableReader, output_sep: str, n_rows: int) -> dict:
+    """Write the scored rows and the rejects file; every row read is written or rejected, never lost."""
     atomic_write_bytes(output_file, delimited(pa.concat_tables(pieces), output_sep), checksum=False)
+    rejects_path = Path(str(output_file) + ".rejects")
     rejected = reader.report.rejected
     wrote_rejects = write_rejects(rejects_path, rejected)
     report = reader.report.as_dict()
-    if report["rows_read"] != n_rows + len(rejected):  # every row is written or rejected; never lost
+    if report["rows_read"] != n_rows + len(rejected):
         raise FusionrecError(f"predict: {report['rows_read']} rows read but {n_rows} written and {len(rejected)} rejected")
     return {"rows_read": report["rows_read"], "rows_written": n_rows, "rows_rejected": len(rejected),
             "rejects_path": str(rejects_path) if wrote_rejects else None, "blank_lines": report["blank_lines"],
-            "defaults_used": report["defaults_used"], "features": report["features"]}  # fmt: skip
+            "defaults_used": report["defaults_used"]}  # fmt: skip
 
 
 def reserved_column(column, vector: tuple[int, str] | None):

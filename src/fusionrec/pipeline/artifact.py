@@ -156,7 +156,7 @@ def predict_pipeline(input_path: str, output_path: str, saved_model_dir: str, *,
     ``model_scores``, ``probs_<model>`` for each model. Every row is written or rejected
     (``<output>.rejects``, with its line and reason)."""
     from fusionrec.ctr.data import iter_batches, resolve_paths
-    from fusionrec.ctr.export import delimited, parse_selected_cols, write_rejects
+    from fusionrec.ctr.export import parse_selected_cols, predictions_file, rejects_listed_on_error, write_predictions
 
     scorer = PipelineScorer(saved_model_dir)
     names = [f["name"] for f in scorer.schema["inputs"]] + [scorer.label]
@@ -175,11 +175,10 @@ def predict_pipeline(input_path: str, output_path: str, saved_model_dir: str, *,
     if not output_sep:
         raise FusionrecError("--output_sep: must not be empty")
     reader = scorer.reader(separator=input_sep, collect_rejects=True, selected_cols=parse_selected_cols(selected_cols))
-    output_file = Path(output_path) / "part-0.csv" if Path(output_path).is_dir() else Path(output_path)
-    rejects_path = Path(str(output_file) + ".rejects")
+    output_file = predictions_file(output_path)
     pieces, n_rows = [], 0
     counts: Counter = Counter()
-    try:
+    with rejects_listed_on_error(output_file, reader):
         for batch in iter_batches(reader, resolve_paths(input_path, "--input_path"), batch_size, shuffle=False,
                                   shuffle_rows=0, seed=0):  # fmt: skip
             scores, fused = scorer.score(batch.table, counts)
@@ -189,16 +188,4 @@ def predict_pipeline(input_path: str, output_path: str, saved_model_dir: str, *,
             columns.update({c: batch.table.column(c) for c in reserved if c not in columns})
             pieces.append(pa.table(columns))
             n_rows += batch.table.num_rows
-    except FusionrecError as error:
-        if write_rejects(rejects_path, reader.report.rejected):
-            raise FusionrecError(f"{error}; every rejected row is listed in {rejects_path}") from None
-        raise
-    atomic_write_bytes(output_file, delimited(pa.concat_tables(pieces), output_sep), checksum=False)
-    rejected = reader.report.rejected
-    wrote_rejects = write_rejects(rejects_path, rejected)
-    report = reader.report.as_dict()
-    if report["rows_read"] != n_rows + len(rejected):
-        raise FusionrecError(f"predict: {report['rows_read']} rows read but {n_rows} written and {len(rejected)} rejected")
-    return {"rows_read": report["rows_read"], "rows_written": n_rows, "rows_rejected": len(rejected),
-            "rejects_path": str(rejects_path) if wrote_rejects else None, "blank_lines": report["blank_lines"],
-            "defaults_used": report["defaults_used"], "features": dict(counts)}  # fmt: skip
+    return {**write_predictions(output_file, pieces, reader, output_sep, n_rows), "features": dict(counts)}
