@@ -48,7 +48,8 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
     max_rows: int = Field(10_000, ge=1)
     timeout_seconds: float = Field(30.0, gt=0)
-    scoring_threads: int = Field(1, ge=1, le=64)
+    scoring_threads: int = Field(1, ge=1, le=64)  # requests scored at once per worker
+    compute_threads: int | None = Field(None, ge=1, le=256)  # torch / numba threads per worker (default: cores / workers)
 
 
 class RequestError(Exception):
@@ -145,6 +146,12 @@ def create_app(settings: ServerSettings):
     from fusionrec.pipeline.artifact import PipelineScorer
     from fusionrec.pipeline.serve_metrics import ServerMetrics
 
+    if settings.compute_threads is not None:  # workers share the cores: more threads than cores only contend
+        import numba
+        import torch
+
+        torch.set_num_threads(settings.compute_threads)
+        numba.set_num_threads(min(settings.compute_threads, numba.config.NUMBA_NUM_THREADS))
     scorer = PipelineScorer(settings.saved_model_dir)  # once per worker process
     required = scorer.required
     optional = list(scorer.optional)
@@ -253,6 +260,8 @@ def serve(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000
     if not 0 < port < 65536:
         raise FusionrecError(f"--port {port}: must be in 1..65535")
     PipelineScorer(settings.saved_model_dir)  # a broken export fails here, with its error, before any worker starts
+    if settings.compute_threads is None:
+        settings = settings.model_copy(update={"compute_threads": max(1, (os.cpu_count() or 1) // workers)})
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fusionrec-metrics-")
