@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo_output"))
     parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--ctr-rows", type=int, default=100_000)
+    parser.add_argument("--ctr-rows", type=int, default=60_000)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     console = Console()
