@@ -133,3 +133,32 @@ def test_too_few_rows_of_a_class_for_the_folds_is_an_error(tmp_path):
     train.write_text("".join(("1" if i == 0 else "0") + line[1:] + "\n" for i, line in enumerate(lines)))
     with pytest.raises(FusionrecError, match="the label has 1 rows of its rarer class; every fold needs one"):
         run_of(tmp_path, pipeline_dict(train, test, tmp_path / "run")).train()
+
+
+def test_fits_in_two_processes_equal_fits_in_one(tmp_path, logs):
+    train, test = logs
+    serial_run = run_of(tmp_path, pipeline_dict(train, test, tmp_path / "serial"), "serial.yaml")
+    parallel_run = run_of(tmp_path, pipeline_dict(train, test, tmp_path / "parallel", n_jobs=2), "parallel.yaml")
+    serial, parallel = serial_run.train(), parallel_run.train()
+    assert parallel["fusion"] == serial["fusion"] and parallel["test"] == serial["test"]
+    for name in ("row", "trees", "shallow_trees"):
+        np.testing.assert_array_equal(read_oof(parallel_run)[name], read_oof(serial_run)[name])
+
+
+def test_a_bad_training_row_names_the_file_line_and_column(tmp_path, logs):
+    train, test = logs
+    lines = train.read_text().splitlines()
+    fields = lines[41].split(",")
+    fields[-1] = "12.5.3"
+    lines[41] = ",".join(fields)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(FusionrecError, match=rf"{bad} line 42, column 'price': '12.5.3' is not an integer \(INT32\)"):
+        run_of(tmp_path, pipeline_dict(bad, test, tmp_path / "run")).train()
+
+
+def test_eval_result_is_strict_json(tmp_path, logs):
+    train, test = logs
+    run = run_of(tmp_path, pipeline_dict(train, test, tmp_path / "run"))
+    run.train()
+    json.loads((run.run_dir / "eval_result.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in eval_result.json"))

@@ -183,3 +183,19 @@ def test_fuzzing_gets_no_5xx_and_the_server_keeps_serving(client, trained_pipeli
             assert response.json()["detail"]
     assert 200 in statuses and 422 in statuses and 400 in statuses and 413 in statuses and 415 in statuses
     assert client.post("/predict", json=[row]).status_code == 200
+
+
+def test_a_request_over_the_time_limit_is_a_408(trained_pipeline):
+    app = create_app(ServerSettings(saved_model_dir=str(trained_pipeline["export"]), timeout_seconds=1e-6))
+    client = TestClient(app, raise_server_exceptions=False)
+    rows = json_rows(trained_pipeline["test"], 200)
+    response = client.post("/predict", json={"rows": rows})
+    assert response.status_code == 408 and "timeout_seconds" in response.json()["detail"]
+    assert client.get("/health").status_code == 200
+
+
+def test_serve_refuses_a_broken_export_before_starting(tmp_path, capsys):
+    from fusionrec.cli import main
+
+    assert main(["serve", "--saved_model_dir", str(tmp_path)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err

@@ -42,7 +42,18 @@ class FitContext:
 
 
 def write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, json.dumps(value, indent=1).encode())
+    """Strict JSON (NaN, e.g. the GAUC of a set with no user of both classes, is written as null), atomically."""
+    atomic_write_bytes(path, json.dumps(_finite(value), indent=1, allow_nan=False).encode())
+
+
+def _finite(value):
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read_json(path: Path):
