@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -243,9 +243,9 @@ class LeafCoder:
         leaves = np.asarray(leaves[:, : self.n_trees], dtype=np.int64)
         n_rows = leaves.shape[0]
         ids = (model_id * self.n_trees + np.arange(self.n_trees))[None, :] * self.stride + leaves
-        values = pa.compute.cast(pa.array(ids.reshape(-1)), pa.string())
+        values = pc.cast(pa.array(ids.reshape(-1)), pa.string())
         lists = pa.ListArray.from_arrays(pa.array(np.arange(0, n_rows * self.n_trees + 1, self.n_trees, dtype=np.int32)), values)
-        return pa.compute.binary_join(lists, LEAF_SEPARATOR)
+        return pc.binary_join(lists, LEAF_SEPARATOR)
 
     def vocabulary(self, booster, model_id: int) -> list[str]:
         """Every token the booster's first ``n_trees`` trees can give."""
@@ -299,7 +299,7 @@ class LeafFeatureMember:
 
     def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
         pieces = [self.coder.tokens(t.leaves(table), j) for j, t in enumerate(self.trees)]
-        joined = pa.compute.binary_join_element_wise(*pieces, LEAF_SEPARATOR) if len(pieces) > 1 else pieces[0]
+        joined = pc.binary_join_element_wise(*pieces, LEAF_SEPARATOR) if len(pieces) > 1 else pieces[0]
         return self.deep.proba(table.append_column(LEAF_FIELD, joined), counts)
 
     @staticmethod

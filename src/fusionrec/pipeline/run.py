@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -73,7 +74,7 @@ def make_blocks(split: SplitSection, table: pa.Table, labels: np.ndarray) -> tup
         return "k_folds", block, []
     column = split.time_split.column
     values = table.column(column)
-    distinct = pa.compute.unique(values).sort().to_pylist()
+    distinct = pc.unique(values).sort().to_pylist()
     needed = split.time_split.n_folds + 1
     if len(distinct) < needed:
         raise FusionrecError(
@@ -84,7 +85,7 @@ def make_blocks(split: SplitSection, table: pa.Table, labels: np.ndarray) -> tup
     block_of_value = np.empty(len(distinct), dtype=np.int64)
     for b, members in enumerate(runs):
         block_of_value[members] = b
-    index = pa.compute.index_in(values, value_set=pa.array(distinct, values.type)).to_numpy(zero_copy_only=False)
+    index = pc.index_in(values, value_set=pa.array(distinct, values.type)).to_numpy(zero_copy_only=False)
     return "time_split", block_of_value[index.astype(np.int64)], [[distinct[i] for i in r] for r in runs]
 
 

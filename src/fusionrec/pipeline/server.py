@@ -32,6 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -137,7 +138,7 @@ def rows_from_csv(body: bytes, required: list[str], max_rows: int) -> tuple[pa.T
     if table.num_rows > max_rows:
         raise RequestError(413, "too_many_rows", f"{table.num_rows} rows; this server takes at most {max_rows} per request (max_rows)")
     ids = table.column(ID_KEY).to_pylist() if ID_KEY in names else [None] * table.num_rows
-    text = pa.table({n: pa.compute.cast(table.column(n), pa.string()) for n in names if n != ID_KEY})
+    text = pa.table({n: pc.cast(table.column(n), pa.string()) for n in names if n != ID_KEY})
     return text, ids, {}
 
 
