@@ -199,3 +199,16 @@ def test_serve_refuses_a_broken_export_before_starting(tmp_path, capsys):
 
     assert main(["serve", "--saved_model_dir", str(tmp_path)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_csv_values_are_text_as_in_files(client, trained_pipeline):
+    """A CSV body's ids keep their leading zeros: "007" is not the id "7"."""
+    row = json_rows(trained_pipeline["test"], 1)[0]
+    names = [n for n in NAMES if n != "clk"]
+    for user in ("007", "7"):
+        csv_body = ",".join(["id", *names]) + "\n" + ",".join(["x", *(user if n == "user_id" else str(row[n]) for n in names)])
+        via_csv = client.post("/predict", content=csv_body.encode(), headers={"content-type": "text/csv"}).json()["scores"]
+        via_json = client.post("/predict", json=[{**row, "user_id": user}]).json()["scores"]
+        assert via_csv == via_json
+    scores = [client.post("/predict", json=[{**row, "user_id": u}]).json()["scores"][0] for u in ("007", "7")]
+    assert scores[0] != scores[1]

@@ -121,10 +121,12 @@ def rows_from_csv(body: bytes, required: list[str], max_rows: int) -> tuple[pa.T
     """(text table, ids, options) of a CSV body with a header (an ``id`` column is echoed)."""
     if not body.strip():
         raise RequestError(400, "bad_csv", "the CSV body is empty; send a header line and rows")
+    header = body.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace").lstrip("\ufeff")
+    # every column as text, as the file reader reads it: type inference would turn "007" into 7
+    as_text = {name.strip('"'): pa.string() for name in header.split(",")}
     try:
-        table = pacsv.read_csv(pa.py_buffer(body), read_options=pacsv.ReadOptions(autogenerate_column_names=False),
-                               convert_options=pacsv.ConvertOptions(column_types=None, strings_can_be_null=False,
-                                                                    auto_dict_encode=False),
+        table = pacsv.read_csv(pa.py_buffer(body),
+                               convert_options=pacsv.ConvertOptions(column_types=as_text, strings_can_be_null=False),
                                parse_options=pacsv.ParseOptions(newlines_in_values=False))  # fmt: skip
     except (pa.ArrowInvalid, UnicodeDecodeError) as error:
         raise RequestError(400, "bad_csv", f"the body is not CSV with a header: {str(error).splitlines()[0]}") from None
@@ -138,7 +140,7 @@ def rows_from_csv(body: bytes, required: list[str], max_rows: int) -> tuple[pa.T
     if table.num_rows > max_rows:
         raise RequestError(413, "too_many_rows", f"{table.num_rows} rows; this server takes at most {max_rows} per request (max_rows)")
     ids = table.column(ID_KEY).to_pylist() if ID_KEY in names else [None] * table.num_rows
-    text = pa.table({n: pc.cast(table.column(n), pa.string()) for n in names if n != ID_KEY})
+    text = pa.table({n: table.column(n) for n in names if n != ID_KEY})
     return text, ids, {}
 
 
