@@ -911,6 +911,12 @@ class ExportConfig(_Strict):
     max_check_steps: int = Field(10000, ge=1)
 
 
+def expand_features(feature_configs: list[FeatureConfig], feature_config: FeatureConfigV2 | None) -> list[FeatureConfig]:
+    """The features of ``feature_configs`` and ``feature_config.features``, with a copy for each ``shared_names``."""
+    listed = feature_configs + (feature_config.features if feature_config else [])
+    return [copy for feature in listed for copy in feature.with_shared_names()]
+
+
 class PipelineConfig(_Strict):
     train_input_path: str | None = None
     eval_input_path: str | None = None
@@ -932,8 +938,7 @@ class PipelineConfig(_Strict):
     @property
     def features(self) -> list[FeatureConfig]:
         """Every feature, those that ``shared_names`` stands for included."""
-        listed = self.feature_configs + (self.feature_config.features if self.feature_config else [])
-        return [copy for feature in listed for copy in feature.with_shared_names()]
+        return expand_features(self.feature_configs, self.feature_config)
 
     def parallel_lists(self) -> list[list[tuple[str, str]]]:
         """(input field, separator) of the ``hist_seq`` lists of each sequence group that has
@@ -1204,7 +1209,7 @@ def _format_validation(error: ValidationError, path: str, lines: dict | None = N
     out = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        line = _line_of(tuple(item["loc"]), lines or {})
+        line = line_of(tuple(item["loc"]), lines or {})
         if line:
             where = f"line {line}: {where}"
         message = item["msg"]
@@ -1221,9 +1226,9 @@ def _format_validation(error: ValidationError, path: str, lines: dict | None = N
     return f"{path}: invalid pipeline config\n  " + "\n  ".join(out)
 
 
-def _line_of(loc: tuple, lines: dict) -> int | None:
+def line_of(loc: tuple, lines: dict) -> int | None:
     """The line of a field path, or of its nearest parent the file names."""
-    loc = tuple(p for p in loc if not (isinstance(p, str) and p in ("function-after",)))
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
     while loc:
         if loc in lines:
             return lines[loc]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from scipy.special import logit
 
 from fusionrec import __version__
 from fusionrec._atomic import atomic_write_bytes, verify_sidecar
@@ -26,7 +27,7 @@ from fusionrec.ctr.config import DataConfig
 from fusionrec.ctr.data import TableReader
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline.fuse import apply_fusion, check_fusion_state
-from fusionrec.pipeline.members import MEMBER_KINDS, load_member, read_json, write_json
+from fusionrec.pipeline.members import MEMBER_KINDS, Rows, load_member, read_json, write_json
 
 EXPORT_FORMAT = "fusionrec.pipeline.export"
 EXPORT_VERSION = 1
@@ -131,10 +132,11 @@ class PipelineScorer:
         counts = Counter() if counts is None else counts
         if table.num_rows == 0:
             return np.zeros((0, len(self.members))), np.zeros(0)
+        rows = Rows(table, self.data_config)
         columns = []
         for name, member in zip(self.names, self.members):
             own: Counter = Counter()
-            columns.append(member.score(table, own))
+            columns.append(member.score(rows, own))
             counts.update({f"{name}.{key}": n for key, n in own.items()})
         scores = np.column_stack(columns)
         return scores, apply_fusion(self.fusion, scores)
@@ -155,7 +157,7 @@ def predict_pipeline(input_path: str, output_path: str, saved_model_dir: str, *,
     Outputs: ``probs`` (the fusion's probability), ``logits`` (its log-odds) and, with
     ``model_scores``, ``probs_<model>`` for each model. Every row is written or rejected
     (``<output>.rejects``, with its line and reason)."""
-    from fusionrec.ctr.data import iter_batches, resolve_paths
+    from fusionrec.ctr.data import resolve_paths
     from fusionrec.ctr.export import parse_selected_cols, predictions_file, rejects_listed_on_error, write_predictions
 
     scorer = PipelineScorer(saved_model_dir)
@@ -179,13 +181,14 @@ def predict_pipeline(input_path: str, output_path: str, saved_model_dir: str, *,
     pieces, n_rows = [], 0
     counts: Counter = Counter()
     with rejects_listed_on_error(output_file, reader):
-        for batch in iter_batches(reader, resolve_paths(input_path, "--input_path"), batch_size, shuffle=False,
-                                  shuffle_rows=0, seed=0):  # fmt: skip
-            scores, fused = scorer.score(batch.table, counts)
-            named = {"probs": fused, "logits": np.log(np.clip(fused, 1e-15, 1)) - np.log(np.clip(1 - fused, 1e-15, 1)),
-                     **{f"probs_{n}": scores[:, j] for j, n in enumerate(scorer.names)}}  # fmt: skip
-            columns = {name: pa.array(named[name], pa.float64()) for name in outputs}
-            columns.update({c: batch.table.column(c) for c in reserved if c not in columns})
-            pieces.append(pa.table(columns))
-            n_rows += batch.table.num_rows
+        for table in reader.iter_tables(resolve_paths(input_path, "--input_path")):
+            for start in range(0, table.num_rows, batch_size):
+                batch = table.slice(start, batch_size)
+                scores, fused = scorer.score(batch, counts)
+                named = {"probs": fused, "logits": logit(np.clip(fused, 1e-15, 1 - 1e-15)),
+                         **{f"probs_{n}": scores[:, j] for j, n in enumerate(scorer.names)}}  # fmt: skip
+                columns = {name: pa.array(named[name], pa.float64()) for name in outputs}
+                columns.update({c: batch.column(c) for c in reserved if c not in columns})
+                pieces.append(pa.table(columns))
+                n_rows += batch.num_rows
     return {**write_predictions(output_file, pieces, reader, output_sep, n_rows), "features": dict(counts)}

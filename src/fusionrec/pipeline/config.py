@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -50,6 +50,23 @@ class _Strict(BaseModel):
                               protected_namespaces=())  # fmt: skip
 
 
+class _OneOf(_Strict):
+    """A message that sets exactly one of its ``_KINDS`` fields; ``kind`` names it."""
+
+    _KINDS: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        found = [k for k in self._KINDS if getattr(self, k) is not None]
+        if len(found) != 1:
+            raise ValueError(f"needs exactly one of {', '.join(self._KINDS)}; found {found or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in self._KINDS if getattr(self, k) is not None)
+
+
 class DataSection(_Strict):
     """EasyRec's input part of a pipeline config, read once and given to every model."""
 
@@ -60,9 +77,13 @@ class DataSection(_Strict):
     feature_configs: list[ctr_config.FeatureConfig] = []
     feature_config: ctr_config.FeatureConfigV2 | None = None
 
+    @property
+    def features(self) -> list[ctr_config.FeatureConfig]:
+        return ctr_config.expand_features(self.feature_configs, self.feature_config)
 
-class KFold(_Strict):
-    k_folds: int = Field(5, ge=2, le=50)
+    @property
+    def label(self) -> str:
+        return self.data_config.label_fields[0]
 
 
 class TimeSplit(_Strict):
@@ -166,7 +187,9 @@ class LeafFeatureSection(_Strict):
     feature_group: str | None = None  # the WIDE group that gets the leaves (default: the model's WIDE group)
 
 
-class ModelEntry(_Strict):
+class ModelEntry(_OneOf):
+    _KINDS: ClassVar[tuple[str, ...]] = ("gbdt", "ctr", "leaf_features")
+
     name: str
     gbdt: GBDTSection | None = None
     ctr: CTRSection | None = None
@@ -179,16 +202,6 @@ class ModelEntry(_Strict):
             raise ValueError(f"name {value!r}: letters, digits and _ starting with a letter (it names files and columns)")
         return value
 
-    @model_validator(mode="after")
-    def _one_kind(self):
-        kinds = [k for k in ("gbdt", "ctr", "leaf_features") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError(f"model {self.name!r}: needs exactly one of gbdt, ctr, leaf_features; found {kinds or 'none'}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in ("gbdt", "ctr", "leaf_features") if getattr(self, k) is not None)
 
 
 class AverageFusion(_Strict):
@@ -228,23 +241,18 @@ class SelectionFusion(_Strict):
     metric: Literal["auc", "logloss"] = "auc"
 
 
-class FusionSection(_Strict):
+class FusionSection(_OneOf):
+    _KINDS: ClassVar[tuple[str, ...]] = ("average", "stacking", "ensemble_selection")
+
     average: AverageFusion | None = None
     stacking: StackingFusion | None = None
     ensemble_selection: SelectionFusion | None = None
 
     @model_validator(mode="after")
-    def _one(self):
-        kinds = [k for k in ("average", "stacking", "ensemble_selection") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError(f"needs exactly one of average, stacking, ensemble_selection; found {kinds or 'none'}")
+    def _passthrough(self):
         if self.stacking is not None and self.stacking.passthrough:
             raise ValueError("stacking.passthrough is not implemented yet by fusionrec (the meta-model sees the models' scores)")
         return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in ("average", "stacking", "ensemble_selection") if getattr(self, k) is not None)
 
 
 class EvalSection(_Strict):
@@ -352,7 +360,7 @@ def _format_errors(error: ValidationError, source: str, lines: dict) -> str:
     for item in error.errors():
         loc = tuple(item["loc"])
         where = ".".join(str(p) for p in loc) or "(top level)"
-        line = _line_of(loc, lines)
+        line = ctr_config.line_of(loc, lines)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = f"unknown field {str(loc[-1])!r}"
@@ -360,15 +368,6 @@ def _format_errors(error: ValidationError, source: str, lines: dict) -> str:
             message += f" (got {item['input']!r})"
         out.append(f"{'line ' + str(line) + ': ' if line else ''}{where}: {message}")
     return f"{source}: invalid pipeline config\n  " + "\n  ".join(out)
-
-
-def _line_of(loc: tuple, lines: dict) -> int | None:
-    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-    while loc:
-        if loc in lines:
-            return lines[loc]
-        loc = loc[:-1]
-    return None
 
 
 def _yaml_with_lines(text: str, source: str, lines: dict) -> Any:

@@ -19,26 +19,46 @@ import pyarrow.parquet as pq
 import torch
 
 from fusionrec._atomic import atomic_write_bytes, verify_sidecar
+from fusionrec.ctr.config import InputField
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline.config import CTRSection, GBDTSection, ModelEntry, PipelineSpec, ctr_config_for
 from fusionrec.pipeline.tabular import TabularEncoder, default_encodings
 
 LEAF_FIELD = "gbdt_leaves"  # the input field a leaf-feature model's leaves arrive in
 LEAF_SEPARATOR = "|"
+LEAF_INPUT = InputField(input_name=LEAF_FIELD, input_type="STRING")
+
+
+def label_values(table: pa.Table, label: str) -> np.ndarray:
+    return table.column(label).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
 class FitContext:
-    """What every fit needs besides its rows: the spec, the config's directory, the label, a seed."""
+    """What every fit needs besides its rows: the spec, the config's directory, a seed."""
 
     def __init__(self, spec: PipelineSpec, base_dir: Path, seed: int, quiet: bool = True):
         self.spec = spec
         self.base_dir = base_dir
         self.seed = seed
         self.quiet = quiet
-        self.label = spec.data.data_config.label_fields[0]
 
-    def labels(self, table: pa.Table) -> np.ndarray:
-        return table.column(self.label).to_numpy(zero_copy_only=False).astype(np.float64)
+
+class Rows:
+    """Typed rows to score (``TableReader``'s table). Their torch columns, which every deep
+    model reads, are made once, when the first of them asks."""
+
+    def __init__(self, table: pa.Table, data_config):
+        self.table = table
+        self._fields = [f for f in data_config.input_fields if f.input_name not in data_config.label_fields]
+        self._columns: dict | None = None
+
+    @property
+    def columns(self) -> dict:
+        if self._columns is None:
+            from fusionrec.ctr.data import table_to_columns
+
+            self._columns = table_to_columns(self.table, self._fields)
+        return self._columns
 
 
 def write_json(path: Path, value) -> None:
@@ -79,14 +99,12 @@ class TreesModel:
     def fit(cls, section: GBDTSection, ctx: FitContext, table: pa.Table, seed: int) -> "TreesModel":
         from fusionrec.gbdt import Dataset, train
 
-        data_config = ctx.spec.data.data_config
-        features = ctr_features(ctx.spec)
-        encodings = default_encodings(data_config, features, section.columns)
+        encodings = default_encodings(ctx.spec.data.data_config, ctx.spec.data.features, section.columns)
         separators = {name: separator for name, (_, separator) in encodings.items()}
         encoder = TabularEncoder(encodings, section.max_categories,
                                  matches=[(m.value, m.list, separators.get(m.list, "|")) for m in section.matches])  # fmt: skip
         params = {"objective": "binary:logistic", "seed": seed, **section.params}
-        y = ctx.labels(table)
+        y = label_values(table, ctx.spec.data.label)
         if section.early_stopping_rounds:
             # early stopping watches a seeded tenth of the fit rows, never the held-out fold
             watch = np.random.default_rng(seed).random(table.num_rows) < 0.1
@@ -126,11 +144,6 @@ class TreesModel:
         return np.asarray(self.booster.predict(self.matrix(table), pred_leaf=True))
 
 
-def ctr_features(spec: PipelineSpec) -> list:
-    listed = spec.data.feature_configs + (spec.data.feature_config.features if spec.data.feature_config else [])
-    return [copy for feature in listed for copy in feature.with_shared_names()]
-
-
 class GBDTMember:
     kind = "gbdt"
 
@@ -144,9 +157,9 @@ class GBDTMember:
     def input_fields(self) -> set[str]:
         return self.trees.input_fields()
 
-    def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
+    def score(self, rows: Rows, counts: Counter) -> np.ndarray:
         unseen = Counter()
-        proba = self.trees.proba(table, unseen)
+        proba = self.trees.proba(rows.table, unseen)
         for name, n in unseen.items():
             counts[f"{name}.unseen_values"] += n
         return proba
@@ -185,16 +198,13 @@ class _DeepScorer:
         from fusionrec.ctr.export import load_export
 
         self.module, self.config = load_export(export_dir)
-        self.fields = [f for f in self.config.data_config.input_fields if f.input_name not in self.config.data_config.label_fields]
 
     def input_fields(self) -> set[str]:
         return {name for feature in self.config.features for name in feature.input_names} - {LEAF_FIELD}
 
-    def proba(self, table: pa.Table, counts: Counter) -> np.ndarray:
-        from fusionrec.ctr.data import table_to_columns
-
+    def proba(self, columns: dict, counts: Counter) -> np.ndarray:
         with torch.no_grad(), torch.jit.optimized_execution(False):
-            named, feature_counts = self.module.outputs_with_counts(table_to_columns(table, self.fields))
+            named, feature_counts = self.module.outputs_with_counts(columns)
         for key, value in feature_counts.items():
             if int(value):
                 counts[key] += int(value)
@@ -215,8 +225,8 @@ class CTRMember:
     def input_fields(self) -> set[str]:
         return self.deep.input_fields()
 
-    def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
-        return self.deep.proba(table, counts)
+    def score(self, rows: Rows, counts: Counter) -> np.ndarray:
+        return self.deep.proba(rows.columns, counts)
 
     @staticmethod
     def files(directory: Path) -> list[Path]:
@@ -233,9 +243,9 @@ class LeafCoder:
 
     @classmethod
     def for_models(cls, boosters, n_trees: int | None) -> "LeafCoder":
-        trees = [tree for b in boosters for tree in b.state().trees]
-        stride = max(int(np.asarray(t.left).shape[0]) for t in trees)
-        available = min(len(b.state().trees) for b in boosters)
+        forests = [b.state().trees for b in boosters]
+        stride = max(int(np.asarray(t.left).shape[0]) for trees in forests for t in trees)
+        available = min(len(trees) for trees in forests)
         return cls(available if n_trees is None else min(n_trees, available), stride)
 
     def tokens(self, leaves: np.ndarray, model_id: int) -> pa.Array:
@@ -297,10 +307,13 @@ class LeafFeatureMember:
     def input_fields(self) -> set[str]:
         return self.deep.input_fields().union(*(t.input_fields() for t in self.trees))
 
-    def score(self, table: pa.Table, counts: Counter) -> np.ndarray:
-        pieces = [self.coder.tokens(t.leaves(table), j) for j, t in enumerate(self.trees)]
+    def score(self, rows: Rows, counts: Counter) -> np.ndarray:
+        from fusionrec.ctr.data import table_to_columns
+
+        pieces = [self.coder.tokens(t.leaves(rows.table), j) for j, t in enumerate(self.trees)]
         joined = pc.binary_join_element_wise(*pieces, LEAF_SEPARATOR) if len(pieces) > 1 else pieces[0]
-        return self.deep.proba(table.append_column(LEAF_FIELD, joined), counts)
+        leaves = table_to_columns(pa.table({LEAF_FIELD: joined}), [LEAF_INPUT])
+        return self.deep.proba({**rows.columns, **leaves}, counts)
 
     @staticmethod
     def files(directory: Path) -> list[Path]:
@@ -326,7 +339,7 @@ def leaf_ctr_config(spec: PipelineSpec, entry: ModelEntry, base_dir: Path, vocab
     else:
         raise FusionrecError(f"{where}: the model has {len(wide)} WIDE feature groups; name the one for the leaves with "
                              "leaf_features.feature_group")  # fmt: skip
-    field = {"input_name": LEAF_FIELD, "input_type": "STRING"}
+    field = LEAF_INPUT.model_dump(mode="json", exclude_none=True)
     feature = {"input_names": [LEAF_FIELD], "feature_name": LEAF_FIELD, "feature_type": "TagFeature",
                "separator": LEAF_SEPARATOR, "vocab_list": vocabulary, "combiner": "mean",
                "embedding_dim": 16}  # fmt: skip

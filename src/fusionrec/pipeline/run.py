@@ -37,7 +37,7 @@ from fusionrec.ctr.data import TableReader, resolve_paths
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline.config import PipelineSpec, SplitSection, load_pipeline
 from fusionrec.pipeline.fuse import apply_fusion, fit_fusion
-from fusionrec.pipeline.members import MEMBER_KINDS, FitContext, load_member, read_json, write_json
+from fusionrec.pipeline.members import MEMBER_KINDS, FitContext, Rows, label_values, load_member, read_json, write_json
 from fusionrec.pipeline.metrics import binary_metrics
 
 FULL = "full"
@@ -106,8 +106,9 @@ def _task_dir(run_dir: Path, name: str, fold) -> Path:
 
 
 def run_fit(spec: PipelineSpec, base_dir: Path, run_dir: Path, name: str, fold, table: pa.Table | None = None,
-            threads: int | None = None) -> dict:  # fmt: skip
-    """Fit one (model, fold); write its directory and held-out scores; return its done record."""
+            folds: dict | None = None, threads: int | None = None) -> dict:  # fmt: skip
+    """Fit one (model, fold); write its directory and held-out scores; return its done record.
+    A worker process passes neither ``table`` nor ``folds``: it reads them from the run directory."""
     if threads is not None:  # a worker process shares the cores with the others
         import numba
         import torch
@@ -126,12 +127,11 @@ def run_fit(spec: PipelineSpec, base_dir: Path, run_dir: Path, name: str, fold, 
         member.fit(entry, ctx, table, directory)
         held_out = np.zeros(0, dtype=np.int64)
     else:
-        folds = read_json(run_dir / "data" / "folds.json")
-        block = np.asarray(folds["block"], dtype=np.int64)
-        fit_rows, held_out = fold_rows(folds["kind"], block, int(fold))
+        folds = folds or read_json(run_dir / "data" / "folds.json")
+        fit_rows, held_out = fold_rows(folds["kind"], np.asarray(folds["block"], dtype=np.int64), int(fold))
         member.fit(entry, ctx, table.take(pa.array(fit_rows)), directory)
-        counts: Counter = Counter()
-        scores = load_member(entry.kind, directory).score(table.take(pa.array(held_out)), counts)
+        rows = Rows(table.take(pa.array(held_out)), spec.data.data_config)
+        scores = load_member(entry.kind, directory).score(rows, Counter())
         atomic_write_bytes(directory / "oof.json", json.dumps({"rows": held_out.tolist(), "scores": scores.tolist()}).encode())
     record = {"model": name, "fold": fold, "seconds": time.perf_counter() - start, "rows_held_out": int(len(held_out))}
     write_json(directory / "done.json", record)
@@ -187,8 +187,7 @@ class PipelineRun:
         if table_path.exists() and (data_dir / "read_report.json").exists() and (data_dir / "folds.json").exists():
             return pq.read_table(table_path), read_json(data_dir / "read_report.json")
         table, report = read_rows(self.spec, self.spec.data.train_input_path, "data.train_input_path")
-        labels = table.column(self.spec.data.data_config.label_fields[0]).to_numpy(zero_copy_only=False).astype(np.float64)
-        kind, block, values = make_blocks(self.spec.split, table, labels)
+        kind, block, values = make_blocks(self.spec.split, table, label_values(table, self.spec.data.label))
         data_dir.mkdir(parents=True, exist_ok=True)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
@@ -216,23 +215,23 @@ class PipelineRun:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:  # fmt: skip
             bar = progress.add_task("fits", total=len(records), completed=len(records) - len(pending))
-            for task, record in self._execute(pending, table, progress, bar):
+            for task, record in self._execute(pending, table, folds, progress, bar):
                 records[task] = record
-        oof_rows, oof, y_oof = self._collect_oof(records, table, n_folds)
+        oof_rows, oof, y_oof = self._collect_oof(table, n_folds)
         fusion = fit_fusion(self.spec.fusion, self.names, oof, y_oof)
         write_json(self.run_dir / "fusion.json", fusion)
-        result = self._evaluate(oof_rows, oof, y_oof, fusion, table, records, read_report, n_folds)
+        result = self._evaluate(oof_rows, oof, y_oof, fusion, table, records, read_report, folds["kind"], n_folds)
         from fusionrec.pipeline.artifact import export_run
 
         export_run(self)
         return result
 
-    def _execute(self, pending, table, progress, bar):
+    def _execute(self, pending, table, folds, progress, bar):
         n_jobs = min(self.spec.n_jobs, max(1, len(pending)))
         if n_jobs == 1:
             for name, fold in pending:
                 progress.update(bar, description=f"fitting {name} / {'all rows' if fold == FULL else f'fold {fold}'}")
-                record = run_fit(self.spec, self.base_dir, self.run_dir, name, fold, table)
+                record = run_fit(self.spec, self.base_dir, self.run_dir, name, fold, table, folds)
                 progress.advance(bar)
                 yield (name, fold), record
             return
@@ -250,9 +249,9 @@ class PipelineRun:
                     progress.advance(bar)
                     yield futures[future], record
 
-    def _collect_oof(self, records, table: pa.Table, n_folds: int):
-        label = self.spec.data.data_config.label_fields[0]
-        y = table.column(label).to_numpy(zero_copy_only=False).astype(np.float64)
+    def _collect_oof(self, table: pa.Table, n_folds: int):
+        label = self.spec.data.label
+        y = label_values(table, label)
         columns = []
         rows = None
         for name in self.names:
@@ -274,26 +273,25 @@ class PipelineRun:
         atomic_write_bytes(self.run_dir / "oof_predictions.csv", sink.getvalue().to_pybytes(), checksum=False)
         return rows, oof, y[rows]
 
-    def _evaluate(self, oof_rows, oof, y_oof, fusion, table, records, read_report, n_folds) -> dict:
+    def _evaluate(self, oof_rows, oof, y_oof, fusion, table, records, read_report, split_kind, n_folds) -> dict:
         gauc_field = self.spec.eval.gauc_field
         groups = table.column(gauc_field).to_numpy(zero_copy_only=False)[oof_rows] if gauc_field else None
         fused_oof = apply_fusion(fusion, oof)
         result = {
             "rows": {"train": read_report, "out_of_fold": int(len(oof_rows))},
-            "split": {"kind": read_json(self.run_dir / "data" / "folds.json")["kind"], "n_folds": n_folds,
-                      "seed": self.spec.split.seed},
+            "split": {"kind": split_kind, "n_folds": n_folds, "seed": self.spec.split.seed},
             "fusion": fusion,
             "out_of_fold": {**{name: binary_metrics(y_oof, oof[:, j], groups) for j, name in enumerate(self.names)},
                             "fusion": binary_metrics(y_oof, fused_oof, groups)},
             "seconds": {name: {str(fold): round(records[(name, fold)]["seconds"], 3) for fold in [*range(n_folds), FULL]}
                         for name in self.names},
         }  # fmt: skip
-        test_scores = None
         if self.spec.data.eval_input_path:
             test, test_report = read_rows(self.spec, self.spec.data.eval_input_path, "data.eval_input_path")
-            y_test = test.column(self.spec.data.data_config.label_fields[0]).to_numpy(zero_copy_only=False).astype(np.float64)
+            y_test = label_values(test, self.spec.data.label)
             counts: Counter = Counter()
-            test_scores = np.column_stack([load_member(m.kind, _task_dir(self.run_dir, m.name, FULL)).score(test, counts)
+            rows = Rows(test, self.spec.data.data_config)
+            test_scores = np.column_stack([load_member(m.kind, _task_dir(self.run_dir, m.name, FULL)).score(rows, counts)
                                            for m in self.spec.models])  # fmt: skip
             test_groups = test.column(gauc_field).to_numpy(zero_copy_only=False) if gauc_field else None
             fused_test = apply_fusion(fusion, test_scores)
@@ -302,11 +300,11 @@ class PipelineRun:
                               "fusion": binary_metrics(y_test, fused_test, test_groups)}  # fmt: skip
             result["test_feature_counts"] = dict(counts)
         write_json(self.run_dir / "eval_result.json", result)
-        self._plots(oof, y_oof, fused_oof, result, test_scores)
+        self._plots(oof, y_oof, fused_oof)
         self._print(result)
         return result
 
-    def _plots(self, oof, y_oof, fused_oof, result, test_scores) -> None:
+    def _plots(self, oof, y_oof, fused_oof) -> None:
         from fusionrec.pipeline.plots import plot_oof_correlation, plot_roc
 
         plot_oof_correlation(self.names, oof, self.run_dir / "oof_correlation.png")

@@ -32,7 +32,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -163,14 +162,23 @@ def create_app(settings: ServerSettings):
     pool = ThreadPoolExecutor(settings.scoring_threads, thread_name_prefix="score")
     app = FastAPI(title="fusionrec pipeline server", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def score(text: pa.Table, model_scores: bool) -> dict:
+    def parse_and_score(body: bytes, content_type: str) -> dict:
+        """Runs on the scoring thread: parsing a large body would hold the event loop (and /health) too."""
+        if content_type in ("application/json", ""):
+            text, ids, options = rows_from_json(body, required, optional, settings.max_rows)
+        elif content_type in ("text/csv", "application/csv"):
+            text, ids, options = rows_from_csv(body, required, settings.max_rows)
+        else:
+            raise RequestError(415, "unsupported_media_type", f"Content-Type {content_type!r}: send application/json or text/csv")
         reader = scorer.request_reader()  # a fresh reader per request: its report is this request's
-        typed = reader.read_text_table(text, "request")
-        scores, fused = scorer.score(typed)
-        out = {"scores": fused.tolist()}
-        if model_scores:
-            out["model_scores"] = {name: scores[:, j].tolist() for j, name in enumerate(scorer.names)}
-        return out
+        scores, fused = scorer.score(reader.read_text_table(text, "request"))
+        answer = {"scores": fused.tolist()}
+        if options.get("model_scores"):
+            answer["model_scores"] = {name: scores[:, j].tolist() for j, name in enumerate(scorer.names)}
+        answer["ids"] = ids
+        if options.get("request_id") is not None:
+            answer["request_id"] = options["request_id"]
+        return answer
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -190,29 +198,16 @@ def create_app(settings: ServerSettings):
     @app.post("/predict")
     async def predict(request: Request):
         start = time.perf_counter()
-        n_rows = 0
         try:
             body = await read_body(request)
             content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-            if content_type in ("application/json", ""):
-                text, ids, options = rows_from_json(body, required, optional, settings.max_rows)
-            elif content_type in ("text/csv", "application/csv"):
-                text, ids, options = rows_from_csv(body, required, settings.max_rows)
-            else:
-                raise RequestError(415, "unsupported_media_type",
-                                   f"Content-Type {content_type!r}: send application/json or text/csv")  # fmt: skip
-            n_rows = text.num_rows
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(pool, score, text, bool(options.get("model_scores")))
+            future = asyncio.get_running_loop().run_in_executor(pool, parse_and_score, body, content_type)
             try:
                 answer = await asyncio.wait_for(asyncio.shield(future), settings.timeout_seconds)
             except asyncio.TimeoutError:
-                raise RequestError(408, "timeout", f"scoring {n_rows} rows took longer than {settings.timeout_seconds} s "
+                raise RequestError(408, "timeout", f"the request took longer than {settings.timeout_seconds} s "
                                                    "(timeout_seconds); send fewer rows per request") from None  # fmt: skip
-            answer["ids"] = ids
-            if options.get("request_id") is not None:
-                answer["request_id"] = options["request_id"]
-            metrics.observe(time.perf_counter() - start, n_rows)
+            metrics.observe(time.perf_counter() - start, len(answer["scores"]))
             return JSONResponse(answer)
         except RequestError as error:
             metrics.error(error.kind)
