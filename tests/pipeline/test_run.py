@@ -157,8 +157,9 @@ def test_a_bad_training_row_names_the_file_line_and_column(tmp_path, logs):
         run_of(tmp_path, pipeline_dict(bad, test, tmp_path / "run")).train()
 
 
-def test_eval_result_is_strict_json(tmp_path, logs):
+def test_eval_result_is_strict_json_and_the_export_goes_where_the_config_says(tmp_path, logs):
     train, test = logs
-    run = run_of(tmp_path, pipeline_dict(train, test, tmp_path / "run"))
+    run = run_of(tmp_path, pipeline_dict(train, test, tmp_path / "run", export={"export_dir": str(tmp_path / "served")}))
     run.train()
+    assert (tmp_path / "served" / "manifest.json").exists() and not (run.run_dir / "export").exists()
     json.loads((run.run_dir / "eval_result.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in eval_result.json"))

@@ -255,6 +255,10 @@ class FusionSection(_OneOf):
         return self
 
 
+class ExportSection(_Strict):
+    export_dir: str | None = None  # where `train` writes the export (default: run_dir/export)
+
+
 class EvalSection(_Strict):
     gauc_field: str | None = None  # GAUC groups by this input field (EasyRec's gauc uid_field)
 
@@ -266,6 +270,7 @@ class PipelineSpec(_Strict):
     models: list[ModelEntry] = Field(min_length=1)
     fusion: FusionSection
     eval: EvalSection = EvalSection()
+    export: ExportSection = ExportSection()
     n_jobs: int = Field(1, ge=1, le=64)  # (model, fold) fits run in this many processes
 
     @model_validator(mode="after")

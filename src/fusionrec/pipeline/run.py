@@ -223,7 +223,7 @@ class PipelineRun:
         result = self._evaluate(oof_rows, oof, y_oof, fusion, table, records, read_report, folds["kind"], n_folds)
         from fusionrec.pipeline.artifact import export_run
 
-        export_run(self)
+        export_run(self, self.spec.export.export_dir)
         return result
 
     def _execute(self, pending, table, folds, progress, bar):
