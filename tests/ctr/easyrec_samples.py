@@ -36,7 +36,7 @@ def sample_columns(config, rng: np.random.Generator, vocab_files: dict[str, list
         name, kind = field.input_name, field.input_type
         feature = by_input.get(name)
         if name in data.label_fields:
-            task = config.model_config_.task
+            task = config.label_tasks()[name]
             if task.kind == "regression" and not task.squash and kind in ("FLOAT", "DOUBLE"):
                 columns[name] = [float(v) for v in rng.normal(2.0, 3.0, N_ROWS)]
                 continue

@@ -40,7 +40,8 @@ def edits(root: Path, model_dir: Path, **extra) -> str:
 def test_examples_are_shipped():
     names = {p.name for p in EXAMPLES}
     assert "taobao_wide_and_deep.config" in names
-    assert {"taobao_din.yaml", "taobao_deepfm.yaml", "taobao_dcn.yaml", "taobao_multi_tower.yaml"} <= names
+    assert {"taobao_din.yaml", "taobao_deepfm.yaml", "taobao_dcn.yaml", "taobao_multi_tower.yaml", "taobao_esmm.yaml",
+            "taobao_mmoe.yaml"} <= names
 
 
 @pytest.mark.parametrize("config_path", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -49,17 +50,19 @@ def test_example_trains_evaluates_exports_and_predicts(config_path, taobao, tmp_
     trainer = Trainer(config)
     report = trainer.train(progress=False)
     assert report["steps"] == 4
-    assert np.isfinite(report["eval"]["logloss"]) and 0.0 <= report["eval"]["auc"] <= 1.0
+    # a multi-task model names its metrics and outputs with its first tower's suffix (auc_ctr, probs_ctr)
+    suffix, metric_suffix = config.model_config_.head_suffixes[0], config.metric_groups()[0].suffix  # ESMM: _cvr, _ctcvr
+    assert np.isfinite(report["eval"]["logloss" + metric_suffix]) and 0.0 <= report["eval"]["auc" + metric_suffix] <= 1.0
     assert (tmp_path / "model" / "eval_result.json").exists()
     assert len(trainer.checkpoints()) == 2  # steps 2 and 4
     export_dir = tmp_path / "export"
     export_model(trainer, export_dir)
     out = tmp_path / "pred.csv"
     result = predict(str(taobao / "test.csv"), str(out), str(export_dir), reserved_cols="clk,user_id",
-                     output_cols="probs double")  # fmt: skip
+                     output_cols=f"probs{suffix} double")  # fmt: skip
     assert (result["rows_read"], result["rows_written"], result["rows_rejected"], result["rejects_path"]) == (300, 300, 0, None)
     lines = out.read_text().splitlines()
-    assert len(lines) == 301 and lines[0] == "probs\x01clk\x01user_id"  # EasyRec: output_cols, then reserved_cols
+    assert len(lines) == 301 and lines[0] == f"probs{suffix}\x01clk\x01user_id"  # EasyRec: output_cols, then reserved_cols
     exported = np.array([float(line.split("\x01")[0]) for line in lines[1:]])
     _, in_memory, _ = trainer.predict_table([str(taobao / "test.csv")], trainer._reader())
     np.testing.assert_allclose(exported, in_memory, atol=1e-5)

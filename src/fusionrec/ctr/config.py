@@ -327,6 +327,69 @@ class SeqAttMap(_Strict):
         return self
 
 
+class AUCMetric(_Strict):
+    num_thresholds: int = 200
+
+
+class GAUCMetric(_Strict):
+    uid_field: str
+    reduction: Literal["mean", "mean_by_sample_num", "mean_by_positive_num"] = "mean"
+
+
+class SessionAUCMetric(_Strict):
+    session_id_field: str
+    reduction: Literal["mean", "mean_by_sample_num", "mean_by_positive_num"] = "mean"
+
+
+class AccuracyMetric(_Strict):
+    threshold: float = 0.5
+
+
+class _Empty(_Strict):
+    pass
+
+
+class TopKMetric(_Strict):
+    topk: int = Field(5, ge=1)
+
+
+# the metrics each task computes (logloss for the classifiers and mean_squared_error for
+# regression are always reported)
+TASK_METRICS = {
+    BINARY: ("auc", "gauc", "session_auc", "accuracy", "max_f1", "mean_squared_error", "root_mean_squared_error",
+             "mean_absolute_error", "recall", "precision"),
+    MULTICLASS: ("accuracy", "recall_at_topk", "precision_at_topk"),
+    REGRESSION: ("mean_squared_error", "root_mean_squared_error", "mean_absolute_error"),
+}
+
+
+class EvalMetrics(_Strict):
+    auc: AUCMetric | None = None
+    gauc: GAUCMetric | None = None
+    session_auc: SessionAUCMetric | None = None
+    accuracy: AccuracyMetric | None = None
+    max_f1: _Empty | None = None
+    mean_squared_error: _Empty | None = None
+    root_mean_squared_error: _Empty | None = None
+    mean_absolute_error: _Empty | None = None
+    recall: _Empty | None = None
+    precision: _Empty | None = None
+    recall_at_topk: TopKMetric | None = None
+    precision_at_topk: TopKMetric | None = None
+
+    @property
+    def name(self) -> str:
+        (name,) = [k for k, v in self if v is not None]
+        return name
+
+    @model_validator(mode="after")
+    def _one(self):
+        chosen = [k for k, v in self if v is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"metrics_set entry: set exactly one metric, found {chosen or 'none'}")
+        return self
+
+
 class DNN(_Strict):
     hidden_units: list[int] = []
     dropout_ratio: list[float] = []
@@ -568,6 +631,192 @@ class LossConfig(_Strict):
         return self
 
 
+class TaskTowerConfig(_Strict):
+    """EasyRec's TaskTower: one task of a multi-task model. Its outputs, losses and metrics are
+    named with ``_<tower_name>`` (``probs_ctr``, ``auc_ctr``); without ``label_name`` it reads
+    the label_fields entry at its position, as EasyRec's MultiTaskModel does."""
+
+    tower_name: str = Field(min_length=1)
+    label_name: str | None = None
+    metrics_set: list[EvalMetrics] = []
+    loss_type: str = "CLASSIFICATION"
+    num_class: int = Field(1, ge=1)
+    dnn: DNN | None = None
+    weight: float = Field(1.0, ge=0)
+    task_space_indicator_label: str | None = None
+    in_task_space_weight: float = Field(1.0, ge=0)
+    out_task_space_weight: float = Field(1.0, ge=0)
+    losses: list[LossConfig] = []
+    use_sample_weight: bool = True
+
+    @field_validator("tower_name")
+    @classmethod
+    def _name(cls, value):
+        if not re.fullmatch(r"[A-Za-z0-9_]+", value):
+            raise ValueError(f"tower_name {value!r}: letters, digits and _ only (it names outputs such as probs_{value})")
+        return value
+
+    @field_validator("loss_type")
+    @classmethod
+    def _loss_type(cls, value):
+        if value not in LOSS_TYPE_TASKS:
+            raise ValueError(f"loss_type {value!r} is not implemented yet by fusionrec for a task tower; it has {list(LOSS_TYPE_TASKS)}")
+        return value
+
+    @property
+    def task(self) -> Task:
+        return Task.of(self.loss_type, self.num_class)
+
+    @model_validator(mode="after")
+    def _check(self):
+        where = f"task tower {self.tower_name!r}"
+        if self.loss_type == "SOFTMAX_CROSS_ENTROPY" and self.num_class < 2:
+            raise ValueError(f"{where}: loss_type SOFTMAX_CROSS_ENTROPY needs num_class >= 2")
+        if self.loss_type in ("L2_LOSS", "SIGMOID_L2_LOSS") and self.num_class != 1:
+            raise ValueError(f"{where}: loss_type {self.loss_type} predicts one value: num_class must be 1, got {self.num_class}")
+        if self.losses and self.task.kind != BINARY:
+            raise ValueError(f"{where}: `losses` are binary losses; this tower is {self.task.kind}")
+        for metric in self.metrics_set:
+            task = self.task
+            two_class = ("auc", "gauc", "session_auc") if task.kind == MULTICLASS and task.n_classes == 2 else ()
+            if metric.name not in TASK_METRICS[task.kind] + two_class:
+                raise ValueError(f"{where}: metrics_set {metric.name} is not a metric of a {task.kind} task; "
+                                 f"it has {list(TASK_METRICS[task.kind])}")  # fmt: skip
+        return self
+
+
+class BayesTaskTowerConfig(TaskTowerConfig):
+    """EasyRec's BayesTaskTower (DBMTL): a TaskTower whose ``relation_dnn`` also reads the
+    relation outputs of ``relation_tower_names`` (towers declared before it)."""
+
+    relation_tower_names: list[str] = []
+    relation_dnn: DNN | None = None
+
+
+def _unique_towers(towers: list[TaskTowerConfig], model: str) -> list[TaskTowerConfig]:
+    names = [t.tower_name for t in towers]
+    if not towers:
+        raise ValueError(f"{model}: needs at least one task_towers entry")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{model}: tower_name must be unique, got {names}")
+    return towers
+
+
+class ESMMConfig(_Strict):
+    groups: list[Tower] = []
+    ctr_tower: TaskTowerConfig
+    cvr_tower: TaskTowerConfig
+    l2_regularization: float = Field(1e-4, ge=0)
+
+    def ordered_task_towers(self) -> list[TaskTowerConfig]:
+        """EasyRec's order: the cvr (main) tower, then the ctr (auxiliary) tower."""
+        return [self.cvr_tower, self.ctr_tower]
+
+    @model_validator(mode="after")
+    def _check(self):
+        _unique_towers(self.ordered_task_towers(), "ESMM")
+        if self.ctr_tower.loss_type != "CLASSIFICATION" or self.ctr_tower.num_class != 1:
+            raise ValueError("ESMM: ctr_tower must be binary (loss_type CLASSIFICATION, num_class 1), as in EasyRec")
+        if self.cvr_tower.loss_type not in ("CLASSIFICATION", "L2_LOSS") or self.cvr_tower.num_class != 1:
+            raise ValueError(f"ESMM: cvr_tower loss_type {self.cvr_tower.loss_type} num_class {self.cvr_tower.num_class} is "
+                             "not supported; EasyRec's ESMM takes CLASSIFICATION or L2_LOSS with num_class 1")  # fmt: skip
+        for tower in self.ordered_task_towers():
+            if tower.losses or tower.task_space_indicator_label:
+                raise ValueError(f"ESMM: task tower {tower.tower_name!r}: losses and task_space_indicator_label are not "
+                                 "supported; ESMM's losses are its CTR and CTCVR losses, over every impression")  # fmt: skip
+        return self
+
+
+class ExpertTower(_Strict):
+    expert_name: str
+    dnn: DNN
+
+
+class MMoEConfig(_Strict):
+    experts: list[ExpertTower] = []
+    expert_dnn: DNN | None = None
+    num_expert: int = Field(0, ge=0)
+    task_towers: list[TaskTowerConfig] = []
+    l2_regularization: float = Field(1e-4, ge=0)
+
+    def ordered_task_towers(self) -> list[TaskTowerConfig]:
+        return self.task_towers
+
+    @model_validator(mode="after")
+    def _check(self):
+        _unique_towers(self.task_towers, "MMoE")
+        if self.expert_dnn is not None and self.num_expert < 1:
+            raise ValueError("MMoE: expert_dnn needs num_expert >= 1")
+        if self.expert_dnn is None and not self.experts:
+            raise ValueError("MMoE: set expert_dnn and num_expert, or list experts")
+        return self
+
+
+class ExtractionNetwork(_Strict):
+    network_name: str
+    expert_num_per_task: int = Field(ge=1)
+    share_num: int = Field(0, ge=0)
+    task_expert_net: DNN
+    share_expert_net: DNN | None = None
+
+
+class PLEConfig(_Strict):
+    extraction_networks: list[ExtractionNetwork] = Field(min_length=1)
+    task_towers: list[TaskTowerConfig] = []
+    l2_regularization: float = Field(1e-4, ge=0)
+
+    def ordered_task_towers(self) -> list[TaskTowerConfig]:
+        return self.task_towers
+
+    @model_validator(mode="after")
+    def _check(self):
+        _unique_towers(self.task_towers, "PLE")
+        for network in self.extraction_networks:
+            if network.share_num and network.share_expert_net is None:
+                raise ValueError(f"PLE: extraction network {network.network_name!r}: share_num {network.share_num} needs share_expert_net")
+        return self
+
+
+class DBMTLConfig(_Strict):
+    bottom_dnn: DNN | None = None
+    expert_dnn: DNN | None = None
+    num_expert: int = Field(0, ge=0)
+    task_towers: list[BayesTaskTowerConfig] = []
+    l2_regularization: float = Field(1e-4, ge=0)
+
+    def ordered_task_towers(self) -> list[TaskTowerConfig]:
+        return list(self.task_towers)
+
+    @model_validator(mode="after")
+    def _check(self):
+        _unique_towers(self.task_towers, "DBMTL")
+        if self.expert_dnn is not None and self.num_expert < 1:
+            raise ValueError("DBMTL: expert_dnn needs num_expert >= 1")
+        seen: list[str] = []
+        for tower in self.task_towers:
+            for name in tower.relation_tower_names:
+                if name not in seen:
+                    raise ValueError(
+                        f"DBMTL: task tower {tower.tower_name!r}: relation_tower_names {name!r} is not a tower declared "
+                        f"before it ({seen or 'none'}); relations follow the order of task_towers"
+                    )
+            seen.append(tower.tower_name)
+        return self
+
+
+class SimpleMultiTaskConfig(_Strict):
+    task_towers: list[TaskTowerConfig] = []
+    l2_regularization: float = Field(1e-4, ge=0)
+
+    def ordered_task_towers(self) -> list[TaskTowerConfig]:
+        return self.task_towers
+
+    @model_validator(mode="after")
+    def _check(self):
+        _unique_towers(self.task_towers, "SimpleMultiTask")
+        return self
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model fusionrec trains, registered once here: EasyRec's ``model_class`` names for it,
@@ -585,6 +834,7 @@ class ModelSpec:
 
 
 _MODELS = "fusionrec.ctr.models:"
+_MULTI_TASK = "fusionrec.ctr.multitask:"
 MODEL_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(("WideAndDeep",), "wide_and_deep", WideAndDeepConfig, _message("WideAndDeep"), _MODELS + "WideAndDeep"),
     ModelSpec(("DeepFM",), "deepfm", DeepFMConfig, _message("DeepFM", not_implemented="wide_regularization dense_regularization"),
@@ -599,6 +849,13 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
               _MODELS + "RocketLaunching", heads=("_light", "_booster")),
     ModelSpec(("CMBF",), "cmbf", CMBFConfig, _message("CMBF"), _MODELS + "CMBF"),
     ModelSpec(("Uniter",), "uniter", UniterConfig, _message("Uniter"), _MODELS + "Uniter"),
+    ModelSpec(("ESMM",), "esmm", ESMMConfig, _message("ESMM"), _MULTI_TASK + "ESMM"),
+    ModelSpec(("MMoE",), "mmoe", MMoEConfig, _message("MMoE"), _MULTI_TASK + "MMoE"),
+    ModelSpec(("PLE",), "ple", PLEConfig, _message("PLE"), _MULTI_TASK + "PLE"),
+    ModelSpec(("DBMTL",), "dbmtl", DBMTLConfig, _message("DBMTL", not_implemented="bottom_cmbf bottom_uniter"),
+              _MULTI_TASK + "DBMTL"),
+    ModelSpec(("SimpleMultiTask",), "simple_multi_task", SimpleMultiTaskConfig, _message("SimpleMultiTask"),
+              _MULTI_TASK + "SimpleMultiTask"),
 )  # fmt: skip
 MODEL_SPEC_OF = {name: spec for spec in MODEL_SPECS for name in spec.model_classes}
 # model_class -> the model_config block that configures it
@@ -628,8 +885,24 @@ class _ModelConfigBase(_Strict):
         return value
 
     @property
+    def towers(self) -> list[TaskTowerConfig]:
+        """A multi-task model's task towers, in EasyRec's order (empty for a one-task model)."""
+        block = self.block
+        return block.ordered_task_towers() if hasattr(block, "ordered_task_towers") else []
+
+    @property
     def task(self) -> Task:
-        return Task.of(self.loss_type, self.num_class)
+        """The task of the served output: the model's, or a multi-task model's first tower's."""
+        towers = self.towers
+        return towers[0].task if towers else Task.of(self.loss_type, self.num_class)
+
+    @property
+    def head_tasks(self) -> dict[str, Task]:
+        """The task of each output head, by suffix (a multi-task model's ``_<tower_name>``)."""
+        towers = self.towers
+        if towers:
+            return {"_" + t.tower_name: t.task for t in towers}
+        return {suffix: self.task for suffix in self.spec.heads}
 
     @property
     def spec(self) -> ModelSpec:
@@ -642,7 +915,7 @@ class _ModelConfigBase(_Strict):
 
     @property
     def head_suffixes(self) -> tuple[str, ...]:
-        return self.spec.heads
+        return tuple(self.head_tasks)
 
     @model_validator(mode="after")
     def _model(self):
@@ -656,6 +929,18 @@ class _ModelConfigBase(_Strict):
             raise ValueError(
                 f"model_class {self.model_class!r} needs exactly the block {wanted!r}, found {set_fields or 'none'}"
             )
+        if self.towers:
+            for name, default in (("loss_type", "CLASSIFICATION"), ("num_class", 1), ("losses", [])):
+                if getattr(self, name) != default:
+                    raise ValueError(
+                        f"{name}: {self.model_class} is a multi-task model; set {name} on each task tower, as EasyRec reads it there"
+                    )
+        if self.towers:
+            for name, default in (("loss_type", "CLASSIFICATION"), ("num_class", 1), ("losses", [])):
+                if getattr(self, name) != default:
+                    raise ValueError(
+                        f"{name}: {self.model_class} is a multi-task model; set {name} on each task tower, as EasyRec reads it there"
+                    )
         if self.loss_type == "SOFTMAX_CROSS_ENTROPY" and self.num_class < 2:
             raise ValueError("loss_type SOFTMAX_CROSS_ENTROPY needs num_class >= 2 (one logit per class)")
         if self.loss_type in ("L2_LOSS", "SIGMOID_L2_LOSS") and self.num_class != 1:
@@ -831,69 +1116,6 @@ class TrainConfig(_Strict):
         return self
 
 
-class AUCMetric(_Strict):
-    num_thresholds: int = 200
-
-
-class GAUCMetric(_Strict):
-    uid_field: str
-    reduction: Literal["mean", "mean_by_sample_num", "mean_by_positive_num"] = "mean"
-
-
-class SessionAUCMetric(_Strict):
-    session_id_field: str
-    reduction: Literal["mean", "mean_by_sample_num", "mean_by_positive_num"] = "mean"
-
-
-class AccuracyMetric(_Strict):
-    threshold: float = 0.5
-
-
-class _Empty(_Strict):
-    pass
-
-
-class TopKMetric(_Strict):
-    topk: int = Field(5, ge=1)
-
-
-# the metrics each task computes (logloss for the classifiers and mean_squared_error for
-# regression are always reported)
-TASK_METRICS = {
-    BINARY: ("auc", "gauc", "session_auc", "accuracy", "max_f1", "mean_squared_error", "root_mean_squared_error",
-             "mean_absolute_error", "recall", "precision"),
-    MULTICLASS: ("accuracy", "recall_at_topk", "precision_at_topk"),
-    REGRESSION: ("mean_squared_error", "root_mean_squared_error", "mean_absolute_error"),
-}
-
-
-class EvalMetrics(_Strict):
-    auc: AUCMetric | None = None
-    gauc: GAUCMetric | None = None
-    session_auc: SessionAUCMetric | None = None
-    accuracy: AccuracyMetric | None = None
-    max_f1: _Empty | None = None
-    mean_squared_error: _Empty | None = None
-    root_mean_squared_error: _Empty | None = None
-    mean_absolute_error: _Empty | None = None
-    recall: _Empty | None = None
-    precision: _Empty | None = None
-    recall_at_topk: TopKMetric | None = None
-    precision_at_topk: TopKMetric | None = None
-
-    @property
-    def name(self) -> str:
-        (name,) = [k for k, v in self if v is not None]
-        return name
-
-    @model_validator(mode="after")
-    def _one(self):
-        chosen = [k for k, v in self if v is not None]
-        if len(chosen) != 1:
-            raise ValueError(f"metrics_set entry: set exactly one metric, found {chosen or 'none'}")
-        return self
-
-
 class EvalConfig(_Strict):
     num_examples: int = 0
     eval_interval_secs: int = 300
@@ -915,6 +1137,23 @@ def expand_features(feature_configs: list[FeatureConfig], feature_config: Featur
     """The features of ``feature_configs`` and ``feature_config.features``, with a copy for each ``shared_names``."""
     listed = feature_configs + (feature_config.features if feature_config else [])
     return [copy for feature in listed for copy in feature.with_shared_names()]
+
+
+@dataclass(frozen=True)
+class MetricGroup:
+    """Metrics computed on one output head against one label; EasyRec names each of them with
+    ``suffix`` (``auc_ctr``). ESMM's CVR tower is evaluated twice, as EasyRec does: on CTCVR
+    (label = cvr label x ctr label, score = pCVR x pCTR, every impression; ``times_head``) and
+    on the clicked impressions only (``only_positive``: rows whose ``only_positive`` label > 0)."""
+
+    suffix: str
+    metrics: tuple[EvalMetrics, ...]
+    task: Task
+    head: str
+    label: str
+    times_head: str | None = None
+    times_label: str | None = None
+    only_positive: str | None = None
 
 
 class PipelineConfig(_Strict):
@@ -939,6 +1178,66 @@ class PipelineConfig(_Strict):
     def features(self) -> list[FeatureConfig]:
         """Every feature, those that ``shared_names`` stands for included."""
         return expand_features(self.feature_configs, self.feature_config)
+
+    def head_labels(self) -> dict[str, str]:
+        """The label field each output head learns: a task tower's ``label_name``, else the
+        label_fields entry at the tower's position (EasyRec's MultiTaskModel); a one-task
+        model's heads all learn the first label field."""
+        labels = self.data_config.label_fields
+        towers = self.model_config_.towers
+        if not towers:
+            return {suffix: labels[0] for suffix in self.model_config_.head_suffixes}
+        out = {}
+        for i, tower in enumerate(towers):
+            if tower.label_name is not None:
+                out["_" + tower.tower_name] = tower.label_name
+            elif i < len(labels):
+                out["_" + tower.tower_name] = labels[i]
+            else:
+                raise ValueError(
+                    f"task tower {tower.tower_name!r} (number {i + 1}) sets no label_name and data_config.label_fields "
+                    f"has only {len(labels)} entries ({labels}); EasyRec matches such towers to labels by position"
+                )
+        return out
+
+    def label_tasks(self) -> dict[str, Task]:
+        """The task each label field is checked against when read: the task of the heads that
+        learn it; a label no head learns (a task_space_indicator_label) is any finite number."""
+        tasks = self.model_config_.head_tasks
+        by_label = {label: tasks[suffix] for suffix, label in self.head_labels().items()}
+        return {label: by_label.get(label, Task(REGRESSION)) for label in self.data_config.label_fields}
+
+    def metric_groups(self) -> list[MetricGroup]:
+        """What evaluation computes (``fusionrec.ctr.trainer.Trainer.evaluate``): a one-task
+        model's eval_config.metrics_set on each head; a multi-task model's tower metrics_set on
+        its tower (EasyRec's MultiTaskModel reads those, not eval_config's)."""
+        model = self.model_config_
+        labels = self.head_labels()
+        towers = model.towers
+        if not towers:
+            metrics = tuple(self.eval_config.metrics_set)
+            return [MetricGroup(suffix, metrics, model.task, suffix, labels[suffix]) for suffix in model.head_suffixes]
+        groups = []
+        for tower in towers:
+            suffix = "_" + tower.tower_name
+            metrics = tuple(tower.metrics_set)
+            if model.model_class == "ESMM" and tower is model.esmm.cvr_tower:
+                ctr = "_" + model.esmm.ctr_tower.tower_name
+                groups.append(MetricGroup("_ctcvr", metrics, tower.task, suffix, labels[suffix], times_head=ctr,
+                                          times_label=labels[ctr]))  # fmt: skip
+                groups.append(MetricGroup(suffix + "_masked", metrics, tower.task, suffix, labels[suffix],
+                                          only_positive=labels[ctr]))  # fmt: skip
+            else:
+                groups.append(MetricGroup(suffix, metrics, tower.task, suffix, labels[suffix]))
+        return groups
+
+    def metric_names(self) -> list[str]:
+        """Every metric evaluation reports (logloss or mean_squared_error always), by EasyRec's name."""
+        names = []
+        for group in self.metric_groups():
+            always = "mean_squared_error" if group.task.kind == REGRESSION else "logloss"
+            names += [name + group.suffix for name in sorted({always} | {m.name for m in group.metrics})]
+        return names
 
     def parallel_lists(self) -> list[list[tuple[str, str]]]:
         """(input field, separator) of the ``hist_seq`` lists of each sequence group that has
@@ -1043,8 +1342,19 @@ class PipelineConfig(_Strict):
                 "train_config.optimizer_config: three optimizers (WIDE tables / other tables / the rest) are for "
                 f"WideAndDeep only, as in EasyRec; {model.model_class} takes one or two (embedding tables / the rest)"
             )
+        head_labels = self.head_labels()
+        for suffix, label in head_labels.items():
+            if label not in self.data_config.label_fields:
+                raise ValueError(f"task tower {suffix[1:]!r}: label_name {label!r} is not one of data_config.label_fields "
+                                 f"{self.data_config.label_fields}")  # fmt: skip
+        for tower in model.towers:
+            indicator = tower.task_space_indicator_label
+            if indicator is not None and indicator not in self.data_config.label_fields:
+                raise ValueError(f"task tower {tower.tower_name!r}: task_space_indicator_label {indicator!r} is not one of "
+                                 f"data_config.label_fields {self.data_config.label_fields}")  # fmt: skip
         task = model.task
-        for metric in self.eval_config.metrics_set:
+        # a multi-task model is evaluated on its towers' metrics_set (see metric_groups)
+        for metric in self.eval_config.metrics_set if not model.towers else []:
             # EasyRec computes the AUCs of a two-class softmax model on the second class's probability
             two_class = ("auc", "gauc", "session_auc") if task.kind == MULTICLASS and task.n_classes == 2 else ()
             if metric.name not in TASK_METRICS[task.kind] + two_class:
@@ -1052,14 +1362,14 @@ class PipelineConfig(_Strict):
                     f"eval_config.metrics_set: {metric.name} is not a metric of a {task.kind} model "
                     f"(loss_type {model.loss_type}, num_class {model.num_class}); it has {list(TASK_METRICS[task.kind])}"
                 )
-            field = metric.gauc.uid_field if metric.gauc else metric.session_auc.session_id_field if metric.session_auc else None
-            if field is not None and field not in fields:
-                raise ValueError(f"eval_config.metrics_set: field {field!r} is not an input_field")
+        for group in self.metric_groups():
+            for metric in group.metrics:
+                field = metric.gauc.uid_field if metric.gauc else metric.session_auc.session_id_field if metric.session_auc else None
+                if field is not None and field not in fields:
+                    raise ValueError(f"metrics_set: field {field!r} is not an input_field")
         export = self.export_config
         if export.exporter_type == "best" or export.enable_early_stop:
-            always = "mean_squared_error" if task.kind == REGRESSION else "logloss"
-            computed = sorted({always} | {m.name for m in self.eval_config.metrics_set})
-            names = [name + suffix for name in computed for suffix in model.head_suffixes]
+            names = self.metric_names()
             if export.best_exporter_metric not in names:
                 raise ValueError(
                     f"export_config.best_exporter_metric {export.best_exporter_metric!r} is not computed by this "
@@ -1071,7 +1381,7 @@ class PipelineConfig(_Strict):
 # ---------------------------------------------------------------- EasyRec's schema
 _MODELS_NOT_IMPLEMENTED = (
     "model_params dummy multi_tower_recall dssm mind dropoutnet metric_learning pdn "
-    "dssm_senet dat mmoe esmm dbmtl simple_multi_task ple backbone"
+    "dssm_senet dat backbone"
 )
 EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     **{spec.config: spec.message for spec in MODEL_SPECS},
@@ -1130,6 +1440,10 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
         "loss_weight_strategy label_name",
     ),
     Tower: _message("Tower"),
+    TaskTowerConfig: _message("TaskTower", not_implemented="task_space_indicator_name task_space_indicator_value"),
+    BayesTaskTowerConfig: _message("BayesTaskTower", not_implemented="task_space_indicator_name task_space_indicator_value"),
+    ExpertTower: _message("ExpertTower"),
+    ExtractionNetwork: _message("ExtractionNetwork"),
     CrossTower: _message("CrossTower"),
     BSTTower: _message("BSTTower"),
     LossConfig: _message(

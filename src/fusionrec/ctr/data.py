@@ -141,16 +141,17 @@ class TableReader:
     ``optional`` names fields a file may lack (predict's labels): an absent one becomes a
     column of nulls. ``selected_cols`` gives, for headerless CSV, the 0-based file column of
     each non-optional field (EasyRec's predict flag). ``task`` decides which label values are
-    valid (``Task.label_rule``; binary by default).
+    valid (``Task.label_rule``; binary by default): one task for every label field, or a task
+    per label field (a multi-task model's ``PipelineConfig.label_tasks``).
     """
 
     def __init__(self, data_config: DataConfig, fields: list[InputField] | None = None, *, labels: bool = True,
                  separator: str | None = None, collect_rejects: bool = False, optional: tuple[str, ...] = (),
                  selected_cols: list[int] | None = None, parallel_lists: list[list[tuple[str, str]]] = (),
-                 task: Task = Task(BINARY), vectors: dict[str, tuple[int, str]] | None = None,
+                 task: Task | dict[str, Task] = Task(BINARY), vectors: dict[str, tuple[int, str]] | None = None,
                  kv_maps: dict[str, tuple[str, str, bool]] | None = None):  # fmt: skip
         self.config = data_config
-        self.task = task
+        self.label_tasks = dict(task) if isinstance(task, dict) else {name: task for name in data_config.label_fields}
         # STRING fields of key<kv>value entries (LookupFeature maps, weighted TagFeatures: PipelineConfig.kv_maps)
         self.kv_maps = dict(kv_maps or {})
         # STRING fields read as raw_input_dim numbers joined by a separator (PipelineConfig.vector_inputs)
@@ -435,7 +436,8 @@ class TableReader:
             values = pa.array(is_true.astype(np.int64))
         if is_label:
             v = values.to_numpy(zero_copy_only=False).astype(np.float64)
-            bad(self.task.bad_labels(v), self.task.label_rule)
+            task = self.label_tasks.get(name, Task(BINARY))
+            bad(task.bad_labels(v), task.label_rule)
         return values
 
     @staticmethod
@@ -618,9 +620,10 @@ def table_to_columns(table: pa.Table, fields: list[InputField]) -> dict[str, tor
 @dataclass
 class Batch:
     columns: dict[str, torch.Tensor]
-    labels: torch.Tensor | None
+    labels: torch.Tensor | None  # the first label field's
     weights: torch.Tensor | None
     table: pa.Table
+    label_columns: dict[str, torch.Tensor] = field(default_factory=dict)  # every label field's, by name
 
 
 def iter_batches(reader: TableReader, paths: list[str], batch_size: int, *, shuffle: bool, shuffle_rows: int,
@@ -640,9 +643,9 @@ def iter_batches(reader: TableReader, paths: list[str], batch_size: int, *, shuf
         n_emitted += 1
         if n_emitted <= skip_batches:
             return None
-        labels = torch.from_numpy(table.column(label).to_numpy().astype(np.float32)) if label else None
+        label_columns = {name: torch.from_numpy(table.column(name).to_numpy().astype(np.float32)) for name in reader.label_names}
         weights = torch.from_numpy(table.column(weight).to_numpy().astype(np.float32)) if weight else None
-        return Batch(table_to_columns(table, fields), labels, weights, table)
+        return Batch(table_to_columns(table, fields), label_columns.get(label), weights, table, label_columns)
 
     def drain(tables: list[pa.Table], final: bool):
         """Shuffle the buffer, emit its full batches (all of it when ``final``), return the rest."""

@@ -46,7 +46,7 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None) -> P
             checkpoint = found[-1][1]
     trainer.load_checkpoint(checkpoint, weights_only_model=True)
     task = config.model_config_.task
-    scoring = ScoringModel(trainer.transform, trainer.model, task).eval()
+    scoring = ScoringModel(trainer.transform, trainer.model, config.model_config_.head_tasks).eval()
     scripted = torch.jit.script(scoring)
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -146,27 +146,36 @@ OUTPUT_TYPES = {"double": pa.float64(), "float": pa.float32(), "int": pa.int64()
                 "string": pa.string()}  # fmt: skip
 
 
+def output_kinds(model_config) -> dict[str, str]:
+    """Every output of the exported model by name, sorted, with the task kind of its head: each
+    head's ``Task.output_names`` named with its suffix as EasyRec names them (``probs_light``,
+    ``probs_light_y``, ``probs_ctr``), and ESMM's ``probs_ctcvr`` (``y_ctcvr``)."""
+    kinds = {output_name(name, suffix): task.kind for suffix, task in model_config.head_tasks.items()
+             for name in task.output_names}  # fmt: skip
+    if model_config.model_class == "ESMM":
+        kinds["y_ctcvr" if model_config.esmm.cvr_tower.loss_type == "L2_LOSS" else "probs_ctcvr"] = "binary"
+    return dict(sorted(kinds.items()))
+
+
 def output_names(model_config) -> list[str]:
-    """Every output of the exported model, sorted: the task's (``Task.output_names``) for each
-    head, named with the head's suffix as EasyRec names them (``probs_light``, ``probs_light_y``)."""
-    return sorted(output_name(name, suffix) for suffix in model_config.head_suffixes for name in model_config.task.output_names)
+    return list(output_kinds(model_config))
 
 
 def _parse_output_cols(spec: str, model_config) -> list[tuple[str, pa.DataType]]:
     """(name, type) of each ``--output_cols`` entry; ``ALL_COLUMNS``: every output of the model."""
-    task = model_config.task
-    names = output_names(model_config)
+    kinds = output_kinds(model_config)
+    names = list(kinds)
     if spec.strip() in ("", "ALL_COLUMNS"):
         # a multi-class model's y is the class id
-        return [(name, pa.int64() if name.split("_")[0] == "y" and task.kind == "multiclass" else pa.float64())
-                for name in names]  # fmt: skip
+        return [(name, pa.int64() if name.split("_")[0] == "y" and kind == "multiclass" else pa.float64())
+                for name, kind in kinds.items()]  # fmt: skip
     out = []
     for part in spec.split(","):
         pieces = part.split()
         if len(pieces) != 2 or pieces[0] not in names or pieces[1] not in OUTPUT_TYPES:
             raise FusionrecError(
                 f"--output_cols {part.strip()!r}: expected 'name type' (e.g. '{names[-1]} double'); this "
-                f"{task.kind} model's outputs are {names}, types {sorted(OUTPUT_TYPES)}"
+                f"model's outputs are {names}, types {sorted(OUTPUT_TYPES)}"
             )
         out.append((pieces[0], OUTPUT_TYPES[pieces[1]]))
     return out

@@ -46,6 +46,11 @@ class _Base(nn.Module):
         """Logits by head suffix (``ModelConfig.head_suffixes``); one head, "", for most models."""
         return {"": self.forward(features)}
 
+    @torch.jit.export
+    def derived_outputs(self, outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Outputs computed from the named head outputs (ESMM's probs_ctcvr); none for most models."""
+        return {}
+
     def _groups(self, config: PipelineConfig, transform: FeatureTransform, wide_dim: int | None):
         tables = EmbeddingTables(config, transform)
         groups = {g.group_name: tables.group(g, wide_dim) for g in config.model_config_.feature_groups}
@@ -675,15 +680,19 @@ def build_model(config: PipelineConfig, transform: FeatureTransform) -> nn.Modul
 
 
 class ScoringModel(nn.Module):
-    """What export writes: raw column tensors -> the task's score (probabilities, or y for a
-    regression) and every output EasyRec's exported model has. Needs no fusionrec code to run."""
+    """What export writes: raw column tensors -> the served score (probabilities, or y for a
+    regression; a multi-task model's first tower's) and every output EasyRec's exported model
+    has. Needs no fusionrec code to run."""
 
-    def __init__(self, transform: FeatureTransform, model: nn.Module, task: Task):
+    def __init__(self, transform: FeatureTransform, model: nn.Module, head_tasks: Dict[str, Task]):
         super().__init__()
         self.transform = transform
         self.model = model
-        self.kind = task.kind
-        self.squash = task.squash
+        served = next(iter(head_tasks.values()))
+        self.kind = served.kind
+        self.squash = served.squash
+        self.head_kinds: Dict[str, str] = {suffix: task.kind for suffix, task in head_tasks.items()}
+        self.head_squash: Dict[str, bool] = {suffix: task.squash for suffix, task in head_tasks.items()}
 
     def forward(self, columns: Dict[str, Tensor]) -> Tensor:
         return task_score(self.model(self.transform(columns)), self.kind, self.squash)
@@ -696,10 +705,13 @@ class ScoringModel(nn.Module):
 
     @torch.jit.export
     def outputs_with_counts(self, columns: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
-        """Every output by name (``Task.output_names``) and the batch's per-feature counts."""
+        """Every output by name (``Task.output_names`` per head, and a model's
+        ``derived_outputs``) and the batch's per-feature counts."""
         features = self.transform(columns)
         outputs: Dict[str, Tensor] = {}
         for suffix, logits in self.model.forward_heads(features).items():
-            for name, value in task_outputs(logits, self.kind, self.squash).items():
+            for name, value in task_outputs(logits, self.head_kinds[suffix], self.head_squash[suffix]).items():
                 outputs[output_name(name, suffix)] = value
+        for name, value in self.model.derived_outputs(outputs).items():
+            outputs[name] = value
         return outputs, feature_counts(features)

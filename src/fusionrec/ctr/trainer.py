@@ -78,6 +78,8 @@ class Trainer:
         self.seed = seed
         torch.manual_seed(seed)
         self.task = config.model_config_.task
+        self.head_tasks = config.model_config_.head_tasks  # the task of each output head, by suffix
+        self.towers = config.model_config_.towers  # a multi-task model's task towers (EasyRec's order)
         self.transform = FeatureTransform(config, base_dir)
         self.model = build_model(config, self.transform)
         self.optimizer = self._make_optimizer()
@@ -149,15 +151,18 @@ class Trainer:
 
     def _reader(self, *, labels: bool = True, collect_rejects: bool = False) -> TableReader:
         return TableReader(self.config.data_config, labels=labels, collect_rejects=collect_rejects,
-                           parallel_lists=self.config.parallel_lists(), task=self.task,
+                           parallel_lists=self.config.parallel_lists(), task=self.config.label_tasks(),
                            vectors=self.config.vector_inputs(), kv_maps=self.config.kv_maps())  # fmt: skip
 
     # -- loss -----------------------------------------------------------------------
     def loss(self, logits, labels: torch.Tensor, weights: torch.Tensor | None, features,
-             auxiliary: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+             auxiliary: torch.Tensor | None = None, label_columns: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
         """The training loss: the data loss (summed over the heads when ``logits`` is a dict of
-        them), a model's ``auxiliary`` loss (distillation), and the regularizers."""
-        if isinstance(logits, dict):
+        them; a multi-task model's towers each against their label in ``label_columns``), a
+        model's ``auxiliary`` loss (distillation), and the regularizers."""
+        if self.towers:
+            loss = self.multi_task_loss(logits, label_columns or {}, weights)
+        elif isinstance(logits, dict):
             loss = sum(self.data_loss(head, labels, weights) for head in logits.values())
         else:
             loss = self.data_loss(logits, labels, weights)
@@ -179,12 +184,34 @@ class Trainer:
             loss = loss + model_config.embedding_regularization * 0.5 * total
         return loss
 
+    def multi_task_loss(self, heads: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
+                        weights: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        """EasyRec's MultiTaskModel loss: the sum over task towers of each tower's loss on its
+        label, with the tower's weights (``fusionrec.ctr.multitask.tower_weights``); ESMM's own."""
+        from fusionrec.ctr.multitask import esmm_loss, tower_weights
+
+        if self.config.model_config_.model_class == "ESMM":
+            return esmm_loss(heads, labels, self.config, weights)
+        head_labels = self.config.head_labels()
+        total = None
+        for tower in self.towers:
+            suffix = "_" + tower.tower_name
+            label = labels[head_labels[suffix]]
+            tower_weight = tower_weights(tower, labels, weights, label.shape[0])
+            value = self.task_loss(heads[suffix], label, tower_weight, tower.task, tower.losses)
+            total = value if total is None else total + value
+        return total
+
     def data_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        """EasyRec's: the loss of ``loss_type`` (binary: sigmoid cross-entropy), or the weighted
-        sum of ``model_config.losses``."""
-        configured = self.config.model_config_.losses
-        if self.task.kind != "binary":
-            return self.task.loss(logits, labels, weights)
+        """The loss of a one-task model (``model_config.loss_type`` and ``losses``)."""
+        return self.task_loss(logits, labels, weights, self.task, self.config.model_config_.losses)
+
+    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, task,
+                  configured: list) -> torch.Tensor:  # fmt: skip
+        """EasyRec's: the loss of the task's ``loss_type`` (binary: sigmoid cross-entropy), or
+        the weighted sum of the ``configured`` losses."""
+        if task.kind != "binary":
+            return task.loss(logits, labels, weights)
         if not configured:
             return losses.classification(logits, labels, weights)
         total = logits.new_zeros(())
@@ -346,7 +373,7 @@ class Trainer:
                                 f"train_input_path {config.train_input_path!r}, epoch {self.epoch}, batch "
                                 f"{self.batches_in_epoch + 1}: {error}"
                             ) from None
-                        loss = self.loss(logits, batch.labels, batch.weights, features, auxiliary)
+                        loss = self.loss(logits, batch.labels, batch.weights, features, auxiliary, batch.label_columns)
                         if not bool(torch.isfinite(loss)):
                             last = self.checkpoints()
                             raise FusionrecError(
@@ -414,7 +441,9 @@ class Trainer:
 
     def _training_forward(self, features, weights):
         """(logits, auxiliary loss or None): a model with several heads (``training_heads``)
-        gives each head's logits and its distillation loss."""
+        gives each head's logits and its distillation loss; a multi-task model each tower's."""
+        if self.towers:
+            return self.model.forward_heads(features), None
         if hasattr(self.model, "training_heads"):
             return self.model.training_heads(features, weights)
         return self.model(features), None
@@ -482,7 +511,7 @@ class Trainer:
             reader.report.add_feature_counts(feature_counts(features))
             by_head = self.model.forward_heads(features) if heads else {"": self.model(features)}
             for suffix, logits in by_head.items():
-                scores.setdefault(suffix, []).append(self.task.score(logits).numpy())
+                scores.setdefault(suffix, []).append(self.head_tasks.get(suffix, self.task).score(logits).numpy())
             if batch.labels is not None:
                 labels.append(batch.labels.numpy())
             tables.append(batch.table)
@@ -510,13 +539,26 @@ class Trainer:
             tables = [pa.concat_tables(tables).slice(0, limit)]
         if labels is None or len(labels) == 0:
             raise FusionrecError(f"eval_input_path {config.eval_input_path!r}: no evaluation rows were read")
-        needed = {m.gauc.uid_field for m in config.eval_config.metrics_set if m.gauc}
-        needed |= {m.session_auc.session_id_field for m in config.eval_config.metrics_set if m.session_auc}
+        groups = config.metric_groups()
+        metrics = [m for group in groups for m in group.metrics]
+        needed = {m.gauc.uid_field for m in metrics if m.gauc} | {m.session_auc.session_id_field for m in metrics if m.session_auc}
+        needed |= set(config.data_config.label_fields)
         columns = {name: np.concatenate([t.column(name).to_numpy(zero_copy_only=False) for t in tables]) for name in needed}
         result = {}
-        for suffix, scores in by_head.items():  # EasyRec names each head's metrics with its suffix
-            metrics = evaluate_metrics(config.eval_config.metrics_set, labels, scores, columns, self.task)
-            result.update({name + suffix: value for name, value in metrics.items()})
+        for group in groups:  # EasyRec names each head's (each task tower's) metrics with its suffix
+            group_labels, scores = columns[group.label].astype(np.float64), by_head[group.head]
+            if group.times_head is not None:  # ESMM's CTCVR
+                group_labels = group_labels * columns[group.times_label]
+                scores = scores * by_head[group.times_head]
+            group_columns = columns
+            if group.only_positive is not None:  # ESMM's CVR on the clicked impressions
+                clicked = columns[group.only_positive] > 0
+                group_labels, scores = group_labels[clicked], scores[clicked]
+                group_columns = {name: values[clicked] for name, values in columns.items()}
+            if len(group_labels) == 0:
+                continue
+            values = evaluate_metrics(list(group.metrics), group_labels, scores, group_columns, group.task)
+            result.update({name + group.suffix: value for name, value in values.items()})
         result["step"] = self.step
         result["n_rows"] = int(len(labels))
         self._write_read_report("eval", reader)
