@@ -817,6 +817,223 @@ class SimpleMultiTaskConfig(_Strict):
         return self
 
 
+# ---------------------------------------------------------------- the backbone (EasyRec's component graph)
+class MLPParams(_Strict):
+    """EasyRec's MLP message as its backbone MLP layer reads it: a field left unset takes the
+    layer's own default (``use_bias`` true, ``final_activation`` linear), not the message's."""
+
+    hidden_units: list[int] = Field(min_length=1)
+    dropout_ratio: list[float] = []
+    activation: str = "relu"
+    use_bn: bool = True
+    use_final_bn: bool = True
+    final_activation: str = "linear"
+    use_bias: bool = True
+    use_bn_after_activation: bool = False
+
+    @model_validator(mode="after")
+    def _check(self):
+        from fusionrec.ctr.layers import ACTIVATIONS
+
+        for name in (self.activation, self.final_activation):
+            if name not in ACTIVATIONS:
+                raise ValueError(f"activation {name!r} is not one of {sorted(ACTIVATIONS)}")
+        if any(u <= 0 for u in self.hidden_units):
+            raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
+        if any(not 0.0 <= r < 1.0 for r in self.dropout_ratio):
+            raise ValueError(f"dropout_ratio entries must be in [0, 1), got {self.dropout_ratio}")
+        return self
+
+
+class FMLayerParams(_Strict):
+    use_variant: bool = False
+    l2_regularization: float = Field(1e-4, ge=0)
+
+
+class MMoELayerParams(_Strict):
+    num_task: int = Field(ge=1)
+    expert_mlp: MLPParams
+    num_expert: int = Field(ge=1)
+
+
+class CINParams(_Strict):
+    hidden_feature_sizes: list[int] = Field(min_length=1)
+
+
+# keras_layer class_name -> the params field it reads (None: it takes none, or st_params);
+# fusionrec.ctr.backbone.COMPONENTS builds each (tests/ctr/test_backbone.py checks they agree)
+BACKBONE_LAYERS = {"MLP": "mlp", "FM": "fm", "Add": None, "Cross": None, "DotInteraction": None, "CIN": "cin",
+                   "MMoE": "mmoe"}  # fmt: skip
+
+
+class KerasLayerConfig(_Strict):
+    class_name: str
+    st_params: dict[str, Any] | None = None
+    mlp: MLPParams | None = None
+    fm: FMLayerParams | None = None
+    mmoe: MMoELayerParams | None = None
+    cin: CINParams | None = None
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.class_name not in BACKBONE_LAYERS:
+            raise ValueError(f"keras_layer class_name {self.class_name!r} is not implemented yet by fusionrec; it has "
+                             f"{sorted(BACKBONE_LAYERS)}")  # fmt: skip
+        wanted = BACKBONE_LAYERS[self.class_name]
+        given = [name for name in ("mlp", "fm", "mmoe", "cin") if getattr(self, name) is not None]
+        if given and given != [wanted]:
+            raise ValueError(f"keras_layer {self.class_name}: reads {wanted or 'no params message'}, got {given}")
+        if wanted in ("mlp", "mmoe", "cin") and getattr(self, wanted) is None:
+            raise ValueError(f"keras_layer {self.class_name}: needs its {wanted} {{...}} params")
+        return self
+
+
+class LambdaConfig(_Strict):
+    expression: str
+
+
+class RecurrentLayerConfig(_Strict):
+    num_steps: int = Field(1, ge=1)
+    fixed_input_index: int | None = Field(None, ge=0)
+    keras_layer: KerasLayerConfig
+
+
+class RepeatLayerConfig(_Strict):
+    num_repeat: int = Field(1, ge=1)
+    output_concat_axis: int | None = None
+    keras_layer: KerasLayerConfig
+
+
+class LayerConfig(_Strict):
+    lambda_: LambdaConfig | None = Field(None, alias="lambda")
+    keras_layer: KerasLayerConfig | None = None
+    recurrent: RecurrentLayerConfig | None = None
+    repeat: RepeatLayerConfig | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+
+class InputLayerConfig(_Strict):
+    do_batch_norm: bool = False
+    do_layer_norm: bool = False
+    dropout_rate: float = Field(0.0, ge=0, lt=1)
+    only_output_feature_list: bool = False
+    only_output_3d_tensor: bool = False
+    wide_output_dim: int | None = Field(None, ge=1)
+
+
+class BlockInput(_Strict):
+    feature_group_name: str | None = None
+    block_name: str | None = None
+    input_fn: str | None = None
+    input_slice: str | None = None
+    ignore_input: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.feature_group_name if self.feature_group_name is not None else self.block_name
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.feature_group_name is None) == (self.block_name is None):
+            raise ValueError("an input sets exactly one of feature_group_name and block_name")
+        return self
+
+
+class BlockConfig(_Strict):
+    name: str = Field(min_length=1)
+    inputs: list[BlockInput] = Field(min_length=1)
+    input_concat_axis: int = -1
+    merge_inputs_into_list: bool = False
+    extra_input_fn: str | None = None
+    layers: list[LayerConfig] = []
+    input_layer: InputLayerConfig | None = None
+    lambda_: LambdaConfig | None = Field(None, alias="lambda")
+    keras_layer: KerasLayerConfig | None = None
+    recurrent: RecurrentLayerConfig | None = None
+    repeat: RepeatLayerConfig | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _one_layer(self):
+        chosen = [n for n in ("input_layer", "lambda_", "keras_layer", "recurrent", "repeat") if getattr(self, n) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"block {self.name!r}: set one layer, found {chosen}")
+        if chosen and self.layers:
+            raise ValueError(f"block {self.name!r}: set one layer or `layers`, not both")
+        if self.input_layer is not None and (len(self.inputs) != 1 or self.inputs[0].feature_group_name is None):
+            raise ValueError(f"block {self.name!r}: an input_layer block takes one input, a feature_group_name")
+        return self
+
+
+class BackboneConfig(_Strict):
+    """EasyRec's BackboneTower: blocks (a DAG), concat_blocks (default: the blocks no other
+    block reads), top_mlp."""
+
+    blocks: list[BlockConfig] = Field(min_length=1)
+    concat_blocks: list[str] = []
+    output_blocks: list[str] = []
+    top_mlp: MLPParams | None = None
+
+    @model_validator(mode="after")
+    def _graph(self):
+        names = [b.name for b in self.blocks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"backbone: block names must be unique, got {names}")
+        for name in self.concat_blocks + self.output_blocks:
+            if name not in names:
+                raise ValueError(f"backbone: concat_blocks / output_blocks name {name!r}, which is not a block; blocks are {names}")
+        if self.output_blocks:
+            raise ValueError("backbone: output_blocks (a match model's towers) is not implemented yet by fusionrec; "
+                             "use concat_blocks")  # fmt: skip
+        self.block_order()
+        return self
+
+    def block_order(self) -> list[str]:
+        """The blocks in an order where every block comes after the blocks it reads (a cycle
+        is an error naming its blocks)."""
+        by_name = {b.name: b for b in self.blocks}
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise ValueError(f"backbone: blocks form a cycle: {' -> '.join(path + [name])}")
+            state[name] = 1
+            for source in by_name[name].inputs:
+                if source.block_name is not None:
+                    if source.block_name not in by_name:
+                        raise ValueError(f"backbone block {name!r}: input block_name {source.block_name!r} is not a block; "
+                                         f"blocks are {list(by_name)}")  # fmt: skip
+                    visit(source.block_name, path + [name])
+            state[name] = 2
+            order.append(name)
+
+        for block in self.blocks:
+            visit(block.name, [])
+        return order
+
+    def outputs(self) -> list[str]:
+        """concat_blocks, or (EasyRec's default) every block no other block reads, in order."""
+        if self.concat_blocks:
+            return list(self.concat_blocks)
+        read = {i.block_name for b in self.blocks for i in b.inputs if i.block_name is not None}
+        return [name for name in self.block_order() if name not in read]
+
+
+class ModelParams(_Strict):
+    """EasyRec's ModelParams: a backbone model's l2_regularization and (MultiTaskModel) task towers."""
+
+    l2_regularization: float = Field(0.0, ge=0)
+    task_towers: list[BayesTaskTowerConfig] = []
+
+    def ordered_task_towers(self) -> list[TaskTowerConfig]:
+        return list(self.task_towers)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model fusionrec trains, registered once here: EasyRec's ``model_class`` names for it,
@@ -856,10 +1073,15 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
               _MULTI_TASK + "DBMTL"),
     ModelSpec(("SimpleMultiTask",), "simple_multi_task", SimpleMultiTaskConfig, _message("SimpleMultiTask"),
               _MULTI_TASK + "SimpleMultiTask"),
+    ModelSpec(("RankModel",), "backbone", BackboneConfig, _message("BackboneTower", not_implemented="packages"),
+              "fusionrec.ctr.backbone:BackboneRankModel"),
+    ModelSpec(("MultiTaskModel",), "backbone", BackboneConfig, _message("BackboneTower", not_implemented="packages"),
+              "fusionrec.ctr.backbone:BackboneMultiTaskModel"),
 )  # fmt: skip
 MODEL_SPEC_OF = {name: spec for spec in MODEL_SPECS for name in spec.model_classes}
 # model_class -> the model_config block that configures it
 MODEL_FIELDS = {name: spec.block for name, spec in MODEL_SPEC_OF.items()}
+MODEL_BLOCKS = {spec.block: spec for spec in MODEL_SPECS}  # one pydantic field per block
 
 
 class _ModelConfigBase(_Strict):
@@ -929,12 +1151,6 @@ class _ModelConfigBase(_Strict):
             raise ValueError(
                 f"model_class {self.model_class!r} needs exactly the block {wanted!r}, found {set_fields or 'none'}"
             )
-        if self.towers:
-            for name, default in (("loss_type", "CLASSIFICATION"), ("num_class", 1), ("losses", [])):
-                if getattr(self, name) != default:
-                    raise ValueError(
-                        f"{name}: {self.model_class} is a multi-task model; set {name} on each task tower, as EasyRec reads it there"
-                    )
         if self.towers:
             for name, default in (("loss_type", "CLASSIFICATION"), ("num_class", 1), ("losses", [])):
                 if getattr(self, name) != default:
