@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from fusionrec.ctr.config import config_from_dict, load_config
+from fusionrec.ctr.config import config_from_dict
 from fusionrec.ctr.export import export, predict
 from fusionrec.ctr.multitask import Gate, esmm_loss
 from fusionrec.ctr.trainer import Trainer
@@ -174,8 +174,8 @@ def test_dbmtl_relations_flow_from_earlier_towers_only(taobao, tmp_path):
     batch = next(iter_batches(reader, [str(taobao / "test.csv")], 32, shuffle=False, shuffle_rows=0, seed=0))
     features = trainer.transform(batch.columns)
     heads = model.forward_heads(features)
-    ctr_relation = model.relation_dnns[0].net[0].weight
-    cvr_relation = model.relation_dnns[1].net[0].weight
+    ctr_relation = model.towers.relation_dnns[0].net[0].weight
+    cvr_relation = model.towers.relation_dnns[1].net[0].weight
     (grad_ctr_on_ctr,) = torch.autograd.grad(heads["_ctr"].sum(), ctr_relation, retain_graph=True)
     grad_cvr = torch.autograd.grad(heads["_cvr"].sum(), [ctr_relation, cvr_relation], retain_graph=True)
     grad_ctr_on_cvr = torch.autograd.grad(heads["_ctr"].sum(), cvr_relation, allow_unused=True)[0]

@@ -860,10 +860,73 @@ class CINParams(_Strict):
     hidden_feature_sizes: list[int] = Field(min_length=1)
 
 
+class SENetParams(_Strict):
+    reduction_ratio: int = Field(4, ge=1)
+    num_squeeze_group: int = Field(2, ge=1)
+    use_skip_connection: bool = True
+    use_output_layer_norm: bool = True
+
+
+class BilinearParams(_Strict):
+    type: Literal["all", "each", "interaction"] = "interaction"
+    use_plus: bool = True
+    num_output_units: int = Field(ge=1)
+
+
+class FiBiNetParams(_Strict):
+    bilinear: BilinearParams | None = None
+    senet: SENetParams
+    mlp: MLPParams | None = None
+
+
+class MaskBlockParams(_Strict):
+    reduction_factor: float | None = Field(None, gt=0)
+    output_size: int | None = Field(None, ge=1)
+    aggregation_size: int | None = Field(None, ge=1)
+    input_layer_norm: bool = False
+    projection_dim: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _size(self):
+        if self.reduction_factor is None and self.aggregation_size is None:
+            raise ValueError("MaskBlock: set reduction_factor or aggregation_size")
+        return self
+
+
+class MaskNetParams(_Strict):
+    mask_blocks: list[MaskBlockParams] = Field(min_length=1)
+    use_parallel: bool = True
+    mlp: MLPParams | None = None
+    input_layer_norm: bool = True
+
+
+class HighwayParams(_Strict):
+    emb_size: int = Field(ge=1)
+    activation: str = "gelu"  # EasyRec's Highway layer default when unset
+    dropout_rate: float = Field(0.0, ge=0, lt=1)
+    num_layers: int = Field(1, ge=1)
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, value):
+        from fusionrec.ctr.layers import ACTIVATIONS
+
+        if value not in ACTIVATIONS:
+            raise ValueError(f"activation {value!r} is not one of {sorted(ACTIVATIONS)}")
+        return value
+
+
+class WeightedGateParams(_Strict):
+    weight_index: int = Field(0, ge=0)
+    mlp: MLPParams | None = None
+
+
 # keras_layer class_name -> the params field it reads (None: it takes none, or st_params);
 # fusionrec.ctr.backbone.COMPONENTS builds each (tests/ctr/test_backbone.py checks they agree)
 BACKBONE_LAYERS = {"MLP": "mlp", "FM": "fm", "Add": None, "Cross": None, "DotInteraction": None, "CIN": "cin",
-                   "MMoE": "mmoe"}  # fmt: skip
+                   "MMoE": "mmoe", "SENet": "senet", "FiBiNet": "fibinet", "MaskBlock": "mask_block", "MaskNet": "masknet",
+                   "Highway": "highway", "Gate": "gate"}  # fmt: skip
+_LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate")
 
 
 class KerasLayerConfig(_Strict):
@@ -873,6 +936,12 @@ class KerasLayerConfig(_Strict):
     fm: FMLayerParams | None = None
     mmoe: MMoELayerParams | None = None
     cin: CINParams | None = None
+    senet: SENetParams | None = None
+    fibinet: FiBiNetParams | None = None
+    mask_block: MaskBlockParams | None = None
+    masknet: MaskNetParams | None = None
+    highway: HighwayParams | None = None
+    gate: WeightedGateParams | None = None
 
     @model_validator(mode="after")
     def _known(self):
@@ -880,11 +949,12 @@ class KerasLayerConfig(_Strict):
             raise ValueError(f"keras_layer class_name {self.class_name!r} is not implemented yet by fusionrec; it has "
                              f"{sorted(BACKBONE_LAYERS)}")  # fmt: skip
         wanted = BACKBONE_LAYERS[self.class_name]
-        given = [name for name in ("mlp", "fm", "mmoe", "cin") if getattr(self, name) is not None]
+        given = [name for name in _LAYER_PARAMS if getattr(self, name) is not None]
         if given and given != [wanted]:
             raise ValueError(f"keras_layer {self.class_name}: reads {wanted or 'no params message'}, got {given}")
-        if wanted in ("mlp", "mmoe", "cin") and getattr(self, wanted) is None:
-            raise ValueError(f"keras_layer {self.class_name}: needs its {wanted} {{...}} params")
+        if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway") and getattr(self, wanted) is None:
+            raise ValueError(f"keras_layer {self.class_name} without its {wanted} {{...}} params is not supported "
+                             f"(EasyRec's {self.class_name} layer requires them too)")  # fmt: skip
         return self
 
 
@@ -919,6 +989,7 @@ class InputLayerConfig(_Strict):
     dropout_rate: float = Field(0.0, ge=0, lt=1)
     only_output_feature_list: bool = False
     only_output_3d_tensor: bool = False
+    output_2d_tensor_and_feature_list: bool = False
     wide_output_dim: int | None = Field(None, ge=1)
 
 
@@ -1051,6 +1122,7 @@ class ModelSpec:
 
 
 _MODELS = "fusionrec.ctr.models:"
+_BACKBONE_MESSAGE = _message("BackboneTower", not_implemented="packages")
 _MULTI_TASK = "fusionrec.ctr.multitask:"
 MODEL_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(("WideAndDeep",), "wide_and_deep", WideAndDeepConfig, _message("WideAndDeep"), _MODELS + "WideAndDeep"),
@@ -1073,10 +1145,8 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
               _MULTI_TASK + "DBMTL"),
     ModelSpec(("SimpleMultiTask",), "simple_multi_task", SimpleMultiTaskConfig, _message("SimpleMultiTask"),
               _MULTI_TASK + "SimpleMultiTask"),
-    ModelSpec(("RankModel",), "backbone", BackboneConfig, _message("BackboneTower", not_implemented="packages"),
-              "fusionrec.ctr.backbone:BackboneRankModel"),
-    ModelSpec(("MultiTaskModel",), "backbone", BackboneConfig, _message("BackboneTower", not_implemented="packages"),
-              "fusionrec.ctr.backbone:BackboneMultiTaskModel"),
+    ModelSpec(("RankModel", "MultiTaskModel"), "backbone", BackboneConfig, _BACKBONE_MESSAGE,
+              "fusionrec.ctr.backbone:BackboneModel"),
 )  # fmt: skip
 MODEL_SPEC_OF = {name: spec for spec in MODEL_SPECS for name in spec.model_classes}
 # model_class -> the model_config block that configures it
@@ -1095,6 +1165,7 @@ class _ModelConfigBase(_Strict):
     num_class: int = Field(1, ge=1)
     loss_type: str = "CLASSIFICATION"
     losses: list[LossConfig] = []
+    model_params: ModelParams | None = None  # a backbone model's (RankModel, MultiTaskModel)
 
     @field_validator("loss_type")
     @classmethod
@@ -1109,8 +1180,17 @@ class _ModelConfigBase(_Strict):
     @property
     def towers(self) -> list[TaskTowerConfig]:
         """A multi-task model's task towers, in EasyRec's order (empty for a one-task model)."""
+        if self.model_class == "MultiTaskModel":
+            return self.model_params.ordered_task_towers() if self.model_params is not None else []
         block = self.block
         return block.ordered_task_towers() if hasattr(block, "ordered_task_towers") else []
+
+    @property
+    def l2_regularization(self) -> float:
+        """The model's l2_regularization: its block's, or a backbone model's model_params'."""
+        if self.spec.block == "backbone":
+            return self.model_params.l2_regularization if self.model_params is not None else 0.0
+        return getattr(self.block, "l2_regularization", 0.0)
 
     @property
     def task(self) -> Task:
@@ -1145,12 +1225,16 @@ class _ModelConfigBase(_Strict):
             raise ValueError(
                 f"model_class {self.model_class!r} is not implemented yet; fusionrec has {sorted(MODEL_FIELDS)}"
             )
-        set_fields = [spec.block for spec in MODEL_SPECS if getattr(self, spec.block) is not None]
+        set_fields = [block for block in MODEL_BLOCKS if getattr(self, block) is not None]
         wanted = MODEL_FIELDS[self.model_class]
         if set_fields != [wanted]:
             raise ValueError(
                 f"model_class {self.model_class!r} needs exactly the block {wanted!r}, found {set_fields or 'none'}"
             )
+        if self.model_class == "MultiTaskModel" and not self.towers:
+            raise ValueError("MultiTaskModel: model_params.task_towers must list at least one task tower")
+        if self.model_class == "MultiTaskModel":
+            _unique_towers(self.towers, "MultiTaskModel")
         if self.towers:
             for name, default in (("loss_type", "CLASSIFICATION"), ("num_class", 1), ("losses", [])):
                 if getattr(self, name) != default:
@@ -1596,8 +1680,8 @@ class PipelineConfig(_Strict):
 
 # ---------------------------------------------------------------- EasyRec's schema
 _MODELS_NOT_IMPLEMENTED = (
-    "model_params dummy multi_tower_recall dssm mind dropoutnet metric_learning pdn "
-    "dssm_senet dat backbone"
+    "dummy multi_tower_recall dssm mind dropoutnet metric_learning pdn "
+    "dssm_senet dat"
 )
 EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     **{spec.config: spec.message for spec in MODEL_SPECS},
@@ -1660,6 +1744,37 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     BayesTaskTowerConfig: _message("BayesTaskTower", not_implemented="task_space_indicator_name task_space_indicator_value"),
     ExpertTower: _message("ExpertTower"),
     ExtractionNetwork: _message("ExtractionNetwork"),
+    ModelParams: _message(
+        "ModelParams", not_implemented="outputs user_tower_idx_in_output item_tower_idx_in_output simi_func temperature scale_simi"
+    ),
+    BackboneConfig: _BACKBONE_MESSAGE,
+    BlockConfig: _message("Block", not_implemented="raw_input embedding_layer"),
+    BlockInput: _message("Input", not_implemented="package_name use_package_input reset_input package_input package_input_fn"),
+    InputLayerConfig: _message(
+        "InputLayer",
+        not_implemented="feature_dropout_rate output_seq_and_normal_feature concat_seq_feature",
+    ),
+    LayerConfig: _message("Layer"),
+    LambdaConfig: _message("Lambda"),
+    RecurrentLayerConfig: _message("RecurrentLayer"),
+    RepeatLayerConfig: _message("RepeatLayer", not_implemented="input_slice input_fn"),
+    KerasLayerConfig: _message(
+        "KerasLayer",
+        not_implemented="periodic_embedding auto_dis_embedding nary_dis_embedding bilinear "
+        "din bst seq_aug ppnet text_cnn overlap dot_product attention multi_head_attention transformer "
+        "text_encoder aitm",
+    ),
+    MLPParams: _message("MLP", no_effect="initializer use_final_bias", not_implemented="add_to_outputs"),
+    FMLayerParams: _message("FM"),
+    MMoELayerParams: _message("MMoELayer"),
+    CINParams: _message("CIN"),
+    SENetParams: _message("SENet"),
+    BilinearParams: _message("Bilinear"),
+    FiBiNetParams: _message("FiBiNet"),
+    MaskBlockParams: _message("MaskBlock"),
+    MaskNetParams: _message("MaskNet"),
+    HighwayParams: _message("HighWayTower", no_effect="input init_gate_bias"),  # the backbone Highway layer reads neither
+    WeightedGateParams: _message("WeightedGate"),
     CrossTower: _message("CrossTower"),
     BSTTower: _message("BSTTower"),
     LossConfig: _message(

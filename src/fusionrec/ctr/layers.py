@@ -9,12 +9,17 @@ from typing import List, Tuple
 import torch
 from torch import Tensor, nn
 
+def _softmax() -> nn.Module:
+    return nn.Softmax(dim=-1)
+
+
 # EasyRec writes TensorFlow activation paths; both spellings map to the same torch module.
 ACTIVATIONS = {
     "tf.nn.relu": nn.ReLU, "relu": nn.ReLU, "tf.nn.sigmoid": nn.Sigmoid, "sigmoid": nn.Sigmoid,
     "tf.nn.tanh": nn.Tanh, "tanh": nn.Tanh, "tf.nn.leaky_relu": nn.LeakyReLU, "leaky_relu": nn.LeakyReLU,
     "tf.nn.elu": nn.ELU, "elu": nn.ELU, "tf.nn.selu": nn.SELU, "selu": nn.SELU, "tf.nn.gelu": nn.GELU,
-    "gelu": nn.GELU, "dice": nn.PReLU, "prelu": nn.PReLU,
+    "gelu": nn.GELU, "dice": nn.PReLU, "prelu": nn.PReLU, "linear": nn.Identity, "swish": nn.SiLU,
+    "tf.nn.swish": nn.SiLU, "softmax": _softmax, "tf.nn.softmax": _softmax,
 }  # fmt: skip
 
 

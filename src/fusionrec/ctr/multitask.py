@@ -9,7 +9,7 @@ The towers' losses live in the trainer; ``esmm_loss`` is ESMM's own (CTR and CTC
 whole impression space, Ma et al., SIGIR 2018, equation 3).
 """
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -26,9 +26,9 @@ ALL_GROUP = "all"  # the feature group EasyRec's multi-task models read when the
 class Experts(nn.Module):
     """Expert networks over one input; ``forward`` stacks their outputs (B, n_experts, D)."""
 
-    def __init__(self, in_dim: int, dnns: List[DNN], where: str):
+    def __init__(self, in_dim: int, dnns: List[DNN], where: str, experts: Optional[List[nn.Module]] = None):
         super().__init__()
-        self.experts = nn.ModuleList(_mlp(in_dim, dnn) for dnn in dnns)
+        self.experts = nn.ModuleList(experts if experts is not None else [_mlp(in_dim, dnn) for dnn in dnns])
         widths = sorted({e.out_dim for e in self.experts})
         if len(widths) != 1:
             raise FusionrecError(f"{where}: the experts' outputs are mixed by a gate, so they need one width; got {widths}")
@@ -57,10 +57,10 @@ class Gate(nn.Module):
 class MixtureOfExperts(nn.Module):
     """MMoE's layer: shared experts, one gate per task; one mixed output per task."""
 
-    def __init__(self, in_dim: int, dnns: List[DNN], n_tasks: int, where: str):
+    def __init__(self, in_dim: int, dnns: List[DNN], n_tasks: int, where: str, experts: Optional[List[nn.Module]] = None):
         super().__init__()
-        self.experts = Experts(in_dim, dnns, where)
-        self.gates = nn.ModuleList(Gate(in_dim, len(dnns)) for _ in range(n_tasks))
+        self.experts = Experts(in_dim, dnns, where, experts)
+        self.gates = nn.ModuleList(Gate(in_dim, len(self.experts.experts)) for _ in range(n_tasks))
         self.out_dim = self.experts.out_dim
 
     def forward(self, x: Tensor) -> List[Tensor]:
@@ -229,15 +229,51 @@ class PLE(_MultiTask):
         return self._named(logits)
 
 
-class DBMTL(_MultiTask):
-    """Deep Bayesian Multi-Target Learning (Wen et al., SIGIR 2019) as EasyRec builds it:
-    ``bottom_dnn`` over the ``all`` group, an optional MMoE layer (``expert_dnn``,
-    ``num_expert``), each task tower's ``dnn``, then its ``relation_dnn`` over [its tower
-    output, the relation outputs of ``relation_tower_names``] and the output layer: the
-    Bayesian chain p(t1) p(t2 | t1) ... realised as features passed down the chain."""
+class RelationTowers(nn.Module):
+    """DBMTL's task towers (Wen et al., SIGIR 2019): each tower's ``dnn`` over its input, then
+    its ``relation_dnn`` over [that, the relation outputs of ``relation_tower_names``], then
+    an output layer of num_class units: the Bayesian chain p(t1) p(t2 | t1) ... realised as
+    features passed down the chain. ``forward`` gives each tower's logits."""
 
     relations: List[List[int]]  # per tower, the indices of its relation towers (TorchScript needs the type)
     squeeze: List[bool]
+
+    def __init__(self, widths: List[int], towers: List[TaskTowerConfig]):
+        super().__init__()
+        self.tower_dnns = nn.ModuleList(_mlp(width, t.dnn) for width, t in zip(widths, towers))
+        index = {t.tower_name: i for i, t in enumerate(towers)}
+        relation_dnns: List[nn.Module] = []
+        self.relations = []
+        out_widths: List[int] = []
+        for i, tower in enumerate(towers):
+            sources = [index[name] for name in getattr(tower, "relation_tower_names", [])]
+            in_dim = self.tower_dnns[i].out_dim + sum(out_widths[j] for j in sources)
+            relation = _mlp(in_dim, getattr(tower, "relation_dnn", None))
+            relation_dnns.append(relation)
+            out_widths.append(relation.out_dim)
+            self.relations.append(sources)
+        self.relation_dnns = nn.ModuleList(relation_dnns)
+        self.outputs = nn.ModuleList(nn.Linear(out_widths[i], t.task.n_outputs) for i, t in enumerate(towers))
+        self.squeeze = [t.task.n_outputs == 1 for t in towers]
+
+    def forward(self, task_inputs: List[Tensor]) -> List[Tensor]:
+        relation_features: List[Tensor] = []
+        logits: List[Tensor] = []
+        for i, (tower_dnn, relation_dnn, output) in enumerate(zip(self.tower_dnns, self.relation_dnns, self.outputs)):
+            parts: List[Tensor] = [tower_dnn(task_inputs[i])]
+            for j in self.relations[i]:
+                parts.append(relation_features[j])
+            relation = relation_dnn(torch.cat(parts, dim=1))
+            relation_features.append(relation)
+            value = output(relation)
+            logits.append(value.squeeze(1) if self.squeeze[i] else value)
+        return logits
+
+
+class DBMTL(_MultiTask):
+    """Deep Bayesian Multi-Target Learning (Wen et al., SIGIR 2019) as EasyRec builds it:
+    ``bottom_dnn`` over the ``all`` group, an optional MMoE layer (``expert_dnn``,
+    ``num_expert``), then the relation towers (``RelationTowers``)."""
 
     def __init__(self, config: PipelineConfig, transform: FeatureTransform):
         super().__init__()
@@ -250,37 +286,13 @@ class DBMTL(_MultiTask):
         dnns = [params.expert_dnn] * params.num_expert if self.has_mixture else [DNN()]
         self.mixture = MixtureOfExperts(width, dnns, len(towers), "dbmtl.expert_dnn")
         width = self.mixture.out_dim if self.has_mixture else width
-        self.tower_dnns = nn.ModuleList(_mlp(width, t.dnn) for t in towers)
-        index = {t.tower_name: i for i, t in enumerate(towers)}
-        relation_dnns: List[nn.Module] = []
-        self.relations: List[List[int]] = []
-        widths: List[int] = []
-        for i, tower in enumerate(towers):
-            sources = [index[name] for name in tower.relation_tower_names]
-            in_dim = self.tower_dnns[i].out_dim + sum(widths[j] for j in sources)
-            relation = _mlp(in_dim, tower.relation_dnn)
-            relation_dnns.append(relation)
-            widths.append(relation.out_dim)
-            self.relations.append(sources)
-        self.relation_dnns = nn.ModuleList(relation_dnns)
-        self.outputs = nn.ModuleList(nn.Linear(widths[i], t.task.n_outputs) for i, t in enumerate(towers))
-        self.squeeze: List[bool] = [t.task.n_outputs == 1 for t in towers]
+        self.towers = RelationTowers([width] * len(towers), towers)
 
     @torch.jit.export
     def forward_heads(self, features: Dict[str, Tensor]) -> Dict[str, Tensor]:
         bottom = self.bottom(self.input(features))
         task_inputs: List[Tensor] = self.mixture(bottom) if self.has_mixture else [bottom for _ in self.suffixes]
-        relation_features: List[Tensor] = []
-        logits: List[Tensor] = []
-        for i, (tower_dnn, relation_dnn, output) in enumerate(zip(self.tower_dnns, self.relation_dnns, self.outputs)):
-            parts: List[Tensor] = [tower_dnn(task_inputs[i])]
-            for j in self.relations[i]:
-                parts.append(relation_features[j])
-            relation = relation_dnn(torch.cat(parts, dim=1))
-            relation_features.append(relation)
-            value = output(relation)
-            logits.append(value.squeeze(1) if self.squeeze[i] else value)
-        return self._named(logits)
+        return self._named(self.towers(task_inputs))
 
 
 class ESMM(_MultiTask):

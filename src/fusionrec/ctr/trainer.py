@@ -91,7 +91,7 @@ class Trainer:
         self.lookups = self._embedding_lookups()
         model_config = config.model_config_
         # the model block's l2_regularization (CMBF and Uniter have none)
-        self.l2_regularization = getattr(model_config.block, "l2_regularization", 0.0)
+        self.l2_regularization = model_config.l2_regularization
         self.dense_weights = self.model.dense_weights()
         self.variational_dropouts = [m for m in self.model.modules() if isinstance(m, VariationalDropout)]
 

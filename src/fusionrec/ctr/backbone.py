@@ -1,0 +1,395 @@
+"""EasyRec's backbone: a model declared as a graph of blocks (``model_config.backbone``).
+
+Each block reads feature groups (through an input layer) or other blocks, merges its inputs
+and applies one layer: a registered component (``COMPONENTS``, by EasyRec's ``class_name``), a
+lambda, a ``recurrent`` or ``repeat`` of a component, or a sequence of those (``layers``).
+``RankModel`` puts an output layer over the backbone's output (unless it already has
+num_class units); ``MultiTaskModel`` puts ``model_params.task_towers`` over it (one output per
+tower when the backbone gives a list of as many tensors).
+
+The graph is built once, in Python, with every block's output shape known (``Value``): a
+wrong input (a list where a component needs one tensor, unequal widths to add or stack) is
+an error naming the block. At run time every block's output is a ``List[Tensor]`` (one
+element for a tensor), so the whole graph is one TorchScript module.
+
+Lambdas (``input_fn`` and the like) are parsed, never evaluated (``fusionrec.ctr.backbone_ops``);
+components are registered in ``fusionrec.ctr.components``.
+"""
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from fusionrec.ctr.backbone_ops import Chain, Op, Value, _axis, compile_lambda
+from fusionrec.ctr.components import EasyRecMLP, _one_vector, build_component
+from fusionrec.ctr.config import BlockConfig, PipelineConfig
+from fusionrec.ctr.embedding import EmbeddingTables
+from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.multitask import RelationTowers, _MultiTask
+from fusionrec.errors import FusionrecError
+
+
+class Recurrent(Op):
+    """EasyRec's recurrent layer: the component applied ``num_steps`` times, each on the last
+    output; with ``fixed_input_index`` the input is a list whose other entries are replaced by
+    each step's output, and the fixed one dropped at the end."""
+
+    def __init__(self, steps: List[Op], fixed: int, n_inputs: int):
+        super().__init__()
+        self.steps = nn.ModuleList(steps)
+        self.fixed = fixed
+        self.n_inputs = n_inputs
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        output = x
+        for step in self.steps:
+            new = step(output)
+            if self.fixed >= 0:
+                replaced: List[Tensor] = []
+                j = 0
+                for i in range(self.n_inputs):
+                    if i == self.fixed:
+                        replaced.append(output[i])
+                    else:
+                        replaced.append(new[j] if len(new) > 1 else new[0])
+                        j += 1
+                output = replaced
+            else:
+                output = new
+        if self.fixed >= 0:
+            kept: List[Tensor] = []
+            for i in range(self.n_inputs):
+                if i != self.fixed:
+                    kept.append(output[i])
+            return kept
+        return output
+
+
+class Repeat(Op):
+    """EasyRec's repeat layer: ``num_repeat`` copies of the component on the same input; their
+    outputs as a list (one: itself; with ``output_concat_axis``: concatenated)."""
+
+    def __init__(self, copies: List[Op], axis: int):
+        super().__init__()
+        self.copies = nn.ModuleList(copies)
+        self.axis = axis
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        outputs: List[Tensor] = []
+        for copy in self.copies:
+            outputs.extend(copy(x))
+        if self.axis != 0:
+            return [torch.cat(outputs, dim=self.axis)]
+        return outputs
+
+
+def build_layer(layer, value: Value, where: str) -> Tuple[Op, Value]:
+    """The op of one block layer (keras_layer, lambda, recurrent or repeat)."""
+    if layer.keras_layer is not None:
+        return build_component(layer.keras_layer, value, where)
+    if layer.lambda_ is not None:
+        return compile_lambda(layer.lambda_.expression, value, f"{where} lambda")
+    if layer.recurrent is not None:
+        conf = layer.recurrent
+        fixed = conf.fixed_input_index if conf.fixed_input_index is not None else -1
+        if fixed >= 0 and (not value.is_list or fixed >= len(value.shapes)):
+            raise FusionrecError(f"{where}: recurrent fixed_input_index {fixed} needs a list input longer than that, "
+                                 f"got {value.describe()}")  # fmt: skip
+        steps, current = [], value
+        for i in range(conf.num_steps):
+            op, out = build_component(conf.keras_layer, current, f"{where} step {i}")
+            steps.append(op)
+            if fixed >= 0:
+                if out.is_list:
+                    raise FusionrecError(f"{where}: recurrent with fixed_input_index needs a component giving one tensor")
+                current = Value.of_list([s if j == fixed else out.shapes[0] for j, s in enumerate(value.shapes)])
+            else:
+                current = out
+        if fixed >= 0:
+            kept = [s for j, s in enumerate(current.shapes) if j != fixed]
+            current = Value((kept[0],), False) if len(kept) == 1 else Value.of_list(kept)
+        return Recurrent(steps, fixed, len(value.shapes)), current
+    conf = layer.repeat
+    copies, outs = [], []
+    for i in range(conf.num_repeat):
+        op, out = build_component(conf.keras_layer, value, f"{where} copy {i}")
+        if out.is_list:
+            raise FusionrecError(f"{where}: repeat needs a component giving one tensor, got {out.describe()}")
+        copies.append(op)
+        outs.append(out.shapes[0])
+    if conf.num_repeat == 1:
+        return Repeat(copies, 0), Value((outs[0],), False)
+    if conf.output_concat_axis is not None:
+        holder = Value.of_list(outs)
+        concat_op, concat_value = compile_lambda(f"lambda x: tf.concat(x, axis={conf.output_concat_axis})", holder, where)
+        return Chain([Repeat(copies, 0), concat_op]), concat_value
+    return Repeat(copies, 0), Value.of_list(outs)
+
+
+# ------------------------------------------------------------------ blocks and the graph
+class InputBlock(nn.Module):
+    """A feature group through EasyRec's input layer (its EnhancedInputLayer): the group's
+    concatenated embeddings (B, D) (a WIDE group's: their sum), with ``only_output_feature_list``
+    each feature's (a list), with ``only_output_3d_tensor`` the fields stacked (B, F, D), with
+    ``output_2d_tensor_and_feature_list`` both. ``do_batch_norm`` / ``do_layer_norm`` normalize
+    the concatenated output and each feature on its own; ``dropout_rate`` drops on both."""
+
+    def __init__(self, group: nn.Module, mode: str, norm: str, dropout: float):
+        super().__init__()
+        self.group = group
+        self.mode = mode
+        self.wide = bool(group.wide)
+        dims = [int(d) for d in group.field_dims]
+        self.has_norm = norm != ""
+        make = (lambda d: nn.BatchNorm1d(d)) if norm == "batch" else (lambda d: nn.LayerNorm(d))
+        self.norm = make(group.out_dim) if self.has_norm else nn.Identity()
+        self.field_norms = nn.ModuleList(make(d) for d in dims) if self.has_norm else nn.ModuleList()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: Dict[str, Tensor], values: List[List[Tensor]]) -> List[Tensor]:
+        fields = self.group.fields(features)
+        out_fields: List[Tensor] = []
+        if self.has_norm:
+            for i, norm in enumerate(self.field_norms):
+                out_fields.append(self.dropout(norm(fields[i])))
+        else:
+            for field in fields:
+                out_fields.append(self.dropout(field))
+        if self.mode == "list":
+            return out_fields
+        if self.mode == "3d":
+            return [torch.stack(out_fields, dim=1)]
+        if self.wide:
+            combined = fields[0]
+            for i in range(1, len(fields)):
+                combined = combined + fields[i]
+        else:
+            combined = torch.cat(fields, dim=1)
+        combined = self.dropout(self.norm(combined))
+        if self.mode == "pair":
+            return [combined] + out_fields
+        return [combined]
+
+
+class Block(nn.Module):
+    """One block: gather its inputs (with input_slice / input_fn), merge them (EasyRec's
+    merge_inputs, or a list with merge_inputs_into_list), extra_input_fn, then its layers."""
+
+    def __init__(self, sources: List[int], input_ops: List[Op], merge: str, axis: int, extra: Op, layers: List[Op]):
+        super().__init__()
+        self.sources = sources
+        self.input_ops = nn.ModuleList(input_ops)
+        self.merge = merge  # "one", "list" (lists appended) or "concat" (tensors concatenated)
+        self.axis = axis
+        self.extra = extra
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, features: Dict[str, Tensor], values: List[List[Tensor]]) -> List[Tensor]:
+        gathered: List[Tensor] = []
+        parts: List[Tensor] = []
+        for i, op in enumerate(self.input_ops):
+            part = op(values[self.sources[i]])
+            if self.merge == "concat":
+                parts.append(part[0])
+            else:
+                gathered.extend(part)
+        merged = [torch.cat(parts, dim=self.axis)] if self.merge == "concat" else gathered
+        out = self.extra(merged)
+        for layer in self.layers:
+            out = layer(out)
+        return out
+
+
+def merge_values(values: List[Value], axis: int, where: str) -> Tuple[str, int, Value]:
+    """EasyRec's merge_inputs: one input as it is; lists appended into one list (a tensor among
+    them joins as one element); tensors concatenated on ``axis``."""
+    if len(values) == 1:
+        return "one", axis, values[0]
+    for value in values:
+        if value.parts:
+            raise FusionrecError(f"{where}: an input is {value.describe()}")
+    if any(v.is_list for v in values):
+        return "list", axis, Value.of_list([s for v in values for s in v.shapes])
+    holder = Value.of_list([v.shapes[0] for v in values])
+    _, out = compile_lambda(f"lambda x: tf.concat(x, axis={axis})", holder, where)
+    return "concat", _axis(holder, axis, 0, where), out
+
+
+class Backbone(nn.Module):
+    """The block graph of a ``model_config.backbone``; ``forward`` gives the merged output of
+    ``concat_blocks`` (then ``top_mlp``) as a List[Tensor] described by ``self.value``."""
+
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+        super().__init__()
+        model = config.model_config_
+        backbone = model.backbone
+        tables = EmbeddingTables(config, transform)
+        group_configs = {g.group_name: g for g in model.feature_groups}
+        by_name = {b.name: b for b in backbone.blocks}
+        index: Dict[str, int] = {}
+        values: List[Value] = []
+        modules: List[nn.Module] = []
+        groups: Dict[Tuple[str, Optional[int]], nn.Module] = {}
+
+        def group_input(name: str, wide_dim: Optional[int], where: str) -> nn.Module:
+            if name not in group_configs:
+                raise FusionrecError(f"{where}: feature_group_name {name!r} is not a feature group; groups are {sorted(group_configs)}")
+            key = (name, wide_dim)
+            if key not in groups:
+                groups[key] = tables.group(group_configs[name], wide_dim)
+            return groups[key]
+
+        def add_input_block(key: str, block: Optional[BlockConfig], group_name: str, where: str) -> None:
+            layer = block.input_layer if block is not None else None
+            wide = group_configs.get(group_name) is not None and group_configs[group_name].wide_deep == "WIDE"
+            wide_dim = layer.wide_output_dim if layer is not None and layer.wide_output_dim else None
+            if wide and wide_dim is None:
+                raise FusionrecError(f"{where}: feature group {group_name!r} is WIDE; its input_layer needs wide_output_dim")
+            group = group_input(group_name, wide_dim if wide else None, where)
+            dims = [int(d) for d in group.field_dims]
+            if layer is not None and layer.only_output_feature_list:
+                mode, value = "list", Value.of_list([(d,) for d in dims])
+            elif layer is not None and layer.output_2d_tensor_and_feature_list:
+                fields = Value.of_list([(d,) for d in dims])
+                combined = Value.tensor(group.out_dim)
+                mode, value = "pair", Value(combined.shapes + fields.shapes, True, (combined, fields))
+            elif layer is not None and layer.only_output_3d_tensor:
+                if len(set(dims)) != 1:
+                    raise FusionrecError(f"{where}: only_output_3d_tensor stacks the fields, which need one width; got {dims}")
+                mode, value = "3d", Value.tensor(len(dims), dims[0])
+            else:
+                mode, value = "concat", Value.tensor(group.out_dim)
+            if layer is not None and layer.do_batch_norm and layer.do_layer_norm:
+                raise FusionrecError(f"{where}: do_batch_norm and do_layer_norm cannot both be set (EasyRec refuses it too)")
+            norm = "batch" if layer is not None and layer.do_batch_norm else "layer" if layer is not None and layer.do_layer_norm else ""
+            dropout = layer.dropout_rate if layer is not None else 0.0
+            index[key] = len(modules)
+            modules.append(InputBlock(group, mode, norm, dropout))
+            values.append(value)
+
+        for name in backbone.block_order():
+            block = by_name[name]
+            where = f"backbone block {name!r}"
+            if block.input_layer is not None:
+                add_input_block(name, block, block.inputs[0].feature_group_name, where)
+                continue
+            sources, ops, in_values = [], [], []
+            for source in block.inputs:
+                key = source.name
+                if key not in index:  # a feature group read directly: EasyRec adds an input_layer block for it
+                    if source.feature_group_name is None:
+                        raise FusionrecError(f"{where}: input {key!r} is not a block")
+                    add_input_block(key, None, key, where)
+                if source.ignore_input:
+                    continue
+                op, value = Op(), values[index[key]]
+                steps: List[Op] = []
+                if source.input_slice is not None:
+                    step, value = compile_lambda("lambda x: x" + source.input_slice.strip(), value, f"{where} input_slice")
+                    steps.append(step)
+                if source.input_fn is not None:
+                    step, value = compile_lambda(source.input_fn, value, f"{where} input_fn")
+                    steps.append(step)
+                if steps:
+                    op = Chain(steps)
+                sources.append(index[key])
+                ops.append(op)
+                in_values.append(value)
+            if not ops:
+                raise FusionrecError(f"{where}: every input is ignore_input")
+            if block.merge_inputs_into_list:
+                if any(v.is_list for v in in_values):
+                    raise FusionrecError(f"{where}: merge_inputs_into_list of inputs that are lists (nested lists) is not "
+                                         "implemented yet by fusionrec")  # fmt: skip
+                merge, axis, value = "list", -1, Value.of_list([v.shapes[0] for v in in_values])
+            else:
+                merge, axis, value = merge_values(in_values, block.input_concat_axis, where)
+            extra: Op = Op()
+            if block.extra_input_fn is not None:
+                extra, value = compile_lambda(block.extra_input_fn, value, f"{where} extra_input_fn")
+            layers: List[Op] = []
+            for i, layer in enumerate(block.layers or ([block] if _has_layer(block) else [])):
+                op, value = build_layer(layer, value, where if not block.layers else f"{where} layer {i}")
+                layers.append(op)
+            index[name] = len(modules)
+            modules.append(Block(sources, ops, merge, axis, extra, layers))
+            values.append(value)
+        self.blocks = nn.ModuleList(modules)
+        outputs = backbone.outputs()
+        self.output_index: List[int] = [index[name] for name in outputs]
+        merge, axis, value = merge_values([values[index[name]] for name in outputs], -1, "backbone concat_blocks")
+        self.output_merge, self.output_axis = merge, axis
+        self.has_top = backbone.top_mlp is not None
+        if self.has_top:
+            top = EasyRecMLP(_one_vector(value, "top_mlp", "backbone top_mlp"), backbone.top_mlp)
+            value = Value.tensor(top.out_dim)
+            self.top = top
+        else:
+            self.top = nn.Identity()
+        self.value = value
+
+    def forward(self, features: Dict[str, Tensor]) -> List[Tensor]:
+        values: List[List[Tensor]] = []
+        for block in self.blocks:
+            values.append(block(features, values))
+        gathered: List[Tensor] = []
+        for i in self.output_index:
+            gathered.extend(values[i])
+        if self.output_merge == "concat":
+            gathered = [torch.cat(gathered, dim=self.output_axis)]
+        if self.has_top:
+            return [self.top(gathered[0])]
+        return gathered
+
+
+def _has_layer(block: BlockConfig) -> bool:
+    return any(getattr(block, n) is not None for n in ("keras_layer", "lambda_", "recurrent", "repeat"))
+
+
+class BackboneModel(_MultiTask):
+    """EasyRec's RankModel and MultiTaskModel on a backbone. RankModel: the backbone's output,
+    then an output layer of num_class units unless it already has that width (a block ending
+    in logits). MultiTaskModel: ``model_params.task_towers`` over the output, each tower its
+    own element when the backbone gives one tensor per tower; towers as DBMTL's (``dnn``,
+    then ``relation_dnn`` over the relation towers' outputs)."""
+
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+        super().__init__()
+        towers = config.model_config_.towers
+        self.multi_task = bool(towers)
+        if self.multi_task:
+            self._set_towers(config)
+        else:
+            self._set_outputs(config)
+            self.suffixes = [""]
+        self.backbone = Backbone(config, transform)
+        value = self.backbone.value
+        if any(len(s) != 1 for s in value.shapes) or value.parts:
+            raise FusionrecError(f"backbone: the model reads (batch, D) tensors; the backbone gives {value.describe()}")
+        if self.multi_task:
+            if value.is_list and len(value.shapes) != len(towers):
+                raise FusionrecError(f"backbone: gives {value.describe()}, for {len(towers)} task towers; a MultiTaskModel "
+                                     "needs one tensor or one per tower")  # fmt: skip
+            widths = [s[0] for s in value.shapes] if value.is_list else [value.shapes[0][0]] * len(towers)
+            self.per_tower = value.is_list
+            self.towers = RelationTowers(widths, towers)
+            self.has_head = False
+            self.head = nn.Identity()
+        else:
+            if value.is_list:
+                raise FusionrecError(f"backbone: a RankModel needs the backbone to give one (batch, D) tensor; it gives "
+                                     f"{value.describe()}")  # fmt: skip
+            self.per_tower = False
+            self.towers = RelationTowers([], [])
+            width = value.shapes[0][0]
+            self.has_head = width != self.n_outputs
+            self.head = nn.Linear(width, self.n_outputs) if self.has_head else nn.Identity()
+
+    @torch.jit.export
+    def forward_heads(self, features: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        out = self.backbone(features)
+        if not self.multi_task:
+            return {"": self._logits(self.head(out[0]))}
+        inputs: List[Tensor] = out if self.per_tower else [out[0] for _ in self.suffixes]
+        return self._named(self.towers(inputs))

@@ -1,0 +1,510 @@
+"""The components of EasyRec's backbone, registered by EasyRec's ``class_name``
+(``COMPONENTS``): each builder takes the keras_layer config and the input's ``Value`` and
+returns an ``Op`` and its output's ``Value``, so that a wrong input is an error naming the
+block. ``fusionrec.ctr.config.BACKBONE_LAYERS`` lists the same names with the params message
+each reads; adding a component touches those two places.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from fusionrec.ctr.backbone_ops import Op, Value, _same_shapes
+from fusionrec.ctr.config import KerasLayerConfig, MLPParams
+from fusionrec.ctr.layers import ACTIVATIONS
+from fusionrec.ctr.multitask import MixtureOfExperts
+from fusionrec.errors import FusionrecError
+
+
+class EasyRecMLP(nn.Module):
+    """EasyRec's backbone MLP: per hidden unit Linear (``use_bias``) -> BatchNorm (``use_bn``;
+    after the activation with ``use_bn_after_activation``) -> activation -> dropout; the last
+    layer takes ``use_final_bn`` and ``final_activation`` (linear unless set)."""
+
+    def __init__(self, in_dim: int, params: MLPParams):
+        super().__init__()
+        layers: List[nn.Module] = []
+        dims = [in_dim, *params.hidden_units]
+        last = len(params.hidden_units) - 1
+        for i, units in enumerate(params.hidden_units):
+            use_bn = params.use_final_bn if i == last else params.use_bn
+            activation = ACTIVATIONS[params.final_activation if i == last else params.activation]()
+            layers.append(nn.Linear(dims[i], units, bias=params.use_bias))
+            if use_bn and not params.use_bn_after_activation:
+                layers.append(nn.BatchNorm1d(units))
+            layers.append(activation)
+            if use_bn and params.use_bn_after_activation:
+                layers.append(nn.BatchNorm1d(units))
+            rate = params.dropout_ratio[i] if i < len(params.dropout_ratio) else 0.0
+            if rate > 0:
+                layers.append(nn.Dropout(rate))
+        self.net = nn.Sequential(*layers)
+        self.out_dim = dims[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class MLPLayer(Op):
+    def __init__(self, mlp: EasyRecMLP):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        return [self.mlp(x[0])]
+
+
+class FMLayer(Op):
+    """FM's pairwise interactions (Rendle 2010) over fields (B, F, D): 0.5 x sum over the
+    embedding of (sum^2 - sum of squares), (B, 1); ``use_variant`` keeps the D values."""
+
+    def __init__(self, stack: bool, use_variant: bool):
+        super().__init__()
+        self.stack, self.use_variant = stack, use_variant
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        fields = torch.stack(x, dim=1) if self.stack else x[0]
+        cross = fields.sum(dim=1).pow(2) - fields.pow(2).sum(dim=1)
+        if self.use_variant:
+            return [0.5 * cross]
+        return [0.5 * cross.sum(dim=1, keepdim=True)]
+
+
+class DotInteractionLayer(Op):
+    """DLRM's dot interaction (Naumov et al. 2019, section 2.1.3): the dot products of every
+    pair of fields i > j (and i = j with ``self_interaction``), in row-major lower-triangle order."""
+
+    def __init__(self, stack: bool, n_fields: int, self_interaction: bool):
+        super().__init__()
+        self.stack = stack
+        rows, cols = torch.tril_indices(n_fields, n_fields, offset=0 if self_interaction else -1)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        fields = torch.stack(x, dim=1) if self.stack else x[0]
+        products = torch.bmm(fields, fields.transpose(1, 2))
+        return [products[:, self.rows, self.cols]]
+
+
+class CrossLayer(Op):
+    """One DCN-v2 cross layer (Wang et al. 2021, equation 1): x0 * (W x + b) + x, from [x0, x]
+    or x0 = x."""
+
+    def __init__(self, dim: int, pair: bool):
+        super().__init__()
+        self.pair = pair
+        self.dense = nn.Linear(dim, dim)
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        x0 = x[0]
+        xi = x[1] if self.pair else x[0]
+        return [x0 * self.dense(xi) + xi]
+
+
+class CINLayer(Op):
+    """xDeepFM's Compressed Interaction Network (Lian et al., KDD 2018, equations 6-7): layer k
+    = H_k feature maps from the outer products of layer k-1 and the input fields, each a
+    1x1 convolution; every layer sum-pooled over the embedding and concatenated."""
+
+    def __init__(self, stack: bool, n_fields: int, hidden_sizes: List[int]):
+        super().__init__()
+        self.stack = stack
+        convs: List[nn.Module] = []
+        previous = n_fields
+        for size in hidden_sizes:
+            convs.append(nn.Conv1d(previous * n_fields, size, kernel_size=1))
+            previous = size
+        self.convs = nn.ModuleList(convs)
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        x0 = torch.stack(x, dim=1) if self.stack else x[0]  # (B, F, D)
+        batch, dim = x0.shape[0], x0.shape[2]
+        hidden = x0
+        pooled: List[Tensor] = []
+        for conv in self.convs:
+            outer = torch.einsum("bhd,bmd->bhmd", hidden, x0).reshape(batch, -1, dim)
+            hidden = torch.relu(conv(outer))
+            pooled.append(hidden.sum(dim=2))
+        return [torch.cat(pooled, dim=1)]
+
+
+class AddLayer(Op):
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        total = x[0]
+        for i in range(1, len(x)):
+            total = total + x[i]
+        return [total]
+
+
+class MMoELayer(Op):
+    """EasyRec's MMoE layer: ``num_expert`` expert MLPs over the input, a softmax gate per
+    task (Ma et al., KDD 2018); a list of ``num_task`` tensors."""
+
+    def __init__(self, in_dim: int, params, where: str):
+        super().__init__()
+        experts = [EasyRecMLP(in_dim, params.expert_mlp) for _ in range(params.num_expert)]
+        self.mixture = MixtureOfExperts(in_dim, [], params.num_task, where, experts=experts)
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        return self.mixture(x[0])
+
+
+class SENetLayer(Op):
+    """FiBiNET's SENET (Huang et al., RecSys 2019; FiBiNet++ grouping, Zhang et al. 2022) as
+    EasyRec builds it: each field split into ``num_squeeze_group`` groups, squeezed to their max
+    and mean; excitation = linear(relu(linear(z))) gives one weight per embedding value; the
+    concatenated fields times the weights (+ the fields with ``use_skip_connection``), then a
+    layer norm (``use_output_layer_norm``)."""
+
+    def __init__(self, dims: List[int], params, where: str):
+        super().__init__()
+        groups = params.num_squeeze_group
+        for dim in dims:
+            if dim < groups or dim % groups:
+                raise FusionrecError(f"{where}: field width {dim} is not a multiple of num_squeeze_group {groups}")
+        self.groups = groups
+        reduced = max(1, len(dims) * groups * 2 // params.reduction_ratio)
+        self.reduce = nn.Linear(len(dims) * groups * 2, reduced)
+        self.excite = nn.Linear(reduced, sum(dims))
+        self.skip = params.use_skip_connection
+        self.has_norm = params.use_output_layer_norm
+        self.norm = nn.LayerNorm(sum(dims)) if self.has_norm else nn.Identity()
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        squeezed: List[Tensor] = []
+        for field in x:
+            grouped = field.reshape(field.shape[0], self.groups, -1)
+            squeezed.append(grouped.max(dim=2).values)
+            squeezed.append(grouped.mean(dim=2))
+        weights = self.excite(torch.relu(self.reduce(torch.cat(squeezed, dim=1))))
+        inputs = torch.cat(x, dim=1)
+        output = inputs * weights
+        if self.skip:
+            output = output + inputs
+        return [self.norm(output)]
+
+
+class BilinearLayer(Op):
+    """FiBiNET's bilinear interaction: for each field pair i < j, (W v_i) . v_j (``use_plus``,
+    one number) or (W v_i) * v_j; W shared (``all``), per field (``each``) or per pair
+    (``interaction``); then a linear layer of ``num_output_units``."""
+
+    pairs: List[Tuple[int, int]]
+
+    def __init__(self, dims: List[int], params, where: str):
+        super().__init__()
+        n = len(dims)
+        if params.type != "interaction" and len(set(dims)) != 1:
+            raise FusionrecError(f"{where}: bilinear type {params.type!r} needs fields of one width, got {dims}")
+        self.pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        self.kind = params.type
+        self.plus = params.use_plus
+        if params.type == "all":
+            self.dense = nn.ModuleList([nn.Linear(dims[0], dims[0])])
+        elif params.type == "each":
+            self.dense = nn.ModuleList(nn.Linear(dims[i], dims[i]) for i in range(n - 1))
+        else:
+            self.dense = nn.ModuleList(nn.Linear(dims[i], dims[j]) for i, j in self.pairs)
+        width = len(self.pairs) if self.plus else sum(dims[j] for _, j in self.pairs)
+        self.output = nn.Linear(width, params.num_output_units)
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        products: List[Tensor] = []
+        for k, (i, j) in enumerate(self.pairs):
+            if self.kind == "all":
+                left = self.dense[0](x[i])
+            elif self.kind == "each":
+                left = x[i]
+                for index, dense in enumerate(self.dense):
+                    if index == i:
+                        left = dense(x[i])
+            else:
+                left = x[i]
+                for index, dense in enumerate(self.dense):
+                    if index == k:
+                        left = dense(x[i])
+            if self.plus:
+                products.append((left * x[j]).sum(dim=1, keepdim=True))
+            else:
+                products.append(left * x[j])
+        return [self.output(torch.cat(products, dim=1))]
+
+
+class FiBiNetLayer(Op):
+    """FiBiNet (FiBiNet++ as EasyRec builds it): [SENET(fields), bilinear(fields)] concatenated,
+    then ``mlp``."""
+
+    def __init__(self, dims: List[int], params, where: str):
+        super().__init__()
+        self.senet = SENetLayer(dims, params.senet, where)
+        self.has_bilinear = params.bilinear is not None
+        self.bilinear = BilinearLayer(dims, params.bilinear, where) if self.has_bilinear else Op()
+        width = sum(dims) + (params.bilinear.num_output_units if self.has_bilinear else 0)
+        self.has_mlp = params.mlp is not None
+        self.mlp = EasyRecMLP(width, params.mlp) if self.has_mlp else nn.Identity()
+        self.out_dim = self.mlp.out_dim if self.has_mlp else width
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        parts = self.senet(x)
+        if self.has_bilinear:
+            parts.extend(self.bilinear(x))
+        feature = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return [self.mlp(feature)]
+
+
+class MaskBlockLayer(nn.Module):
+    """MaskNet's MaskBlock (Wang et al. 2021, section 3.2) as EasyRec builds it: an
+    instance-guided mask from the mask input (linear -> relu -> linear, aggregation_size
+    wide, optionally through a projection_dim bottleneck) times the (layer-normed) input;
+    with ``output_size``, a linear layer, layer norm and relu."""
+
+    def __init__(self, input_dim: int, mask_input_dim: int, params):
+        super().__init__()
+        size = int(mask_input_dim * params.reduction_factor) if params.reduction_factor is not None else params.aggregation_size
+        self.has_projection = params.projection_dim is not None
+        self.projection = nn.Linear(mask_input_dim, params.projection_dim, bias=False) if self.has_projection else nn.Identity()
+        self.aggregate = nn.Linear(params.projection_dim if self.has_projection else mask_input_dim, size)
+        self.weights = nn.Linear(size, input_dim)
+        self.input_norm_on = params.input_layer_norm
+        self.input_norm = nn.LayerNorm(input_dim) if params.input_layer_norm else nn.Identity()
+        self.has_output = params.output_size is not None
+        self.output = nn.Linear(input_dim, params.output_size, bias=False) if self.has_output else nn.Identity()
+        self.output_norm = nn.LayerNorm(params.output_size) if self.has_output else nn.Identity()
+        self.out_dim = params.output_size if self.has_output else input_dim
+
+    def forward(self, net: Tensor, mask_input: Tensor) -> Tensor:
+        net = self.input_norm(net)
+        masked = net * self.weights(torch.relu(self.aggregate(self.projection(mask_input))))
+        if not self.has_output:
+            return masked
+        return torch.relu(self.output_norm(self.output(masked)))
+
+
+class MaskBlockOp(Op):
+    def __init__(self, block: MaskBlockLayer, pair: bool):
+        super().__init__()
+        self.block = block
+        self.pair = pair
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        return [self.block(x[0], x[1] if self.pair else x[0])]
+
+
+class MaskNetLayer(Op):
+    """MaskNet (Wang et al. 2021) as EasyRec builds it: a layer norm of the input
+    (``input_layer_norm``), then the mask blocks in parallel (concatenated) or serially
+    (each masking the last output by the input), then ``mlp``."""
+
+    def __init__(self, dim: int, params):
+        super().__init__()
+        self.norm_on = params.input_layer_norm
+        self.norm = nn.LayerNorm(dim) if params.input_layer_norm else nn.Identity()
+        self.parallel = params.use_parallel
+        blocks: List[MaskBlockLayer] = []
+        width = dim
+        for block in params.mask_blocks:
+            layer = MaskBlockLayer(dim if self.parallel else width, dim, block)
+            blocks.append(layer)
+            width = layer.out_dim
+        self.blocks = nn.ModuleList(blocks)
+        width = sum(b.out_dim for b in blocks) if self.parallel else width
+        self.has_mlp = params.mlp is not None
+        self.mlp = EasyRecMLP(width, params.mlp) if self.has_mlp else nn.Identity()
+        self.out_dim = self.mlp.out_dim if self.has_mlp else width
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        inputs = self.norm(x[0])
+        if self.parallel:
+            outputs: List[Tensor] = []
+            for block in self.blocks:
+                outputs.append(block(inputs, inputs))
+            net = torch.cat(outputs, dim=1)
+        else:
+            net = inputs
+            for block in self.blocks:
+                net = block(net, inputs)
+        return [self.mlp(net)]
+
+
+class HighwayLayer(Op):
+    """A highway network (Srivastava et al. 2015) as EasyRec's Highway layer: the input
+    projected to ``emb_size``, then per layer x = H(x) * T(x) + x * (1 - T(x)), T a sigmoid gate."""
+
+    def __init__(self, dim: int, params):
+        super().__init__()
+        self.projection = nn.Linear(dim, params.emb_size)
+        self.gates = nn.ModuleList(nn.Linear(params.emb_size, params.emb_size) for _ in range(params.num_layers))
+        self.transforms = nn.ModuleList(nn.Linear(params.emb_size, params.emb_size) for _ in range(params.num_layers))
+        self.activation = ACTIVATIONS[params.activation]()
+        self.dropout = nn.Dropout(params.dropout_rate)
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        out = self.projection(x[0])
+        for gate, transform in zip(self.gates, self.transforms):
+            t = torch.sigmoid(gate(out))
+            h = self.dropout(self.activation(transform(out)))
+            out = h * t + out * (1.0 - t)
+        return [out]
+
+
+class WeightedGateLayer(Op):
+    """EasyRec's Gate: the input at ``weight_index`` holds one weight per other input (B, n);
+    the output is the weighted sum of the others, then ``mlp``."""
+
+    def __init__(self, weight_index: int, n_inputs: int, mlp: Optional[EasyRecMLP]):
+        super().__init__()
+        self.weight_index = weight_index
+        self.n_inputs = n_inputs
+        self.has_mlp = mlp is not None
+        self.mlp = mlp if mlp is not None else nn.Identity()
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        weights = x[self.weight_index]
+        total = torch.zeros_like(x[1 if self.weight_index == 0 else 0])
+        j = 0
+        for i in range(self.n_inputs):
+            if i != self.weight_index:
+                total = total + weights[:, j : j + 1] * x[i]
+                j += 1
+        return [self.mlp(total)]
+
+
+def _fields(value: Value, name: str, where: str) -> Tuple[bool, int, int]:
+    """(stack the list?, number of fields, field width) of an input of fields: a list of equal
+    (D,) tensors or one (F, D) tensor."""
+    if value.is_list:
+        shape = _same_shapes(value, name, where)
+        if len(shape) != 1:
+            raise FusionrecError(f"{where}: {name} needs (batch, D) fields, got {value.describe()}")
+        return True, len(value.shapes), shape[0]
+    if len(value.shapes[0]) != 2:
+        raise FusionrecError(f"{where}: {name} needs a list of fields or a (batch, fields, D) tensor, got {value.describe()}")
+    return False, value.shapes[0][0], value.shapes[0][1]
+
+
+def _one_vector(value: Value, name: str, where: str) -> int:
+    if value.is_list or len(value.shapes[0]) != 1:
+        raise FusionrecError(f"{where}: {name} needs one (batch, D) tensor, got {value.describe()}")
+    return value.shapes[0][0]
+
+
+def _build_mlp(layer: KerasLayerConfig, value: Value, where: str):
+    mlp = EasyRecMLP(_one_vector(value, "MLP", where), layer.mlp)
+    return MLPLayer(mlp), Value.tensor(mlp.out_dim)
+
+
+def _build_fm(layer: KerasLayerConfig, value: Value, where: str):
+    stack, _, dim = _fields(value, "FM", where)
+    variant = layer.fm is not None and layer.fm.use_variant
+    return FMLayer(stack, variant), Value.tensor(dim if variant else 1)
+
+
+def _build_dot(layer: KerasLayerConfig, value: Value, where: str):
+    params = layer.st_params or {}
+    if params.get("skip_gather"):
+        raise FusionrecError(f"{where}: DotInteraction skip_gather is not implemented yet by fusionrec")
+    stack, n, _ = _fields(value, "DotInteraction", where)
+    self_interaction = bool(params.get("self_interaction", False))
+    return DotInteractionLayer(stack, n, self_interaction), Value.tensor(n * (n + 1) // 2 if self_interaction else n * (n - 1) // 2)
+
+
+def _build_cross(layer: KerasLayerConfig, value: Value, where: str):
+    params = layer.st_params or {}
+    unknown = sorted(set(params) - {"use_bias"})
+    if unknown or params.get("use_bias", True) is not True:
+        raise FusionrecError(f"{where}: Cross params {unknown or ['use_bias']} are not implemented yet by fusionrec")
+    if value.is_list:
+        shape = _same_shapes(value, "Cross", where)
+        if len(value.shapes) != 2 or len(shape) != 1:
+            raise FusionrecError(f"{where}: Cross reads [x0, x] of one (batch, D) shape, got {value.describe()}")
+        return CrossLayer(shape[0], True), Value.tensor(shape[0])
+    return CrossLayer(_one_vector(value, "Cross", where), False), value
+
+
+def _build_cin(layer: KerasLayerConfig, value: Value, where: str):
+    stack, n, _ = _fields(value, "CIN", where)
+    sizes = list(layer.cin.hidden_feature_sizes)
+    return CINLayer(stack, n, sizes), Value.tensor(sum(sizes))
+
+
+def _build_add(layer: KerasLayerConfig, value: Value, where: str):
+    shape = _same_shapes(value, "Add", where)
+    return AddLayer(), Value.tensor(*shape)
+
+
+def _build_mmoe(layer: KerasLayerConfig, value: Value, where: str):
+    module = MMoELayer(_one_vector(value, "MMoE", where), layer.mmoe, where)
+    width = layer.mmoe.expert_mlp.hidden_units[-1]
+    return module, Value.of_list([(width,)] * layer.mmoe.num_task)
+
+
+def _field_list(value: Value, name: str, where: str) -> List[int]:
+    if not value.is_list or any(len(shape) != 1 for shape in value.shapes):
+        raise FusionrecError(f"{where}: {name} needs a list of (batch, D) fields (input_layer only_output_feature_list), "
+                             f"got {value.describe()}")  # fmt: skip
+    return [shape[0] for shape in value.shapes]
+
+
+def _build_senet(layer: KerasLayerConfig, value: Value, where: str):
+    from fusionrec.ctr.config import SENetParams
+
+    dims = _field_list(value, "SENet", where)
+    return SENetLayer(dims, layer.senet or SENetParams(), where), Value.tensor(sum(dims))
+
+
+def _build_fibinet(layer: KerasLayerConfig, value: Value, where: str):
+    module = FiBiNetLayer(_field_list(value, "FiBiNet", where), layer.fibinet, where)
+    return module, Value.tensor(module.out_dim)
+
+
+def _build_mask_block(layer: KerasLayerConfig, value: Value, where: str):
+    if value.is_list:
+        if len(value.shapes) < 2 or any(len(s) != 1 for s in value.shapes[:2]):
+            raise FusionrecError(f"{where}: MaskBlock reads [input, mask input] of (batch, D) tensors, got {value.describe()}")
+        block = MaskBlockLayer(value.shapes[0][0], value.shapes[1][0], layer.mask_block)
+        return MaskBlockOp(block, True), Value.tensor(block.out_dim)
+    dim = _one_vector(value, "MaskBlock", where)
+    block = MaskBlockLayer(dim, dim, layer.mask_block)
+    return MaskBlockOp(block, False), Value.tensor(block.out_dim)
+
+
+def _build_masknet(layer: KerasLayerConfig, value: Value, where: str):
+    module = MaskNetLayer(_one_vector(value, "MaskNet", where), layer.masknet)
+    return module, Value.tensor(module.out_dim)
+
+
+def _build_highway(layer: KerasLayerConfig, value: Value, where: str):
+    return HighwayLayer(_one_vector(value, "Highway", where), layer.highway), Value.tensor(layer.highway.emb_size)
+
+
+def _build_gate(layer: KerasLayerConfig, value: Value, where: str):
+    from fusionrec.ctr.config import WeightedGateParams
+
+    params = layer.gate or WeightedGateParams()
+    if not value.is_list or len(value.shapes) < 2 or params.weight_index >= len(value.shapes):
+        raise FusionrecError(f"{where}: Gate reads a list of [weights, inputs...] (weight_index {params.weight_index}), "
+                             f"got {value.describe()}")  # fmt: skip
+    others = [s for i, s in enumerate(value.shapes) if i != params.weight_index]
+    weights = value.shapes[params.weight_index]
+    if len(set(others)) != 1 or len(others[0]) != 1 or weights != (len(others),):
+        raise FusionrecError(f"{where}: Gate needs (batch, {len(others)}) weights and inputs of one (batch, D) shape, "
+                             f"got {value.describe()}")  # fmt: skip
+    mlp = EasyRecMLP(others[0][0], params.mlp) if params.mlp is not None else None
+    return WeightedGateLayer(params.weight_index, len(value.shapes), mlp), Value.tensor(mlp.out_dim if mlp else others[0][0])
+
+
+# EasyRec class_name -> builder(keras_layer config, input Value, where) -> (Op, output Value);
+# fusionrec.ctr.config.BACKBONE_LAYERS lists the same names with their params field
+COMPONENTS = {"MLP": _build_mlp, "FM": _build_fm, "DotInteraction": _build_dot, "Cross": _build_cross, "CIN": _build_cin,
+              "Add": _build_add, "MMoE": _build_mmoe, "SENet": _build_senet, "FiBiNet": _build_fibinet,
+              "MaskBlock": _build_mask_block, "MaskNet": _build_masknet, "Highway": _build_highway, "Gate": _build_gate}  # fmt: skip
+
+
+def build_component(layer: KerasLayerConfig, value: Value, where: str) -> Tuple[Op, Value]:
+    if value.parts:
+        raise FusionrecError(f"{where} ({layer.class_name}): reads {value.describe()}")
+    return COMPONENTS[layer.class_name](layer, value, f"{where} ({layer.class_name})")
+
+
