@@ -130,7 +130,8 @@ def build_layer(layer, value: Value, where: str) -> Tuple[Op, Value]:
 # ------------------------------------------------------------------ blocks and the graph
 class InputBlock(nn.Module):
     """A feature group through EasyRec's input layer (its EnhancedInputLayer): the group's
-    concatenated embeddings (B, D) (a WIDE group's: their sum), with ``only_output_feature_list``
+    concatenated embeddings (B, D) (a WIDE group's too: one wide_output_dim slice per
+    feature, which EasyRec's samples sum with a lambda), with ``only_output_feature_list``
     each feature's (a list), with ``only_output_3d_tensor`` the fields stacked (B, F, D), with
     ``output_2d_tensor_and_feature_list`` both. ``do_batch_norm`` / ``do_layer_norm`` normalize
     the concatenated output and each feature on its own; ``dropout_rate`` drops on both."""
@@ -139,11 +140,10 @@ class InputBlock(nn.Module):
         super().__init__()
         self.group = group
         self.mode = mode
-        self.wide = bool(group.wide)
         dims = [int(d) for d in group.field_dims]
         self.has_norm = norm != ""
         make = (lambda d: nn.BatchNorm1d(d)) if norm == "batch" else (lambda d: nn.LayerNorm(d))
-        self.norm = make(group.out_dim) if self.has_norm else nn.Identity()
+        self.norm = make(sum(dims)) if self.has_norm else nn.Identity()
         self.field_norms = nn.ModuleList(make(d) for d in dims) if self.has_norm else nn.ModuleList()
         self.dropout = nn.Dropout(dropout)
 
@@ -160,13 +160,7 @@ class InputBlock(nn.Module):
             return out_fields
         if self.mode == "3d":
             return [torch.stack(out_fields, dim=1)]
-        if self.wide:
-            combined = fields[0]
-            for i in range(1, len(fields)):
-                combined = combined + fields[i]
-        else:
-            combined = torch.cat(fields, dim=1)
-        combined = self.dropout(self.norm(combined))
+        combined = self.dropout(self.norm(torch.cat(fields, dim=1)))
         if self.mode == "pair":
             return [combined] + out_fields
         return [combined]
@@ -252,14 +246,14 @@ class Backbone(nn.Module):
                 mode, value = "list", Value.of_list([(d,) for d in dims])
             elif layer is not None and layer.output_2d_tensor_and_feature_list:
                 fields = Value.of_list([(d,) for d in dims])
-                combined = Value.tensor(group.out_dim)
+                combined = Value.tensor(sum(dims))
                 mode, value = "pair", Value(combined.shapes + fields.shapes, True, (combined, fields))
             elif layer is not None and layer.only_output_3d_tensor:
                 if len(set(dims)) != 1:
                     raise FusionrecError(f"{where}: only_output_3d_tensor stacks the fields, which need one width; got {dims}")
                 mode, value = "3d", Value.tensor(len(dims), dims[0])
             else:
-                mode, value = "concat", Value.tensor(group.out_dim)
+                mode, value = "concat", Value.tensor(sum(dims))
             if layer is not None and layer.do_batch_norm and layer.do_layer_norm:
                 raise FusionrecError(f"{where}: do_batch_norm and do_layer_norm cannot both be set (EasyRec refuses it too)")
             norm = "batch" if layer is not None and layer.do_batch_norm else "layer" if layer is not None and layer.do_layer_norm else ""

@@ -1,0 +1,252 @@
+"""EasyRec's backbone: the block graph checked when the config loads and when the model is
+built (errors name the block), lambdas parsed never evaluated, each component against a
+plain reference, and backbone models that train, export and predict."""
+
+import copy
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fusionrec.ctr.backbone_ops import Value, compile_lambda
+from fusionrec.ctr.components import COMPONENTS, build_component
+from fusionrec.ctr.config import BACKBONE_LAYERS, KerasLayerConfig, config_from_dict
+from fusionrec.ctr.export import export, predict
+from fusionrec.ctr.trainer import Trainer
+from fusionrec.errors import FusionrecError
+from tests.ctr.test_multitask import small
+from tests.ctr.test_pipeline import EXAMPLES, taobao  # noqa: F401  (fixture)
+
+DEEPFM = next(p for p in EXAMPLES if p.name == "taobao_backbone_deepfm.yaml")
+
+
+def deepfm() -> dict:
+    return yaml.safe_load(DEEPFM.read_text())
+
+
+def with_blocks(blocks: list[dict], **backbone) -> dict:
+    data = deepfm()
+    data["model_config"]["backbone"] = {"blocks": blocks, **backbone}
+    return data
+
+
+def tensors(rng, *shapes) -> list[torch.Tensor]:
+    return [torch.tensor(rng.normal(size=(4, *shape)), dtype=torch.float32) for shape in shapes]
+
+
+def test_components_and_their_config_names_agree():
+    assert set(COMPONENTS) == set(BACKBONE_LAYERS)
+
+
+# ------------------------------------------------------------------ lambdas
+@pytest.mark.parametrize("text, value, expected", [
+    ("lambda x: [x, x]", Value.tensor(3), lambda x: [x[0], x[0]]),
+    ("lambda x: x[1]", Value.of_list([(3,), (5,)]), lambda x: [x[1]]),
+    ("lambda x: x[-2:]", Value.of_list([(3,), (3,), (3,)]), lambda x: x[1:]),
+    ("lambda x: tf.add_n(x)", Value.of_list([(3,), (3,)]), lambda x: [x[0] + x[1]]),
+    ("lambda x: tf.concat(x, axis=1)", Value.of_list([(3,), (5,)]), lambda x: [torch.cat(x, 1)]),
+    ("lambda x: tf.concat(x, -1)", Value.of_list([(3,), (5,)]), lambda x: [torch.cat(x, 1)]),
+    ("lambda x: tf.stack(x, axis=1)", Value.of_list([(3,), (3,)]), lambda x: [torch.stack(x, 1)]),
+    ("lambda x: tf.reduce_sum(x, axis=1, keepdims=True)", Value.tensor(6), lambda x: [x[0].sum(1, keepdim=True)]),
+    ("lambda x: tf.add_n([x[0], x[1]])", Value.of_list([(2,), (2,)]), lambda x: [x[0] + x[1]]),
+])  # fmt: skip
+def test_lambdas_compute_what_tensorflow_would(text, value, expected, rng):
+    op, out = compile_lambda(text, value, "block 'b'")
+    inputs = tensors(rng, *value.shapes)
+    got = op(inputs)
+    want = expected(inputs)
+    assert len(got) == len(want) == len(out.shapes)
+    for g, w, shape in zip(got, want, out.shapes):
+        torch.testing.assert_close(g, w)
+        assert tuple(g.shape[1:]) == shape
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lambda x: __import__('os').system('true')", "which fusionrec does not read"),
+    ("lambda x: tf.nn.relu(x)", "which fusionrec does not read"),
+    ("lambda x, y: x", "not a lambda of one argument"),
+    ("x + 1", "not a lambda"),
+    ("lambda x: x[", "not a Python lambda"),
+    ("lambda x: tf.add_n(x)", "needs tensors of one shape"),
+])  # fmt: skip
+def test_other_lambdas_are_refused_by_name(text, message):
+    with pytest.raises(FusionrecError, match=message) as error:
+        compile_lambda(text, Value.of_list([(3,), (4,)]), "backbone block 'b'")
+    assert "backbone block 'b'" in str(error.value)
+
+
+# ------------------------------------------------------------------ the graph
+@pytest.mark.parametrize("blocks, extra, message", [
+    ([{"name": "a", "inputs": [{"block_name": "b"}], "keras_layer": {"class_name": "Add"}},
+      {"name": "b", "inputs": [{"block_name": "a"}], "keras_layer": {"class_name": "Add"}}], {}, r"cycle: a -> b -> a"),
+    ([{"name": "a", "inputs": [{"block_name": "nowhere"}]}], {}, r"block 'a': input block_name 'nowhere' is not a block"),
+    ([{"name": "a", "inputs": [{"feature_group_name": "wide"}]}, {"name": "a", "inputs": [{"feature_group_name": "wide"}]}],
+     {}, "block names must be unique"),
+    ([{"name": "a", "inputs": [{"feature_group_name": "features"}], "keras_layer": {"class_name": "PPNet"}}], {},
+     r"class_name 'PPNet' is not implemented yet by fusionrec; it has \["),
+    ([{"name": "a", "inputs": [{"feature_group_name": "features"}]}], {"concat_blocks": ["b"]}, r"name 'b', which is not a block"),
+])  # fmt: skip
+def test_graph_errors_are_found_when_the_config_loads(blocks, extra, message):
+    with pytest.raises(FusionrecError, match=message):
+        config_from_dict(with_blocks(blocks, **extra))
+
+
+@pytest.mark.parametrize("blocks, message", [
+    ([{"name": "m", "inputs": [{"feature_group_name": "features"}], "keras_layer": {"class_name": "MLP", "mlp": {"hidden_units": [4]}}},
+      {"name": "add", "inputs": [{"feature_group_name": "features"}, {"block_name": "m"}],
+       "merge_inputs_into_list": True, "keras_layer": {"class_name": "Add"}}],
+     r"backbone block 'add' \(Add\): Add needs tensors of one shape, got a list of 2 tensors of shapes \[\[272\], \[4\]\]"),
+    ([{"name": "f", "inputs": [{"feature_group_name": "features"}], "input_layer": {"only_output_feature_list": True}},
+      {"name": "mlp", "inputs": [{"block_name": "f"}], "keras_layer": {"class_name": "MLP", "mlp": {"hidden_units": [4]}}}],
+     r"block 'mlp' \(MLP\): MLP needs one \(batch, D\) tensor, got a list of 17 tensors"),
+    ([{"name": "x", "inputs": [{"feature_group_name": "features", "input_fn": "lambda x: x[0]"}]}],
+     r"block 'x' input_fn: 'lambda x: x\[0\]' indexes a tensor"),
+    ([{"name": "w", "inputs": [{"feature_group_name": "wide"}]}], r"group 'wide' is WIDE; its input_layer needs wide_output_dim"),
+])  # fmt: skip
+def test_shape_errors_are_found_when_the_model_is_built_and_name_the_block(blocks, message, taobao, tmp_path):
+    config = config_from_dict(small(with_blocks(blocks), taobao, tmp_path / "m"))
+    with pytest.raises(FusionrecError, match=message):
+        Trainer(config)
+
+
+# ------------------------------------------------------------------ components against references
+def component(class_name: str, value: Value, **params):
+    layer = KerasLayerConfig(class_name=class_name, **params)
+    return build_component(layer, value, "block 'b'")
+
+
+def test_fm_is_the_sum_of_pairwise_inner_products(rng):
+    fields = tensors(rng, (5,), (5,), (5,))
+    op, out = component("FM", Value.of_list([(5,)] * 3))
+    expected = sum((fields[i] * fields[j]).sum(1, keepdim=True) for i, j in itertools.combinations(range(3), 2))
+    torch.testing.assert_close(op(fields)[0], expected, rtol=1e-5, atol=1e-5)
+    assert out == Value.tensor(1)
+
+
+def test_dot_interaction_is_every_pair_below_the_diagonal(rng):
+    fields = tensors(rng, (4,), (4,), (4,), (4,))
+    op, out = component("DotInteraction", Value.of_list([(4,)] * 4))
+    got = op(fields)[0]
+    expected = torch.stack([(fields[i] * fields[j]).sum(1) for i in range(4) for j in range(i)], dim=1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert out == Value.tensor(6)
+
+
+def test_cross_is_x0_times_a_linear_map_of_x_plus_x(rng):
+    x0, x = tensors(rng, (6,), (6,))
+    op, _ = component("Cross", Value.of_list([(6,), (6,)]))
+    dense = op.dense
+    torch.testing.assert_close(op([x0, x])[0], x0 * (x @ dense.weight.T + dense.bias) + x)
+
+
+def test_cin_against_explicit_loops(rng):
+    fields = tensors(rng, (3,), (3,))
+    op, out = component("CIN", Value.of_list([(3,), (3,)]), cin={"hidden_feature_sizes": [2, 3]})
+    x0 = torch.stack(fields, 1)
+    hidden, pooled = x0, []
+    for conv in op.convs:
+        weight, bias = conv.weight[:, :, 0], conv.bias  # (H_k, H_{k-1} * m)
+        maps = []
+        for h in range(weight.shape[0]):
+            total = torch.zeros(4, 3) + bias[h]
+            for i in range(hidden.shape[1]):
+                for j in range(x0.shape[1]):
+                    total = total + weight[h, i * x0.shape[1] + j] * hidden[:, i] * x0[:, j]
+            maps.append(torch.relu(total))
+        hidden = torch.stack(maps, 1)
+        pooled.append(hidden.sum(2))
+    torch.testing.assert_close(op(fields)[0], torch.cat(pooled, 1), rtol=1e-5, atol=1e-5)
+    assert out == Value.tensor(5)
+
+
+def test_senet_reweights_the_fields_by_their_squeezed_statistics(rng):
+    fields = tensors(rng, (4,), (6,))
+    op, out = component("SENet", Value.of_list([(4,), (6,)]), senet={"reduction_ratio": 2, "num_squeeze_group": 2,
+                                                                     "use_output_layer_norm": False})  # fmt: skip
+    z = torch.cat([s for f in fields for s in (f.reshape(4, 2, -1).max(2).values, f.reshape(4, 2, -1).mean(2))], 1)
+    weights = op.excite(torch.relu(op.reduce(z)))
+    inputs = torch.cat(fields, 1)
+    torch.testing.assert_close(op(fields)[0], inputs * weights + inputs)
+    assert out == Value.tensor(10)
+
+
+def test_gate_is_the_weighted_sum_of_the_other_inputs(rng):
+    weights, a, b = tensors(rng, (2,), (3,), (3,))
+    op, out = component("Gate", Value.of_list([(2,), (3,), (3,)]))
+    torch.testing.assert_close(op([weights, a, b])[0], weights[:, :1] * a + weights[:, 1:] * b)
+    assert out == Value.tensor(3)
+
+
+def test_mask_block_masks_the_input_by_the_instance(rng):
+    net, mask_input = tensors(rng, (4,), (6,))
+    op, out = component("MaskBlock", Value.of_list([(4,), (6,)]), mask_block={"aggregation_size": 8})
+    block = op.block
+    mask = block.weights(torch.relu(block.aggregate(mask_input)))
+    torch.testing.assert_close(op([net, mask_input])[0], net * mask)
+    assert out == Value.tensor(4)
+
+
+# ------------------------------------------------------------------ models
+def test_recurrent_cross_equals_the_layers_applied_by_hand(taobao, tmp_path):
+    blocks = [{"name": "cross", "inputs": [{"feature_group_name": "features", "input_fn": "lambda x: [x, x]"}],
+               "recurrent": {"num_steps": 3, "fixed_input_index": 0, "keras_layer": {"class_name": "Cross"}}}]  # fmt: skip
+    trainer = Trainer(config_from_dict(small(with_blocks(blocks), taobao, tmp_path / "m")))
+    backbone = trainer.model.backbone
+    from fusionrec.ctr.data import iter_batches
+
+    batch = next(iter_batches(trainer._reader(), [str(taobao / "test.csv")], 8, shuffle=False, shuffle_rows=0, seed=0))
+    features = trainer.transform(batch.columns)
+    x0 = backbone.blocks[0](features, [])[0]
+    x = x0
+    for step in backbone.blocks[1].layers[0].steps:
+        x = x0 * step.dense(x) + x
+    torch.testing.assert_close(backbone(features)[0], x)
+
+
+def test_multi_task_backbone_gives_each_tower_its_mmoe_output(taobao, tmp_path):
+    data = deepfm()
+    data["data_config"]["label_fields"] = ["clk", "buy"]
+    model = data["model_config"]
+    model["model_class"] = "MultiTaskModel"
+    model["backbone"] = {"blocks": [{"name": "mmoe", "inputs": [{"feature_group_name": "features"}], "keras_layer": {
+        "class_name": "MMoE", "mmoe": {"num_task": 2, "num_expert": 3, "expert_mlp": {"hidden_units": [8]}}}}]}
+    model["model_params"] = {"task_towers": [
+        {"tower_name": "ctr", "label_name": "clk", "dnn": {"hidden_units": [4]}, "metrics_set": [{"auc": {}}]},
+        {"tower_name": "cvr", "label_name": "buy", "dnn": {"hidden_units": [4]}, "metrics_set": [{"auc": {}}],
+         "relation_tower_names": ["ctr"]}]}  # fmt: skip
+    config = config_from_dict(small(data, taobao, tmp_path / "m"))
+    trainer = Trainer(config)
+    assert trainer.model.per_tower
+    report = trainer.train(progress=False)
+    assert {"auc_ctr", "auc_cvr"} <= set(report["eval"])
+    export(trainer, tmp_path / "export")
+    result = predict(str(taobao / "test.csv"), str(tmp_path / "p.csv"), str(tmp_path / "export"),
+                     output_cols="probs_ctr double,probs_cvr double")  # fmt: skip
+    assert result["rows_written"] == 300
+    three = copy.deepcopy(data)
+    three["model_config"]["backbone"]["blocks"][0]["keras_layer"]["mmoe"]["num_task"] = 3
+    with pytest.raises(FusionrecError, match="a list of 3 tensors.*for 2 task towers"):
+        Trainer(config_from_dict(small(three, taobao, tmp_path / "m3")))
+
+
+def test_backbone_deepfm_is_deepfm_wide_plus_fm_plus_deep(taobao, tmp_path):
+    trainer = Trainer(config_from_dict(small(deepfm(), taobao, tmp_path / "m")))
+    model = trainer.model.eval()
+    assert not model.has_head  # the Add block already gives one logit
+    from fusionrec.ctr.data import iter_batches
+
+    batch = next(iter_batches(trainer._reader(), [str(taobao / "test.csv")], 16, shuffle=False, shuffle_rows=0, seed=0))
+    features = trainer.transform(batch.columns)
+    blocks = {name: i for i, name in enumerate(["wide", "wide_logit", "features", "fm", "deep", "final_logit"])}
+    values: list = []
+    for block in model.backbone.blocks:
+        values.append(block(features, values))
+    fields = values[blocks["features"]][1:]
+    wide = values[blocks["wide"]][0].sum(1)
+    fm = sum((fields[i] * fields[j]).sum(1) for i, j in itertools.combinations(range(len(fields)), 2))
+    deep = values[blocks["deep"]][0].squeeze(1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(features), wide + fm + deep, rtol=1e-4, atol=1e-4)
+    assert np.isfinite(trainer.train(progress=False)["eval"]["auc"])
