@@ -57,6 +57,10 @@ def sample_columns(config, rng: np.random.Generator, vocab_files: dict[str, list
                              for n in rng.integers(0, 5, N_ROWS)]  # fmt: skip
         elif feature is not None and feature.feature_type == "LookupFeature":
             columns[name] = [f"k{k}" for k in rng.integers(0, 10, N_ROWS)]
+        elif feature is not None and feature.is_raw_sequence:  # a sequence of numbers, over the boundaries' range
+            lengths = group_lengths[parallel[name]] if name in parallel else rng.integers(0, 6, N_ROWS)
+            high = max(feature.boundaries) * 1.2 if feature.boundaries else (feature.max_val or 10.0)
+            columns[name] = [feature.separator.join(f"{v:.3f}" for v in rng.uniform(0, high, n)) for n in lengths]
         elif feature is not None and feature.feature_type == "RawFeature":  # raw_input_dim numbers in a string
             columns[name] = [feature.separator.join(f"{v:.4g}" for v in rng.normal(0, 1, feature.raw_input_dim))
                              for _ in range(N_ROWS)]  # fmt: skip

@@ -186,3 +186,53 @@ def test_pass_through_feature_gives_its_values_as_they_are():
     assert out["ctr"].squeeze(1).tolist() == [0.25, 1234.5] and out["vec"].tolist() == [[1.0, -2.0], [3.0, 4.5]]
     with pytest.raises(ValueError, match="passes its value as it is"):
         FeatureConfig(input_names=["ctr"], feature_type="PassThroughFeature", min_val=0, max_val=10)
+
+
+def raw_sequence_config(**feature):
+    from fusionrec.ctr.config import config_from_dict
+
+    fields = [{"input_name": "clk", "input_type": "INT32"}, {"input_name": "prices", "input_type": "STRING"}]
+    return config_from_dict({
+        "data_config": {"input_fields": fields, "label_fields": ["clk"]},
+        "feature_configs": [{"input_names": ["prices"], "feature_type": "SequenceFeature", "sub_feature_type": "RawFeature",
+                             "embedding_dim": 4, "separator": "|", **feature}],
+        "model_config": {"model_class": "MultiTower", "feature_groups": [{"group_name": "g", "feature_names": ["prices"]}],
+                         "multi_tower": {"towers": [{"input": "g", "dnn": {"hidden_units": [4]}}]}},
+    })  # fmt: skip
+
+
+def test_a_raw_sequence_is_bucketized_by_its_boundaries_or_weighs_one_row_per_number():
+    """EasyRec's SequenceFeature with sub_feature_type RawFeature: numbers bucketized (boundaries,
+    or num_buckets' even edges with min_val < max_val) into ids; without buckets, sequence_length
+    positions each weighing the one embedding row, zeros after the numbers, all positions counted."""
+    from fusionrec.ctr.config import InputField
+    from fusionrec.ctr.features import FeatureTransform
+
+    rows = ["1.5|30|700", "", "2000|-3", "5|5|5|5|5"]
+    columns = table_to_columns(pa.table({"prices": rows}), [InputField(input_name="prices")])
+    out = torch.jit.script(FeatureTransform(raw_sequence_config(boundaries=[10, 100, 1000])))(columns)
+    edges = [10, 100, 1000]
+    for i, text in enumerate(rows):
+        values = [float(v) for v in text.split("|") if v]
+        expected = [sum(v >= e for e in edges) for v in values]
+        assert out["prices"][i][out["prices.mask"][i]].tolist() == expected
+    config = raw_sequence_config(num_buckets=4, min_val=0, max_val=1)
+    assert config.features[0].bucket_boundaries == [0.0, 0.25, 0.5, 0.75]
+    out = torch.jit.script(FeatureTransform(raw_sequence_config(sequence_length=4)))(columns)
+    assert out["prices"].shape == (4, 4) and bool(out["prices.mask"].all()) and int(out["prices"].abs().sum()) == 0
+    torch.testing.assert_close(out["prices.weight"], torch.tensor(
+        [[1.5, 30, 700, 0], [0, 0, 0, 0], [2000, -3, 0, 0], [5, 5, 5, 5]], dtype=torch.float32))  # the last 4 of 5 kept
+    assert int(out["prices.truncated"]) == 1
+
+
+def test_raw_sequence_elements_must_be_numbers_and_the_config_consistent(tmp_path):
+    config = raw_sequence_config(boundaries=[10])
+    path = tmp_path / "s.csv"
+    path.write_text("1,1.5|30\n0,3|abc\n")
+    reader = TableReader(config.data_config, number_lists=config.number_lists())
+    with pytest.raises(FusionrecError, match=r"s\.csv line 2, column 'prices': '3\|abc' holds an element that is not a decimal"):
+        list(reader.iter_tables([str(path)]))
+    with pytest.raises(FusionrecError, match="hash_bucket_size and vocabularies need sub_feature_type IdFeature"):
+        raw_sequence_config(hash_bucket_size=10)
+    with pytest.raises(ValueError, match="sub_feature_type is a SequenceFeature's"):
+        FeatureConfig(input_names=["a"], feature_type="IdFeature", hash_bucket_size=5, embedding_dim=4, sub_feature_type="RawFeature")

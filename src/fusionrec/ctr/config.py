@@ -189,6 +189,10 @@ class FeatureConfig(_Strict):
     max_val: float = 0.0
     normalizer_fn: str | None = None
     raw_input_dim: int = Field(1, ge=1)
+    # a SequenceFeature's elements: ids (IdFeature) or numbers (RawFeature: bucketized by
+    # boundaries / num_buckets, else each number weighs one embedding row over sequence_length positions)
+    sub_feature_type: Literal["IdFeature", "RawFeature"] = "IdFeature"
+    sequence_length: int = Field(1, ge=1)
     sequence_combiner: SequenceCombinerConfig | None = None
     combo_join_sep: str = ""
     combo_input_seps: list[str] = []
@@ -214,10 +218,16 @@ class FeatureConfig(_Strict):
         return copies
 
     @property
+    def is_raw_sequence(self) -> bool:
+        """A SequenceFeature of numbers (``sub_feature_type: RawFeature``)."""
+        return self.feature_type == "SequenceFeature" and self.sub_feature_type == "RawFeature"
+
+    @property
     def bucket_boundaries(self) -> list[float]:
         """A RawFeature's bucket edges: ``boundaries``, or with ``num_buckets`` > 1 and a
-        min_val / max_val range EasyRec's even edges i / num_buckets of the scaled value."""
-        if self.boundaries or self.feature_type != "RawFeature":
+        min_val / max_val range EasyRec's even edges i / num_buckets of the scaled value (of a
+        raw sequence's value as it is: EasyRec takes those as already scaled)."""
+        if self.boundaries or not (self.feature_type == "RawFeature" or self.is_raw_sequence):
             return list(self.boundaries)
         if self.num_buckets > 1 and self.max_val > self.min_val:
             return [i / self.num_buckets for i in range(self.num_buckets)]
@@ -240,7 +250,19 @@ class FeatureConfig(_Strict):
                 + f"; fusionrec has {list(FEATURE_TYPES)}"
             )
         kinds = [bool(self.hash_bucket_size), bool(self.num_buckets), bool(self.vocab_list or self.vocab_file)]
-        if self.feature_type in ("IdFeature", "TagFeature", "SequenceFeature", "ComboFeature", "LookupFeature"):
+        if self.sub_feature_type != "IdFeature" and self.feature_type != "SequenceFeature":
+            raise ValueError(f"feature {self.name!r}: sub_feature_type is a SequenceFeature's, not a {self.feature_type}'s")
+        if self.is_raw_sequence:
+            if self.hash_bucket_size or self.vocab_list or self.vocab_file:
+                raise ValueError(f"feature {self.name!r}: a sub_feature_type RawFeature sequence holds numbers; "
+                                 "hash_bucket_size and vocabularies need sub_feature_type IdFeature (as EasyRec asserts)")  # fmt: skip
+            if self.embedding_dim == 0:
+                raise ValueError(f"feature {self.name!r}: a RawFeature sequence without embedding_dim is not implemented yet "
+                                 "by fusionrec")  # fmt: skip
+            if self.raw_input_dim != 1:
+                raise ValueError(f"feature {self.name!r}: a RawFeature sequence of raw_input_dim {self.raw_input_dim} is not "
+                                 "implemented yet by fusionrec")  # fmt: skip
+        elif self.feature_type in ("IdFeature", "TagFeature", "SequenceFeature", "ComboFeature", "LookupFeature"):
             if sum(kinds) != 1:
                 raise ValueError(
                     f"feature {self.name!r} ({self.feature_type}): set exactly one of hash_bucket_size, num_buckets, "
@@ -285,7 +307,7 @@ class FeatureConfig(_Strict):
                 f"feature {self.name!r} (PassThroughFeature): passes its value as it is; boundaries, num_buckets, "
                 "embedding_dim and min_val / max_val are RawFeature's"
             )
-        if self.raw_input_dim > 1 and self.feature_type not in DENSE_FEATURE_TYPES:
+        if self.raw_input_dim > 1 and self.feature_type not in DENSE_FEATURE_TYPES and not self.is_raw_sequence:
             raise ValueError(f"feature {self.name!r}: raw_input_dim is for RawFeature, not {self.feature_type}")
         if self.raw_input_dim > 1 and self.bucket_boundaries:
             raise ValueError(
@@ -1561,6 +1583,11 @@ class PipelineConfig(_Strict):
                      if f.feature_type == "TagFeature" and f.kv_separator})  # fmt: skip
         return maps
 
+    def number_lists(self) -> dict[str, str]:
+        """Input field -> separator of each RawFeature sequence: the reader checks that every
+        element is a finite number."""
+        return {f.input_names[0]: f.separator for f in self.features if f.is_raw_sequence}
+
     def vector_inputs(self) -> dict[str, tuple[int, str]]:
         """Input field -> (raw_input_dim, separator) of each RawFeature of several values: the
         reader parses such a field into raw_input_dim numbers per row."""
@@ -1590,7 +1617,10 @@ class PipelineConfig(_Strict):
                 if input_name in self.data_config.label_fields:
                     raise ValueError(f"feature {feature.name!r}: input {input_name!r} is a label field")
             kind = fields[feature.input_names[0]].input_type
-            if feature.num_buckets and feature.feature_type != "RawFeature" and kind not in ("INT32", "INT64"):
+            if feature.is_raw_sequence and kind != "STRING":
+                raise ValueError(f"feature {feature.name!r}: a RawFeature sequence reads numbers joined by "
+                                 f"{feature.separator!r} from a STRING field; {feature.input_names[0]!r} is {kind}")  # fmt: skip
+            if feature.num_buckets and feature.feature_type != "RawFeature" and not feature.is_raw_sequence and kind not in ("INT32", "INT64"):
                 raise ValueError(
                     f"feature {feature.name!r}: num_buckets needs an INT32 or INT64 input field; "
                     f"{feature.input_names[0]!r} is {kind}"
@@ -1607,7 +1637,7 @@ class PipelineConfig(_Strict):
                 )
             if feature.feature_type in ("TagFeature", "SequenceFeature") and kind != "STRING":
                 raise ValueError(f"feature {feature.name!r}: {feature.feature_type} needs a STRING input field")
-            if feature.feature_type in ("TagFeature", "SequenceFeature") and feature.num_buckets:
+            if feature.feature_type in ("TagFeature", "SequenceFeature") and feature.num_buckets and not feature.is_raw_sequence:
                 raise ValueError(
                     f"feature {feature.name!r} ({feature.feature_type}): num_buckets is not supported for "
                     "multi-value strings; use hash_bucket_size or vocab_list"
@@ -1721,8 +1751,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     ),
     FeatureConfig: _message(
         "FeatureConfig",
-        not_implemented="seq_multi_sep initializer precision "
-        "sub_feature_type sequence_length ev_params",
+        not_implemented="seq_multi_sep initializer precision ev_params",
     ),
     FeatureConfigV2: _message("FeatureConfigV2", no_effect="embedding_on_cpu"),
     SequenceCombinerConfig: _message("SequenceCombiner", not_implemented="multi_head_attention"),

@@ -149,11 +149,14 @@ class TableReader:
                  separator: str | None = None, collect_rejects: bool = False, optional: tuple[str, ...] = (),
                  selected_cols: list[int] | None = None, parallel_lists: list[list[tuple[str, str]]] = (),
                  task: Task | dict[str, Task] = Task(BINARY), vectors: dict[str, tuple[int, str]] | None = None,
-                 kv_maps: dict[str, tuple[str, str, bool]] | None = None):  # fmt: skip
+                 kv_maps: dict[str, tuple[str, str, bool]] | None = None,
+                 number_lists: dict[str, str] | None = None):  # fmt: skip
         self.config = data_config
         self.label_tasks = dict(task) if isinstance(task, dict) else {name: task for name in data_config.label_fields}
         # STRING fields of key<kv>value entries (LookupFeature maps, weighted TagFeatures: PipelineConfig.kv_maps)
         self.kv_maps = dict(kv_maps or {})
+        # STRING fields of numbers joined by a separator (RawFeature sequences: PipelineConfig.number_lists)
+        self.number_lists = dict(number_lists or {})
         # STRING fields read as raw_input_dim numbers joined by a separator (PipelineConfig.vector_inputs)
         self.vectors = dict(vectors or {})
         self.fields = fields if fields is not None else list(data_config.input_fields)
@@ -408,6 +411,8 @@ class TableReader:
                 return self._vector(text, *self.vectors[name], bad)
             if name in self.kv_maps:
                 self._check_kv_map(text, *self.kv_maps[name], bad=bad)
+            if name in self.number_lists:
+                self._check_number_list(text, self.number_lists[name], bad)
             return text
         if kind in ("INT32", "INT64"):
             ok = pc.match_substring_regex(text, INT_PATTERN).to_numpy(zero_copy_only=False)
@@ -461,6 +466,19 @@ class TableReader:
         offsets = np.r_[0, np.cumsum(lengths)[:-1]]
         matrix[rows[fits], (np.arange(len(tokens)) - offsets[rows])[fits]] = numbers[fits]
         return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
+
+    @staticmethod
+    def _check_number_list(text, separator: str, bad) -> None:
+        """Every non-empty element must be a decimal number ([+-]digits[.digits]) within the float32 range."""
+        parts = pc.split_pattern(pc.fill_null(text, ""), separator)
+        entries = pc.utf8_trim_whitespace(pc.list_flatten(parts))
+        rows = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)
+        empty = pc.equal(pc.utf8_length(entries), 0).to_numpy(zero_copy_only=False)
+        decimal = pc.match_substring_regex(entries, r"^[+-]?(\d+\.?\d*|\.\d+)$").to_numpy(zero_copy_only=False)
+        numbers = pc.cast(pc.if_else(pa.array(decimal), entries, pa.scalar("0")), pa.float64()).to_numpy(zero_copy_only=False)
+        too_big = np.abs(numbers) > FLOAT32_MAX
+        bad(_rows_with(len(text), rows, (~decimal | too_big) & ~empty),
+            f"holds an element that is not a decimal number within the float32 range (elements joined by {separator!r})")
 
     @staticmethod
     def _check_kv_map(text, separator: str, kv_separator: str, weights: bool, bad) -> None:

@@ -8,7 +8,7 @@ sums them. Features with the same ``embedding_name`` share one table.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -49,16 +49,21 @@ class BagSlot(nn.Module):
     weight x embedding; under ``mean`` non-positive weights are dropped (safe_embedding_lookup_sparse)
     and the sum is divided by the remaining weights' sum."""
 
-    def __init__(self, name: str, table: nn.Embedding, mean: bool, weighted: bool = False):
+    def __init__(self, name: str, table: nn.Embedding, mean: bool, weighted: bool = False, scaled: bool = False):
         super().__init__()
         self.name = name
         self.table = table
         self.mean = mean
         self.weighted = weighted
+        self.scaled = scaled  # a RawFeature sequence: each position's number scales its embedding
         self.out_dim = table.embedding_dim
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         mask = features[self.name + ".mask"].to(torch.float32).unsqueeze(2)
+        if self.scaled:
+            embedded = lookup(self.table.weight, self.table.sparse, features[self.name]) * features[self.name + ".weight"].unsqueeze(2)
+            pooled = (embedded * mask).sum(dim=1)
+            return pooled / mask.sum(dim=1).clamp(min=1.0) if self.mean else pooled
         if self.weighted:
             weights = features[self.name + ".weight"].unsqueeze(2)
             mask = mask * (weights.clamp(min=0.0) if self.mean else weights)
@@ -189,10 +194,13 @@ class SequenceGroupSlot(nn.Module):
     (B x L x D; the lists are parallel: equal lengths in each row); the first list's mask.
     Subclasses say what is made of them (DIN attention, BST)."""
 
-    def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding], hist_tables: List[nn.Embedding]):
+    def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding], hist_tables: List[nn.Embedding],
+                 scaled: Optional[List[bool]] = None):  # fmt: skip
         super().__init__()
         self.keys = keys
         self.hists = hists
+        # per hist_seq: a RawFeature sequence whose numbers scale its embeddings
+        self.scaled: List[bool] = list(scaled) if scaled is not None else [False] * len(hists)
         self.key_tables = nn.ModuleList(key_tables)
         self.hist_tables = nn.ModuleList(hist_tables)
         self.dim = sum(t.embedding_dim for t in key_tables)
@@ -217,7 +225,13 @@ class SequenceGroupSlot(nn.Module):
             if pad > 0:  # lists of another max_seq_len: pad to the longest
                 ids = torch.nn.functional.pad(ids, [0, pad])
                 m = torch.nn.functional.pad(m, [0, pad])
-            history.append(lookup(table.weight, table.sparse, ids))
+            embedded = lookup(table.weight, table.sparse, ids)
+            if self.scaled[j]:
+                weight = features[self.hists[j] + ".weight"]
+                if pad > 0:
+                    weight = torch.nn.functional.pad(weight, [0, pad])
+                embedded = embedded * weight.unsqueeze(2)
+            history.append(embedded)
             masks.append(m)
             j += 1
         mask = masks[0]
@@ -241,8 +255,8 @@ class DINSlot(SequenceGroupSlot):
     as EasyRec's target attention returns it (2 x the key width)."""
 
     def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding],
-                 hist_tables: List[nn.Embedding], attention: DINAttention):  # fmt: skip
-        super().__init__(keys, hists, key_tables, hist_tables)
+                 hist_tables: List[nn.Embedding], attention: DINAttention, scaled: Optional[List[bool]] = None):  # fmt: skip
+        super().__init__(keys, hists, key_tables, hist_tables, scaled)
         self.attention = attention
         self.out_dim = 2 * self.dim
 
@@ -255,8 +269,9 @@ class BSTSlot(SequenceGroupSlot):
     """A seq_att_group through EasyRec's behaviour sequence transformer (MultiTowerBST's bst_towers)."""
 
     def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding],
-                 hist_tables: List[nn.Embedding], transformer: BehaviorSequenceTransformer):  # fmt: skip
-        super().__init__(keys, hists, key_tables, hist_tables)
+                 hist_tables: List[nn.Embedding], transformer: BehaviorSequenceTransformer,
+                 scaled: Optional[List[bool]] = None):  # fmt: skip
+        super().__init__(keys, hists, key_tables, hist_tables, scaled)
         self.transformer = transformer
         self.out_dim = transformer.out_dim
 
@@ -315,6 +330,11 @@ class GroupInput(nn.Module):
         return torch.cat(parts, dim=1)
 
 
+def _scaled(feature) -> bool:
+    """A RawFeature sequence of unbucketized numbers: each number scales its embedding."""
+    return feature.is_raw_sequence and not feature.bucket_boundaries
+
+
 class EmbeddingTables:
     """Builds (and shares) the embedding tables while the groups are assembled."""
 
@@ -359,19 +379,27 @@ class EmbeddingTables:
             return RawProjectionSlot(name, feature.raw_input_dim, feature.embedding_dim, feature.combiner == "mean")
         table = self.table(name, wide_dim)
         combiner = feature.sequence_combiner
+        if combiner is not None and _scaled(feature):
+            raise FusionrecError(f"feature {name!r}: a sequence_combiner over a RawFeature sequence of unbucketized numbers "
+                                 "is not implemented yet by fusionrec")  # fmt: skip
         if combiner is not None and combiner.attention is not None:
             return AttentionPoolSlot(name, table)
         if combiner is not None and combiner.text_cnn is not None:
             cnn = combiner.text_cnn
             return TextCNNSlot(name, table, cnn.filter_sizes, cnn.num_filters, cnn.pad_sequence_length, cnn.activation)
         if feature.feature_type in ("TagFeature", "SequenceFeature", "LookupFeature") or any(feature.combo_input_seps):
-            return BagSlot(name, table, feature.combiner == "mean", weighted=bool(feature.kv_separator) and feature.feature_type == "TagFeature")
+            return BagSlot(name, table, feature.combiner == "mean",
+                           weighted=bool(feature.kv_separator) and feature.feature_type == "TagFeature",
+                           scaled=_scaled(feature))  # fmt: skip
         return IdSlot(name, table)
 
     def sequence(self, name: str, where: str) -> SequenceSlot:
         feature = self.features[name]
         if feature.feature_type not in ("SequenceFeature", "TagFeature"):
             raise FusionrecError(f"{where}: feature {name!r} is a {feature.feature_type}; the text group takes SequenceFeature / TagFeature")
+        if _scaled(feature):
+            raise FusionrecError(f"{where}: feature {name!r}: a RawFeature sequence of unbucketized numbers is not implemented "
+                                 "yet by fusionrec here")  # fmt: skip
         return SequenceSlot(name, self.table(name))
 
     def _sequence_group(self, seq_group: SeqAttGroupConfig, where: str):
@@ -395,22 +423,23 @@ class EmbeddingTables:
                 f"{where}: seq_att_map keys {keys} have embedding width {key_dim} but hist_seq {hists} have {hist_dim}; "
                 "they must match"
             )
-        return keys, hists, key_tables, hist_tables, key_dim
+        return keys, hists, key_tables, hist_tables, key_dim, [_scaled(self.features[n]) for n in hists]
 
     def din(self, seq_group: SeqAttGroupConfig, where: str, attention_dnn: DNN | None = None) -> DINSlot:
         """DIN over a seq_att_group. The attention DNN is the group's seq_dnn (EasyRec's default
         [128, 64, 32, 1] when unset) or, for a MultiTowerDIN din tower, its dnn."""
-        keys, hists, key_tables, hist_tables, key_dim = self._sequence_group(seq_group, where)
+        keys, hists, key_tables, hist_tables, key_dim, scaled = self._sequence_group(seq_group, where)
         if attention_dnn is None:  # a feature group's sequence_features: seq_dnn, every layer with its activation
             dnn = seq_group.seq_dnn if seq_group.seq_dnn is not None else DNN(hidden_units=list(EASYREC_SEQ_DNN_UNITS))
             attention = din_attention(key_dim, dnn, True, f"{where} seq_dnn")
         else:  # MultiTowerDIN's din tower: its dnn, the score unit linear
             attention = din_attention(key_dim, attention_dnn, False, f"{where} din_towers dnn")
-        return DINSlot(keys, hists, key_tables, hist_tables, attention)
+        return DINSlot(keys, hists, key_tables, hist_tables, attention, scaled)
 
     def bst(self, seq_group: SeqAttGroupConfig, where: str, seq_len: int, multi_head_size: int) -> BSTSlot:
-        keys, hists, key_tables, hist_tables, key_dim = self._sequence_group(seq_group, where)
-        return BSTSlot(keys, hists, key_tables, hist_tables, BehaviorSequenceTransformer(key_dim, seq_len, multi_head_size))
+        keys, hists, key_tables, hist_tables, key_dim, scaled = self._sequence_group(seq_group, where)
+        return BSTSlot(keys, hists, key_tables, hist_tables, BehaviorSequenceTransformer(key_dim, seq_len, multi_head_size),
+                       scaled)  # fmt: skip
 
     def group(self, group: FeatureGroupConfig, wide_dim: int | None) -> GroupInput:
         wide = group.wide_deep == "WIDE"

@@ -224,7 +224,7 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
                          optional=tuple(config.data_config.label_fields),
                          selected_cols=parse_selected_cols(selected_cols),
                          parallel_lists=config.parallel_lists(), vectors=config.vector_inputs(),
-                         kv_maps=config.kv_maps())  # fmt: skip
+                         kv_maps=config.kv_maps(), number_lists=config.number_lists())  # fmt: skip
     paths = resolve_paths(input_path, "--input_path")
     if not output_sep:
         raise FusionrecError("--output_sep: must not be empty")

@@ -185,6 +185,8 @@ class _Feature(nn.Module):
         self.min_val = float(config.min_val)
         self.max_val = float(config.max_val)
         self.is_raw = config.feature_type in ("RawFeature", "PassThroughFeature")  # PassThrough: never scaled
+        self.is_raw_sequence = config.is_raw_sequence
+        self.sequence_length = int(config.sequence_length)
         self.raw_input_dim = int(config.raw_input_dim)
         self.embedding_dim = int(config.embedding_dim)
         self.is_combo = config.feature_type == "ComboFeature"
@@ -234,6 +236,36 @@ class _Feature(nn.Module):
         if self.max_seq_len > 0:
             out[self.name + ".truncated"] = (counts > self.max_seq_len).sum()
 
+    def _raw_sequence(self, data: Tensor, offsets: Tensor, out: Dict[str, Tensor]) -> None:
+        """A SequenceFeature of numbers, as EasyRec reads it: bucketized by the boundaries (or
+        num_buckets' even edges) into ids; without them, sequence_length positions each of
+        whose number weighs the table's one row (``.weight``), zeros after the numbers, every
+        position counted (EasyRec densifies the sequence to sequence_length)."""
+        starts, lengths, row = split_tokens(data, offsets, self.separator)
+        values = parse_decimals(data, starts, lengths)
+        n_rows = offsets.shape[0] - 1
+        if len(self.boundaries) > 0:
+            ids = torch.bucketize(values, self.boundaries, right=True)
+            padded, mask, counts = pad_tokens(ids, row, n_rows, self.max_seq_len)
+            out[self.name] = padded
+            out[self.name + ".mask"] = mask
+            out[self.name + ".length"] = counts
+            if self.max_seq_len > 0:
+                out[self.name + ".truncated"] = (counts > self.max_seq_len).sum()
+            return
+        index = torch.arange(values.shape[0], dtype=torch.int64)
+        placed, placed_mask, counts = pad_tokens(index, row, n_rows, self.sequence_length)
+        weights = torch.where(placed_mask, values[placed] if values.shape[0] > 0 else torch.zeros(placed.shape, dtype=torch.float64),
+                              torch.zeros(placed.shape, dtype=torch.float64))  # fmt: skip
+        pad = self.sequence_length - weights.shape[1]
+        if pad > 0:
+            weights = torch.nn.functional.pad(weights, [0, pad])
+        out[self.name] = torch.zeros(n_rows, self.sequence_length, dtype=torch.int64)
+        out[self.name + ".mask"] = torch.ones(n_rows, self.sequence_length, dtype=torch.bool)
+        out[self.name + ".weight"] = weights.to(torch.float32)
+        out[self.name + ".length"] = counts
+        out[self.name + ".truncated"] = (counts > self.sequence_length).sum()
+
     def _lookup(self, columns: Dict[str, Tensor], out: Dict[str, Tensor]) -> None:
         key, table = self.inputs[0], self.inputs[1]
         map_data = columns[table + ".bytes"]
@@ -246,6 +278,8 @@ class _Feature(nn.Module):
         out[self.name + ".truncated"] = (counts > self.lookup_max).sum()
 
     def table_rows(self) -> int:
+        if self.is_raw_sequence:  # bucket ids, or one row each number weighs
+            return len(self.boundaries) + 1 if len(self.boundaries) > 0 else 1
         if self.is_raw:  # bucket ids, or with embedding_dim one table row per value
             if len(self.boundaries) > 0:
                 return len(self.boundaries) + 1
@@ -291,6 +325,9 @@ class _Feature(nn.Module):
             return
         if self.is_lookup:
             self._lookup(columns, out)
+            return
+        if self.input_type == "STRING" and self.is_raw_sequence:
+            self._raw_sequence(columns[first + ".bytes"], columns[first + ".offsets"], out)
             return
         if self.input_type == "STRING":
             data, offsets = columns[first + ".bytes"], columns[first + ".offsets"]

@@ -152,7 +152,8 @@ class Trainer:
     def _reader(self, *, labels: bool = True, collect_rejects: bool = False) -> TableReader:
         return TableReader(self.config.data_config, labels=labels, collect_rejects=collect_rejects,
                            parallel_lists=self.config.parallel_lists(), task=self.config.label_tasks(),
-                           vectors=self.config.vector_inputs(), kv_maps=self.config.kv_maps())  # fmt: skip
+                           vectors=self.config.vector_inputs(), kv_maps=self.config.kv_maps(),
+                           number_lists=self.config.number_lists())  # fmt: skip
 
     # -- loss -----------------------------------------------------------------------
     def loss(self, logits, labels: torch.Tensor, weights: torch.Tensor | None, features,
