@@ -60,7 +60,10 @@ def sample_columns(config, rng: np.random.Generator, vocab_files: dict[str, list
         elif feature is not None and feature.is_raw_sequence:  # a sequence of numbers, over the boundaries' range
             lengths = group_lengths[parallel[name]] if name in parallel else rng.integers(0, 6, N_ROWS)
             high = max(feature.boundaries) * 1.2 if feature.boundaries else (feature.max_val or 10.0)
-            columns[name] = [feature.separator.join(f"{v:.3f}" for v in rng.uniform(0, high, n)) for n in lengths]
+            multi = feature.seq_multi_sep  # a position of 1-3 numbers joined by it
+            columns[name] = [feature.separator.join(
+                (multi or "").join(f"{v:.3f}" for v in rng.uniform(0, high, rng.integers(1, 4) if multi else 1))
+                for _ in range(n)) for n in lengths]  # fmt: skip
         elif feature is not None and feature.feature_type == "RawFeature":  # raw_input_dim numbers in a string
             columns[name] = [feature.separator.join(f"{v:.4g}" for v in rng.normal(0, 1, feature.raw_input_dim))
                              for _ in range(N_ROWS)]  # fmt: skip
@@ -72,7 +75,10 @@ def sample_columns(config, rng: np.random.Generator, vocab_files: dict[str, list
                                                         for w in rng.choice(words, n)) for n in rng.integers(0, 6, N_ROWS)]  # fmt: skip
             elif feature is not None and feature.feature_type in ("TagFeature", "SequenceFeature"):
                 lengths = group_lengths[parallel[name]] if name in parallel else rng.integers(0, 6, N_ROWS)
-                columns[name] = [feature.separator.join(rng.choice(words, n)) for n in lengths]
+                multi = getattr(feature, "seq_multi_sep", None)  # a position of 1-3 ids joined by it
+                columns[name] = [feature.separator.join(
+                    (multi or "").join(rng.choice(words, rng.integers(1, 4) if multi else 1)) for _ in range(n))
+                    for n in lengths]  # fmt: skip
             else:
                 columns[name] = [str(w) for w in rng.choice(words, N_ROWS)]
     return columns

@@ -229,10 +229,49 @@ def test_raw_sequence_elements_must_be_numbers_and_the_config_consistent(tmp_pat
     config = raw_sequence_config(boundaries=[10])
     path = tmp_path / "s.csv"
     path.write_text("1,1.5|30\n0,3|abc\n")
-    reader = TableReader(config.data_config, number_lists=config.number_lists())
+    reader = TableReader(config.data_config, number_lists=config.number_lists())  # (separator, seq_multi_sep)
     with pytest.raises(FusionrecError, match=r"s\.csv line 2, column 'prices': '3\|abc' holds an element that is not a decimal"):
         list(reader.iter_tables([str(path)]))
     with pytest.raises(FusionrecError, match="hash_bucket_size and vocabularies need sub_feature_type IdFeature"):
         raw_sequence_config(hash_bucket_size=10)
     with pytest.raises(ValueError, match="sub_feature_type is a SequenceFeature's"):
         FeatureConfig(input_names=["a"], feature_type="IdFeature", hash_bucket_size=5, embedding_dim=4, sub_feature_type="RawFeature")
+
+
+def test_seq_multi_sep_positions_hold_several_ids_combined_per_position():
+    """EasyRec's seq_multi_sep: "a;b|c" is a 3-D sequence (positions of several ids); the
+    embedding combines each position's ids (combiner mean: their average), then the sequence
+    pools over positions; max_seq_len keeps the last positions."""
+    from fusionrec.ctr.config import InputField, config_from_dict
+    from fusionrec.ctr.embedding import BagSlot, combine_positions
+    from fusionrec.ctr.features import FeatureTransform
+    from tests.ctr.test_features_layers import fnv1a_reference
+
+    fields = [{"input_name": "clk", "input_type": "INT32"}, {"input_name": "tags", "input_type": "STRING"}]
+    config = config_from_dict({
+        "data_config": {"input_fields": fields, "label_fields": ["clk"]},
+        "feature_configs": [{"input_names": ["tags"], "feature_type": "SequenceFeature", "hash_bucket_size": 97,
+                             "embedding_dim": 3, "separator": "|", "seq_multi_sep": ";", "max_seq_len": 3}],
+        "model_config": {"model_class": "MultiTower", "feature_groups": [{"group_name": "g", "feature_names": ["tags"]}],
+                         "multi_tower": {"towers": [{"input": "g", "dnn": {"hidden_units": [4]}}]}},
+    })  # fmt: skip
+    rows = ["a;b|c", "", "x|y;z;w|q|r", "d;;e"]
+    columns = table_to_columns(pa.table({"tags": rows}), [InputField(input_name="tags")])
+    out = torch.jit.script(FeatureTransform(config))(columns)
+    for i, text in enumerate(rows):
+        positions = [[v for v in p.split(";") if v] for p in text.split("|") if p][-3:]
+        got = [[int(v) for v, keep in zip(out["tags"][i, j], out["tags.multi_mask"][i, j]) if keep]
+               for j in range(out["tags"].shape[1]) if out["tags.mask"][i, j]]  # fmt: skip
+        assert got == [[fnv1a_reference(v.encode()) % 97 for v in p] for p in positions], text
+    assert int(out["tags.truncated"]) == 1
+    slot = BagSlot("tags", torch.nn.Embedding(97, 3), mean=True, multi_value=True)
+    pooled = slot(out)
+    table = slot.table.weight.detach()
+    for i, text in enumerate(rows):
+        positions = [[v for v in p.split(";") if v] for p in text.split("|") if p][-3:]
+        means = [table[[fnv1a_reference(v.encode()) % 97 for v in p]].mean(0) for p in positions]
+        expected = torch.stack(means).mean(0) if means else torch.zeros(3)
+        torch.testing.assert_close(pooled[i].detach(), expected)
+    embedded = torch.randn(1, 2, 2, 3)
+    torch.testing.assert_close(combine_positions(embedded, torch.tensor([[[True, True], [True, False]]]), True)[0],
+                               torch.stack([embedded[0, 0].mean(0), embedded[0, 1, 0]]))  # fmt: skip

@@ -193,6 +193,7 @@ class FeatureConfig(_Strict):
     # boundaries / num_buckets, else each number weighs one embedding row over sequence_length positions)
     sub_feature_type: Literal["IdFeature", "RawFeature"] = "IdFeature"
     sequence_length: int = Field(1, ge=1)
+    seq_multi_sep: str | None = None  # a SequenceFeature position of several values, joined by it
     sequence_combiner: SequenceCombinerConfig | None = None
     combo_join_sep: str = ""
     combo_input_seps: list[str] = []
@@ -250,6 +251,16 @@ class FeatureConfig(_Strict):
                 + f"; fusionrec has {list(FEATURE_TYPES)}"
             )
         kinds = [bool(self.hash_bucket_size), bool(self.num_buckets), bool(self.vocab_list or self.vocab_file)]
+        if self.seq_multi_sep is not None:
+            if self.feature_type != "SequenceFeature" or len(self.seq_multi_sep.encode()) != 1 or self.seq_multi_sep == self.separator:
+                raise ValueError(f"feature {self.name!r}: seq_multi_sep is a SequenceFeature's, one byte other than its separator; "
+                                 f"got {self.seq_multi_sep!r} on a {self.feature_type} with separator {self.separator!r}")  # fmt: skip
+            if self.is_raw_sequence and not self.bucket_boundaries:
+                raise ValueError(f"feature {self.name!r}: seq_multi_sep on a RawFeature sequence without boundaries / "
+                                 "num_buckets is not implemented yet by fusionrec")  # fmt: skip
+            if self.sequence_combiner is not None:
+                raise ValueError(f"feature {self.name!r}: a sequence_combiner over a seq_multi_sep sequence is not implemented "
+                                 "yet by fusionrec")  # fmt: skip
         if self.sub_feature_type != "IdFeature" and self.feature_type != "SequenceFeature":
             raise ValueError(f"feature {self.name!r}: sub_feature_type is a SequenceFeature's, not a {self.feature_type}'s")
         if self.is_raw_sequence:
@@ -1583,10 +1594,10 @@ class PipelineConfig(_Strict):
                      if f.feature_type == "TagFeature" and f.kv_separator})  # fmt: skip
         return maps
 
-    def number_lists(self) -> dict[str, str]:
-        """Input field -> separator of each RawFeature sequence: the reader checks that every
-        element is a finite number."""
-        return {f.input_names[0]: f.separator for f in self.features if f.is_raw_sequence}
+    def number_lists(self) -> dict[str, tuple[str, str]]:
+        """Input field -> (separator, seq_multi_sep or "") of each RawFeature sequence: the
+        reader checks that every element is a finite number."""
+        return {f.input_names[0]: (f.separator, f.seq_multi_sep or "") for f in self.features if f.is_raw_sequence}
 
     def vector_inputs(self) -> dict[str, tuple[int, str]]:
         """Input field -> (raw_input_dim, separator) of each RawFeature of several values: the
@@ -1751,7 +1762,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     ),
     FeatureConfig: _message(
         "FeatureConfig",
-        not_implemented="seq_multi_sep initializer precision ev_params",
+        not_implemented="initializer precision ev_params",
     ),
     FeatureConfigV2: _message("FeatureConfigV2", no_effect="embedding_on_cpu"),
     SequenceCombinerConfig: _message("SequenceCombiner", not_implemented="multi_head_attention"),

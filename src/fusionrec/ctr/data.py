@@ -150,13 +150,13 @@ class TableReader:
                  selected_cols: list[int] | None = None, parallel_lists: list[list[tuple[str, str]]] = (),
                  task: Task | dict[str, Task] = Task(BINARY), vectors: dict[str, tuple[int, str]] | None = None,
                  kv_maps: dict[str, tuple[str, str, bool]] | None = None,
-                 number_lists: dict[str, str] | None = None):  # fmt: skip
+                 number_lists: dict[str, tuple[str, str]] | None = None):  # fmt: skip
         self.config = data_config
         self.label_tasks = dict(task) if isinstance(task, dict) else {name: task for name in data_config.label_fields}
         # STRING fields of key<kv>value entries (LookupFeature maps, weighted TagFeatures: PipelineConfig.kv_maps)
         self.kv_maps = dict(kv_maps or {})
         # STRING fields of numbers joined by a separator (RawFeature sequences: PipelineConfig.number_lists)
-        self.number_lists = dict(number_lists or {})
+        self.number_lists = dict(number_lists or {})  # field -> (separator, seq_multi_sep or "")
         # STRING fields read as raw_input_dim numbers joined by a separator (PipelineConfig.vector_inputs)
         self.vectors = dict(vectors or {})
         self.fields = fields if fields is not None else list(data_config.input_fields)
@@ -412,7 +412,7 @@ class TableReader:
             if name in self.kv_maps:
                 self._check_kv_map(text, *self.kv_maps[name], bad=bad)
             if name in self.number_lists:
-                self._check_number_list(text, self.number_lists[name], bad)
+                self._check_number_list(text, *self.number_lists[name], bad)
             return text
         if kind in ("INT32", "INT64"):
             ok = pc.match_substring_regex(text, INT_PATTERN).to_numpy(zero_copy_only=False)
@@ -468,9 +468,13 @@ class TableReader:
         return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
 
     @staticmethod
-    def _check_number_list(text, separator: str, bad) -> None:
-        """Every non-empty element must be a decimal number ([+-]digits[.digits]) within the float32 range."""
-        parts = pc.split_pattern(pc.fill_null(text, ""), separator)
+    def _check_number_list(text, separator: str, multi_separator: str, bad) -> None:
+        """Every non-empty element (every value of a seq_multi_sep position) must be a decimal
+        number ([+-]digits[.digits]) within the float32 range."""
+        text = pc.fill_null(text, "")
+        if multi_separator:
+            text = pc.replace_substring(text, multi_separator, separator)
+        parts = pc.split_pattern(text, separator)
         entries = pc.utf8_trim_whitespace(pc.list_flatten(parts))
         rows = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)
         empty = pc.equal(pc.utf8_length(entries), 0).to_numpy(zero_copy_only=False)

@@ -49,17 +49,24 @@ class BagSlot(nn.Module):
     weight x embedding; under ``mean`` non-positive weights are dropped (safe_embedding_lookup_sparse)
     and the sum is divided by the remaining weights' sum."""
 
-    def __init__(self, name: str, table: nn.Embedding, mean: bool, weighted: bool = False, scaled: bool = False):
+    def __init__(self, name: str, table: nn.Embedding, mean: bool, weighted: bool = False, scaled: bool = False,
+                 multi_value: bool = False):  # fmt: skip
         super().__init__()
         self.name = name
         self.table = table
         self.mean = mean
         self.weighted = weighted
         self.scaled = scaled  # a RawFeature sequence: each position's number scales its embedding
+        self.multi_value = multi_value  # seq_multi_sep: each position's values combined first
         self.out_dim = table.embedding_dim
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         mask = features[self.name + ".mask"].to(torch.float32).unsqueeze(2)
+        if self.multi_value:
+            positions = combine_positions(lookup(self.table.weight, self.table.sparse, features[self.name]),
+                                          features[self.name + ".multi_mask"], self.mean)  # fmt: skip
+            pooled = (positions * mask).sum(dim=1)
+            return pooled / mask.sum(dim=1).clamp(min=1.0) if self.mean else pooled
         if self.scaled:
             embedded = lookup(self.table.weight, self.table.sparse, features[self.name]) * features[self.name + ".weight"].unsqueeze(2)
             pooled = (embedded * mask).sum(dim=1)
@@ -149,6 +156,15 @@ class DenseSlot(nn.Module):
         return features[self.name]
 
 
+def combine_positions(embedded: Tensor, multi_mask: Tensor, mean: bool) -> Tensor:
+    """(B, L, K, D) embeddings of a seq_multi_sep sequence -> (B, L, D): each position's values
+    summed, or averaged (``combiner`` mean), as TensorFlow's embedding column combines a 3-D
+    sparse sequence per position; an empty position is zeros."""
+    weights = multi_mask.to(embedded.dtype).unsqueeze(3)
+    total = (embedded * weights).sum(dim=2)
+    return total / weights.sum(dim=2).clamp(min=1.0) if mean else total
+
+
 class RawProjectionSlot(nn.Module):
     """A RawFeature with embedding_dim in a DEEP group, as EasyRec embeds it: value i weighs row
     i of a raw_input_dim x embedding_dim matrix (TensorFlow's weighted categorical column). The
@@ -201,6 +217,9 @@ class SequenceGroupSlot(nn.Module):
         self.hists = hists
         # per hist_seq: a RawFeature sequence whose numbers scale its embeddings
         self.scaled: List[bool] = list(scaled) if scaled is not None else [False] * len(hists)
+        # per hist_seq: seq_multi_sep positions of several ids, and whether they average (combiner mean)
+        self.multi_value: List[bool] = [False] * len(hists)
+        self.multi_mean: List[bool] = [True] * len(hists)
         self.key_tables = nn.ModuleList(key_tables)
         self.hist_tables = nn.ModuleList(hist_tables)
         self.dim = sum(t.embedding_dim for t in key_tables)
@@ -222,15 +241,22 @@ class SequenceGroupSlot(nn.Module):
             ids = features[self.hists[j]]
             m = features[self.hists[j] + ".mask"]
             pad = length - ids.shape[1]
-            if pad > 0:  # lists of another max_seq_len: pad to the longest
-                ids = torch.nn.functional.pad(ids, [0, pad])
-                m = torch.nn.functional.pad(m, [0, pad])
-            embedded = lookup(table.weight, table.sparse, ids)
-            if self.scaled[j]:
-                weight = features[self.hists[j] + ".weight"]
+            if self.multi_value[j]:  # (B, L, K) ids: combined per position, then padded like the others
+                embedded = combine_positions(lookup(table.weight, table.sparse, ids), features[self.hists[j] + ".multi_mask"],
+                                             self.multi_mean[j])  # fmt: skip
                 if pad > 0:
-                    weight = torch.nn.functional.pad(weight, [0, pad])
-                embedded = embedded * weight.unsqueeze(2)
+                    embedded = torch.nn.functional.pad(embedded, [0, 0, 0, pad])
+                    m = torch.nn.functional.pad(m, [0, pad])
+            else:
+                if pad > 0:  # lists of another max_seq_len: pad to the longest
+                    ids = torch.nn.functional.pad(ids, [0, pad])
+                    m = torch.nn.functional.pad(m, [0, pad])
+                embedded = lookup(table.weight, table.sparse, ids)
+                if self.scaled[j]:
+                    weight = features[self.hists[j] + ".weight"]
+                    if pad > 0:
+                        weight = torch.nn.functional.pad(weight, [0, pad])
+                    embedded = embedded * weight.unsqueeze(2)
             history.append(embedded)
             masks.append(m)
             j += 1
@@ -390,16 +416,16 @@ class EmbeddingTables:
         if feature.feature_type in ("TagFeature", "SequenceFeature", "LookupFeature") or any(feature.combo_input_seps):
             return BagSlot(name, table, feature.combiner == "mean",
                            weighted=bool(feature.kv_separator) and feature.feature_type == "TagFeature",
-                           scaled=_scaled(feature))  # fmt: skip
+                           scaled=_scaled(feature), multi_value=feature.seq_multi_sep is not None)  # fmt: skip
         return IdSlot(name, table)
 
     def sequence(self, name: str, where: str) -> SequenceSlot:
         feature = self.features[name]
         if feature.feature_type not in ("SequenceFeature", "TagFeature"):
             raise FusionrecError(f"{where}: feature {name!r} is a {feature.feature_type}; the text group takes SequenceFeature / TagFeature")
-        if _scaled(feature):
-            raise FusionrecError(f"{where}: feature {name!r}: a RawFeature sequence of unbucketized numbers is not implemented "
-                                 "yet by fusionrec here")  # fmt: skip
+        if _scaled(feature) or feature.seq_multi_sep is not None:
+            raise FusionrecError(f"{where}: feature {name!r}: a RawFeature sequence of unbucketized numbers or a "
+                                 "seq_multi_sep sequence is not implemented yet by fusionrec here")  # fmt: skip
         return SequenceSlot(name, self.table(name))
 
     def _sequence_group(self, seq_group: SeqAttGroupConfig, where: str):
@@ -434,12 +460,18 @@ class EmbeddingTables:
             attention = din_attention(key_dim, dnn, True, f"{where} seq_dnn")
         else:  # MultiTowerDIN's din tower: its dnn, the score unit linear
             attention = din_attention(key_dim, attention_dnn, False, f"{where} din_towers dnn")
-        return DINSlot(keys, hists, key_tables, hist_tables, attention, scaled)
+        return self._multi_values(DINSlot(keys, hists, key_tables, hist_tables, attention, scaled))
 
     def bst(self, seq_group: SeqAttGroupConfig, where: str, seq_len: int, multi_head_size: int) -> BSTSlot:
         keys, hists, key_tables, hist_tables, key_dim, scaled = self._sequence_group(seq_group, where)
-        return BSTSlot(keys, hists, key_tables, hist_tables, BehaviorSequenceTransformer(key_dim, seq_len, multi_head_size),
-                       scaled)  # fmt: skip
+        return self._multi_values(BSTSlot(keys, hists, key_tables, hist_tables,
+                                          BehaviorSequenceTransformer(key_dim, seq_len, multi_head_size), scaled))  # fmt: skip
+
+    def _multi_values(self, slot: SequenceGroupSlot) -> SequenceGroupSlot:
+        """Mark the seq_multi_sep hist_seq lists of a sequence group slot."""
+        slot.multi_value = [self.features[n].seq_multi_sep is not None for n in slot.hists]
+        slot.multi_mean = [self.features[n].combiner == "mean" for n in slot.hists]
+        return slot
 
     def group(self, group: FeatureGroupConfig, wide_dim: int | None) -> GroupInput:
         wide = group.wide_deep == "WIDE"

@@ -187,6 +187,7 @@ class _Feature(nn.Module):
         self.is_raw = config.feature_type in ("RawFeature", "PassThroughFeature")  # PassThrough: never scaled
         self.is_raw_sequence = config.is_raw_sequence
         self.sequence_length = int(config.sequence_length)
+        self.multi_sep = ord(config.seq_multi_sep) if config.seq_multi_sep else 0
         self.raw_input_dim = int(config.raw_input_dim)
         self.embedding_dim = int(config.embedding_dim)
         self.is_combo = config.feature_type == "ComboFeature"
@@ -235,6 +236,41 @@ class _Feature(nn.Module):
         out[self.name + ".mask"] = mask
         if self.max_seq_len > 0:
             out[self.name + ".truncated"] = (counts > self.max_seq_len).sum()
+
+    def _multi_value_sequence(self, data: Tensor, offsets: Tensor, out: Dict[str, Tensor]) -> None:
+        """A SequenceFeature whose positions hold several values joined by seq_multi_sep (EasyRec's
+        3-D sparse sequence): ``name`` (B, L, K) ids, ``name.multi_mask`` (B, L, K) the values,
+        ``name.mask`` (B, L) the positions; max_seq_len keeps the last positions."""
+        n_rows = offsets.shape[0] - 1
+        e_starts, _, e_row = split_tokens(data, offsets, self.separator)
+        mapped = torch.where(data == self.separator, torch.full_like(data, self.multi_sep), data)
+        t_starts, t_lengths, _ = split_tokens(mapped, offsets, self.multi_sep)
+        if self.is_raw_sequence:
+            ids = torch.bucketize(parse_decimals(data, t_starts, t_lengths), self.boundaries, right=True)
+            n_oov = torch.zeros((), dtype=torch.int64)
+        else:
+            ids, n_oov = self._ids_from_strings(data, t_starts, t_lengths)
+        n_elements = e_starts.shape[0]
+        element = torch.searchsorted(e_starts, t_starts, right=True) - 1
+        per_element = torch.bincount(element, minlength=n_elements) if element.numel() > 0 else torch.zeros(n_elements, dtype=torch.int64)
+        width = max(int(per_element.max().item()) if n_elements > 0 else 1, 1)
+        first = torch.cumsum(per_element, 0) - per_element
+        rank = torch.arange(element.shape[0], dtype=torch.int64) - first[element] if element.numel() > 0 else element
+        by_element = torch.zeros(n_elements + 1, width, dtype=torch.int64)  # row n_elements: an empty position
+        present = torch.zeros(n_elements + 1, width, dtype=torch.bool)
+        by_element[element, rank] = ids
+        present[element, rank] = True
+        index = torch.arange(n_elements, dtype=torch.int64)
+        placed, mask, counts = pad_tokens(index, e_row, n_rows, self.max_seq_len)
+        placed = torch.where(mask, placed, torch.full_like(placed, n_elements))
+        out[self.name] = by_element[placed]
+        out[self.name + ".multi_mask"] = present[placed] & mask.unsqueeze(2)
+        out[self.name + ".mask"] = mask
+        out[self.name + ".length"] = counts
+        if self.max_seq_len > 0:
+            out[self.name + ".truncated"] = (counts > self.max_seq_len).sum()
+        if self.has_vocab:
+            out[self.name + ".out_of_vocabulary"] = n_oov
 
     def _raw_sequence(self, data: Tensor, offsets: Tensor, out: Dict[str, Tensor]) -> None:
         """A SequenceFeature of numbers, as EasyRec reads it: bucketized by the boundaries (or
@@ -325,6 +361,9 @@ class _Feature(nn.Module):
             return
         if self.is_lookup:
             self._lookup(columns, out)
+            return
+        if self.input_type == "STRING" and self.multi_sep > 0:
+            self._multi_value_sequence(columns[first + ".bytes"], columns[first + ".offsets"], out)
             return
         if self.input_type == "STRING" and self.is_raw_sequence:
             self._raw_sequence(columns[first + ".bytes"], columns[first + ".offsets"], out)

@@ -178,7 +178,9 @@ class Trainer:
             total = loss.new_zeros(())
             for table, name in self.lookups:
                 ids = features[name]
-                if name + ".mask" in features:
+                if name + ".multi_mask" in features:  # seq_multi_sep: (B, L, K) ids, the values marked
+                    ids = ids[features[name + ".multi_mask"]]
+                elif name + ".mask" in features:
                     ids = ids[features[name + ".mask"]]
                 rows = torch.nn.functional.embedding(torch.unique(ids), table.weight, sparse=table.sparse)
                 total = total + rows.pow(2).sum()
