@@ -250,3 +250,55 @@ def test_backbone_deepfm_is_deepfm_wide_plus_fm_plus_deep(taobao, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model(features), wide + fm + deep, rtol=1e-4, atol=1e-4)
     assert np.isfinite(trainer.train(progress=False)["eval"]["auc"])
+
+
+def test_din_layer_attends_over_the_valid_positions_with_the_padded_target(rng):
+    history, target = tensors(rng, (5, 6), (4,))
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False], [False] * 5, [True] * 3 + [False] * 2])
+    value = Value((( -1, 6), (-1,), (4,)), True, (Value.tensor(-1, 6), Value.tensor(-1), Value.tensor(4)))
+    op, out = component("DIN", value, din={"attention_dnn": {"hidden_units": [8, 1], "use_bn": False}})
+    op.eval()
+    query = torch.nn.functional.pad(target, [0, 2])
+    expected = []
+    for b in range(4):
+        rows = []
+        for position in range(5):
+            q, k = query[b], history[b, position]
+            rows.append(op.mlp(torch.cat([q, k, q - k, q * k]).unsqueeze(0))[0, 0])
+        scores = torch.stack(rows).masked_fill(~mask[b], -(2.0**32) + 1)
+        weights = torch.softmax(scores, dim=0)
+        expected.append(torch.cat([(weights.unsqueeze(1) * history[b, :, :4]).sum(0), query[b]]))
+    torch.testing.assert_close(op([history, mask, target])[0], torch.stack(expected), rtol=1e-5, atol=1e-5)
+    assert out == Value.tensor(4 + 6)
+
+
+def test_text_cnn_layer_ignores_padded_positions(rng):
+    (history,) = tensors(rng, (3, 4))
+    mask = torch.tensor([[True, True, False]] * 4)
+    value = Value(((-1, 4), (-1,)), True, (Value.tensor(-1, 4), Value.tensor(-1)))
+    op, out = component("TextCNN", value, text_cnn={"filter_sizes": [2], "num_filters": [5], "pad_sequence_length": 4})
+    changed = history.clone()
+    changed[:, 2] = 100.0  # a padded position's values do not matter
+    torch.testing.assert_close(op([history, mask])[0], op([changed, mask])[0])
+    assert out == Value.tensor(5)
+
+
+def test_sequence_input_block_gives_history_mask_and_target(taobao, tmp_path):
+    blocks = [{"name": "seq", "inputs": [{"feature_group_name": "sequence"}], "input_layer": {"output_seq_and_normal_feature": True}},
+              {"name": "din", "inputs": [{"block_name": "seq"}], "keras_layer": {"class_name": "DIN", "din": {
+                  "attention_dnn": {"hidden_units": [4, 1]}}}}]  # fmt: skip
+    data = with_blocks(blocks)
+    data["model_config"]["feature_groups"].append(
+        {"group_name": "sequence", "feature_names": ["cate_id", "brand", "tag_category_list", "tag_brand_list"]})
+    trainer = Trainer(config_from_dict(small(data, taobao, tmp_path / "m")))
+    from fusionrec.ctr.data import iter_batches
+
+    batch = next(iter_batches(trainer._reader(), [str(taobao / "test.csv")], 8, shuffle=False, shuffle_rows=0, seed=0))
+    features = trainer.transform(batch.columns)
+    history, mask, target = trainer.model.backbone.blocks[0](features, [])
+    slot = trainer.model.backbone.blocks[0].slot
+    tables = {name: table for name, table in zip(slot.hists, slot.hist_tables)}
+    expected = torch.cat([tables[n].weight[features[n]] for n in ("tag_category_list", "tag_brand_list")], dim=2)
+    torch.testing.assert_close(history, expected)
+    assert torch.equal(mask, features["tag_category_list.mask"]) and target.shape == (8, 32)
+    assert np.isfinite(trainer.train(progress=False)["eval"]["auc"])

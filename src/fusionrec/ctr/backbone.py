@@ -166,6 +166,18 @@ class InputBlock(nn.Module):
         return [combined]
 
 
+class SequenceInputBlock(nn.Module):
+    """A feature group through EasyRec's ``output_seq_and_normal_feature`` input layer:
+    [history (B, L, D), position mask (B, L), target (B, Dt)] (``SequenceInputSlot``)."""
+
+    def __init__(self, slot: nn.Module):
+        super().__init__()
+        self.slot = slot
+
+    def forward(self, features: Dict[str, Tensor], values: List[List[Tensor]]) -> List[Tensor]:
+        return self.slot(features)
+
+
 class Block(nn.Module):
     """One block: gather its inputs (with input_slice / input_fn), merge them (EasyRec's
     merge_inputs, or a list with merge_inputs_into_list), extra_input_fn, then its layers."""
@@ -236,6 +248,17 @@ class Backbone(nn.Module):
 
         def add_input_block(key: str, block: Optional[BlockConfig], group_name: str, where: str) -> None:
             layer = block.input_layer if block is not None else None
+            if layer is not None and layer.output_seq_and_normal_feature:
+                if group_name not in group_configs:
+                    raise FusionrecError(f"{where}: feature_group_name {group_name!r} is not a feature group")
+                slot = tables.sequence_input(group_configs[group_name], where)
+                parts = [Value.tensor(-1, slot.history_dim), Value.tensor(-1)]  # -1: the batch's sequence length
+                if slot.has_target:
+                    parts.append(Value.tensor(slot.dim))
+                index[key] = len(modules)
+                modules.append(SequenceInputBlock(slot))
+                values.append(Value(tuple(p.shapes[0] for p in parts), True, tuple(parts)))
+                return
             wide = group_configs.get(group_name) is not None and group_configs[group_name].wide_deep == "WIDE"
             wide_dim = layer.wide_output_dim if layer is not None and layer.wide_output_dim else None
             if wide and wide_dim is None:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from fusionrec.ctr.backbone_ops import Op, Value, _same_shapes
 from fusionrec.ctr.config import KerasLayerConfig, MLPParams
-from fusionrec.ctr.layers import ACTIVATIONS
+from fusionrec.ctr.layers import ACTIVATIONS, TextCNN
 from fusionrec.ctr.multitask import MixtureOfExperts
 from fusionrec.errors import FusionrecError
 
@@ -371,6 +371,86 @@ class WeightedGateLayer(Op):
         return [self.mlp(total)]
 
 
+class DINLayer(Op):
+    """EasyRec's DIN encoder (Zhou et al., KDD 2018) over a sequence input [history (B, L, Ds),
+    mask, target (B, Dt)]: the target, zero-padded to Ds, scores each position with
+    ``attention_dnn`` over [q, k, q - k, q * k] (its last layer linear, no batch norm, as
+    EasyRec forces); padded positions masked; softmax (or sigmoid of score / sqrt(Ds)); the
+    scored sum of the history's first Dt values, then the (padded) target with
+    ``need_target_feature``."""
+
+    def __init__(self, history_dim: int, target_dim: int, params):
+        super().__init__()
+        attention = params.attention_dnn.model_copy(update={"use_final_bn": False, "final_activation": "linear"})
+        self.mlp = EasyRecMLP(4 * history_dim, attention)
+        self.pad = history_dim - target_dim
+        self.target_dim = target_dim
+        self.history_dim = history_dim
+        self.softmax = params.attention_normalizer == "softmax"
+        self.need_target = params.need_target_feature
+        self.out_dim = target_dim + (history_dim if params.need_target_feature else 0)
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        history, mask, query = x[0], x[1], x[2]
+        if self.pad > 0:
+            query = torch.nn.functional.pad(query, [0, self.pad])
+        batch, length = history.shape[0], history.shape[1]
+        queries = query.unsqueeze(1).expand(-1, length, -1)
+        both = torch.cat([queries, history, queries - history, queries * history], dim=2)
+        scores = self.mlp(both.reshape(batch * length, -1)).reshape(batch, length)  # batch norm over every position, as TF's
+        scores = torch.where(mask, scores, torch.full_like(scores, -(2.0**32) + 1))
+        if self.softmax:
+            weights = torch.softmax(scores, dim=1)
+        else:
+            weights = torch.sigmoid(scores / (self.history_dim**0.5))
+        attended = (weights.unsqueeze(2) * history[:, :, : self.target_dim]).sum(dim=1)
+        if self.need_target:
+            return [torch.cat([attended, query], dim=1)]
+        return [attended]
+
+
+class TextCNNLayer(Op):
+    """EasyRec's TextCNN layer over a sequence input: the history (padded positions zeroed)
+    through ``fusionrec.ctr.layers.TextCNN``, then ``mlp``."""
+
+    def __init__(self, history_dim: int, params):
+        super().__init__()
+        self.cnn = TextCNN(history_dim, list(params.filter_sizes), list(params.num_filters), params.pad_sequence_length,
+                           params.activation)  # fmt: skip
+        self.has_mlp = params.mlp is not None
+        self.mlp = EasyRecMLP(self.cnn.out_dim, params.mlp) if self.has_mlp else nn.Identity()
+        self.out_dim = self.mlp.out_dim if self.has_mlp else self.cnn.out_dim
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        history = x[0] * x[1].unsqueeze(2).to(x[0].dtype)
+        return [self.mlp(self.cnn(history))]
+
+
+def _sequence_input(value: Value, name: str, where: str) -> Tuple[int, int]:
+    """(history width, target width or 0) of a sequence input (input_layer output_seq_and_normal_feature)."""
+    if not value.parts or len(value.parts) not in (2, 3) or len(value.parts[0].shapes[0]) != 2:
+        raise FusionrecError(f"{where}: {name} reads a sequence input (an input_layer with output_seq_and_normal_feature), "
+                             f"got {value.describe()}")  # fmt: skip
+    history = value.parts[0].shapes[0][1]
+    return history, value.parts[2].shapes[0][0] if len(value.parts) == 3 else 0
+
+
+def _build_din(layer: KerasLayerConfig, value: Value, where: str):
+    history, target = _sequence_input(value, "DIN", where)
+    if target == 0:
+        raise FusionrecError(f"{where}: DIN needs target features in the sequence group (EasyRec asserts it too)")
+    if target > history:
+        raise FusionrecError(f"{where}: DIN's target width {target} is larger than the sequence's {history} (EasyRec refuses it too)")
+    module = DINLayer(history, target, layer.din)
+    return module, Value.tensor(module.out_dim)
+
+
+def _build_text_cnn(layer: KerasLayerConfig, value: Value, where: str):
+    history, _ = _sequence_input(value, "TextCNN", where)
+    module = TextCNNLayer(history, layer.text_cnn)
+    return module, Value.tensor(module.out_dim)
+
+
 def _fields(value: Value, name: str, where: str) -> Tuple[bool, int, int]:
     """(stack the list?, number of fields, field width) of an input of fields: a list of equal
     (D,) tensors or one (F, D) tensor."""
@@ -499,11 +579,13 @@ def _build_gate(layer: KerasLayerConfig, value: Value, where: str):
 # fusionrec.ctr.config.BACKBONE_LAYERS lists the same names with their params field
 COMPONENTS = {"MLP": _build_mlp, "FM": _build_fm, "DotInteraction": _build_dot, "Cross": _build_cross, "CIN": _build_cin,
               "Add": _build_add, "MMoE": _build_mmoe, "SENet": _build_senet, "FiBiNet": _build_fibinet,
-              "MaskBlock": _build_mask_block, "MaskNet": _build_masknet, "Highway": _build_highway, "Gate": _build_gate}  # fmt: skip
+              "MaskBlock": _build_mask_block, "MaskNet": _build_masknet, "Highway": _build_highway, "Gate": _build_gate,
+              "DIN": _build_din, "TextCNN": _build_text_cnn}  # fmt: skip
+SEQUENCE_COMPONENTS = ("DIN", "TextCNN")  # they read a sequence input (history, mask, target)
 
 
 def build_component(layer: KerasLayerConfig, value: Value, where: str) -> Tuple[Op, Value]:
-    if value.parts:
+    if value.parts and layer.class_name not in SEQUENCE_COMPONENTS:
         raise FusionrecError(f"{where} ({layer.class_name}): reads {value.describe()}")
     return COMPONENTS[layer.class_name](layer, value, f"{where} ({layer.class_name})")
 

@@ -954,12 +954,24 @@ class WeightedGateParams(_Strict):
     mlp: MLPParams | None = None
 
 
+class DINEncoderParams(_Strict):
+    attention_dnn: MLPParams
+    need_target_feature: bool = True
+    attention_normalizer: Literal["softmax", "sigmoid"] = "softmax"
+
+
+class TextCNNLayerParams(TextCNNConfig):
+    """EasyRec's TextCNN message as its backbone layer reads it: the convolutions, then ``mlp``."""
+
+    mlp: MLPParams | None = None
+
+
 # keras_layer class_name -> the params field it reads (None: it takes none, or st_params);
 # fusionrec.ctr.backbone.COMPONENTS builds each (tests/ctr/test_backbone.py checks they agree)
 BACKBONE_LAYERS = {"MLP": "mlp", "FM": "fm", "Add": None, "Cross": None, "DotInteraction": None, "CIN": "cin",
                    "MMoE": "mmoe", "SENet": "senet", "FiBiNet": "fibinet", "MaskBlock": "mask_block", "MaskNet": "masknet",
-                   "Highway": "highway", "Gate": "gate"}  # fmt: skip
-_LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate")
+                   "Highway": "highway", "Gate": "gate", "DIN": "din", "TextCNN": "text_cnn"}  # fmt: skip
+_LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate", "din", "text_cnn")
 
 
 class KerasLayerConfig(_Strict):
@@ -975,6 +987,8 @@ class KerasLayerConfig(_Strict):
     masknet: MaskNetParams | None = None
     highway: HighwayParams | None = None
     gate: WeightedGateParams | None = None
+    din: DINEncoderParams | None = None
+    text_cnn: TextCNNLayerParams | None = None
 
     @model_validator(mode="after")
     def _known(self):
@@ -985,7 +999,7 @@ class KerasLayerConfig(_Strict):
         given = [name for name in _LAYER_PARAMS if getattr(self, name) is not None]
         if given and given != [wanted]:
             raise ValueError(f"keras_layer {self.class_name}: reads {wanted or 'no params message'}, got {given}")
-        if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway") and getattr(self, wanted) is None:
+        if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway", "din", "text_cnn") and getattr(self, wanted) is None:
             raise ValueError(f"keras_layer {self.class_name} without its {wanted} {{...}} params is not supported "
                              f"(EasyRec's {self.class_name} layer requires them too)")  # fmt: skip
         return self
@@ -1023,7 +1037,14 @@ class InputLayerConfig(_Strict):
     only_output_feature_list: bool = False
     only_output_3d_tensor: bool = False
     output_2d_tensor_and_feature_list: bool = False
+    output_seq_and_normal_feature: bool = False
+    concat_seq_feature: bool = True
     wide_output_dim: int | None = Field(None, ge=1)
+
+    @field_validator("concat_seq_feature")
+    @classmethod
+    def _concat(cls, value):
+        return _only_implemented("concat_seq_feature", value, True, "the sequences concatenated, as DIN / TextCNN read them")
 
 
 class BlockInput(_Strict):
@@ -1583,6 +1604,15 @@ class PipelineConfig(_Strict):
             hists = [name for att in seq_group.seq_att_map for name in att.hist_seq]
             if len(hists) > 1:
                 out.append([(by_name[n].input_names[0], by_name[n].separator) for n in hists])
+        if model.backbone is not None:  # a backbone's sequence input concatenates its group's sequences per position
+            groups = {g.group_name: g for g in model.feature_groups}
+            for block in model.backbone.blocks:
+                if block.input_layer is not None and block.input_layer.output_seq_and_normal_feature:
+                    group = groups.get(block.inputs[0].feature_group_name)
+                    sequences = [n for n in (group.feature_names if group else [])
+                                 if n in by_name and by_name[n].feature_type in ("SequenceFeature", "TagFeature")]  # fmt: skip
+                    if len(sequences) > 1:
+                        out.append([(by_name[n].input_names[0], by_name[n].separator) for n in sequences])
         return out
 
     def kv_maps(self) -> dict[str, tuple[str, str, bool]]:
@@ -1792,7 +1822,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     BlockInput: _message("Input", not_implemented="package_name use_package_input reset_input package_input package_input_fn"),
     InputLayerConfig: _message(
         "InputLayer",
-        not_implemented="feature_dropout_rate output_seq_and_normal_feature concat_seq_feature",
+        not_implemented="feature_dropout_rate",
     ),
     LayerConfig: _message("Layer"),
     LambdaConfig: _message("Lambda"),
@@ -1801,7 +1831,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     KerasLayerConfig: _message(
         "KerasLayer",
         not_implemented="periodic_embedding auto_dis_embedding nary_dis_embedding bilinear "
-        "din bst seq_aug ppnet text_cnn overlap dot_product attention multi_head_attention transformer "
+        "bst seq_aug ppnet overlap dot_product attention multi_head_attention transformer "
         "text_encoder aitm",
     ),
     MLPParams: _message("MLP", no_effect="initializer use_final_bias", not_implemented="add_to_outputs"),
@@ -1815,6 +1845,8 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     MaskNetParams: _message("MaskNet"),
     HighwayParams: _message("HighWayTower", no_effect="input init_gate_bias"),  # the backbone Highway layer reads neither
     WeightedGateParams: _message("WeightedGate"),
+    DINEncoderParams: _message("DINEncoder"),
+    TextCNNLayerParams: _message("TextCNN"),
     CrossTower: _message("CrossTower"),
     BSTTower: _message("BSTTower"),
     LossConfig: _message(

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from fusionrec.ctr.config import DNN, FeatureConfig, FeatureGroupConfig, PipelineConfig, SeqAttGroupConfig
 from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.layers import ACTIVATIONS, BehaviorSequenceTransformer, DINAttention, VariationalDropout
+from fusionrec.ctr.layers import ACTIVATIONS, BehaviorSequenceTransformer, DINAttention, TextCNN, VariationalDropout
 from fusionrec.errors import FusionrecError
 
 
@@ -117,31 +117,21 @@ class AttentionPoolSlot(nn.Module):
 
 
 class TextCNNSlot(nn.Module):
-    """A SequenceFeature with EasyRec's ``sequence_combiner { text_cnn {...} }`` (Kim, EMNLP
-    2014): per filter size, a 1-D convolution of ``num_filters`` channels over the embedded
-    sequence (padded with zero embeddings to ``pad_sequence_length`` and to at least the
-    filter size), the activation, then the maximum over time; the results concatenated."""
+    """A SequenceFeature with EasyRec's ``sequence_combiner { text_cnn {...} }``: the embedded
+    sequence (padded positions zero) through ``fusionrec.ctr.layers.TextCNN``."""
 
     def __init__(self, name: str, table: nn.Embedding, filter_sizes: List[int], num_filters: List[int],
                  pad_sequence_length: int, activation: str):  # fmt: skip
         super().__init__()
         self.name = name
         self.table = table
-        self.convs = nn.ModuleList(nn.Conv1d(table.embedding_dim, n, k) for k, n in zip(filter_sizes, num_filters))
-        self.activation = ACTIVATIONS[activation]()
-        self.min_length = max(max(filter_sizes), pad_sequence_length)
-        self.out_dim = sum(num_filters)
+        self.cnn = TextCNN(table.embedding_dim, filter_sizes, num_filters, pad_sequence_length, activation)
+        self.out_dim = self.cnn.out_dim
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         mask = features[self.name + ".mask"]
         embedded = lookup(self.table.weight, self.table.sparse, features[self.name]) * mask.unsqueeze(2).to(torch.float32)
-        if embedded.shape[1] < self.min_length:
-            embedded = torch.nn.functional.pad(embedded, (0, 0, 0, self.min_length - embedded.shape[1]))
-        x = embedded.transpose(1, 2)  # B x D x L
-        pooled: List[Tensor] = []
-        for conv in self.convs:
-            pooled.append(self.activation(conv(x)).max(dim=2).values)
-        return torch.cat(pooled, dim=1)
+        return self.cnn(embedded)
 
 
 class DenseSlot(nn.Module):
@@ -224,7 +214,7 @@ class SequenceGroupSlot(nn.Module):
         self.hist_tables = nn.ModuleList(hist_tables)
         self.dim = sum(t.embedding_dim for t in key_tables)
 
-    def gather(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    def gather(self, features: Dict[str, Tensor], with_query: bool = True) -> Tuple[Tensor, Tensor, Tensor]:
         query: List[Tensor] = []
         i = 0
         for table in self.key_tables:
@@ -273,7 +263,26 @@ class SequenceGroupSlot(nn.Module):
                     + str(row) + " has " + str(int(lengths[row].item())) + " and " + str(int(other[row].item())) + " values"
                 )
             k += 1
-        return torch.cat(query, dim=1), torch.cat(history, dim=2), mask
+        return (torch.cat(query, dim=1) if with_query else mask), torch.cat(history, dim=2), mask
+
+
+class SequenceInputSlot(SequenceGroupSlot):
+    """[history (B, L, D), position mask (B, L), target (B, Dt)] of a feature group: EasyRec's
+    ``output_seq_and_normal_feature`` input layer, as the backbone's DIN and TextCNN read it
+    (the target absent when the group has only sequences)."""
+
+    def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding], hist_tables: List[nn.Embedding],
+                 scaled: List[bool]):  # fmt: skip
+        super().__init__(keys, hists, key_tables, hist_tables, scaled)
+        self.has_target = len(keys) > 0
+        self.history_dim = sum(t.embedding_dim for t in hist_tables)
+
+    def forward(self, features: Dict[str, Tensor]) -> List[Tensor]:
+        if self.has_target:
+            target, history, mask = self.gather(features)
+            return [history, mask, target]
+        _, history, mask = self.gather(features, False)
+        return [history, mask]
 
 
 class DINSlot(SequenceGroupSlot):
@@ -466,6 +475,23 @@ class EmbeddingTables:
         keys, hists, key_tables, hist_tables, key_dim, scaled = self._sequence_group(seq_group, where)
         return self._multi_values(BSTSlot(keys, hists, key_tables, hist_tables,
                                           BehaviorSequenceTransformer(key_dim, seq_len, multi_head_size), scaled))  # fmt: skip
+
+    def sequence_input(self, group: FeatureGroupConfig, where: str) -> "SequenceInputSlot":
+        """A feature group read as EasyRec's ``output_seq_and_normal_feature`` input layer: its
+        sequences (SequenceFeature / TagFeature, parallel lists) concatenated per position, and
+        its other features (the target) concatenated."""
+        sequences = [n for n in group.feature_names if self.features[n].feature_type in ("SequenceFeature", "TagFeature")]
+        targets = [n for n in group.feature_names if n not in sequences]
+        if not sequences:
+            raise FusionrecError(f"{where}: feature group {group.group_name!r} has no SequenceFeature for its sequence input")
+        for name in targets:
+            feature = self.features[name]
+            if feature.feature_type not in ("IdFeature", "RawFeature") or (feature.feature_type == "RawFeature"
+                                                                           and not feature.bucket_boundaries):  # fmt: skip
+                raise FusionrecError(f"{where}: target feature {name!r} must be an IdFeature (or a bucketized RawFeature)")
+        slot = SequenceInputSlot(targets, sequences, [self.table(n) for n in targets], [self.table(n) for n in sequences],
+                                 [_scaled(self.features[n]) for n in sequences])  # fmt: skip
+        return self._multi_values(slot)
 
     def _multi_values(self, slot: SequenceGroupSlot) -> SequenceGroupSlot:
         """Mark the seq_multi_sep hist_seq lists of a sequence group slot."""

@@ -218,6 +218,28 @@ class BehaviorSequenceTransformer(nn.Module):
         return x.flatten(1)
 
 
+class TextCNN(nn.Module):
+    """Kim (EMNLP 2014): per filter size, a 1-D convolution of ``num_filters`` channels over an
+    embedded sequence (B, L, D) (padded with zero embeddings to ``pad_sequence_length`` and to
+    at least the filter size), the activation, then the maximum over time; concatenated."""
+
+    def __init__(self, in_dim: int, filter_sizes: List[int], num_filters: List[int], pad_sequence_length: int, activation: str):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(in_dim, n, k) for k, n in zip(filter_sizes, num_filters))
+        self.activation = ACTIVATIONS[activation]()
+        self.min_length = max(max(filter_sizes), pad_sequence_length)
+        self.out_dim = sum(num_filters)
+
+    def forward(self, embedded: Tensor) -> Tensor:
+        if embedded.shape[1] < self.min_length:
+            embedded = torch.nn.functional.pad(embedded, (0, 0, 0, self.min_length - embedded.shape[1]))
+        x = embedded.transpose(1, 2)  # B x D x L
+        pooled: List[Tensor] = []
+        for conv in self.convs:
+            pooled.append(self.activation(conv(x)).max(dim=2).values)
+        return torch.cat(pooled, dim=1)
+
+
 class CrossNet(nn.Module):
     """DCN's cross layers (Wang et al., ADKDD 2017, eq. 3), as EasyRec's DCN builds them:
     x_{l+1} = x_0 (x_l . w_l) + b_l + x_l, with one weight vector and one bias per layer."""
