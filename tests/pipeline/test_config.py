@@ -120,3 +120,17 @@ def test_edits_reach_every_deep_model_the_leaf_model_included(tmp_path, base):
     spec, base_dir = load_pipeline(write_yaml(tmp_path / "p.yaml", base))
     with pytest.raises(FusionrecError, match=r"\['data_config.input_fields'\] change the pipeline's data"):
         ctr_config_for(spec, spec.models[2].ctr, base_dir, "models.deep.ctr")
+
+
+def test_a_multi_task_deep_model_is_refused_by_name(tmp_path, base):
+    from fusionrec.pipeline.config import ctr_config_for
+
+    deep = copy.deepcopy(WIDE_AND_DEEP)
+    groups = deep["model_config"]["feature_groups"]
+    names = [n for g in groups for n in g["feature_names"]]
+    deep["model_config"] = {"model_class": "SimpleMultiTask", "feature_groups": [{"group_name": "all", "feature_names": names}],
+                            "simple_multi_task": {"task_towers": [{"tower_name": "ctr", "dnn": {"hidden_units": [4]}}]}}  # fmt: skip
+    base["models"].append({"name": "deep", "ctr": deep})
+    spec, base_dir = load_pipeline(write_yaml(tmp_path / "p.yaml", base))
+    with pytest.raises(FusionrecError, match="SimpleMultiTask is a multi-task model; .* not supported yet"):
+        ctr_config_for(spec, spec.models[-1].ctr, base_dir, "models.deep.ctr")

@@ -436,4 +436,7 @@ def ctr_config_for(spec: PipelineSpec, section: CTRSection, base_dir: Path, wher
     task = ctr_config.config_from_dict(merged, where)
     if task.model_config_.task.kind != "binary":
         raise FusionrecError(f"{where}: the pipeline fuses click models; this model is {task.model_config_.task.kind}")
+    if task.model_config_.towers:
+        raise FusionrecError(f"{where}: {task.model_config_.model_class} is a multi-task model; the pipeline fuses one click "
+                             "score per model, and a multi-task member is not supported yet")  # fmt: skip
     return task
