@@ -129,7 +129,7 @@ def main() -> None:
         seconds.append(timing)
         counts.append(count)
     keys = list(per_world[0])
-    header = " | ".join(f"world {w}" for w in range(args.worlds))
+    header = " / ".join(f"world {w}" for w in range(args.worlds))
     rows = [f"| label | model | test AUC, {header} | minus single-task: mean over worlds (s.e.) |",
             "|---|---|---|---|"]  # fmt: skip
     summary = {}

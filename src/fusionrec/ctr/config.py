@@ -765,19 +765,28 @@ class ExpertTower(_Strict):
     dnn: DNN
 
 
-class MMoEConfig(_Strict):
-    experts: list[ExpertTower] = []
-    expert_dnn: DNN | None = None
-    num_expert: int = Field(0, ge=0)
+class _TaskTowers(_Strict):
+    """A multi-task model block of ``task_towers`` (EasyRec's MMoE, PLE, DBMTL, SimpleMultiTask)."""
+
     task_towers: list[TaskTowerConfig] = []
     l2_regularization: float = Field(1e-4, ge=0)
 
     def ordered_task_towers(self) -> list[TaskTowerConfig]:
-        return self.task_towers
+        return list(self.task_towers)
+
+    @model_validator(mode="after")
+    def _towers(self):
+        _unique_towers(self.task_towers, type(self).__name__.removesuffix("Config"))
+        return self
+
+
+class MMoEConfig(_TaskTowers):
+    experts: list[ExpertTower] = []
+    expert_dnn: DNN | None = None
+    num_expert: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self):
-        _unique_towers(self.task_towers, "MMoE")
         if self.expert_dnn is not None and self.num_expert < 1:
             raise ValueError("MMoE: expert_dnn needs num_expert >= 1")
         if self.expert_dnn is None and not self.experts:
@@ -793,36 +802,25 @@ class ExtractionNetwork(_Strict):
     share_expert_net: DNN | None = None
 
 
-class PLEConfig(_Strict):
+class PLEConfig(_TaskTowers):
     extraction_networks: list[ExtractionNetwork] = Field(min_length=1)
-    task_towers: list[TaskTowerConfig] = []
-    l2_regularization: float = Field(1e-4, ge=0)
-
-    def ordered_task_towers(self) -> list[TaskTowerConfig]:
-        return self.task_towers
 
     @model_validator(mode="after")
     def _check(self):
-        _unique_towers(self.task_towers, "PLE")
         for network in self.extraction_networks:
             if network.share_num and network.share_expert_net is None:
                 raise ValueError(f"PLE: extraction network {network.network_name!r}: share_num {network.share_num} needs share_expert_net")
         return self
 
 
-class DBMTLConfig(_Strict):
+class DBMTLConfig(_TaskTowers):
     bottom_dnn: DNN | None = None
     expert_dnn: DNN | None = None
     num_expert: int = Field(0, ge=0)
     task_towers: list[BayesTaskTowerConfig] = []
-    l2_regularization: float = Field(1e-4, ge=0)
-
-    def ordered_task_towers(self) -> list[TaskTowerConfig]:
-        return list(self.task_towers)
 
     @model_validator(mode="after")
     def _check(self):
-        _unique_towers(self.task_towers, "DBMTL")
         if self.expert_dnn is not None and self.num_expert < 1:
             raise ValueError("DBMTL: expert_dnn needs num_expert >= 1")
         seen: list[str] = []
@@ -837,17 +835,8 @@ class DBMTLConfig(_Strict):
         return self
 
 
-class SimpleMultiTaskConfig(_Strict):
-    task_towers: list[TaskTowerConfig] = []
-    l2_regularization: float = Field(1e-4, ge=0)
-
-    def ordered_task_towers(self) -> list[TaskTowerConfig]:
-        return self.task_towers
-
-    @model_validator(mode="after")
-    def _check(self):
-        _unique_towers(self.task_towers, "SimpleMultiTask")
-        return self
+class SimpleMultiTaskConfig(_TaskTowers):
+    """EasyRec's SimpleMultiTask: task towers only."""
 
 
 # ---------------------------------------------------------------- the backbone (EasyRec's component graph)
