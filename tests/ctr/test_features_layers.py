@@ -243,7 +243,7 @@ def test_text_cnn_sequence_combiner_is_max_over_time_of_each_convolution():
         e = torch.zeros(4, 4)
         e[:length] = table.weight[features["s"][row, :length]]
         expected = []
-        for conv, k in zip(slot.convs, [2, 3]):
+        for conv, k in zip(slot.cnn.convs, [2, 3]):
             windows = [torch.relu(conv.bias + (conv.weight * e[t : t + k].T).sum(dim=(1, 2))) for t in range(4 - k + 1)]
             expected.append(torch.stack(windows).max(dim=0).values)
         torch.testing.assert_close(got[row], torch.cat(expected))
