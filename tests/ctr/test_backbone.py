@@ -302,3 +302,23 @@ def test_sequence_input_block_gives_history_mask_and_target(taobao, tmp_path):
     torch.testing.assert_close(history, expected)
     assert torch.equal(mask, features["tag_category_list.mask"]) and target.shape == (8, 32)
     assert np.isfinite(trainer.train(progress=False)["eval"]["auc"])
+
+
+def test_bst_layer_puts_the_target_first_and_attends_to_nonzero_positions(rng):
+    history, target = tensors(rng, (3, 4), (4,))
+    history[:, 2] = 0.0  # a padded position: all zeros, not attended (EasyRec's mask)
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    value = Value(((-1, 4), (-1,), (4,)), True, (Value.tensor(-1, 4), Value.tensor(-1), Value.tensor(4)))
+    params = {"hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8,
+              "max_position_embeddings": 5, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}  # fmt: skip
+    op, out = component("BST", value, bst={**params, "output_all_token_embeddings": False})
+    op.eval()
+    tokens = torch.cat([target.unsqueeze(1), history], dim=1)
+    expected = op.encoder(op.postprocess(tokens, None), torch.tensor([[True, True, True, False]] * 4))[:, 0]
+    torch.testing.assert_close(op([history, mask, target])[0], expected)
+    assert out == Value.tensor(4)
+    all_tokens, out_all = component("BST", value, bst=params)
+    assert out_all == Value.tensor((5 + 1) * 4) and all_tokens([history, mask, target])[0].shape == (4, 24)
+    too_long = tensors(rng, (6, 4))[0]
+    with pytest.raises(Exception, match="longer than max_position_embeddings 5"):
+        all_tokens([too_long, torch.ones(4, 6, dtype=torch.bool), target])

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from fusionrec.ctr.backbone_ops import Op, Value, _same_shapes
 from fusionrec.ctr.config import KerasLayerConfig, MLPParams
 from fusionrec.ctr.layers import ACTIVATIONS, TextCNN
+from fusionrec.ctr.transformer import EmbeddingPostprocessor, TransformerEncoder
 from fusionrec.ctr.multitask import MixtureOfExperts
 from fusionrec.errors import FusionrecError
 
@@ -426,6 +427,63 @@ class TextCNNLayer(Op):
         return [self.mlp(self.cnn(history))]
 
 
+class BSTLayer(Op):
+    """EasyRec's BST encoder (Chen et al., DLP-KDD 2019) over a sequence input [history (B, L, D),
+    mask, target]: with ``output_all_token_embeddings`` the history padded (or cut) to
+    ``max_position_embeddings`` positions; history and target projected to ``hidden_size``
+    (linear + relu) when their width differs; the target put at the head or the tail
+    (``target_item_position``; ``ignore`` drops it); BERT's position embeddings, layer norm and
+    dropout, then the transformer layers, attending to the positions EasyRec keeps: those whose
+    (projected) input is not all zeros. The output: every token flattened, or the first token.
+    A history longer than max_position_embeddings is an error, as in EasyRec."""
+
+    def __init__(self, history_dim: int, target_dim: int, params, where: str):
+        super().__init__()
+        hidden = params.hidden_size
+        self.max_position = params.max_position_embeddings
+        self.pad_all = params.output_all_token_embeddings
+        self.project_history = history_dim != hidden
+        self.history_projection = nn.Linear(history_dim, hidden) if self.project_history else nn.Identity()
+        self.keep_target = target_dim > 0 and params.target_item_position in ("head", "tail")
+        self.target_at_head = params.target_item_position == "head"
+        self.project_target = self.keep_target and target_dim != hidden
+        self.target_projection = nn.Linear(target_dim, hidden) if self.project_target else nn.Identity()
+        positions = self.max_position + (1 if self.keep_target or params.reserve_target_position else 0)
+        if self.pad_all and not self.keep_target and params.reserve_target_position:
+            raise FusionrecError(f"{where}: BST with output_all_token_embeddings and reserve_target_position but no target "
+                                 "is not supported (EasyRec's reshape to max_position_embeddings + 1 tokens fails too)")  # fmt: skip
+        self.postprocess = EmbeddingPostprocessor(hidden, positions if params.use_position_embeddings else 0,
+                                                  params.hidden_dropout_prob, params.initializer_range)  # fmt: skip
+        self.encoder = TransformerEncoder(hidden, params.num_hidden_layers, params.num_attention_heads, params.intermediate_size,
+                                          params.hidden_act, params.hidden_dropout_prob, params.attention_probs_dropout_prob,
+                                          params.initializer_range)  # fmt: skip
+        self.out_dim = positions * hidden if self.pad_all else hidden
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        history = x[0]
+        if history.shape[1] > self.max_position:
+            raise ValueError("BST: a sequence of " + str(history.shape[1]) + " positions is longer than max_position_embeddings "
+                             + str(self.max_position) + "; set max_seq_len on the sequence features")
+        if self.pad_all and history.shape[1] < self.max_position:
+            history = torch.nn.functional.pad(history, [0, 0, 0, self.max_position - history.shape[1]])
+        if self.project_history:
+            history = torch.relu(self.history_projection(history))
+        tokens = history
+        if self.keep_target:
+            target = x[2]
+            if self.project_target:
+                target = torch.relu(self.target_projection(target))
+            if self.target_at_head:
+                tokens = torch.cat([target.unsqueeze(1), history], dim=1)
+            else:
+                tokens = torch.cat([history, target.unsqueeze(1)], dim=1)
+        mask = (tokens != 0).any(dim=2)  # EasyRec attends to the positions whose input is not all zeros
+        encoded = self.encoder(self.postprocess(tokens, None), mask)
+        if self.pad_all:
+            return [encoded.reshape(encoded.shape[0], -1)]
+        return [encoded[:, 0]]
+
+
 def _sequence_input(value: Value, name: str, where: str) -> Tuple[int, int]:
     """(history width, target width or 0) of a sequence input (input_layer output_seq_and_normal_feature)."""
     if not value.parts or len(value.parts) not in (2, 3) or len(value.parts[0].shapes[0]) != 2:
@@ -442,6 +500,15 @@ def _build_din(layer: KerasLayerConfig, value: Value, where: str):
     if target > history:
         raise FusionrecError(f"{where}: DIN's target width {target} is larger than the sequence's {history} (EasyRec refuses it too)")
     module = DINLayer(history, target, layer.din)
+    return module, Value.tensor(module.out_dim)
+
+
+def _build_bst(layer: KerasLayerConfig, value: Value, where: str):
+    history, target = _sequence_input(value, "BST", where)
+    if target and target != history:
+        raise FusionrecError(f"{where}: BST's target width {target} differs from the sequence's {history} "
+                             "(EasyRec asserts they are equal)")  # fmt: skip
+    module = BSTLayer(history, target, layer.bst, where)
     return module, Value.tensor(module.out_dim)
 
 
@@ -580,8 +647,8 @@ def _build_gate(layer: KerasLayerConfig, value: Value, where: str):
 COMPONENTS = {"MLP": _build_mlp, "FM": _build_fm, "DotInteraction": _build_dot, "Cross": _build_cross, "CIN": _build_cin,
               "Add": _build_add, "MMoE": _build_mmoe, "SENet": _build_senet, "FiBiNet": _build_fibinet,
               "MaskBlock": _build_mask_block, "MaskNet": _build_masknet, "Highway": _build_highway, "Gate": _build_gate,
-              "DIN": _build_din, "TextCNN": _build_text_cnn}  # fmt: skip
-SEQUENCE_COMPONENTS = ("DIN", "TextCNN")  # they read a sequence input (history, mask, target)
+              "DIN": _build_din, "TextCNN": _build_text_cnn, "BST": _build_bst}  # fmt: skip
+SEQUENCE_COMPONENTS = ("DIN", "TextCNN", "BST")  # they read a sequence input (history, mask, target)
 
 
 def build_component(layer: KerasLayerConfig, value: Value, where: str) -> Tuple[Op, Value]:

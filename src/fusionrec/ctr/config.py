@@ -943,6 +943,28 @@ class WeightedGateParams(_Strict):
     mlp: MLPParams | None = None
 
 
+class BSTEncoderParams(_Strict):
+    hidden_size: int = Field(ge=1)
+    num_hidden_layers: int = Field(ge=0)
+    num_attention_heads: int = Field(ge=1)
+    intermediate_size: int = Field(ge=1)
+    hidden_act: Literal["gelu", "relu", "tanh", "swish"] = "gelu"
+    hidden_dropout_prob: float = Field(0.1, ge=0, lt=1)
+    attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1)
+    max_position_embeddings: int = Field(512, ge=1)
+    use_position_embeddings: bool = True
+    initializer_range: float = Field(0.02, gt=0)
+    output_all_token_embeddings: bool = True
+    target_item_position: Literal["head", "tail", "ignore"] = "head"
+    reserve_target_position: bool = True
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"bst: hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}")
+        return self
+
+
 class DINEncoderParams(_Strict):
     attention_dnn: MLPParams
     need_target_feature: bool = True
@@ -959,8 +981,9 @@ class TextCNNLayerParams(TextCNNConfig):
 # fusionrec.ctr.backbone.COMPONENTS builds each (tests/ctr/test_backbone.py checks they agree)
 BACKBONE_LAYERS = {"MLP": "mlp", "FM": "fm", "Add": None, "Cross": None, "DotInteraction": None, "CIN": "cin",
                    "MMoE": "mmoe", "SENet": "senet", "FiBiNet": "fibinet", "MaskBlock": "mask_block", "MaskNet": "masknet",
-                   "Highway": "highway", "Gate": "gate", "DIN": "din", "TextCNN": "text_cnn"}  # fmt: skip
-_LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate", "din", "text_cnn")
+                   "Highway": "highway", "Gate": "gate", "DIN": "din", "TextCNN": "text_cnn", "BST": "bst"}  # fmt: skip
+_LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate", "din", "text_cnn",
+                 "bst")
 
 
 class KerasLayerConfig(_Strict):
@@ -978,6 +1001,7 @@ class KerasLayerConfig(_Strict):
     gate: WeightedGateParams | None = None
     din: DINEncoderParams | None = None
     text_cnn: TextCNNLayerParams | None = None
+    bst: BSTEncoderParams | None = None
 
     @model_validator(mode="after")
     def _known(self):
@@ -988,7 +1012,7 @@ class KerasLayerConfig(_Strict):
         given = [name for name in _LAYER_PARAMS if getattr(self, name) is not None]
         if given and given != [wanted]:
             raise ValueError(f"keras_layer {self.class_name}: reads {wanted or 'no params message'}, got {given}")
-        if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway", "din", "text_cnn") and getattr(self, wanted) is None:
+        if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway", "din", "text_cnn", "bst") and getattr(self, wanted) is None:
             raise ValueError(f"keras_layer {self.class_name} without its {wanted} {{...}} params is not supported "
                              f"(EasyRec's {self.class_name} layer requires them too)")  # fmt: skip
         return self
@@ -1820,7 +1844,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     KerasLayerConfig: _message(
         "KerasLayer",
         not_implemented="periodic_embedding auto_dis_embedding nary_dis_embedding bilinear "
-        "bst seq_aug ppnet overlap dot_product attention multi_head_attention transformer "
+        "seq_aug ppnet overlap dot_product attention multi_head_attention transformer "
         "text_encoder aitm",
     ),
     MLPParams: _message("MLP", no_effect="initializer use_final_bias", not_implemented="add_to_outputs"),
@@ -1835,6 +1859,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     HighwayParams: _message("HighWayTower", no_effect="input init_gate_bias"),  # the backbone Highway layer reads neither
     WeightedGateParams: _message("WeightedGate"),
     DINEncoderParams: _message("DINEncoder"),
+    BSTEncoderParams: _message("BSTEncoder"),
     TextCNNLayerParams: _message("TextCNN"),
     CrossTower: _message("CrossTower"),
     BSTTower: _message("BSTTower"),
