@@ -322,3 +322,32 @@ def test_bst_layer_puts_the_target_first_and_attends_to_nonzero_positions(rng):
     too_long = tensors(rng, (6, 4))[0]
     with pytest.raises(Exception, match="longer than max_position_embeddings 5"):
         all_tokens([too_long, torch.ones(4, 6, dtype=torch.bool), target])
+
+
+def test_periodic_embedding_is_sin_and_cos_of_trained_frequencies(rng):
+    (numbers,) = tensors(rng, (3,))
+    op, out = component("PeriodicEmbedding", Value.tensor(3), periodic_embedding={
+        "embedding_dim": 4, "sigma": 0.5, "add_linear_layer": False, "output_tensor_list": True})  # fmt: skip
+    got = op([numbers])
+    c = op.coefficients.detach()[0]  # (3, 2)
+    for i in range(3):
+        angles = 2 * np.pi * c[i] * numbers[:, i : i + 1]
+        torch.testing.assert_close(got[1 + i], torch.cat([torch.sin(angles), torch.cos(angles)], dim=1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[0], torch.cat(got[1:], dim=1))
+    assert out.parts == (Value.tensor(12), Value.of_list([(4,)] * 3))
+    pick, picked = compile_lambda("lambda x: x[1]", out, "block 'fm'")
+    assert picked == Value.of_list([(4,)] * 3) and len(pick(got)) == 3
+
+
+def test_autodis_embedding_weighs_meta_embeddings_by_a_soft_discretization(rng):
+    (numbers,) = tensors(rng, (2,))
+    op, out = component("AutoDisEmbedding", Value.tensor(2), auto_dis_embedding={
+        "embedding_dim": 3, "num_bins": 4, "temperature": 0.5, "keep_prob": 0.8})  # fmt: skip
+    got = op([numbers])[0]
+    meta, w, mix = op.meta.detach(), op.projection.detach()[0], op.mixing.detach()
+    for b in range(4):
+        for n in range(2):
+            h = torch.nn.functional.leaky_relu(w[n] * numbers[b, n], 0.2)
+            weights = torch.softmax((mix[n] @ h + 0.8 * h) / 0.5, dim=0)
+            torch.testing.assert_close(got[b, n * 3 : n * 3 + 3], weights @ meta[n], rtol=1e-5, atol=1e-5)
+    assert out == Value.tensor(6)

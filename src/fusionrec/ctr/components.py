@@ -484,6 +484,97 @@ class BSTLayer(Op):
         return [encoded[:, 0]]
 
 
+class NumericEmbeddingOutput(Op):
+    """The output forms of EasyRec's numeric embeddings: (B, N*D); with ``output_tensor_list``
+    [that, each feature's (B, D)]; with ``output_3d_tensor`` [that, (B, N, D)]."""
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        embedded = x[0]  # (B, N, D)
+        flat = embedded.reshape(embedded.shape[0], -1)
+        if self.form == "list":
+            return [flat] + list(embedded.unbind(dim=1))
+        if self.form == "3d":
+            return [flat, embedded]
+        return [flat]
+
+
+class PeriodicEmbeddingLayer(Op):
+    """Periodic embeddings of N numbers (Gorishniy et al., NeurIPS 2022): per feature,
+    [sin(2 pi c x), cos(2 pi c x)] with trainable c ~ N(0, sigma) (embedding_dim / 2 of them),
+    then (``add_linear_layer``) a linear layer per feature and ``linear_activation``."""
+
+    def __init__(self, n_features: int, params):
+        super().__init__()
+        half = params.embedding_dim // 2
+        self.coefficients = nn.Parameter(torch.randn(1, n_features, half) * params.sigma)
+        self.add_linear = params.add_linear_layer
+        dim = params.embedding_dim
+        self.weight = nn.Parameter(torch.empty(n_features, dim, dim))
+        self.bias = nn.Parameter(torch.zeros(n_features, dim))
+        nn.init.xavier_uniform_(self.weight)
+        self.activation = ACTIVATIONS[params.linear_activation]()
+        form = "list" if params.output_tensor_list else "3d" if params.output_3d_tensor else "flat"
+        self.output = NumericEmbeddingOutput(form)
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        angles = 2 * 3.141592653589793 * self.coefficients * x[0].unsqueeze(2)  # (B, N, D/2)
+        embedded = torch.cat([torch.sin(angles), torch.cos(angles)], dim=2)
+        if self.add_linear:  # one linear layer per feature (EasyRec's NLinear)
+            embedded = self.activation(torch.einsum("bnd,nde->bne", embedded, self.weight) + self.bias)
+        return self.output([embedded])
+
+
+class AutoDisEmbeddingLayer(Op):
+    """AutoDis (Guo et al., KDD 2021) as EasyRec builds it: per feature, h = leaky_relu(w x)
+    over num_bins (slope 0.2, TensorFlow's), y = W h + keep_prob * h, softmax(y / temperature)
+    weighs the feature's num_bins meta-embeddings."""
+
+    def __init__(self, n_features: int, params):
+        super().__init__()
+        self.meta = nn.Parameter(torch.empty(n_features, params.num_bins, params.embedding_dim))
+        self.projection = nn.Parameter(torch.empty(1, n_features, params.num_bins))
+        self.mixing = nn.Parameter(torch.empty(n_features, params.num_bins, params.num_bins))
+        for weight in (self.meta, self.projection, self.mixing):
+            nn.init.xavier_uniform_(weight)
+        self.keep_prob = params.keep_prob
+        self.temperature = params.temperature
+        form = "list" if params.output_tensor_list else "3d" if params.output_3d_tensor else "flat"
+        self.output = NumericEmbeddingOutput(form)
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        hidden = torch.nn.functional.leaky_relu(self.projection * x[0].unsqueeze(2), negative_slope=0.2)
+        mixed = torch.einsum("nik,bnk->bni", self.mixing, hidden) + self.keep_prob * hidden
+        weights = torch.softmax(mixed / self.temperature, dim=2)
+        return self.output([torch.einsum("bnk,nkd->bnd", weights, self.meta)])
+
+
+def _numeric_output(n: int, dim: int, params) -> Value:
+    flat = Value.tensor(n * dim)
+    if params.output_tensor_list:
+        fields = Value.of_list([(dim,)] * n)
+        return Value(flat.shapes + fields.shapes, True, (flat, fields))
+    if params.output_3d_tensor:
+        stacked = Value.tensor(n, dim)
+        return Value(flat.shapes + stacked.shapes, True, (flat, stacked))
+    return flat
+
+
+def _build_periodic(layer: KerasLayerConfig, value: Value, where: str):
+    n = _one_vector(value, "PeriodicEmbedding", where)
+    params = layer.periodic_embedding
+    return PeriodicEmbeddingLayer(n, params), _numeric_output(n, params.embedding_dim, params)
+
+
+def _build_autodis(layer: KerasLayerConfig, value: Value, where: str):
+    n = _one_vector(value, "AutoDisEmbedding", where)
+    params = layer.auto_dis_embedding
+    return AutoDisEmbeddingLayer(n, params), _numeric_output(n, params.embedding_dim, params)
+
+
 def _sequence_input(value: Value, name: str, where: str) -> Tuple[int, int]:
     """(history width, target width or 0) of a sequence input (input_layer output_seq_and_normal_feature)."""
     if not value.parts or len(value.parts) not in (2, 3) or len(value.parts[0].shapes[0]) != 2:
@@ -647,7 +738,8 @@ def _build_gate(layer: KerasLayerConfig, value: Value, where: str):
 COMPONENTS = {"MLP": _build_mlp, "FM": _build_fm, "DotInteraction": _build_dot, "Cross": _build_cross, "CIN": _build_cin,
               "Add": _build_add, "MMoE": _build_mmoe, "SENet": _build_senet, "FiBiNet": _build_fibinet,
               "MaskBlock": _build_mask_block, "MaskNet": _build_masknet, "Highway": _build_highway, "Gate": _build_gate,
-              "DIN": _build_din, "TextCNN": _build_text_cnn, "BST": _build_bst}  # fmt: skip
+              "DIN": _build_din, "TextCNN": _build_text_cnn, "BST": _build_bst,
+              "PeriodicEmbedding": _build_periodic, "AutoDisEmbedding": _build_autodis}  # fmt: skip
 SEQUENCE_COMPONENTS = ("DIN", "TextCNN", "BST")  # they read a sequence input (history, mask, target)
 
 

@@ -943,6 +943,34 @@ class WeightedGateParams(_Strict):
     mlp: MLPParams | None = None
 
 
+class PeriodicEmbeddingParams(_Strict):
+    embedding_dim: int = Field(ge=2)
+    sigma: float = Field(gt=0)
+    add_linear_layer: bool = True
+    linear_activation: str = "relu"
+    output_3d_tensor: bool = False
+    output_tensor_list: bool = False
+
+    @model_validator(mode="after")
+    def _check(self):
+        from fusionrec.ctr.layers import ACTIVATIONS
+
+        if self.embedding_dim % 2:
+            raise ValueError(f"periodic_embedding: embedding_dim {self.embedding_dim} must be even (sin and cos halves)")
+        if self.linear_activation not in ACTIVATIONS:
+            raise ValueError(f"linear_activation {self.linear_activation!r} is not one of {sorted(ACTIVATIONS)}")
+        return self
+
+
+class AutoDisEmbeddingParams(_Strict):
+    embedding_dim: int = Field(ge=1)
+    num_bins: int = Field(ge=1)
+    keep_prob: float = Field(0.8, ge=0)
+    temperature: float = Field(gt=0)
+    output_3d_tensor: bool = False
+    output_tensor_list: bool = False
+
+
 class BSTEncoderParams(_Strict):
     hidden_size: int = Field(ge=1)
     num_hidden_layers: int = Field(ge=0)
@@ -981,9 +1009,10 @@ class TextCNNLayerParams(TextCNNConfig):
 # fusionrec.ctr.backbone.COMPONENTS builds each (tests/ctr/test_backbone.py checks they agree)
 BACKBONE_LAYERS = {"MLP": "mlp", "FM": "fm", "Add": None, "Cross": None, "DotInteraction": None, "CIN": "cin",
                    "MMoE": "mmoe", "SENet": "senet", "FiBiNet": "fibinet", "MaskBlock": "mask_block", "MaskNet": "masknet",
-                   "Highway": "highway", "Gate": "gate", "DIN": "din", "TextCNN": "text_cnn", "BST": "bst"}  # fmt: skip
+                   "Highway": "highway", "Gate": "gate", "DIN": "din", "TextCNN": "text_cnn", "BST": "bst",
+                   "PeriodicEmbedding": "periodic_embedding", "AutoDisEmbedding": "auto_dis_embedding"}  # fmt: skip
 _LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate", "din", "text_cnn",
-                 "bst")
+                 "bst", "periodic_embedding", "auto_dis_embedding")
 
 
 class KerasLayerConfig(_Strict):
@@ -1002,6 +1031,8 @@ class KerasLayerConfig(_Strict):
     din: DINEncoderParams | None = None
     text_cnn: TextCNNLayerParams | None = None
     bst: BSTEncoderParams | None = None
+    periodic_embedding: PeriodicEmbeddingParams | None = None
+    auto_dis_embedding: AutoDisEmbeddingParams | None = None
 
     @model_validator(mode="after")
     def _known(self):
@@ -1012,7 +1043,8 @@ class KerasLayerConfig(_Strict):
         given = [name for name in _LAYER_PARAMS if getattr(self, name) is not None]
         if given and given != [wanted]:
             raise ValueError(f"keras_layer {self.class_name}: reads {wanted or 'no params message'}, got {given}")
-        if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway", "din", "text_cnn", "bst") and getattr(self, wanted) is None:
+        if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway", "din", "text_cnn", "bst",
+                      "periodic_embedding", "auto_dis_embedding") and getattr(self, wanted) is None:
             raise ValueError(f"keras_layer {self.class_name} without its {wanted} {{...}} params is not supported "
                              f"(EasyRec's {self.class_name} layer requires them too)")  # fmt: skip
         return self
@@ -1843,7 +1875,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     RepeatLayerConfig: _message("RepeatLayer", not_implemented="input_slice input_fn"),
     KerasLayerConfig: _message(
         "KerasLayer",
-        not_implemented="periodic_embedding auto_dis_embedding nary_dis_embedding bilinear "
+        not_implemented="nary_dis_embedding bilinear "
         "seq_aug ppnet overlap dot_product attention multi_head_attention transformer "
         "text_encoder aitm",
     ),
@@ -1860,6 +1892,8 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     WeightedGateParams: _message("WeightedGate"),
     DINEncoderParams: _message("DINEncoder"),
     BSTEncoderParams: _message("BSTEncoder"),
+    PeriodicEmbeddingParams: _message("PeriodicEmbedding"),
+    AutoDisEmbeddingParams: _message("AutoDisEmbedding"),
     TextCNNLayerParams: _message("TextCNN"),
     CrossTower: _message("CrossTower"),
     BSTTower: _message("BSTTower"),
