@@ -351,3 +351,15 @@ def test_autodis_embedding_weighs_meta_embeddings_by_a_soft_discretization(rng):
             weights = torch.softmax((mix[n] @ h + 0.8 * h) / 0.5, dim=0)
             torch.testing.assert_close(got[b, n * 3 : n * 3 + 3], weights @ meta[n], rtol=1e-5, atol=1e-5)
     assert out == Value.tensor(6)
+
+
+@pytest.mark.parametrize("kind", ["all", "each", "interaction"])
+def test_bilinear_is_a_linear_map_of_pairwise_products(kind, rng):
+    fields = tensors(rng, (3,), (3,), (3,))
+    op, out = component("Bilinear", Value.of_list([(3,)] * 3), bilinear={"type": kind, "num_output_units": 2})
+    products = []
+    for k, (i, j) in enumerate(itertools.combinations(range(3), 2)):
+        dense = op.dense[0] if kind == "all" else op.dense[i] if kind == "each" else op.dense[k]
+        products.append((dense(fields[i]) * fields[j]).sum(1, keepdim=True))
+    torch.testing.assert_close(op(fields)[0], op.output(torch.cat(products, 1)))
+    assert out == Value.tensor(2)

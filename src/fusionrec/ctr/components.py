@@ -692,6 +692,11 @@ def _build_senet(layer: KerasLayerConfig, value: Value, where: str):
     return SENetLayer(dims, layer.senet or SENetParams(), where), Value.tensor(sum(dims))
 
 
+def _build_bilinear(layer: KerasLayerConfig, value: Value, where: str):
+    module = BilinearLayer(_field_list(value, "Bilinear", where), layer.bilinear, where)
+    return module, Value.tensor(layer.bilinear.num_output_units)
+
+
 def _build_fibinet(layer: KerasLayerConfig, value: Value, where: str):
     module = FiBiNetLayer(_field_list(value, "FiBiNet", where), layer.fibinet, where)
     return module, Value.tensor(module.out_dim)
@@ -739,7 +744,7 @@ COMPONENTS = {"MLP": _build_mlp, "FM": _build_fm, "DotInteraction": _build_dot, 
               "Add": _build_add, "MMoE": _build_mmoe, "SENet": _build_senet, "FiBiNet": _build_fibinet,
               "MaskBlock": _build_mask_block, "MaskNet": _build_masknet, "Highway": _build_highway, "Gate": _build_gate,
               "DIN": _build_din, "TextCNN": _build_text_cnn, "BST": _build_bst,
-              "PeriodicEmbedding": _build_periodic, "AutoDisEmbedding": _build_autodis}  # fmt: skip
+              "PeriodicEmbedding": _build_periodic, "AutoDisEmbedding": _build_autodis, "Bilinear": _build_bilinear}  # fmt: skip
 SEQUENCE_COMPONENTS = ("DIN", "TextCNN", "BST")  # they read a sequence input (history, mask, target)
 
 

@@ -1010,9 +1010,9 @@ class TextCNNLayerParams(TextCNNConfig):
 BACKBONE_LAYERS = {"MLP": "mlp", "FM": "fm", "Add": None, "Cross": None, "DotInteraction": None, "CIN": "cin",
                    "MMoE": "mmoe", "SENet": "senet", "FiBiNet": "fibinet", "MaskBlock": "mask_block", "MaskNet": "masknet",
                    "Highway": "highway", "Gate": "gate", "DIN": "din", "TextCNN": "text_cnn", "BST": "bst",
-                   "PeriodicEmbedding": "periodic_embedding", "AutoDisEmbedding": "auto_dis_embedding"}  # fmt: skip
+                   "PeriodicEmbedding": "periodic_embedding", "AutoDisEmbedding": "auto_dis_embedding", "Bilinear": "bilinear"}  # fmt: skip
 _LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate", "din", "text_cnn",
-                 "bst", "periodic_embedding", "auto_dis_embedding")
+                 "bst", "periodic_embedding", "auto_dis_embedding", "bilinear")
 
 
 class KerasLayerConfig(_Strict):
@@ -1033,6 +1033,7 @@ class KerasLayerConfig(_Strict):
     bst: BSTEncoderParams | None = None
     periodic_embedding: PeriodicEmbeddingParams | None = None
     auto_dis_embedding: AutoDisEmbeddingParams | None = None
+    bilinear: BilinearParams | None = None
 
     @model_validator(mode="after")
     def _known(self):
@@ -1044,7 +1045,7 @@ class KerasLayerConfig(_Strict):
         if given and given != [wanted]:
             raise ValueError(f"keras_layer {self.class_name}: reads {wanted or 'no params message'}, got {given}")
         if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway", "din", "text_cnn", "bst",
-                      "periodic_embedding", "auto_dis_embedding") and getattr(self, wanted) is None:
+                      "periodic_embedding", "auto_dis_embedding", "bilinear") and getattr(self, wanted) is None:
             raise ValueError(f"keras_layer {self.class_name} without its {wanted} {{...}} params is not supported "
                              f"(EasyRec's {self.class_name} layer requires them too)")  # fmt: skip
         return self
@@ -1875,7 +1876,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     RepeatLayerConfig: _message("RepeatLayer", not_implemented="input_slice input_fn"),
     KerasLayerConfig: _message(
         "KerasLayer",
-        not_implemented="nary_dis_embedding bilinear "
+        not_implemented="nary_dis_embedding "
         "seq_aug ppnet overlap dot_product attention multi_head_attention transformer "
         "text_encoder aitm",
     ),
