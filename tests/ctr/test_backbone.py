@@ -84,8 +84,8 @@ def test_other_lambdas_are_refused_by_name(text, message):
     ([{"name": "a", "inputs": [{"block_name": "nowhere"}]}], {}, r"block 'a': input block_name 'nowhere' is not a block"),
     ([{"name": "a", "inputs": [{"feature_group_name": "wide"}]}, {"name": "a", "inputs": [{"feature_group_name": "wide"}]}],
      {}, "block names must be unique"),
-    ([{"name": "a", "inputs": [{"feature_group_name": "features"}], "keras_layer": {"class_name": "PPNet"}}], {},
-     r"class_name 'PPNet' is not implemented yet by fusionrec; it has \["),
+    ([{"name": "a", "inputs": [{"feature_group_name": "features"}], "keras_layer": {"class_name": "AITMTower"}}], {},
+     r"class_name 'AITMTower' is not implemented yet by fusionrec; it has \["),
     ([{"name": "a", "inputs": [{"feature_group_name": "features"}]}], {"concat_blocks": ["b"]}, r"name 'b', which is not a block"),
 ])  # fmt: skip
 def test_graph_errors_are_found_when_the_config_loads(blocks, extra, message):
@@ -363,3 +363,15 @@ def test_bilinear_is_a_linear_map_of_pairwise_products(kind, rng):
         products.append((dense(fields[i]) * fields[j]).sum(1, keepdim=True))
     torch.testing.assert_close(op(fields)[0], op.output(torch.cat(products, 1)))
     assert out == Value.tensor(2)
+
+
+def test_ppnet_gates_each_layer_by_the_gate_input(rng):
+    x, gate_input = tensors(rng, (5,), (3,))
+    op, out = component("PPNet", Value.of_list([(5,), (3,)]), ppnet={"mlp": {"hidden_units": [4, 2], "use_bn": False,
+                                                                             "use_final_bn": False}})  # fmt: skip
+    op.eval()
+    g = torch.cat([x, gate_input], dim=1)  # full_gate_input: the input joins the gate input
+    hidden = torch.relu(op.layers[0][0](x)) * 2 * torch.sigmoid(op.gates[0].net(g))
+    expected = op.layers[1][0](hidden) * 2 * torch.sigmoid(op.gates[1].net(g))  # lazy: the last layer gated too, linear
+    torch.testing.assert_close(op([x, gate_input])[0], expected)
+    assert op.layers[0][0].bias is None and out == Value.tensor(2)  # PPNet's MLP has no biases unless set

@@ -575,6 +575,91 @@ def _build_autodis(layer: KerasLayerConfig, value: Value, where: str):
     return AutoDisEmbeddingLayer(n, params), _numeric_output(n, params.embedding_dim, params)
 
 
+class GateNN(nn.Module):
+    """PEPNet's gate (Chang et al., KDD 2023) as EasyRec builds it: linear (no bias with batch
+    norm) -> batch norm -> activation -> dropout -> linear -> sigmoid, times 2 (a gate around 1)."""
+
+    def __init__(self, in_dim: int, out_dim: int, params):
+        super().__init__()
+        hidden = params.hidden_dim or out_dim
+        layers: List[nn.Module] = [nn.Linear(in_dim, hidden, bias=not params.use_bn)]
+        if params.use_bn:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers.append(ACTIVATIONS[params.activation]())
+        if params.dropout_rate > 0:
+            layers.append(nn.Dropout(params.dropout_rate))
+        layers.append(nn.Linear(hidden, out_dim, bias=not params.use_bn))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 2.0 * torch.sigmoid(self.net(x))
+
+
+class PPNetLayer(Op):
+    """EasyRec's PPNet (PEPNet's parameter personalization): an MLP over the first input whose
+    hidden layers' outputs are each scaled by a GateNN over the gate input (the second input,
+    with ``full_gate_input`` joined by the first with its gradient stopped); ``mode: eager``
+    gates the input and every hidden layer but the last, ``lazy`` every hidden layer. The MLP's
+    unset fields take the PPNet layer's defaults: no biases, the last layer linear."""
+
+    gated: List[bool]
+
+    def __init__(self, in_dim: int, gate_in: int, params, where: str):
+        super().__init__()
+        mlp = params.mlp
+        use_bias = mlp.use_bias if "use_bias" in mlp.model_fields_set else False
+        gate_dim = gate_in + (in_dim if params.full_gate_input else 0)
+        self.full_gate_input = params.full_gate_input
+        self.eager = params.mode == "eager"
+        if self.eager and params.gate_params.output_dim != in_dim:
+            raise FusionrecError(f"{where}: PPNet mode eager gates its input of width {in_dim}; gate_params.output_dim is "
+                                 f"{params.gate_params.output_dim}")  # fmt: skip
+        self.input_gate = GateNN(gate_dim, in_dim, params.gate_params) if self.eager else nn.Identity()
+        layers: List[nn.Module] = []
+        gates: List[nn.Module] = []
+        dims = [in_dim, *mlp.hidden_units]
+        last = len(mlp.hidden_units) - 1
+        self.gated = []
+        for i, units in enumerate(mlp.hidden_units):
+            use_bn = mlp.use_final_bn if i == last else mlp.use_bn
+            activation = ACTIVATIONS[mlp.final_activation if i == last else mlp.activation]()
+            steps: List[nn.Module] = [nn.Linear(dims[i], units, bias=use_bias)]
+            if use_bn and not mlp.use_bn_after_activation:
+                steps.append(nn.BatchNorm1d(units))
+            steps.append(activation)
+            if use_bn and mlp.use_bn_after_activation:
+                steps.append(nn.BatchNorm1d(units))
+            rate = mlp.dropout_ratio[i] if i < len(mlp.dropout_ratio) else 0.0
+            if rate > 0:
+                steps.append(nn.Dropout(rate))
+            layers.append(nn.Sequential(*steps))
+            gated = i < last or not self.eager
+            gates.append(GateNN(gate_dim, units, params.gate_params) if gated else nn.Identity())
+            self.gated.append(gated)
+        self.layers = nn.ModuleList(layers)
+        self.gates = nn.ModuleList(gates)
+        self.out_dim = dims[-1]
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        out, gate_input = x[0], x[1]
+        if self.full_gate_input:
+            gate_input = torch.cat([out.detach(), gate_input], dim=1)
+        if self.eager:
+            out = out * self.input_gate(gate_input)
+        for i, (layer, gate) in enumerate(zip(self.layers, self.gates)):
+            out = layer(out)
+            if self.gated[i]:
+                out = out * gate(gate_input)
+        return [out]
+
+
+def _build_ppnet(layer: KerasLayerConfig, value: Value, where: str):
+    if not value.is_list or len(value.shapes) != 2 or any(len(s) != 1 for s in value.shapes):
+        raise FusionrecError(f"{where}: PPNet reads [input, gate input] of (batch, D) tensors, got {value.describe()}")
+    module = PPNetLayer(value.shapes[0][0], value.shapes[1][0], layer.ppnet, where)
+    return module, Value.tensor(module.out_dim)
+
+
 def _sequence_input(value: Value, name: str, where: str) -> Tuple[int, int]:
     """(history width, target width or 0) of a sequence input (input_layer output_seq_and_normal_feature)."""
     if not value.parts or len(value.parts) not in (2, 3) or len(value.parts[0].shapes[0]) != 2:
@@ -744,7 +829,8 @@ COMPONENTS = {"MLP": _build_mlp, "FM": _build_fm, "DotInteraction": _build_dot, 
               "Add": _build_add, "MMoE": _build_mmoe, "SENet": _build_senet, "FiBiNet": _build_fibinet,
               "MaskBlock": _build_mask_block, "MaskNet": _build_masknet, "Highway": _build_highway, "Gate": _build_gate,
               "DIN": _build_din, "TextCNN": _build_text_cnn, "BST": _build_bst,
-              "PeriodicEmbedding": _build_periodic, "AutoDisEmbedding": _build_autodis, "Bilinear": _build_bilinear}  # fmt: skip
+              "PeriodicEmbedding": _build_periodic, "AutoDisEmbedding": _build_autodis, "Bilinear": _build_bilinear,
+              "PPNet": _build_ppnet}  # fmt: skip
 SEQUENCE_COMPONENTS = ("DIN", "TextCNN", "BST")  # they read a sequence input (history, mask, target)
 
 

@@ -943,6 +943,30 @@ class WeightedGateParams(_Strict):
     mlp: MLPParams | None = None
 
 
+class GateNNParams(_Strict):
+    output_dim: int | None = Field(None, ge=1)
+    hidden_dim: int | None = Field(None, ge=1)
+    activation: str = "relu"
+    use_bn: bool = False
+    dropout_rate: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("activation")
+    @classmethod
+    def _activation(cls, value):
+        from fusionrec.ctr.layers import ACTIVATIONS
+
+        if value not in ACTIVATIONS:
+            raise ValueError(f"activation {value!r} is not one of {sorted(ACTIVATIONS)}")
+        return value
+
+
+class PPNetParams(_Strict):
+    mlp: MLPParams
+    gate_params: GateNNParams = GateNNParams()
+    mode: Literal["lazy", "eager"] = "lazy"  # EasyRec's PPNet layer default when unset
+    full_gate_input: bool = True
+
+
 class PeriodicEmbeddingParams(_Strict):
     embedding_dim: int = Field(ge=2)
     sigma: float = Field(gt=0)
@@ -1010,9 +1034,10 @@ class TextCNNLayerParams(TextCNNConfig):
 BACKBONE_LAYERS = {"MLP": "mlp", "FM": "fm", "Add": None, "Cross": None, "DotInteraction": None, "CIN": "cin",
                    "MMoE": "mmoe", "SENet": "senet", "FiBiNet": "fibinet", "MaskBlock": "mask_block", "MaskNet": "masknet",
                    "Highway": "highway", "Gate": "gate", "DIN": "din", "TextCNN": "text_cnn", "BST": "bst",
-                   "PeriodicEmbedding": "periodic_embedding", "AutoDisEmbedding": "auto_dis_embedding", "Bilinear": "bilinear"}  # fmt: skip
+                   "PeriodicEmbedding": "periodic_embedding", "AutoDisEmbedding": "auto_dis_embedding", "Bilinear": "bilinear",
+                   "PPNet": "ppnet"}  # fmt: skip
 _LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate", "din", "text_cnn",
-                 "bst", "periodic_embedding", "auto_dis_embedding", "bilinear")
+                 "bst", "periodic_embedding", "auto_dis_embedding", "bilinear", "ppnet")
 
 
 class KerasLayerConfig(_Strict):
@@ -1034,6 +1059,7 @@ class KerasLayerConfig(_Strict):
     periodic_embedding: PeriodicEmbeddingParams | None = None
     auto_dis_embedding: AutoDisEmbeddingParams | None = None
     bilinear: BilinearParams | None = None
+    ppnet: PPNetParams | None = None
 
     @model_validator(mode="after")
     def _known(self):
@@ -1045,7 +1071,7 @@ class KerasLayerConfig(_Strict):
         if given and given != [wanted]:
             raise ValueError(f"keras_layer {self.class_name}: reads {wanted or 'no params message'}, got {given}")
         if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway", "din", "text_cnn", "bst",
-                      "periodic_embedding", "auto_dis_embedding", "bilinear") and getattr(self, wanted) is None:
+                      "periodic_embedding", "auto_dis_embedding", "bilinear", "ppnet") and getattr(self, wanted) is None:
             raise ValueError(f"keras_layer {self.class_name} without its {wanted} {{...}} params is not supported "
                              f"(EasyRec's {self.class_name} layer requires them too)")  # fmt: skip
         return self
@@ -1877,7 +1903,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     KerasLayerConfig: _message(
         "KerasLayer",
         not_implemented="nary_dis_embedding "
-        "seq_aug ppnet overlap dot_product attention multi_head_attention transformer "
+        "seq_aug overlap dot_product attention multi_head_attention transformer "
         "text_encoder aitm",
     ),
     MLPParams: _message("MLP", no_effect="initializer use_final_bias", not_implemented="add_to_outputs"),
@@ -1894,6 +1920,8 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     DINEncoderParams: _message("DINEncoder"),
     BSTEncoderParams: _message("BSTEncoder"),
     PeriodicEmbeddingParams: _message("PeriodicEmbedding"),
+    PPNetParams: _message("PPNet"),
+    GateNNParams: _message("GateNN"),
     AutoDisEmbeddingParams: _message("AutoDisEmbedding"),
     TextCNNLayerParams: _message("TextCNN"),
     CrossTower: _message("CrossTower"),
