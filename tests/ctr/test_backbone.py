@@ -84,8 +84,8 @@ def test_other_lambdas_are_refused_by_name(text, message):
     ([{"name": "a", "inputs": [{"block_name": "nowhere"}]}], {}, r"block 'a': input block_name 'nowhere' is not a block"),
     ([{"name": "a", "inputs": [{"feature_group_name": "wide"}]}, {"name": "a", "inputs": [{"feature_group_name": "wide"}]}],
      {}, "block names must be unique"),
-    ([{"name": "a", "inputs": [{"feature_group_name": "features"}], "keras_layer": {"class_name": "AITMTower"}}], {},
-     r"class_name 'AITMTower' is not implemented yet by fusionrec; it has \["),
+    ([{"name": "a", "inputs": [{"feature_group_name": "features"}], "keras_layer": {"class_name": "SeqAugment"}}], {},
+     r"class_name 'SeqAugment' is not implemented yet by fusionrec; it has \["),
     ([{"name": "a", "inputs": [{"feature_group_name": "features"}]}], {"concat_blocks": ["b"]}, r"name 'b', which is not a block"),
 ])  # fmt: skip
 def test_graph_errors_are_found_when_the_config_loads(blocks, extra, message):
@@ -375,3 +375,18 @@ def test_ppnet_gates_each_layer_by_the_gate_input(rng):
     expected = op.layers[1][0](hidden) * 2 * torch.sigmoid(op.gates[1].net(g))  # lazy: the last layer gated too, linear
     torch.testing.assert_close(op([x, gate_input])[0], expected)
     assert op.layers[0][0].bias is None and out == Value.tensor(2)  # PPNet's MLP has no biases unless set
+
+
+def test_aitm_attends_over_this_tower_and_the_transferred_earlier_one(rng):
+    this, earlier = tensors(rng, (4,), (4,))
+    op, out = component("AITMTower", Value.of_list([(4,), (4,)]), aitm={"transfer_mlp": {"hidden_units": [4], "use_bn": False}})
+    transferred = op.transfer(earlier)
+    q = torch.stack([op.queries[0](this), op.queries[1](transferred)], 1)
+    k = torch.stack([op.keys[0](this), op.keys[1](transferred)], 1)
+    v = torch.stack([op.values[0](this), op.values[1](transferred)], 1)
+    weights = torch.softmax(q @ k.transpose(1, 2) / 2.0, dim=2)  # scaled by sqrt(4)
+    torch.testing.assert_close(op([this, earlier])[0], (weights @ v)[:, 0])
+    assert out == Value.tensor(4)
+    earlier.requires_grad_(True)
+    op([this, earlier])[0].sum().backward()
+    assert earlier.grad is None  # the earlier tower's gradient is stopped (stop_gradient)

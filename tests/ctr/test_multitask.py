@@ -249,3 +249,25 @@ def test_each_label_is_checked_against_its_own_tower_task(taobao, tmp_path):
     config = config_from_dict(small(data, taobao, tmp_path / "m2", train_input_path=str(tmp_path / "bad.csv")))
     with pytest.raises(FusionrecError, match=r"line 4.*'clk'.*not a binary label"):
         Trainer(config).train(progress=False)
+
+
+def test_order_calibrate_loss_penalizes_a_tower_above_its_relation_tower(rng):
+    data = with_model(mmoe_dict(), "DBMTL", "dbmtl", {"task_towers": towers(
+        {"tower_name": "ctr", "label_name": "clk"},
+        {"tower_name": "cvr", "label_name": "buy", "relation_tower_names": ["ctr"],
+         "losses": [{"loss_type": "CLASSIFICATION"}, {"loss_type": "ORDER_CALIBRATE_LOSS", "weight": 0.5}]},
+    )})  # fmt: skip
+    trainer = Trainer(config_from_dict(data), model_dir="unused")
+    n = 32
+    clk, buy = rng.integers(0, 2, n).astype(np.float32), rng.integers(0, 2, n).astype(np.float32)
+    heads = {"_ctr": torch.tensor(rng.normal(size=n), dtype=torch.float32), "_cvr": torch.tensor(rng.normal(size=n), dtype=torch.float32)}
+    got = float(trainer.multi_task_loss(heads, {"clk": torch.tensor(clk), "buy": torch.tensor(buy)}, None))
+    p_ctr, p_cvr = 1 / (1 + np.exp(-heads["_ctr"].numpy())), 1 / (1 + np.exp(-heads["_cvr"].numpy()))
+    expected = bce(heads["_ctr"].numpy(), clk).mean() + bce(heads["_cvr"].numpy(), buy).mean() + 0.5 * np.maximum(p_cvr - p_ctr, 0).mean()
+    assert got == pytest.approx(expected, rel=1e-5)
+    one_task = mmoe_dict()
+    one_task["model_config"] = {"model_class": "MultiTower", "feature_groups": one_task["model_config"]["feature_groups"],
+                                "multi_tower": {"towers": [{"input": "all", "dnn": {"hidden_units": [4]}}]},
+                                "losses": [{"loss_type": "ORDER_CALIBRATE_LOSS"}]}  # fmt: skip
+    with pytest.raises(FusionrecError, match="ORDER_CALIBRATE_LOSS compares a task tower"):
+        config_from_dict(one_task)

@@ -335,7 +335,14 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(modules)
         outputs = backbone.outputs()
         self.output_index: List[int] = [index[name] for name in outputs]
-        merge, axis, value = merge_values([values[index[name]] for name in outputs], -1, "backbone concat_blocks")
+        if backbone.output_blocks:  # a list: each block's output one element (a multi-task model's towers)
+            for name in outputs:
+                if values[index[name]].is_list:
+                    raise FusionrecError(f"backbone output_blocks: block {name!r} gives {values[index[name]].describe()}; "
+                                         "each output block gives one tensor")  # fmt: skip
+            merge, axis, value = "list", -1, Value.of_list([values[index[name]].shapes[0] for name in outputs])
+        else:
+            merge, axis, value = merge_values([values[index[name]] for name in outputs], -1, "backbone concat_blocks")
         self.output_merge, self.output_axis = merge, axis
         self.has_top = backbone.top_mlp is not None
         if self.has_top:

@@ -660,6 +660,56 @@ def _build_ppnet(layer: KerasLayerConfig, value: Value, where: str):
     return module, Value.tensor(module.out_dim)
 
 
+class AITMLayer(Op):
+    """AITM's tower (Xi et al., KDD 2021) as EasyRec's AITMTower: the current tower's output
+    and the earlier towers' (gradient stopped, through ``transfer_mlp``: the information
+    transfer), each projected to query, key and value; scaled dot-product attention over
+    them; the current tower's row."""
+
+    def __init__(self, widths: List[int], params):
+        super().__init__()
+        self.has_transfer = params.transfer_mlp is not None
+        self.transfer = EasyRecMLP(widths[1], params.transfer_mlp) if self.has_transfer else nn.Identity()
+        dim = params.project_dim or widths[0]
+        in_dims = [widths[0]] + [self.transfer.out_dim if self.has_transfer else w for w in widths[1:]]
+        self.queries = nn.ModuleList(nn.Linear(d, dim) for d in in_dims)
+        self.keys = nn.ModuleList(nn.Linear(d, dim) for d in in_dims)
+        self.values = nn.ModuleList(nn.Linear(d, dim) for d in in_dims)
+        self.stop_gradient = params.stop_gradient
+        self.scale = 1.0 / float(dim) ** 0.5
+        self.out_dim = dim
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        queries: List[Tensor] = []
+        keys: List[Tensor] = []
+        values: List[Tensor] = []
+        for i, (query, key, value) in enumerate(zip(self.queries, self.keys, self.values)):
+            tower = x[i]
+            if i > 0:
+                if self.stop_gradient:
+                    tower = tower.detach()
+                tower = self.transfer(tower)
+            queries.append(query(tower))
+            keys.append(key(tower))
+            values.append(value(tower))
+        q, k, v = torch.stack(queries, dim=1), torch.stack(keys, dim=1), torch.stack(values, dim=1)
+        weights = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * self.scale, dim=2)
+        return [torch.bmm(weights, v)[:, 0]]
+
+
+def _build_aitm(layer: KerasLayerConfig, value: Value, where: str):
+    from fusionrec.ctr.config import AITMTowerParams
+
+    if not value.is_list or len(value.shapes) < 2 or any(len(s) != 1 for s in value.shapes):
+        raise FusionrecError(f"{where}: AITMTower reads [this tower, earlier towers...] of (batch, D) tensors, got "
+                             f"{value.describe()}")  # fmt: skip
+    widths = [s[0] for s in value.shapes]
+    if len(set(widths[1:])) > 1:
+        raise FusionrecError(f"{where}: AITMTower's earlier towers share one transfer, so they need one width; got {widths[1:]}")
+    module = AITMLayer(widths, layer.aitm or AITMTowerParams())
+    return module, Value.tensor(module.out_dim)
+
+
 def _sequence_input(value: Value, name: str, where: str) -> Tuple[int, int]:
     """(history width, target width or 0) of a sequence input (input_layer output_seq_and_normal_feature)."""
     if not value.parts or len(value.parts) not in (2, 3) or len(value.parts[0].shapes[0]) != 2:
@@ -830,7 +880,7 @@ COMPONENTS = {"MLP": _build_mlp, "FM": _build_fm, "DotInteraction": _build_dot, 
               "MaskBlock": _build_mask_block, "MaskNet": _build_masknet, "Highway": _build_highway, "Gate": _build_gate,
               "DIN": _build_din, "TextCNN": _build_text_cnn, "BST": _build_bst,
               "PeriodicEmbedding": _build_periodic, "AutoDisEmbedding": _build_autodis, "Bilinear": _build_bilinear,
-              "PPNet": _build_ppnet}  # fmt: skip
+              "PPNet": _build_ppnet, "AITMTower": _build_aitm}  # fmt: skip
 SEQUENCE_COMPONENTS = ("DIN", "TextCNN", "BST")  # they read a sequence input (history, mask, target)
 
 

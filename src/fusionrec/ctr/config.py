@@ -643,7 +643,8 @@ class PairwiseLogisticLoss(_Strict):
 
 # loss_type -> the parameter block it reads (None: it has none)
 LOSS_TYPES = {"CLASSIFICATION": None, "F1_REWEIGHTED_LOSS": "f1_reweighted_loss", "PAIR_WISE_LOSS": "pairwise_loss",
-              "PAIRWISE_LOGISTIC_LOSS": "pairwise_logistic_loss", "BINARY_FOCAL_LOSS": "binary_focal_loss"}  # fmt: skip
+              "PAIRWISE_LOGISTIC_LOSS": "pairwise_logistic_loss", "BINARY_FOCAL_LOSS": "binary_focal_loss",
+              "ORDER_CALIBRATE_LOSS": None}  # fmt: skip
 
 
 class LossConfig(_Strict):
@@ -943,6 +944,12 @@ class WeightedGateParams(_Strict):
     mlp: MLPParams | None = None
 
 
+class AITMTowerParams(_Strict):
+    project_dim: int | None = Field(None, ge=1)
+    transfer_mlp: MLPParams | None = None
+    stop_gradient: bool = True
+
+
 class GateNNParams(_Strict):
     output_dim: int | None = Field(None, ge=1)
     hidden_dim: int | None = Field(None, ge=1)
@@ -1035,9 +1042,9 @@ BACKBONE_LAYERS = {"MLP": "mlp", "FM": "fm", "Add": None, "Cross": None, "DotInt
                    "MMoE": "mmoe", "SENet": "senet", "FiBiNet": "fibinet", "MaskBlock": "mask_block", "MaskNet": "masknet",
                    "Highway": "highway", "Gate": "gate", "DIN": "din", "TextCNN": "text_cnn", "BST": "bst",
                    "PeriodicEmbedding": "periodic_embedding", "AutoDisEmbedding": "auto_dis_embedding", "Bilinear": "bilinear",
-                   "PPNet": "ppnet"}  # fmt: skip
+                   "PPNet": "ppnet", "AITMTower": "aitm"}  # fmt: skip
 _LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate", "din", "text_cnn",
-                 "bst", "periodic_embedding", "auto_dis_embedding", "bilinear", "ppnet")
+                 "bst", "periodic_embedding", "auto_dis_embedding", "bilinear", "ppnet", "aitm")
 
 
 class KerasLayerConfig(_Strict):
@@ -1060,6 +1067,7 @@ class KerasLayerConfig(_Strict):
     auto_dis_embedding: AutoDisEmbeddingParams | None = None
     bilinear: BilinearParams | None = None
     ppnet: PPNetParams | None = None
+    aitm: AITMTowerParams | None = None
 
     @model_validator(mode="after")
     def _known(self):
@@ -1071,7 +1079,7 @@ class KerasLayerConfig(_Strict):
         if given and given != [wanted]:
             raise ValueError(f"keras_layer {self.class_name}: reads {wanted or 'no params message'}, got {given}")
         if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway", "din", "text_cnn", "bst",
-                      "periodic_embedding", "auto_dis_embedding", "bilinear", "ppnet") and getattr(self, wanted) is None:
+                      "periodic_embedding", "auto_dis_embedding", "bilinear", "ppnet", "aitm") and getattr(self, wanted) is None:
             raise ValueError(f"keras_layer {self.class_name} without its {wanted} {{...}} params is not supported "
                              f"(EasyRec's {self.class_name} layer requires them too)")  # fmt: skip
         return self
@@ -1181,9 +1189,8 @@ class BackboneConfig(_Strict):
         for name in self.concat_blocks + self.output_blocks:
             if name not in names:
                 raise ValueError(f"backbone: concat_blocks / output_blocks name {name!r}, which is not a block; blocks are {names}")
-        if self.output_blocks:
-            raise ValueError("backbone: output_blocks (a match model's towers) is not implemented yet by fusionrec; "
-                             "use concat_blocks")  # fmt: skip
+        if self.output_blocks and self.concat_blocks:
+            raise ValueError("backbone: set concat_blocks (merged into one output) or output_blocks (a list of outputs), not both")
         self.block_order()
         return self
 
@@ -1214,7 +1221,9 @@ class BackboneConfig(_Strict):
         return order
 
     def outputs(self) -> list[str]:
-        """concat_blocks, or (EasyRec's default) every block no other block reads, in order."""
+        """output_blocks or concat_blocks, or (EasyRec's default) every block no other block reads, in order."""
+        if self.output_blocks:
+            return list(self.output_blocks)
         if self.concat_blocks:
             return list(self.concat_blocks)
         read = {i.block_name for b in self.blocks for i in b.inputs if i.block_name is not None}
@@ -1371,6 +1380,9 @@ class _ModelConfigBase(_Strict):
             raise ValueError("loss_type SOFTMAX_CROSS_ENTROPY needs num_class >= 2 (one logit per class)")
         if self.loss_type in ("L2_LOSS", "SIGMOID_L2_LOSS") and self.num_class != 1:
             raise ValueError(f"loss_type {self.loss_type} predicts one value: num_class must be 1, got {self.num_class}")
+        if any(loss.loss_type == "ORDER_CALIBRATE_LOSS" for loss in self.losses):
+            raise ValueError("losses: ORDER_CALIBRATE_LOSS compares a task tower with its relation towers; it is not supported "
+                             "on a one-task model")  # fmt: skip
         if self.losses and self.task.kind != BINARY:
             raise ValueError(
                 f"losses: the losses of `losses` are binary ranking losses; this model is {self.task.kind} "
@@ -1904,7 +1916,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
         "KerasLayer",
         not_implemented="nary_dis_embedding "
         "seq_aug overlap dot_product attention multi_head_attention transformer "
-        "text_encoder aitm",
+        "text_encoder",
     ),
     MLPParams: _message("MLP", no_effect="initializer use_final_bias", not_implemented="add_to_outputs"),
     FMLayerParams: _message("FM"),
@@ -1921,6 +1933,7 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     BSTEncoderParams: _message("BSTEncoder"),
     PeriodicEmbeddingParams: _message("PeriodicEmbedding"),
     PPNetParams: _message("PPNet"),
+    AITMTowerParams: _message("AITMTower"),
     GateNNParams: _message("GateNN"),
     AutoDisEmbeddingParams: _message("AutoDisEmbedding"),
     TextCNNLayerParams: _message("TextCNN"),

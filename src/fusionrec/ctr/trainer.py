@@ -202,6 +202,11 @@ class Trainer:
             label = labels[head_labels[suffix]]
             tower_weight = tower_weights(tower, labels, weights, label.shape[0])
             value = self.task_loss(heads[suffix], label, tower_weight, tower.task, tower.losses)
+            for entry in tower.losses:  # EasyRec's ORDER_CALIBRATE_LOSS: p(tower) should not exceed p(relation tower)
+                if entry.loss_type == "ORDER_CALIBRATE_LOSS":
+                    for name in getattr(tower, "relation_tower_names", []):
+                        gap = torch.sigmoid(heads[suffix]) - torch.sigmoid(heads["_" + name])
+                        value = value + entry.weight * torch.relu(gap).mean()
             total = value if total is None else total + value
         return total
 
@@ -219,6 +224,8 @@ class Trainer:
             return losses.classification(logits, labels, weights)
         total = logits.new_zeros(())
         for entry in configured:
+            if entry.loss_type == "ORDER_CALIBRATE_LOSS":  # across towers: multi_task_loss adds it
+                continue
             if entry.loss_type == "CLASSIFICATION":
                 value = losses.classification(logits, labels, weights)
             elif entry.loss_type == "F1_REWEIGHTED_LOSS":
