@@ -298,3 +298,15 @@ def test_behavior_sequence_transformer_ignores_padding_and_matches_its_heads():
         heads.append(torch.softmax(scores, dim=-1) @ v(part))
     x = bst.norm1(tokens + bst.merge(torch.cat(heads, dim=2)))
     torch.testing.assert_close(out, bst.norm2(x + bst.feed_forward(x)).flatten(1))
+
+
+def test_din_attends_aux_sequences_with_the_history_weights():
+    """EasyRec's aux_hist_seq: attended with the weights hist_seq's attention gives."""
+    from fusionrec.ctr.layers import DINAttention
+
+    torch.manual_seed(0)
+    attention = DINAttention(4, [8], use_bn=False).eval()
+    query, keys, aux = torch.randn(3, 4), torch.randn(3, 5, 4), torch.randn(3, 5, 4)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False], [True] * 3 + [False] * 2])
+    both = attention(query, keys, mask, torch.cat([keys, aux], dim=2))
+    torch.testing.assert_close(both, torch.cat([attention(query, keys, mask), attention(query, keys, mask, aux)], dim=1))

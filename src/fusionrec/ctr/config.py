@@ -352,12 +352,11 @@ class FeatureConfigV2(_Strict):
 class SeqAttMap(_Strict):
     key: list[str] = Field(min_length=1)
     hist_seq: list[str] = Field(min_length=1)
+    # sequences parallel to hist_seq that matching no key: attended with hist_seq's weights
+    aux_hist_seq: list[str] = []
 
-    @model_validator(mode="after")
-    def _pairs(self):
-        if len(self.key) != len(self.hist_seq):
-            raise ValueError(f"seq_att_map: {len(self.key)} key entries but {len(self.hist_seq)} hist_seq entries")
-        return self
+    # keys and hist_seq are concatenated, each side; their widths must match (or allow_key_transform):
+    # fusionrec.ctr.embedding.EmbeddingTables checks that when the model is built
 
 
 class AUCMetric(_Strict):
@@ -452,6 +451,14 @@ class SeqAttGroupConfig(_Strict):
     tf_summary: bool = False
     seq_dnn: DNN | None = None
     allow_key_search: bool = False
+    need_key_feature: bool = True  # the output ends with the keys (the candidate)
+    allow_key_transform: bool = False  # keys of another width than hist_seq: a linear map to it
+    transform_dnn: bool = False  # EasyRec's sequence feature layer does not read it (see docs/ctr.md)
+
+    @property
+    def has_options(self) -> bool:
+        """Options only a feature group's sequence_features honour (EasyRec's SequenceFeatureLayer)."""
+        return (not self.need_key_feature) or self.allow_key_transform or any(att.aux_hist_seq for att in self.seq_att_map)
 
 
 class FeatureGroupConfig(_Strict):
@@ -1685,7 +1692,7 @@ class PipelineConfig(_Strict):
         seq_groups = [g for group in model.feature_groups for g in group.sequence_features] + list(model.seq_att_groups)
         out = []
         for seq_group in seq_groups:  # EasyRec concatenates the hist_seq of every seq_att_map of a group
-            hists = [name for att in seq_group.seq_att_map for name in att.hist_seq]
+            hists = [name for att in seq_group.seq_att_map for name in att.hist_seq + att.aux_hist_seq]
             if len(hists) > 1:
                 out.append([(by_name[n].input_names[0], by_name[n].separator) for n in hists])
         if model.backbone is not None:  # a backbone's sequence input concatenates its group's sequences per position
@@ -1884,9 +1891,9 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     TextCNNConfig: _message("TextCNN", not_implemented="mlp"),
     FeatureGroupConfig: _message("FeatureGroupConfig", not_implemented="negative_sampler"),
     SeqAttGroupConfig: _message(
-        "SeqAttGroupConfig", not_implemented="need_key_feature allow_key_transform transform_dnn"
+        "SeqAttGroupConfig"
     ),
-    SeqAttMap: _message("SeqAttMap", not_implemented="aux_hist_seq"),
+    SeqAttMap: _message("SeqAttMap"),
     DNN: _message("DNN"),
     ModelConfig: _message(
         "EasyRecModel", no_effect="model_name",
@@ -2001,7 +2008,7 @@ def _owner(loc: tuple) -> type[BaseModel] | None:
 
 def _check_seq_group(seq_group: SeqAttGroupConfig, names: set[str], where: str) -> None:
     for att in seq_group.seq_att_map:
-        for name in att.key + att.hist_seq:
+        for name in att.key + att.hist_seq + att.aux_hist_seq:
             if name not in names:
                 raise ValueError(f"{where} seq_att_map: feature {name!r} is not in feature_configs")
 

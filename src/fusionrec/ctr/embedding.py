@@ -286,18 +286,35 @@ class SequenceInputSlot(SequenceGroupSlot):
 
 
 class DINSlot(SequenceGroupSlot):
-    """DIN target attention over a seq_att_group; the output is [attended history, candidate],
-    as EasyRec's target attention returns it (2 x the key width)."""
+    """DIN target attention over a seq_att_group, as EasyRec's target attention returns it:
+    [attended hist_seq, attended aux_hist_seq (with hist_seq's weights), candidate] (the
+    candidate left out without ``need_key_feature``). With ``allow_key_transform`` keys of
+    another width than the history pass a linear map to it first (and are output so)."""
 
     def __init__(self, keys: List[str], hists: List[str], key_tables: List[nn.Embedding],
-                 hist_tables: List[nn.Embedding], attention: DINAttention, scaled: Optional[List[bool]] = None):  # fmt: skip
+                 hist_tables: List[nn.Embedding], attention: DINAttention, scaled: Optional[List[bool]] = None,
+                 history_dim: int = 0, key_transform: Optional[nn.Module] = None, need_key: bool = True):  # fmt: skip
         super().__init__(keys, hists, key_tables, hist_tables, scaled)
         self.attention = attention
-        self.out_dim = 2 * self.dim
+        total = sum(t.embedding_dim for t in hist_tables)
+        self.history_dim = history_dim or total  # the hist_seq part; the rest is aux_hist_seq
+        self.has_aux = self.history_dim < total
+        self.has_transform = key_transform is not None
+        self.key_transform = key_transform if key_transform is not None else nn.Identity()
+        self.need_key = need_key
+        self.out_dim = total + (self.history_dim if need_key else 0)
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         candidate, history, mask = self.gather(features)
-        return torch.cat([self.attention(candidate, history, mask), candidate], dim=1)
+        if self.has_transform:
+            candidate = self.key_transform(candidate)
+        if self.has_aux:
+            attended = self.attention(candidate, history[:, :, : self.history_dim], mask, history)
+        else:
+            attended = self.attention(candidate, history, mask)
+        if self.need_key:
+            return torch.cat([attended, candidate], dim=1)
+        return attended
 
 
 class BSTSlot(SequenceGroupSlot):
@@ -440,7 +457,9 @@ class EmbeddingTables:
     def _sequence_group(self, seq_group: SeqAttGroupConfig, where: str):
         """(keys, hist_seq, their tables) of every seq_att_map of ``seq_group``, checked."""
         keys = [name for att in seq_group.seq_att_map for name in att.key]
-        hists = [name for att in seq_group.seq_att_map for name in att.hist_seq]
+        # the aux_hist_seq come last: DINSlot attends them with hist_seq's weights
+        hists = [name for att in seq_group.seq_att_map for name in att.hist_seq] + [
+            name for att in seq_group.seq_att_map for name in att.aux_hist_seq]
         for name in keys:
             if self.features[name].feature_type not in ("IdFeature", "RawFeature") or (
                 self.features[name].feature_type == "RawFeature" and not self.features[name].bucket_boundaries
@@ -452,26 +471,41 @@ class EmbeddingTables:
         key_tables = [self.table(n) for n in keys]
         hist_tables = [self.table(n) for n in hists]
         key_dim = sum(t.embedding_dim for t in key_tables)
-        hist_dim = sum(t.embedding_dim for t in hist_tables)
-        if key_dim != hist_dim:
+        n_main = sum(len(att.hist_seq) for att in seq_group.seq_att_map)
+        hist_dim = sum(t.embedding_dim for t in hist_tables[:n_main])
+        aux_dims = [t.embedding_dim for t in hist_tables[n_main:]]
+        if key_dim != hist_dim and not seq_group.allow_key_transform:
             raise FusionrecError(
-                f"{where}: seq_att_map keys {keys} have embedding width {key_dim} but hist_seq {hists} have {hist_dim}; "
-                "they must match"
+                f"{where}: seq_att_map keys {keys} have embedding width {key_dim} but hist_seq {hists[:n_main]} have "
+                f"{hist_dim}; they must match (or set allow_key_transform)"
             )
+        if aux_dims and sum(aux_dims) != hist_dim:
+            raise FusionrecError(f"{where}: aux_hist_seq {hists[n_main:]} have width {sum(aux_dims)}; EasyRec reads them at "
+                                 f"the hist_seq width {hist_dim}")  # fmt: skip
         return keys, hists, key_tables, hist_tables, key_dim, [_scaled(self.features[n]) for n in hists]
 
     def din(self, seq_group: SeqAttGroupConfig, where: str, attention_dnn: DNN | None = None) -> DINSlot:
         """DIN over a seq_att_group. The attention DNN is the group's seq_dnn (EasyRec's default
         [128, 64, 32, 1] when unset) or, for a MultiTowerDIN din tower, its dnn."""
+        if attention_dnn is not None and seq_group.has_options:
+            raise FusionrecError(f"{where}: need_key_feature, allow_key_transform and aux_hist_seq are a feature group's "
+                                 "sequence_features options; in a din tower they are not supported")  # fmt: skip
         keys, hists, key_tables, hist_tables, key_dim, scaled = self._sequence_group(seq_group, where)
+        n_main = sum(len(att.hist_seq) for att in seq_group.seq_att_map)
+        history_dim = sum(t.embedding_dim for t in hist_tables[:n_main])
+        transform = nn.Linear(key_dim, history_dim) if key_dim != history_dim else None  # allow_key_transform
         if attention_dnn is None:  # a feature group's sequence_features: seq_dnn, every layer with its activation
             dnn = seq_group.seq_dnn if seq_group.seq_dnn is not None else DNN(hidden_units=list(EASYREC_SEQ_DNN_UNITS))
-            attention = din_attention(key_dim, dnn, True, f"{where} seq_dnn")
+            attention = din_attention(history_dim, dnn, True, f"{where} seq_dnn")
         else:  # MultiTowerDIN's din tower: its dnn, the score unit linear
             attention = din_attention(key_dim, attention_dnn, False, f"{where} din_towers dnn")
-        return self._multi_values(DINSlot(keys, hists, key_tables, hist_tables, attention, scaled))
+        slot = DINSlot(keys, hists, key_tables, hist_tables, attention, scaled, history_dim, transform, seq_group.need_key_feature)
+        return self._multi_values(slot)
 
     def bst(self, seq_group: SeqAttGroupConfig, where: str, seq_len: int, multi_head_size: int) -> BSTSlot:
+        if seq_group.has_options:
+            raise FusionrecError(f"{where}: need_key_feature, allow_key_transform and aux_hist_seq are a feature group's "
+                                 "sequence_features options; with BST they are not supported")  # fmt: skip
         keys, hists, key_tables, hist_tables, key_dim, scaled = self._sequence_group(seq_group, where)
         return self._multi_values(BSTSlot(keys, hists, key_tables, hist_tables,
                                           BehaviorSequenceTransformer(key_dim, seq_len, multi_head_size), scaled))  # fmt: skip

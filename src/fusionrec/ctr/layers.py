@@ -4,7 +4,7 @@ transformer, DCN-v2 cross network, FM, AutoInt's interacting layer, variational 
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -81,8 +81,12 @@ class DINAttention(nn.Module):
         self.score_post = nn.Sequential(*post)
         self.has_batch_norm = use_bn and (len(hidden_units) > 0 or score_activation)
 
-    def forward(self, query: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, query: Tensor, keys: Tensor, mask: Tensor, values: Optional[Tensor] = None) -> Tensor:
+        """The weighted sum of ``values`` (B x L x Dv; default the keys) by the attention
+        weights of ``keys``: EasyRec's aux_hist_seq are attended with hist_seq's weights."""
         batch, length, dim = keys.shape
+        if values is None:
+            values = keys
         if len(self.mlp.net) == 0:  # no hidden layer: score [q, k, q - k, q * k] directly
             keys = keys * mask.unsqueeze(2).to(keys.dtype)  # EasyRec's padded history embeddings are zeros
             q = query.unsqueeze(1).expand(-1, length, -1)
@@ -90,9 +94,9 @@ class DINAttention(nn.Module):
             scores = scores.view(batch, length)
             scores = scores.masked_fill(~mask, -1e9)
             weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)
-            return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+            return torch.bmm(weights.unsqueeze(1), values * mask.unsqueeze(2).to(values.dtype)).squeeze(1)
         if self.has_batch_norm and self.training:
-            return self._forward_with_padding_statistics(query, keys, mask)
+            return self._forward_with_padding_statistics(query, keys, mask, values)
         # Only the valid (unpadded) positions are scored: without batch norm, or in eval mode
         # (running statistics), padded positions cannot change the valid ones' scores.
         rows, positions, hidden = self._first_layer(query, self._query_part(query), keys, mask)
@@ -100,7 +104,7 @@ class DINAttention(nn.Module):
             if i > 0:
                 hidden = layer(hidden)
         valid_scores = self.score_post(self.score(hidden)).squeeze(1)
-        return self._attend(valid_scores, rows, positions, keys, mask)
+        return self._attend(valid_scores, rows, positions, values, mask)
 
     def _first_layer(self, query: Tensor, query_part: Tensor, keys: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """(rows, positions, first-layer pre-activations) of the valid positions. The first layer
@@ -129,15 +133,15 @@ class DINAttention(nn.Module):
             out = out + first.bias
         return out
 
-    def _attend(self, valid_scores: Tensor, rows: Tensor, positions: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+    def _attend(self, valid_scores: Tensor, rows: Tensor, positions: Tensor, values: Tensor, mask: Tensor) -> Tensor:
         batch, length = mask.shape
-        scores = torch.full((batch, length), -1e9, dtype=valid_scores.dtype, device=keys.device)
+        scores = torch.full((batch, length), -1e9, dtype=valid_scores.dtype, device=values.device)
         scores = scores.index_put((rows, positions), valid_scores)
         weights = torch.softmax(scores, dim=1) * mask.to(scores.dtype)  # all-padded rows -> 0
-        return torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
+        return torch.bmm(weights.unsqueeze(1), values).squeeze(1)
 
     @torch.jit.unused
-    def _forward_with_padding_statistics(self, query, keys, mask):  # unannotated: TorchScript reads its stub as Tensors
+    def _forward_with_padding_statistics(self, query, keys, mask, values):  # unannotated: TorchScript reads its stub as Tensors
         """Training with batch norm. EasyRec runs the MLP over every position, padding included
         (a padded history embedding is zeros), so its batch statistics count the padding. A
         padded position's input is [q, 0, q, 0]: the same for every padded position of a row.
@@ -153,7 +157,7 @@ class DINAttention(nn.Module):
         layers = [layer for i, layer in enumerate(self.mlp.net) if i > 0] + [self.score] + list(self.score_post)
         for layer in layers:
             x = weighted_batch_norm(x, weights, layer) if isinstance(layer, nn.BatchNorm1d) else layer(x)
-        return self._attend(x[: hidden.shape[0]].squeeze(1), rows, positions, keys, mask)
+        return self._attend(x[: hidden.shape[0]].squeeze(1), rows, positions, values, mask)
 
 
 def weighted_batch_norm(x: Tensor, weights: Tensor, bn: nn.BatchNorm1d) -> Tensor:
