@@ -271,3 +271,24 @@ def test_order_calibrate_loss_penalizes_a_tower_above_its_relation_tower(rng):
                                 "losses": [{"loss_type": "ORDER_CALIBRATE_LOSS"}]}  # fmt: skip
     with pytest.raises(FusionrecError, match="ORDER_CALIBRATE_LOSS compares a task tower"):
         config_from_dict(one_task)
+
+
+@pytest.mark.parametrize("name", ["dbmtl_cmbf_on_movielens", "dbmtl_uniter_on_movielens"])
+def test_dbmtl_on_a_multimodal_bottom_runs_once_its_exporter_metric_is_one_it_computes(name, tmp_path):
+    """EasyRec's samples name best_exporter_metric 'gauc', which a multi-task model does not
+    compute (its metrics are per tower, gauc_classify ...): refused as EasyRec would fail. With
+    a metric the towers compute, DBMTL over CMBF's / UNITER's fused features runs end to end."""
+    from pathlib import Path
+
+    from tests.ctr.easyrec_samples import N_ROWS, sample_run
+
+    source = Path(__file__).resolve().parents[3] / "shared" / "easyrec" / "configs" / f"{name}.config"
+    if not source.exists():
+        pytest.skip("EasyRec's sample configs are absent")
+    with pytest.raises(FusionrecError, match="best_exporter_metric 'gauc' is not computed"):
+        sample_run(source, tmp_path)
+    fixed = tmp_path / f"{name}.config"
+    fixed.write_text(source.read_text().replace('best_exporter_metric: "gauc"', 'best_exporter_metric: "logloss_classify"'))
+    (tmp_path / "fixed").mkdir()
+    result = sample_run(fixed, tmp_path / "fixed")
+    assert result["rows_read"] == N_ROWS and result["rows_written"] == N_ROWS

@@ -822,6 +822,8 @@ class PLEConfig(_TaskTowers):
 
 
 class DBMTLConfig(_TaskTowers):
+    bottom_cmbf: CMBFTower | None = None  # the bottom is CMBF's fused features (then bottom_dnn is not read)
+    bottom_uniter: UniterTower | None = None  # or UNITER's
     bottom_dnn: DNN | None = None
     expert_dnn: DNN | None = None
     num_expert: int = Field(0, ge=0)
@@ -829,6 +831,8 @@ class DBMTLConfig(_TaskTowers):
 
     @model_validator(mode="after")
     def _check(self):
+        if self.bottom_cmbf is not None and self.bottom_uniter is not None:
+            raise ValueError("DBMTL: set bottom_cmbf or bottom_uniter, not both")
         if self.expert_dnn is not None and self.num_expert < 1:
             raise ValueError("DBMTL: expert_dnn needs num_expert >= 1")
         seen: list[str] = []
@@ -1283,7 +1287,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(("ESMM",), "esmm", ESMMConfig, _message("ESMM"), _MULTI_TASK + "ESMM"),
     ModelSpec(("MMoE",), "mmoe", MMoEConfig, _message("MMoE"), _MULTI_TASK + "MMoE"),
     ModelSpec(("PLE",), "ple", PLEConfig, _message("PLE"), _MULTI_TASK + "PLE"),
-    ModelSpec(("DBMTL",), "dbmtl", DBMTLConfig, _message("DBMTL", not_implemented="bottom_cmbf bottom_uniter"),
+    ModelSpec(("DBMTL",), "dbmtl", DBMTLConfig, _message("DBMTL"),
               _MULTI_TASK + "DBMTL"),
     ModelSpec(("SimpleMultiTask",), "simple_multi_task", SimpleMultiTaskConfig, _message("SimpleMultiTask"),
               _MULTI_TASK + "SimpleMultiTask"),

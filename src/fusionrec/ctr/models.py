@@ -431,10 +431,12 @@ class CMBF(_MultiModalInputs):
     cross-modal layers between the two, then the image tokens averaged, the general tokens
     kept, each text sequence averaged over its valid positions; ``final_dnn`` and the output."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform, tower=None):
+        """``tower``: a CMBFTower to build the fused features only (DBMTL's ``bottom_cmbf``):
+        ``fused`` then gives them, width ``out_dim``, and there is no final_dnn or output."""
         super().__init__()
         self._set_outputs(config)
-        p = config.model_config_.cmbf.config
+        p = tower if tower is not None else config.model_config_.cmbf.config
         self._inputs(config, transform, "CMBF", p.max_position_embeddings, p.use_position_embeddings, p.other_feature_dnn)
         heads = p.multi_head_num
         # image tower
@@ -485,8 +487,9 @@ class CMBF(_MultiModalInputs):
         image_width = self.cross.left_dim if self.cross_modal else image_hidden
         text_width = self.cross.right_dim if self.cross_modal else text_hidden
         width = (image_width if self.has_image else 0) + (self.n_general + self.n_text) * text_width * int(has_text_tower)
-        self.final = _mlp(width + self.other_dim, config.model_config_.cmbf.final_dnn)
-        self.head = nn.Linear(self.final.out_dim, self.n_outputs)
+        self.out_dim = width + self.other_dim
+        self.final = _mlp(self.out_dim, config.model_config_.cmbf.final_dnn if tower is None else None)
+        self.head = nn.Linear(self.final.out_dim, self.n_outputs) if tower is None else nn.Identity()
 
     def _image_tower(self, features: Dict[str, Tensor]) -> Tensor:
         x = self.image(features)
@@ -529,6 +532,10 @@ class CMBF(_MultiModalInputs):
         return torch.cat(pieces, dim=1)
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        return self._logits(self.head(self.final(self.fused(features))))
+
+    def fused(self, features: Dict[str, Tensor]) -> Tensor:
+        """The fused image, text and other features, before final_dnn."""
         outputs: List[Tensor] = []
         if self.cross_modal:
             image = self._image_tower(features)
@@ -543,7 +550,7 @@ class CMBF(_MultiModalInputs):
             outputs.append(self._merge_text(text, masks))
         if self.has_other:
             outputs.append(self._other_output(features))
-        return self._logits(self.head(self.final(torch.cat(outputs, dim=1))))
+        return torch.cat(outputs, dim=1)
 
 
 class Uniter(_MultiModalInputs):
@@ -553,10 +560,11 @@ class Uniter(_MultiModalInputs):
     one transformer encoder over all of them; the [CLS] output (with ``other`` appended) goes
     through ``final_dnn`` and the output."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform, tower=None):
+        """``tower``: a UniterTower to build the encoded features only (DBMTL's ``bottom_uniter``)."""
         super().__init__()
         self._set_outputs(config)
-        p = config.model_config_.uniter.config
+        p = tower if tower is not None else config.model_config_.uniter.config
         self._inputs(config, transform, "Uniter", p.max_position_embeddings, p.use_position_embeddings, p.other_feature_dnn)
         hidden = p.hidden_size
         n_towers = int(self.has_image) + int(self.has_general) + int(self.has_text)
@@ -578,13 +586,18 @@ class Uniter(_MultiModalInputs):
         self.cls = nn.Parameter(torch.empty(1, 1, hidden).uniform_(-math.sqrt(6.0 / (1 + hidden)), math.sqrt(6.0 / (1 + hidden))))
         self.encoder = TransformerEncoder(hidden, p.num_hidden_layers, p.num_attention_heads, p.intermediate_size, p.hidden_act,
                                           p.hidden_dropout_prob, p.attention_probs_dropout_prob, p.initializer_range)  # fmt: skip
-        self.final = _mlp((hidden if self.has_tokens else 0) + self.other_dim, config.model_config_.uniter.final_dnn)
-        self.head = nn.Linear(self.final.out_dim, self.n_outputs)
+        self.out_dim = (hidden if self.has_tokens else 0) + self.other_dim
+        self.final = _mlp(self.out_dim, config.model_config_.uniter.final_dnn if tower is None else None)
+        self.head = nn.Linear(self.final.out_dim, self.n_outputs) if tower is None else nn.Identity()
 
     def _token_type(self, i: int) -> Optional[Tensor]:
         return self.token_types[i] if self.use_token_type else None
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        return self._logits(self.head(self.final(self.fused(features))))
+
+    def fused(self, features: Dict[str, Tensor]) -> Tensor:
+        """[CLS] after the encoder (and the other features), before final_dnn."""
         outputs: List[Tensor] = []
         if self.has_tokens:
             tokens: List[Tensor] = []
@@ -614,7 +627,7 @@ class Uniter(_MultiModalInputs):
             outputs.append(encoded[:, 0])
         if self.has_other:
             outputs.append(self._other_output(features))
-        return self._logits(self.head(self.final(torch.cat(outputs, dim=1))))
+        return torch.cat(outputs, dim=1)
 
 
 class MultiTower(_Base):

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from fusionrec.ctr.config import DNN, PipelineConfig, TaskTowerConfig
 from fusionrec.ctr.features import FeatureTransform
 from fusionrec.ctr.layers import MLP
-from fusionrec.ctr.models import _Base, _mlp
+from fusionrec.ctr.models import CMBF, Uniter, _Base, _mlp
 from fusionrec.errors import FusionrecError
 
 ALL_GROUP = "all"  # the feature group EasyRec's multi-task models read when they name none
@@ -270,17 +270,39 @@ class RelationTowers(nn.Module):
         return logits
 
 
+class FusedFeatures(nn.Module):
+    """A multi-modal model's fused features (``fused``, before its final_dnn) as a module."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.out_dim = model.out_dim
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        return self.model.fused(features)
+
+
 class DBMTL(_MultiTask):
     """Deep Bayesian Multi-Target Learning (Wen et al., SIGIR 2019) as EasyRec builds it:
-    ``bottom_dnn`` over the ``all`` group, an optional MMoE layer (``expert_dnn``,
-    ``num_expert``), then the relation towers (``RelationTowers``)."""
+    ``bottom_dnn`` over the ``all`` group (or, with ``bottom_cmbf`` / ``bottom_uniter``,
+    CMBF's / UNITER's fused features of the image, general, text and other groups, and no
+    bottom_dnn), an optional MMoE layer (``expert_dnn``, ``num_expert``), then the relation
+    towers (``RelationTowers``)."""
 
     def __init__(self, config: PipelineConfig, transform: FeatureTransform):
         super().__init__()
         towers = self._set_towers(config)
         params = config.model_config_.dbmtl
-        self.input = self._input_group(config, transform, ALL_GROUP)
-        self.bottom = _mlp(self.input.out_dim, params.bottom_dnn)
+        self.multimodal_kind = "cmbf" if params.bottom_cmbf is not None else "uniter" if params.bottom_uniter is not None else ""
+        if self.multimodal_kind == "cmbf":
+            self.input = FusedFeatures(CMBF(config, transform, params.bottom_cmbf))
+            self.bottom = MLP(self.input.out_dim, [])
+        elif self.multimodal_kind == "uniter":
+            self.input = FusedFeatures(Uniter(config, transform, params.bottom_uniter))
+            self.bottom = MLP(self.input.out_dim, [])
+        else:
+            self.input = self._input_group(config, transform, ALL_GROUP)
+            self.bottom = _mlp(self.input.out_dim, params.bottom_dnn)
         width = self.bottom.out_dim
         self.has_mixture = params.expert_dnn is not None
         dnns = [params.expert_dnn] * params.num_expert if self.has_mixture else [DNN()]
@@ -293,6 +315,8 @@ class DBMTL(_MultiTask):
         bottom = self.bottom(self.input(features))
         task_inputs: List[Tensor] = self.mixture(bottom) if self.has_mixture else [bottom for _ in self.suffixes]
         return self._named(self.towers(task_inputs))
+
+
 
 
 class ESMM(_MultiTask):
