@@ -18,30 +18,36 @@ from fusionrec.ctr.multitask import MixtureOfExperts
 from fusionrec.errors import FusionrecError
 
 
+def mlp_layers(in_dim: int, params, use_bias: bool) -> List[nn.Sequential]:
+    """EasyRec's keras MLP layers, one Sequential each: Linear (``use_bias``) -> BatchNorm
+    (``use_bn``; after the activation with ``use_bn_after_activation``) -> activation ->
+    dropout; the last layer takes ``use_final_bn`` and ``final_activation``."""
+    layers: List[nn.Sequential] = []
+    dims = [in_dim, *params.hidden_units]
+    last = len(params.hidden_units) - 1
+    for i, units in enumerate(params.hidden_units):
+        use_bn = params.use_final_bn if i == last else params.use_bn
+        steps: List[nn.Module] = [nn.Linear(dims[i], units, bias=use_bias)]
+        if use_bn and not params.use_bn_after_activation:
+            steps.append(nn.BatchNorm1d(units))
+        steps.append(ACTIVATIONS[params.final_activation if i == last else params.activation]())
+        if use_bn and params.use_bn_after_activation:
+            steps.append(nn.BatchNorm1d(units))
+        rate = params.dropout_ratio[i] if i < len(params.dropout_ratio) else 0.0
+        if rate > 0:
+            steps.append(nn.Dropout(rate))
+        layers.append(nn.Sequential(*steps))
+    return layers
+
+
 class EasyRecMLP(nn.Module):
-    """EasyRec's backbone MLP: per hidden unit Linear (``use_bias``) -> BatchNorm (``use_bn``;
-    after the activation with ``use_bn_after_activation``) -> activation -> dropout; the last
-    layer takes ``use_final_bn`` and ``final_activation`` (linear unless set)."""
+    """EasyRec's backbone MLP (``mlp_layers`` with ``use_bias``; ``final_activation`` linear
+    unless set)."""
 
     def __init__(self, in_dim: int, params: MLPParams):
         super().__init__()
-        layers: List[nn.Module] = []
-        dims = [in_dim, *params.hidden_units]
-        last = len(params.hidden_units) - 1
-        for i, units in enumerate(params.hidden_units):
-            use_bn = params.use_final_bn if i == last else params.use_bn
-            activation = ACTIVATIONS[params.final_activation if i == last else params.activation]()
-            layers.append(nn.Linear(dims[i], units, bias=params.use_bias))
-            if use_bn and not params.use_bn_after_activation:
-                layers.append(nn.BatchNorm1d(units))
-            layers.append(activation)
-            if use_bn and params.use_bn_after_activation:
-                layers.append(nn.BatchNorm1d(units))
-            rate = params.dropout_ratio[i] if i < len(params.dropout_ratio) else 0.0
-            if rate > 0:
-                layers.append(nn.Dropout(rate))
-        self.net = nn.Sequential(*layers)
-        self.out_dim = dims[-1]
+        self.net = nn.Sequential(*mlp_layers(in_dim, params, params.use_bias))
+        self.out_dim = params.hidden_units[-1]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -615,30 +621,16 @@ class PPNetLayer(Op):
             raise FusionrecError(f"{where}: PPNet mode eager gates its input of width {in_dim}; gate_params.output_dim is "
                                  f"{params.gate_params.output_dim}")  # fmt: skip
         self.input_gate = GateNN(gate_dim, in_dim, params.gate_params) if self.eager else nn.Identity()
-        layers: List[nn.Module] = []
         gates: List[nn.Module] = []
-        dims = [in_dim, *mlp.hidden_units]
         last = len(mlp.hidden_units) - 1
         self.gated = []
         for i, units in enumerate(mlp.hidden_units):
-            use_bn = mlp.use_final_bn if i == last else mlp.use_bn
-            activation = ACTIVATIONS[mlp.final_activation if i == last else mlp.activation]()
-            steps: List[nn.Module] = [nn.Linear(dims[i], units, bias=use_bias)]
-            if use_bn and not mlp.use_bn_after_activation:
-                steps.append(nn.BatchNorm1d(units))
-            steps.append(activation)
-            if use_bn and mlp.use_bn_after_activation:
-                steps.append(nn.BatchNorm1d(units))
-            rate = mlp.dropout_ratio[i] if i < len(mlp.dropout_ratio) else 0.0
-            if rate > 0:
-                steps.append(nn.Dropout(rate))
-            layers.append(nn.Sequential(*steps))
             gated = i < last or not self.eager
             gates.append(GateNN(gate_dim, units, params.gate_params) if gated else nn.Identity())
             self.gated.append(gated)
-        self.layers = nn.ModuleList(layers)
+        self.layers = nn.ModuleList(mlp_layers(in_dim, mlp, use_bias))
         self.gates = nn.ModuleList(gates)
-        self.out_dim = dims[-1]
+        self.out_dim = mlp.hidden_units[-1]
 
     def forward(self, x: List[Tensor]) -> List[Tensor]:
         out, gate_input = x[0], x[1]

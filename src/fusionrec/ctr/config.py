@@ -14,10 +14,10 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from fusionrec.ctr.expressions import compile_expression
 from fusionrec.ctr.tasks import BINARY, LOSS_TYPE_TASKS, MULTICLASS, REGRESSION, Task
@@ -46,6 +46,18 @@ class EasyRecMessage:
 
 def _message(name: str, no_effect: str = "", not_implemented: str = "") -> EasyRecMessage:
     return EasyRecMessage(name, frozenset(no_effect.split()), frozenset(not_implemented.split()))
+
+
+def _known_activation(value: str) -> str:
+    from fusionrec.ctr.layers import ACTIVATIONS
+
+    if value not in ACTIVATIONS:
+        raise ValueError(f"activation {value!r} is not one of {sorted(ACTIVATIONS)}")
+    return value
+
+
+# an activation name EasyRec writes (tf.nn.relu, relu, dice, linear, ...), checked against fusionrec.ctr.layers.ACTIVATIONS
+Activation = Annotated[str, AfterValidator(_known_activation)]
 
 
 class _Strict(BaseModel):
@@ -858,20 +870,15 @@ class MLPParams(_Strict):
 
     hidden_units: list[int] = Field(min_length=1)
     dropout_ratio: list[float] = []
-    activation: str = "relu"
+    activation: Activation = "relu"
     use_bn: bool = True
     use_final_bn: bool = True
-    final_activation: str = "linear"
+    final_activation: Activation = "linear"
     use_bias: bool = True
     use_bn_after_activation: bool = False
 
     @model_validator(mode="after")
     def _check(self):
-        from fusionrec.ctr.layers import ACTIVATIONS
-
-        for name in (self.activation, self.final_activation):
-            if name not in ACTIVATIONS:
-                raise ValueError(f"activation {name!r} is not one of {sorted(ACTIVATIONS)}")
         if any(u <= 0 for u in self.hidden_units):
             raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
         if any(not 0.0 <= r < 1.0 for r in self.dropout_ratio):
@@ -936,18 +943,9 @@ class MaskNetParams(_Strict):
 
 class HighwayParams(_Strict):
     emb_size: int = Field(ge=1)
-    activation: str = "gelu"  # EasyRec's Highway layer default when unset
+    activation: Activation = "gelu"  # EasyRec's Highway layer default when unset
     dropout_rate: float = Field(0.0, ge=0, lt=1)
     num_layers: int = Field(1, ge=1)
-
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, value):
-        from fusionrec.ctr.layers import ACTIVATIONS
-
-        if value not in ACTIVATIONS:
-            raise ValueError(f"activation {value!r} is not one of {sorted(ACTIVATIONS)}")
-        return value
 
 
 class WeightedGateParams(_Strict):
@@ -964,18 +962,9 @@ class AITMTowerParams(_Strict):
 class GateNNParams(_Strict):
     output_dim: int | None = Field(None, ge=1)
     hidden_dim: int | None = Field(None, ge=1)
-    activation: str = "relu"
+    activation: Activation = "relu"
     use_bn: bool = False
     dropout_rate: float = Field(0.0, ge=0, lt=1)
-
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, value):
-        from fusionrec.ctr.layers import ACTIVATIONS
-
-        if value not in ACTIVATIONS:
-            raise ValueError(f"activation {value!r} is not one of {sorted(ACTIVATIONS)}")
-        return value
 
 
 class PPNetParams(_Strict):
@@ -989,18 +978,15 @@ class PeriodicEmbeddingParams(_Strict):
     embedding_dim: int = Field(ge=2)
     sigma: float = Field(gt=0)
     add_linear_layer: bool = True
-    linear_activation: str = "relu"
+    linear_activation: Activation = "relu"
     output_3d_tensor: bool = False
     output_tensor_list: bool = False
 
     @model_validator(mode="after")
     def _check(self):
-        from fusionrec.ctr.layers import ACTIVATIONS
 
         if self.embedding_dim % 2:
             raise ValueError(f"periodic_embedding: embedding_dim {self.embedding_dim} must be even (sin and cos halves)")
-        if self.linear_activation not in ACTIVATIONS:
-            raise ValueError(f"linear_activation {self.linear_activation!r} is not one of {sorted(ACTIVATIONS)}")
         return self
 
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from fusionrec.ctr.config import DNN, FeatureConfig, FeatureGroupConfig, PipelineConfig, SeqAttGroupConfig
 from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.layers import ACTIVATIONS, BehaviorSequenceTransformer, DINAttention, TextCNN, VariationalDropout
+from fusionrec.ctr.layers import BehaviorSequenceTransformer, DINAttention, TextCNN, VariationalDropout
 from fusionrec.errors import FusionrecError
 
 
