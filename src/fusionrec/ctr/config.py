@@ -984,7 +984,6 @@ class PeriodicEmbeddingParams(_Strict):
 
     @model_validator(mode="after")
     def _check(self):
-
         if self.embedding_dim % 2:
             raise ValueError(f"periodic_embedding: embedding_dim {self.embedding_dim} must be even (sin and cos halves)")
         return self
