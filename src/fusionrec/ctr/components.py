@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.backbone_ops import Op, Value, _same_shapes
+from fusionrec.ctr.backbone_ops import AddN, Op, Value, _same_shapes
 from fusionrec.ctr.config import KerasLayerConfig, MLPParams
 from fusionrec.ctr.layers import ACTIVATIONS, TextCNN
 from fusionrec.ctr.transformer import EmbeddingPostprocessor, TransformerEncoder
@@ -135,14 +135,6 @@ class CINLayer(Op):
             hidden = torch.relu(conv(outer))
             pooled.append(hidden.sum(dim=2))
         return [torch.cat(pooled, dim=1)]
-
-
-class AddLayer(Op):
-    def forward(self, x: List[Tensor]) -> List[Tensor]:
-        total = x[0]
-        for i in range(1, len(x)):
-            total = total + x[i]
-        return [total]
 
 
 class MMoELayer(Op):
@@ -796,7 +788,7 @@ def _build_cin(layer: KerasLayerConfig, value: Value, where: str):
 
 def _build_add(layer: KerasLayerConfig, value: Value, where: str):
     shape = _same_shapes(value, "Add", where)
-    return AddLayer(), Value.tensor(*shape)
+    return AddN(), Value.tensor(*shape)  # keras' Add is tf.add_n
 
 
 def _build_mmoe(layer: KerasLayerConfig, value: Value, where: str):

@@ -374,7 +374,7 @@ KERAS_EPSILON = 1e-7  # Keras' backend epsilon, which its binary_crossentropy cl
 
 
 def esmm_loss(heads: Dict[str, Tensor], labels: Dict[str, Tensor], config: PipelineConfig,
-              weights: Tensor | None) -> Tensor:  # fmt: skip
+              weights: Tensor | None, head_labels: Dict[str, str] | None = None) -> Tensor:  # fmt: skip
     """ESMM's loss as EasyRec computes it (Ma et al. 2018, equation 3): the CTR tower's
     sigmoid cross-entropy and the CTCVR cross-entropy of pCTR x pCVR against click x
     conversion, both over every impression and summed over the batch (EasyRec reduces with
@@ -382,7 +382,7 @@ def esmm_loss(heads: Dict[str, Tensor], labels: Dict[str, Tensor], config: Pipel
     of y_cvr x pCTR against the label x click, weighted by the sample weights (their nonzero
     count divides), as tf.losses.mean_squared_error does."""
     params = config.model_config_.esmm
-    head_labels = config.head_labels()
+    head_labels = head_labels if head_labels is not None else config.head_labels()
     ctr_suffix, cvr_suffix = "_" + params.ctr_tower.tower_name, "_" + params.cvr_tower.tower_name
     ctr_labels, cvr_labels = labels[head_labels[ctr_suffix]], labels[head_labels[cvr_suffix]]
     ctr_logits, cvr_logits = heads[ctr_suffix], heads[cvr_suffix]

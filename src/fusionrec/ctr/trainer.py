@@ -32,6 +32,7 @@ from fusionrec.ctr.features import FeatureTransform, feature_counts
 from fusionrec.ctr.layers import VariationalDropout
 from fusionrec.ctr.metrics import evaluate_metrics
 from fusionrec.ctr.models import build_model
+from fusionrec.ctr.multitask import esmm_loss, tower_weights
 from fusionrec.errors import FusionrecError
 
 SEED = 2026
@@ -80,6 +81,7 @@ class Trainer:
         self.task = config.model_config_.task
         self.head_tasks = config.model_config_.head_tasks  # the task of each output head, by suffix
         self.towers = config.model_config_.towers  # a multi-task model's task towers (EasyRec's order)
+        self.head_labels = config.head_labels()  # the label field of each output head, by suffix
         self.transform = FeatureTransform(config, base_dir)
         self.model = build_model(config, self.transform)
         self.optimizer = self._make_optimizer()
@@ -191,11 +193,9 @@ class Trainer:
                         weights: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
         """EasyRec's MultiTaskModel loss: the sum over task towers of each tower's loss on its
         label, with the tower's weights (``fusionrec.ctr.multitask.tower_weights``); ESMM's own."""
-        from fusionrec.ctr.multitask import esmm_loss, tower_weights
-
         if self.config.model_config_.model_class == "ESMM":
-            return esmm_loss(heads, labels, self.config, weights)
-        head_labels = self.config.head_labels()
+            return esmm_loss(heads, labels, self.config, weights, self.head_labels)
+        head_labels = self.head_labels
         total = None
         for tower in self.towers:
             suffix = "_" + tower.tower_name
