@@ -77,3 +77,93 @@ def test_binary_focal_is_the_modulated_cross_entropy_of_the_hardest_rows(alpha, 
     hardest = sorted(per_row, reverse=True)[: round(len(per_row) * ohem_ratio)]
     got = losses.binary_focal(logits, labels, weights, gamma=2.0, alpha=alpha, ohem_ratio=ohem_ratio, label_smoothing=smooth)
     assert float(got) == pytest.approx(sum(hardest) / len(hardest), rel=1e-5)
+
+
+# ------------------------------------------------------------------ losses that shape the outputs
+def log_softmax_at(values: list[float], index: int) -> float:
+    top = max(values)
+    return values[index] - top - math.log(sum(math.exp(v - top) for v in values))
+
+
+def jrc_reference(logits, labels, sessions, weights, alpha, same_label_loss):
+    """EasyRec's jrc_loss read literally: a B x B session mask over the two logits, column j
+    normalised over the rows i of j's session, the pairwise weight of column j its row's."""
+    z, y, s = logits.double().tolist(), [int(v) for v in labels], sessions.tolist()
+    w = weights.tolist() if weights is not None else [1.0] * len(y)
+    calibration = sum(wi * -log_softmax_at(zi, yi) for zi, yi, wi in zip(z, y, w)) / sum(wi != 0 for wi in w)
+    terms = []
+    for j in range(len(y)):
+        session = [i for i in range(len(y)) if s[i] == s[j]]
+        if same_label_loss:
+            total = 0.0
+            for c in (0, 1):
+                column = [z[i][c] for i in session]
+                total += sum(-log_softmax_at(column, k) for k, i in enumerate(session) if y[i] == c)
+            terms.append(w[j] * total / len(session))
+        else:
+            candidates = [i for i in session if i == j or y[i] != y[j]]
+            column = [z[i][y[j]] for i in candidates]
+            terms.append(w[j] * -log_softmax_at(column, candidates.index(j)))
+    return alpha * calibration + (1 - alpha) * sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("same_label_loss", [True, False])
+def test_jrc_is_calibration_plus_the_session_softmax_of_easyrec(weighted, same_label_loss):
+    g = torch.Generator().manual_seed(4)
+    n = 14
+    logits = torch.randn(n, 2, generator=g)
+    labels = (torch.rand(n, generator=g) < 0.4).float()
+    sessions = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4, 4, 5, 5])  # a session of one row, sessions of one class
+    weights = torch.rand(n, generator=g) + 0.5 if weighted else None
+    got = losses.jrc(logits, labels, sessions, weights, alpha=0.3, same_label_loss=same_label_loss)
+    expected = jrc_reference(logits, labels, sessions, weights, 0.3, same_label_loss)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_jrc_random_strategies_weigh_the_two_terms_convexly():
+    g = torch.Generator().manual_seed(5)
+    logits, labels = torch.randn(10, 2, generator=g), (torch.rand(10, generator=g) < 0.5).float()
+    sessions = torch.arange(10) // 3
+    calibration = losses.jrc(logits, labels, sessions, None, alpha=1.0)
+    generative = losses.jrc(logits, labels, sessions, None, alpha=0.0)
+    low, high = sorted([float(calibration), float(generative)])
+    for strategy in ("random_uniform", "random_normal", "random_bernoulli"):
+        for _ in range(5):
+            value = float(losses.jrc(logits, labels, sessions, None, strategy=strategy))
+            assert low - 1e-6 <= value <= high + 1e-6
+
+
+def test_ziln_is_the_zero_inflated_lognormal_likelihood():
+    from scipy.stats import lognorm
+
+    g = torch.Generator().manual_seed(6)
+    n = 16
+    logits = torch.randn(n, 3, generator=g)
+    labels = torch.where(torch.rand(n, generator=g) < 0.5, torch.zeros(n), torch.rand(n, generator=g) * 50)
+    z = logits.double().numpy()
+    positive = labels.numpy() > 0
+    classification = sum(bce(float(z[i, 0]), float(positive[i])) for i in range(n)) / n
+    sigma = [min(max(math.log1p(math.exp(v)), math.sqrt(1e-7)), 5.0) for v in z[:, 2]]
+    log_density = [lognorm.logpdf(float(labels[i]), s=sigma[i], scale=math.exp(z[i, 1])) for i in range(n) if positive[i]]
+    regression = -sum(log_density) / positive.sum()
+    penalty = 0.02 * float((z[:, 1] ** 2).mean()) + 0.03 * float((z[:, 2] ** 2).mean())
+    got = losses.ziln(logits, labels, None, mu_regularization=0.02, sigma_regularization=0.03, classification_weight=0.5,
+                      regression_weight=2.0)  # fmt: skip
+    assert float(got) == pytest.approx(0.5 * classification + 2.0 * regression + penalty, rel=1e-5)
+
+
+def test_ziln_prediction_is_p_times_the_lognormal_mean():
+    from scipy.stats import lognorm
+
+    from fusionrec.ctr.tasks import ziln_prediction
+
+    logits = torch.tensor([[0.3, 1.2, -0.4], [-2.0, 0.1, 3.0], [1.0, 30.0, 2.0]])
+    probs, value = ziln_prediction(logits, 5.0, 20.0, 0.0)
+    for i, (z0, mu, raw) in enumerate(logits.double().tolist()):
+        p = 1 / (1 + math.exp(-z0))
+        mean = p * lognorm.mean(s=min(math.log1p(math.exp(raw)), 5.0), scale=math.exp(mu))
+        assert float(probs[i]) == pytest.approx(p, rel=1e-6)
+        assert float(value[i]) == pytest.approx(min(mean, math.exp(20.0)), rel=1e-4)  # the log of the mean clipped at 20
+    _, log_value = ziln_prediction(logits, 5.0, 20.0, 1.0)
+    assert float(log_value[2]) > 20.0  # return_log_pred_value: unclipped

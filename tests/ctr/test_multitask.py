@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from fusionrec.ctr.config import config_from_dict
+from fusionrec.ctr.data import iter_batches
 from fusionrec.ctr.export import export, predict
 from fusionrec.ctr.multitask import Gate, esmm_loss
 from fusionrec.ctr.trainer import Trainer
@@ -292,3 +293,52 @@ def test_dbmtl_on_a_multimodal_bottom_runs_once_its_exporter_metric_is_one_it_co
     (tmp_path / "fixed").mkdir()
     result = sample_run(fixed, tmp_path / "fixed")
     assert result["rows_read"] == N_ROWS and result["rows_written"] == N_ROWS
+
+
+# ------------------------------------------------------------------ JRC_LOSS and ZILN_LOSS towers
+def jrc_ziln_towers() -> dict:
+    return with_model(mmoe_dict(), "SimpleMultiTask", "simple_multi_task", {"task_towers": towers(
+        {"tower_name": "ctr", "label_name": "clk", "num_class": 2,
+         "losses": [{"loss_type": "JRC_LOSS", "jrc_loss": {"session_name": "user_id", "alpha": 0.5}}]},
+        {"tower_name": "ltv", "label_name": "buy", "num_class": 3, "losses": [{"loss_type": "ZILN_LOSS"}],
+         "metrics_set": [{"auc": {}}, {"mean_absolute_error": {}}]},
+    )})  # fmt: skip
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t[0].update(num_class=1), r"task tower 'ctr': losses: JRC_LOSS needs num_class 2.*got num_class 1"),
+    (lambda t: t[1].update(num_class=2), r"task tower 'ltv': losses: ZILN_LOSS needs num_class 3"),
+    (lambda t: t[0]["losses"].append({"loss_type": "F1_REWEIGHTED_LOSS"}), r"JRC_LOSS shapes the outputs .*cannot be combined"),
+    (lambda t: t[0]["losses"][0].pop("jrc_loss"), r"JRC_LOSS needs its jrc_loss \{ session_name"),
+    (lambda t: t[0]["losses"][0]["jrc_loss"].update(session_name="session"), r"jrc_loss.session_name 'session' is not an input_field"),
+    (lambda t: t[0]["losses"][0]["jrc_loss"].update(loss_weight_strategy="uncertainty"), r"'uncertainty'.*not implemented"),
+    (lambda t: t[1].update(metrics_set=[{"max_f1": {}}]), r"metrics_set max_f1 is not a metric of a ziln task"),
+])  # fmt: skip
+def test_jrc_and_ziln_towers_follow_easyrec_rules(change, message):
+    data = jrc_ziln_towers()
+    change(data["model_config"]["simple_multi_task"]["task_towers"])
+    with pytest.raises(FusionrecError, match=message):
+        config_from_dict(data)
+
+
+def test_jrc_and_ziln_towers_train_evaluate_and_export_easyrec_outputs(taobao, tmp_path):
+    config = config_from_dict(small(jrc_ziln_towers(), taobao, tmp_path / "m"))
+    trainer = Trainer(config)
+    assert trainer.session_fields == ["user_id"]
+    report = trainer.train(progress=False)
+    assert {"auc_ctr", "logloss_ctr", "auc_ltv", "mean_absolute_error_ltv", "mean_squared_error_ltv"} <= set(report["eval"])
+    export(trainer, tmp_path / "export")
+    out = tmp_path / "pred.csv"
+    outputs = ["pos_logits_ctr", "probs_ctr", "probs_ltv", "y_ltv"]
+    predict(str(taobao / "test.csv"), str(out), str(tmp_path / "export"),
+            output_cols=",".join(f"{name} double" for name in outputs))  # fmt: skip
+    values = np.array([[float(v) for v in line.split("\x01")[:4]] for line in out.read_text().splitlines()[1:]])
+    _, in_memory, _ = trainer.predict_table([str(taobao / "test.csv")], trainer._reader(), heads=True)
+    np.testing.assert_allclose(values[:, 1], in_memory["_ctr"], atol=1e-5)  # softmax(logits)[:, 1]
+    np.testing.assert_allclose(values[:, 2:], in_memory["_ltv"], rtol=1e-5, atol=1e-6)  # p(value > 0), the mean
+    assert np.all(values[:, 3] <= values[:, 2] * np.exp(20.0))
+    batch = next(iter_batches(trainer._reader(), [str(taobao / "test.csv")], 300, shuffle=False, shuffle_rows=0, seed=0))
+    with torch.no_grad():
+        logits = trainer.model.forward_heads(trainer.transform(batch.columns))["_ctr"]
+    assert logits.shape == (300, 2)
+    np.testing.assert_allclose(values[:, 0], logits[:, 1].numpy(), atol=1e-5)

@@ -20,7 +20,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from fusionrec.ctr.expressions import compile_expression
-from fusionrec.ctr.tasks import BINARY, LOSS_TYPE_TASKS, MULTICLASS, REGRESSION, Task
+from fusionrec.ctr.tasks import BINARY, LOSS_TYPE_TASKS, MULTICLASS, REGRESSION, SHAPING_LOSS_CLASSES, ZILN, Task
 from fusionrec.ctr.textformat import field_model, parse, shape
 from fusionrec.errors import FusionrecError
 
@@ -404,6 +404,8 @@ TASK_METRICS = {
              "mean_absolute_error", "recall", "precision"),
     MULTICLASS: ("accuracy", "recall_at_topk", "precision_at_topk"),
     REGRESSION: ("mean_squared_error", "root_mean_squared_error", "mean_absolute_error"),
+    # EasyRec's ZILN_LOSS model: AUCs on p(value > 0), errors on the predicted value
+    ZILN: ("auc", "gauc", "session_auc", "mean_squared_error", "root_mean_squared_error", "mean_absolute_error"),
 }
 
 
@@ -660,10 +662,37 @@ class PairwiseLogisticLoss(_Strict):
         return self
 
 
+class JRCLoss(_Strict):
+    """EasyRec's JRCLoss: ``session_name`` is the input field whose equal values form a session."""
+
+    session_name: str = Field(min_length=1)
+    alpha: float = Field(0.5, ge=0, le=1)
+    same_label_loss: bool = True
+    loss_weight_strategy: Literal["fixed", "random_uniform", "random_normal", "random_bernoulli", "uncertainty"] = "fixed"
+
+    @field_validator("loss_weight_strategy")
+    @classmethod
+    def _strategy(cls, value):
+        if value == "uncertainty":
+            raise ValueError("jrc_loss.loss_weight_strategy 'uncertainty' (learned weights) is not implemented yet by fusionrec; "
+                             "it has fixed, random_uniform, random_normal, random_bernoulli")  # fmt: skip
+        return value
+
+
+class ZILNLoss(_Strict):
+    mu_regularization: float = Field(0.01, ge=0)
+    sigma_regularization: float = Field(0.01, ge=0)
+    max_log_clip_value: float = 20.0
+    max_sigma: float = Field(5.0, gt=0)
+    return_log_pred_value: bool = False
+    classification_weight: float = Field(1.0, ge=0)
+    regression_weight: float = Field(1.0, ge=0)
+
+
 # loss_type -> the parameter block it reads (None: it has none)
 LOSS_TYPES = {"CLASSIFICATION": None, "F1_REWEIGHTED_LOSS": "f1_reweighted_loss", "PAIR_WISE_LOSS": "pairwise_loss",
               "PAIRWISE_LOGISTIC_LOSS": "pairwise_logistic_loss", "BINARY_FOCAL_LOSS": "binary_focal_loss",
-              "ORDER_CALIBRATE_LOSS": None}  # fmt: skip
+              "ORDER_CALIBRATE_LOSS": None, "JRC_LOSS": "jrc_loss", "ZILN_LOSS": "ziln_loss"}  # fmt: skip
 
 
 class LossConfig(_Strict):
@@ -675,13 +704,33 @@ class LossConfig(_Strict):
     pairwise_loss: PairwiseLoss | None = None
     pairwise_logistic_loss: PairwiseLogisticLoss | None = None
     binary_focal_loss: BinaryFocalLoss | None = None
+    jrc_loss: JRCLoss | None = None
+    ziln_loss: ZILNLoss | None = None
 
     @model_validator(mode="after")
     def _known(self):
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"losses: loss_type {self.loss_type!r} is not implemented yet by fusionrec; it has {list(LOSS_TYPES)}")
         _only_implemented("learn_loss_weight", self.learn_loss_weight, False, "the configured weight")
+        if self.loss_type == "JRC_LOSS" and self.jrc_loss is None:
+            raise ValueError("losses: JRC_LOSS needs its jrc_loss { session_name: ... } (EasyRec's JRCLoss requires session_name)")
         return self
+
+
+def check_losses(losses: list[LossConfig], loss_type: str, num_class: int, where: str) -> None:
+    """EasyRec's rules for ``losses``: JRC_LOSS (num_class 2) and ZILN_LOSS (num_class 3) give
+    the outputs their meaning, so each is its tower's only loss; the others are binary (num_class 1)."""
+    shaping = [entry.loss_type for entry in losses if entry.loss_type in SHAPING_LOSS_CLASSES]
+    if shaping:
+        if len(losses) > 1:
+            raise ValueError(f"{where}: losses: {shaping[0]} shapes the outputs ({SHAPING_LOSS_CLASSES[shaping[0]]} logits); "
+                             f"it cannot be combined with {[e.loss_type for e in losses if e.loss_type != shaping[0]]}")  # fmt: skip
+        if loss_type != "CLASSIFICATION" or num_class != SHAPING_LOSS_CLASSES[shaping[0]]:
+            raise ValueError(f"{where}: losses: {shaping[0]} needs num_class {SHAPING_LOSS_CLASSES[shaping[0]]} and "
+                             f"loss_type CLASSIFICATION, got num_class {num_class}, loss_type {loss_type}")  # fmt: skip
+    elif losses and Task.of(loss_type, num_class).kind != BINARY:
+        raise ValueError(f"{where}: losses: the losses of `losses` are binary ranking losses; this is a "
+                         f"{Task.of(loss_type, num_class).kind} task (loss_type {loss_type}, num_class {num_class})")  # fmt: skip
 
 
 class TaskTowerConfig(_Strict):
@@ -718,7 +767,7 @@ class TaskTowerConfig(_Strict):
 
     @property
     def task(self) -> Task:
-        return Task.of(self.loss_type, self.num_class)
+        return Task.of(self.loss_type, self.num_class, self.losses)
 
     @model_validator(mode="after")
     def _check(self):
@@ -727,8 +776,7 @@ class TaskTowerConfig(_Strict):
             raise ValueError(f"{where}: loss_type SOFTMAX_CROSS_ENTROPY needs num_class >= 2")
         if self.loss_type in ("L2_LOSS", "SIGMOID_L2_LOSS") and self.num_class != 1:
             raise ValueError(f"{where}: loss_type {self.loss_type} predicts one value: num_class must be 1, got {self.num_class}")
-        if self.losses and self.task.kind != BINARY:
-            raise ValueError(f"{where}: `losses` are binary losses; this tower is {self.task.kind}")
+        check_losses(self.losses, self.loss_type, self.num_class, where)
         for metric in self.metrics_set:
             task = self.task
             two_class = ("auc", "gauc", "session_auc") if task.kind == MULTICLASS and task.n_classes == 2 else ()
@@ -1327,7 +1375,7 @@ class _ModelConfigBase(_Strict):
     def task(self) -> Task:
         """The task of the served output: the model's, or a multi-task model's first tower's."""
         towers = self.towers
-        return towers[0].task if towers else Task.of(self.loss_type, self.num_class)
+        return towers[0].task if towers else Task.of(self.loss_type, self.num_class, self.losses)
 
     @property
     def head_tasks(self) -> dict[str, Task]:
@@ -1379,11 +1427,7 @@ class _ModelConfigBase(_Strict):
         if any(loss.loss_type == "ORDER_CALIBRATE_LOSS" for loss in self.losses):
             raise ValueError("losses: ORDER_CALIBRATE_LOSS compares a task tower with its relation towers; it is not supported "
                              "on a one-task model")  # fmt: skip
-        if self.losses and self.task.kind != BINARY:
-            raise ValueError(
-                f"losses: the losses of `losses` are binary ranking losses; this model is {self.task.kind} "
-                f"(loss_type {self.loss_type}, num_class {self.num_class})"
-            )
+        check_losses(self.losses, self.loss_type, self.num_class, "model_config")
         for group in self.feature_groups:
             if group.wide_deep == "WIDE_AND_DEEP":
                 raise ValueError(
@@ -1669,7 +1713,7 @@ class PipelineConfig(_Strict):
         """Every metric evaluation reports (logloss or mean_squared_error always), by EasyRec's name."""
         names = []
         for group in self.metric_groups():
-            always = "mean_squared_error" if group.task.kind == REGRESSION else "logloss"
+            always = "mean_squared_error" if group.task.kind in (REGRESSION, ZILN) else "logloss"
             names += [name + group.suffix for name in sorted({always} | {m.name for m in group.metrics})]
         return names
 
@@ -1818,6 +1862,11 @@ class PipelineConfig(_Strict):
                 field = metric.gauc.uid_field if metric.gauc else metric.session_auc.session_id_field if metric.session_auc else None
                 if field is not None and field not in fields:
                     raise ValueError(f"metrics_set: field {field!r} is not an input_field")
+        for where, entries in [("model_config", model.losses)] + [(f"task tower {t.tower_name!r}", t.losses) for t in model.towers]:
+            for entry in entries:
+                if entry.jrc_loss is not None and entry.jrc_loss.session_name not in fields:
+                    raise ValueError(f"{where}: jrc_loss.session_name {entry.jrc_loss.session_name!r} is not an input_field; "
+                                     "JRC_LOSS groups the rows of a batch into sessions by its values")  # fmt: skip
         export = self.export_config
         if export.exporter_type == "best" or export.enable_early_stop:
             names = self.metric_names()

@@ -647,6 +647,12 @@ class Batch:
     table: pa.Table
     label_columns: dict[str, torch.Tensor] = field(default_factory=dict)  # every label field's, by name
 
+    def codes(self, name: str) -> torch.Tensor:
+        """Column ``name`` as int64 codes, equal where the values are equal within this batch
+        (a missing value is one more value): the sessions of EasyRec's JRC_LOSS."""
+        column = self.table.column(name).combine_chunks().dictionary_encode(null_encoding="encode")
+        return torch.from_numpy(column.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+
 
 def iter_batches(reader: TableReader, paths: list[str], batch_size: int, *, shuffle: bool, shuffle_rows: int,
                  seed: int, skip_batches: int = 0) -> Iterator[Batch]:  # fmt: skip

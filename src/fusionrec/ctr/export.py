@@ -140,6 +140,7 @@ _OUTPUT_MEANING = {
     "binary": "forward: probability of the positive class, float32 (n,)",
     "multiclass": "forward: class probabilities, float32 (n, num_class)",
     "regression": "forward: the predicted value y, float32 (n,)",
+    "ziln": "forward: the predicted value y (zero-inflated lognormal mean), float32 (n,)",
 }
 EASYREC_OUTPUT_SEP = "\x01"  # EasyRec predict's --output_sep default, chr(1)
 OUTPUT_TYPES = {"double": pa.float64(), "float": pa.float32(), "int": pa.int64(), "int64": pa.int64(),

@@ -1,18 +1,20 @@
-"""EasyRec's losses for binary ranking models: one per ``loss_type``, summed with ``weight``s
-when ``model_config.losses`` lists several.
+"""EasyRec's losses of ``model_config.losses`` (and a task tower's): one per ``loss_type``,
+summed with ``weight``s when several are listed.
 
-Each function takes the batch's ``logits`` (B,), ``labels`` (B,) and optional sample
-``weights`` (B,) and returns a scalar. The formulas are EasyRec's (easy_rec/python/loss),
-cited per function.
+Each function takes the batch's ``logits`` ((B,); JRC (B, 2), ZILN (B, 3)), ``labels`` (B,)
+and optional sample ``weights`` (B,) and returns a scalar. The formulas are EasyRec's
+(easy_rec/python/loss), cited per function.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from fusionrec.ctr.tasks import sum_by_nonzero_weights
+from fusionrec.ctr.tasks import sum_by_nonzero_weights, ziln_sigma
 
 
 def classification(logits: Tensor, labels: Tensor, weights: Tensor | None) -> Tensor:
@@ -82,6 +84,69 @@ def pairwise_logistic(logits: Tensor, labels: Tensor, weights: Tensor | None, te
     if differences.numel() == 0:
         return logits.sum() * 0.0
     return _weighted_mean(F.softplus(-differences), pair_weights)
+
+
+def jrc(logits: Tensor, labels: Tensor, sessions: Tensor, weights: Tensor | None, alpha: float = 0.5,
+        same_label_loss: bool = True, strategy: str = "fixed") -> Tensor:  # fmt: skip
+    """Joint ranking and calibration (Sheng et al., "Joint Optimization of Ranking and
+    Calibration with Contextualized Hybrid Model", KDD 2023, eq. 6-8) as EasyRec's jrc_loss:
+    alpha x the softmax cross-entropy of the two logits (calibration) + (1 - alpha) x the
+    generative loss: for each row j, -log of the softmax, over the rows of j's session, of the
+    logit of j's own class. Each row carries its session's total of those terms divided by the
+    session's size, weighed by its sample weight (without weights: the mean over rows). Without
+    ``same_label_loss`` a row competes only with the session's rows of the other class and
+    carries its own term. ``strategy``: EasyRec's random weights between the two terms."""
+    targets = labels.long()
+    calibration = sum_by_nonzero_weights(F.cross_entropy(logits, targets, reduction="none"), weights)
+    same_session = sessions.unsqueeze(1) == sessions.unsqueeze(0)  # (i, j): rows i and j share a session
+    own_logit = logits.gather(1, targets.unsqueeze(1)).squeeze(1)  # z_{j, y_j}
+    # logits[i, y_j]: every row's logit of the class of j, as the candidates of j's softmax
+    candidates = logits[:, targets]
+    allowed = same_session
+    if not same_label_loss:  # j against itself and the rows of the other class only
+        allowed = same_session & ((labels.unsqueeze(1) != labels.unsqueeze(0)) | torch.eye(len(labels), dtype=torch.bool))
+    log_partition = torch.logsumexp(candidates.masked_fill(~allowed, -1e9), dim=0)
+    per_row = log_partition - own_logit
+    if same_label_loss:  # EasyRec's: row j carries its session's whole loss / the session's size
+        same = same_session.to(per_row.dtype)
+        per_row = (same @ per_row) / same.sum(dim=0)
+    generative = (per_row * weights).mean() if weights is not None else per_row.mean()
+    if strategy == "fixed":
+        return alpha * calibration + (1.0 - alpha) * generative
+    if strategy == "random_uniform":
+        weight = torch.rand(())
+        return weight * calibration + (1.0 - weight) * generative
+    if strategy == "random_normal":
+        pair = torch.softmax(torch.randn(2), dim=0)
+    else:  # random_bernoulli: one of the two terms, or both halved when the draws agree
+        draws = torch.bernoulli(torch.full((2,), 0.5))
+        pair = draws if float(draws.sum()) == 1.0 else torch.full((2,), 0.5)
+    return pair[0] * calibration + pair[1] * generative
+
+
+def ziln(logits: Tensor, labels: Tensor, weights: Tensor | None, mu_regularization: float = 0.01,
+         sigma_regularization: float = 0.01, max_sigma: float = 5.0, classification_weight: float = 1.0,
+         regression_weight: float = 1.0) -> Tensor:  # fmt: skip
+    """Zero-inflated lognormal loss (Wang, Liu and Miao, "A Deep Probabilistic Model for Customer
+    Lifetime Value Prediction", 2019, eq. 2) as EasyRec's zero_inflated_lognormal_loss: the
+    sigmoid cross-entropy of value > 0 on logit 0 (a mean over rows), plus the lognormal
+    negative log-likelihood of the positive values with mu = logit 1 and sigma = softplus(logit
+    2) clipped to [sqrt(1e-7), max_sigma] (a mean over the positive rows), plus
+    mu_regularization x mean(mu^2) + sigma_regularization x mean(logit 2 ^ 2). EasyRec's weighs
+    the whole loss by a scalar sample weight only; fusionrec weighs each row's terms."""
+    positive = (labels > 0).to(logits.dtype)
+    row_weights = weights if weights is not None else torch.ones_like(labels)
+    classification = _weighted_mean(F.binary_cross_entropy_with_logits(logits[:, 0], positive, reduction="none"), weights)
+    mu = logits[:, 1]
+    sigma = ziln_sigma(logits[:, 2], max_sigma)
+    safe = torch.where(positive > 0, labels, torch.ones_like(labels))
+    log_safe = torch.log(safe)
+    # log density of LogNormal(mu, sigma) at x: -log x - log sigma - log(2 pi) / 2 - (log x - mu)^2 / (2 sigma^2)
+    log_density = -log_safe - torch.log(sigma) - 0.5 * math.log(2 * math.pi) - (log_safe - mu).pow(2) / (2 * sigma.pow(2))
+    n_positive = (positive * row_weights).sum() + 1e-8
+    regression = -(positive * row_weights * log_density).sum() / n_positive
+    penalty = mu_regularization * mu.pow(2).mean() + sigma_regularization * logits[:, 2].pow(2).mean()
+    return classification_weight * classification + regression_weight * regression + penalty
 
 
 def _ordered_pairs(scores: Tensor, labels: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from fusionrec.ctr.config import EvalMetrics
-from fusionrec.ctr.tasks import MULTICLASS, REGRESSION, Task
+from fusionrec.ctr.tasks import MULTICLASS, REGRESSION, ZILN, Task
 
 
 def _auc(labels: np.ndarray, proba: np.ndarray) -> float:
@@ -45,6 +45,15 @@ def evaluate_metrics(metrics: list[EvalMetrics], labels: np.ndarray, proba: np.n
             aucs = [m for m in metrics if m.name in ("auc", "gauc", "session_auc")]
             binary = evaluate_metrics(aucs, labels, proba[:, 1], columns)
             result.update({k: v for k, v in binary.items() if k != "logloss"})
+        return result
+    if task.kind == ZILN:  # (n, 2): p(value > 0) for the AUCs, the predicted value for the errors
+        result = {"mean_squared_error": float(np.mean((proba[:, 1] - labels) ** 2))}
+        for metric in metrics:
+            if metric.name in ("auc", "gauc", "session_auc"):
+                result.update(evaluate_metrics([metric], (labels > 0).astype(np.float64), proba[:, 0], columns))
+            else:
+                result.update(_regression_metric(metric.name, labels, proba[:, 1]))
+        result.pop("logloss", None)
         return result
     if task.kind == REGRESSION:
         result = {"mean_squared_error": float(np.mean((proba - labels) ** 2))}

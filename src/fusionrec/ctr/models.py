@@ -702,19 +702,23 @@ class ScoringModel(nn.Module):
         self.transform = transform
         self.model = model
         served = next(iter(head_tasks.values()))
-        self.kind = served.kind
+        self.head = served.head
         self.squash = served.squash
-        self.head_kinds: Dict[str, str] = {suffix: task.kind for suffix, task in head_tasks.items()}
+        # typed: TorchScript cannot type an empty list from its value
+        self.head_params = torch.jit.Attribute(list(served.head_params), List[float])
+        self.heads: Dict[str, str] = {suffix: task.head for suffix, task in head_tasks.items()}
         self.head_squash: Dict[str, bool] = {suffix: task.squash for suffix, task in head_tasks.items()}
+        self.heads_params = torch.jit.Attribute({suffix: list(task.head_params) for suffix, task in head_tasks.items()},
+                                                Dict[str, List[float]])  # fmt: skip
 
     def forward(self, columns: Dict[str, Tensor]) -> Tensor:
-        return task_score(self.model(self.transform(columns)), self.kind, self.squash)
+        return task_score(self.model(self.transform(columns)), self.head, self.squash, self.head_params)
 
     @torch.jit.export
     def forward_with_counts(self, columns: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
         """The score and the batch's per-feature counts (out of vocabulary, truncated)."""
         features = self.transform(columns)
-        return task_score(self.model(features), self.kind, self.squash), feature_counts(features)
+        return task_score(self.model(features), self.head, self.squash, self.head_params), feature_counts(features)
 
     @torch.jit.export
     def outputs_with_counts(self, columns: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
@@ -723,7 +727,8 @@ class ScoringModel(nn.Module):
         features = self.transform(columns)
         outputs: Dict[str, Tensor] = {}
         for suffix, logits in self.model.forward_heads(features).items():
-            for name, value in task_outputs(logits, self.head_kinds[suffix], self.head_squash[suffix]).items():
+            head_outputs = task_outputs(logits, self.heads[suffix], self.head_squash[suffix], self.heads_params[suffix])
+            for name, value in head_outputs.items():
                 outputs[output_name(name, suffix)] = value
         for name, value in self.model.derived_outputs(outputs).items():
             outputs[name] = value

@@ -25,7 +25,7 @@ from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.callbacks import CallbackContainer, TrainingCallback
 from fusionrec.ctr import losses
 from fusionrec.ctr.config import (AdamOptimizer, BinaryFocalLoss, F1ReweightedLoss, Optimizer, PairwiseLogisticLoss,
-                                  PairwiseLoss, PipelineConfig, dump_config)  # fmt: skip
+                                  PairwiseLoss, PipelineConfig, ZILNLoss, dump_config)  # fmt: skip
 from fusionrec.ctr.optimizers import SPARSE_CAPABLE, Optimizers, make_part
 from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, resolve_paths
 from fusionrec.ctr.features import FeatureTransform, feature_counts
@@ -82,6 +82,9 @@ class Trainer:
         self.head_tasks = config.model_config_.head_tasks  # the task of each output head, by suffix
         self.towers = config.model_config_.towers  # a multi-task model's task towers (EasyRec's order)
         self.head_labels = config.head_labels()  # the label field of each output head, by suffix
+        # the input fields whose values group a batch's rows into sessions (EasyRec's JRC_LOSS)
+        self.session_fields = sorted({entry.jrc_loss.session_name for tower in self.towers or [config.model_config_]
+                                      for entry in tower.losses if entry.jrc_loss is not None})  # fmt: skip
         self.transform = FeatureTransform(config, base_dir)
         self.model = build_model(config, self.transform)
         self.optimizer = self._make_optimizer()
@@ -159,16 +162,19 @@ class Trainer:
 
     # -- loss -----------------------------------------------------------------------
     def loss(self, logits, labels: torch.Tensor, weights: torch.Tensor | None, features,
-             auxiliary: torch.Tensor | None = None, label_columns: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+             auxiliary: torch.Tensor | None = None, label_columns: dict[str, torch.Tensor] | None = None,
+             sessions: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
         """The training loss: the data loss (summed over the heads when ``logits`` is a dict of
         them; a multi-task model's towers each against their label in ``label_columns``), a
-        model's ``auxiliary`` loss (distillation), and the regularizers."""
+        model's ``auxiliary`` loss (distillation), and the regularizers. ``sessions``: the
+        batch's codes of each ``session_fields`` field."""
+        sessions = sessions or {}
         if self.towers:
-            loss = self.multi_task_loss(logits, label_columns or {}, weights)
+            loss = self.multi_task_loss(logits, label_columns or {}, weights, sessions)
         elif isinstance(logits, dict):
-            loss = sum(self.data_loss(head, labels, weights) for head in logits.values())
+            loss = sum(self.data_loss(head, labels, weights, sessions) for head in logits.values())
         else:
-            loss = self.data_loss(logits, labels, weights)
+            loss = self.data_loss(logits, labels, weights, sessions)
         if auxiliary is not None:
             loss = loss + auxiliary
         if self.l2_regularization > 0:  # TensorFlow's l2_regularizer: scale * sum(w^2) / 2
@@ -190,7 +196,7 @@ class Trainer:
         return loss
 
     def multi_task_loss(self, heads: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
-                        weights: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+                        weights: torch.Tensor | None, sessions: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
         """EasyRec's MultiTaskModel loss: the sum over task towers of each tower's loss on its
         label, with the tower's weights (``fusionrec.ctr.multitask.tower_weights``); ESMM's own."""
         if self.config.model_config_.model_class == "ESMM":
@@ -201,7 +207,7 @@ class Trainer:
             suffix = "_" + tower.tower_name
             label = labels[head_labels[suffix]]
             tower_weight = tower_weights(tower, labels, weights, label.shape[0])
-            value = self.task_loss(heads[suffix], label, tower_weight, tower.task, tower.losses)
+            value = self.task_loss(heads[suffix], label, tower_weight, tower.task, tower.losses, sessions)
             for entry in tower.losses:  # EasyRec's ORDER_CALIBRATE_LOSS: p(tower) should not exceed p(relation tower)
                 if entry.loss_type == "ORDER_CALIBRATE_LOSS":
                     for name in getattr(tower, "relation_tower_names", []):
@@ -210,15 +216,16 @@ class Trainer:
             total = value if total is None else total + value
         return total
 
-    def data_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    def data_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None,
+                  sessions: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
         """The loss of a one-task model (``model_config.loss_type`` and ``losses``)."""
-        return self.task_loss(logits, labels, weights, self.task, self.config.model_config_.losses)
+        return self.task_loss(logits, labels, weights, self.task, self.config.model_config_.losses, sessions)
 
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, task,
-                  configured: list) -> torch.Tensor:  # fmt: skip
+                  configured: list, sessions: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
         """EasyRec's: the loss of the task's ``loss_type`` (binary: sigmoid cross-entropy), or
         the weighted sum of the ``configured`` losses."""
-        if task.kind != "binary":
+        if task.kind != "binary" and not task.shaping_loss:
             return task.loss(logits, labels, weights)
         if not configured:
             return losses.classification(logits, labels, weights)
@@ -238,6 +245,16 @@ class Trainer:
                 params = entry.binary_focal_loss or BinaryFocalLoss()
                 value = losses.binary_focal(logits, labels, weights, params.gamma, params.alpha, params.ohem_ratio,
                                             params.label_smoothing)  # fmt: skip
+            elif entry.loss_type == "JRC_LOSS":
+                params = entry.jrc_loss
+                if sessions is None or params.session_name not in sessions:
+                    raise FusionrecError(f"JRC_LOSS: the batch has no session codes of {params.session_name!r}")
+                value = losses.jrc(logits, labels, sessions[params.session_name], weights, params.alpha,
+                                   params.same_label_loss, params.loss_weight_strategy)  # fmt: skip
+            elif entry.loss_type == "ZILN_LOSS":
+                params = entry.ziln_loss or ZILNLoss()
+                value = losses.ziln(logits, labels, weights, params.mu_regularization, params.sigma_regularization,
+                                    params.max_sigma, params.classification_weight, params.regression_weight)  # fmt: skip
             else:  # PAIRWISE_LOGISTIC_LOSS
                 params = entry.pairwise_logistic_loss or PairwiseLogisticLoss()
                 value = losses.pairwise_logistic(logits, labels, weights, params.temperature)
@@ -383,7 +400,9 @@ class Trainer:
                                 f"train_input_path {config.train_input_path!r}, epoch {self.epoch}, batch "
                                 f"{self.batches_in_epoch + 1}: {error}"
                             ) from None
-                        loss = self.loss(logits, batch.labels, batch.weights, features, auxiliary, batch.label_columns)
+                        sessions = {name: batch.codes(name) for name in self.session_fields}
+                        loss = self.loss(logits, batch.labels, batch.weights, features, auxiliary, batch.label_columns,
+                                         sessions)  # fmt: skip
                         if not bool(torch.isfinite(loss)):
                             last = self.checkpoints()
                             raise FusionrecError(
@@ -511,7 +530,7 @@ class Trainer:
     def predict_table(self, paths: list[str], reader: TableReader, max_rows: int = 0, *, heads: bool = False):
         """(labels or None, scores, the typed tables) over the rows of ``paths`` (the first
         ``max_rows`` when it is positive); scores are ``Task.score``: probabilities or y, of the
-        served output, or with ``heads`` a dict of every head's by suffix."""
+        served output, or with ``heads`` a dict of every head's ``Task.eval_scores`` by suffix."""
         self.model.eval()
         scores: dict[str, list] = {}
         labels, tables, n_rows = [], [], 0
@@ -521,7 +540,8 @@ class Trainer:
             reader.report.add_feature_counts(feature_counts(features))
             by_head = self.model.forward_heads(features) if heads else {"": self.model(features)}
             for suffix, logits in by_head.items():
-                scores.setdefault(suffix, []).append(self.head_tasks.get(suffix, self.task).score(logits).numpy())
+                task = self.head_tasks.get(suffix, self.task)
+                scores.setdefault(suffix, []).append((task.eval_scores(logits) if heads else task.score(logits)).numpy())
             if batch.labels is not None:
                 labels.append(batch.labels.numpy())
             tables.append(batch.table)
