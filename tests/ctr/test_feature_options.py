@@ -275,3 +275,41 @@ def test_seq_multi_sep_positions_hold_several_ids_combined_per_position():
     embedded = torch.randn(1, 2, 2, 3)
     torch.testing.assert_close(combine_positions(embedded, torch.tensor([[[True, True], [True, False]]]), True)[0],
                                torch.stack([embedded[0, 0].mean(0), embedded[0, 1, 0]]))  # fmt: skip
+
+
+def test_a_raw_sequence_of_raw_input_dim_numbers_projects_each_position():
+    """EasyRec's 3-D raw sequence (sub_feature_type RawFeature, raw_input_dim K, seq_multi_sep):
+    sequence_length positions of K numbers (fewer: zeros), each position sum_k number_k x row k
+    of a K-row table; more than K numbers in a position is a bad row, named."""
+    from fusionrec.ctr.config import InputField
+    from fusionrec.ctr.embedding import BagSlot
+    from fusionrec.ctr.features import FeatureTransform
+
+    config = raw_sequence_config(raw_input_dim=3, seq_multi_sep=";", sequence_length=3, combiner="sum")
+    rows = ["1;2;3|0.5", "", "-1;0;2|4;4|7;8;9|1"]
+    columns = table_to_columns(pa.table({"prices": rows}), [InputField(input_name="prices")])
+    out = torch.jit.script(FeatureTransform(config))(columns)
+    expected = torch.zeros(3, 3, 3)
+    for i, text in enumerate(rows):
+        positions = [p for p in text.split("|") if p][-3:]
+        for j, position in enumerate(positions):
+            values = [float(v) for v in position.split(";")]
+            expected[i, j, : len(values)] = torch.tensor(values)
+    torch.testing.assert_close(out["prices.weight"], expected)
+    assert out["prices"].shape == (3, 3, 3) and bool(out["prices.mask"].all()) and int(out["prices.truncated"]) == 1
+    slot = BagSlot("prices", torch.nn.Embedding(3, 4), mean=False, scaled=True, multi_value=True)
+    table = slot.table.weight.detach()
+    torch.testing.assert_close(slot(out).detach(), torch.einsum("blk,kd->bd", expected, table))
+    with pytest.raises(FusionrecError, match=r"raw_input_dim 3 holds that many unbucketized numbers"):
+        raw_sequence_config(raw_input_dim=3, sequence_length=3)
+    with pytest.raises(FusionrecError, match=r"set raw_input_dim >= 2"):
+        raw_sequence_config(seq_multi_sep=";", sequence_length=3)
+
+
+def test_a_raw_sequence_position_of_more_than_raw_input_dim_numbers_is_refused(tmp_path):
+    config = raw_sequence_config(raw_input_dim=2, seq_multi_sep=";", sequence_length=3)
+    path = tmp_path / "s.csv"
+    path.write_text("1,1;2|3\n0,1;2;3|4\n")
+    reader = TableReader(config.data_config, number_lists=config.number_lists())
+    with pytest.raises(FusionrecError, match=r"s\.csv line 2, column 'prices': '1;2;3\|4' holds a position of more than 2"):
+        list(reader.iter_tables([str(path)]))

@@ -267,9 +267,9 @@ class FeatureConfig(_Strict):
             if self.feature_type != "SequenceFeature" or len(self.seq_multi_sep.encode()) != 1 or self.seq_multi_sep == self.separator:
                 raise ValueError(f"feature {self.name!r}: seq_multi_sep is a SequenceFeature's, one byte other than its separator; "
                                  f"got {self.seq_multi_sep!r} on a {self.feature_type} with separator {self.separator!r}")  # fmt: skip
-            if self.is_raw_sequence and not self.bucket_boundaries:
-                raise ValueError(f"feature {self.name!r}: seq_multi_sep on a RawFeature sequence without boundaries / "
-                                 "num_buckets is not implemented yet by fusionrec")  # fmt: skip
+            if self.is_raw_sequence and not self.bucket_boundaries and self.raw_input_dim < 2:
+                raise ValueError(f"feature {self.name!r}: seq_multi_sep on an unbucketized RawFeature sequence holds "
+                                 "raw_input_dim numbers per position; set raw_input_dim >= 2 (as EasyRec's 3-D raw sequence)")  # fmt: skip
             if self.sequence_combiner is not None:
                 raise ValueError(f"feature {self.name!r}: a sequence_combiner over a seq_multi_sep sequence is not implemented "
                                  "yet by fusionrec")  # fmt: skip
@@ -282,9 +282,10 @@ class FeatureConfig(_Strict):
             if self.embedding_dim == 0:
                 raise ValueError(f"feature {self.name!r}: a RawFeature sequence without embedding_dim is not implemented yet "
                                  "by fusionrec")  # fmt: skip
-            if self.raw_input_dim != 1:
-                raise ValueError(f"feature {self.name!r}: a RawFeature sequence of raw_input_dim {self.raw_input_dim} is not "
-                                 "implemented yet by fusionrec")  # fmt: skip
+            if self.raw_input_dim != 1 and (self.seq_multi_sep is None or self.bucket_boundaries):
+                raise ValueError(f"feature {self.name!r}: a RawFeature sequence of raw_input_dim {self.raw_input_dim} holds "
+                                 "that many unbucketized numbers per position, joined by seq_multi_sep; set seq_multi_sep "
+                                 "and no boundaries / num_buckets")  # fmt: skip
         elif self.feature_type in ("IdFeature", "TagFeature", "SequenceFeature", "ComboFeature", "LookupFeature"):
             if sum(kinds) != 1:
                 raise ValueError(
@@ -1748,10 +1749,12 @@ class PipelineConfig(_Strict):
                      if f.feature_type == "TagFeature" and f.kv_separator})  # fmt: skip
         return maps
 
-    def number_lists(self) -> dict[str, tuple[str, str]]:
-        """Input field -> (separator, seq_multi_sep or "") of each RawFeature sequence: the
-        reader checks that every element is a finite number."""
-        return {f.input_names[0]: (f.separator, f.seq_multi_sep or "") for f in self.features if f.is_raw_sequence}
+    def number_lists(self) -> dict[str, tuple[str, str, int]]:
+        """Input field -> (separator, seq_multi_sep or "", numbers per position or 0) of each
+        RawFeature sequence: the reader checks that every element is a finite number and that
+        an unbucketized 3-D sequence holds at most raw_input_dim numbers per position."""
+        return {f.input_names[0]: (f.separator, f.seq_multi_sep or "", f.raw_input_dim if f.raw_input_dim > 1 else 0)
+                for f in self.features if f.is_raw_sequence}  # fmt: skip
 
     def vector_inputs(self) -> dict[str, tuple[int, str]]:
         """Input field -> (raw_input_dim, separator) of each RawFeature of several values: the

@@ -150,13 +150,13 @@ class TableReader:
                  selected_cols: list[int] | None = None, parallel_lists: list[list[tuple[str, str]]] = (),
                  task: Task | dict[str, Task] = Task(BINARY), vectors: dict[str, tuple[int, str]] | None = None,
                  kv_maps: dict[str, tuple[str, str, bool]] | None = None,
-                 number_lists: dict[str, tuple[str, str]] | None = None):  # fmt: skip
+                 number_lists: dict[str, tuple[str, str, int]] | None = None):  # fmt: skip
         self.config = data_config
         self.label_tasks = dict(task) if isinstance(task, dict) else {name: task for name in data_config.label_fields}
         # STRING fields of key<kv>value entries (LookupFeature maps, weighted TagFeatures: PipelineConfig.kv_maps)
         self.kv_maps = dict(kv_maps or {})
         # STRING fields of numbers joined by a separator (RawFeature sequences: PipelineConfig.number_lists)
-        self.number_lists = dict(number_lists or {})  # field -> (separator, seq_multi_sep or "")
+        self.number_lists = dict(number_lists or {})  # field -> (separator, seq_multi_sep or "", numbers per position or 0)
         # STRING fields read as raw_input_dim numbers joined by a separator (PipelineConfig.vector_inputs)
         self.vectors = dict(vectors or {})
         self.fields = fields if fields is not None else list(data_config.input_fields)
@@ -468,10 +468,17 @@ class TableReader:
         return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), dim)
 
     @staticmethod
-    def _check_number_list(text, separator: str, multi_separator: str, bad) -> None:
+    def _check_number_list(text, separator: str, multi_separator: str, per_position: int, bad) -> None:
         """Every non-empty element (every value of a seq_multi_sep position) must be a decimal
-        number ([+-]digits[.digits]) within the float32 range."""
+        number ([+-]digits[.digits]) within the float32 range; with ``per_position``, a position
+        holds at most that many (raw_input_dim: fewer are zeros, as EasyRec densifies them)."""
         text = pc.fill_null(text, "")
+        if per_position:
+            positions = pc.list_flatten(pc.split_pattern(text, separator))
+            position_rows = pc.list_parent_indices(pc.split_pattern(text, separator)).to_numpy(zero_copy_only=False)
+            n_values = pc.add(pc.count_substring(positions, multi_separator), 1).to_numpy(zero_copy_only=False)
+            bad(_rows_with(len(text), position_rows, n_values > per_position),
+                f"holds a position of more than {per_position} numbers joined by {multi_separator!r} (raw_input_dim {per_position})")
         if multi_separator:
             text = pc.replace_substring(text, multi_separator, separator)
         parts = pc.split_pattern(text, separator)

@@ -63,8 +63,10 @@ class BagSlot(nn.Module):
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         mask = features[self.name + ".mask"].to(torch.float32).unsqueeze(2)
         if self.multi_value:
-            positions = combine_positions(lookup(self.table.weight, self.table.sparse, features[self.name]),
-                                          features[self.name + ".multi_mask"], self.mean)  # fmt: skip
+            values = lookup(self.table.weight, self.table.sparse, features[self.name])
+            if self.scaled:  # a 3-D raw sequence: sum_k number_k x row k per position
+                values = values * features[self.name + ".weight"].unsqueeze(3)
+            positions = combine_positions(values, features[self.name + ".multi_mask"], self.mean and not self.scaled)
             pooled = (positions * mask).sum(dim=1)
             return pooled / mask.sum(dim=1).clamp(min=1.0) if self.mean else pooled
         if self.scaled:
@@ -232,8 +234,11 @@ class SequenceGroupSlot(nn.Module):
             m = features[self.hists[j] + ".mask"]
             pad = length - ids.shape[1]
             if self.multi_value[j]:  # (B, L, K) ids: combined per position, then padded like the others
-                embedded = combine_positions(lookup(table.weight, table.sparse, ids), features[self.hists[j] + ".multi_mask"],
-                                             self.multi_mean[j])  # fmt: skip
+                values = lookup(table.weight, table.sparse, ids)
+                if self.scaled[j]:  # a 3-D raw sequence: sum_k number_k x row k
+                    values = values * features[self.hists[j] + ".weight"].unsqueeze(3)
+                embedded = combine_positions(values, features[self.hists[j] + ".multi_mask"],
+                                             self.multi_mean[j] and not self.scaled[j])  # fmt: skip
                 if pad > 0:
                     embedded = torch.nn.functional.pad(embedded, [0, 0, 0, pad])
                     m = torch.nn.functional.pad(m, [0, pad])
