@@ -84,8 +84,8 @@ def test_other_lambdas_are_refused_by_name(text, message):
     ([{"name": "a", "inputs": [{"block_name": "nowhere"}]}], {}, r"block 'a': input block_name 'nowhere' is not a block"),
     ([{"name": "a", "inputs": [{"feature_group_name": "wide"}]}, {"name": "a", "inputs": [{"feature_group_name": "wide"}]}],
      {}, "block names must be unique"),
-    ([{"name": "a", "inputs": [{"feature_group_name": "features"}], "keras_layer": {"class_name": "SeqAugment"}}], {},
-     r"class_name 'SeqAugment' is not implemented yet by fusionrec; it has \["),
+    ([{"name": "a", "inputs": [{"feature_group_name": "features"}], "keras_layer": {"class_name": "NaryDisEmbedding"}}], {},
+     r"class_name 'NaryDisEmbedding' is not implemented yet by fusionrec; it has \["),
     ([{"name": "a", "inputs": [{"feature_group_name": "features"}]}], {"concat_blocks": ["b"]}, r"name 'b', which is not a block"),
 ])  # fmt: skip
 def test_graph_errors_are_found_when_the_config_loads(blocks, extra, message):
@@ -390,3 +390,131 @@ def test_aitm_attends_over_this_tower_and_the_transferred_earlier_one(rng):
     earlier.requires_grad_(True)
     op([this, earlier])[0].sum().backward()
     assert earlier.grad is None  # the earlier tower's gradient is stopped (stop_gradient)
+
+
+# ------------------------------------------------------------------ CL4SRec: packages, SeqAugment, AuxiliaryLoss
+def test_seq_augment_crops_masks_or_reorders_each_row_and_only_while_training():
+    torch.manual_seed(0)
+    batch, length, dim = 64, 10, 3
+    lengths = torch.randint(0, length + 1, (batch,))
+    mask = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)
+    history = (torch.arange(1, length + 1, dtype=torch.float32).view(1, length, 1) * mask.unsqueeze(2)).expand(batch, length, dim)
+    layer = component("SeqAugment", Value((( -1, dim), (-1,)), True, (Value.tensor(-1, dim), Value.tensor(-1))),
+                      seq_aug={"mask_rate": 0.5, "crop_rate": 0.3, "reorder_rate": 0.5})[0]
+    layer.eval()
+    assert layer([history, mask])[0] is history
+    layer.train()
+    seen = set()
+    for _ in range(5):
+        out, new_mask = (t.detach() for t in layer([history, mask]))
+        for row in range(batch):
+            n = int(lengths[row])
+            values = out[row, :, 0]
+            items = [float(v) for v in values[: int(new_mask[row].sum())]]
+            masked = torch.isclose(out[row, :n], layer.mask_embedding.detach().expand(n, dim)).all(dim=1)
+            if int(new_mask[row].sum()) < n or (n and int(n * 0.3) == 0 and n > 0 and not bool(new_mask[row].any())):
+                start = int(items[0]) - 1 if items else 0  # crop: consecutive items from a random start, at the front
+                assert items == [float(start + 1 + k) for k in range(int(n * 0.3))]
+                assert bool((out[row, len(items):] == 0).all())
+                seen.add("crop")
+            elif bool(masked.any()):  # mask: floor(n x 0.5) items replaced, the others in place
+                assert int(masked.sum()) == int(n * 0.5)
+                kept = ~masked
+                assert torch.equal(values[:n][kept], torch.arange(1, n + 1, dtype=torch.float32)[kept])
+                seen.add("mask")
+            else:  # reorder (or nothing to change): a permutation of the items, one contiguous span moved
+                assert sorted(items) == [float(k) for k in range(1, n + 1)] and bool(torch.equal(new_mask[row], mask[row]))
+                moved = [k for k in range(n) if items[k] != k + 1]
+                assert not moved or (moved[-1] - moved[0] + 1 <= int(n * 0.5))
+                seen.add("reorder")
+    assert seen == {"crop", "mask", "reorder"}
+
+
+def test_auxiliary_nce_loss_is_cl4srec_nt_xent(rng):
+    first, second = tensors(rng, (5,), (5,))
+    layer = component("AuxiliaryLoss", Value.of_list([(5,), (5,)]),
+                      st_params={"loss_type": "nce_loss", "loss_weight": 0.5, "temperature": 0.2})[0]  # fmt: skip
+    z = torch.cat([first, second]).double()
+    total = 0.0
+    for i in range(8):
+        positive = (i + 4) % 8
+        scores = [float(z[i] @ z[j]) / 0.2 for j in range(8) if j != i]
+        top = max(scores)
+        total += -(float(z[i] @ z[positive]) / 0.2 - top - np.log(sum(np.exp(s - top) for s in scores)))
+    assert float(layer([first, second])[0]) == pytest.approx(0.5 * total / 8, rel=1e-5)
+    info = component("AuxiliaryLoss", Value.of_list([(5,), (5,)]), st_params={"loss_type": "info_nce", "temperature": 0.2})[0]
+    logits = (first @ second.t() / 0.2).double()
+    expected = float(-(logits.diag() - torch.logsumexp(logits, dim=1)).mean())
+    assert float(info([first, second])[0]) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(FusionrecError, match=r"loss_type 'triplet'.*nce_loss"):
+        component("AuxiliaryLoss", Value.of_list([(5,), (5,)]), st_params={"loss_type": "triplet"})
+
+
+def cl4srec_blocks() -> dict:
+    blocks = [
+        {"name": "seq", "inputs": [{"feature_group_name": "sequence"}], "input_layer": {"output_seq_and_normal_feature": True}},
+        {"name": "views", "inputs": [{"package_name": "encoder", "package_input": "augment"},
+                                     {"package_name": "encoder", "package_input": "augment"}],
+         "merge_inputs_into_list": True,
+         "keras_layer": {"class_name": "AuxiliaryLoss", "st_params": {"loss_type": "nce_loss", "loss_weight": 0.1}}},
+        {"name": "main", "inputs": [{"package_name": "encoder", "package_input": "seq"}, {"feature_group_name": "features"}]},
+    ]
+    packages = [
+        {"name": "augment", "blocks": [{"name": "aug", "inputs": [{"block_name": "seq"}],
+                                        "keras_layer": {"class_name": "SeqAugment", "seq_aug": {}}}]},
+        {"name": "encoder", "blocks": [{"name": "bst", "inputs": [{"use_package_input": True}], "keras_layer": {
+            "class_name": "BST", "bst": {"hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
+                                         "intermediate_size": 8, "max_position_embeddings": 50, "output_all_token_embeddings": False}}}]},
+    ]  # fmt: skip
+    data = with_blocks(blocks, packages=packages, concat_blocks=["main"], top_mlp={"hidden_units": [8]})
+    data["model_config"]["feature_groups"].append({"group_name": "sequence", "feature_names": ["tag_category_list", "tag_brand_list"]})
+    return data
+
+
+def test_a_package_called_three_times_shares_its_layers_and_its_auxiliary_loss_trains(taobao, tmp_path):
+    config = config_from_dict(small(cl4srec_blocks(), taobao, tmp_path / "m"))
+    assert config.model_config_.backbone.block_order() == ["seq", "views", "main"]
+    trainer = Trainer(config)
+    backbone = trainer.model.backbone
+    encoders = [m.layers[0] for m in backbone.blocks if len(getattr(m, "layers", [])) and type(m.layers[0]).__name__ == "BSTLayer"]
+    assert len(encoders) == 3 and encoders[0] is encoders[1] is encoders[2]
+    assert sum(p.numel() for p in trainer.model.parameters()) == sum(p.numel() for p in set(trainer.model.parameters()))
+    from fusionrec.ctr.data import iter_batches
+
+    batch = next(iter_batches(trainer._reader(), [str(taobao / "test.csv")], 32, shuffle=False, shuffle_rows=0, seed=0))
+    features = trainer.transform(batch.columns)
+    trainer.model.train()
+    logits, auxiliary = trainer._training_forward(features, None)
+    assert logits.shape == (32,) and auxiliary is not None and float(auxiliary.detach()) > 0
+    auxiliary.backward()  # the contrastive loss reaches the shared encoder and the mask embedding
+    assert encoders[0].encoder.layers[0].attention.query.weight.grad is not None
+    trainer.model.eval()
+    values = backbone.block_values(features)
+    assert values[backbone.auxiliary_index[0]] == []  # the contrastive branch is not computed when serving
+    report = trainer.train(progress=False)
+    assert np.isfinite(report["eval"]["auc"])
+    export(trainer, tmp_path / "export")
+    result = predict(str(taobao / "test.csv"), str(tmp_path / "p.csv"), str(tmp_path / "export"), output_cols="probs double")
+    assert result["rows_written"] == 300
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda b, p: b[1]["inputs"][0].update(package_name="decoder"), r"package_name 'decoder' is not a package"),
+    (lambda b, p: b[2]["inputs"].append({"use_package_input": True}), r"use_package_input is for the blocks of a package"),
+    (lambda b, p: p[0]["blocks"][0]["inputs"].__setitem__(0, {"package_name": "augment"}), r"packages call each other in a cycle"),
+    (lambda b, p: b[1]["inputs"][0].update(block_name="seq"), r"exactly one of feature_group_name, block_name, package_name"),
+])  # fmt: skip
+def test_package_errors_are_config_errors(change, message):
+    data = cl4srec_blocks()
+    backbone = data["model_config"]["backbone"]
+    change(backbone["blocks"], backbone["packages"])
+    with pytest.raises(FusionrecError, match=message):
+        config_from_dict(data)
+
+
+def test_struct_params_in_protobuf_text_are_a_dict():
+    from fusionrec.ctr.textformat import parse, shape
+
+    text = 'st_params { fields { key: "loss_type" value { string_value: "nce_loss" } } ' \
+           'fields { key: "temperature" value { number_value: 0.15 } } fields { key: "on" value { bool_value: true } } }'
+    assert shape(parse(text, "t.config"), KerasLayerConfig, {})["st_params"] == {"loss_type": "nce_loss", "temperature": 0.15, "on": True}

@@ -285,22 +285,64 @@ class Backbone(nn.Module):
             modules.append(InputBlock(group, mode, norm, dropout))
             values.append(value)
 
-        for name in backbone.block_order():
-            block = by_name[name]
-            where = f"backbone block {name!r}"
+        # a package's blocks, built at its first call: (extra, layers, input value, output value), by (package, block)
+        shared: Dict[Tuple[str, str], Tuple[Op, List[Op], Value, Value]] = {}
+
+        def read_input(source, where: str, scope: Dict[str, int], package_input: Optional[int]) -> int:
+            """The index of the value an input reads (a package called here gets its blocks appended)."""
+            if source.use_package_input:
+                if package_input is None:
+                    raise FusionrecError(f"{where}: use_package_input outside a package call")
+                return package_input
+            if source.package_name is not None:
+                argument = None
+                if source.package_input is not None:
+                    if source.package_input in package_names:
+                        argument = call_package(source.package_input, None, where)
+                    elif source.package_input in scope:
+                        argument = scope[source.package_input]
+                    elif source.package_input in index:
+                        argument = index[source.package_input]
+                    else:
+                        raise FusionrecError(f"{where}: package_input {source.package_input!r} is neither a block nor a package")
+                    if source.package_input_fn is not None:
+                        op, value = compile_lambda(source.package_input_fn, values[argument], f"{where} package_input_fn")
+                        modules.append(Block([argument], [op], "one", -1, Op(), []))
+                        values.append(value)
+                        argument = len(modules) - 1
+                return call_package(source.package_name, argument, where)
+            key = source.name
+            if key in scope:
+                return scope[key]
+            if key not in index:  # a feature group read directly: EasyRec adds an input_layer block for it
+                if source.feature_group_name is None:
+                    raise FusionrecError(f"{where}: input {key!r} is not a block")
+                add_input_block(key, None, key, where)
+            return index[key]
+
+        def call_package(name: str, argument: Optional[int], where: str) -> int:
+            """Append one call of package ``name`` on ``argument`` (the value its use_package_input
+            blocks read); its layers are shared by every call. Returns its output's index."""
+            package = backbone.package(name, where)
+            scope: Dict[str, int] = {}
+            for block_name in package.block_order():
+                block = next(b for b in package.blocks if b.name == block_name)
+                scope[block_name] = add_block(block, f"backbone package {name!r} block {block_name!r}", scope, argument, (name, block_name))
+            return scope[package.output()]
+
+        def add_block(block: BlockConfig, where: str, scope: Dict[str, int], package_input: Optional[int],
+                      share: Optional[Tuple[str, str]] = None) -> int:  # fmt: skip
             if block.input_layer is not None:
-                add_input_block(name, block, block.inputs[0].feature_group_name, where)
-                continue
+                if share is not None:
+                    raise FusionrecError(f"{where}: an input_layer block inside a package is not implemented yet by fusionrec")
+                add_input_block(block.name, block, block.inputs[0].feature_group_name, where)
+                return index[block.name]
             sources, ops, in_values = [], [], []
             for source in block.inputs:
-                key = source.name
-                if key not in index:  # a feature group read directly: EasyRec adds an input_layer block for it
-                    if source.feature_group_name is None:
-                        raise FusionrecError(f"{where}: input {key!r} is not a block")
-                    add_input_block(key, None, key, where)
+                at = read_input(source, where, scope, package_input)
                 if source.ignore_input:
                     continue
-                op, value = Op(), values[index[key]]
+                op, value = Op(), values[at]
                 steps: List[Op] = []
                 if source.input_slice is not None:
                     step, value = compile_lambda("lambda x: x" + source.input_slice.strip(), value, f"{where} input_slice")
@@ -310,7 +352,7 @@ class Backbone(nn.Module):
                     steps.append(step)
                 if steps:
                     op = Chain(steps)
-                sources.append(index[key])
+                sources.append(at)
                 ops.append(op)
                 in_values.append(value)
             if not ops:
@@ -322,19 +364,40 @@ class Backbone(nn.Module):
                 merge, axis, value = "list", -1, Value.of_list([v.shapes[0] for v in in_values])
             else:
                 merge, axis, value = merge_values(in_values, block.input_concat_axis, where)
-            extra: Op = Op()
-            if block.extra_input_fn is not None:
-                extra, value = compile_lambda(block.extra_input_fn, value, f"{where} extra_input_fn")
-            layers: List[Op] = []
-            for i, layer in enumerate(block.layers or ([block] if _has_layer(block) else [])):
-                op, value = build_layer(layer, value, where if not block.layers else f"{where} layer {i}")
-                layers.append(op)
-            index[name] = len(modules)
+            if share is not None and share in shared:  # a later call of a package: the same layers
+                extra, layers, first_value, out_value = shared[share]
+                if first_value != value:
+                    raise FusionrecError(f"{where}: this call gives the package {value.describe()}, its first call "
+                                         f"{first_value.describe()}; the calls share the package's layers")  # fmt: skip
+                value = out_value
+            else:
+                first_value = value
+                extra = Op()
+                if block.extra_input_fn is not None:
+                    extra, value = compile_lambda(block.extra_input_fn, value, f"{where} extra_input_fn")
+                layers: List[Op] = []
+                for i, layer in enumerate(block.layers or ([block] if _has_layer(block) else [])):
+                    op, value = build_layer(layer, value, where if not block.layers else f"{where} layer {i}")
+                    layers.append(op)
+                if share is not None:
+                    shared[share] = (extra, layers, first_value, value)
             modules.append(Block(sources, ops, merge, axis, extra, layers))
             values.append(value)
+            if _is_auxiliary_loss(block):
+                auxiliary.append(len(modules) - 1)
+            return len(modules) - 1
+
+        package_names = {p.name for p in backbone.packages}
+        auxiliary: List[int] = []  # the AuxiliaryLoss blocks: their losses join the training loss
+        for name in backbone.block_order():
+            block = by_name[name]
+            index[name] = add_block(block, f"backbone block {name!r}", {}, None)
         self.blocks = nn.ModuleList(modules)
         outputs = backbone.outputs()
         self.output_index: List[int] = [index[name] for name in outputs]
+        self.auxiliary_index: List[int] = auxiliary
+        # the blocks the output reads; the others (an auxiliary loss's branch) run only in training
+        self.serving: List[bool] = _reachable(modules, self.output_index)
         if backbone.output_blocks:  # a list: each block's output one element (a multi-task model's towers)
             for name in outputs:
                 if values[index[name]].is_list:
@@ -354,9 +417,32 @@ class Backbone(nn.Module):
         self.value = value
 
     def forward(self, features: Dict[str, Tensor]) -> List[Tensor]:
+        return self.output(self.block_values(features))
+
+    @torch.jit.export
+    def block_values(self, features: Dict[str, Tensor]) -> List[List[Tensor]]:
+        """Every block's output, in order (a block only training reads: empty outside training)."""
         values: List[List[Tensor]] = []
+        i = 0
         for block in self.blocks:
-            values.append(block(features, values))
+            if self.training or self.serving[i]:
+                values.append(block(features, values))
+            else:
+                values.append([])
+            i += 1
+        return values
+
+    @torch.jit.unused
+    def auxiliary_loss(self, values: List[List[Tensor]]) -> Optional[Tensor]:
+        """The sum of the AuxiliaryLoss blocks' losses (None without such blocks)."""
+        total: Optional[Tensor] = None
+        for i in self.auxiliary_index:
+            loss = values[i][0]
+            total = loss if total is None else total + loss
+        return total
+
+    @torch.jit.export
+    def output(self, values: List[List[Tensor]]) -> List[Tensor]:
         gathered: List[Tensor] = []
         for i in self.output_index:
             gathered.extend(values[i])
@@ -365,6 +451,23 @@ class Backbone(nn.Module):
         if self.has_top:
             return [self.top(gathered[0])]
         return gathered
+
+
+def _is_auxiliary_loss(block: BlockConfig) -> bool:
+    return block.keras_layer is not None and block.keras_layer.class_name == "AuxiliaryLoss"
+
+
+def _reachable(modules: List[nn.Module], outputs: List[int]) -> List[bool]:
+    """Which blocks the ``outputs`` read, directly or through other blocks."""
+    seen = [False] * len(modules)
+    stack = list(outputs)
+    while stack:
+        i = stack.pop()
+        if seen[i]:
+            continue
+        seen[i] = True
+        stack.extend(getattr(modules[i], "sources", []))
+    return seen
 
 
 def _has_layer(block: BlockConfig) -> bool:
@@ -412,7 +515,15 @@ class BackboneModel(_MultiTask):
 
     @torch.jit.export
     def forward_heads(self, features: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        out = self.backbone(features)
+        return self._heads(self.backbone(features))
+
+    def training_heads(self, features: Dict[str, Tensor], weights: Optional[Tensor]) -> Tuple[object, Optional[Tensor]]:
+        """(the logits, or a multi-task model's heads; the AuxiliaryLoss blocks' loss or None)."""
+        values = self.backbone.block_values(features)
+        heads = self._heads(self.backbone.output(values))
+        return (heads if self.multi_task else heads[""]), self.backbone.auxiliary_loss(values)
+
+    def _heads(self, out: List[Tensor]) -> Dict[str, Tensor]:
         if not self.multi_task:
             return {"": self._logits(self.head(out[0]))}
         inputs: List[Tensor] = out if self.per_tower else [out[0] for _ in self.suffixes]

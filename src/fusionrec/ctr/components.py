@@ -694,6 +694,118 @@ def _build_aitm(layer: KerasLayerConfig, value: Value, where: str):
     return module, Value.tensor(module.out_dim)
 
 
+class SeqAugmentLayer(Op):
+    """CL4SRec's sequence augmentations (Xie et al., "Contrastive Learning for Sequential
+    Recommendation", ICDE 2022, section 4.1) as EasyRec's SeqAugment: each row of a sequence
+    input [history (B, L, D), mask (B, L), ...] gets one of the enabled augmentations, drawn
+    uniformly: crop (keep floor(n x crop_rate) consecutive items from a random start, moved to
+    the front; crop_rate < 1), mask (floor(n x mask_rate) random items replaced by a learned
+    mask embedding) or reorder (a random span of floor(n x reorder_rate) items shuffled); n is
+    the row's length. Only while training: at inference the input passes unchanged (EasyRec's
+    augmented branch feeds only the auxiliary loss, which inference does not compute)."""
+
+    def __init__(self, dim: int, mask_rate: float, crop_rate: float, reorder_rate: float):
+        super().__init__()
+        self.mask_embedding = nn.Parameter(torch.randn(dim) * 0.02)
+        self.mask_rate = mask_rate
+        self.crop_rate = crop_rate
+        self.reorder_rate = reorder_rate
+        self.methods: List[int] = [m for m, on in ((0, crop_rate < 1.0), (1, mask_rate > 0), (2, reorder_rate > 0)) if on]
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        if not self.training or len(self.methods) == 0:
+            return x
+        history, mask = x[0], x[1]
+        batch, length = mask.shape[0], mask.shape[1]
+        present = mask.to(torch.bool)
+        lengths = present.sum(dim=1)
+        positions = torch.arange(length, device=history.device).unsqueeze(0).expand(batch, length)
+        choice = torch.tensor(self.methods, device=history.device)[torch.randint(len(self.methods), (batch,), device=history.device)]
+        # crop: rows shifted left by a random start, floor(n x crop_rate) kept
+        n_crop = torch.floor(lengths.to(torch.float32) * self.crop_rate).to(torch.int64)
+        crop_start = torch.floor(torch.rand(batch, device=history.device) * (lengths - n_crop).clamp(min=1)).to(torch.int64)
+        crop_source = (positions + crop_start.unsqueeze(1)).clamp(max=length - 1)
+        crop_keep = positions < n_crop.unsqueeze(1)
+        cropped = torch.gather(history, 1, crop_source.unsqueeze(2).expand_as(history)) * crop_keep.unsqueeze(2)
+        # mask: the floor(n x mask_rate) present items of the smallest random keys
+        n_mask = torch.floor(lengths.to(torch.float32) * self.mask_rate).to(torch.int64)
+        keys = torch.rand(batch, length, device=history.device).masked_fill(~present, 2.0)
+        ranks = keys.argsort(dim=1).argsort(dim=1)
+        masked_items = (ranks < n_mask.unsqueeze(1)) & present
+        masked = torch.where(masked_items.unsqueeze(2), self.mask_embedding.expand_as(history), history)
+        # reorder: a random span of floor(n x reorder_rate) items, shuffled among themselves
+        n_reorder = torch.floor(lengths.to(torch.float32) * self.reorder_rate).to(torch.int64)
+        span_start = torch.floor(torch.rand(batch, device=history.device) * (lengths - n_reorder).clamp(min=1)).to(torch.int64)
+        in_span = (positions >= span_start.unsqueeze(1)) & (positions < (span_start + n_reorder).unsqueeze(1))
+        order_keys = torch.where(in_span, span_start.unsqueeze(1).to(torch.float32)
+                                 + torch.rand(batch, length, device=history.device) * n_reorder.unsqueeze(1).to(torch.float32),
+                                 positions.to(torch.float32))  # fmt: skip
+        reordered = torch.gather(history, 1, order_keys.argsort(dim=1).unsqueeze(2).expand_as(history))
+        pick = choice.view(batch, 1, 1)
+        augmented = torch.where(pick == 0, cropped, torch.where(pick == 1, masked, reordered))
+        new_mask = torch.where(choice.view(batch, 1) == 0, crop_keep, present)
+        out = [augmented, new_mask.to(mask.dtype)]
+        for i in range(2, len(x)):
+            out.append(x[i])
+        return out
+
+
+class AuxiliaryLossLayer(Op):
+    """EasyRec's AuxiliaryLoss over two (B, D) views: ``nce_loss`` (CL4SRec's NT-Xent: each of
+    the 2B embeddings against its other view, the other 2B - 2 the negatives, similarities
+    z z' / temperature), ``info_nce`` (the first view's rows against the second's, the
+    diagonal the positives) or ``l2_loss`` (mean squared distance); times loss_weight. Its
+    output is the loss, which the trainer adds to the training loss."""
+
+    def __init__(self, kind: str, weight: float, temperature: float):
+        super().__init__()
+        self.kind = kind
+        self.weight = weight
+        self.temperature = temperature
+
+    def forward(self, x: List[Tensor]) -> List[Tensor]:
+        first, second = x[0], x[1]
+        batch = first.shape[0]
+        if self.kind == "l2_loss":
+            loss = (first - second).pow(2).sum(dim=1).mean()
+        elif self.kind == "info_nce":
+            logits = first @ second.t() / self.temperature
+            loss = torch.nn.functional.cross_entropy(logits, torch.arange(batch, device=first.device))
+        else:
+            both = torch.cat([first, second], dim=0)
+            similarity = both @ both.t() / self.temperature
+            similarity = similarity.masked_fill(torch.eye(2 * batch, dtype=torch.bool, device=first.device), float("-inf"))
+            targets = torch.cat([torch.arange(batch, 2 * batch), torch.arange(0, batch)]).to(first.device)
+            loss = torch.nn.functional.cross_entropy(similarity, targets)
+        return [loss * self.weight]
+
+
+def _build_seq_augment(layer: KerasLayerConfig, value: Value, where: str):
+    from fusionrec.ctr.config import SequenceAugmentParams
+
+    history, _ = _sequence_input(value, "SeqAugment", where)
+    params = layer.seq_aug or SequenceAugmentParams()
+    return SeqAugmentLayer(history, params.mask_rate, params.crop_rate, params.reorder_rate), value
+
+
+AUXILIARY_LOSSES = ("nce_loss", "info_nce", "l2_loss")
+
+
+def _build_auxiliary_loss(layer: KerasLayerConfig, value: Value, where: str):
+    params = dict(layer.st_params or {})
+    kind = params.pop("loss_type", None)
+    weight = float(params.pop("loss_weight", 1.0))
+    temperature = float(params.pop("temperature", 0.1))
+    if kind not in AUXILIARY_LOSSES:
+        raise FusionrecError(f"{where}: AuxiliaryLoss st_params loss_type {kind!r}: it has {list(AUXILIARY_LOSSES)}")
+    if params:
+        raise FusionrecError(f"{where}: AuxiliaryLoss st_params {sorted(params)} are not EasyRec's (loss_type, loss_weight, temperature)")
+    if not value.is_list or len(value.shapes) != 2 or value.shapes[0] != value.shapes[1] or len(value.shapes[0]) != 1:
+        raise FusionrecError(f"{where}: AuxiliaryLoss reads two views of one (batch, D) shape (merge_inputs_into_list), "
+                             f"got {value.describe()}")  # fmt: skip
+    return AuxiliaryLossLayer(kind, weight, temperature), Value.tensor()
+
+
 def _sequence_input(value: Value, name: str, where: str) -> Tuple[int, int]:
     """(history width, target width or 0) of a sequence input (input_layer output_seq_and_normal_feature)."""
     if not value.parts or len(value.parts) not in (2, 3) or len(value.parts[0].shapes[0]) != 2:
@@ -864,8 +976,10 @@ COMPONENTS = {"MLP": _build_mlp, "FM": _build_fm, "DotInteraction": _build_dot, 
               "MaskBlock": _build_mask_block, "MaskNet": _build_masknet, "Highway": _build_highway, "Gate": _build_gate,
               "DIN": _build_din, "TextCNN": _build_text_cnn, "BST": _build_bst,
               "PeriodicEmbedding": _build_periodic, "AutoDisEmbedding": _build_autodis, "Bilinear": _build_bilinear,
-              "PPNet": _build_ppnet, "AITMTower": _build_aitm}  # fmt: skip
-SEQUENCE_COMPONENTS = ("DIN", "TextCNN", "BST")  # they read a sequence input (history, mask, target)
+              "PPNet": _build_ppnet, "AITMTower": _build_aitm, "SeqAugment": _build_seq_augment,
+              "SeqAugmentOps": _build_seq_augment, "AuxiliaryLoss": _build_auxiliary_loss}  # fmt: skip
+# they read a sequence input (history, mask, target)
+SEQUENCE_COMPONENTS = ("DIN", "TextCNN", "BST", "SeqAugment", "SeqAugmentOps")
 
 
 def build_component(layer: KerasLayerConfig, value: Value, where: str) -> Tuple[Op, Value]:

@@ -1087,9 +1087,18 @@ BACKBONE_LAYERS = {"MLP": "mlp", "FM": "fm", "Add": None, "Cross": None, "DotInt
                    "MMoE": "mmoe", "SENet": "senet", "FiBiNet": "fibinet", "MaskBlock": "mask_block", "MaskNet": "masknet",
                    "Highway": "highway", "Gate": "gate", "DIN": "din", "TextCNN": "text_cnn", "BST": "bst",
                    "PeriodicEmbedding": "periodic_embedding", "AutoDisEmbedding": "auto_dis_embedding", "Bilinear": "bilinear",
-                   "PPNet": "ppnet", "AITMTower": "aitm"}  # fmt: skip
+                   "PPNet": "ppnet", "AITMTower": "aitm", "SeqAugment": "seq_aug",
+                   "SeqAugmentOps": "seq_aug", "AuxiliaryLoss": None}  # fmt: skip
 _LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate", "din", "text_cnn",
-                 "bst", "periodic_embedding", "auto_dis_embedding", "bilinear", "ppnet", "aitm")
+                 "bst", "periodic_embedding", "auto_dis_embedding", "bilinear", "ppnet", "aitm", "seq_aug")
+
+
+class SequenceAugmentParams(_Strict):
+    """EasyRec's SequenceAugment (CL4SRec's augmentations, Xie et al., ICDE 2022)."""
+
+    mask_rate: float = Field(0.6, ge=0, le=1)
+    crop_rate: float = Field(0.2, ge=0, le=1)
+    reorder_rate: float = Field(0.6, ge=0, le=1)
 
 
 class KerasLayerConfig(_Strict):
@@ -1113,6 +1122,7 @@ class KerasLayerConfig(_Strict):
     bilinear: BilinearParams | None = None
     ppnet: PPNetParams | None = None
     aitm: AITMTowerParams | None = None
+    seq_aug: SequenceAugmentParams | None = None
 
     @model_validator(mode="after")
     def _known(self):
@@ -1173,20 +1183,34 @@ class InputLayerConfig(_Strict):
 
 
 class BlockInput(_Strict):
+    """EasyRec's Input: a feature group, a block, a package called on ``package_input`` (a
+    block or another package), or (inside a package) the input the package was called with."""
+
     feature_group_name: str | None = None
     block_name: str | None = None
+    package_name: str | None = None
+    use_package_input: bool = False
+    package_input: str | None = None
+    package_input_fn: str | None = None
     input_fn: str | None = None
     input_slice: str | None = None
     ignore_input: bool = False
 
     @property
     def name(self) -> str:
-        return self.feature_group_name if self.feature_group_name is not None else self.block_name
+        for name in (self.feature_group_name, self.block_name, self.package_name):
+            if name is not None:
+                return name
+        return "<package input>"
 
     @model_validator(mode="after")
     def _one(self):
-        if (self.feature_group_name is None) == (self.block_name is None):
-            raise ValueError("an input sets exactly one of feature_group_name and block_name")
+        chosen = [self.feature_group_name is not None, self.block_name is not None, self.package_name is not None,
+                  self.use_package_input]  # fmt: skip
+        if sum(chosen) != 1:
+            raise ValueError("an input sets exactly one of feature_group_name, block_name, package_name and use_package_input")
+        if (self.package_input is not None or self.package_input_fn is not None) and self.package_name is None:
+            raise ValueError("an input's package_input / package_input_fn go with its package_name")
         return self
 
 
@@ -1217,6 +1241,51 @@ class BlockConfig(_Strict):
         return self
 
 
+class BlockPackage(_Strict):
+    """EasyRec's BlockPackage: blocks called like one layer from other blocks' inputs
+    (``package_name``), once per call and sharing their weights across calls (CL4SRec's
+    encoder over the original and the augmented sequences)."""
+
+    name: str = Field(min_length=1)
+    blocks: list[BlockConfig] = Field(min_length=1)
+    concat_blocks: list[str] = []
+    output_blocks: list[str] = []
+
+    def block_order(self) -> list[str]:
+        """The package's blocks, each after the package blocks it reads."""
+        by_name = {b.name: b for b in self.blocks}
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                raise ValueError(f"backbone package {self.name!r}: blocks form a cycle: {' -> '.join(path + [name])}")
+            state[name] = 1
+            for source in by_name[name].inputs:
+                if source.block_name in by_name:
+                    visit(source.block_name, path + [name])
+            state[name] = 2
+            order.append(name)
+
+        for block in self.blocks:
+            visit(block.name, [])
+        return order
+
+    def output(self) -> str:
+        """The package's one output block: its concat_blocks / output_blocks, or the block no
+        other package block reads."""
+        names = list(self.output_blocks or self.concat_blocks)
+        if not names:
+            read = {i.block_name for b in self.blocks for i in b.inputs}
+            names = [name for name in self.block_order() if name not in read]
+        if len(names) != 1:
+            raise ValueError(f"backbone package {self.name!r}: a package of several outputs {names} is not implemented yet by "
+                             "fusionrec; it gives one block's output")  # fmt: skip
+        return names[0]
+
+
 class BackboneConfig(_Strict):
     """EasyRec's BackboneTower: blocks (a DAG), concat_blocks (default: the blocks no other
     block reads), top_mlp."""
@@ -1225,6 +1294,7 @@ class BackboneConfig(_Strict):
     concat_blocks: list[str] = []
     output_blocks: list[str] = []
     top_mlp: MLPParams | None = None
+    packages: list[BlockPackage] = []
 
     @model_validator(mode="after")
     def _graph(self):
@@ -1236,12 +1306,50 @@ class BackboneConfig(_Strict):
                 raise ValueError(f"backbone: concat_blocks / output_blocks name {name!r}, which is not a block; blocks are {names}")
         if self.output_blocks and self.concat_blocks:
             raise ValueError("backbone: set concat_blocks (merged into one output) or output_blocks (a list of outputs), not both")
+        package_names = [p.name for p in self.packages]
+        if len(set(package_names)) != len(package_names) or set(package_names) & set(names):
+            raise ValueError(f"backbone: package names must be unique and differ from the block names, got {package_names}")
+        for block in self.blocks:
+            if any(source.use_package_input for source in block.inputs):
+                raise ValueError(f"backbone block {block.name!r}: use_package_input is for the blocks of a package")
         self.block_order()
+        for package in self.packages:
+            package.block_order()
         return self
 
+    def package(self, name: str, where: str) -> "BlockPackage":
+        for package in self.packages:
+            if package.name == name:
+                return package
+        raise ValueError(f"{where}: package_name {name!r} is not a package; packages are {[p.name for p in self.packages]}")
+
+    def outer_reads(self, source: BlockInput, where: str, calling: tuple[str, ...] = ()) -> list[str]:
+        """The backbone blocks an input reads: its block, or a package's ``package_input`` (a
+        block, or a package) and the backbone blocks the package's own blocks read."""
+        if source.block_name is not None:
+            return [source.block_name]
+        if source.package_name is None:
+            return []
+        name = source.package_name
+        if name in calling:
+            raise ValueError(f"backbone: packages call each other in a cycle: {' -> '.join(calling + (name,))}")
+        package = self.package(name, where)
+        reads: list[str] = []
+        if source.package_input is not None:
+            inner = BlockInput(package_name=source.package_input) if source.package_input in {p.name for p in self.packages} \
+                else BlockInput(block_name=source.package_input)  # fmt: skip
+            reads += self.outer_reads(inner, where, calling + (name,))
+        internal = {b.name for b in package.blocks}
+        for block in package.blocks:
+            for inner in block.inputs:
+                if inner.block_name is not None and inner.block_name in internal:
+                    continue
+                reads += self.outer_reads(inner, f"backbone package {name!r} block {block.name!r}", calling + (name,))
+        return reads
+
     def block_order(self) -> list[str]:
-        """The blocks in an order where every block comes after the blocks it reads (a cycle
-        is an error naming its blocks)."""
+        """The blocks in an order where every block comes after the blocks it reads (through
+        packages too; a cycle is an error naming its blocks)."""
         by_name = {b.name: b for b in self.blocks}
         order: list[str] = []
         state: dict[str, int] = {}
@@ -1252,12 +1360,12 @@ class BackboneConfig(_Strict):
             if state.get(name) == 1:
                 raise ValueError(f"backbone: blocks form a cycle: {' -> '.join(path + [name])}")
             state[name] = 1
+            where = f"backbone block {name!r}"
             for source in by_name[name].inputs:
-                if source.block_name is not None:
-                    if source.block_name not in by_name:
-                        raise ValueError(f"backbone block {name!r}: input block_name {source.block_name!r} is not a block; "
-                                         f"blocks are {list(by_name)}")  # fmt: skip
-                    visit(source.block_name, path + [name])
+                for read in self.outer_reads(source, where):
+                    if read not in by_name:
+                        raise ValueError(f"{where}: input block_name {read!r} is not a block; blocks are {list(by_name)}")
+                    visit(read, path + [name])
             state[name] = 2
             order.append(name)
 

@@ -128,6 +128,9 @@ def shape(message: Message, model: type[BaseModel] | None, lines: dict, path: tu
                 lines[path + (name, i)] = line
             continue
         sub_model = _model_in(annotation) if annotation is not None else None
+        if _is_struct(annotation) and isinstance(entries[-1][0], Message):
+            out[name] = _struct(entries[-1][0])
+            continue
         if isinstance(entries[-1][0], Message):
             merged = Message(line=entries[0][1])
             for value, _ in entries:
@@ -138,6 +141,38 @@ def shape(message: Message, model: type[BaseModel] | None, lines: dict, path: tu
         else:
             out[name] = entries[-1][0]
     return out
+
+
+def _is_struct(annotation) -> bool:
+    """A google.protobuf.Struct field (``st_params``): a dict in the pydantic model."""
+    return annotation is not None and typing.get_origin(_strip_optional(annotation)) is dict
+
+
+def _struct(message: Message) -> dict:
+    """A protobuf Struct, ``fields { key: "k" value { number_value: 1 } }`` repeated, as a dict."""
+    out = {}
+    for entry, _ in message.fields.get("fields", []):
+        if not isinstance(entry, Message) or "key" not in entry.fields:
+            continue
+        key = entry.fields["key"][-1][0]
+        value = entry.fields.get("value", [(None, 0)])[-1][0]
+        out[key] = _struct_value(value) if isinstance(value, Message) else value
+    return out
+
+
+def _struct_value(value: Message):
+    for kind, entries in value.fields.items():
+        item = entries[-1][0]
+        if kind == "struct_value" and isinstance(item, Message):
+            return _struct(item)
+        if kind == "list_value" and isinstance(item, Message):
+            return [_struct_value(v) for v, _ in item.fields.get("values", []) if isinstance(v, Message)]
+        if kind == "null_value":
+            return None
+        if kind == "bool_value":  # a word until a field type says otherwise; a Struct has none
+            return item is True or str(item).lower() in ("true", "t", "1")
+        return item
+    return None
 
 
 def _field_annotation(model: type[BaseModel] | None, name: str):

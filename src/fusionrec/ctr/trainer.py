@@ -471,10 +471,10 @@ class Trainer:
     def _training_forward(self, features, weights):
         """(logits, auxiliary loss or None): a model with several heads (``training_heads``)
         gives each head's logits and its distillation loss; a multi-task model each tower's."""
+        if hasattr(self.model, "training_heads"):  # before the towers: a backbone's auxiliary losses
+            return self.model.training_heads(features, weights)
         if self.towers:
             return self.model.forward_heads(features), None
-        if hasattr(self.model, "training_heads"):
-            return self.model.training_heads(features, weights)
         return self.model(features), None
 
     def _with_features(self, batches, reader: TableReader, epoch: int, first_batch: int):
