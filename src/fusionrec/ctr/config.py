@@ -1241,6 +1241,28 @@ class BlockConfig(_Strict):
         return self
 
 
+def _topological_order(reads: dict[str, list[str]], where: str) -> list[str]:
+    """The names of ``reads`` (name -> the names it reads) each after those it reads, in the
+    given order otherwise; a cycle is an error naming it."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise ValueError(f"{where}: blocks form a cycle: {' -> '.join(path + [name])}")
+        state[name] = 1
+        for read in reads[name]:
+            visit(read, path + [name])
+        state[name] = 2
+        order.append(name)
+
+    for name in reads:
+        visit(name, [])
+    return order
+
+
 class BlockPackage(_Strict):
     """EasyRec's BlockPackage: blocks called like one layer from other blocks' inputs
     (``package_name``), once per call and sharing their weights across calls (CL4SRec's
@@ -1253,25 +1275,9 @@ class BlockPackage(_Strict):
 
     def block_order(self) -> list[str]:
         """The package's blocks, each after the package blocks it reads."""
-        by_name = {b.name: b for b in self.blocks}
-        order: list[str] = []
-        state: dict[str, int] = {}
-
-        def visit(name: str, path: list[str]) -> None:
-            if state.get(name) == 2:
-                return
-            if state.get(name) == 1:
-                raise ValueError(f"backbone package {self.name!r}: blocks form a cycle: {' -> '.join(path + [name])}")
-            state[name] = 1
-            for source in by_name[name].inputs:
-                if source.block_name in by_name:
-                    visit(source.block_name, path + [name])
-            state[name] = 2
-            order.append(name)
-
-        for block in self.blocks:
-            visit(block.name, [])
-        return order
+        internal = {b.name for b in self.blocks}
+        reads = {b.name: [i.block_name for i in b.inputs if i.block_name in internal] for b in self.blocks}
+        return _topological_order(reads, f"backbone package {self.name!r}")
 
     def output(self) -> str:
         """The package's one output block: its concat_blocks / output_blocks, or the block no
@@ -1350,28 +1356,15 @@ class BackboneConfig(_Strict):
     def block_order(self) -> list[str]:
         """The blocks in an order where every block comes after the blocks it reads (through
         packages too; a cycle is an error naming its blocks)."""
-        by_name = {b.name: b for b in self.blocks}
-        order: list[str] = []
-        state: dict[str, int] = {}
-
-        def visit(name: str, path: list[str]) -> None:
-            if state.get(name) == 2:
-                return
-            if state.get(name) == 1:
-                raise ValueError(f"backbone: blocks form a cycle: {' -> '.join(path + [name])}")
-            state[name] = 1
-            where = f"backbone block {name!r}"
-            for source in by_name[name].inputs:
-                for read in self.outer_reads(source, where):
-                    if read not in by_name:
-                        raise ValueError(f"{where}: input block_name {read!r} is not a block; blocks are {list(by_name)}")
-                    visit(read, path + [name])
-            state[name] = 2
-            order.append(name)
-
+        names = [b.name for b in self.blocks]
+        reads: dict[str, list[str]] = {}
         for block in self.blocks:
-            visit(block.name, [])
-        return order
+            where = f"backbone block {block.name!r}"
+            reads[block.name] = [read for source in block.inputs for read in self.outer_reads(source, where)]
+            for read in reads[block.name]:
+                if read not in reads and read not in names:
+                    raise ValueError(f"{where}: input block_name {read!r} is not a block; blocks are {names}")
+        return _topological_order(reads, "backbone")
 
     def outputs(self) -> list[str]:
         """output_blocks or concat_blocks, or (EasyRec's default) every block no other block reads, in order."""

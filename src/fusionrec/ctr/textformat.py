@@ -128,7 +128,7 @@ def shape(message: Message, model: type[BaseModel] | None, lines: dict, path: tu
                 lines[path + (name, i)] = line
             continue
         sub_model = _model_in(annotation) if annotation is not None else None
-        if _is_struct(annotation) and isinstance(entries[-1][0], Message):
+        if _is_struct(annotation) and isinstance(entries[-1][0], Message) and set(entries[-1][0].fields) == {"fields"}:
             out[name] = _struct(entries[-1][0])
             continue
         if isinstance(entries[-1][0], Message):
@@ -144,7 +144,8 @@ def shape(message: Message, model: type[BaseModel] | None, lines: dict, path: tu
 
 
 def _is_struct(annotation) -> bool:
-    """A google.protobuf.Struct field (``st_params``): a dict in the pydantic model."""
+    """A dict field: a google.protobuf.Struct (``st_params``) when its message holds only
+    ``fields`` entries, else a plain message of names (the pipeline's ``params { eta: 0.1 }``)."""
     return annotation is not None and typing.get_origin(_strip_optional(annotation)) is dict
 
 
