@@ -154,8 +154,9 @@ def _ctr_train_eval(args) -> int:
 
     trainer = _ctr_trainer(args)
     report = trainer.train(continue_train=args.continue_train)
-    summary = {k: v for k, v in report.items() if k != "history"}
-    print(json.dumps(summary, indent=1))
+    if trainer.world.is_main:  # under torchrun: one summary, rank 0's
+        summary = {k: v for k, v in report.items() if k != "history"}
+        print(json.dumps(summary, indent=1))
     return 0
 
 

@@ -86,6 +86,8 @@ class ReadReport:
     files: dict = field(default_factory=dict)  # per file: rows_used, rows_skipped, blank_lines
     features: dict = field(default_factory=dict)  # per feature: out_of_vocabulary, truncated (from the transform)
     rejected: list = field(default_factory=list)  # (file, line or row, reason, text) for predict's rejects
+    # rows of a last global batch left out so that data-parallel processes take equal steps
+    rows_unsharded: int = 0
 
     @property
     def n_skipped(self) -> int:
@@ -112,6 +114,7 @@ class ReadReport:
             "defaults_used": dict(self.defaults_used),
             "features": self.feature_counts(),
             "files": {path: dict(c) for path, c in self.files.items()},
+            **({"rows_unsharded": self.rows_unsharded} if self.rows_unsharded else {}),
         }  # fmt: skip
 
     def summary(self) -> str:
@@ -662,9 +665,16 @@ class Batch:
 
 
 def iter_batches(reader: TableReader, paths: list[str], batch_size: int, *, shuffle: bool, shuffle_rows: int,
-                 seed: int, skip_batches: int = 0) -> Iterator[Batch]:  # fmt: skip
+                 seed: int, skip_batches: int = 0, shard: tuple[int, int] = (0, 1), even_shards: bool = False) -> Iterator[Batch]:  # fmt: skip
     """Batches of ``batch_size`` rows; with ``shuffle``, rows are drawn from a buffer of at
-    least ``shuffle_rows`` rows (plus one read block) with a seeded generator."""
+    least ``shuffle_rows`` rows (plus one read block) with a seeded generator. ``shard`` (rank,
+    size): ``batch_size`` is each of ``size`` processes' and a batch holds rows rank, rank +
+    size, ... of a global batch of size x batch_size rows, read in the same order by every
+    process. ``even_shards``: every process gets as many rows (the last global batch drops its
+    remainder of fewer than ``size`` rows, counted in ``reader.report.rows_unsharded``), so the
+    processes take the same number of steps."""
+    rank, size = shard
+    batch_size *= size
     rng = np.random.default_rng(seed)
     fields = reader.fields
     label = reader.label_names[0] if reader.label_names else None
@@ -678,6 +688,14 @@ def iter_batches(reader: TableReader, paths: list[str], batch_size: int, *, shuf
         n_emitted += 1
         if n_emitted <= skip_batches:
             return None
+        if size > 1:
+            n_rows = table.num_rows
+            if even_shards and n_rows % size:
+                reader.report.rows_unsharded += n_rows % size
+                n_rows -= n_rows % size
+            if n_rows <= rank:
+                return None
+            table = table.take(pa.array(np.arange(rank, n_rows, size)))
         label_columns = {name: torch.from_numpy(table.column(name).to_numpy().astype(np.float32)) for name in reader.label_names}
         weights = torch.from_numpy(table.column(weight).to_numpy().astype(np.float32)) if weight else None
         return Batch(table_to_columns(table, fields), label_columns.get(label), weights, table, label_columns)

@@ -28,6 +28,8 @@ from fusionrec.ctr.config import (AdamOptimizer, BinaryFocalLoss, F1ReweightedLo
                                   PairwiseLoss, PipelineConfig, ZILNLoss, dump_config)  # fmt: skip
 from fusionrec.ctr.optimizers import SPARSE_CAPABLE, Optimizers, make_part
 from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, resolve_paths
+from fusionrec.ctr.distributed import (TrainingStep, World, data_parallel, gather_objects, merge_feature_counts,
+                                       world_from_env)  # fmt: skip
 from fusionrec.ctr.features import FeatureTransform, feature_counts
 from fusionrec.ctr.layers import VariationalDropout
 from fusionrec.ctr.metrics import evaluate_metrics
@@ -66,8 +68,11 @@ class Trainer:
     """Builds the feature transform and model of a pipeline config and trains / evaluates them."""
 
     def __init__(self, config: PipelineConfig, model_dir: str | Path | None = None, base_dir: str = ".",
-                 seed: int = SEED):  # fmt: skip
+                 seed: int = SEED, world: World | None = None):  # fmt: skip
         self.config = config
+        # this process among torchrun's data-parallel processes (one process without torchrun)
+        self.world = world if world is not None else world_from_env()
+        self._data_parallel: torch.nn.Module | None = None
         model_dir = model_dir or config.model_dir
         if not model_dir:
             raise FusionrecError("model_dir: not set in the config and not given with --model_dir")
@@ -284,8 +289,10 @@ class Trainer:
         return buffer.getvalue()
 
     def save_checkpoint(self) -> Path:
-        self._make_model_dir()
         path = self.model_dir / f"model.ckpt-{self.step}.pt"
+        if not self.world.is_main:  # rank 0 writes for every data-parallel process
+            return path
+        self._make_model_dir()
         atomic_write_bytes(path, self._checkpoint_bytes())
         keep = self.config.train_config.keep_checkpoint_max
         for _, old in self.checkpoints()[:-keep]:
@@ -368,8 +375,13 @@ class Trainer:
                 report["eval"] = self._evaluate_and_track()
             return report
         data = config.data_config
-        if progress and train.train_distribute != "NoStrategy":
-            print(f"train_distribute {train.train_distribute}: training in this one process (one worker)")
+        world = self.world
+        progress = progress and world.is_main
+        if progress and train.train_distribute != "NoStrategy" and not world.is_distributed:
+            print(f"train_distribute {train.train_distribute}: training in this one process (start it with torchrun "
+                  "for data-parallel workers)")  # fmt: skip
+        if world.is_distributed and self._data_parallel is None:
+            self._data_parallel = data_parallel(TrainingStep(self.model, bool(self.towers)))
         container = CallbackContainer(callbacks or [])
         container.before_training(self)
         history = []
@@ -388,7 +400,8 @@ class Trainer:
             while not finished and (num_epochs is None or self.epoch < num_epochs):
                 batches = iter_batches(reader, paths, data.batch_size, shuffle=data.shuffle,
                                        shuffle_rows=data.shuffle_buffer_size, seed=self.seed + self.epoch,
-                                       skip_batches=self.batches_in_epoch)  # fmt: skip
+                                       skip_batches=self.batches_in_epoch, shard=(world.rank, world.size),
+                                       even_shards=True)  # fmt: skip
                 prefetch = Prefetcher(self._with_features(batches, reader, self.epoch, self.batches_in_epoch), data.prefetch_size)
                 try:
                     for batch, features in prefetch:
@@ -417,7 +430,7 @@ class Trainer:
                         self.optimizer.step()
                         self.step += 1
                         self.batches_in_epoch += 1
-                        examples += len(batch.labels)
+                        examples += len(batch.labels) * world.size  # every process trains as many rows
                         bar.update(task, completed=self.step)
                         if self.step % train.log_step_count_steps == 0:
                             now = time.perf_counter()
@@ -457,12 +470,15 @@ class Trainer:
         elapsed = time.perf_counter() - start_time
         report = {"steps": self.step, "epochs_completed": self.epoch, "examples": examples,
                   "examples_per_sec": examples / max(elapsed, 1e-9), "history": history,
-                  "input": reader.report.as_dict()}  # fmt: skip
+                  "input": reader.report.as_dict(), "world_size": world.size}  # fmt: skip
         if stopped_early:
             report["early_stopped"] = {"best_step": self.best_step, "best_metric": self.best_metric}
             if progress:
                 print(f"early stop at step {self.step}: {config.export_config.best_exporter_metric} last improved at step "
                       f"{self.best_step} ({self.best_metric:.6g}), max_check_steps {config.export_config.max_check_steps}")
+        if world.is_distributed:  # each process transformed its own rows: the feature counts add up
+            merge_feature_counts(reader.report, gather_objects(world, reader.report.features))
+            report["input"] = reader.report.as_dict()
         self._write_read_report("train", reader, progress=progress)
         if config.eval_input_path:
             report["eval"] = self._evaluate_and_track()
@@ -471,6 +487,8 @@ class Trainer:
     def _training_forward(self, features, weights):
         """(logits, auxiliary loss or None): a model with several heads (``training_heads``)
         gives each head's logits and its distillation loss; a multi-task model each tower's."""
+        if self._data_parallel is not None:
+            return self._data_parallel(features, weights)
         if hasattr(self.model, "training_heads"):  # before the towers: a backbone's auxiliary losses
             return self.model.training_heads(features, weights)
         if self.towers:
@@ -494,6 +512,8 @@ class Trainer:
                 yield batch, features
 
     def _write_read_report(self, stage: str, reader: TableReader, *, progress: bool = True) -> None:
+        if not self.world.is_main:
+            return
         info = reader.report.as_dict()
         if progress:
             print(f"{stage} input: {reader.report.summary()}")
@@ -515,7 +535,7 @@ class Trainer:
             better = self.best_metric is None or (metric > self.best_metric if export.metric_bigger else metric < self.best_metric)
             if better:
                 self.best_metric, self.best_step = metric, self.step
-                if export.exporter_type == "best":
+                if export.exporter_type == "best" and self.world.is_main:
                     atomic_write_bytes(self.model_dir / "best.pt", self._checkpoint_bytes(with_optimizer=False))
         return result
 
@@ -527,15 +547,17 @@ class Trainer:
 
     # -- evaluation and prediction --------------------------------------------------
     @torch.no_grad()
-    def predict_table(self, paths: list[str], reader: TableReader, max_rows: int = 0, *, heads: bool = False):
+    def predict_table(self, paths: list[str], reader: TableReader, max_rows: int = 0, *, heads: bool = False,
+                      shard: tuple[int, int] = (0, 1)):  # fmt: skip
         """(labels or None, scores, the typed tables) over the rows of ``paths`` (the first
-        ``max_rows`` when it is positive); scores are ``Task.score``: probabilities or y, of the
-        served output, or with ``heads`` a dict of every head's ``Task.eval_scores`` by suffix."""
+        ``max_rows`` when it is positive; this process's rows of ``shard``, see iter_batches);
+        scores are ``Task.score``: probabilities or y, of the served output, or with ``heads`` a
+        dict of every head's ``Task.eval_scores`` by suffix."""
         self.model.eval()
         scores: dict[str, list] = {}
         labels, tables, n_rows = [], [], 0
         for batch in iter_batches(reader, paths, max(self.config.data_config.batch_size, 1024), shuffle=False,
-                                  shuffle_rows=0, seed=0):  # fmt: skip
+                                  shuffle_rows=0, seed=0, shard=shard):  # fmt: skip
             features = self.transform(batch.columns)
             reader.report.add_feature_counts(feature_counts(features))
             by_head = self.model.forward_heads(features) if heads else {"": self.model(features)}
@@ -561,19 +583,28 @@ class Trainer:
             self.load_checkpoint(checkpoint, weights_only_model=True)
         reader = self._reader()
         limit = config.eval_config.num_examples
+        world = self.world
+        # each data-parallel process scores its share of the rows; the metrics cover all of them
         labels, by_head, tables = self.predict_table(resolve_paths(config.eval_input_path, "eval_input_path"), reader,
-                                                     limit, heads=True)  # fmt: skip
-        if limit and labels is not None and len(labels) > limit:
-            labels = labels[:limit]
-            by_head = {suffix: scores[:limit] for suffix, scores in by_head.items()}
-            tables = [pa.concat_tables(tables).slice(0, limit)]
-        if labels is None or len(labels) == 0:
-            raise FusionrecError(f"eval_input_path {config.eval_input_path!r}: no evaluation rows were read")
+                                                     -(-limit // world.size) if limit else 0, heads=True,
+                                                     shard=(world.rank, world.size))  # fmt: skip
         groups = config.metric_groups()
         metrics = [m for group in groups for m in group.metrics]
         needed = {m.gauc.uid_field for m in metrics if m.gauc} | {m.session_auc.session_id_field for m in metrics if m.session_auc}
         needed |= set(config.data_config.label_fields)
-        columns = {name: np.concatenate([t.column(name).to_numpy(zero_copy_only=False) for t in tables]) for name in needed}
+        columns = {name: _concat([t.column(name).to_numpy(zero_copy_only=False) for t in tables]) for name in needed}
+        if world.is_distributed:
+            merge_feature_counts(reader.report, gather_objects(world, reader.report.features))
+            parts = gather_objects(world, (labels, by_head, columns))
+            labels = _concat([p[0] for p in parts if p[0] is not None]) if any(p[0] is not None for p in parts) else None
+            by_head = {suffix: _concat([p[1][suffix] for p in parts]) for suffix in by_head}
+            columns = {name: _concat([p[2][name] for p in parts]) for name in columns}
+        if limit and labels is not None and len(labels) > limit:
+            labels = labels[:limit]
+            by_head = {suffix: scores[:limit] for suffix, scores in by_head.items()}
+            columns = {name: values[:limit] for name, values in columns.items()}
+        if labels is None or len(labels) == 0:
+            raise FusionrecError(f"eval_input_path {config.eval_input_path!r}: no evaluation rows were read")
         result = {}
         for group in groups:  # EasyRec names each head's (each task tower's) metrics with its suffix
             group_labels, scores = columns[group.label].astype(np.float64), by_head[group.head]
@@ -592,10 +623,17 @@ class Trainer:
         result["step"] = self.step
         result["n_rows"] = int(len(labels))
         self._write_read_report("eval", reader)
-        # the input counts beside the metrics (ids mapped to 0, defaults, skipped rows), as in eval_input_report.json
-        written = {**result, "input": reader.report.as_dict()}
-        atomic_write_bytes(self.model_dir / "eval_result.json", json.dumps(written, indent=1).encode(), checksum=False)
+        if world.is_main:
+            # the input counts beside the metrics (ids mapped to 0, defaults, skipped rows), as in eval_input_report.json
+            written = {**result, "input": reader.report.as_dict()}
+            atomic_write_bytes(self.model_dir / "eval_result.json", json.dumps(written, indent=1).encode(), checksum=False)
         return result
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    """The arrays joined; a process with no rows gives an empty one, left out."""
+    present = [a for a in arrays if len(a)]
+    return np.concatenate(present) if present else (arrays[0] if arrays else np.zeros(0))
 
 
 def _layout_changes(saved: dict, current: dict) -> list[str]:
