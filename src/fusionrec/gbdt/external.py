@@ -1,0 +1,415 @@
+"""Out-of-core data for fusionrec.gbdt (Chen & Guestrin, KDD 2016, section 4.3).
+
+Data that does not fit in memory comes in batches, read twice:
+
+1. the bin edges: each feature's values of each batch go into a weighted quantile sketch
+   (``sketch.WeightedQuantileSketch``: mergeable, prunable summaries, the sample weights as the
+   quantile weights), merged over the batches. A feature with at most ``max_bin - 1`` distinct
+   values gets a cut between every pair of neighbours, exactly as in memory (``binning``); one
+   with more gets the sketch's cuts, within ``sketch_eps`` of the weighted quantiles.
+2. the pages: each batch binned with those edges (uint8 codes; for sparse input the codes of
+   the present entries only, with their row and column ids) and written compressed (lz4) to a
+   page file, the pages spread round-robin over ``cache_dirs`` (the paper's block sharding
+   over disks).
+
+Labels and weights stay in memory (a float32 and a float64 per row). Training streams the
+pages in order; a reader thread decompresses up to ``max_pages_in_flight`` pages ahead, so
+the codes in memory are at most (max_pages_in_flight + 1) pages of ``page_rows`` rows.
+
+A source is a callable returning a fresh iterable of batches (called once per pass), a list
+of batches, or Parquet / CSV path(s) read by pyarrow in batches (``label_column``). A batch is
+``(X, y)``, ``(X, y, weight)`` or a dict with ``data``, ``label`` and ``weight``; X is
+anything ``fusionrec.gbdt`` reads (numpy, pandas, polars, pyarrow, scipy CSR).
+
+Every page's compressed bytes carry a CRC-32 in the manifest: a page deleted or damaged while
+training is an error naming the file. A full disk while writing is an error naming the
+directory; the pages written so far are removed. Pages live in ``fusionrec-pages-<pid>-<id>``
+directories, removed by ``close()`` (or leaving a ``with`` block, or the dataset being
+collected); a killed process leaves its directory, and the next ExternalDataset in the same
+cache directory removes the directories of processes that no longer run.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import weakref
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import lz4.frame
+import numpy as np
+import scipy.sparse as sp
+
+from fusionrec.errors import FusionrecError
+from fusionrec.gbdt.binning import MAX_VALUE_BINS, SparseCodes, _cuts_of_column, apply_cuts, pack_cuts
+from fusionrec.gbdt.data import FeatureMatrix, check_label, check_weight, to_feature_matrix
+from fusionrec.gbdt.sketch import WeightedQuantileSketch, cuts_from_summary, prune_summary
+
+PAGE_DIR_PREFIX = "fusionrec-pages-"
+DEFAULT_PAGE_ROWS = 1 << 18
+PATH_BATCH_ROWS = 1 << 16  # rows per pyarrow batch of a Parquet / CSV source
+
+
+# ------------------------------------------------------------------ sources
+@dataclass
+class Batch:
+    matrix: FeatureMatrix
+    label: np.ndarray | None
+    weight: np.ndarray | None
+
+
+def _table_batches(paths: list[Path], label_column: str | None, weight_column: str | None) -> Iterator[Batch]:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        try:
+            if path.suffix == ".parquet":
+                parquet = pq.ParquetFile(path)
+                record_batches = parquet.iter_batches(batch_size=PATH_BATCH_ROWS)
+            else:
+                record_batches = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24))
+        except (OSError, ValueError) as error:
+            raise FusionrecError(f"{path}: cannot be read as {'Parquet' if path.suffix == '.parquet' else 'CSV'} ({error})") from None
+        for number, record_batch in enumerate(record_batches):
+            names = record_batch.schema.names
+            for role, column in (("label_column", label_column), ("weight_column", weight_column)):
+                if column is not None and column not in names:
+                    raise FusionrecError(f"{path}: {role} {column!r} is not a column; columns are {names}")
+            features = [n for n in names if n not in (label_column, weight_column)]
+            where = f"{path} batch {number}"
+            matrix = to_feature_matrix(record_batch.select(features), where)
+            label = record_batch.column(label_column).to_numpy(zero_copy_only=False) if label_column else None
+            weight = record_batch.column(weight_column).to_numpy(zero_copy_only=False) if weight_column else None
+            yield Batch(matrix, label, weight)
+
+
+def iter_batches(source: Any, *, label_column: str | None = None, weight_column: str | None = None) -> Iterator[Batch]:
+    """One pass over ``source``'s batches, each validated (errors name the batch)."""
+    if isinstance(source, (str, os.PathLike)) or (isinstance(source, (list, tuple)) and source
+                                                  and all(isinstance(s, (str, os.PathLike)) for s in source)):  # fmt: skip
+        paths = [Path(source)] if isinstance(source, (str, os.PathLike)) else [Path(s) for s in source]
+        if label_column is None:
+            raise FusionrecError("label_column: a Parquet / CSV source needs the name of its label column")
+        yield from _table_batches(paths, label_column, weight_column)
+        return
+    if callable(source):
+        batches = source()
+    elif isinstance(source, (list, tuple)):
+        batches = source
+    else:
+        raise FusionrecError(
+            f"source: got {type(source).__name__}; an out-of-core source is read twice (bin edges, then pages), so give a "
+            "callable returning a fresh iterable of batches, a list of batches, or Parquet / CSV paths"
+        )
+    for number, item in enumerate(batches):
+        where = f"batch {number}"
+        if isinstance(item, dict):
+            data, label, weight = item.get("data"), item.get("label"), item.get("weight")
+        elif isinstance(item, tuple) and len(item) in (2, 3):
+            data, label, weight = item[0], item[1], item[2] if len(item) == 3 else None
+        else:
+            raise FusionrecError(f"{where}: expected (X, y), (X, y, weight) or a dict with data / label / weight, "
+                                 f"got {type(item).__name__}")  # fmt: skip
+        yield Batch(to_feature_matrix(data, f"{where} data"), label, weight)
+
+
+# ------------------------------------------------------------------ pages
+@dataclass(frozen=True)
+class PageEntry:
+    path: Path
+    row_start: int
+    n_rows: int
+    n_entries: int  # present entries (sparse), or n_rows x n_features (dense)
+    crc: int
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(payload)
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            raise FusionrecError(f"{path.parent}: no space left on the device writing out-of-core page {path.name} "
+                                 f"({len(payload):,} bytes); give cache_dirs with room (pages are removed)") from None  # fmt: skip
+        raise FusionrecError(f"{path}: cannot write an out-of-core page ({error})") from None
+
+
+class PageStore:
+    """The page files of one dataset, written in order, read back in order by a thread."""
+
+    def __init__(self, cache_dirs: list[Path], sparse: bool, n_features: int):
+        _remove_stale_page_dirs(cache_dirs)
+        self.dirs = []
+        for base in cache_dirs:
+            try:
+                base.mkdir(parents=True, exist_ok=True)
+                self.dirs.append(Path(tempfile.mkdtemp(prefix=f"{PAGE_DIR_PREFIX}{os.getpid()}-", dir=base)))
+            except OSError as error:
+                self.remove()
+                raise FusionrecError(f"cache_dirs: {base} cannot hold out-of-core pages ({error})") from None
+        self.sparse = sparse
+        self.n_features = n_features
+        self.pages: list[PageEntry] = []
+        self.n_rows = 0
+        self._finalizer = weakref.finalize(self, _remove_dirs, list(self.dirs))
+
+    def append(self, codes: np.ndarray | SparseCodes) -> None:
+        number = len(self.pages)
+        path = self.dirs[number % len(self.dirs)] / f"page-{number:06d}.lz4"
+        if self.sparse:
+            arrays = [codes.indptr.astype(np.int64), codes.indices.astype(np.int32), codes.codes]
+            n_rows, n_entries = codes.indptr.shape[0] - 1, int(codes.codes.shape[0])
+        else:
+            arrays = [np.ascontiguousarray(codes)]
+            n_rows, n_entries = codes.shape[0], codes.size
+        payload = lz4.frame.compress(b"".join(a.tobytes() for a in arrays), compression_level=0)
+        _write_atomically(path, payload)
+        self.pages.append(PageEntry(path, self.n_rows, n_rows, n_entries, zlib.crc32(payload)))
+        self.n_rows += n_rows
+
+    def read(self, page: PageEntry) -> np.ndarray | SparseCodes:
+        try:
+            payload = page.path.read_bytes()
+        except FileNotFoundError:
+            raise FusionrecError(f"{page.path}: an out-of-core page is missing; it was removed while the dataset was in use "
+                                 "(pages live until the dataset is closed)") from None  # fmt: skip
+        except OSError as error:
+            raise FusionrecError(f"{page.path}: cannot read an out-of-core page ({error})") from None
+        if zlib.crc32(payload) != page.crc:
+            raise FusionrecError(f"{page.path}: an out-of-core page is damaged (CRC-32 {zlib.crc32(payload):08x}, written as "
+                                 f"{page.crc:08x}); rebuild the dataset")  # fmt: skip
+        raw = lz4.frame.decompress(payload)
+        if not self.sparse:
+            return np.frombuffer(raw, np.uint8).reshape(page.n_rows, self.n_features)
+        indptr_bytes, index_bytes = 8 * (page.n_rows + 1), 4 * page.n_entries
+        indptr = np.frombuffer(raw, np.int64, page.n_rows + 1)
+        indices = np.frombuffer(raw, np.int32, page.n_entries, indptr_bytes)
+        codes = np.frombuffer(raw, np.uint8, page.n_entries, indptr_bytes + index_bytes)
+        return SparseCodes(indptr, indices, codes, (page.n_rows, self.n_features))
+
+    def iter_pages(self, max_in_flight: int = 2) -> Iterator[tuple[int, np.ndarray | SparseCodes]]:
+        """(first row, codes) of every page in order; a thread reads and decompresses up to
+        ``max_in_flight`` pages ahead (lz4 and file reads release the GIL)."""
+        ahead: queue.Queue = queue.Queue(maxsize=max(1, max_in_flight))
+        stop = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for page in self.pages:
+                    if stop.is_set():
+                        return
+                    item = (page.row_start, self.read(page))
+                    while not stop.is_set():
+                        try:
+                            ahead.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                ahead.put(done)
+            except BaseException as error:  # handed to the consumer, raised there
+                ahead.put(error)
+
+        thread = threading.Thread(target=produce, name="fusionrec-pages", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = ahead.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    ahead.get_nowait()
+                except queue.Empty:
+                    pass
+                thread.join(timeout=0.05)
+
+    def remove(self) -> None:
+        _remove_dirs(self.dirs)
+
+
+def _remove_dirs(dirs: list[Path]) -> None:
+    for directory in dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _remove_stale_page_dirs(cache_dirs: list[Path]) -> None:
+    """Remove the page directories of processes that no longer run (a killed training)."""
+    for base in cache_dirs:
+        if not base.is_dir():
+            continue
+        for directory in base.glob(PAGE_DIR_PREFIX + "*"):
+            pid_text = directory.name[len(PAGE_DIR_PREFIX):].split("-", 1)[0]
+            if pid_text.isdigit() and int(pid_text) != os.getpid() and not _process_exists(int(pid_text)):
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------ the data set
+def sketch_cuts(sketches: list[WeightedQuantileSketch], max_bin: int) -> list[np.ndarray]:
+    """Each feature's cuts from its merged sketch: between every pair of neighbouring values
+    when it has few distinct ones (the in-memory rule, exactly), else the sketch's quantiles."""
+    max_value_bins = min(max_bin, MAX_VALUE_BINS)
+    out = []
+    for sketch in sketches:
+        values, rmin, rmax, weights = sketch.summary()
+        if values.shape[0] <= max_value_bins and _all_distinct_exact(sketch, values):
+            table = np.empty(max(max_value_bins - 1, 1))
+            n = _cuts_of_column(values, weights, max_value_bins, table)
+            out.append(table[:n].copy())
+        else:
+            out.append(cuts_from_summary(prune_summary(values, rmin, rmax, weights, max_value_bins + 1)[0], max_value_bins))
+    return out
+
+
+def _all_distinct_exact(sketch: WeightedQuantileSketch, values: np.ndarray) -> bool:
+    """Whether the summary still holds every distinct value: it was never pruned below them."""
+    return values.shape[0] < sketch.limit
+
+
+class ExternalDataset:
+    """Training data paged to disk (see the module docstring). Use it where a ``Dataset`` goes
+    as ``reference`` (its bin edges), or iterate ``iter_codes()``; ``close()`` removes the pages."""
+
+    def __init__(self, source: Any, *, label_column: str | None = None, weight_column: str | None = None,
+                 max_bin: int = 256, sketch_eps: float = 0.01, page_rows: int = DEFAULT_PAGE_ROWS,
+                 cache_dirs: str | os.PathLike | list | None = None, max_pages_in_flight: int = 2,
+                 feature_names: list[str] | None = None):  # fmt: skip
+        if not isinstance(max_bin, (int, np.integer)) or isinstance(max_bin, bool) or not 2 <= max_bin <= 256:
+            raise FusionrecError(f"parameter max_bin={max_bin!r}: must be an integer in [2, 256]")
+        if not isinstance(page_rows, (int, np.integer)) or page_rows < 1:
+            raise FusionrecError(f"parameter page_rows={page_rows!r}: must be a positive integer")
+        if not isinstance(max_pages_in_flight, (int, np.integer)) or max_pages_in_flight < 1:
+            raise FusionrecError(f"parameter max_pages_in_flight={max_pages_in_flight!r}: must be a positive integer")
+        self.source, self.label_column, self.weight_column = source, label_column, weight_column
+        self.max_bin = int(max_bin)
+        self.page_rows = int(page_rows)
+        self.max_pages_in_flight = int(max_pages_in_flight)
+        dirs = cache_dirs if isinstance(cache_dirs, (list, tuple)) else [cache_dirs or tempfile.gettempdir()]
+        self.cache_dirs = [Path(d) for d in dirs]
+        self._first_pass(sketch_eps, feature_names)
+        self.cut_table, self.n_cuts = pack_cuts(self.cuts)
+        self.pages = PageStore(self.cache_dirs, self.is_sparse, self.n_features)
+        try:
+            self._second_pass()
+        except BaseException:
+            self.pages.remove()
+            raise
+
+    def _batches(self) -> Iterator[Batch]:
+        return iter_batches(self.source, label_column=self.label_column, weight_column=self.weight_column)
+
+    def _first_pass(self, sketch_eps: float, feature_names: list[str] | None) -> None:
+        labels, weights, sketches = [], [], None
+        self.feature_names, self.is_sparse, n_features = feature_names, None, None
+        for number, batch in enumerate(self._batches()):
+            matrix = batch.matrix
+            if n_features is None:
+                n_features, self.is_sparse = matrix.n_features, matrix.is_sparse
+                self.feature_types = matrix.feature_types
+                if self.feature_names is None:
+                    self.feature_names = matrix.feature_names
+                sketches = [WeightedQuantileSketch(sketch_eps) for _ in range(n_features)]
+            elif matrix.n_features != n_features or matrix.is_sparse != self.is_sparse:
+                raise FusionrecError(f"batch {number}: {matrix.n_features} {'sparse' if matrix.is_sparse else 'dense'} "
+                                     f"features, but batch 0 has {n_features} {'sparse' if self.is_sparse else 'dense'}")  # fmt: skip
+            elif matrix.feature_names is not None and self.feature_names is not None and matrix.feature_names != self.feature_names:
+                raise FusionrecError(f"batch {number}: feature names {matrix.feature_names} differ from batch 0's {self.feature_names}")
+            if batch.label is None:
+                raise FusionrecError(f"batch {number}: has no label")
+            label = check_label(batch.label, matrix.n_rows, f"batch {number} label")
+            weight = check_weight(batch.weight, matrix.n_rows, f"batch {number} weight")
+            labels.append(label)
+            weights.append(weight)
+            # rows of weight 0 take no part in the edges, as in memory (binning.compute_cuts)
+            keep = np.ones(matrix.n_rows, bool) if weight is None else weight > 0
+            row_weight = np.ones(matrix.n_rows) if weight is None else weight
+            if matrix.is_sparse:
+                csc = matrix.values.tocsc()
+                for j in range(n_features):
+                    rows = csc.indices[csc.indptr[j] : csc.indptr[j + 1]]
+                    kept = keep[rows]
+                    sketches[j].push(csc.data[csc.indptr[j] : csc.indptr[j + 1]][kept], row_weight[rows][kept])
+            else:
+                values = matrix.values if keep.all() else matrix.values[keep]
+                for j in range(n_features):
+                    sketches[j].push(values[:, j], row_weight[keep])
+        if n_features is None:
+            raise FusionrecError("source: gave no batches")
+        self.n_features = n_features
+        self.label = np.concatenate(labels)
+        self.weight = None if all(w is None for w in weights) else np.concatenate(
+            [np.ones(l.shape[0]) if w is None else w for l, w in zip(labels, weights)])  # fmt: skip
+        self.cuts = sketch_cuts(sketches, self.max_bin)
+
+    def _second_pass(self) -> None:
+        pending: list[FeatureMatrix] = []
+        n_pending = 0
+        n_rows = 0
+        for batch in self._batches():
+            pending.append(batch.matrix)
+            n_pending += batch.matrix.n_rows
+            n_rows += batch.matrix.n_rows
+            while n_pending >= self.page_rows:
+                values = _stack([m.values for m in pending])
+                self.pages.append(apply_cuts(values[: self.page_rows], self.cut_table, self.n_cuts))
+                rest = values[self.page_rows :]
+                pending = [FeatureMatrix(rest, None, [])] if rest.shape[0] else []
+                n_pending = rest.shape[0]
+        if n_pending:
+            self.pages.append(apply_cuts(_stack([m.values for m in pending]), self.cut_table, self.n_cuts))
+        if n_rows != self.label.shape[0]:
+            raise FusionrecError(f"source: the second pass read {n_rows:,} rows, the first {self.label.shape[0]:,}; a source "
+                                 "must give the same batches every time it is read")  # fmt: skip
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.label.shape[0])
+
+    def iter_codes(self) -> Iterator[tuple[int, np.ndarray | SparseCodes]]:
+        """(first row, codes) of every page in order (dense: (rows, n_features) uint8)."""
+        return self.pages.iter_pages(self.max_pages_in_flight)
+
+    def close(self) -> None:
+        self.pages.remove()
+
+    def __enter__(self) -> "ExternalDataset":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"ExternalDataset({self.n_rows:,} rows x {self.n_features} features, {len(self.pages.pages)} pages in "
+                f"{[str(d) for d in self.pages.dirs]})")  # fmt: skip
+
+
+def _stack(values: list) -> np.ndarray | sp.csr_matrix:
+    if len(values) == 1:
+        return values[0]
+    return sp.vstack(values, format="csr") if sp.issparse(values[0]) else np.concatenate(values)

@@ -1,0 +1,164 @@
+"""Out-of-core data: sketched bin edges against the in-memory ones, pages against in-memory
+codes, and what happens when pages go missing, get damaged or the disk fills."""
+
+import errno
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+
+from fusionrec.errors import FusionrecError
+from fusionrec.gbdt import external
+from fusionrec.gbdt.binning import compute_cuts
+from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.external import ExternalDataset
+
+
+def data(seed=0, n=5000):
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([
+        rng.integers(0, 7, n).astype(float),  # few distinct values: cuts between neighbours
+        rng.lognormal(size=n),  # skewed, continuous
+        np.where(rng.random(n) < 0.3, np.nan, rng.normal(size=n)),  # missing values
+        rng.integers(0, 100, n) * 1.0,
+    ]).astype(np.float32)  # fmt: skip
+    return X, (rng.random(n) < 0.3).astype(float), rng.uniform(0.5, 2.0, n)
+
+
+def uneven(X, y, w=None, sizes=(1, 700, 1299, 3000)):
+    """A callable source of uneven batches (its total is the data)."""
+    bounds = np.cumsum((0,) + tuple(sizes))
+
+    def source():
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            yield (X[a:b], y[a:b]) if w is None else (X[a:b], y[a:b], w[a:b])
+
+    return source
+
+
+def all_codes(ds: ExternalDataset) -> np.ndarray:
+    parts = []
+    for start, codes in ds.iter_codes():
+        assert start == sum(p.shape[0] for p in parts)
+        parts.append(codes.toarray() if hasattr(codes, "toarray") else codes)
+    return np.concatenate(parts)
+
+
+def test_pages_hold_the_codes_a_dataset_with_the_same_edges_has(tmp_path):
+    X, y, w = data()
+    with ExternalDataset(uneven(X, y, w), page_rows=1024, cache_dirs=tmp_path, max_bin=64) as ds:
+        assert ds.n_rows == 5000 and len(ds.pages.pages) == 5 and ds.n_features == 4
+        np.testing.assert_array_equal(ds.label, y)
+        np.testing.assert_array_equal(ds.weight, w)
+        np.testing.assert_array_equal(all_codes(ds), Dataset(X, y, w, reference=ds).codes)
+        in_memory = compute_cuts(X, w, 64, 10**9, 0)
+        np.testing.assert_array_equal(ds.cuts[0], in_memory[0])  # few distinct values: the same cuts exactly
+        for j in (1, 2, 3):  # the sketch's cuts: each bin's weight within eps of an even share
+            codes = Dataset(X, y, w, reference=ds).codes[:, j]
+            present = ~np.isnan(X[:, j])
+            shares = np.bincount(codes[present], weights=w[present]) / w[present].sum()
+            assert len(ds.cuts[j]) >= 40 and shares.max() <= 1 / 63 + 2 * 0.01 + (1 / 100 if j == 3 else 0)
+    assert not list(tmp_path.iterdir())  # the pages are removed on close
+
+
+def test_sparse_pages_hold_present_entries_only(tmp_path):
+    rng = np.random.default_rng(1)
+    X = sp.random(3000, 500, density=0.01, format="csr", random_state=2, dtype=np.float32)
+    y = rng.random(3000)
+    with ExternalDataset(uneven(X, y, sizes=(1000, 1000, 1000)), page_rows=800, cache_dirs=tmp_path) as ds:
+        assert sum(p.n_entries for p in ds.pages.pages) == X.nnz
+        np.testing.assert_array_equal(all_codes(ds), Dataset(X, y, reference=ds).codes.toarray())
+
+
+def test_pages_are_spread_over_the_cache_dirs(tmp_path):
+    X, y, _ = data()
+    dirs = [tmp_path / "disk0", tmp_path / "disk1"]
+    with ExternalDataset(uneven(X, y), page_rows=1000, cache_dirs=dirs) as ds:
+        assert [p.path.parent.parent for p in ds.pages.pages] == [dirs[i % 2] for i in range(5)]
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_parquet_and_csv_sources_are_read_in_batches(kind, tmp_path):
+    X, y, w = data(n=3000)
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(4)}, "clk": y, "w": w})
+    paths = []
+    for i, part in enumerate((table.slice(0, 1000), table.slice(1000))):
+        path = tmp_path / f"part{i}.{kind}"
+        if kind == "parquet":
+            pq.write_table(part, path)
+        else:
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(part, path)
+        paths.append(path)
+    with ExternalDataset(paths, label_column="clk", weight_column="w", cache_dirs=tmp_path / "pages") as ds:
+        assert ds.feature_names == ["f0", "f1", "f2", "f3"] and ds.n_rows == 3000
+        np.testing.assert_allclose(ds.weight, w)
+        np.testing.assert_array_equal(all_codes(ds), Dataset(X, y, w, reference=ds).codes)
+    with pytest.raises(FusionrecError, match=r"part0\.%s: label_column 'click' is not a column" % kind):
+        ExternalDataset(paths, label_column="click", cache_dirs=tmp_path / "pages")
+
+
+def test_a_page_deleted_or_damaged_while_in_use_is_named(tmp_path):
+    X, y, _ = data()
+    ds = ExternalDataset(uneven(X, y), page_rows=1000, cache_dirs=tmp_path)
+    ds.pages.pages[2].path.unlink()
+    with pytest.raises(FusionrecError, match=r"page-000002\.lz4: an out-of-core page is missing"):
+        all_codes(ds)
+    ds.close()
+    ds = ExternalDataset(uneven(X, y), page_rows=1000, cache_dirs=tmp_path)
+    path = ds.pages.pages[1].path
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FusionrecError, match=r"page-000001\.lz4: an out-of-core page is damaged \(CRC-32"):
+        all_codes(ds)
+    ds.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_full_disk_is_named_and_leaves_no_pages(tmp_path, monkeypatch):
+    X, y, _ = data()
+    real_replace = external.os.replace
+    calls = []
+
+    def full_disk(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(external.os, "replace", full_disk)
+    with pytest.raises(FusionrecError, match=r"no space left on the device writing out-of-core page page-000002\.lz4"):
+        ExternalDataset(uneven(X, y), page_rows=1000, cache_dirs=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_killed_runs_pages_are_removed_by_the_next_dataset(tmp_path):
+    stale = tmp_path / f"{external.PAGE_DIR_PREFIX}999999999-abc"
+    stale.mkdir()
+    (stale / "page-000000.lz4").write_bytes(b"x")
+    X, y, _ = data()
+    with ExternalDataset(uneven(X, y), cache_dirs=tmp_path):
+        assert not stale.exists()
+
+
+def test_sources_that_cannot_be_read_twice_or_disagree_are_refused(tmp_path):
+    X, y, _ = data()
+    with pytest.raises(FusionrecError, match=r"read twice.*callable returning a fresh iterable"):
+        ExternalDataset(iter([(X, y)]), cache_dirs=tmp_path)
+    with pytest.raises(FusionrecError, match=r"batch 1: 3 dense features, but batch 0 has 4 dense"):
+        ExternalDataset([(X, y), (X[:, :3], y)], cache_dirs=tmp_path)
+    with pytest.raises(FusionrecError, match=r"batch 0 label"):
+        ExternalDataset([(X, y[:10])], cache_dirs=tmp_path)
+    draws = iter([1000, 2000])
+
+    def shrinking():
+        n = next(draws)
+        yield X[:n], y[:n]
+
+    with pytest.raises(FusionrecError, match=r"second pass read 2,000 rows, the first 1,000"):
+        ExternalDataset(shrinking, cache_dirs=tmp_path)
+    assert not list(tmp_path.iterdir())
