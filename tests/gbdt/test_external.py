@@ -162,3 +162,50 @@ def test_sources_that_cannot_be_read_twice_or_disagree_are_refused(tmp_path):
     with pytest.raises(FusionrecError, match=r"second pass read 2,000 rows, the first 1,000"):
         ExternalDataset(shrinking, cache_dirs=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ training on pages
+from fusionrec.gbdt.training import train  # noqa: E402
+
+
+def trees_match(a, b, atol=1e-6):
+    assert len(a.trees) == len(b.trees)
+    for ta, tb in zip(a.trees, b.trees):
+        np.testing.assert_array_equal(ta.feature, tb.feature)
+        np.testing.assert_array_equal(ta.split_bin, tb.split_bin)
+        np.testing.assert_array_equal(ta.default_left, tb.default_left)
+        np.testing.assert_allclose(ta.value, tb.value, atol=atol, rtol=1e-5)
+
+
+@pytest.mark.parametrize("params", [
+    {"objective": "binary:logistic", "max_depth": 4},
+    {"objective": "binary:logistic", "grow_policy": "lossguide", "max_leaves": 12, "max_depth": 0},
+    {"objective": "reg:squarederror", "max_depth": 3, "subsample": 0.7, "colsample_bytree": 0.75},
+    {"objective": "multi:softprob", "num_class": 3, "max_depth": 3},
+])  # fmt: skip
+def test_training_on_pages_gives_the_in_memory_trees(params, tmp_path):
+    X, y, w = data(3)
+    if params["objective"] == "multi:softprob":
+        y = np.floor(X[:, 3] / 34.0)
+    with ExternalDataset(uneven(X, y, w), page_rows=777, cache_dirs=tmp_path, max_bin=32) as ds:
+        in_memory = Dataset(X, y, w, reference=ds)
+        settings = {"tree_method": "hist", "eta": 0.3, "seed": 5, **params}
+        paged = train(settings, ds, 8, evals=[(ds, "train")])
+        memory = train(settings, in_memory, 8)
+        trees_match(paged, memory)
+        np.testing.assert_allclose(paged.predict(X), memory.predict(X), rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_pages_train_the_in_memory_trees(tmp_path):
+    X = sp.random(4000, 300, density=0.02, format="csr", random_state=7, dtype=np.float32)
+    y = (np.asarray(X[:, :20].sum(axis=1)).ravel() > 0.1).astype(float)
+    with ExternalDataset(uneven(X, y, sizes=(1500, 2500)), page_rows=1000, cache_dirs=tmp_path) as ds:
+        settings = {"tree_method": "hist", "objective": "binary:logistic", "max_depth": 4, "seed": 1}
+        trees_match(train(settings, ds, 5), train(settings, Dataset(X, y, reference=ds), 5))
+
+
+def test_out_of_core_training_refuses_the_other_tree_methods(tmp_path):
+    X, y, _ = data()
+    with ExternalDataset(uneven(X, y), cache_dirs=tmp_path) as ds:
+        with pytest.raises(FusionrecError, match=r"tree_method='exact': out-of-core data .* trains with tree_method='hist'"):
+            train({"tree_method": "exact"}, ds, 1)

@@ -14,6 +14,7 @@ import numpy as np
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, dense_with_nan as _dense_with_nan, to_feature_matrix
 from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.external import ExternalDataset
 from fusionrec.gbdt.boosting import BoostingRound
 from fusionrec.gbdt.metric import check_metric_fits, evaluate
 from fusionrec.gbdt.model_io import ModelState, read_file, read_state, save, to_json_bytes
@@ -143,16 +144,19 @@ class Booster:
         else:
             _, margin, n_done = cached
         if n_done < len(self.trees):
-            new = Forest.of(self.trees[n_done:], self.tree_group[n_done:], self.n_groups)
-            add_forest_margin(dataset.raw.values, new, margin)
+            if isinstance(dataset, ExternalDataset):
+                dataset.add_tree_margins(self.trees[n_done:], self.tree_group[n_done:], margin)
+            else:
+                new = Forest.of(self.trees[n_done:], self.tree_group[n_done:], self.n_groups)
+                add_forest_margin(dataset.raw.values, new, margin)
         self._margin_cache[key] = (dataset, margin, len(self.trees))
         return margin
 
     # -- one round ----------------------------------------------------------------------------
     def update(self, dtrain: Dataset, iteration: int | None = None, fobj: Callable | None = None) -> None:
         """Add one boosting round (one tree per class) fitted on ``dtrain``."""
-        if not isinstance(dtrain, Dataset):
-            raise FusionrecError(f"dtrain: expected a fusionrec.gbdt.Dataset, got {type(dtrain).__name__}")
+        if not isinstance(dtrain, (Dataset, ExternalDataset)):
+            raise FusionrecError(f"dtrain: expected a fusionrec.gbdt.Dataset or ExternalDataset, got {type(dtrain).__name__}")
         if fobj is not None and fobj is not self._custom_objective:
             self.set_objective(fobj)
         if self._margin_cache.get(id(dtrain), (None,))[0] is not dtrain:

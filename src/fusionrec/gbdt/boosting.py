@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.external import ExternalDataset
 from fusionrec.gbdt.grower import FeatureSampler, SplitFinder, TreeGrower, Workspace, add_leaf_values
 from fusionrec.gbdt.objective import Objective, weighted_quantile
 from fusionrec.gbdt.split import Regularization
@@ -23,6 +25,12 @@ def make_split_finder(params: dict[str, Any], dtrain: Dataset) -> SplitFinder:
     """The split finder of ``params['tree_method']`` bound to ``dtrain`` and the regularization."""
     reg = Regularization.of(params)
     method = params["tree_method"]
+    if isinstance(dtrain, ExternalDataset):
+        if method not in ("hist", "auto"):
+            raise FusionrecError(f"tree_method={method!r}: out-of-core data (ExternalDataset) trains with tree_method='hist'")
+        from fusionrec.gbdt.paged_finder import PagedHistogramSplitFinder
+
+        return PagedHistogramSplitFinder(dtrain, reg)
     if method == "exact":
         from fusionrec.gbdt.exact_finder import ExactSplitFinder
 
@@ -96,7 +104,10 @@ class BoostingRound:
                     )
             if not all_rows or rows.shape[0] == 0:
                 column = np.zeros((n, 1))
-                add_forest_margin(dtrain.raw.values, Forest.of([tree], [0], 1), column)
+                if isinstance(dtrain, ExternalDataset):  # the rows left out: the tree walked on the pages
+                    dtrain.add_tree_margins([tree], [0], column)
+                else:
+                    add_forest_margin(dtrain.raw.values, Forest.of([tree], [0], 1), column)
                 margin[:, group] += column[:, 0]
             trees.append(tree)
         return trees

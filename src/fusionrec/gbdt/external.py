@@ -41,14 +41,15 @@ import weakref
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterator
 
 import lz4.frame
 import numpy as np
 import scipy.sparse as sp
+from numba import njit, prange
 
 from fusionrec.errors import FusionrecError
-from fusionrec.gbdt.binning import MAX_VALUE_BINS, SparseCodes, _cuts_of_column, apply_cuts, pack_cuts
+from fusionrec.gbdt.binning import MAX_VALUE_BINS, MISSING_CODE, SparseCodes, _cuts_of_column, apply_cuts, pack_cuts
 from fusionrec.gbdt.data import FeatureMatrix, check_label, check_weight, to_feature_matrix
 from fusionrec.gbdt.sketch import WeightedQuantileSketch, cuts_from_summary, prune_summary
 
@@ -391,6 +392,34 @@ class ExternalDataset:
     def n_rows(self) -> int:
         return int(self.label.shape[0])
 
+    @property
+    def n_bins_per_feature(self) -> np.ndarray:
+        """Number of value bins of each feature (cuts + 1); the missing code is extra."""
+        return (self.n_cuts + 1).astype(np.int32)
+
+    # what training reads of a data set besides its codes
+    group_ptr = None
+    raw = None
+
+    def add_tree_margins(self, trees: list, groups: list[int], margin: np.ndarray) -> None:
+        """margin[row, group] += each tree's leaf value, walking the trees on the pages' codes
+        (a code <= the node's split_bin goes left, MISSING_CODE the default way): trees grown on
+        these bin edges (``split_bin`` set), as hist trees are."""
+        for tree in trees:
+            if np.any((tree.feature >= 0) & (tree.split_bin < 0)):
+                raise FusionrecError("an out-of-core data set predicts with the bins of its own edges; a tree without "
+                                     "split_bin (exact or approx, or other edges) needs the raw values")  # fmt: skip
+        for start, codes in self.iter_codes():
+            for tree, group in zip(trees, groups):
+                out = margin[start : start + codes.shape[0], group]
+                if isinstance(codes, SparseCodes):
+                    _add_leaf_values_sparse(codes.indptr, codes.indices, codes.codes, tree.feature, tree.split_bin, tree.left,
+                                            tree.right, tree.default_left, tree.value, out)  # fmt: skip
+                else:
+                    _add_leaf_values_dense(codes, tree.feature, tree.split_bin, tree.left, tree.right, tree.default_left,
+                                           tree.value, out)  # fmt: skip
+                margin[start : start + codes.shape[0], group] = out
+
     def iter_codes(self) -> Iterator[tuple[int, np.ndarray | SparseCodes]]:
         """(first row, codes) of every page in order (dense: (rows, n_features) uint8)."""
         return self.pages.iter_pages(self.max_pages_in_flight)
@@ -407,6 +436,32 @@ class ExternalDataset:
     def __repr__(self) -> str:
         return (f"ExternalDataset({self.n_rows:,} rows x {self.n_features} features, {len(self.pages.pages)} pages in "
                 f"{[str(d) for d in self.pages.dirs]})")  # fmt: skip
+
+
+@njit(parallel=True, cache=True)
+def _add_leaf_values_dense(codes, feature, split_bin, left, right, default_left, value, out):
+    for r in prange(codes.shape[0]):
+        node = 0
+        while feature[node] >= 0:
+            code = codes[r, feature[node]]
+            go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
+            node = left[node] if go_left else right[node]
+        out[r] += value[node]
+
+
+@njit(parallel=True, cache=True)
+def _add_leaf_values_sparse(indptr, indices, codes, feature, split_bin, left, right, default_left, value, out):
+    for r in prange(indptr.shape[0] - 1):
+        node = 0
+        while feature[node] >= 0:
+            code = MISSING_CODE
+            for e in range(indptr[r], indptr[r + 1]):
+                if indices[e] == feature[node]:
+                    code = codes[e]
+                    break
+            go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
+            node = left[node] if go_left else right[node]
+        out[r] += value[node]
 
 
 def _stack(values: list) -> np.ndarray | sp.csr_matrix:

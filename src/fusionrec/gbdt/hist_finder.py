@@ -158,6 +158,20 @@ class HistogramSplitFinder(SplitFinder):
     def begin_tree(self, grower) -> None:
         super().begin_tree(grower)
         features = grower.features
+        n_present = self.codes.codes.shape[0] if self.sparse else self.codes.shape[0] * features.shape[0]
+        self._begin_layout(features, max(1, n_present // max(1, self.codes.shape[0])))
+        if self.sparse:
+            if features.shape[0] == self.n_features:  # every feature: each entry's slot, once per layout
+                if self._slot_layout is None or not np.array_equal(self._slot_layout, self.offsets) or self.codes_changed:
+                    dtype = np.uint16 if self.n_slots <= np.iinfo(np.uint16).max + 1 else np.uint32
+                    if self._slot_buffer is None or self._slot_buffer.dtype != dtype:
+                        self._slot_buffer = np.empty(self.codes.codes.shape[0], dtype)
+                    entry_slots(self.codes.indices, self.codes.codes, self.offsets, self._slot_buffer)
+                    self._slot_layout = self.offsets.copy()
+                self._slots = self._slot_buffer
+
+    def _begin_layout(self, features: np.ndarray, entries_per_row: int) -> None:
+        """The tree's histogram layout over its ``features``, and the scratch it needs."""
         self._candidates = np.empty(min(SCORE_CHUNKS, features.shape[0]), CANDIDATE_DTYPE)
         compact = use_compact_layout(self.n_bins[features], self.sparse)
         self.offsets, self.bins, self.missing = histogram_layout(features, self.n_bins, compact=compact)
@@ -167,20 +181,11 @@ class HistogramSplitFinder(SplitFinder):
         if self._block_hists.shape[1] != self.n_slots:
             self._block_hists = np.empty((MAX_BLOCKS, self.n_slots, 2))
             self._free = []
-        n_present = self.codes.codes.shape[0] if self.sparse else self.codes.shape[0] * features.shape[0]
-        self.entries_per_row = max(1, n_present // max(1, self.codes.shape[0]))
+        self.entries_per_row = entries_per_row
         if self.sparse:
             self._position = np.full(self.n_features, NOT_IN_TREE, np.int32)
             self._position[features] = np.arange(features.shape[0], dtype=np.int32)
             self._slots = None
-            if features.shape[0] == self.n_features:  # every feature: each entry's slot, once per layout
-                if self._slot_layout is None or not np.array_equal(self._slot_layout, self.offsets) or self.codes_changed:
-                    dtype = np.uint16 if self.n_slots <= np.iinfo(np.uint16).max + 1 else np.uint32
-                    if self._slot_buffer is None or self._slot_buffer.dtype != dtype:
-                        self._slot_buffer = np.empty(self.codes.codes.shape[0], dtype)
-                    entry_slots(self.codes.indices, self.codes.codes, self.offsets, self._slot_buffer)
-                    self._slot_layout = self.offsets.copy()
-                self._slots = self._slot_buffer
 
     def root_sums(self, root: Node) -> tuple[float, float]:
         if self.sparse:  # the missing slots need the totals first
@@ -198,16 +203,26 @@ class HistogramSplitFinder(SplitFinder):
         for node in nodes:
             if node.id not in self.hists:
                 self._children_histograms(node.parent, wanted)
+        self._score(nodes, masks)
+
+    def _score(self, nodes: list[Node], masks: list[np.ndarray]) -> None:
         score = find_best_split if self.n_slots >= SLOTS_PER_THREAD else find_best_split_serial
         for node, mask in zip(nodes, masks):
             score(self.hists[node.id], self.offsets, self.bins, self.missing, mask, node.sum_g, node.sum_h, self.reg, self._candidates)
             node.split = best_candidate(self._candidates, self.grower.features, self._cut_of)
 
-    def _children_histograms(self, parent: Node, wanted: set[int]) -> None:
-        left, right = parent.left, parent.right
-        small, large = (left, right) if left.n_rows <= right.n_rows else (right, left)
+    @staticmethod
+    def _smaller_child(parent: Node) -> Node:
+        return parent.left if parent.left.n_rows <= parent.right.n_rows else parent.right
+
+    def _children_histograms(self, parent: Node, wanted: set[int], small_hist: np.ndarray | None = None) -> None:
+        """The histograms of ``parent``'s children that are ``wanted``: the smaller child's built
+        (or ``small_hist``, built already), the larger's the parent's minus it."""
+        small = self._smaller_child(parent)
+        large = parent.right if small is parent.left else parent.left
         parent_hist = self.hists.pop(parent.id)
-        small_hist = self._build(small, False)
+        if small_hist is None:
+            small_hist = self._build(small, False)
         if large.id in wanted:
             subtract_histogram(parent_hist, small_hist, parent_hist)  # the parent's buffer becomes the sibling's
             self.hists[large.id] = parent_hist

@@ -9,6 +9,7 @@ from fusionrec.callbacks import CallbackContainer, EarlyStopping, EvaluationMoni
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.booster import Booster
 from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.external import ExternalDataset
 from fusionrec.gbdt.params import ALIASES, resolve_params
 
 
@@ -33,11 +34,12 @@ def train(
     """
     if not isinstance(num_boost_round, int) or isinstance(num_boost_round, bool) or num_boost_round < 0:
         raise FusionrecError(f"num_boost_round={num_boost_round!r}: must be an integer >= 0")
-    if not isinstance(dtrain, Dataset):
-        raise FusionrecError(f"dtrain: expected a fusionrec.gbdt.Dataset, got {type(dtrain).__name__}")
+    if not isinstance(dtrain, (Dataset, ExternalDataset)):
+        raise FusionrecError(f"dtrain: expected a fusionrec.gbdt.Dataset or ExternalDataset, got {type(dtrain).__name__}")
     evals = list(evals or [])
     for i, pair in enumerate(evals):
-        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], Dataset) and isinstance(pair[1], str)):
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], (Dataset, ExternalDataset))
+                and isinstance(pair[1], str)):  # fmt: skip
             raise FusionrecError(f"evals[{i}]: expected a (Dataset, name) pair")
     if xgb_model is None:
         booster = Booster(params)

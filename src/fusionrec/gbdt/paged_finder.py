@@ -1,0 +1,163 @@
+"""``tree_method="hist"`` on out-of-core pages (``external.ExternalDataset``).
+
+The same histograms, subtraction trick and split scoring as ``hist_finder`` (this finder is a
+``HistogramSplitFinder``), with the codes read from the pages instead of memory. The grower
+keeps every node's row ids and gradient pairs in memory; the codes are streamed, one pass
+over the pages per step that needs them:
+
+- the histograms of a whole level (every smaller child the level needs) in one pass: for each
+  page, each node's rows in the page (a slice of its ascending row ids) are added to its
+  histogram with the in-memory kernels;
+- the left / right decisions of every node the level splits, in one more pass.
+
+So a depthwise tree of depth d reads the pages about 2d + 1 times (lossguide: twice per
+split). Sums run page by page, so they may differ from the in-memory ones in the last bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes
+from fusionrec.gbdt.external import ExternalDataset
+from fusionrec.gbdt.grower import Node, SplitFinder
+from fusionrec.gbdt.hist_finder import HistogramSplitFinder
+from fusionrec.gbdt.histogram import (
+    build_histogram,
+    build_histogram_serial,
+    build_histogram_sparse,
+    build_histogram_sparse_serial,
+    fill_missing_slots,
+    n_blocks_for,
+)
+from fusionrec.gbdt.split import Regularization, Split
+
+
+class PagedHistogramSplitFinder(HistogramSplitFinder):
+    """Histogram split finding over an ExternalDataset's pages."""
+
+    tree_bins = True
+
+    def __init__(self, data: ExternalDataset, reg: Regularization):
+        # the codes are on disk: the in-memory matrices stay unset
+        self.data = data
+        self.codes = None
+        self.codes_by_feature = None
+        self.sparse = data.is_sparse
+        self.n_bins = data.n_bins_per_feature
+        self.cuts = data.cuts
+        self.reg = reg
+        self.n_features = data.n_features
+        self._free: list[np.ndarray] = []
+        self._block_hists = np.empty((0, 0, 2))
+        self._slots = None
+        self._no_slots = np.empty(0, np.uint16)
+        self.codes_changed = False
+        self.hists: dict[int, np.ndarray] = {}
+        self._decisions: dict[int, tuple[Split, np.ndarray]] = {}
+
+    def begin_tree(self, grower) -> None:
+        SplitFinder.begin_tree(self, grower)
+        n_entries = sum(page.n_entries for page in self.data.pages.pages)
+        per_row = n_entries // max(1, self.data.n_rows) if self.sparse else grower.features.shape[0]
+        self._begin_layout(grower.features, max(1, per_row))
+        self._decisions = {}
+
+    def root_sums(self, root: Node) -> tuple[float, float]:
+        sums = SplitFinder.root_sums(self, root)
+        root.sum_g, root.sum_h = sums
+        self.hists[root.id] = self._build_many([root])[root.id]
+        return sums
+
+    def find_splits(self, nodes: list[Node], masks: list[np.ndarray]) -> None:
+        wanted = {node.id for node in nodes}
+        parents = list({node.parent.id: node.parent for node in nodes if node.id not in self.hists}.values())
+        built = self._build_many([self._smaller_child(parent) for parent in parents])
+        for parent in parents:
+            self._children_histograms(parent, wanted, built[self._smaller_child(parent).id])
+        self._score(nodes, masks)
+        self._decide_many([node for node in nodes if node.split is not None])
+
+    def decide(self, node: Node, split: Split, go_left: np.ndarray) -> None:
+        decided = self._decisions.pop(node.id, None)
+        if decided is None or decided[0] is not split:
+            self._decide_many([node], split)
+            decided = self._decisions.pop(node.id)
+        go_left[: node.n_rows] = decided[1]
+
+    def forget(self, node: Node) -> None:
+        super().forget(node)
+        self._decisions.pop(node.id, None)
+
+    # -- page passes ----------------------------------------------------------------------------
+    def _segments(self, nodes: list[Node]) -> list[tuple[Node, np.ndarray, np.ndarray]]:
+        grower = self.grower
+        return [(node, grower.rows_pair[node.buffer][node.start : node.stop], grower.gh_pair[node.buffer][node.start : node.stop])
+                for node in nodes]  # fmt: skip
+
+    def _build_many(self, nodes: list[Node]) -> dict[int, np.ndarray]:
+        """Every node's histogram, in one pass over the pages."""
+        hists = {}
+        for node in nodes:
+            hist = self._take()
+            hist[:] = 0.0
+            hists[node.id] = hist
+        if not nodes:
+            return hists
+        segments = self._segments(nodes)
+        page_hist = self._take()
+        features = self.grower.features
+        for start, codes in self.data.iter_codes():
+            stop = start + codes.shape[0]
+            for node, rows, gh in segments:
+                lo, hi = np.searchsorted(rows, (start, stop))  # a node's row ids ascend (stable partitions)
+                if lo == hi:
+                    continue
+                local = (rows[lo:hi] - start).astype(np.int32)
+                blocks = self._block_hists[: n_blocks_for(hi - lo, self.entries_per_row)]
+                serial = blocks.shape[0] == 1
+                if self.sparse:  # the missing slots are filled once, from the node's totals, below
+                    (build_histogram_sparse_serial if serial else build_histogram_sparse)(
+                        codes.indptr, codes.indices, codes.codes, self._no_slots, local, gh[lo:hi], self._position,
+                        self.offsets, self.bins, 0.0, 0.0, blocks, page_hist,
+                    )  # fmt: skip
+                else:
+                    (build_histogram_serial if serial else build_histogram)(
+                        codes, local, gh[lo:hi], features, self._dense_offsets, self.bins, blocks, page_hist
+                    )
+                hists[node.id] += page_hist
+        self._give_back(page_hist)
+        if self.sparse:
+            for node in nodes:
+                fill_missing_slots(hists[node.id], self.offsets, self.bins, node.sum_g, node.sum_h)
+        return hists
+
+    def _decide_many(self, nodes: list[Node], split: Split | None = None) -> None:
+        """Each node's go-left flags for its split (or ``split``), in one pass over the pages."""
+        if not nodes:
+            return
+        segments = self._segments(nodes)
+        flags = {node.id: np.empty(node.n_rows, np.bool_) for node in nodes}
+        for start, codes in self.data.iter_codes():
+            stop = start + codes.shape[0]
+            for node, rows, _ in segments:
+                chosen = split or node.split
+                lo, hi = np.searchsorted(rows, (start, stop))
+                if lo == hi:
+                    continue
+                local = rows[lo:hi] - start
+                column = _column_codes(codes, chosen.feature, local)
+                flags[node.id][lo:hi] = np.where(column == MISSING_CODE, bool(chosen.default_left), column <= chosen.split_bin)
+        for node in nodes:
+            self._decisions[node.id] = (split or node.split, flags[node.id])
+
+
+def _column_codes(codes: np.ndarray | SparseCodes, feature: int, local_rows: np.ndarray) -> np.ndarray:
+    """The codes of ``feature`` at ``local_rows`` of a page (MISSING_CODE where absent)."""
+    if not isinstance(codes, SparseCodes):
+        return codes[local_rows, feature]
+    column = np.full(codes.shape[0], MISSING_CODE, np.uint8)
+    present = np.flatnonzero(codes.indices == feature)
+    row_of_entry = np.searchsorted(codes.indptr, present, side="right") - 1
+    column[row_of_entry] = codes.codes[present]
+    return column[local_rows]
