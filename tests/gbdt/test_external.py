@@ -42,7 +42,7 @@ def all_codes(ds: ExternalDataset) -> np.ndarray:
     parts = []
     for start, codes in ds.iter_codes():
         assert start == sum(p.shape[0] for p in parts)
-        parts.append(codes.toarray() if hasattr(codes, "toarray") else codes)
+        parts.append(codes.toarray() if hasattr(codes, "toarray") else codes.copy())  # valid until the next page
     return np.concatenate(parts)
 
 

@@ -8,13 +8,17 @@ Data that does not fit in memory comes in batches, read twice:
    values gets a cut between every pair of neighbours, exactly as in memory (``binning``); one
    with more gets the sketch's cuts, within ``sketch_eps`` of the weighted quantiles.
 2. the pages: each batch binned with those edges (uint8 codes; for sparse input the codes of
-   the present entries only, with their row and column ids) and written compressed (lz4) to a
-   page file, the pages spread round-robin over ``cache_dirs`` (the paper's block sharding
-   over disks).
+   the present entries only, with their row and column ids) and written to a page file,
+   compressed with lz4 when that saves at least a tenth (the sparse pages' ids do; the codes
+   of continuous features barely compress, and reading them compressed would cost every pass
+   a decompression for nothing), the pages spread round-robin over ``cache_dirs`` (the paper's
+   block sharding over disks).
 
 Labels and weights stay in memory (a float32 and a float64 per row). Training streams the
-pages in order; a reader thread decompresses up to ``max_pages_in_flight`` pages ahead, so
-the codes in memory are at most (max_pages_in_flight + 1) pages of ``page_rows`` rows.
+pages in order; a reader thread reads (and decompresses) up to ``max_pages_in_flight`` pages
+ahead into a ring of max_pages_in_flight + 2 reused buffers, so the codes in memory are at
+most that many pages of ``page_rows`` rows (a page's codes are valid until the next page is
+read: copy them to keep them).
 
 A source is a callable returning a fresh iterable of batches (called once per pass), a list
 of batches, or Parquet / CSV path(s) read by pyarrow in batches (``label_column``). A batch is
@@ -130,6 +134,8 @@ class PageEntry:
     n_rows: int
     n_entries: int  # present entries (sparse), or n_rows x n_features (dense)
     crc: int
+    n_bytes: int  # of the file
+    compressed: bool
 
 
 def _write_atomically(path: Path, payload: bytes) -> None:
@@ -163,6 +169,7 @@ class PageStore:
         self.n_features = n_features
         self.pages: list[PageEntry] = []
         self.n_rows = 0
+        self._ring: list[bytearray] = []
         self._finalizer = weakref.finalize(self, _remove_dirs, list(self.dirs))
 
     def append(self, codes: np.ndarray | SparseCodes) -> None:
@@ -174,14 +181,26 @@ class PageStore:
         else:
             arrays = [np.ascontiguousarray(codes)]
             n_rows, n_entries = codes.shape[0], codes.size
-        payload = lz4.frame.compress(b"".join(a.tobytes() for a in arrays), compression_level=0)
+        raw = b"".join(a.tobytes() for a in arrays)
+        payload = lz4.frame.compress(raw, compression_level=0)
+        compressed = len(payload) <= 0.9 * len(raw)
+        if not compressed:
+            payload = raw
         _write_atomically(path, payload)
-        self.pages.append(PageEntry(path, self.n_rows, n_rows, n_entries, zlib.crc32(payload)))
+        self.pages.append(PageEntry(path, self.n_rows, n_rows, n_entries, zlib.crc32(payload), len(payload), compressed))
         self.n_rows += n_rows
 
-    def read(self, page: PageEntry) -> np.ndarray | SparseCodes:
+    def read(self, page: PageEntry, buffer: bytearray | None = None) -> np.ndarray | SparseCodes:
+        """The page's codes, read into ``buffer`` when given (a view of it, valid until it is reused)."""
         try:
-            payload = page.path.read_bytes()
+            if buffer is None or len(buffer) < page.n_bytes:
+                buffer = bytearray(page.n_bytes)
+            with open(page.path, "rb") as handle:
+                n_read = handle.readinto(memoryview(buffer)[: page.n_bytes])
+            if n_read != page.n_bytes:
+                raise FusionrecError(f"{page.path}: an out-of-core page is truncated ({n_read:,} of {page.n_bytes:,} bytes); "
+                                     "rebuild the dataset")  # fmt: skip
+            payload = memoryview(buffer)[: page.n_bytes]
         except FileNotFoundError:
             raise FusionrecError(f"{page.path}: an out-of-core page is missing; it was removed while the dataset was in use "
                                  "(pages live until the dataset is closed)") from None  # fmt: skip
@@ -190,7 +209,7 @@ class PageStore:
         if zlib.crc32(payload) != page.crc:
             raise FusionrecError(f"{page.path}: an out-of-core page is damaged (CRC-32 {zlib.crc32(payload):08x}, written as "
                                  f"{page.crc:08x}); rebuild the dataset")  # fmt: skip
-        raw = lz4.frame.decompress(payload)
+        raw = lz4.frame.decompress(payload) if page.compressed else payload
         if not self.sparse:
             return np.frombuffer(raw, np.uint8).reshape(page.n_rows, self.n_features)
         indptr_bytes, index_bytes = 8 * (page.n_rows + 1), 4 * page.n_entries
@@ -206,12 +225,19 @@ class PageStore:
         stop = threading.Event()
         done = object()
 
+        # a ring of buffers, kept from pass to pass: one being filled, max_in_flight queued, one with the consumer
+        size = max((page.n_bytes for page in self.pages), default=0)
+        n_buffers = min(len(self.pages), max(1, max_in_flight) + 2)
+        if len(self._ring) != n_buffers or any(len(b) < size for b in self._ring):
+            self._ring = [bytearray(size) for _ in range(n_buffers)]
+        ring = self._ring
+
         def produce() -> None:
             try:
-                for page in self.pages:
+                for number, page in enumerate(self.pages):
                     if stop.is_set():
                         return
-                    item = (page.row_start, self.read(page))
+                    item = (page.row_start, self.read(page, ring[number % len(ring)]))
                     while not stop.is_set():
                         try:
                             ahead.put(item, timeout=0.1)
@@ -243,6 +269,7 @@ class PageStore:
 
     def remove(self) -> None:
         _remove_dirs(self.dirs)
+        self._ring = []
 
 
 def _remove_dirs(dirs: list[Path]) -> None:

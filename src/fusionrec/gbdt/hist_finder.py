@@ -215,10 +215,11 @@ class HistogramSplitFinder(SplitFinder):
     def _smaller_child(parent: Node) -> Node:
         return parent.left if parent.left.n_rows <= parent.right.n_rows else parent.right
 
-    def _children_histograms(self, parent: Node, wanted: set[int], small_hist: np.ndarray | None = None) -> None:
-        """The histograms of ``parent``'s children that are ``wanted``: the smaller child's built
-        (or ``small_hist``, built already), the larger's the parent's minus it."""
-        small = self._smaller_child(parent)
+    def _children_histograms(self, parent: Node, wanted: set[int], built: tuple[Node, np.ndarray] | None = None) -> None:
+        """The histograms of ``parent``'s children that are ``wanted``: one child's built (the
+        smaller, or ``built``: a child and its histogram, made already), the other's the
+        parent's minus it."""
+        small, small_hist = built if built is not None else (self._smaller_child(parent), None)
         large = parent.right if small is parent.left else parent.left
         parent_hist = self.hists.pop(parent.id)
         if small_hist is None:

@@ -5,18 +5,21 @@ The same histograms, subtraction trick and split scoring as ``hist_finder`` (thi
 keeps every node's row ids and gradient pairs in memory; the codes are streamed, one pass
 over the pages per step that needs them:
 
-- the histograms of a whole level (every smaller child the level needs) in one pass: for each
-  page, each node's rows in the page (a slice of its ascending row ids) are added to its
-  histogram with the in-memory kernels;
-- the left / right decisions of every node the level splits, in one more pass.
+- the root's histogram: one pass; for each page, a node's rows in the page (a slice of its
+  ascending row ids) are added with the in-memory kernels;
+- then, once the splits of a level are chosen, one pass decides left / right for every row
+  of every split node and, from the same page, adds the rows of each node's lighter child (by
+  hessian, known from the split) to its histogram; the other child's is the parent's minus it.
 
-So a depthwise tree of depth d reads the pages about 2d + 1 times (lossguide: twice per
-split). Sums run page by page, so they may differ from the in-memory ones in the last bits.
+So a depthwise tree of depth d reads the pages d + 1 times (the last level only decides;
+lossguide: once per split). Sums run page by page, so they may differ from the in-memory ones
+in the last bits.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes
 from fusionrec.gbdt.external import ExternalDataset
@@ -55,6 +58,8 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
         self.codes_changed = False
         self.hists: dict[int, np.ndarray] = {}
         self._decisions: dict[int, tuple[Split, np.ndarray]] = {}
+        # by parent id: (its lighter child is the left one, that child's histogram), built while deciding
+        self._child_hists: dict[int, tuple[bool, np.ndarray]] = {}
 
     def begin_tree(self, grower) -> None:
         SplitFinder.begin_tree(self, grower)
@@ -62,6 +67,7 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
         per_row = n_entries // max(1, self.data.n_rows) if self.sparse else grower.features.shape[0]
         self._begin_layout(grower.features, max(1, per_row))
         self._decisions = {}
+        self._child_hists = {}
 
     def root_sums(self, root: Node) -> tuple[float, float]:
         sums = SplitFinder.root_sums(self, root)
@@ -72,9 +78,14 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
     def find_splits(self, nodes: list[Node], masks: list[np.ndarray]) -> None:
         wanted = {node.id for node in nodes}
         parents = list({node.parent.id: node.parent for node in nodes if node.id not in self.hists}.values())
-        built = self._build_many([self._smaller_child(parent) for parent in parents])
+        missing = [p for p in parents if p.id not in self._child_hists]  # not built while deciding
+        built = self._build_many([self._smaller_child(parent) for parent in missing])
         for parent in parents:
-            self._children_histograms(parent, wanted, built[self._smaller_child(parent).id])
+            if parent.id in self._child_hists:
+                is_left, hist = self._child_hists.pop(parent.id)
+                self._children_histograms(parent, wanted, (parent.left if is_left else parent.right, hist))
+            else:
+                self._children_histograms(parent, wanted, (self._smaller_child(parent), built[self._smaller_child(parent).id]))
         self._score(nodes, masks)
         self._decide_many([node for node in nodes if node.split is not None])
 
@@ -88,6 +99,7 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
     def forget(self, node: Node) -> None:
         super().forget(node)
         self._decisions.pop(node.id, None)
+        self._give_back(self._child_hists.pop(node.id, (None, None))[1])
 
     # -- page passes ----------------------------------------------------------------------------
     def _segments(self, nodes: list[Node]) -> list[tuple[Node, np.ndarray, np.ndarray]]:
@@ -106,25 +118,14 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
             return hists
         segments = self._segments(nodes)
         page_hist = self._take()
-        features = self.grower.features
         for start, codes in self.data.iter_codes():
             stop = start + codes.shape[0]
             for node, rows, gh in segments:
-                lo, hi = np.searchsorted(rows, (start, stop))  # a node's row ids ascend (stable partitions)
+                lo, hi = _page_slice(rows, start, stop)
                 if lo == hi:
                     continue
-                local = (rows[lo:hi] - start).astype(np.int32)
-                blocks = self._block_hists[: n_blocks_for(hi - lo, self.entries_per_row)]
-                serial = blocks.shape[0] == 1
-                if self.sparse:  # the missing slots are filled once, from the node's totals, below
-                    (build_histogram_sparse_serial if serial else build_histogram_sparse)(
-                        codes.indptr, codes.indices, codes.codes, self._no_slots, local, gh[lo:hi], self._position,
-                        self.offsets, self.bins, 0.0, 0.0, blocks, page_hist,
-                    )  # fmt: skip
-                else:
-                    (build_histogram_serial if serial else build_histogram)(
-                        codes, local, gh[lo:hi], features, self._dense_offsets, self.bins, blocks, page_hist
-                    )
+                # the missing slots of sparse codes are filled once, from the node's totals, below
+                self._add_page_rows(codes, rows[lo:hi] - np.int32(start), gh[lo:hi], page_hist)
                 hists[node.id] += page_hist
         self._give_back(page_hist)
         if self.sparse:
@@ -133,23 +134,81 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
         return hists
 
     def _decide_many(self, nodes: list[Node], split: Split | None = None) -> None:
-        """Each node's go-left flags for its split (or ``split``), in one pass over the pages."""
+        """Each node's go-left flags for its split (or ``split``), in one pass over the pages,
+        and from the same pages the lighter child's histogram of each node whose children may
+        be split in turn (not at max_depth - 1)."""
         if not nodes:
             return
         segments = self._segments(nodes)
         flags = {node.id: np.empty(node.n_rows, np.bool_) for node in nodes}
+        max_depth = self.grower.max_depth
+        child_hists: dict[int, tuple[bool, np.ndarray]] = {}
+        if split is None:
+            for node in nodes:
+                if max_depth <= 0 or node.depth + 1 < max_depth:
+                    hist = self._take()
+                    hist[:] = 0.0
+                    child_hists[node.id] = (node.split.left_h <= node.sum_h - node.split.left_h, hist)
+        page_hist = self._take() if child_hists else None
         for start, codes in self.data.iter_codes():
             stop = start + codes.shape[0]
-            for node, rows, _ in segments:
+            for node, rows, gh in segments:
                 chosen = split or node.split
-                lo, hi = np.searchsorted(rows, (start, stop))
+                lo, hi = _page_slice(rows, start, stop)
                 if lo == hi:
                     continue
-                local = rows[lo:hi] - start
-                column = _column_codes(codes, chosen.feature, local)
-                flags[node.id][lo:hi] = np.where(column == MISSING_CODE, bool(chosen.default_left), column <= chosen.split_bin)
+                local = rows[lo:hi] - np.int32(start)
+                go_left = flags[node.id][lo:hi]
+                if isinstance(codes, SparseCodes):
+                    column = _column_codes(codes, chosen.feature, local)
+                    go_left[:] = np.where(column == MISSING_CODE, bool(chosen.default_left), column <= chosen.split_bin)
+                else:
+                    _decide_dense(codes, local, chosen.feature, chosen.split_bin, bool(chosen.default_left), go_left)
+                if node.id in child_hists:
+                    is_left, hist = child_hists[node.id]
+                    chosen_rows = go_left if is_left else ~go_left
+                    if chosen_rows.any():
+                        self._add_page_rows(codes, local[chosen_rows], gh[lo:hi][chosen_rows], page_hist)
+                        hist += page_hist
+        self._give_back(page_hist)
         for node in nodes:
             self._decisions[node.id] = (split or node.split, flags[node.id])
+        for node in nodes:
+            if node.id not in child_hists:
+                continue
+            is_left, hist = child_hists[node.id]
+            if self.sparse:
+                g, h = (node.split.left_g, node.split.left_h) if is_left else (node.sum_g - node.split.left_g, node.sum_h - node.split.left_h)
+                fill_missing_slots(hist, self.offsets, self.bins, g, h)
+            self._child_hists[node.id] = (is_left, hist)
+
+    def _add_page_rows(self, codes, local: np.ndarray, gh: np.ndarray, page_hist: np.ndarray) -> None:
+        """page_hist = the histogram of a page's rows ``local`` (missing slots of sparse codes
+        left for fill_missing_slots)."""
+        blocks = self._block_hists[: n_blocks_for(local.shape[0], self.entries_per_row)]
+        serial = blocks.shape[0] == 1
+        if self.sparse:
+            (build_histogram_sparse_serial if serial else build_histogram_sparse)(
+                codes.indptr, codes.indices, codes.codes, self._no_slots, local, gh, self._position, self.offsets, self.bins,
+                0.0, 0.0, blocks, page_hist,
+            )  # fmt: skip
+        else:
+            (build_histogram_serial if serial else build_histogram)(
+                codes, local, gh, self.grower.features, self._dense_offsets, self.bins, blocks, page_hist
+            )
+
+
+def _page_slice(rows: np.ndarray, start: int, stop: int) -> tuple[int, int]:
+    """[lo, hi) of a node's ascending row ids (the grower's partitions are stable) in a page."""
+    bounds = np.searchsorted(rows, np.array((start, stop), dtype=rows.dtype))
+    return int(bounds[0]), int(bounds[1])
+
+
+@njit(cache=True, nogil=True)
+def _decide_dense(codes, local, feature, split_bin, default_left, go_left):
+    for i in range(local.shape[0]):
+        code = codes[local[i], feature]
+        go_left[i] = default_left if code == MISSING_CODE else code <= split_bin
 
 
 def _column_codes(codes: np.ndarray | SparseCodes, feature: int, local_rows: np.ndarray) -> np.ndarray:
