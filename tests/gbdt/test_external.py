@@ -113,10 +113,27 @@ def test_a_page_deleted_or_damaged_while_in_use_is_named(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
-    with pytest.raises(FusionrecError, match=r"page-000001\.lz4: an out-of-core page is damaged \(CRC-32"):
+    with pytest.raises(FusionrecError, match=r"page-000001\.lz4: an out-of-core page is damaged \(digest"):
         all_codes(ds)
     ds.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_the_page_digest_changes_with_any_byte_or_word_order():
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 7, 8, 9, 1000, 4099):
+        data = rng.integers(0, 256, size, dtype=np.uint8)
+        digest = external.page_digest(data.tobytes())
+        assert digest == external.page_digest(bytearray(data.tobytes()))
+        for i in range(0, size, max(1, size // 17)):
+            changed = data.copy()
+            changed[i] ^= 1 << int(rng.integers(8))
+            assert external.page_digest(changed.tobytes()) != digest
+        if size >= 16:  # two 8-byte words swapped
+            swapped = data.copy()
+            swapped[:8], swapped[8:16] = data[8:16], data[:8]
+            assert (external.page_digest(swapped.tobytes()) != digest) or bytes(data[:8]) == bytes(data[8:16])
+    assert external.page_digest(b"\x00") != external.page_digest(b"\x00\x00")  # the length counts
 
 
 def test_a_full_disk_is_named_and_leaves_no_pages(tmp_path, monkeypatch):

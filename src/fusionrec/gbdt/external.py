@@ -25,8 +25,8 @@ of batches, or Parquet / CSV path(s) read by pyarrow in batches (``label_column`
 ``(X, y)``, ``(X, y, weight)`` or a dict with ``data``, ``label`` and ``weight``; X is
 anything ``fusionrec.gbdt`` reads (numpy, pandas, polars, pyarrow, scipy CSR).
 
-Every page's compressed bytes carry a CRC-32 in the manifest: a page deleted or damaged while
-training is an error naming the file. A full disk while writing is an error naming the
+Every page's bytes have a 64-bit digest kept in memory (``page_digest``), checked on every
+read: a page deleted or damaged while training is an error naming the file. A full disk while writing is an error naming the
 directory; the pages written so far are removed. Pages live in ``fusionrec-pages-<pid>-<id>``
 directories, removed by ``close()`` (or leaving a ``with`` block, or the dataset being
 collected); a killed process leaves its directory, and the next ExternalDataset in the same
@@ -42,7 +42,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -133,7 +133,7 @@ class PageEntry:
     row_start: int
     n_rows: int
     n_entries: int  # present entries (sparse), or n_rows x n_features (dense)
-    crc: int
+    digest: int  # page_digest of the file's bytes
     n_bytes: int  # of the file
     compressed: bool
 
@@ -187,7 +187,7 @@ class PageStore:
         if not compressed:
             payload = raw
         _write_atomically(path, payload)
-        self.pages.append(PageEntry(path, self.n_rows, n_rows, n_entries, zlib.crc32(payload), len(payload), compressed))
+        self.pages.append(PageEntry(path, self.n_rows, n_rows, n_entries, page_digest(payload), len(payload), compressed))
         self.n_rows += n_rows
 
     def read(self, page: PageEntry, buffer: bytearray | None = None) -> np.ndarray | SparseCodes:
@@ -206,9 +206,10 @@ class PageStore:
                                  "(pages live until the dataset is closed)") from None  # fmt: skip
         except OSError as error:
             raise FusionrecError(f"{page.path}: cannot read an out-of-core page ({error})") from None
-        if zlib.crc32(payload) != page.crc:
-            raise FusionrecError(f"{page.path}: an out-of-core page is damaged (CRC-32 {zlib.crc32(payload):08x}, written as "
-                                 f"{page.crc:08x}); rebuild the dataset")  # fmt: skip
+        digest = page_digest(payload)
+        if digest != page.digest:
+            raise FusionrecError(f"{page.path}: an out-of-core page is damaged (digest {digest:016x}, written as "
+                                 f"{page.digest:016x}); rebuild the dataset")  # fmt: skip
         raw = lz4.frame.decompress(payload) if page.compressed else payload
         if not self.sparse:
             return np.frombuffer(raw, np.uint8).reshape(page.n_rows, self.n_features)
@@ -270,6 +271,30 @@ class PageStore:
     def remove(self) -> None:
         _remove_dirs(self.dirs)
         self._ring = []
+
+
+def page_digest(payload) -> int:
+    """A 64-bit digest of a page's bytes to catch damage (not an adversary): each 8-byte word,
+    keyed by its position, through a multiply-xorshift mix, summed; the tail bytes likewise. At
+    about 20 GB/s it costs a pass a fraction of what CRC-32 (4 GB/s) would."""
+    data = np.frombuffer(payload, np.uint8)
+    n_words = data.shape[0] // 8
+    tail = np.zeros(8, np.uint8)
+    tail[: data.shape[0] - 8 * n_words] = data[8 * n_words :]
+    return int(_digest_words(data[: 8 * n_words].view(np.uint64), tail.view(np.uint64), np.uint64(data.shape[0])))
+
+
+@njit(cache=True, nogil=True)
+def _digest_words(words, tail, length):
+    key = np.uint64(0x9E3779B97F4A7C15)
+    total = length * key
+    for i in range(words.shape[0] + 1):
+        word = words[i] if i < words.shape[0] else tail[0]
+        x = word ^ (np.uint64(i) * key)
+        x ^= x >> np.uint64(29)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        total += x ^ (x >> np.uint64(32))
+    return total
 
 
 def _remove_dirs(dirs: list[Path]) -> None:
@@ -340,7 +365,8 @@ class ExternalDataset:
         self.max_pages_in_flight = int(max_pages_in_flight)
         dirs = cache_dirs if isinstance(cache_dirs, (list, tuple)) else [cache_dirs or tempfile.gettempdir()]
         self.cache_dirs = [Path(d) for d in dirs]
-        self._first_pass(sketch_eps, feature_names)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as self._pool:
+            self._first_pass(sketch_eps, feature_names)
         self.cut_table, self.n_cuts = pack_cuts(self.cuts)
         self.pages = PageStore(self.cache_dirs, self.is_sparse, self.n_features)
         try:
@@ -379,14 +405,19 @@ class ExternalDataset:
             row_weight = np.ones(matrix.n_rows) if weight is None else weight
             if matrix.is_sparse:
                 csc = matrix.values.tocsc()
-                for j in range(n_features):
+
+                def push(j: int) -> None:
                     rows = csc.indices[csc.indptr[j] : csc.indptr[j + 1]]
                     kept = keep[rows]
                     sketches[j].push(csc.data[csc.indptr[j] : csc.indptr[j + 1]][kept], row_weight[rows][kept])
             else:
                 values = matrix.values if keep.all() else matrix.values[keep]
-                for j in range(n_features):
+
+                def push(j: int) -> None:
                     sketches[j].push(values[:, j], row_weight[keep])
+
+            # features in parallel: the sort and the summary kernels release the GIL
+            list(self._pool.map(push, range(n_features)))
         if n_features is None:
             raise FusionrecError("source: gave no batches")
         self.n_features = n_features

@@ -19,13 +19,15 @@ in the last bits.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes
 from fusionrec.gbdt.external import ExternalDataset
 from fusionrec.gbdt.grower import Node, SplitFinder
 from fusionrec.gbdt.hist_finder import HistogramSplitFinder
+from fusionrec.gbdt._jit import parallel_and_serial
 from fusionrec.gbdt.histogram import (
+    _add_row,
     build_histogram,
     build_histogram_serial,
     build_histogram_sparse,
@@ -68,6 +70,7 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
         self._begin_layout(grower.features, max(1, per_row))
         self._decisions = {}
         self._child_hists = {}
+        self._no_hist = np.zeros((1, 2))  # the hist argument of a kernel call that adds nothing
 
     def root_sums(self, root: Node) -> tuple[float, float]:
         sums = SplitFinder.root_sums(self, root)
@@ -159,11 +162,16 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
                     continue
                 local = rows[lo:hi] - np.int32(start)
                 go_left = flags[node.id][lo:hi]
-                if isinstance(codes, SparseCodes):
-                    column = _column_codes(codes, chosen.feature, local)
-                    go_left[:] = np.where(column == MISSING_CODE, bool(chosen.default_left), column <= chosen.split_bin)
-                else:
-                    _decide_dense(codes, local, chosen.feature, chosen.split_bin, bool(chosen.default_left), go_left)
+                if not isinstance(codes, SparseCodes):  # one kernel decides and adds the lighter child's rows
+                    is_left, hist = child_hists.get(node.id, (True, self._no_hist))
+                    blocks = self._block_hists[: n_blocks_for(hi - lo, self.entries_per_row)]
+                    (_decide_and_add_serial if blocks.shape[0] == 1 else _decide_and_add)(
+                        codes, local, gh[lo:hi], chosen.feature, chosen.split_bin, bool(chosen.default_left), is_left,
+                        node.id in child_hists, self.grower.features, self._dense_offsets, self.bins, blocks, go_left, hist,
+                    )  # fmt: skip
+                    continue
+                column = _column_codes(codes, chosen.feature, local)
+                go_left[:] = np.where(column == MISSING_CODE, bool(chosen.default_left), column <= chosen.split_bin)
                 if node.id in child_hists:
                     is_left, hist = child_hists[node.id]
                     chosen_rows = go_left if is_left else ~go_left
@@ -204,11 +212,30 @@ def _page_slice(rows: np.ndarray, start: int, stop: int) -> tuple[int, int]:
     return int(bounds[0]), int(bounds[1])
 
 
-@njit(cache=True, nogil=True)
-def _decide_dense(codes, local, feature, split_bin, default_left, go_left):
-    for i in range(local.shape[0]):
-        code = codes[local[i], feature]
-        go_left[i] = default_left if code == MISSING_CODE else code <= split_bin
+def _decide_and_add(codes, local, gh, feature, split_bin, default_left, take_left, add, features, offsets, bins,
+                    block_hists, go_left, hist):  # fmt: skip
+    """go_left of a page's rows ``local`` of one node; with ``add``, the rows going to the
+    ``take_left`` side added to ``hist`` (summed in row blocks, as build_histogram)."""
+    n = local.shape[0]
+    n_blocks = block_hists.shape[0]
+    block_size = (n + n_blocks - 1) // n_blocks
+    all_features = features.shape[0] == codes.shape[1]
+    for b in prange(n_blocks):
+        part = block_hists[b]
+        if add:
+            part[:] = 0.0
+        for i in range(b * block_size, min(n, (b + 1) * block_size)):
+            code = codes[local[i], feature]
+            left = default_left if code == MISSING_CODE else code <= split_bin
+            go_left[i] = left
+            if add and left == take_left:
+                _add_row(codes, local[i], np.float64(gh[i, 0]), np.float64(gh[i, 1]), features, all_features, offsets, bins, part)
+    if add:
+        for b in range(n_blocks):
+            hist += block_hists[b]
+
+
+_decide_and_add, _decide_and_add_serial = parallel_and_serial(_decide_and_add)
 
 
 def _column_codes(codes: np.ndarray | SparseCodes, feature: int, local_rows: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from numba import njit
 from fusionrec.errors import FusionrecError
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def summary_from_sorted(values, weights):
     """Exact summary of ``values`` (ascending) with ``weights``; zero-weight values are dropped."""
     n = values.shape[0]
@@ -54,7 +54,7 @@ def summary_from_sorted(values, weights):
     return out_v[:size], out_rmin[:size], out_rmax[:size], out_w[:size]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def merge_summaries(av, armin, armax, aw, bv, brmin, brmax, bw):
     """Summary of the union of two disjoint multisets (XGBoost's SetCombine)."""
     na, nb = av.shape[0], bv.shape[0]
@@ -110,7 +110,7 @@ def merge_summaries(av, armin, armax, aw, bv, brmin, brmax, bw):
     return v[:size], rmin[:size], rmax[:size], w[:size]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def prune_summary(v, rmin, rmax, w, max_size):
     """Keep at most ``max_size`` entries (first and last always), each chosen nearest the
     ranks k * W / (max_size - 1): adds at most W / (max_size - 1) to the error (XGBoost's SetPrune)."""
@@ -148,7 +148,7 @@ def prune_summary(v, rmin, rmax, w, max_size):
     return v[keep], rmin[keep], rmax[keep], w[keep]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def summary_error(rmin, rmax, w, total):
     """The summary's ε: the most weight that may lie strictly between two neighbouring
     entries (or beyond the ends), over W: appendix A's condition on neighbours, with each
