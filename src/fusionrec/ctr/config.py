@@ -587,7 +587,9 @@ class CMBFConfig(_Strict):
     final_dnn: DNN
 
 
-class UniterTower(_Strict):
+class _TransformerParams(_Strict):
+    """The BERT encoder fields EasyRec's UNITER tower and BST layer share."""
+
     hidden_size: int = Field(ge=1)
     num_hidden_layers: int = Field(ge=0)
     num_attention_heads: int = Field(ge=1)
@@ -595,16 +597,19 @@ class UniterTower(_Strict):
     hidden_act: Literal["gelu", "relu", "tanh", "swish"] = "gelu"
     hidden_dropout_prob: float = Field(0.1, ge=0, lt=1)
     attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1)
-    max_position_embeddings: int = Field(512, ge=0)
     use_position_embeddings: bool = True
     initializer_range: float = Field(0.02, gt=0)
-    other_feature_dnn: DNN | None = None
 
     @model_validator(mode="after")
     def _heads(self):
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}")
         return self
+
+
+class UniterTower(_TransformerParams):
+    max_position_embeddings: int = Field(512, ge=0)
+    other_feature_dnn: DNN | None = None
 
 
 class UniterConfig(_Strict):
@@ -715,6 +720,8 @@ class LossConfig(_Strict):
         _only_implemented("learn_loss_weight", self.learn_loss_weight, False, "the configured weight")
         if self.loss_type == "JRC_LOSS" and self.jrc_loss is None:
             raise ValueError("losses: JRC_LOSS needs its jrc_loss { session_name: ... } (EasyRec's JRCLoss requires session_name)")
+        if self.loss_type == "ZILN_LOSS" and self.ziln_loss is None:  # EasyRec's defaults, for the loss and the prediction
+            self.ziln_loss = ZILNLoss()
         return self
 
 
@@ -1047,26 +1054,11 @@ class AutoDisEmbeddingParams(_Strict):
     output_tensor_list: bool = False
 
 
-class BSTEncoderParams(_Strict):
-    hidden_size: int = Field(ge=1)
-    num_hidden_layers: int = Field(ge=0)
-    num_attention_heads: int = Field(ge=1)
-    intermediate_size: int = Field(ge=1)
-    hidden_act: Literal["gelu", "relu", "tanh", "swish"] = "gelu"
-    hidden_dropout_prob: float = Field(0.1, ge=0, lt=1)
-    attention_probs_dropout_prob: float = Field(0.1, ge=0, lt=1)
+class BSTEncoderParams(_TransformerParams):
     max_position_embeddings: int = Field(512, ge=1)
-    use_position_embeddings: bool = True
-    initializer_range: float = Field(0.02, gt=0)
     output_all_token_embeddings: bool = True
     target_item_position: Literal["head", "tail", "ignore"] = "head"
     reserve_target_position: bool = True
-
-    @model_validator(mode="after")
-    def _heads(self):
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"bst: hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}")
-        return self
 
 
 class DINEncoderParams(_Strict):

@@ -477,8 +477,9 @@ class TableReader:
         holds at most that many (raw_input_dim: fewer are zeros, as EasyRec densifies them)."""
         text = pc.fill_null(text, "")
         if per_position:
-            positions = pc.list_flatten(pc.split_pattern(text, separator))
-            position_rows = pc.list_parent_indices(pc.split_pattern(text, separator)).to_numpy(zero_copy_only=False)
+            split = pc.split_pattern(text, separator)
+            positions = pc.list_flatten(split)
+            position_rows = pc.list_parent_indices(split).to_numpy(zero_copy_only=False)
             n_values = pc.add(pc.count_substring(positions, multi_separator), 1).to_numpy(zero_copy_only=False)
             bad(_rows_with(len(text), position_rows, n_values > per_position),
                 f"holds a position of more than {per_position} numbers joined by {multi_separator!r} (raw_input_dim {per_position})")

@@ -61,9 +61,8 @@ class Task:
             if entry.loss_type == JRC_LOSS:
                 return cls(BINARY, 1, shaping_loss=JRC_LOSS)
             if entry.loss_type == ZILN_LOSS:
-                params = entry.ziln_loss
-                head_params = ((params.max_sigma, params.max_log_clip_value, float(params.return_log_pred_value))
-                               if params is not None else (5.0, 20.0, 0.0))  # fmt: skip
+                params = entry.ziln_loss  # the config fills EasyRec's defaults
+                head_params = (params.max_sigma, params.max_log_clip_value, float(params.return_log_pred_value))
                 return cls(ZILN, 1, shaping_loss=ZILN_LOSS, head_params=head_params)
         kind = LOSS_TYPE_TASKS[loss_type] or (MULTICLASS if num_class > 1 else BINARY)
         return cls(kind, num_class if kind == MULTICLASS else 1, loss_type == "SIGMOID_L2_LOSS")

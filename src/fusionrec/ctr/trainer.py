@@ -25,7 +25,7 @@ from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.callbacks import CallbackContainer, TrainingCallback
 from fusionrec.ctr import losses
 from fusionrec.ctr.config import (AdamOptimizer, BinaryFocalLoss, F1ReweightedLoss, Optimizer, PairwiseLogisticLoss,
-                                  PairwiseLoss, PipelineConfig, ZILNLoss, dump_config)  # fmt: skip
+                                  PairwiseLoss, PipelineConfig, dump_config)  # fmt: skip
 from fusionrec.ctr.optimizers import SPARSE_CAPABLE, Optimizers, make_part
 from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, resolve_paths
 from fusionrec.ctr.distributed import (TrainingStep, World, data_parallel, gather_objects, merge_feature_counts,
@@ -92,6 +92,7 @@ class Trainer:
                                       for entry in tower.losses if entry.jrc_loss is not None})  # fmt: skip
         self.transform = FeatureTransform(config, base_dir)
         self.model = build_model(config, self.transform)
+        self._training_step = TrainingStep(self.model, bool(self.towers))
         self.optimizer = self._make_optimizer()
         self.step = 0
         self.epoch = 0
@@ -257,7 +258,7 @@ class Trainer:
                 value = losses.jrc(logits, labels, sessions[params.session_name], weights, params.alpha,
                                    params.same_label_loss, params.loss_weight_strategy)  # fmt: skip
             elif entry.loss_type == "ZILN_LOSS":
-                params = entry.ziln_loss or ZILNLoss()
+                params = entry.ziln_loss
                 value = losses.ziln(logits, labels, weights, params.mu_regularization, params.sigma_regularization,
                                     params.max_sigma, params.classification_weight, params.regression_weight)  # fmt: skip
             else:  # PAIRWISE_LOGISTIC_LOSS
@@ -381,7 +382,7 @@ class Trainer:
             print(f"train_distribute {train.train_distribute}: training in this one process (start it with torchrun "
                   "for data-parallel workers)")  # fmt: skip
         if world.is_distributed and self._data_parallel is None:
-            self._data_parallel = data_parallel(TrainingStep(self.model, bool(self.towers)))
+            self._data_parallel = data_parallel(self._training_step)
         container = CallbackContainer(callbacks or [])
         container.before_training(self)
         history = []
@@ -487,13 +488,7 @@ class Trainer:
     def _training_forward(self, features, weights):
         """(logits, auxiliary loss or None): a model with several heads (``training_heads``)
         gives each head's logits and its distillation loss; a multi-task model each tower's."""
-        if self._data_parallel is not None:
-            return self._data_parallel(features, weights)
-        if hasattr(self.model, "training_heads"):  # before the towers: a backbone's auxiliary losses
-            return self.model.training_heads(features, weights)
-        if self.towers:
-            return self.model.forward_heads(features), None
-        return self.model(features), None
+        return (self._data_parallel or self._training_step)(features, weights)
 
     def _with_features(self, batches, reader: TableReader, epoch: int, first_batch: int):
         """(batch, features) pairs. Run on the prefetch thread, so that the feature transform

@@ -365,8 +365,8 @@ class ExternalDataset:
         self.max_pages_in_flight = int(max_pages_in_flight)
         dirs = cache_dirs if isinstance(cache_dirs, (list, tuple)) else [cache_dirs or tempfile.gettempdir()]
         self.cache_dirs = [Path(d) for d in dirs]
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as self._pool:
-            self._first_pass(sketch_eps, feature_names)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            self._first_pass(sketch_eps, feature_names, pool)
         self.cut_table, self.n_cuts = pack_cuts(self.cuts)
         self.pages = PageStore(self.cache_dirs, self.is_sparse, self.n_features)
         try:
@@ -378,7 +378,7 @@ class ExternalDataset:
     def _batches(self) -> Iterator[Batch]:
         return iter_batches(self.source, label_column=self.label_column, weight_column=self.weight_column)
 
-    def _first_pass(self, sketch_eps: float, feature_names: list[str] | None) -> None:
+    def _first_pass(self, sketch_eps: float, feature_names: list[str] | None, pool: ThreadPoolExecutor) -> None:
         labels, weights, sketches = [], [], None
         self.feature_names, self.is_sparse, n_features = feature_names, None, None
         for number, batch in enumerate(self._batches()):
@@ -417,7 +417,7 @@ class ExternalDataset:
                     sketches[j].push(values[:, j], row_weight[keep])
 
             # features in parallel: the sort and the summary kernels release the GIL
-            list(self._pool.map(push, range(n_features)))
+            list(pool.map(push, range(n_features)))
         if n_features is None:
             raise FusionrecError("source: gave no batches")
         self.n_features = n_features
