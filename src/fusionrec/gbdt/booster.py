@@ -103,6 +103,18 @@ class Booster:
         return state
 
     def _configure(self, dtrain: Dataset) -> None:
+        self.bind_schema(dtrain)
+        objective = self.objective
+        if dtrain.label is None:
+            raise FusionrecError("dtrain: a training Dataset needs a label")
+        if objective.name != "custom":
+            objective.check_label(dtrain.label)
+        if self.base_score is None:
+            self.base_score = objective.base_score_from(dtrain.label, dtrain.weight)
+
+    def bind_schema(self, dtrain: Any) -> None:
+        """Take the training data's features and bin edges (a first fit), or check that its
+        features are this model's (continued training); check that the metrics fit."""
         if self.n_features is None:
             self.n_features = dtrain.n_features
             self.feature_names = None if dtrain.feature_names is None else list(dtrain.feature_names)
@@ -111,13 +123,6 @@ class Booster:
             check_feature_names(self.feature_names, dtrain.feature_names, self.n_features, dtrain.n_features, "dtrain")
         self.cuts = list(dtrain.cuts)
         self.max_bin = dtrain.max_bin
-        objective = self.objective
-        if dtrain.label is None:
-            raise FusionrecError("dtrain: a training Dataset needs a label")
-        if objective.name != "custom":
-            objective.check_label(dtrain.label)
-        if self.base_score is None:
-            self.base_score = objective.base_score_from(dtrain.label, dtrain.weight)
         for name in metric_names(self.params):
             check_metric_fits(name, self.n_groups, str(self.params["objective"]))
 
@@ -168,10 +173,14 @@ class Booster:
         if self._round is None or self._round.objective is not self.objective or self._round.params is not self.params:
             self._round = BoostingRound(self.params, self.objective, self.n_groups)
         margin = self._cached_margin(dtrain)
-        for group, tree in enumerate(self._round.run(dtrain, margin, self.rng)):
+        self.append_round(self._round.run(dtrain, margin, self.rng))
+        self._margin_cache[id(dtrain)] = (dtrain, margin, len(self.trees))
+
+    def append_round(self, trees: list[Tree]) -> None:
+        """Add one round's trees, one per output group in group order."""
+        for group, tree in enumerate(trees):
             self.trees.append(tree)
             self.tree_group.append(group)
-        self._margin_cache[id(dtrain)] = (dtrain, margin, len(self.trees))
         self._forest = None
 
     # -- evaluation --------------------------------------------------------------------------
@@ -183,30 +192,35 @@ class Booster:
     ) -> dict[str, dict[str, float]]:
         """Metric values on each ``(dataset, name)`` for the current trees."""
         results: dict[str, dict[str, float]] = {}
-        objective = self.objective
-        names = metric_names(self.params)
         for dataset, name in evals:
             if dataset.label is None:
                 raise FusionrecError(f"evals: data set {name!r} has no label")
             with _threads(self.params["n_jobs"]):
                 margin = self._cached_margin(dataset)
-            row: dict[str, float] = {}
-            if names:
-                if objective.name != "custom":
-                    objective.check_label(dataset.label)
-                metric_input = objective.metric_input(margin)
-                for metric in names:
-                    row[metric] = evaluate(
-                        metric, dataset.label, metric_input, dataset.weight, dataset, bool(self.params["ndcg_exp_gain"])
-                    )
-            if feval is not None:
-                predt = objective.transform(margin)
-                out = feval(predt, dataset)
-                pairs = out if isinstance(out, list) else [out]
-                for metric, value in pairs:
-                    row[str(metric)] = float(value)
-            results[name] = row
+            results[name] = self.metrics_of(margin, dataset, feval)
         return results
+
+    def metrics_of(self, margin: np.ndarray, dataset: Any, feval: Callable | None = None) -> dict[str, float]:
+        """Every metric of the parameters (and ``feval``'s) on ``margin``, the margins of
+        ``dataset``'s rows (its label, weight and query groups)."""
+        objective = self.objective
+        names = metric_names(self.params)
+        row: dict[str, float] = {}
+        if names:
+            if objective.name != "custom":
+                objective.check_label(dataset.label)
+            metric_input = objective.metric_input(margin)
+            for metric in names:
+                row[metric] = evaluate(
+                    metric, dataset.label, metric_input, dataset.weight, dataset, bool(self.params["ndcg_exp_gain"])
+                )
+        if feval is not None:
+            predt = objective.transform(margin)
+            out = feval(predt, dataset)
+            pairs = out if isinstance(out, list) else [out]
+            for metric, value in pairs:
+                row[str(metric)] = float(value)
+        return row
 
     # -- prediction ---------------------------------------------------------------------------
     def _matrix(self, data: Any, validate_features: bool = True) -> FeatureMatrix:

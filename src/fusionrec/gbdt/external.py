@@ -53,9 +53,10 @@ import scipy.sparse as sp
 from numba import njit, prange
 
 from fusionrec.errors import FusionrecError
-from fusionrec.gbdt.binning import MAX_VALUE_BINS, MISSING_CODE, SparseCodes, _cuts_of_column, apply_cuts, pack_cuts
+from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes, apply_cuts, pack_cuts
 from fusionrec.gbdt.data import FeatureMatrix, check_label, check_weight, to_feature_matrix
-from fusionrec.gbdt.sketch import WeightedQuantileSketch, cuts_from_summary, prune_summary
+from fusionrec.gbdt.sketch import WeightedQuantileSketch, sketch_cuts
+from fusionrec.gbdt.tree import add_leaf_values_by_codes_dense, add_leaf_values_by_codes_sparse
 
 PAGE_DIR_PREFIX = "fusionrec-pages-"
 DEFAULT_PAGE_ROWS = 1 << 18
@@ -324,27 +325,6 @@ def _process_exists(pid: int) -> bool:
 
 
 # ------------------------------------------------------------------ the data set
-def sketch_cuts(sketches: list[WeightedQuantileSketch], max_bin: int) -> list[np.ndarray]:
-    """Each feature's cuts from its merged sketch: between every pair of neighbouring values
-    when it has few distinct ones (the in-memory rule, exactly), else the sketch's quantiles."""
-    max_value_bins = min(max_bin, MAX_VALUE_BINS)
-    out = []
-    for sketch in sketches:
-        values, rmin, rmax, weights = sketch.summary()
-        if values.shape[0] <= max_value_bins and _all_distinct_exact(sketch, values):
-            table = np.empty(max(max_value_bins - 1, 1))
-            n = _cuts_of_column(values, weights, max_value_bins, table)
-            out.append(table[:n].copy())
-        else:
-            out.append(cuts_from_summary(prune_summary(values, rmin, rmax, weights, max_value_bins + 1)[0], max_value_bins))
-    return out
-
-
-def _all_distinct_exact(sketch: WeightedQuantileSketch, values: np.ndarray) -> bool:
-    """Whether the summary still holds every distinct value: it was never pruned below them."""
-    return values.shape[0] < sketch.limit
-
-
 class ExternalDataset:
     """Training data paged to disk (see the module docstring). Use it where a ``Dataset`` goes
     as ``reference`` (its bin edges), or iterate ``iter_codes()``; ``close()`` removes the pages."""
@@ -471,10 +451,10 @@ class ExternalDataset:
             for tree, group in zip(trees, groups):
                 out = margin[start : start + codes.shape[0], group]
                 if isinstance(codes, SparseCodes):
-                    _add_leaf_values_sparse(codes.indptr, codes.indices, codes.codes, tree.feature, tree.split_bin, tree.left,
+                    add_leaf_values_by_codes_sparse(codes.indptr, codes.indices, codes.codes, tree.feature, tree.split_bin, tree.left,
                                             tree.right, tree.default_left, tree.value, out)  # fmt: skip
                 else:
-                    _add_leaf_values_dense(codes, tree.feature, tree.split_bin, tree.left, tree.right, tree.default_left,
+                    add_leaf_values_by_codes_dense(codes, tree.feature, tree.split_bin, tree.left, tree.right, tree.default_left,
                                            tree.value, out)  # fmt: skip
                 margin[start : start + codes.shape[0], group] = out
 
@@ -494,32 +474,6 @@ class ExternalDataset:
     def __repr__(self) -> str:
         return (f"ExternalDataset({self.n_rows:,} rows x {self.n_features} features, {len(self.pages.pages)} pages in "
                 f"{[str(d) for d in self.pages.dirs]})")  # fmt: skip
-
-
-@njit(parallel=True, cache=True)
-def _add_leaf_values_dense(codes, feature, split_bin, left, right, default_left, value, out):
-    for r in prange(codes.shape[0]):
-        node = 0
-        while feature[node] >= 0:
-            code = codes[r, feature[node]]
-            go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
-            node = left[node] if go_left else right[node]
-        out[r] += value[node]
-
-
-@njit(parallel=True, cache=True)
-def _add_leaf_values_sparse(indptr, indices, codes, feature, split_bin, left, right, default_left, value, out):
-    for r in prange(indptr.shape[0] - 1):
-        node = 0
-        while feature[node] >= 0:
-            code = MISSING_CODE
-            for e in range(indptr[r], indptr[r + 1]):
-                if indices[e] == feature[node]:
-                    code = codes[e]
-                    break
-            go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
-            node = left[node] if go_left else right[node]
-        out[r] += value[node]
 
 
 def _stack(values: list) -> np.ndarray | sp.csr_matrix:

@@ -264,6 +264,7 @@ class TreeGrower:
         self.gh = gh
         self.workspace = workspace
         n = rows.shape[0]
+        self.n_rows = n
         self.rows_pair = tuple(buffer[:n] for buffer in workspace.rows_pair)
         self.gh_pair = tuple(buffer[:n] for buffer in workspace.gh_pair)
         self.rows = self.rows_pair[0]  # after grow(): every leaf's rows, as segments
@@ -274,6 +275,11 @@ class TreeGrower:
         else:
             np.take(gh, rows, axis=0, out=self.gh_pair[0])
         self.all_rows = all_rows
+        self._go_left = workspace.go_left
+        self._bind(sampler, params)
+
+    def _bind(self, sampler: FeatureSampler, params) -> None:
+        """The tree's constants: its features and the growth parameters."""
         self.sampler = sampler
         self.features = sampler.tree_features
         p = params
@@ -283,7 +289,6 @@ class TreeGrower:
         self.max_leaves = int(p["max_leaves"])
         self.lossguide = p["grow_policy"] == "lossguide"
         self.learning_rate = float(p["learning_rate"])
-        self._go_left = workspace.go_left
         self.nodes: list[Node] = []
 
     def _can_split(self, node: Node) -> bool:
@@ -309,9 +314,8 @@ class TreeGrower:
     # -- growth ---------------------------------------------------------------------------
     def grow(self) -> tuple[Tree, list[tuple[int, int, int]]]:
         """The tree (leaf values scaled by the learning rate) and (leaf node, start, stop) segments."""
-        n = self.rows.shape[0]
         self.finder.begin_tree(self)
-        root = self._new_node(0, n, 0, 0.0, 0.0, 0)
+        root = self._new_node(0, self.n_rows, 0, 0.0, 0.0, 0)
         root.sum_g, root.sum_h = self.finder.root_sums(root)
         self._find([root] if self._can_split(root) else [])
         if self.lossguide:
@@ -320,10 +324,7 @@ class TreeGrower:
             self._grow_depthwise(root)
         for node in self.nodes:
             self.finder.forget(node)
-            if node.left is None and node.buffer == 1:
-                # every leaf's rows into self.rows; leaves tile [0, n), so after pruning a
-                # collapsed node's segment there holds exactly its rows too
-                self.rows[node.start : node.stop] = self.rows_pair[1][node.start : node.stop]
+        self._gather_leaf_rows()
         self.finder.end_tree()
         self._prune()
         return self._flatten()
@@ -368,18 +369,29 @@ class TreeGrower:
             self.finder.forget(node)
         return children
 
-    def _split(self, node: Node) -> tuple[Node, Node]:
-        split = node.split
+    def _gather_leaf_rows(self) -> None:
+        """Every leaf's rows into ``self.rows``; leaves tile [0, n), so after pruning a
+        collapsed node's segment there holds exactly its rows too."""
+        for node in self.nodes:
+            if node.left is None and node.buffer == 1:
+                self.rows[node.start : node.stop] = self.rows_pair[1][node.start : node.stop]
+
+    def _partition(self, node: Node) -> int:
+        """Move the node's rows, left ones first, into the other buffer; the number gone left."""
         source, target = node.buffer, 1 - node.buffer
         go_left = self._go_left[: node.n_rows]
-        self.finder.decide(node, split, go_left)
-        n_left = int(
+        self.finder.decide(node, node.split, go_left)
+        return int(
             kernel_for(node.n_rows, partition_rows, partition_rows_serial)(
                 self.rows_pair[source], self.gh_pair[source], self.rows_pair[target], self.gh_pair[target],
                 node.start, node.stop, go_left, n_partition_blocks(node.n_rows),
             )
         )  # fmt: skip
-        mid = node.start + n_left
+
+    def _split(self, node: Node) -> tuple[Node, Node]:
+        split = node.split
+        target = 1 - node.buffer
+        mid = node.start + self._partition(node)
         left = self._new_node(node.start, mid, target, split.left_g, split.left_h, node.depth + 1, node)
         right = self._new_node(mid, node.stop, target, node.sum_g - split.left_g, node.sum_h - split.left_h, node.depth + 1, node)
         node.left, node.right = left, right

@@ -58,6 +58,9 @@ class Objective:
     is_classification = False
     #: quantile that leaf values are refreshed to (reg:absoluteerror, reg:quantileerror)
     leaf_quantile: float | None = None
+    #: base_score_from(y, w) is a function of the weighted label mean (distributed training
+    #: computes only that); False for objectives starting from a quantile
+    base_score_from_mean = True
 
     def __init__(self, params: dict):
         self.params = params
@@ -118,6 +121,7 @@ class AbsoluteError(Objective):
     """L1 loss: sign gradients grow the tree, then each leaf becomes the residuals' weighted median."""
 
     name = "reg:absoluteerror"
+    base_score_from_mean = False
     leaf_quantile = 0.5
 
     def base_score_from(self, y, w):
@@ -129,6 +133,7 @@ class AbsoluteError(Objective):
 
 class QuantileError(Objective):
     name = "reg:quantileerror"
+    base_score_from_mean = False
 
     def __init__(self, params):
         super().__init__(params)
@@ -145,6 +150,7 @@ class QuantileError(Objective):
 
 class PseudoHuberError(Objective):
     name = "reg:pseudohubererror"
+    base_score_from_mean = False
 
     def base_score_from(self, y, w):
         return weighted_quantile(y, w, 0.5)

@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 
 from fusionrec.errors import FusionrecError
+from fusionrec.gbdt.binning import MAX_VALUE_BINS, _cuts_of_column
 
 
 @njit(cache=True, nogil=True)
@@ -201,7 +202,14 @@ class WeightedQuantileSketch:
         if values.size == 0:
             return
         order = np.argsort(values, kind="mergesort")
-        summary = prune_summary(*summary_from_sorted(values[order], weights[order]), self.limit)
+        self.push_summary(summary_from_sorted(values[order], weights[order]))
+
+    def push_summary(self, summary: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Merge in the summary of a disjoint part of the data (another page's, partition's or
+        worker's ``summary()``), as one more batch."""
+        if summary[0].shape[0] == 0:
+            return
+        summary = prune_summary(*summary, self.limit)
         level = 0
         while True:  # carry up the binary counter of levels
             if level == len(self._level_summaries):
@@ -246,3 +254,24 @@ def query_summary(values, rmin, rmax, w, rank: float) -> float:
     if 2.0 * rank < (rmin[i] + w[i]) + (rmax[i + 1] - w[i + 1]):
         return float(values[i])
     return float(values[i + 1])
+
+
+def sketch_cuts(sketches: list[WeightedQuantileSketch], max_bin: int) -> list[np.ndarray]:
+    """Each feature's cuts from its merged sketch: between every pair of neighbouring values
+    when it has few distinct ones (the in-memory rule, exactly), else the sketch's quantiles."""
+    max_value_bins = min(max_bin, MAX_VALUE_BINS)
+    out = []
+    for sketch in sketches:
+        values, rmin, rmax, weights = sketch.summary()
+        if values.shape[0] <= max_value_bins and _all_distinct_exact(sketch, values):
+            table = np.empty(max(max_value_bins - 1, 1))
+            n = _cuts_of_column(values, weights, max_value_bins, table)
+            out.append(table[:n].copy())
+        else:
+            out.append(cuts_from_summary(prune_summary(values, rmin, rmax, weights, max_value_bins + 1)[0], max_value_bins))
+    return out
+
+
+def _all_distinct_exact(sketch: WeightedQuantileSketch, values: np.ndarray) -> bool:
+    """Whether the summary still holds every distinct value: it was never pruned below them."""
+    return values.shape[0] < sketch.limit

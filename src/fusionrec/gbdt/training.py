@@ -41,22 +41,51 @@ def train(
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], (Dataset, ExternalDataset))
                 and isinstance(pair[1], str)):  # fmt: skip
             raise FusionrecError(f"evals[{i}]: expected a (Dataset, name) pair")
-    if xgb_model is None:
-        booster = Booster(params)
-    else:
-        booster = xgb_model.copy() if isinstance(xgb_model, Booster) else Booster.load_model(xgb_model)
-        if params:
-            # canonical names first, so an alias (eta) overrides the saved name (learning_rate)
-            given = {ALIASES.get(name, name): value for name, value in params.items()}
-            booster.params = resolve_params({**booster.params, **given})
-            booster._objective = None
+    booster = start_booster(params, xgb_model)
     if obj is not None:
         booster.set_objective(obj)
+    return run_rounds(
+        booster, num_boost_round,
+        update=lambda model, iteration: model.update(dtrain, iteration),
+        evaluate=(lambda model, iteration: model.eval_set(evals, iteration, custom_metric)) if evals else None,
+        callbacks=callbacks, verbose_eval=verbose_eval, early_stopping_rounds=early_stopping_rounds,
+        evals_result=evals_result,
+    )  # fmt: skip
+
+
+def start_booster(params: dict[str, Any], xgb_model: Booster | str | Path | None) -> Booster:
+    """A new booster of ``params``, or a copy of ``xgb_model`` (a booster or model file) with
+    ``params`` over its own, to continue training."""
+    if xgb_model is None:
+        return Booster(params)
+    booster = xgb_model.copy() if isinstance(xgb_model, Booster) else Booster.load_model(xgb_model)
+    if params:
+        # canonical names first, so an alias (eta) overrides the saved name (learning_rate)
+        given = {ALIASES.get(name, name): value for name, value in params.items()}
+        booster.params = resolve_params({**booster.params, **given})
+        booster._objective = None
+    return booster
+
+
+def run_rounds(
+    booster: Booster,
+    num_boost_round: int,
+    *,
+    update: Callable[[Booster, int], None],
+    evaluate: Callable[[Booster, int], dict[str, dict[str, float]]] | None,
+    callbacks: Sequence[TrainingCallback] | None,
+    verbose_eval: bool | int,
+    early_stopping_rounds: int | None,
+    evals_result: dict | None,
+) -> Booster:
+    """The boosting loop (xgboost's ``train`` loop, which holds no logic): callbacks before,
+    ``update(booster, iteration)`` adds a round, ``evaluate(booster, iteration)`` gives each evaluation data set's
+    metrics, callbacks after (early stopping among them)."""
     container = list(callbacks or [])
     if verbose_eval:
         container.append(EvaluationMonitor(period=1 if verbose_eval is True else int(verbose_eval)))
     if early_stopping_rounds is not None:
-        if not evals:
+        if evaluate is None:
             raise FusionrecError("early_stopping_rounds: needs at least one data set in evals")
         container.append(EarlyStopping(early_stopping_rounds))
     callbacks_run = CallbackContainer(container)
@@ -66,9 +95,9 @@ def train(
     for iteration in range(start, start + num_boost_round):
         if callbacks_run.before_iteration(booster, iteration, log):
             break
-        booster.update(dtrain, iteration)
-        if evals:
-            for data_name, metrics in booster.eval_set(evals, iteration, custom_metric).items():
+        update(booster, iteration)
+        if evaluate is not None:
+            for data_name, metrics in evaluate(booster, iteration).items():
                 for metric_name, value in metrics.items():
                     log.setdefault(data_name, {}).setdefault(metric_name, []).append(value)
         if callbacks_run.after_iteration(booster, iteration, log):

@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
+from fusionrec.gbdt.binning import MISSING_CODE
+
 THRESHOLD_ALL = float(np.finfo(np.float64).max)  # split that sends every present value left
 ROWS_PER_PREDICT_BLOCK = 64  # rows walked together through one tree, to keep its nodes in cache
 
@@ -256,3 +258,31 @@ def predict_leaf_dense(X, feature, threshold, left, right, default_left, tree_st
         for t in range(n_trees):
             root = tree_start[t]
             out[i, t] = _leaf_of(X[i], root, feature, threshold, left, right, default_left) - root
+
+
+@njit(parallel=True, cache=True)
+def add_leaf_values_by_codes_dense(codes, feature, split_bin, left, right, default_left, value, out):
+    """out[r] += the leaf value of row r of bin ``codes``, walking a tree grown on those bins
+    (code <= split_bin goes left, MISSING_CODE the default way)."""
+    for r in prange(codes.shape[0]):
+        node = 0
+        while feature[node] >= 0:
+            code = codes[r, feature[node]]
+            go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
+            node = left[node] if go_left else right[node]
+        out[r] += value[node]
+
+
+@njit(parallel=True, cache=True)
+def add_leaf_values_by_codes_sparse(indptr, indices, codes, feature, split_bin, left, right, default_left, value, out):
+    for r in prange(indptr.shape[0] - 1):
+        node = 0
+        while feature[node] >= 0:
+            code = MISSING_CODE
+            for e in range(indptr[r], indptr[r + 1]):
+                if indices[e] == feature[node]:
+                    code = codes[e]
+                    break
+            go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
+            node = left[node] if go_left else right[node]
+        out[r] += value[node]

@@ -1,0 +1,247 @@
+"""One worker's share of the rows in distributed training (``fusionrec.gbdt.dask``).
+
+A ``RowShard`` holds the rows of the partitions one worker was given, in partition order,
+and everything per row that training needs: the bin codes (binned with the cuts every worker
+shares), label, weight, margins and gradient pairs. Rows never leave it. The client's
+grower (``remote.RemoteTreeGrower``) asks it, once per tree level, for the histograms of its
+rows at some nodes and tells it the chosen splits; the shard keeps each node's rows as the
+single-machine grower does (a ``TreeGrower`` is its row store: segments of a buffer pair,
+split stably) and builds histograms with the same kernels.
+
+Nodes are named by keys the client and the shard derive alike: the root is 0, and the
+children of the node the client numbers ``i`` are ``2i + 1`` (left) and ``2i + 2`` (right).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from fusionrec.errors import FusionrecError
+from fusionrec.gbdt.data import check_label, check_weight, to_feature_matrix
+from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.grower import FeatureSampler, Node, TreeGrower, Workspace
+from fusionrec.gbdt.hist_finder import HistogramSplitFinder
+from fusionrec.gbdt.objective import Objective, make_objective
+from fusionrec.gbdt.sketch import WeightedQuantileSketch
+from fusionrec.gbdt.split import Regularization
+from fusionrec.gbdt.tree import Tree, add_leaf_values_by_codes_dense
+
+ROOT_KEY = 0
+
+
+def child_keys(node_id: int) -> tuple[int, int]:
+    """The shard keys of the children of the client's node ``node_id``."""
+    return 2 * node_id + 1, 2 * node_id + 2
+
+
+class Route(NamedTuple):
+    """What a shard needs of a split to send its rows: bin codes <= split_bin go left."""
+
+    feature: int
+    split_bin: int
+    default_left: bool
+
+
+class SplitOrder(NamedTuple):
+    """Split the rows of node ``key`` (the client's node ``node_id``) by ``route``; with
+    ``build`` 0 or 1, return the histogram of the left (0) or right (1) child's rows."""
+
+    key: int
+    node_id: int
+    route: Route
+    build: int  # NO_HISTOGRAM, or which child's histogram to return
+
+
+NO_HISTOGRAM = -1
+
+
+class Schema(NamedTuple):
+    """What the shards share: the features and the cuts (a ``Dataset`` reference)."""
+
+    n_features: int
+    feature_names: list[str] | None
+    cuts: list[np.ndarray]
+    max_bin: int
+
+
+class RowShard:
+    """The rows of some partitions on one worker (see the module docstring).
+
+    ``parts``: (X, y, weight) per partition, X anything fusionrec.gbdt reads (dense);
+    ``first_rows``: each partition's first row in the whole data set, to name rows in errors.
+    """
+
+    def __init__(self, parts: list[tuple[Any, Any, Any]], first_rows: list[int], partition_ids: list[int]):
+        if not parts:
+            raise FusionrecError("a RowShard needs at least one partition")
+        self.partition_ids = [int(p) for p in partition_ids]
+        self.first_rows = [int(r) for r in first_rows]
+        matrices, labels, weights = [], [], []
+        self.n_rows_per_partition = []
+        for pid, first, (X, y, w) in zip(self.partition_ids, self.first_rows, parts):
+            what = f"partition {pid} (rows {first:,}..)"
+            if len(X) == 0:  # an empty partition adds no rows (the reader refuses 0 rows)
+                self.n_rows_per_partition.append(0)
+                empty_width = X.shape[1]
+                continue
+            matrix = to_feature_matrix(X, what)
+            if matrix.is_sparse:
+                raise FusionrecError(f"{what}: sparse partitions are not supported by fusionrec.gbdt.dask; pass dense chunks")
+            if matrices and (matrix.n_features != matrices[0].n_features or matrix.feature_names != matrices[0].feature_names):
+                raise FusionrecError(f"{what}: {matrix.n_features} features {matrix.feature_names or ''} differ from partition "
+                                     f"{self.partition_ids[0]}'s {matrices[0].n_features} {matrices[0].feature_names or ''}")  # fmt: skip
+            matrices.append(matrix)
+            self.n_rows_per_partition.append(matrix.n_rows)
+            labels.append(None if y is None else check_label(np.asarray(y).ravel(), matrix.n_rows, f"{what} label"))
+            weights.append(None if w is None else check_weight(np.asarray(w).ravel(), matrix.n_rows, f"{what} weight"))
+        if not matrices:
+            matrices = [to_feature_matrix(np.zeros((1, empty_width), np.float32), "an empty partition")]
+            matrices[0].values = matrices[0].values[:0]
+            labels, weights = [np.empty(0) if parts[0][1] is not None else None], [None]
+        self.values = matrices[0].values if len(matrices) == 1 else np.concatenate([m.values for m in matrices])
+        self.n_features = matrices[0].n_features
+        self.feature_names = matrices[0].feature_names
+        self.feature_types = matrices[0].feature_types
+        self.label = None if any(y is None for y in labels) else np.concatenate(labels)
+        self.weight = None if all(w is None for w in weights) else np.concatenate(
+            [np.ones(y.shape[0]) if w is None else w for y, w in zip(labels, weights)])  # fmt: skip
+        self.data: Dataset | None = None
+        self.margin: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.values.shape[0])
+
+    def describe(self) -> dict:
+        return {"n_rows": self.n_rows_per_partition, "n_features": self.n_features, "feature_names": self.feature_names,
+                "feature_types": self.feature_types, "has_label": self.label is not None}  # fmt: skip
+
+    # -- bin edges ------------------------------------------------------------------------------
+    def summaries(self, eps: float) -> dict[int, list[tuple]]:
+        """Each partition's weighted quantile summary of each feature (rows of weight 0 take no
+        part, as in memory); the client merges them in partition order."""
+        out, start = {}, 0
+        for pid, n in zip(self.partition_ids, self.n_rows_per_partition):
+            values = self.values[start : start + n]
+            weight = np.ones(n) if self.weight is None else self.weight[start : start + n]
+            keep = weight > 0
+            per_feature = []
+            for j in range(self.n_features):
+                sketch = WeightedQuantileSketch(eps)
+                sketch.push(values[keep, j], weight[keep])
+                per_feature.append(sketch.summary())
+            out[pid] = per_feature
+            start += n
+        return out
+
+    def bind(self, schema: Schema, params: dict) -> tuple[float, float]:
+        """Bin the rows with the shared cuts and check the labels for ``params``' objective;
+        (sum of weights, weighted sum of labels) for the base score."""
+        self.data = Dataset(self.values, self.label, self.weight, reference=schema)
+        self.objective = make_objective(params, None)
+        self.params = params
+        if self.label is None:
+            return 0.0, 0.0
+        try:
+            self.objective.check_label(self.label)
+        except FusionrecError as error:
+            raise FusionrecError(self._global_rows(str(error))) from None
+        w = np.ones(self.n_rows) if self.weight is None else self.weight
+        return float(w.sum()), float(np.dot(w, self.label))
+
+    def _global_rows(self, message: str) -> str:
+        """A label error of row i of this shard, renamed to the whole data set's row."""
+        if message.startswith("label[") and "]" in message:
+            local = int(message[len("label[") : message.index("]")])
+            bounds = np.cumsum([0, *self.n_rows_per_partition])
+            k = int(np.searchsorted(bounds, local, side="right")) - 1
+            row = self.first_rows[k] + local - bounds[k]
+            return f"label[{row}] (partition {self.partition_ids[k]}){message[message.index(']') + 1:]}"
+        return message
+
+    def init_margins(self, base_margin: np.ndarray, trees: list[Tree], groups: list[int]) -> None:
+        """Margins of the base score plus ``trees`` (continued training: trees of these cuts)."""
+        self.margin = np.tile(np.asarray(base_margin, np.float64), (self.n_rows, 1))
+        self.add_trees(trees, groups)
+
+    def add_trees(self, trees: list[Tree], groups: list[int]) -> None:
+        for tree, group in zip(trees, groups):
+            column = np.ascontiguousarray(self.margin[:, group])
+            add_leaf_values_by_codes_dense(self.data.codes, tree.feature, tree.split_bin, tree.left, tree.right,
+                                           tree.default_left, tree.value, column)  # fmt: skip
+            self.margin[:, group] = column
+
+    def margins_and_labels(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        return self.margin, self.label, self.weight
+
+    # -- one round ----------------------------------------------------------------------------
+    def begin_round(self, n_groups: int, subsample: float, seed: int) -> int:
+        """Gradient pairs of every group from the margins (as ``boosting.BoostingRound``), and
+        this round's row sample: each partition draws from its own generator seeded by
+        (seed, partition), so the sample does not depend on which worker holds it."""
+        n = self.n_rows
+        objective: Objective = self.objective
+        self.gh = np.empty((n, 2), dtype=np.float32)
+        self.fused = n_groups == 1 and objective.fill_pairs(self.margin, self.label, self.weight, self.gh)
+        if not self.fused:
+            self.gradients, self.hessians = objective.gradients(self.margin, self.label, self.weight)
+        if subsample < 1.0:
+            draws = [np.random.default_rng([seed, pid]).random(k) for pid, k in zip(self.partition_ids, self.n_rows_per_partition)]
+            self.rows = np.flatnonzero(np.concatenate(draws) < subsample).astype(np.int32)
+        else:
+            self.rows = np.arange(n, dtype=np.int32)
+        if getattr(self, "workspace", None) is None or not self.workspace.fits(n):
+            self.workspace = Workspace(n)
+        if getattr(self, "finder", None) is None:
+            data = self.data
+            self.finder = HistogramSplitFinder(data.codes, data.codes_by_feature, data.n_bins_per_feature, data.cuts,
+                                               Regularization.of(self.params))  # fmt: skip
+        return int(self.rows.shape[0])
+
+    def begin_tree(self, group: int, features: np.ndarray) -> np.ndarray:
+        """The root's histogram over the tree's ``features``."""
+        if not self.fused:
+            self.gh[:, 0] = self.gradients[group]
+            self.gh[:, 1] = self.hessians[group]
+        sampler = FeatureSampler(np.random.default_rng(0), self.n_features, 1.0, 1.0, 1.0)
+        sampler.tree_features = np.asarray(features, np.int32)
+        all_rows = self.rows.shape[0] == self.n_rows
+        self.grower = TreeGrower(self.finder, self.gh, self.rows, all_rows, sampler, self.params, self.workspace)
+        self.finder.begin_tree(self.grower)
+        root = Node(ROOT_KEY, 0, self.grower.n_rows, 0, 0.0, 0.0, 0)
+        self.nodes = {ROOT_KEY: root}
+        return self._histogram(root, all_rows)
+
+    def split(self, orders: list[SplitOrder]) -> list[tuple[int, np.ndarray | None]]:
+        """Split each order's node; (rows gone left, the asked child's histogram or None)."""
+        out = []
+        for order in orders:
+            node = self.nodes.pop(order.key)
+            node.split = order.route
+            n_left = self.grower._partition(node) if node.n_rows else 0
+            mid = node.start + n_left
+            left_key, right_key = child_keys(order.node_id)
+            left = Node(left_key, node.start, mid, 1 - node.buffer, 0.0, 0.0, node.depth + 1)
+            right = Node(right_key, mid, node.stop, 1 - node.buffer, 0.0, 0.0, node.depth + 1)
+            self.nodes[left_key], self.nodes[right_key] = left, right
+            hist = None if order.build == NO_HISTOGRAM else self._histogram(left if order.build == 0 else right, False)
+            out.append((n_left, hist))
+        return out
+
+    def histograms(self, keys: list[int]) -> list[np.ndarray]:
+        return [self._histogram(self.nodes[key], False) for key in keys]
+
+    def end_tree(self, tree: Tree, group: int) -> None:
+        """Add the finished tree's leaf values to every row's margin (sampled or not)."""
+        self.finder.end_tree()
+        self.grower = None
+        self.nodes = {}
+        self.add_trees([tree], [group])
+
+    def _histogram(self, node: Node, whole: bool) -> np.ndarray:
+        hist = self.finder._build(node, whole)
+        out = hist.copy()
+        self.finder._give_back(hist)
+        return out
