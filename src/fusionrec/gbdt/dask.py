@@ -419,19 +419,30 @@ class DaskGBDTClassifier(_DaskEstimator, GBDTClassifier):
 
     def predict_proba(self, X):
         margin = self._dask_predict(X, True)
-        if self.n_classes_ == 2:
-            p = 1.0 / (1.0 + np.exp(-margin))
-            return (np.stack if isinstance(p, np.ndarray) else _dask()[0].stack)([1.0 - p, p], axis=1)
-        e = np.exp(margin - margin.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        if isinstance(margin, np.ndarray):
+            return _proba_of_margin(margin)
+        return margin.map_blocks(_proba_of_margin, dtype=np.float64, chunks=(margin.chunks[0], (max(2, self.n_classes_),)),
+                                 new_axis=1 if margin.ndim == 1 else None)  # fmt: skip
 
     def decision_function(self, X):
         return self._dask_predict(X, True)
 
     def predict(self, X):
-        proba = self.predict_proba(X)
-        index = proba.argmax(axis=1)
-        if isinstance(index, np.ndarray):
-            return self.classes_[index]
-        return index.map_blocks(lambda i: self.classes_[i], dtype=self.classes_.dtype)
+        margin = self._dask_predict(X, True)
+        if isinstance(margin, np.ndarray):
+            return _class_of_margin(margin, self.classes_)
+        return margin.map_blocks(_class_of_margin, self.classes_, dtype=self.classes_.dtype,
+                                 drop_axis=1 if margin.ndim == 2 else None)  # fmt: skip
 
+
+def _proba_of_margin(margin: np.ndarray) -> np.ndarray:
+    """Class probabilities from margins: sigmoid of one column, softmax of several."""
+    if margin.ndim == 1:
+        p = 1.0 / (1.0 + np.exp(-margin))
+        return np.column_stack([1.0 - p, p])
+    e = np.exp(margin - margin.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _class_of_margin(margin: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    return classes[(margin > 0).astype(np.int64) if margin.ndim == 1 else np.argmax(margin, axis=1)]

@@ -284,8 +284,9 @@ def check_label(label: Any, n_rows: int, what: str = "label") -> np.ndarray:
     return np.ascontiguousarray(y)
 
 
-def check_weight(weight: Any, n_rows: int, what: str = "weight") -> np.ndarray | None:
-    """None or a non-negative, finite float64 vector of length ``n_rows`` that is not all zero."""
+def check_weight(weight: Any, n_rows: int, what: str = "weight", part: bool = False) -> np.ndarray | None:
+    """None or a non-negative, finite float64 vector of length ``n_rows`` that is not all zero
+    (a ``part`` of the data may be: the whole data's total is checked where it is known)."""
     if weight is None:
         return None
     try:
@@ -301,7 +302,7 @@ def check_weight(weight: Any, n_rows: int, what: str = "weight") -> np.ndarray |
         raise FusionrecError(
             f"{what}[{bad[0]}] = {float(w[bad[0]])!r}: weights must be finite and >= 0 ({bad.size} bad value(s))"
         )
-    if not np.any(w > 0):
+    if not part and not np.any(w > 0):
         raise FusionrecError(f"{what}: all {n_rows} weights are zero; at least one must be positive")
     return np.ascontiguousarray(w)
 

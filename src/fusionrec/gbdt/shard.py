@@ -95,7 +95,7 @@ class RowShard:
             matrices.append(matrix)
             self.n_rows_per_partition.append(matrix.n_rows)
             labels.append(None if y is None else check_label(np.asarray(y).ravel(), matrix.n_rows, f"{what} label"))
-            weights.append(None if w is None else check_weight(np.asarray(w).ravel(), matrix.n_rows, f"{what} weight"))
+            weights.append(None if w is None else check_weight(np.asarray(w).ravel(), matrix.n_rows, f"{what} weight", part=True))
         if not matrices:
             matrices = [to_feature_matrix(np.zeros((1, empty_width), np.float32), "an empty partition")]
             matrices[0].values = matrices[0].values[:0]
@@ -139,7 +139,7 @@ class RowShard:
     def bind(self, schema: Schema, params: dict) -> tuple[float, float]:
         """Bin the rows with the shared cuts and check the labels for ``params``' objective;
         (sum of weights, weighted sum of labels) for the base score."""
-        self.data = Dataset(self.values, self.label, self.weight, reference=schema)
+        self.data = Dataset(self.values, reference=schema)  # the codes; label and weight stay here
         self.objective = make_objective(params, None)
         self.params = params
         if self.label is None:
