@@ -173,10 +173,12 @@ class DaskDataset(ShardedData):
                 raise FusionrecError(f"data: partition {i} is on no worker (was it lost?)")
             by_worker.setdefault(sorted(workers)[0], []).append(i)
         actors = []
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
         for address in sorted(by_worker, key=lambda a: by_worker[a][0]):  # shard order = first partition order
             ids = by_worker[address]
             shard_parts = [(futures["data"][i], futures["label"][i], futures["weight"][i]) for i in ids]
-            future = self.client.submit(RowShard, shard_parts, [first_rows[i] for i in ids], ids, actor=True,
+            n_threads = workers.get(address, {}).get("nthreads")
+            future = self.client.submit(RowShard, shard_parts, [first_rows[i] for i in ids], ids, n_threads, actor=True,
                                         workers=[address], allow_other_workers=False, pure=False)  # fmt: skip
             actors.append((address, future))
         self._actor_futures = actors  # keeps the actors alive

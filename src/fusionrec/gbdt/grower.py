@@ -419,6 +419,7 @@ class TreeGrower:
             if node.left is not None:
                 queue.extend((node.left, node.right))
         index = {node.id: i for i, node in enumerate(order)}
+        self.tree_index = index  # grower node id -> the flat tree's node (pruned-away nodes absent)
         m = len(order)
         tree = Tree(
             feature=np.full(m, -1, np.int32),

@@ -30,7 +30,7 @@ from fusionrec.gbdt.booster import Booster
 from fusionrec.gbdt.grower import FeatureSampler, Node, SplitFinder, TreeGrower
 from fusionrec.gbdt.hist_finder import HistogramSplitFinder
 from fusionrec.gbdt.params import n_classes_of
-from fusionrec.gbdt.shard import NO_HISTOGRAM, ROOT_KEY, Route, RowShard, Schema, SplitOrder, child_keys
+from fusionrec.gbdt.shard import ROOT_KEY, FinishedTree, Route, RowShard, Schema, SplitOrder, child_keys
 from fusionrec.gbdt.sketch import WeightedQuantileSketch, sketch_cuts
 from fusionrec.gbdt.split import Regularization
 from fusionrec.gbdt.training import run_rounds, start_booster
@@ -107,7 +107,7 @@ class InProcessData(ShardedData):
 
 
 def summed(histograms: list[np.ndarray]) -> np.ndarray:
-    """The shards' histograms of one node added in shard order (a fixed order: the same
+    """The shards' histograms (or counts) added in shard order (a fixed order: the same
     shards give the same bits)."""
     out = histograms[0].copy()
     for hist in histograms[1:]:
@@ -134,7 +134,11 @@ class RemoteHistogramSplitFinder(HistogramSplitFinder):
         self._no_slots = np.empty(0, np.uint16)
         self.codes_changed = False
         self.hists: dict[int, np.ndarray] = {}
-        self.group = 0  # the output group of the tree being grown
+        # what the next tree's first call also carries: its output group, (n_groups,
+        # subsample, seed) when it begins a round, and the trees finished since the last call
+        self.group = 0
+        self.round_start: tuple | None = None
+        self.finished: list[FinishedTree] = []
 
     def begin_tree(self, grower) -> None:
         SplitFinder.begin_tree(self, grower)
@@ -142,7 +146,10 @@ class RemoteHistogramSplitFinder(HistogramSplitFinder):
         self._rows_left: dict[int, int] = {}
         # by parent id: (its lighter child is the left one, that child's summed histogram)
         self._child_hists: dict[int, tuple[bool, np.ndarray]] = {}
-        self._root_hist = summed(self.shards.call("begin_tree", self.group, grower.features))
+        started = self.shards.call("begin_tree", self.group, grower.features, self.round_start, self.finished)
+        self.round_start, self.finished = None, []
+        self.n_rows = sum(n for n, _ in started)
+        self._root_hist = summed([hist for _, hist in started])
 
     def root_sums(self, root: Node) -> tuple[float, float]:
         self.hists[root.id] = self._root_hist
@@ -162,9 +169,9 @@ class RemoteHistogramSplitFinder(HistogramSplitFinder):
         missing = [parent for parent in parents if parent.id not in self._child_hists]
         if missing:  # not built while splitting (its split was not known then): one more call
             smaller = [self._smaller_child(parent) for parent in missing]
-            per_shard = self.shards.call("histograms", [self._key(child) for child in smaller])
+            hists = summed(self.shards.call("histograms", [self._key(child) for child in smaller]))
             for i, (parent, child) in enumerate(zip(missing, smaller)):
-                self._child_hists[parent.id] = (child is parent.left, summed([hists[i] for hists in per_shard]))
+                self._child_hists[parent.id] = (child is parent.left, hists[i])
         for parent in parents:
             is_left, hist = self._child_hists.pop(parent.id)
             self._children_histograms(parent, wanted, (parent.left if is_left else parent.right, hist))
@@ -176,19 +183,26 @@ class RemoteHistogramSplitFinder(HistogramSplitFinder):
         if not nodes:
             return
         max_depth = self.grower.max_depth
-        orders = []
+        orders, sent = [], []
         for node in nodes:
+            if 0 < max_depth <= node.depth + 1:
+                # children at the depth limit never split: their rows need not move (each shard's
+                # margins walk the finished tree), and their counts are never read
+                self._rows_left[node.id] = 0
+                continue
             split = node.split
-            build = NO_HISTOGRAM
-            if max_depth <= 0 or node.depth + 1 < max_depth:  # the children may split in turn
-                build = 0 if split.left_h <= node.sum_h - split.left_h else 1
             route = Route(int(split.feature), int(split.split_bin), bool(split.default_left))
-            orders.append(SplitOrder(self._key(node), node.id, route, build))
+            # the lighter child's histogram (by hessian, known from the split) is built
+            orders.append(SplitOrder(self._key(node), node.id, route, split.left_h <= node.sum_h - split.left_h))
+            sent.append(node)
+        if not orders:
+            return
         per_shard = self.shards.call("split", orders)
-        for i, (node, order) in enumerate(zip(nodes, orders)):
-            self._rows_left[node.id] = sum(int(results[i][0]) for results in per_shard)
-            if order.build != NO_HISTOGRAM:
-                self._child_hists[node.id] = (order.build == 0, summed([results[i][1] for results in per_shard]))
+        n_left = summed([n for n, _ in per_shard])
+        hists = summed([h for _, h in per_shard])
+        for i, (node, order) in enumerate(zip(sent, orders)):
+            self._rows_left[node.id] = int(n_left[i])
+            self._child_hists[node.id] = (order.build_left, hists[i])
 
     def rows_gone_left(self, node: Node) -> int:
         return self._rows_left.pop(node.id)
@@ -206,11 +220,25 @@ class RemoteTreeGrower(TreeGrower):
     """``TreeGrower`` whose rows are on the shards: a node here is its row count only
     (segment [0, n)), and a split's left count comes back from the shards."""
 
-    def __init__(self, finder: RemoteHistogramSplitFinder, n_rows: int, sampler: FeatureSampler, params):
+    def __init__(self, finder: RemoteHistogramSplitFinder, sampler: FeatureSampler, params):
         self.finder = finder
-        self.n_rows = n_rows
         self.all_rows = True
         self._bind(sampler, params)
+
+    @property
+    def n_rows(self) -> int:
+        """The rows sampled for the tree, over all shards (known once the tree has begun)."""
+        return self.finder.n_rows
+
+    def finished(self, tree: Tree, group: int) -> FinishedTree:
+        """The grown ``tree`` with the flat-tree node each shard key's rows reach."""
+        by_id = np.empty(len(self.nodes), np.int64)
+        keys = np.empty(len(self.nodes), np.int64)
+        for node in self.nodes:  # parents before children; ids are positions
+            at = self.tree_index.get(node.id)
+            by_id[node.id] = at if at is not None else by_id[node.parent.id]
+            keys[node.id] = self.finder._key(node)
+        return FinishedTree(tree, group, keys, by_id)
 
     def _partition(self, node: Node) -> int:
         return self.finder.rows_gone_left(node)
@@ -234,19 +262,24 @@ class RemoteBoostingRound:
         subsample = float(p["subsample"])
         # the single machine draws one number per row; the shards draw per partition from this seed
         seed = int(rng.integers(np.iinfo(np.int64).max)) if subsample < 1.0 else 0
-        n_sampled = sum(self.shards.call("begin_round", self.n_groups, subsample, seed))
+        self.finder.round_start = (self.n_groups, subsample, seed)
         sampler = FeatureSampler(rng, self.n_features, p["colsample_bytree"], p["colsample_bylevel"], p["colsample_bynode"])
         trees = []
         for group in range(self.n_groups):
             sampler.new_tree()
-            if n_sampled == 0:
-                tree = Tree.single_leaf(0.0, 0.0)
-            else:
-                self.finder.group = group
-                tree, _ = RemoteTreeGrower(self.finder, n_sampled, sampler, p).grow()
-            self.shards.call("end_tree", tree, group)
+            self.finder.group = group
+            grower = RemoteTreeGrower(self.finder, sampler, p)
+            tree, _ = grower.grow()
+            # the shards add it to their margins with the next tree's first call (or flush())
+            self.finder.finished.append(grower.finished(tree, group))
             trees.append(tree)
         return trees
+
+    def flush(self) -> None:
+        """Add the finished trees to the shards' margins now (before reading them)."""
+        if self.finder.finished:
+            self.shards.call("add_finished", self.finder.finished)
+            self.finder.finished = []
 
 
 class _GatheredEval:
@@ -329,6 +362,8 @@ def train_sharded(
     def evaluate(model: Booster, iteration: int) -> dict[str, dict[str, float]]:
         results = {}
         for data, name in evals:
+            if data is dtrain:
+                boosting.flush()
             parts = data.shards.call("margins_and_labels")
             margin = np.concatenate([m for m, _, _ in parts])
             if id(data) not in gathered:

@@ -14,8 +14,11 @@ children of the node the client numbers ``i`` are ``2i + 1`` (left) and ``2i + 2
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 
 from fusionrec.errors import FusionrecError
@@ -26,7 +29,7 @@ from fusionrec.gbdt.hist_finder import HistogramSplitFinder
 from fusionrec.gbdt.objective import Objective, make_objective
 from fusionrec.gbdt.sketch import WeightedQuantileSketch
 from fusionrec.gbdt.split import Regularization
-from fusionrec.gbdt.tree import Tree, add_leaf_values_by_codes_dense
+from fusionrec.gbdt.tree import Tree, add_leaf_values_by_codes_dense, add_leaf_values_from_nodes
 
 ROOT_KEY = 0
 
@@ -45,16 +48,24 @@ class Route(NamedTuple):
 
 
 class SplitOrder(NamedTuple):
-    """Split the rows of node ``key`` (the client's node ``node_id``) by ``route``; with
-    ``build`` 0 or 1, return the histogram of the left (0) or right (1) child's rows."""
+    """Split the rows of node ``key`` (the client's node ``node_id``) by ``route`` and return
+    the histogram of the left (``build_left``) or the right child's rows."""
 
     key: int
     node_id: int
     route: Route
-    build: int  # NO_HISTOGRAM, or which child's histogram to return
+    build_left: bool
 
 
-NO_HISTOGRAM = -1
+class FinishedTree(NamedTuple):
+    """A tree the client finished, and where rows are in it: the rows of the client's node j
+    (shard key ``keys[j]``) all reach the tree's node ``by_id[j]`` (pruning may have merged
+    nodes into an ancestor)."""
+
+    tree: Tree
+    group: int
+    keys: np.ndarray
+    by_id: np.ndarray
 
 
 class Schema(NamedTuple):
@@ -66,14 +77,30 @@ class Schema(NamedTuple):
     max_bin: int
 
 
+def _in_threads(method):
+    """Run a kernel-calling method with the shard's thread count (a worker's share of the
+    cores: numba's pool would otherwise take every core in every worker process)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.n_threads is not None:
+            numba.set_num_threads(max(1, min(self.n_threads, numba.config.NUMBA_NUM_THREADS)))
+        return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class RowShard:
     """The rows of some partitions on one worker (see the module docstring).
 
     ``parts``: (X, y, weight) per partition, X anything fusionrec.gbdt reads (dense);
-    ``first_rows``: each partition's first row in the whole data set, to name rows in errors.
+    ``first_rows``: each partition's first row in the whole data set, to name rows in errors;
+    ``n_threads``: threads of the kernels (None: numba's setting).
     """
 
-    def __init__(self, parts: list[tuple[Any, Any, Any]], first_rows: list[int], partition_ids: list[int]):
+    def __init__(self, parts: list[tuple[Any, Any, Any]], first_rows: list[int], partition_ids: list[int],
+                 n_threads: int | None = None):  # fmt: skip
+        self.n_threads = n_threads
         if not parts:
             raise FusionrecError("a RowShard needs at least one partition")
         self.partition_ids = [int(p) for p in partition_ids]
@@ -119,23 +146,28 @@ class RowShard:
                 "feature_types": self.feature_types, "has_label": self.label is not None}  # fmt: skip
 
     # -- bin edges ------------------------------------------------------------------------------
+    @_in_threads
     def summaries(self, eps: float) -> dict[int, list[tuple]]:
         """Each partition's weighted quantile summary of each feature (rows of weight 0 take no
         part, as in memory); the client merges them in partition order."""
         out, start = {}, 0
-        for pid, n in zip(self.partition_ids, self.n_rows_per_partition):
-            values = self.values[start : start + n]
-            weight = np.ones(n) if self.weight is None else self.weight[start : start + n]
-            keep = weight > 0
-            per_feature = []
-            for j in range(self.n_features):
-                sketch = WeightedQuantileSketch(eps)
-                sketch.push(values[keep, j], weight[keep])
-                per_feature.append(sketch.summary())
-            out[pid] = per_feature
-            start += n
+        with ThreadPoolExecutor(max_workers=self.n_threads or numba.get_num_threads()) as pool:
+            for pid, n in zip(self.partition_ids, self.n_rows_per_partition):
+                values = self.values[start : start + n]
+                weight = None if self.weight is None else self.weight[start : start + n]
+                if weight is not None:
+                    values, weight = values[weight > 0], weight[weight > 0]
+
+                def summary(j: int) -> tuple:  # features in parallel: the sort and the kernels release the GIL
+                    sketch = WeightedQuantileSketch(eps)
+                    sketch.push(values[:, j], weight)
+                    return sketch.summary()
+
+                out[pid] = list(pool.map(summary, range(self.n_features)))
+                start += n
         return out
 
+    @_in_threads
     def bind(self, schema: Schema, params: dict) -> tuple[float, float]:
         """Bin the rows with the shared cuts and check the labels for ``params``' objective;
         (sum of weights, weighted sum of labels) for the base score."""
@@ -161,12 +193,15 @@ class RowShard:
             return f"label[{row}] (partition {self.partition_ids[k]}){message[message.index(']') + 1:]}"
         return message
 
+    @_in_threads
     def init_margins(self, base_margin: np.ndarray, trees: list[Tree], groups: list[int]) -> None:
         """Margins of the base score plus ``trees`` (continued training: trees of these cuts)."""
         self.margin = np.tile(np.asarray(base_margin, np.float64), (self.n_rows, 1))
         self.add_trees(trees, groups)
 
+    @_in_threads
     def add_trees(self, trees: list[Tree], groups: list[int]) -> None:
+        """Add the trees' leaf values to every row's margin (sampled or not)."""
         for tree, group in zip(trees, groups):
             column = np.ascontiguousarray(self.margin[:, group])
             add_leaf_values_by_codes_dense(self.data.codes, tree.feature, tree.split_bin, tree.left, tree.right,
@@ -177,7 +212,7 @@ class RowShard:
         return self.margin, self.label, self.weight
 
     # -- one round ----------------------------------------------------------------------------
-    def begin_round(self, n_groups: int, subsample: float, seed: int) -> int:
+    def _begin_round(self, n_groups: int, subsample: float, seed: int) -> None:
         """Gradient pairs of every group from the margins (as ``boosting.BoostingRound``), and
         this round's row sample: each partition draws from its own generator seeded by
         (seed, partition), so the sample does not depend on which worker holds it."""
@@ -198,10 +233,16 @@ class RowShard:
             data = self.data
             self.finder = HistogramSplitFinder(data.codes, data.codes_by_feature, data.n_bins_per_feature, data.cuts,
                                                Regularization.of(self.params))  # fmt: skip
-        return int(self.rows.shape[0])
 
-    def begin_tree(self, group: int, features: np.ndarray) -> np.ndarray:
-        """The root's histogram over the tree's ``features``."""
+    @_in_threads
+    def begin_tree(self, group: int, features: np.ndarray, round_start: tuple | None,
+                   finished: list[FinishedTree]) -> tuple[int, np.ndarray]:  # fmt: skip
+        """Add the ``finished`` trees to the margins; with ``round_start``
+        (n_groups, subsample, seed) begin a round; then (sampled rows, the root's histogram
+        over the tree's ``features``). One call instead of three: each is a round trip."""
+        self.add_finished(finished)
+        if round_start is not None:
+            self._begin_round(*round_start)
         if not self.fused:
             self.gh[:, 0] = self.gradients[group]
             self.gh[:, 1] = self.hessians[group]
@@ -212,36 +253,67 @@ class RowShard:
         self.finder.begin_tree(self.grower)
         root = Node(ROOT_KEY, 0, self.grower.n_rows, 0, 0.0, 0.0, 0)
         self.nodes = {ROOT_KEY: root}
-        return self._histogram(root, all_rows)
+        return int(self.rows.shape[0]), self._histogram(root, all_rows)
 
-    def split(self, orders: list[SplitOrder]) -> list[tuple[int, np.ndarray | None]]:
-        """Split each order's node; (rows gone left, the asked child's histogram or None)."""
-        out = []
-        for order in orders:
+    @_in_threads
+    def split(self, orders: list[SplitOrder]) -> tuple[np.ndarray, np.ndarray]:
+        """Split each order's node: (rows gone left per order, the asked child's histogram per
+        order, stacked: one array travels much faster than many)."""
+        n_left = np.zeros(len(orders), np.int64)
+        hists = np.empty((len(orders), self.finder.n_slots, 2))
+        for i, order in enumerate(orders):
             node = self.nodes.pop(order.key)
             node.split = order.route
-            n_left = self.grower._partition(node) if node.n_rows else 0
-            mid = node.start + n_left
+            n_left[i] = self.grower._partition(node) if node.n_rows else 0
+            mid = node.start + int(n_left[i])
             left_key, right_key = child_keys(order.node_id)
             left = Node(left_key, node.start, mid, 1 - node.buffer, 0.0, 0.0, node.depth + 1)
             right = Node(right_key, mid, node.stop, 1 - node.buffer, 0.0, 0.0, node.depth + 1)
             self.nodes[left_key], self.nodes[right_key] = left, right
-            hist = None if order.build == NO_HISTOGRAM else self._histogram(left if order.build == 0 else right, False)
-            out.append((n_left, hist))
-        return out
+            self._histogram(left if order.build_left else right, False, hists[i])
+        return n_left, hists
 
-    def histograms(self, keys: list[int]) -> list[np.ndarray]:
-        return [self._histogram(self.nodes[key], False) for key in keys]
+    @_in_threads
+    def histograms(self, keys: list[int]) -> np.ndarray:
+        hists = np.empty((len(keys), self.finder.n_slots, 2))
+        for i, key in enumerate(keys):
+            self._histogram(self.nodes[key], False, hists[i])
+        return hists
 
-    def end_tree(self, tree: Tree, group: int) -> None:
-        """Add the finished tree's leaf values to every row's margin (sampled or not)."""
-        self.finder.end_tree()
-        self.grower = None
-        self.nodes = {}
-        self.add_trees([tree], [group])
+    @_in_threads
+    def add_finished(self, finished: list[FinishedTree]) -> None:
+        """Add trees grown on these rows to the margins: each row from the tree node its
+        last segment reached (a leaf, or a node whose split no shard applied), rows left out of
+        the sample from the root."""
+        for tree, group, keys, by_id in finished:
+            place = dict(zip(keys.tolist(), by_id.tolist()))
+            # a key the client never made: its parent's split was applied here but then not
+            # taken (max_leaves, or a lossguide leaf never expanded): its rows reach the node
+            # the parent (client id (key - 1) // 2) reached
+            frontier = [(node, place[key] if key in place else int(by_id[(key - 1) // 2]))
+                        for key, node in self.nodes.items() if node.n_rows]  # fmt: skip
+            column = self.margin[:, group]
+            arrays = (tree.feature, tree.split_bin, tree.left, tree.right, tree.default_left, tree.value, column)
+            for buffer in (0, 1):
+                segments = [(node, at) for node, at in frontier if node.buffer == buffer]
+                if segments:
+                    add_leaf_values_from_nodes(
+                        self.grower.rows_pair[buffer], np.array([n.start for n, _ in segments], np.int64),
+                        np.array([n.stop for n, _ in segments], np.int64), np.array([at for _, at in segments], np.int64),
+                        self.data.codes, *arrays,
+                    )  # fmt: skip
+            if self.rows.shape[0] < self.n_rows:
+                rest = np.ones(self.n_rows, np.bool_)
+                rest[self.rows] = False
+                rest_rows = np.flatnonzero(rest).astype(np.int32)
+                add_leaf_values_from_nodes(rest_rows, np.zeros(1, np.int64), np.array([rest_rows.shape[0]], np.int64),
+                                           np.zeros(1, np.int64), self.data.codes, *arrays)  # fmt: skip
 
-    def _histogram(self, node: Node, whole: bool) -> np.ndarray:
+    def _histogram(self, node: Node, whole: bool, out: np.ndarray | None = None) -> np.ndarray:
         hist = self.finder._build(node, whole)
-        out = hist.copy()
+        if out is None:
+            out = hist.copy()
+        else:
+            out[:] = hist
         self.finder._give_back(hist)
         return out
