@@ -300,14 +300,14 @@ class RowShard:
                     add_leaf_values_from_nodes(
                         self.grower.rows_pair[buffer], np.array([n.start for n, _ in segments], np.int64),
                         np.array([n.stop for n, _ in segments], np.int64), np.array([at for _, at in segments], np.int64),
-                        self.data.codes, *arrays,
+                        self.data.codes_by_feature, *arrays,
                     )  # fmt: skip
             if self.rows.shape[0] < self.n_rows:
                 rest = np.ones(self.n_rows, np.bool_)
                 rest[self.rows] = False
                 rest_rows = np.flatnonzero(rest).astype(np.int32)
                 add_leaf_values_from_nodes(rest_rows, np.zeros(1, np.int64), np.array([rest_rows.shape[0]], np.int64),
-                                           np.zeros(1, np.int64), self.data.codes, *arrays)  # fmt: skip
+                                           np.zeros(1, np.int64), self.data.codes_by_feature, *arrays)  # fmt: skip
 
     def _histogram(self, node: Node, whole: bool, out: np.ndarray | None = None) -> np.ndarray:
         hist = self.finder._build(node, whole)

@@ -166,9 +166,11 @@ def summary_error(rmin, rmax, w, total):
 
 
 def cuts_from_summary(values: np.ndarray, n_bins: int) -> np.ndarray:
-    """At most ``n_bins - 1`` split values: the pruned summary's entries but the largest (a
-    split there would send every present value left)."""
-    return np.ascontiguousarray(values[:-1][: max(n_bins - 1, 0)], dtype=np.float64)
+    """At most ``n_bins - 1`` split values from a summary pruned to ``n_bins + 1`` entries: its
+    interior entries. Not the smallest (a split there would isolate the minimum, wasting a bin;
+    XGBoost's cut points also start at the second entry) nor the largest (a split there sends
+    every present value left)."""
+    return np.ascontiguousarray(values[1:-1][: max(n_bins - 1, 0)], dtype=np.float64)
 
 
 class WeightedQuantileSketch:

@@ -289,15 +289,17 @@ def add_leaf_values_by_codes_sparse(indptr, indices, codes, feature, split_bin, 
 
 
 @njit(parallel=True, cache=True)
-def add_leaf_values_from_nodes(rows, starts, stops, start_nodes, codes, feature, split_bin, left, right, default_left, value, out):
+def add_leaf_values_from_nodes(rows, starts, stops, start_nodes, codes_by_feature, feature, split_bin, left, right,
+                               default_left, value, out):  # fmt: skip
     """out[r] += the leaf value of each row ``r`` in ``rows[starts[s]:stops[s]]``, walking the
-    tree from node ``start_nodes[s]`` (a node the segment's rows all reach) on bin ``codes``."""
+    tree from node ``start_nodes[s]`` (a node the segment's rows all reach) on the column-major
+    bin codes (n_features, n_rows): a segment's ascending rows read one column forward."""
     for s in prange(starts.shape[0]):
         for i in range(starts[s], stops[s]):
             r = rows[i]
             node = start_nodes[s]
             while feature[node] >= 0:
-                code = codes[r, feature[node]]
+                code = codes_by_feature[feature[node], r]
                 go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
                 node = left[node] if go_left else right[node]
             out[r] += value[node]
