@@ -382,19 +382,19 @@ class ExternalDataset:
             weights.append(weight)
             # rows of weight 0 take no part in the edges, as in memory (binning.compute_cuts)
             keep = np.ones(matrix.n_rows, bool) if weight is None else weight > 0
-            row_weight = np.ones(matrix.n_rows) if weight is None else weight
             if matrix.is_sparse:
                 csc = matrix.values.tocsc()
 
                 def push(j: int) -> None:
                     rows = csc.indices[csc.indptr[j] : csc.indptr[j + 1]]
                     kept = keep[rows]
-                    sketches[j].push(csc.data[csc.indptr[j] : csc.indptr[j + 1]][kept], row_weight[rows][kept])
+                    sketches[j].push(csc.data[csc.indptr[j] : csc.indptr[j + 1]][kept], None if weight is None else weight[rows][kept])
             else:
                 values = matrix.values if keep.all() else matrix.values[keep]
+                kept_weight = None if weight is None else weight[keep]  # unweighted: a plain sort, no argsort
 
                 def push(j: int) -> None:
-                    sketches[j].push(values[:, j], row_weight[keep])
+                    sketches[j].push(values[:, j], kept_weight)
 
             # features in parallel: the sort and the summary kernels release the GIL
             list(pool.map(push, range(n_features)))
