@@ -292,3 +292,14 @@ def test_a_dead_worker_stops_training_within_seconds_with_its_name():
             fgd.train(c, {"objective": "binary:logistic", "max_depth": 3}, dtrain, 1000, callbacks=[_KillWorker(pid, 2)])
         assert time.monotonic() - started < 20.0
     cluster.close()
+
+
+@pytest.mark.parametrize("name", ["DaskGBDTRegressor", "DaskGBDTClassifier"])
+def test_dask_estimators_pass_the_scikit_learn_checks(client, name):
+    """numpy / pandas input goes through the cluster like dask input (and is checked as the
+    single-machine estimators check it); the estimator finds the module's client as the default."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    from fusionrec.gbdt import dask as fgd
+
+    check_estimator(getattr(fgd, name)(n_estimators=5, max_depth=3))

@@ -39,6 +39,8 @@ import hashlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, column_or_1d
 
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.booster import Booster
@@ -335,13 +337,30 @@ class _DaskEstimator:
         n_parts = max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
         return da.from_array(array, chunks=(max(1, -(-array.shape[0] // n_parts)),) + array.shape[1:])
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # dask partitions are dense here
+        return tags
+
+    def _local(self, X, reset: bool):
+        """Local (numpy / pandas) X checked as the single-machine estimators check it
+        (scikit-learn's feature bookkeeping); dask collections pass through."""
+        if hasattr(X, "dask"):
+            return X, None
+        matrix = self._check_X(X, reset=reset)
+        if matrix.is_sparse:
+            raise FusionrecError("X: sparse input is not supported by the Dask estimators; pass dense data")
+        return matrix.values, matrix.feature_names
+
     def _dask_fit(self, X, y, sample_weight, eval_set, sample_weight_eval_set, verbose, objective, extra):
         client = self.client
-        X = self._collection(X, "X")
+        X, names = self._local(X, reset=True)
+        if sample_weight is not None and not hasattr(sample_weight, "dask"):
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         params = self._booster_params(objective, extra)
-        dtrain = DaskDataset(client, X, self._collection(y, "y"),
+        dtrain = DaskDataset(client, self._collection(X, "X"), self._collection(y, "y"),
                              None if sample_weight is None else self._collection(sample_weight, "sample_weight"),
-                             max_bin=params["max_bin"])  # fmt: skip
+                             max_bin=params["max_bin"], feature_names=names)  # fmt: skip
         evals = []
         for i, pair in enumerate(eval_set or []):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
@@ -367,9 +386,11 @@ class _DaskEstimator:
 
         check_is_fitted(self, "booster_")
         local = not hasattr(X, "dask")
-        result = predict(self.client, self.booster_, self._collection(X, "X"), output_margin=output_margin,
-                         iteration_range=self._iteration_range())  # fmt: skip
-        return result.compute() if local else result
+        if local:  # scored here: no round trip through the cluster
+            values, _ = self._local(X, reset=False)
+            return self.booster_.predict(values, output_margin=output_margin, iteration_range=self._iteration_range(),
+                                         validate_features=False)  # fmt: skip
+        return predict(self.client, self.booster_, X, output_margin=output_margin, iteration_range=self._iteration_range())
 
 
 class DaskGBDTRegressor(_DaskEstimator, GBDTRegressor):
@@ -379,6 +400,8 @@ class DaskGBDTRegressor(_DaskEstimator, GBDTRegressor):
         objective = self.objective or "reg:squarederror"
         if isinstance(objective, str) and (objective.startswith("binary:") or objective.startswith("multi:")):
             raise FusionrecError(f"parameter objective={objective!r}: DaskGBDTRegressor needs a regression objective")
+        if not hasattr(y, "dask"):
+            y = column_or_1d(np.asarray(y) if not hasattr(y, "to_numpy") else y.to_numpy(), warn=True)
         return self._dask_fit(X, y, sample_weight, eval_set, sample_weight_eval_set, verbose, objective, {})
 
     def predict(self, X, output_margin: bool = False):
@@ -389,6 +412,10 @@ class DaskGBDTClassifier(_DaskEstimator, GBDTClassifier):
     """``GBDTClassifier`` trained on a Dask cluster (binary:logistic or multi:softprob)."""
 
     def fit(self, X, y, sample_weight=None, eval_set=None, sample_weight_eval_set=None, verbose=False):
+        self._local(X, reset=True)  # X's errors before y's, as scikit-learn's estimators
+        if not hasattr(y, "dask"):
+            y = column_or_1d(np.asarray(y) if not hasattr(y, "to_numpy") else y.to_numpy(), warn=True)
+            check_classification_targets(y)
         y = self._collection(y, "y")
         classes = np.unique(np.asarray(y.compute() if not hasattr(y, "unique") else y.unique().compute()))
         self.classes_ = classes

@@ -38,6 +38,10 @@ from fusionrec.gbdt.histogram import (
 from fusionrec.gbdt.split import Regularization, Split
 
 
+TASK_ROWS = 32768  # a node's rows in a page are split into tasks of about this many rows ...
+PAGE_TASKS = 4  # ... at most this many (shallow levels: few nodes, many rows each)
+
+
 class PagedHistogramSplitFinder(HistogramSplitFinder):
     """Histogram split finding over an ExternalDataset's pages."""
 
@@ -152,6 +156,10 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
                     hist = self._take()
                     hist[:] = 0.0
                     child_hists[node.id] = (node.split.left_h <= node.sum_h - node.split.left_h, hist)
+        if not self.sparse and len({node.buffer for node in nodes}) == 1:
+            self._decide_level_dense(nodes, split, flags, child_hists)
+            self._keep_decisions(nodes, split, flags, child_hists)
+            return
         page_hist = self._take() if child_hists else None
         for start, codes in self.data.iter_codes():
             stop = start + codes.shape[0]
@@ -179,6 +187,9 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
                         self._add_page_rows(codes, local[chosen_rows], gh[lo:hi][chosen_rows], page_hist)
                         hist += page_hist
         self._give_back(page_hist)
+        self._keep_decisions(nodes, split, flags, child_hists)
+
+    def _keep_decisions(self, nodes, split, flags, child_hists) -> None:
         for node in nodes:
             self._decisions[node.id] = (split or node.split, flags[node.id])
         for node in nodes:
@@ -189,6 +200,64 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
                 g, h = (node.split.left_g, node.split.left_h) if is_left else (node.sum_g - node.split.left_g, node.sum_h - node.split.left_h)
                 fill_missing_slots(hist, self.offsets, self.bins, g, h)
             self._child_hists[node.id] = (is_left, hist)
+
+    def _decide_level_dense(self, nodes: list[Node], split: Split | None, flags: dict, child_hists: dict) -> None:
+        """``_decide_many`` for dense pages and nodes in one row buffer (a level, or two
+        siblings): one kernel call per page for every node. A node's rows in a page are one
+        task, or up to PAGE_TASKS tasks of TASK_ROWS rows when there are many (shallow levels);
+        a single-task node adds straight into its child's histogram, kept over the pass; a
+        split node's tasks add into scratch histograms summed into it in task order. Tasks
+        depend on the rows only, never on the threads, so the sums are thread-count independent."""
+        grower = self.grower
+        buffer = nodes[0].buffer
+        rows_buf, gh_buf = grower.rows_pair[buffer], grower.gh_pair[buffer]
+        flat_flags = np.empty(rows_buf.shape[0], np.bool_)
+        for node in nodes:
+            flags[node.id] = flat_flags[node.start : node.stop]
+        chosen = [split or node.split for node in nodes]
+        feature = np.array([c.feature for c in chosen], np.int64)
+        split_bin = np.array([c.split_bin for c in chosen], np.int64)
+        default_left = np.array([bool(c.default_left) for c in chosen], np.bool_)
+        take_left = np.array([child_hists.get(node.id, (True, None))[0] for node in nodes], np.bool_)
+        adding = [node for node in nodes if node.id in child_hists]
+        slot_of = {node.id: k for k, node in enumerate(adding)}
+        acc = np.zeros((len(adding) + PAGE_TASKS, self.n_slots, 2))  # the adding nodes', then scratch
+        page_starts = np.array([page.row_start for page in self.data.pages.pages] + [self.data.n_rows], np.int32)
+        # each node's slice of every page, from one search per node
+        bounds = [node.start + np.searchsorted(rows_buf[node.start : node.stop], page_starts) for node in nodes]
+        for number, (start, codes) in enumerate(self.data.iter_codes()):
+            t_start, t_stop, t_node, t_target, scratch = [], [], [], [], []
+            for k, node in enumerate(nodes):
+                lo, hi = int(bounds[k][number]), int(bounds[k][number + 1])
+                if lo == hi:
+                    continue
+                n_tasks = min(PAGE_TASKS, max(1, (hi - lo) // TASK_ROWS))
+                size = -(-(hi - lo) // n_tasks)
+                for t in range(n_tasks):
+                    t_start.append(lo + t * size)
+                    t_stop.append(min(hi, lo + (t + 1) * size))
+                    t_node.append(k)
+                    if node.id not in slot_of:
+                        t_target.append(-1)
+                    elif n_tasks == 1:
+                        t_target.append(slot_of[node.id])
+                    else:
+                        t_target.append(len(adding) + t)
+                        scratch.append((t, slot_of[node.id]))
+            if not t_start:
+                continue
+            for t, _ in scratch:
+                acc[len(adding) + t] = 0.0
+            (_decide_and_add_tasks if len(t_start) > 1 else _decide_and_add_tasks_serial)(
+                codes, np.int32(start), rows_buf, gh_buf, flat_flags, np.array(t_start, np.int64), np.array(t_stop, np.int64),
+                np.array(t_node, np.int64), np.array(t_target, np.int64), feature, split_bin, default_left, take_left,
+                grower.features, self._dense_offsets, self.bins, acc,
+            )  # fmt: skip
+            for t, k in scratch:  # in task order
+                acc[k] += acc[len(adding) + t]
+        for node in adding:
+            is_left, hist = child_hists[node.id]
+            hist[:] = acc[slot_of[node.id]]
 
     def _add_page_rows(self, codes, local: np.ndarray, gh: np.ndarray, page_hist: np.ndarray) -> None:
         """page_hist = the histogram of a page's rows ``local`` (missing slots of sparse codes
@@ -236,6 +305,27 @@ def _decide_and_add(codes, local, gh, feature, split_bin, default_left, take_lef
 
 
 _decide_and_add, _decide_and_add_serial = parallel_and_serial(_decide_and_add)
+
+
+def _decide_and_add_tasks(codes, page_start, rows, gh, go_left, t_start, t_stop, t_node, t_target, feature, split_bin,
+                          default_left, take_left, features, offsets, bins, acc):  # fmt: skip
+    """For each task (rows[t_start:t_stop] of one node, all in this page): go_left of its
+    rows by its node's split; with t_target >= 0, its rows going to the node's ``take_left``
+    side added to acc[t_target] (one task per target at a time: no two threads share one)."""
+    all_features = features.shape[0] == codes.shape[1]
+    for t in prange(t_start.shape[0]):
+        k = t_node[t]
+        f, b, d, take, target = feature[k], split_bin[k], default_left[k], take_left[k], t_target[t]
+        for i in range(t_start[t], t_stop[t]):
+            r = rows[i] - page_start
+            code = codes[r, f]
+            left = d if code == MISSING_CODE else code <= b
+            go_left[i] = left
+            if target >= 0 and left == take:
+                _add_row(codes, r, np.float64(gh[i, 0]), np.float64(gh[i, 1]), features, all_features, offsets, bins, acc[target])
+
+
+_decide_and_add_tasks, _decide_and_add_tasks_serial = parallel_and_serial(_decide_and_add_tasks)
 
 
 def _column_codes(codes: np.ndarray | SparseCodes, feature: int, local_rows: np.ndarray) -> np.ndarray:
