@@ -226,3 +226,27 @@ def test_out_of_core_training_refuses_the_other_tree_methods(tmp_path):
     with ExternalDataset(uneven(X, y), cache_dirs=tmp_path) as ds:
         with pytest.raises(FusionrecError, match=r"tree_method='exact': out-of-core data .* trains with tree_method='hist'"):
             train({"tree_method": "exact"}, ds, 1)
+
+
+def test_a_pass_less_per_tree_changes_nothing_a_user_sees(tmp_path):
+    """Binary rounds on dense pages leave each tree's depth-limit leaves unrouted and add the
+    tree in the next round's first pass (BoostingRound.run_paged): metrics on the training
+    pages every round, early stopping and continued training all see every tree."""
+    from fusionrec.gbdt.boosting import BoostingRound
+
+    X, y, w = data(4)
+    with ExternalDataset(uneven(X, y, w), page_rows=900, cache_dirs=tmp_path, max_bin=64) as ds:
+        settings = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.5, "eval_metric": ["logloss", "auc"]}
+        booster = train(settings, ds, 1)
+        assert BoostingRound(booster.params, booster.objective, 1).fuses_passes(ds)
+        in_memory = Dataset(X, y, w, reference=ds)
+        paged_log, memory_log = {}, {}
+        paged = train(settings, ds, 12, evals=[(ds, "train")], evals_result=paged_log)
+        memory = train(settings, in_memory, 12, evals=[(in_memory, "train")], evals_result=memory_log)
+        trees_match(paged, memory)
+        np.testing.assert_allclose(paged_log["train"]["logloss"], memory_log["train"]["logloss"], rtol=1e-6)
+        # without evaluation in between (every tree but the last stays out of the cached margins
+        # until the next round's pass), then 6 + 6 rounds
+        trees_match(train(settings, ds, 12), memory)
+        first = train(settings, ds, 6)
+        trees_match(train(settings, ds, 6, xgb_model=first), memory)

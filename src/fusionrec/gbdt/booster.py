@@ -172,6 +172,14 @@ class Booster:
     def _update(self, dtrain: Dataset) -> None:
         if self._round is None or self._round.objective is not self.objective or self._round.params is not self.params:
             self._round = BoostingRound(self.params, self.objective, self.n_groups)
+        if self._round.fuses_passes(dtrain):
+            # the cached margins may lack the last trees: the round's first pass adds them
+            cached = self._margin_cache.get(id(dtrain))
+            margin, n_done = (cached[1], cached[2]) if cached is not None and cached[0] is dtrain else (
+                np.tile(self.base_margin(), (dtrain.n_rows, 1)), 0)  # fmt: skip
+            self.append_round([self._round.run_paged(dtrain, margin, self.rng, self.trees[n_done:])])
+            self._margin_cache[id(dtrain)] = (dtrain, margin, len(self.trees) - 1)  # all but the new tree
+            return
         margin = self._cached_margin(dtrain)
         self.append_round(self._round.run(dtrain, margin, self.rng))
         self._margin_cache[id(dtrain)] = (dtrain, margin, len(self.trees))

@@ -62,6 +62,31 @@ class BoostingRound:
         if self._workspace is None or not self._workspace.fits(dtrain.n_rows):
             self._workspace = Workspace(dtrain.n_rows)
 
+    def fuses_passes(self, dtrain: Dataset) -> bool:
+        """Whether rounds on ``dtrain`` join each tree's last page pass to the next tree's first
+        (``run_paged``): dense out-of-core pages, every row, one tree per round from an
+        objective whose gradient pairs are row by row, a depth limit."""
+        p, objective = self.params, self.objective
+        return (isinstance(dtrain, ExternalDataset) and not dtrain.is_sparse and self.n_groups == 1
+                and p["subsample"] >= 1.0 and int(p["max_depth"]) > 0 and objective.leaf_quantile is None
+                and type(objective).fill_pairs is not Objective.fill_pairs)  # fmt: skip
+
+    def run_paged(self, dtrain: ExternalDataset, margin: np.ndarray, rng: np.random.Generator, unapplied: list[Tree]) -> Tree:
+        """One round on out-of-core pages with a pass less per tree: the rows of the depth
+        limit's leaves are not routed (a page pass), so the round's tree is left out of
+        ``margin``; the next round's first pass adds it (and any other ``unapplied`` trees) to
+        each page's rows, takes their gradient pairs and builds the root's histogram in one go."""
+        p = self.params
+        self._bind(dtrain)
+        n = dtrain.n_rows
+        gh = np.empty((n, 2), dtype=np.float32)
+        sampler = FeatureSampler(rng, dtrain.n_features, p["colsample_bytree"], p["colsample_bylevel"], p["colsample_bynode"])
+        sampler.new_tree()
+        self._finder.root_pass(sampler.tree_features, unapplied, margin, dtrain.label, dtrain.weight, self.objective, gh)
+        grower = TreeGrower(self._finder, gh, np.arange(n, dtype=np.int32), True, sampler, p, self._workspace)
+        grower.route_leaves = False
+        return grower.grow()[0]
+
     def run(self, dtrain: Dataset, margin: np.ndarray, rng: np.random.Generator) -> list[Tree]:
         """One tree per group (margin[:, group] gains its leaf values, in place)."""
         p = self.params

@@ -290,6 +290,9 @@ class TreeGrower:
         self.lossguide = p["grow_policy"] == "lossguide"
         self.learning_rate = float(p["learning_rate"])
         self.nodes: list[Node] = []
+        # False: the splits into the depth limit's leaves do not move rows, so the leaves'
+        # segments are not their rows (the caller adds the tree's values by walking it instead)
+        self.route_leaves = True
 
     def _can_split(self, node: Node) -> bool:
         if self.max_depth > 0 and node.depth >= self.max_depth:
@@ -391,7 +394,10 @@ class TreeGrower:
     def _split(self, node: Node) -> tuple[Node, Node]:
         split = node.split
         target = 1 - node.buffer
-        mid = node.start + self._partition(node)
+        if not self.route_leaves and 0 < self.max_depth <= node.depth + 1:
+            mid = node.start  # children at the depth limit: their rows are not moved (see route_leaves)
+        else:
+            mid = node.start + self._partition(node)
         left = self._new_node(node.start, mid, target, split.left_g, split.left_h, node.depth + 1, node)
         right = self._new_node(mid, node.stop, target, node.sum_g - split.left_g, node.sum_h - split.left_h, node.depth + 1, node)
         node.left, node.right = left, right

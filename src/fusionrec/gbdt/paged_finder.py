@@ -36,6 +36,7 @@ from fusionrec.gbdt.histogram import (
     n_blocks_for,
 )
 from fusionrec.gbdt.split import Regularization, Split
+from fusionrec.gbdt.tree import add_leaf_values_by_codes_dense
 
 
 TASK_ROWS = 32768  # a node's rows in a page are split into tasks of about this many rows ...
@@ -66,6 +67,7 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
         self._decisions: dict[int, tuple[Split, np.ndarray]] = {}
         # by parent id: (its lighter child is the left one, that child's histogram), built while deciding
         self._child_hists: dict[int, tuple[bool, np.ndarray]] = {}
+        self._root_hist: np.ndarray | None = None  # the next root's, from root_pass
 
     def begin_tree(self, grower) -> None:
         SplitFinder.begin_tree(self, grower)
@@ -79,8 +81,35 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
     def root_sums(self, root: Node) -> tuple[float, float]:
         sums = SplitFinder.root_sums(self, root)
         root.sum_g, root.sum_h = sums
-        self.hists[root.id] = self._build_many([root])[root.id]
+        if self._root_hist is not None:  # made by root_pass
+            self.hists[root.id], self._root_hist = self._root_hist, None
+        else:
+            self.hists[root.id] = self._build_many([root])[root.id]
         return sums
+
+    def root_pass(self, features: np.ndarray, trees: list, margin: np.ndarray, label: np.ndarray,
+                  weight: np.ndarray | None, objective, gh: np.ndarray) -> None:  # fmt: skip
+        """One pass over the pages for the next tree's start: each page's rows get ``trees``'
+        leaf values (trees whose leaves' rows were never routed), then their gradient pairs
+        (``objective.fill_pairs``, row by row), then join the root's histogram over
+        ``features``. It replaces the last level's routing pass of the previous tree and the
+        root pass of this one: a pass less per tree. Dense pages, all rows, one output group."""
+        self._begin_layout(features, features.shape[0])
+        hist = self._take()
+        hist[:] = 0.0
+        page_hist = self._take()
+        for start, codes in self.data.iter_codes():
+            stop = start + codes.shape[0]
+            out = margin[start:stop, 0]
+            for tree in trees:
+                add_leaf_values_by_codes_dense(codes, tree.feature, tree.split_bin, tree.left, tree.right, tree.default_left,
+                                               tree.value, out)  # fmt: skip
+            objective.fill_pairs(margin[start:stop], label[start:stop], None if weight is None else weight[start:stop],
+                                 gh[start:stop])  # fmt: skip
+            self._add_page_rows(codes, np.arange(stop - start, dtype=np.int32), gh[start:stop], page_hist, features)
+            hist += page_hist
+        self._give_back(page_hist)
+        self._root_hist = hist
 
     def find_splits(self, nodes: list[Node], masks: list[np.ndarray]) -> None:
         wanted = {node.id for node in nodes}
@@ -94,7 +123,9 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
             else:
                 self._children_histograms(parent, wanted, (self._smaller_child(parent), built[self._smaller_child(parent).id]))
         self._score(nodes, masks)
-        self._decide_many([node for node in nodes if node.split is not None])
+        max_depth = self.grower.max_depth
+        self._decide_many([node for node in nodes if node.split is not None
+                           and (self.grower.route_leaves or not 0 < max_depth <= node.depth + 1)])  # fmt: skip
 
     def decide(self, node: Node, split: Split, go_left: np.ndarray) -> None:
         decided = self._decisions.pop(node.id, None)
@@ -259,9 +290,10 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
             is_left, hist = child_hists[node.id]
             hist[:] = acc[slot_of[node.id]]
 
-    def _add_page_rows(self, codes, local: np.ndarray, gh: np.ndarray, page_hist: np.ndarray) -> None:
-        """page_hist = the histogram of a page's rows ``local`` (missing slots of sparse codes
-        left for fill_missing_slots)."""
+    def _add_page_rows(self, codes, local: np.ndarray, gh: np.ndarray, page_hist: np.ndarray, features=None) -> None:
+        """page_hist = the histogram of a page's rows ``local`` over ``features`` (default: the
+        tree's; missing slots of sparse codes left for fill_missing_slots)."""
+        features = self.grower.features if features is None else features
         blocks = self._block_hists[: n_blocks_for(local.shape[0], self.entries_per_row)]
         serial = blocks.shape[0] == 1
         if self.sparse:
@@ -271,7 +303,7 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
             )  # fmt: skip
         else:
             (build_histogram_serial if serial else build_histogram)(
-                codes, local, gh, self.grower.features, self._dense_offsets, self.bins, blocks, page_hist
+                codes, local, gh, features, self._dense_offsets, self.bins, blocks, page_hist
             )
 
 
