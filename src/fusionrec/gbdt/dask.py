@@ -417,17 +417,7 @@ class DaskGBDTClassifier(_DaskEstimator, GBDTClassifier):
             y = column_or_1d(np.asarray(y) if not hasattr(y, "to_numpy") else y.to_numpy(), warn=True)
             check_classification_targets(y)
         y = self._collection(y, "y")
-        classes = np.unique(np.asarray(y.compute() if not hasattr(y, "unique") else y.unique().compute()))
-        self.classes_ = classes
-        self.n_classes_ = len(classes)
-        if self.n_classes_ < 2:
-            raise FusionrecError(f"y: only one class ({classes[0]!r}) is present; a classifier needs at least 2 classes")
-        if self.n_classes_ == 2:
-            objective, extra = self.objective or "binary:logistic", {}
-        else:
-            objective, extra = self.objective or "multi:softprob", {"num_class": self.n_classes_}
-        if isinstance(objective, str) and not (objective.startswith("binary:") or objective.startswith("multi:")):
-            raise FusionrecError(f"parameter objective={objective!r}: DaskGBDTClassifier needs a binary:* or multi:* objective")
+        objective, extra = self._set_classes(np.unique(np.asarray(y.compute() if not hasattr(y, "unique") else y.unique().compute())))
         return self._dask_fit(X, self._encode_dask_y(y), sample_weight, eval_set, sample_weight_eval_set, verbose, objective, extra)
 
     def _encode_dask_y(self, y):

@@ -98,14 +98,16 @@ class HistogramSplitFinder(SplitFinder):
 
     tree_bins = True
 
-    def __init__(self, codes: np.ndarray | SparseCodes, codes_by_feature: np.ndarray | None, n_bins: np.ndarray, cuts: list[np.ndarray], reg: Regularization):
+    def __init__(self, codes: np.ndarray | SparseCodes | None, codes_by_feature: np.ndarray | None, n_bins: np.ndarray,
+                 cuts: list[np.ndarray], reg: Regularization, *, sparse: bool | None = None):  # fmt: skip
+        # codes None: they are elsewhere (pages on disk, rows on workers) and ``sparse`` says their kind
         self.codes = codes
-        self.sparse = isinstance(codes, SparseCodes)
+        self.sparse = isinstance(codes, SparseCodes) if sparse is None else sparse
         self.codes_by_feature = codes_by_feature
         self.n_bins = n_bins
         self.cuts = cuts
         self.reg = reg
-        self.n_features = codes.shape[1]
+        self.n_features = codes.shape[1] if codes is not None else len(cuts)
         self._free: list[np.ndarray] = []
         self._block_hists = np.empty((0, 0, 2))
         self._slots = self._slot_buffer = self._slot_layout = None

@@ -12,8 +12,9 @@ over the pages per step that needs them:
   hessian, known from the split) to its histogram; the other child's is the parent's minus it.
 
 So a depthwise tree of depth d reads the pages d + 1 times (the last level only decides;
-lossguide: once per split). Sums run page by page, so they may differ from the in-memory ones
-in the last bits.
+lossguide: once per split), or d times when the grower does not route the depth limit's
+leaves (``route_leaves``) and ``root_pass`` adds the tree with the next tree's root histogram.
+Sums run page by page, so they may differ from the in-memory ones in the last bits.
 """
 
 from __future__ import annotations
@@ -49,21 +50,8 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
     tree_bins = True
 
     def __init__(self, data: ExternalDataset, reg: Regularization):
-        # the codes are on disk: the in-memory matrices stay unset
+        super().__init__(None, None, data.n_bins_per_feature, data.cuts, reg, sparse=data.is_sparse)  # codes on disk
         self.data = data
-        self.codes = None
-        self.codes_by_feature = None
-        self.sparse = data.is_sparse
-        self.n_bins = data.n_bins_per_feature
-        self.cuts = data.cuts
-        self.reg = reg
-        self.n_features = data.n_features
-        self._free: list[np.ndarray] = []
-        self._block_hists = np.empty((0, 0, 2))
-        self._slots = None
-        self._no_slots = np.empty(0, np.uint16)
-        self.codes_changed = False
-        self.hists: dict[int, np.ndarray] = {}
         self._decisions: dict[int, tuple[Split, np.ndarray]] = {}
         # by parent id: (its lighter child is the left one, that child's histogram), built while deciding
         self._child_hists: dict[int, tuple[bool, np.ndarray]] = {}

@@ -121,19 +121,8 @@ class RemoteHistogramSplitFinder(HistogramSplitFinder):
     tree_bins = True
 
     def __init__(self, shards: Shards, n_bins: np.ndarray, cuts: list[np.ndarray], reg: Regularization):
+        super().__init__(None, None, n_bins, cuts, reg, sparse=False)  # the codes are on the shards
         self.shards = shards
-        self.codes = self.codes_by_feature = None  # the codes are on the shards
-        self.sparse = False
-        self.n_bins = n_bins
-        self.cuts = cuts
-        self.reg = reg
-        self.n_features = len(cuts)
-        self._free: list[np.ndarray] = []
-        self._block_hists = np.empty((0, 0, 2))
-        self._slots = None
-        self._no_slots = np.empty(0, np.uint16)
-        self.codes_changed = False
-        self.hists: dict[int, np.ndarray] = {}
         # what the next tree's first call also carries: its output group, (n_groups,
         # subsample, seed) when it begins a round, and the trees finished since the last call
         self.group = 0

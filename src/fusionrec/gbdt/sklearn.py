@@ -241,22 +241,27 @@ class GBDTClassifier(ClassifierMixin, _GBDTBase):
         y = column_or_1d(np.asarray(y) if not hasattr(y, "to_numpy") else y.to_numpy(), warn=True)
         check_classification_targets(y)
         self._label_encoder = LabelEncoder().fit(y)
-        self.classes_ = self._label_encoder.classes_
-        self.n_classes_ = len(self.classes_)
-        if self.n_classes_ < 2:
-            raise FusionrecError(
-                f"y: only one class ({self.classes_[0]!r}) is present; a classifier needs at least 2 classes"
-            )
+        objective, extra = self._set_classes(self._label_encoder.classes_)
         encoded = self._label_encoder.transform(y).astype(np.float64)
+        return self._fit_booster(matrix, X, encoded, sample_weight, objective, extra, eval_set, sample_weight_eval_set, xgb_model, verbose)
+
+    def _set_classes(self, classes: np.ndarray) -> tuple[Any, dict]:
+        """Keep the training classes; the objective (binary:logistic, or multi:softprob with
+        num_class, unless one is given) and its extra parameters."""
+        self.classes_ = classes
+        self.n_classes_ = len(classes)
+        if self.n_classes_ < 2:
+            raise FusionrecError(f"y: only one class ({classes[0]!r}) is present; a classifier needs at least 2 classes")
         if self.n_classes_ == 2:
             objective, extra = self.objective or "binary:logistic", {}
         else:
             objective, extra = self.objective or "multi:softprob", {"num_class": self.n_classes_}
+        name = type(self).__name__
         if isinstance(objective, str) and not (objective.startswith("binary:") or objective.startswith("multi:")):
-            raise FusionrecError(f"parameter objective={objective!r}: GBDTClassifier needs a binary:* or multi:* objective")
+            raise FusionrecError(f"parameter objective={objective!r}: {name} needs a binary:* or multi:* objective")
         if isinstance(objective, str) and objective.startswith("binary:") and self.n_classes_ > 2:
             raise FusionrecError(f"parameter objective={objective!r}: y has {self.n_classes_} classes; use multi:softprob")
-        return self._fit_booster(matrix, X, encoded, sample_weight, objective, extra, eval_set, sample_weight_eval_set, xgb_model, verbose)
+        return objective, extra
 
     def _encode_eval_y(self, y):
         y = column_or_1d(np.asarray(y))
