@@ -27,7 +27,9 @@ from fusionrec.gbdt.external import ExternalDataset
 from fusionrec.gbdt.grower import Node, SplitFinder
 from fusionrec.gbdt.hist_finder import HistogramSplitFinder
 from fusionrec.gbdt._jit import parallel_and_serial
+from fusionrec.gbdt._prefetch import prefetch
 from fusionrec.gbdt.histogram import (
+    PREFETCH_DISTANCE,
     _add_row,
     build_histogram,
     build_histogram_serial,
@@ -336,7 +338,10 @@ def _decide_and_add_tasks(codes, page_start, rows, gh, go_left, t_start, t_stop,
     for t in prange(t_start.shape[0]):
         k = t_node[t]
         f, b, d, take, target = feature[k], split_bin[k], default_left[k], take_left[k], t_target[t]
+        ahead = t_stop[t] - PREFETCH_DISTANCE
         for i in range(t_start[t], t_stop[t]):
+            if i < ahead:  # a deep node's rows are scattered over the page: hide the wait, as build_histogram does
+                prefetch(codes, rows[i + PREFETCH_DISTANCE] - page_start)
             r = rows[i] - page_start
             code = codes[r, f]
             left = d if code == MISSING_CODE else code <= b
