@@ -141,21 +141,22 @@ class Booster:
 
     def _cached_margin(self, dataset: Dataset) -> np.ndarray:
         """Margins of ``dataset`` for all trees so far, updated incrementally across rounds."""
-        key = id(dataset)
-        cached = self._margin_cache.get(key)
-        if cached is None or cached[0] is not dataset:
-            margin = np.tile(self.base_margin(), (dataset.n_rows, 1))
-            n_done = 0
-        else:
-            _, margin, n_done = cached
+        margin, n_done = self._margin_entry(dataset)
         if n_done < len(self.trees):
             if isinstance(dataset, ExternalDataset):
                 dataset.add_tree_margins(self.trees[n_done:], self.tree_group[n_done:], margin)
             else:
                 new = Forest.of(self.trees[n_done:], self.tree_group[n_done:], self.n_groups)
                 add_forest_margin(dataset.raw.values, new, margin)
-        self._margin_cache[key] = (dataset, margin, len(self.trees))
+        self._margin_cache[id(dataset)] = (dataset, margin, len(self.trees))
         return margin
+
+    def _margin_entry(self, dataset: Any) -> tuple[np.ndarray, int]:
+        """The cached margins of ``dataset`` and how many trees they hold (base margins, 0)."""
+        cached = self._margin_cache.get(id(dataset))
+        if cached is None or cached[0] is not dataset:
+            return np.tile(self.base_margin(), (dataset.n_rows, 1)), 0
+        return cached[1], cached[2]
 
     # -- one round ----------------------------------------------------------------------------
     def update(self, dtrain: Dataset, iteration: int | None = None, fobj: Callable | None = None) -> None:
@@ -174,9 +175,7 @@ class Booster:
             self._round = BoostingRound(self.params, self.objective, self.n_groups)
         if self._round.fuses_passes(dtrain):
             # the cached margins may lack the last trees: the round's first pass adds them
-            cached = self._margin_cache.get(id(dtrain))
-            margin, n_done = (cached[1], cached[2]) if cached is not None and cached[0] is dtrain else (
-                np.tile(self.base_margin(), (dtrain.n_rows, 1)), 0)  # fmt: skip
+            margin, n_done = self._margin_entry(dtrain)
             self.append_round([self._round.run_paged(dtrain, margin, self.rng, self.trees[n_done:])])
             self._margin_cache[id(dtrain)] = (dtrain, margin, len(self.trees) - 1)  # all but the new tree
             return

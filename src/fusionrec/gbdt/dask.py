@@ -331,10 +331,10 @@ class _DaskEstimator:
         da, dd, _ = _dask()
         if isinstance(X, (da.Array, dd.DataFrame, dd.Series)):
             return X
+        n_parts = max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))  # one partition per worker
         if hasattr(X, "iloc"):
-            return dd.from_pandas(X, npartitions=max(1, len(self.client.scheduler_info(n_workers=-1)["workers"])))
+            return dd.from_pandas(X, npartitions=n_parts)
         array = np.asarray(X)
-        n_parts = max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
         return da.from_array(array, chunks=(max(1, -(-array.shape[0] // n_parts)),) + array.shape[1:])
 
     def __sklearn_tags__(self):

@@ -50,10 +50,10 @@ from typing import Any, Iterator
 import lz4.frame
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from numba import njit
 
 from fusionrec.errors import FusionrecError
-from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes, apply_cuts, pack_cuts
+from fusionrec.gbdt.binning import SparseCodes, apply_cuts, pack_cuts
 from fusionrec.gbdt.data import FeatureMatrix, check_label, check_weight, to_feature_matrix
 from fusionrec.gbdt.sketch import WeightedQuantileSketch, sketch_cuts
 from fusionrec.gbdt.tree import add_leaf_values_by_codes_dense, add_leaf_values_by_codes_sparse

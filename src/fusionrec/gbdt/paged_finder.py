@@ -20,7 +20,7 @@ Sums run page by page, so they may differ from the in-memory ones in the last bi
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes
 from fusionrec.gbdt.external import ExternalDataset
@@ -66,7 +66,6 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
         self._begin_layout(grower.features, max(1, per_row))
         self._decisions = {}
         self._child_hists = {}
-        self._no_hist = np.zeros((1, 2))  # the hist argument of a kernel call that adds nothing
 
     def root_sums(self, root: Node) -> tuple[float, float]:
         sums = SplitFinder.root_sums(self, root)
@@ -177,8 +176,11 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
                     hist = self._take()
                     hist[:] = 0.0
                     child_hists[node.id] = (node.split.left_h <= node.sum_h - node.split.left_h, hist)
-        if not self.sparse and len({node.buffer for node in nodes}) == 1:
-            self._decide_level_dense(nodes, split, flags, child_hists)
+        if not self.sparse:  # a level's nodes (or two siblings) share one row buffer
+            for buffer in (0, 1):
+                same_buffer = [node for node in nodes if node.buffer == buffer]
+                if same_buffer:
+                    self._decide_level_dense(same_buffer, split, flags, child_hists)
             self._keep_decisions(nodes, split, flags, child_hists)
             return
         page_hist = self._take() if child_hists else None
@@ -191,14 +193,6 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
                     continue
                 local = rows[lo:hi] - np.int32(start)
                 go_left = flags[node.id][lo:hi]
-                if not isinstance(codes, SparseCodes):  # one kernel decides and adds the lighter child's rows
-                    is_left, hist = child_hists.get(node.id, (True, self._no_hist))
-                    blocks = self._block_hists[: n_blocks_for(hi - lo, self.entries_per_row)]
-                    (_decide_and_add_serial if blocks.shape[0] == 1 else _decide_and_add)(
-                        codes, local, gh[lo:hi], chosen.feature, chosen.split_bin, bool(chosen.default_left), is_left,
-                        node.id in child_hists, self.grower.features, self._dense_offsets, self.bins, blocks, go_left, hist,
-                    )  # fmt: skip
-                    continue
                 column = _column_codes(codes, chosen.feature, local)
                 go_left[:] = np.where(column == MISSING_CODE, bool(chosen.default_left), column <= chosen.split_bin)
                 if node.id in child_hists:
@@ -301,32 +295,6 @@ def _page_slice(rows: np.ndarray, start: int, stop: int) -> tuple[int, int]:
     """[lo, hi) of a node's ascending row ids (the grower's partitions are stable) in a page."""
     bounds = np.searchsorted(rows, np.array((start, stop), dtype=rows.dtype))
     return int(bounds[0]), int(bounds[1])
-
-
-def _decide_and_add(codes, local, gh, feature, split_bin, default_left, take_left, add, features, offsets, bins,
-                    block_hists, go_left, hist):  # fmt: skip
-    """go_left of a page's rows ``local`` of one node; with ``add``, the rows going to the
-    ``take_left`` side added to ``hist`` (summed in row blocks, as build_histogram)."""
-    n = local.shape[0]
-    n_blocks = block_hists.shape[0]
-    block_size = (n + n_blocks - 1) // n_blocks
-    all_features = features.shape[0] == codes.shape[1]
-    for b in prange(n_blocks):
-        part = block_hists[b]
-        if add:
-            part[:] = 0.0
-        for i in range(b * block_size, min(n, (b + 1) * block_size)):
-            code = codes[local[i], feature]
-            left = default_left if code == MISSING_CODE else code <= split_bin
-            go_left[i] = left
-            if add and left == take_left:
-                _add_row(codes, local[i], np.float64(gh[i, 0]), np.float64(gh[i, 1]), features, all_features, offsets, bins, part)
-    if add:
-        for b in range(n_blocks):
-            hist += block_hists[b]
-
-
-_decide_and_add, _decide_and_add_serial = parallel_and_serial(_decide_and_add)
 
 
 def _decide_and_add_tasks(codes, page_start, rows, gh, go_left, t_start, t_stop, t_node, t_target, feature, split_bin,
