@@ -250,3 +250,18 @@ def test_a_pass_less_per_tree_changes_nothing_a_user_sees(tmp_path):
         trees_match(train(settings, ds, 12), memory)
         first = train(settings, ds, 6)
         trees_match(train(settings, ds, 6, xgb_model=first), memory)
+
+
+@pytest.mark.parametrize("extra", [
+    {"max_depth": 5, "gamma": 1.5},  # pruned splits into the depth limit and above it
+    {"grow_policy": "lossguide", "max_leaves": 7, "max_depth": 3},
+    {"max_depth": 4, "max_leaves": 6, "objective": "reg:squarederror"},
+])  # fmt: skip
+def test_a_pass_less_per_tree_with_pruning_and_leaf_limits(extra, tmp_path):
+    """The next round's pass walks each row from the node it reached (TreeGrower.reached_nodes),
+    also when gamma collapsed splits and max_leaves stopped others early."""
+    X, y, w = data(6)
+    with ExternalDataset(uneven(X, y, w), page_rows=1000, cache_dirs=tmp_path, max_bin=64) as ds:
+        settings = {"objective": "binary:logistic", "eta": 0.4, **extra}
+        memory = train(settings, Dataset(X, y, w, reference=ds), 10)
+        trees_match(train(settings, ds, 10), memory)

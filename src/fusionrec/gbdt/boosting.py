@@ -54,11 +54,15 @@ class BoostingRound:
         self._dataset_id: int | None = None
         self._finder: SplitFinder | None = None
         self._workspace: Workspace | None = None
+        # run_paged: the last tree left out of the margins, and the node each row reached in it
+        self._reached_tree: Tree | None = None
+        self._reached: np.ndarray | None = None
 
     def _bind(self, dtrain: Dataset) -> None:
         if self._dataset_id != id(dtrain) or self._finder is None:
             self._finder = make_split_finder(self.params, dtrain)
             self._dataset_id = id(dtrain)
+            self._reached_tree = None
         if self._workspace is None or not self._workspace.fits(dtrain.n_rows):
             self._workspace = Workspace(dtrain.n_rows)
 
@@ -75,17 +79,26 @@ class BoostingRound:
         """One round on out-of-core pages with a pass less per tree: the rows of the depth
         limit's leaves are not routed (a page pass), so the round's tree is left out of
         ``margin``; the next round's first pass adds it (and any other ``unapplied`` trees) to
-        each page's rows, takes their gradient pairs and builds the root's histogram in one go."""
+        each page's rows, takes their gradient pairs and builds the root's histogram in one go.
+        Each row starts the walk of the round's tree from the node it is known to reach (its
+        leaf, or the split into the depth limit: one step), not from the root."""
         p = self.params
         self._bind(dtrain)
         n = dtrain.n_rows
         gh = np.empty((n, 2), dtype=np.float32)
         sampler = FeatureSampler(rng, dtrain.n_features, p["colsample_bytree"], p["colsample_bylevel"], p["colsample_bynode"])
         sampler.new_tree()
-        self._finder.root_pass(sampler.tree_features, unapplied, margin, dtrain.label, dtrain.weight, self.objective, gh)
+        trees = [(tree, self._reached if tree is self._reached_tree else None) for tree in unapplied]
+        self._finder.root_pass(sampler.tree_features, trees, margin, dtrain.label, dtrain.weight, self.objective, gh)
         grower = TreeGrower(self._finder, gh, np.arange(n, dtype=np.int32), True, sampler, p, self._workspace)
         grower.route_leaves = False
-        return grower.grow()[0]
+        tree = grower.grow()[0]
+        if self._reached is None or self._reached.shape[0] != n:
+            self._reached = np.empty(n, np.int32)
+        self._reached[:] = 0  # the root: a full walk for any row no segment holds (none, when every row is grown on)
+        grower.reached_nodes(self._reached)
+        self._reached_tree = tree
+        return tree
 
     def run(self, dtrain: Dataset, margin: np.ndarray, rng: np.random.Generator) -> list[Tree]:
         """One tree per group (margin[:, group] gains its leaf values, in place)."""

@@ -93,6 +93,14 @@ def partition_rows(rows, gh, out_rows, out_gh, start, stop, go_left, n_blocks):
     return n_left
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def mark_segments(rows, starts, stops, values, out):
+    """out[rows[i]] = values[s] for i in each segment [starts[s], stops[s])."""
+    for s in prange(starts.shape[0]):
+        for i in range(starts[s], stops[s]):
+            out[rows[i]] = values[s]
+
+
 # Row flags of a sparse split feature: set for its present entries, ABSENT (the default
 # direction) for everyone else; the column is marked before deciding and cleared after.
 ABSENT, GOES_LEFT, GOES_RIGHT = 0, 1, 2
@@ -293,6 +301,7 @@ class TreeGrower:
         # False: the splits into the depth limit's leaves do not move rows, so the leaves'
         # segments are not their rows (the caller adds the tree's values by walking it instead)
         self.route_leaves = True
+        self._unrouted: set[int] = set()  # ids of the nodes split without moving their rows
 
     def _can_split(self, node: Node) -> bool:
         if self.max_depth > 0 and node.depth >= self.max_depth:
@@ -376,8 +385,30 @@ class TreeGrower:
         """Every leaf's rows into ``self.rows``; leaves tile [0, n), so after pruning a
         collapsed node's segment there holds exactly its rows too."""
         for node in self.nodes:
-            if node.left is None and node.buffer == 1:
+            if node.left is None and node.buffer == 1 and (node.parent is None or node.parent.id not in self._unrouted):
+                # (a leaf of an unrouted split holds no rows: copying its segment would overwrite its parent's)
                 self.rows[node.start : node.stop] = self.rows_pair[1][node.start : node.stop]
+
+    def reached_nodes(self, out: np.ndarray) -> None:
+        """After ``grow``: out[r] = the node of the grown tree (its flat index, after pruning)
+        that row r is known to reach: its leaf, or the node whose split into the depth limit
+        moved no rows (``route_leaves`` False), from which one step on the codes finds the
+        leaf. Rows not grown on keep their ``out`` value."""
+        has_children = {node.parent.id for node in self.nodes if node.parent is not None}
+        segments: tuple[list, list] = ([], [])  # per buffer: (start, stop, flat node)
+        for node in self.nodes:
+            if node.parent is not None and node.parent.id in self._unrouted:
+                continue  # never given rows
+            if node.id in has_children and node.id not in self._unrouted:
+                continue  # its rows moved on to its children
+            at = node
+            while at.id not in self.tree_index:  # pruned away: the ancestor it collapsed into is the leaf
+                at = at.parent
+            segments[node.buffer].append((node.start, node.stop, self.tree_index[at.id]))
+        for buffer, found in enumerate(segments):
+            if found:
+                starts, stops, values = (np.array(column, np.int64) for column in zip(*found))
+                mark_segments(self.rows_pair[buffer], starts, stops, values, out)
 
     def _partition(self, node: Node) -> int:
         """Move the node's rows, left ones first, into the other buffer; the number gone left."""
@@ -396,6 +427,7 @@ class TreeGrower:
         target = 1 - node.buffer
         if not self.route_leaves and 0 < self.max_depth <= node.depth + 1:
             mid = node.start  # children at the depth limit: their rows are not moved (see route_leaves)
+            self._unrouted.add(node.id)
         else:
             mid = node.start + self._partition(node)
         left = self._new_node(node.start, mid, target, split.left_g, split.left_h, node.depth + 1, node)

@@ -39,7 +39,7 @@ from fusionrec.gbdt.histogram import (
     n_blocks_for,
 )
 from fusionrec.gbdt.split import Regularization, Split
-from fusionrec.gbdt.tree import add_leaf_values_by_codes_dense
+from fusionrec.gbdt.tree import Tree, add_leaf_values_by_codes_dense, add_leaf_values_by_codes_dense_from
 
 
 TASK_ROWS = 32768  # a node's rows in a page are split into tasks of about this many rows ...
@@ -76,13 +76,15 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
             self.hists[root.id] = self._build_many([root])[root.id]
         return sums
 
-    def root_pass(self, features: np.ndarray, trees: list, margin: np.ndarray, label: np.ndarray,
-                  weight: np.ndarray | None, objective, gh: np.ndarray) -> None:  # fmt: skip
+    def root_pass(self, features: np.ndarray, trees: list[tuple[Tree, np.ndarray | None]], margin: np.ndarray,
+                  label: np.ndarray, weight: np.ndarray | None, objective, gh: np.ndarray) -> None:  # fmt: skip
         """One pass over the pages for the next tree's start: each page's rows get ``trees``'
-        leaf values (trees whose leaves' rows were never routed), then their gradient pairs
-        (``objective.fill_pairs``, row by row), then join the root's histogram over
-        ``features``. It replaces the last level's routing pass of the previous tree and the
-        root pass of this one: a pass less per tree. Dense pages, all rows, one output group."""
+        leaf values (trees whose leaves' rows were never routed; each with the nodes its rows
+        are known to reach, ``TreeGrower.reached_nodes``, or None: a walk from the root), then
+        their gradient pairs (``objective.fill_pairs``, row by row), then join the root's
+        histogram over ``features``. It replaces the last level's routing pass of the previous
+        tree and the root pass of this one: a pass less per tree. Dense pages, all rows, one
+        output group."""
         self._begin_layout(features, features.shape[0])
         hist = self._take()
         hist[:] = 0.0
@@ -90,9 +92,12 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
         for start, codes in self.data.iter_codes():
             stop = start + codes.shape[0]
             out = margin[start:stop, 0]
-            for tree in trees:
-                add_leaf_values_by_codes_dense(codes, tree.feature, tree.split_bin, tree.left, tree.right, tree.default_left,
-                                               tree.value, out)  # fmt: skip
+            for tree, reached in trees:
+                arrays = (tree.feature, tree.split_bin, tree.left, tree.right, tree.default_left, tree.value, out)
+                if reached is None:
+                    add_leaf_values_by_codes_dense(codes, *arrays)
+                else:
+                    add_leaf_values_by_codes_dense_from(codes, reached[start:stop], *arrays)
             objective.fill_pairs(margin[start:stop], label[start:stop], None if weight is None else weight[start:stop],
                                  gh[start:stop])  # fmt: skip
             self._add_page_rows(codes, np.arange(stop - start, dtype=np.int32), gh[start:stop], page_hist, features)

@@ -274,6 +274,20 @@ def add_leaf_values_by_codes_dense(codes, feature, split_bin, left, right, defau
 
 
 @njit(parallel=True, cache=True)
+def add_leaf_values_by_codes_dense_from(codes, start_nodes, feature, split_bin, left, right, default_left, value, out):
+    """add_leaf_values_by_codes_dense, row r's walk starting at ``start_nodes[r]`` (a node
+    row r is known to reach: its leaf, or a split whose rows were never moved; see
+    ``TreeGrower.reached_nodes``): a step or none instead of the whole depth."""
+    for r in prange(codes.shape[0]):
+        node = start_nodes[r]
+        while feature[node] >= 0:
+            code = codes[r, feature[node]]
+            go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
+            node = left[node] if go_left else right[node]
+        out[r] += value[node]
+
+
+@njit(parallel=True, cache=True)
 def add_leaf_values_by_codes_sparse(indptr, indices, codes, feature, split_bin, left, right, default_left, value, out):
     for r in prange(indptr.shape[0] - 1):
         node = 0
