@@ -116,6 +116,15 @@ def test_a_page_deleted_or_damaged_while_in_use_is_named(tmp_path):
     with pytest.raises(FusionrecError, match=r"page-000001\.lz4: an out-of-core page is damaged \(digest"):
         all_codes(ds)
     ds.close()
+    # a raw page is mapped, not read: a cut page must be refused before it is mapped
+    ds = ExternalDataset(uneven(X, y), page_rows=1000, cache_dirs=tmp_path)
+    page = ds.pages.pages[0]
+    assert not page.compressed
+    with open(page.path, "r+b") as handle:
+        handle.truncate(page.n_bytes // 2)
+    with pytest.raises(FusionrecError, match=r"page-000000\.lz4: an out-of-core page is truncated or grown \(.* bytes, written as"):
+        all_codes(ds)
+    ds.close()
     assert not list(tmp_path.iterdir())
 
 
