@@ -134,3 +134,29 @@ def test_early_stop_when_the_metric_has_not_improved_for_max_check_steps(aucs, s
         assert "early_stopped" not in report
     else:
         assert report["early_stopped"] == {"best_step": best_step, "best_metric": 0.6}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "mean_by_sample_num", "mean_by_positive_num"])
+def test_grouped_auc_equals_one_roc_auc_score_per_group(reduction):
+    """The one-sort grouped AUC against scikit-learn's roc_auc_score group by group, with tied
+    scores inside groups, string and integer group ids, one-class and one-row groups."""
+    rng = np.random.default_rng(11)
+    for trial in range(12):
+        n = int(rng.integers(1, 1500))
+        groups = rng.integers(0, max(1, n // int(rng.integers(1, 25))), n)
+        if trial % 3 == 0:
+            groups = np.array([f"user{g}" for g in groups])
+        proba = np.round(rng.random(n), int(rng.integers(1, 4)))  # 10 to 1000 distinct scores: ties
+        labels = (rng.random(n) < proba).astype(float)
+        total = weight = 0.0
+        for g in np.unique(groups):
+            member = groups == g
+            positive = labels[member] >= 0.5
+            if positive.all() or not positive.any():
+                continue
+            w = {"mean": 1.0, "mean_by_sample_num": member.sum(), "mean_by_positive_num": positive.sum()}[reduction]
+            total += w * roc_auc_score(positive, proba[member])
+            weight += w
+        expected = total / weight if weight else float("nan")
+        got = grouped_auc(labels, proba, groups, reduction)
+        assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected, abs=1e-12)
