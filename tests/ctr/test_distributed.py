@@ -55,6 +55,15 @@ def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=600, **kwargs)
 
 
+def failure_report(done: subprocess.CompletedProcess, log_dir) -> str:
+    """torchrun's own error and the end of every rank's stderr (``--redirects 2`` keeps each in a
+    file: torchrun's report names the rank that died, but not why)."""
+    parts = [done.stderr[-1500:]]
+    for path in sorted(log_dir.rglob("stderr.log")):
+        parts.append(f"--- {path.relative_to(log_dir)}\n{path.read_text(errors='replace')[-2500:]}")
+    return "\n".join(parts)
+
+
 def test_two_processes_train_the_model_one_process_trains_on_the_global_batch(tmp_path):
     """With no batch norm and no embedding_regularization (both per process, as in EasyRec's
     workers), two processes of batch_size 64 give the weights of one of batch_size 128."""
@@ -67,10 +76,10 @@ def test_two_processes_train_the_model_one_process_trains_on_the_global_batch(tm
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     edits = {"train_input_path": str(tmp_path / "train.csv"), "eval_input_path": str(tmp_path / "test.csv"),
              "train_config.num_steps": 20, "train_config.save_checkpoints_steps": 10, "data_config.num_epochs": 0}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fusionrec.cli",
-                "ctr", "train_eval", "--pipeline_config_path", str(tmp_path / "c.yaml"), "--model_dir", str(tmp_path / "two")]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "--log-dir", str(tmp_path / "ranks"), "--redirects", "2", "-m", "fusionrec.cli", "ctr", "train_eval", "--pipeline_config_path", str(tmp_path / "c.yaml"), "--model_dir", str(tmp_path / "two")]
     done = run(torchrun + ["--edit_config_json", json.dumps({**edits, "data_config.batch_size": 64})])
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, failure_report(done, tmp_path / "ranks")
     summary = json.loads(done.stdout[done.stdout.index("\n{\n"):])  # rank 0's summary only
     assert summary["world_size"] == 2 and summary["examples"] == 20 * 128 and summary["steps"] == 20
     evaluated = json.loads((tmp_path / "two" / "eval_result.json").read_text())
@@ -91,6 +100,6 @@ def test_two_processes_train_the_model_one_process_trains_on_the_global_batch(tm
     # --continue_train under torchrun: 10 more steps from the last checkpoint
     more = run(torchrun + ["--continue_train", "--edit_config_json", json.dumps({**edits, "data_config.batch_size": 64,
                                                                                   "train_config.num_steps": 30})])
-    assert more.returncode == 0, more.stderr[-3000:]
+    assert more.returncode == 0, failure_report(more, tmp_path / "ranks")
     assert json.loads(more.stdout[more.stdout.index("\n{\n"):])["steps"] == 30
     assert np.isfinite(json.loads((tmp_path / "two" / "eval_result.json").read_text())["auc"])
