@@ -82,6 +82,26 @@ def test_continue_train_equals_an_uninterrupted_run(taobao, tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
+def test_a_fit_without_checkpoints_exports_what_the_last_checkpoint_exports(taobao, tmp_path):
+    """save_checkpoints=False writes none; export(current=True) then scores as the export of the
+    same run's last checkpoint does (a pipeline's folds train and export this way)."""
+    config = load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "with"))
+    checkpointed = Trainer(config)
+    checkpointed.train(progress=False)
+    export_model(checkpointed, tmp_path / "from_checkpoint")
+    bare = Trainer(load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "without")))
+    bare.train(progress=False, save_checkpoints=False)
+    assert bare.checkpoints() == []
+    export_model(bare, tmp_path / "from_memory", current=True)
+    assert json.loads((tmp_path / "from_memory" / "input_schema.json").read_text())["checkpoint"] == "step 4, not checkpointed"
+    scores = {}
+    for name in ("from_checkpoint", "from_memory"):
+        predict(str(taobao / "test.csv"), str(tmp_path / f"{name}.csv"), str(tmp_path / name), output_cols="probs double")
+        scores[name] = np.array([float(line.split("\x01")[0]) for line in (tmp_path / f"{name}.csv").read_text().splitlines()[1:]])
+    assert scores["from_memory"].shape == (300,)
+    np.testing.assert_array_equal(scores["from_memory"], scores["from_checkpoint"])
+
+
 def test_existing_checkpoints_need_continue_train(taobao, tmp_path):
     config = load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m"))
     Trainer(config).train(progress=False)

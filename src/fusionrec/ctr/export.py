@@ -33,18 +33,24 @@ EXPORT_FORMAT = "fusionrec.ctr.export"
 EXPORT_VERSION = 1
 
 
-def export(trainer, export_dir: str | Path, checkpoint: Path | None = None) -> Path:
-    """Write ``export_dir/model.pt`` (TorchScript), ``pipeline.json`` and ``input_schema.json``."""
+def export(trainer, export_dir: str | Path, checkpoint: Path | None = None, *, current: bool = False) -> Path:
+    """Write ``export_dir/model.pt`` (TorchScript), ``pipeline.json`` and ``input_schema.json``
+    from ``checkpoint`` (default: the best or the last of the model_dir), or with ``current``
+    from the trainer's model as it is (a fit trained without checkpoints, as a pipeline's are)."""
     config = trainer.config
-    if checkpoint is None:
-        if config.export_config.exporter_type == "best" and (trainer.model_dir / "best.pt").exists():
-            checkpoint = trainer.model_dir / "best.pt"
-        else:
-            found = trainer.checkpoints()
-            if not found:
-                raise FusionrecError(f"model_dir {str(trainer.model_dir)!r}: no checkpoint to export; train first")
-            checkpoint = found[-1][1]
-    trainer.load_checkpoint(checkpoint, weights_only_model=True)
+    if current:
+        source = f"step {trainer.step}, not checkpointed"
+    else:
+        if checkpoint is None:
+            if config.export_config.exporter_type == "best" and (trainer.model_dir / "best.pt").exists():
+                checkpoint = trainer.model_dir / "best.pt"
+            else:
+                found = trainer.checkpoints()
+                if not found:
+                    raise FusionrecError(f"model_dir {str(trainer.model_dir)!r}: no checkpoint to export; train first")
+                checkpoint = found[-1][1]
+        trainer.load_checkpoint(checkpoint, weights_only_model=True)
+        source = checkpoint.name
     task = config.model_config_.task
     scoring = ScoringModel(trainer.transform, trainer.model, config.model_config_.head_tasks).eval()
     scripted = torch.jit.script(scoring)
@@ -55,7 +61,7 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None) -> P
     atomic_write_bytes(export_dir / MODEL_FILE, buffer.getvalue())
     atomic_write_bytes(export_dir / "pipeline.json", json.dumps(dump_config(config), indent=1).encode())
     schema = {
-        "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "checkpoint": checkpoint.name,
+        "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "checkpoint": source,
         "fusionrec_version": __version__, "torch_version": torch.__version__,
         "features": trainer.transform.layout(),
         "inputs": [_input_schema(f, config.vector_inputs()) for f in config.data_config.input_fields

@@ -358,7 +358,10 @@ class Trainer:
         return True
 
     def train(self, *, continue_train: bool = False, callbacks: list[TrainingCallback] | None = None,
-              evaluate_at_checkpoints: bool = True, progress: bool = True) -> dict:  # fmt: skip
+              evaluate_at_checkpoints: bool = True, progress: bool = True, save_checkpoints: bool = True) -> dict:  # fmt: skip
+        """Train to num_steps / num_epochs from the start or (``continue_train``) the last
+        checkpoint. ``save_checkpoints`` False writes none (a fit that is never resumed and is
+        exported from memory, ``export(current=True)``: a pipeline's fold)."""
         config, train = self.config, self.config.train_config
         if not config.train_input_path:
             raise FusionrecError("train_input_path: not set")
@@ -442,7 +445,7 @@ class Trainer:
                             if progress:
                                 bar.console.print(f"step {self.step}: loss {float(loss.detach()):.5f} lr {lr:.6g} {rate:,.0f} examples/s")
                         due_by_time = train.save_checkpoints_secs and time.monotonic() - last_save >= train.save_checkpoints_secs
-                        if self.step % train.save_checkpoints_steps == 0 or due_by_time:
+                        if save_checkpoints and (self.step % train.save_checkpoints_steps == 0 or due_by_time):
                             self.save_checkpoint()
                             last_save = time.monotonic()
                             if evaluate_at_checkpoints and config.eval_input_path:
@@ -466,7 +469,7 @@ class Trainer:
         container.after_training(self)
         if self.step == 0:
             raise FusionrecError(f"train_input_path {config.train_input_path!r}: no training rows were read")
-        if not self.checkpoints() or self.checkpoints()[-1][0] != self.step:
+        if save_checkpoints and (not self.checkpoints() or self.checkpoints()[-1][0] != self.step):
             self.save_checkpoint()
         elapsed = time.perf_counter() - start_time
         report = {"steps": self.step, "epochs_completed": self.epoch, "examples": examples,

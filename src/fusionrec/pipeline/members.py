@@ -188,8 +188,9 @@ def _train_deep(config, ctx: FitContext, table: pa.Table, directory: Path) -> No
             "data; in a pipeline a deep model's fold is scored out of fold, so it trains to num_steps and exports the last"
         )
     trainer = Trainer(config, work / "model", base_dir=str(ctx.base_dir), seed=ctx.seed)
-    trainer.train(progress=not ctx.quiet, evaluate_at_checkpoints=False)
-    export(trainer, directory / "export")
+    # no checkpoints: an interrupted fit starts again (above), so they would only be written, hashed and read back
+    trainer.train(progress=not ctx.quiet, evaluate_at_checkpoints=False, save_checkpoints=False)
+    export(trainer, directory / "export", current=True)
     shutil.rmtree(work)
 
 
