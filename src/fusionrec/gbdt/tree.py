@@ -260,17 +260,22 @@ def predict_leaf_dense(X, feature, threshold, left, right, default_left, tree_st
             out[i, t] = _leaf_of(X[i], root, feature, threshold, left, right, default_left) - root
 
 
+@njit(cache=True, inline="always")
+def _leaf_by_codes_dense(codes, r, node, feature, split_bin, left, right, default_left):
+    """The leaf row r of bin ``codes`` reaches from ``node`` (code <= split_bin goes left,
+    MISSING_CODE the default way)."""
+    while feature[node] >= 0:
+        code = codes[r, feature[node]]
+        go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
+        node = left[node] if go_left else right[node]
+    return node
+
+
 @njit(parallel=True, cache=True)
 def add_leaf_values_by_codes_dense(codes, feature, split_bin, left, right, default_left, value, out):
-    """out[r] += the leaf value of row r of bin ``codes``, walking a tree grown on those bins
-    (code <= split_bin goes left, MISSING_CODE the default way)."""
+    """out[r] += the leaf value of row r of bin ``codes``, walking a tree grown on those bins."""
     for r in prange(codes.shape[0]):
-        node = 0
-        while feature[node] >= 0:
-            code = codes[r, feature[node]]
-            go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
-            node = left[node] if go_left else right[node]
-        out[r] += value[node]
+        out[r] += value[_leaf_by_codes_dense(codes, r, 0, feature, split_bin, left, right, default_left)]
 
 
 @njit(parallel=True, cache=True)
@@ -279,12 +284,7 @@ def add_leaf_values_by_codes_dense_from(codes, start_nodes, feature, split_bin, 
     row r is known to reach: its leaf, or a split whose rows were never moved; see
     ``TreeGrower.reached_nodes``): a step or none instead of the whole depth."""
     for r in prange(codes.shape[0]):
-        node = start_nodes[r]
-        while feature[node] >= 0:
-            code = codes[r, feature[node]]
-            go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
-            node = left[node] if go_left else right[node]
-        out[r] += value[node]
+        out[r] += value[_leaf_by_codes_dense(codes, r, start_nodes[r], feature, split_bin, left, right, default_left)]
 
 
 @njit(parallel=True, cache=True)
