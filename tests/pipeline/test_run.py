@@ -1,5 +1,6 @@
 """fusionrec train on a pipeline config: out-of-fold honesty, time splits, resume, the run directory."""
 
+import copy
 import json
 
 import numpy as np
@@ -12,9 +13,9 @@ from sklearn.metrics import roc_auc_score
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline import PipelineRun
 from fusionrec.pipeline.members import TreesModel
-from fusionrec.pipeline.run import FitContext
+from fusionrec.pipeline.run import FitContext, read_rows
 
-from .helpers import TAOBAO_COLUMNS, TREES, make_logs, pipeline_dict, with_field, write_yaml
+from .helpers import TAOBAO_COLUMNS, TREES, WIDE_AND_DEEP, make_logs, pipeline_dict, with_field, write_yaml
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +164,31 @@ def test_eval_result_is_strict_json_and_the_export_goes_where_the_config_says(tm
     run.train()
     assert (tmp_path / "served" / "manifest.json").exists() and not (run.run_dir / "export").exists()
     json.loads((run.run_dir / "eval_result.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in eval_result.json"))
+
+
+@pytest.mark.parametrize("kind", ["ctr", "leaf_features"])
+def test_a_fold_scored_in_memory_scores_as_its_export(tmp_path, logs, kind):
+    """A fold's deep model scores its held-out rows eagerly, unexported: the same numbers
+    as the TorchScript export of the same fit, so out-of-fold scores are the served model's."""
+    from collections import Counter
+
+    from fusionrec.pipeline.members import MEMBER_KINDS, Rows, load_member
+
+    train, test = logs
+    ctr = {"model_config": copy.deepcopy(WIDE_AND_DEEP["model_config"]), "train_config": copy.deepcopy(WIDE_AND_DEEP["train_config"])}
+    leaf = {"trees": "trees", "inner_folds": 2, "ctr": copy.deepcopy(ctr)}
+    models = [{"name": "trees", "gbdt": copy.deepcopy(TREES)}, {"name": "deep", kind: ctr if kind == "ctr" else leaf}]
+    run = run_of(tmp_path, pipeline_dict(train, test, tmp_path / "run", models=models))
+    table, _ = read_rows(run.spec, str(train), "data.train_input_path")
+    entry = run.spec.model("deep")
+    ctx = FitContext(run.spec, run.base_dir, seed=1)
+    fitted = MEMBER_KINDS[kind].fit(entry, ctx, table.slice(0, 2000), tmp_path / "member")
+    rows = Rows(table.slice(2000), run.spec.data.data_config)
+    eager, exported = Counter(), Counter()
+    in_memory = fitted.score(rows, eager)
+    loaded = load_member(kind, tmp_path / "member").score(rows, exported)
+    np.testing.assert_array_equal(in_memory, loaded)
+    assert eager == exported and len(np.unique(in_memory)) > 100
+    unsaved = MEMBER_KINDS[kind].fit(entry, ctx, table.slice(0, 2000), tmp_path / "unsaved", save=False)
+    np.testing.assert_array_equal(unsaved.score(rows, Counter()), in_memory)  # the same seed: the same model
+    assert sorted(p.name for p in (tmp_path / "unsaved").iterdir()) == []  # nothing kept (the work dir removed)

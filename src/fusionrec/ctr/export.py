@@ -52,8 +52,7 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None, *, c
         trainer.load_checkpoint(checkpoint, weights_only_model=True)
         source = checkpoint.name
     task = config.model_config_.task
-    scoring = ScoringModel(trainer.transform, trainer.model, config.model_config_.head_tasks).eval()
-    scripted = torch.jit.script(scoring)
+    scripted = torch.jit.script(scoring_module(trainer))
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -71,6 +70,12 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None, *, c
     }  # fmt: skip
     atomic_write_bytes(export_dir / "input_schema.json", json.dumps(schema, indent=1).encode())
     return export_dir / MODEL_FILE
+
+
+def scoring_module(trainer) -> ScoringModel:
+    """The trainer's model as export scripts it (raw columns in, named outputs out), in eval
+    mode and eager: what a pipeline scores a fold's held-out rows with."""
+    return ScoringModel(trainer.transform, trainer.model, trainer.config.model_config_.head_tasks).eval()
 
 
 def _input_schema(field, vectors: dict[str, tuple[int, str]]) -> dict:

@@ -695,7 +695,11 @@ def build_model(config: PipelineConfig, transform: FeatureTransform) -> nn.Modul
 class ScoringModel(nn.Module):
     """What export writes: raw column tensors -> the served score (probabilities, or y for a
     regression; a multi-task model's first tower's) and every output EasyRec's exported model
-    has. Needs no fusionrec code to run."""
+    has. Needs no fusionrec code to run; runs eagerly as well (a pipeline scores its folds so)."""
+
+    # typed here, not by value (TorchScript cannot type an empty list from its value); as
+    # objects, not the strings ``from __future__ import annotations`` would make of them
+    __annotations__ = {"head_params": List[float], "heads_params": Dict[str, List[float]]}
 
     def __init__(self, transform: FeatureTransform, model: nn.Module, head_tasks: Dict[str, Task]):
         super().__init__()
@@ -704,12 +708,10 @@ class ScoringModel(nn.Module):
         served = next(iter(head_tasks.values()))
         self.head = served.head
         self.squash = served.squash
-        # typed: TorchScript cannot type an empty list from its value
-        self.head_params = torch.jit.Attribute(list(served.head_params), List[float])
+        self.head_params = list(served.head_params)
         self.heads: Dict[str, str] = {suffix: task.head for suffix, task in head_tasks.items()}
         self.head_squash: Dict[str, bool] = {suffix: task.squash for suffix, task in head_tasks.items()}
-        self.heads_params = torch.jit.Attribute({suffix: list(task.head_params) for suffix, task in head_tasks.items()},
-                                                Dict[str, List[float]])  # fmt: skip
+        self.heads_params = {suffix: list(task.head_params) for suffix, task in head_tasks.items()}
 
     def forward(self, columns: Dict[str, Tensor]) -> Tensor:
         return task_score(self.model(self.transform(columns)), self.head, self.squash, self.head_params)

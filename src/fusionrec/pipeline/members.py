@@ -1,8 +1,11 @@
-"""The models of a pipeline: each kind fits on a typed table into a directory, and a scorer
-loaded from that directory scores typed tables. A kind is one entry of ``MEMBER_KINDS``.
+"""The models of a pipeline: each kind fits on a typed table (``fit``, returning the fitted
+member, with ``save`` writing its files into a directory) or is loaded from that directory
+(``load``), and scores typed tables. A kind is one entry of ``MEMBER_KINDS``.
 
 Directories hold plain files only: GBDT JSON models, the tree columns' encoder as JSON,
-TorchScript exports of deep models (``fusionrec.ctr.export``); nothing is pickled.
+TorchScript exports of deep models (``fusionrec.ctr.export``); nothing is pickled. A fold's
+fit is scored in memory and saves nothing: a deep model scores its held-out rows with the
+eager module its export would script (TorchScript costs ~1.5 s per model).
 """
 
 from __future__ import annotations
@@ -147,12 +150,19 @@ class TreesModel:
 class GBDTMember:
     kind = "gbdt"
 
-    @staticmethod
-    def fit(entry: ModelEntry, ctx: FitContext, table: pa.Table, directory: Path) -> None:
-        TreesModel.fit(entry.gbdt, ctx, table, ctx.seed).save(directory)
+    def __init__(self, trees: TreesModel):
+        self.trees = trees
 
-    def __init__(self, directory: Path):
-        self.trees = TreesModel.load(directory)
+    @classmethod
+    def fit(cls, entry: ModelEntry, ctx: FitContext, table: pa.Table, directory: Path, *, save: bool = True) -> "GBDTMember":
+        trees = TreesModel.fit(entry.gbdt, ctx, table, ctx.seed)
+        if save:
+            trees.save(directory)
+        return cls(trees)
+
+    @classmethod
+    def load(cls, directory: Path) -> "GBDTMember":
+        return cls(TreesModel.load(directory))
 
     def input_fields(self) -> set[str]:
         return self.trees.input_fields()
@@ -170,9 +180,10 @@ class GBDTMember:
 
 
 # ---------------------------------------------------------------- deep models
-def _train_deep(config, ctx: FitContext, table: pa.Table, directory: Path) -> None:
-    """Train an EasyRec model on ``table`` (written once as Parquet) and export it to ``directory/export``."""
-    from fusionrec.ctr.export import export
+def _train_deep(config, ctx: FitContext, table: pa.Table, directory: Path, save: bool) -> "_DeepScorer":
+    """Train an EasyRec model on ``table`` (written once as Parquet); with ``save`` export it
+    to ``directory/export``. Returns the trained model's eager scorer."""
+    from fusionrec.ctr.export import export, scoring_module
     from fusionrec.ctr.trainer import Trainer
 
     work = directory / "work"
@@ -190,15 +201,24 @@ def _train_deep(config, ctx: FitContext, table: pa.Table, directory: Path) -> No
     trainer = Trainer(config, work / "model", base_dir=str(ctx.base_dir), seed=ctx.seed)
     # no checkpoints: an interrupted fit starts again (above), so they would only be written, hashed and read back
     trainer.train(progress=not ctx.quiet, evaluate_at_checkpoints=False, save_checkpoints=False)
-    export(trainer, directory / "export", current=True)
+    if save:
+        export(trainer, directory / "export", current=True)
     shutil.rmtree(work)
+    return _DeepScorer(scoring_module(trainer), trainer.config)
 
 
 class _DeepScorer:
-    def __init__(self, export_dir: Path):
+    """A deep model's scores from raw columns: an export's TorchScript module, or the same
+    module eager (``fusionrec.ctr.export.scoring_module``)."""
+
+    def __init__(self, module, config):
+        self.module, self.config = module, config
+
+    @classmethod
+    def load(cls, export_dir: Path) -> "_DeepScorer":
         from fusionrec.ctr.export import load_export
 
-        self.module, self.config = load_export(export_dir)
+        return cls(*load_export(export_dir))
 
     def input_fields(self) -> set[str]:
         return {name for feature in self.config.features for name in feature.input_names} - {LEAF_FIELD}
@@ -215,13 +235,17 @@ class _DeepScorer:
 class CTRMember:
     kind = "ctr"
 
-    @staticmethod
-    def fit(entry: ModelEntry, ctx: FitContext, table: pa.Table, directory: Path) -> None:
-        config = ctr_config_for(ctx.spec, entry.ctr, ctx.base_dir, f"models.{entry.name}.ctr")
-        _train_deep(config, ctx, table, directory)
+    def __init__(self, deep: _DeepScorer):
+        self.deep = deep
 
-    def __init__(self, directory: Path):
-        self.deep = _DeepScorer(directory / "export")
+    @classmethod
+    def fit(cls, entry: ModelEntry, ctx: FitContext, table: pa.Table, directory: Path, *, save: bool = True) -> "CTRMember":
+        config = ctr_config_for(ctx.spec, entry.ctr, ctx.base_dir, f"models.{entry.name}.ctr")
+        return cls(_train_deep(config, ctx, table, directory, save))
+
+    @classmethod
+    def load(cls, directory: Path) -> "CTRMember":
+        return cls(_DeepScorer.load(directory / "export"))
 
     def input_fields(self) -> set[str]:
         return self.deep.input_fields()
@@ -277,15 +301,20 @@ class LeafFeatureMember:
 
     kind = "leaf_features"
 
-    @staticmethod
-    def fit(entry: ModelEntry, ctx: FitContext, table: pa.Table, directory: Path) -> None:
+    def __init__(self, trees: list[TreesModel], coder: LeafCoder, deep: _DeepScorer):
+        self.trees, self.coder, self.deep = trees, coder, deep
+
+    @classmethod
+    def fit(cls, entry: ModelEntry, ctx: FitContext, table: pa.Table, directory: Path, *,
+            save: bool = True) -> "LeafFeatureMember":  # fmt: skip
         section = entry.leaf_features
         trees_section = ctx.spec.model(section.trees).gbdt
         part = np.random.default_rng(ctx.seed).permutation(table.num_rows) % section.inner_folds
         inner = []
         for j in range(section.inner_folds):
             trees = TreesModel.fit(trees_section, ctx, table.filter(pa.array(part != j)), ctx.seed + j)
-            trees.save(directory, prefix=f"inner{j}_")
+            if save:
+                trees.save(directory, prefix=f"inner{j}_")
             inner.append(trees)
         coder = LeafCoder.for_models([t.booster for t in inner], section.n_trees)
         tokens = np.empty(table.num_rows, dtype=object)
@@ -295,15 +324,17 @@ class LeafFeatureMember:
             tokens[held] = coder.tokens(trees.leaves(table.take(pa.array(held))), j).to_numpy(zero_copy_only=False)
             vocabulary += coder.vocabulary(trees.booster, j)
         config = leaf_ctr_config(ctx.spec, entry, ctx.base_dir, vocabulary)
-        _train_deep(config, ctx, table.append_column(LEAF_FIELD, pa.array(tokens, pa.string())), directory)
-        write_json(directory / "leaf_features.json", {"inner_folds": section.inner_folds, "n_trees": coder.n_trees,
-                                                      "stride": coder.stride})  # fmt: skip
+        deep = _train_deep(config, ctx, table.append_column(LEAF_FIELD, pa.array(tokens, pa.string())), directory, save)
+        if save:
+            write_json(directory / "leaf_features.json", {"inner_folds": section.inner_folds, "n_trees": coder.n_trees,
+                                                          "stride": coder.stride})  # fmt: skip
+        return cls(inner, coder, deep)
 
-    def __init__(self, directory: Path):
+    @classmethod
+    def load(cls, directory: Path) -> "LeafFeatureMember":
         meta = read_json(directory / "leaf_features.json")
-        self.trees = [TreesModel.load(directory, prefix=f"inner{j}_") for j in range(int(meta["inner_folds"]))]
-        self.coder = LeafCoder(int(meta["n_trees"]), int(meta["stride"]))
-        self.deep = _DeepScorer(directory / "export")
+        trees = [TreesModel.load(directory, prefix=f"inner{j}_") for j in range(int(meta["inner_folds"]))]
+        return cls(trees, LeafCoder(int(meta["n_trees"]), int(meta["stride"])), _DeepScorer.load(directory / "export"))
 
     def input_fields(self) -> set[str]:
         return self.deep.input_fields().union(*(t.input_fields() for t in self.trees))
@@ -359,4 +390,4 @@ MEMBER_KINDS = {member.kind: member for member in (GBDTMember, CTRMember, LeafFe
 
 
 def load_member(kind: str, directory: Path):
-    return MEMBER_KINDS[kind](directory)
+    return MEMBER_KINDS[kind].load(directory)

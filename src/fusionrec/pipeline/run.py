@@ -7,7 +7,8 @@ The unit of work is one (model, fold) fit; each writes its directory and, last, 
     run_dir/spec.json                     the resolved config (a different config refuses to resume)
     run_dir/data/train.parquet            the training rows as read (typed), once
     run_dir/data/folds.json               the splitter's blocks
-    run_dir/models/<name>/fold_<i>/       a fold's model, its out-of-fold scores (oof.npy), done.json
+    run_dir/models/<name>/fold_<i>/       a fold's out-of-fold scores (oof.json), done.json (its model is
+                                          scored in memory and not kept)
     run_dir/models/<name>/full/           the model fitted on every row (exported)
     run_dir/oof_predictions.csv           row, label and every model's out-of-fold score
     run_dir/fusion.json, eval_result.json, oof_correlation.png, roc.png
@@ -129,9 +130,8 @@ def run_fit(spec: PipelineSpec, base_dir: Path, run_dir: Path, name: str, fold, 
     else:
         folds = folds or read_json(run_dir / "data" / "folds.json")
         fit_rows, held_out = fold_rows(folds["kind"], np.asarray(folds["block"], dtype=np.int64), int(fold))
-        member.fit(entry, ctx, table.take(pa.array(fit_rows)), directory)
-        rows = Rows(table.take(pa.array(held_out)), spec.data.data_config)
-        scores = load_member(entry.kind, directory).score(rows, Counter())
+        fitted = member.fit(entry, ctx, table.take(pa.array(fit_rows)), directory, save=False)
+        scores = fitted.score(Rows(table.take(pa.array(held_out)), spec.data.data_config), Counter())
         atomic_write_bytes(directory / "oof.json", json.dumps({"rows": held_out.tolist(), "scores": scores.tolist()}).encode())
     record = {"model": name, "fold": fold, "seconds": time.perf_counter() - start, "rows_held_out": int(len(held_out))}
     write_json(directory / "done.json", record)
