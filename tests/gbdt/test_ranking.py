@@ -46,7 +46,8 @@ def naive_lambdas(scores, labels, kind, exp_gain=True):
             swapped = scores.copy()
             swapped[hi], swapped[lo] = scores[lo], scores[hi]
             delta = abs(metric(swapped) - metric(scores))
-        p = 1 / (1 + np.exp(-(scores[hi] - scores[lo])))
+        with np.errstate(over="ignore"):  # exp(+800) is inf and p is 0: the limit
+            p = 1 / (1 + np.exp(-(scores[hi] - scores[lo])))
         g[hi] -= (1 - p) * delta
         g[lo] += (1 - p) * delta
         h[hi] += p * (1 - p) * delta
@@ -62,6 +63,23 @@ def test_lambda_gradients_match_every_pair_swapped_by_brute_force(rng, kind):
     g, h = np.empty(n), np.empty(n)
     lambda_gradients(scores, labels, np.array([0, n]), np.ones(1), kind, True, n, True, False, np.zeros((n, 0)), g, h)
     expected_g, expected_h = naive_lambdas(scores, labels, kind)
+    np.testing.assert_allclose(g, expected_g, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(h, expected_h, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("spread", [30.0, 800.0])
+def test_lambda_gradients_hold_for_scores_far_apart(rng, spread):
+    """The pair sigmoid comes from exp(s - max s) per document; with scores 800 apart both can
+    underflow to 0, and the kernel falls back to the sigmoid of the difference."""
+    n = 12
+    scores = rng.normal(size=n) * spread
+    if spread > 100:  # two far below the top, near each other: both exponentials underflow
+        scores[:3] = scores.max() + np.array([1.0, -750.0, -760.0])
+    labels = rng.integers(0, 4, size=n).astype(float)
+    g, h = np.empty(n), np.empty(n)
+    lambda_gradients(scores, labels, np.array([0, n]), np.ones(1), NDCG, True, n, True, False, np.zeros((n, 0)), g, h)
+    expected_g, expected_h = naive_lambdas(scores, labels, NDCG)
+    assert np.all(np.isfinite(g)) and np.all(np.isfinite(h))
     np.testing.assert_allclose(g, expected_g, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(h, expected_h, rtol=1e-9, atol=1e-12)
 

@@ -64,12 +64,13 @@ def _ideal_dcg(labels, k, exp_gain):
 
 
 @njit(cache=True, inline="always")
-def _pair_delta(kind, hi_pos, lo_pos, gain_hi, gain_lo, inv_idcg, rel_by_pos, hits, ap_terms, n_relevant):
-    """|Δmetric| of swapping the documents at ranking positions hi_pos and lo_pos."""
+def _pair_delta(kind, hi_pos, lo_pos, gain_hi, gain_lo, inv_idcg, discounts, rel_by_pos, hits, ap_terms, n_relevant):
+    """|Δmetric| of swapping the documents at ranking positions hi_pos and lo_pos.
+    discounts[p] is _discount(p), tabulated once per call (a pair would take two log2)."""
     if kind == PAIRWISE:
         return 1.0
     if kind == NDCG:
-        return abs((gain_hi - gain_lo) * (_discount(hi_pos) - _discount(lo_pos))) * inv_idcg
+        return abs((gain_hi - gain_lo) * (discounts[hi_pos] - discounts[lo_pos])) * inv_idcg
     # MAP: move the relevant document between positions p1 < p2 (1-based below)
     if n_relevant == 0:
         return 0.0
@@ -89,6 +90,12 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pair
 
     uniform: (n_rows, n_pairs) numbers in [0, 1) drawing the partners of ``mean`` pairs.
     """
+    max_size = 0
+    for q in range(group_ptr.shape[0] - 1):
+        max_size = max(max_size, group_ptr[q + 1] - group_ptr[q])
+    discounts = np.empty(max_size)
+    for p in range(max_size):
+        discounts[p] = _discount(p)
     for q in prange(group_ptr.shape[0] - 1):
         a, b = group_ptr[q], group_ptr[q + 1]
         n = b - a
@@ -108,9 +115,16 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pair
         if kind == NDCG:
             idcg = _ideal_dcg(lab, k, exp_gain)
             inv_idcg = 1.0 / idcg if idcg > 0.0 else 0.0
-        rel_by_pos = np.zeros(n)
-        hits = np.zeros(n)  # relevant documents at positions 0..p (inclusive)
-        ap_terms = np.zeros(n)  # sum over positions 0..p of rel / (position + 1)
+        gains = np.empty(n)  # each document's gain once, not once per pair
+        top_score = s[order[0]]
+        shifted_exp = np.empty(n)  # exp(s - max s) once per document, not exp once per pair
+        for i in range(n):
+            gains[i] = _gain(lab[i], exp_gain)
+            shifted_exp[i] = np.exp(s[i] - top_score)
+        n_map = n if kind == MAP else 0  # MAP's running sums, unused by the others
+        rel_by_pos = np.zeros(n_map)
+        hits = np.zeros(n_map)  # relevant documents at positions 0..p (inclusive)
+        ap_terms = np.zeros(n_map)  # sum over positions 0..p of rel / (position + 1)
         n_relevant = 0.0
         if kind == MAP:
             count = 0.0
@@ -134,7 +148,8 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pair
                     if lab[i] == lab[j]:
                         continue
                     hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
-                    sum_lambda += _add_pair(kind, hi, lo, s, lab, position, exp_gain, inv_idcg, rel_by_pos, hits, ap_terms, n_relevant, g, h)
+                    sum_lambda += _add_pair(kind, hi, lo, s, shifted_exp, gains, position, inv_idcg, discounts, rel_by_pos, hits, ap_terms,
+                                            n_relevant, g, h)  # fmt: skip
         else:
             label_order = np.argsort(lab, kind="mergesort")
             sorted_labels = lab[label_order]
@@ -155,7 +170,8 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pair
                         pick += run_stop - run_start
                     j = label_order[pick]
                     hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
-                    sum_lambda += _add_pair(kind, hi, lo, s, lab, position, exp_gain, inv_idcg, rel_by_pos, hits, ap_terms, n_relevant, g, h)
+                    sum_lambda += _add_pair(kind, hi, lo, s, shifted_exp, gains, position, inv_idcg, discounts, rel_by_pos, hits, ap_terms,
+                                            n_relevant, g, h)  # fmt: skip
         scale = group_weight[q]
         if normalize and sum_lambda > 0.0:
             scale *= np.log2(1.0 + sum_lambda) / sum_lambda
@@ -165,13 +181,16 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pair
 
 
 @njit(cache=True, inline="always")
-def _add_pair(kind, hi, lo, s, lab, position, exp_gain, inv_idcg, rel_by_pos, hits, ap_terms, n_relevant, g, h):
-    delta = _pair_delta(kind, position[hi], position[lo], _gain(lab[hi], exp_gain), _gain(lab[lo], exp_gain),
-                        inv_idcg, rel_by_pos, hits, ap_terms, n_relevant)  # fmt: skip
+def _add_pair(kind, hi, lo, s, shifted_exp, gains, position, inv_idcg, discounts, rel_by_pos, hits, ap_terms, n_relevant, g, h):
+    delta = _pair_delta(kind, position[hi], position[lo], gains[hi], gains[lo], inv_idcg, discounts, rel_by_pos, hits,
+                        ap_terms, n_relevant)  # fmt: skip
     if delta == 0.0:
         return 0.0
-    # RankNet: P(hi ranked above lo) = sigmoid(s_hi - s_lo); loss -log P, scaled by delta
-    p = 1.0 / (1.0 + np.exp(-(s[hi] - s[lo])))
+    # RankNet: P(hi ranked above lo) = sigmoid(s_hi - s_lo) = e^s_hi / (e^s_hi + e^s_lo); loss -log P,
+    # scaled by delta. Both exponentials shifted by the query's top score cannot overflow; if both
+    # underflow (scores > 700 below the top), the sigmoid itself.
+    both = shifted_exp[hi] + shifted_exp[lo]
+    p = shifted_exp[hi] / both if both > 1e-300 else 1.0 / (1.0 + np.exp(-(s[hi] - s[lo])))
     lam = (1.0 - p) * delta
     hess = max(p * (1.0 - p), 1e-16) * delta
     g[hi] -= lam
