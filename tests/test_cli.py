@@ -59,3 +59,18 @@ def test_demo_runs_on_small_data(tmp_path):
     for name in ("gbdt_model.json", "gbdt_feature_importance.png", "gbdt_learning_curve.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "AUC" in result.stdout
+    # the demo's last part is examples/pipeline/taobao_pipeline.yaml, unchanged, end to end (this is
+    # that example config's run on small generated logs): every model and the fusion evaluated,
+    # predict scoring the test day through every model, the server agreeing with predict
+    import json
+
+    import pyarrow.csv as pacsv
+
+    evaluated = json.loads((tmp_path / "experiments" / "taobao_pipeline" / "eval_result.json").read_text())
+    members = {"trees", "wide_and_deep", "din", "leaf_wide_and_deep"}
+    assert set(evaluated["test"]) == members | {"fusion"} and set(evaluated["out_of_fold"]) == members | {"fusion"}
+    scored = pacsv.read_csv(tmp_path / "pipeline_predictions.csv")
+    assert scored.num_rows == 1000 and {"probs", *(f"probs_{m}" for m in members)} <= set(scored.column_names)
+    probs = scored.column("probs").to_numpy()
+    assert ((probs > 0) & (probs < 1)).all()
+    assert "(equal to predict's)" in result.stdout

@@ -1,12 +1,10 @@
-"""The shipped pipeline configs run unchanged on small generated click logs."""
+"""The shipped pipeline configs: the text-format example is the YAML example. The YAML example
+itself runs unchanged, end to end (train, export, predict, serve), on small generated click logs
+in tests/test_cli.py::test_demo_runs_on_small_data: examples/demo.py ends with it."""
 
 from pathlib import Path
 
-import numpy as np
-import pytest
-
-from fusionrec.datasets import make_taobao
-from fusionrec.pipeline import PipelineRun, PipelineScorer, load_pipeline
+from fusionrec.pipeline import load_pipeline
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipeline"
 
@@ -17,16 +15,8 @@ def test_the_text_format_example_is_the_yaml_example():
     assert yaml_spec.model_dump() == text_spec.model_dump()
 
 
-@pytest.mark.parametrize("name", ["taobao_pipeline.yaml"])
-def test_example_pipeline_trains_exports_and_scores(name, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the example's data paths are relative to the working directory, as EasyRec's
-    make_taobao(2400, 0, "data/taobao_train_data", n_users=500, n_ads=300)
-    make_taobao(600, 1, "data/taobao_test_data", n_users=500, n_ads=300)
-    run = PipelineRun.from_config(EXAMPLES / name)
-    result = run.train()
-    assert set(result["test"]) == {"trees", "wide_and_deep", "din", "leaf_wide_and_deep", "fusion"}
-    scorer = PipelineScorer(tmp_path / "experiments" / "taobao_pipeline" / "export")
-    reader = scorer.reader()
-    typed = next(reader.iter_tables(["data/taobao_test_data"]))
-    scores, fused = scorer.score(typed)
-    assert scores.shape == (600, 4) and np.all((fused > 0) & (fused < 1))
+def test_every_example_pipeline_config_is_run_by_a_test():
+    # taobao_pipeline.yaml (and its .config twin, equal above) run in the demo's test; a new
+    # example needs a run of its own here
+    assert sorted(p.name for p in EXAMPLES.iterdir() if p.suffix in (".yaml", ".yml", ".config")) == [
+        "taobao_pipeline.config", "taobao_pipeline.yaml"]  # fmt: skip

@@ -9,7 +9,19 @@ scikit-learn.
 from fusionrec.callbacks import EarlyStopping, EvaluationMonitor, TrainingCallback
 from fusionrec.gbdt.booster import Booster
 from fusionrec.gbdt.dataset import Dataset
-from fusionrec.gbdt.sklearn import GBDTClassifier, GBDTRanker, GBDTRegressor
 from fusionrec.gbdt.training import train
+
+_ESTIMATORS = ("GBDTClassifier", "GBDTRanker", "GBDTRegressor")
+
+
+def __getattr__(name: str):
+    # the estimators import scikit-learn (1.3 s): only when asked for, so that ``train`` and
+    # ``Booster`` (the CLI, worker processes, a predict) start without it (PEP 562)
+    if name in _ESTIMATORS:
+        from fusionrec.gbdt import sklearn
+
+        return getattr(sklearn, name)
+    raise AttributeError(f"module 'fusionrec.gbdt' has no attribute {name!r}")
+
 
 __all__ = ["GBDTClassifier", "GBDTRanker", "GBDTRegressor", "Booster", "Dataset", "train", "TrainingCallback", "EarlyStopping", "EvaluationMonitor"]
