@@ -3,16 +3,15 @@ given the click model's own terms, and their best blend.
 
     python benchmarks/pipeline_taobao_ceiling.py [--train-rows 300000] [--test-rows 100000] [--markdown docs/benchmarks.md]
 
-The same train / held-out-day logs as benchmarks/pipeline_taobao.py. Two models, each told
-more than a pipeline member is:
+The same train / held-out-day logs as benchmarks/pipeline_taobao.py. Two models:
 
-* trees: fusionrec.gbdt with the example pipeline's parameters on the ids as cross-fitted
-  click rates (scikit-learn's TargetEncoder), the small fields as numbers, log price, and the
-  two history-match indicators (the click model's ``cate_match`` and ``brand_match``);
-* a logistic regression on one-hot ids, pid, the matches and age x price / pvalue x price
-  crosses: the click model's log-odds is a sum of exactly such terms, so this is the
-  click model's own form with fitted coefficients (L2, C chosen on the test day: an upper
-  bound, on purpose).
+* trees: the pipeline's own trees member of examples/pipeline/taobao_pipeline.yaml (its
+  columns: ids as cross-fitted click rates, small fields as ranks, the two history matches;
+  its parameters), fitted on all training rows;
+* a logistic regression told more than any member: one-hot ids and pid, the two history
+  matches (the trees' match columns), and age x price / pvalue x price crosses. The click
+  model's log-odds is a sum of exactly such terms, so this is the click model's own form with
+  fitted coefficients (L2, C chosen on the test day: an upper bound, on purpose).
 
 Then every blend w * logit(trees) + (1 - w) * logit(LR) on a grid of w, the best chosen on the
 test day (again an upper bound). What separates every model from the oracle (the true click
@@ -24,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,35 +31,19 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_markdown_block  # noqa: E402
-from pipeline_taobao import paired_se  # noqa: E402
+from pipeline_taobao import CONFIG, paired_se  # noqa: E402
 
 IDS = ["user_id", "adgroup_id", "campaign_id", "customer", "brand", "cate_id", "cms_segid"]
-SMALL = ["age_level", "pvalue_level", "shopping_level", "cms_group_id", "final_gender_code", "occupation", "new_user_class_level"]
+MATCHES = ["cate_id.in.tag_category_list", "brand.in.tag_brand_list"]
 
 
-def frame(data):
-    """The rows as pandas, with the two match indicators and log price."""
-    table = data.table.to_pandas()
-
-    def matches(values, lists):
-        return np.array([value != "" and value in set(items.split("|")) for value, items in zip(values, lists)], dtype=np.float64)
-
-    table["cate_match"] = matches(table.cate_id, table.tag_category_list)
-    table["brand_match"] = matches(table.brand, table.tag_brand_list)
-    table["log_price"] = np.log(table.price.astype(np.float64))
-    return table
-
-
-def numeric(table) -> np.ndarray:
-    small = [np.where(table[c] == "", -1, table[c]).astype(np.float64) for c in SMALL]
-    pid = table.pid.str[-1].astype(np.float64).to_numpy()
-    return np.column_stack([*small, pid, table.cate_match, table.brand_match, table.log_price])
-
-
-def one_hot_columns(table) -> np.ndarray:
-    price_bucket = np.clip(np.round((table.log_price - 4.3) / 1.1 * 2), -4, 4).astype(int).astype(str)
-    return np.column_stack([table[c] for c in IDS] + [table.pid, table.age_level + "_" + price_bucket,
-                           table.pvalue_level + "_" + price_bucket, table.cate_match.astype(str), table.brand_match.astype(str)])  # fmt: skip
+def one_hot_columns(table, matched: np.ndarray) -> np.ndarray:
+    """The regression's categorical columns: ids, pid, age x price and pvalue x price buckets, matches."""
+    column = {name: np.asarray(table.column(name).to_pylist(), dtype=object) for name in [*IDS, "pid", "age_level", "pvalue_level"]}
+    price_bucket = np.clip(np.round((np.log(table.column("price").to_numpy().astype(np.float64)) - 4.3) / 1.1 * 2), -4, 4)
+    price_bucket = price_bucket.astype(int).astype(str).astype(object)
+    crosses = [column["age_level"] + "_" + price_bucket, column["pvalue_level"] + "_" + price_bucket]
+    return np.column_stack([column[name] for name in [*IDS, "pid"]] + crosses + [(matched[:, j] > 0).astype(str) for j in range(matched.shape[1])])
 
 
 def main() -> None:
@@ -71,34 +55,36 @@ def main() -> None:
     from scipy.special import logit
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import KFold
-    from sklearn.preprocessing import OneHotEncoder, TargetEncoder
+    from sklearn.preprocessing import OneHotEncoder
 
     from fusionrec.datasets import make_taobao
-    from fusionrec.gbdt import Dataset, train
+    from fusionrec.pipeline import load_pipeline
+    from fusionrec.pipeline.members import FitContext, TreesModel, label_values
     from fusionrec.pipeline.metrics import auc_standard_error
+    from fusionrec.pipeline.run import read_rows
 
     console = Console()
-    with console.status("generating logs"):
-        train_data, test_data = make_taobao(args.train_rows, 0), make_taobao(args.test_rows, 1)
-        a, b = frame(train_data), frame(test_data)
-    y, y_test = a.clk.to_numpy(), b.clk.to_numpy()
+    spec, base_dir = load_pipeline(CONFIG)
+    with tempfile.TemporaryDirectory() as tmp, console.status("generating logs"):
+        make_taobao(args.train_rows, 0, Path(tmp) / "train")
+        test_data = make_taobao(args.test_rows, 1, Path(tmp) / "test")
+        train_table, _ = read_rows(spec, str(Path(tmp) / "train"), "train")
+        test_table, _ = read_rows(spec, str(Path(tmp) / "test"), "test")
+    y, y_test = label_values(train_table, spec.data.label), label_values(test_table, spec.data.label)
     with console.status("trees"):
-        encoder = TargetEncoder(cv=KFold(5, shuffle=True, random_state=0))
-        X = np.column_stack([encoder.fit_transform(a[IDS], y), numeric(a)]).astype(np.float32)
-        X_test = np.column_stack([encoder.transform(b[IDS]), numeric(b)]).astype(np.float32)
-        params = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "min_child_weight": 20, "subsample": 0.8,
-                  "colsample_bytree": 0.8, "seed": 0}  # fmt: skip
-        trees = train(params, Dataset(X, y), 200).predict(X_test)
+        trees_model = TreesModel.fit(spec.model("trees").gbdt, FitContext(spec, base_dir, seed=spec.split.seed), train_table, spec.split.seed)
+        trees = trees_model.proba(test_table)
+        match_columns = [trees_model.encoder.feature_names.index(name) for name in MATCHES]
+        matched, matched_test = (trees_model.matrix(t)[:, match_columns] for t in (train_table, test_table))
     with console.status("logistic regression"):
         one_hot = OneHotEncoder(handle_unknown="ignore")
-        W, W_test = one_hot.fit_transform(one_hot_columns(a)), one_hot.transform(one_hot_columns(b))
+        W, W_test = one_hot.fit_transform(one_hot_columns(train_table, matched)), one_hot.transform(one_hot_columns(test_table, matched_test))
         fits = {C: LogisticRegression(C=C, max_iter=300).fit(W, y).predict_proba(W_test)[:, 1] for C in (0.03, 0.1, 0.3)}
         C = max(fits, key=lambda c: roc_auc_score(y_test, fits[c]))
         linear = fits[C]
     blends = {w: 1 / (1 + np.exp(-(w * logit(trees) + (1 - w) * logit(linear)))) for w in np.round(np.arange(0.1, 1.0, 0.1), 1)}
     w_best = max(blends, key=lambda w: roc_auc_score(y_test, blends[w]))
-    scores = {"trees": trees, f"logistic regression (C={C})": linear, f"best blend (w_trees={w_best})": blends[w_best]}
+    scores = {"trees (the pipeline's member)": trees, f"logistic regression (C={C})": linear, f"best blend (w_trees={w_best})": blends[w_best]}
     n_pos = int(y_test.sum())
     lines = [f"### What a fusion can gain on make_taobao: {args.train_rows:,} training rows, {args.test_rows:,} test rows of a later day", "",
              "| model | test AUC | AUC s.e. (Hanley-McNeil) |", "|---|---|---|"]  # fmt: skip

@@ -1,8 +1,10 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.csv as pacsv
 
 from fusionrec.cli import main
 from fusionrec.gbdt import Booster
@@ -62,10 +64,6 @@ def test_demo_runs_on_small_data(tmp_path):
     # the demo's last part is examples/pipeline/taobao_pipeline.yaml, unchanged, end to end (this is
     # that example config's run on small generated logs): every model and the fusion evaluated,
     # predict scoring the test day through every model, the server agreeing with predict
-    import json
-
-    import pyarrow.csv as pacsv
-
     evaluated = json.loads((tmp_path / "experiments" / "taobao_pipeline" / "eval_result.json").read_text())
     members = {"trees", "wide_and_deep", "din", "leaf_wide_and_deep"}
     assert set(evaluated["test"]) == members | {"fusion"} and set(evaluated["out_of_fold"]) == members | {"fusion"}

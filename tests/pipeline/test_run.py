@@ -2,6 +2,7 @@
 
 import copy
 import json
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline import PipelineRun
-from fusionrec.pipeline.members import TreesModel
+from fusionrec.pipeline.members import MEMBER_KINDS, Rows, TreesModel, load_member
 from fusionrec.pipeline.run import FitContext, read_rows
 
 from .helpers import TAOBAO_COLUMNS, TREES, WIDE_AND_DEEP, make_logs, pipeline_dict, with_field, write_yaml
@@ -170,10 +171,6 @@ def test_eval_result_is_strict_json_and_the_export_goes_where_the_config_says(tm
 def test_a_fold_scored_in_memory_scores_as_its_export(tmp_path, logs, kind):
     """A fold's deep model scores its held-out rows eagerly, unexported: the same numbers
     as the TorchScript export of the same fit, so out-of-fold scores are the served model's."""
-    from collections import Counter
-
-    from fusionrec.pipeline.members import MEMBER_KINDS, Rows, load_member
-
     train, test = logs
     ctr = {"model_config": copy.deepcopy(WIDE_AND_DEEP["model_config"]), "train_config": copy.deepcopy(WIDE_AND_DEEP["train_config"])}
     leaf = {"trees": "trees", "inner_folds": 2, "ctr": copy.deepcopy(ctr)}
