@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionrec.datasets import make_ranking
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import auc, peak_mb, rss_mb, write_markdown_block  # noqa: E402
 
@@ -206,24 +208,6 @@ def _fit_rank(library: str, X, y, g, rounds: int):
     params = {**common, "objective": "lambdarank", "num_leaves": 63, "num_threads": 2, "verbose": -1}
     booster = lgb.train(params, lgb.Dataset(X, y, group=g), rounds)
     return booster.predict
-
-
-def make_ranking(n_queries: int, seed: int, n_features: int = 40):
-    """A generated learning-to-rank set large enough that NDCG@10 differences are not noise:
-    10-60 documents per query, features shifted per query (comparable within a query only),
-    relevance 0-4 (mostly 0) from a nonlinear score (linear terms, a threshold interaction, a
-    sine, a product) plus noise, 12 of 40 features pure noise. Returns X, y, group sizes."""
-    weights = np.random.default_rng(7).normal(size=8)  # one truth for every seed
-    rng = np.random.default_rng(seed)
-    sizes = rng.integers(10, 61, n_queries)
-    query = np.repeat(np.arange(n_queries), sizes)
-    X = rng.normal(size=(int(sizes.sum()), n_features)).astype(np.float32)
-    X += rng.normal(size=(n_queries, n_features)).astype(np.float32)[query]
-    local = X - (np.add.reduceat(X, np.r_[0, np.cumsum(sizes)[:-1]]) / sizes[:, None])[query]
-    score = (local[:, :8] @ weights + 1.5 * (local[:, 8] > 0.5) * local[:, 9] + np.sin(2 * local[:, 10])
-             + 0.7 * local[:, 11] * local[:, 12] + 0.5 * local[:, 13] ** 2)  # fmt: skip
-    y = np.digitize(score + rng.normal(scale=1.5, size=score.shape[0]), [2.5, 4.0, 5.0, 6.0]).astype(np.float64)
-    return X, y, sizes
 
 
 def per_query_ndcg(y: np.ndarray, scores: np.ndarray, sizes: np.ndarray, k: int = 10) -> np.ndarray:

@@ -352,6 +352,7 @@ class LambdaRank(Objective):
         self.n_pairs = num_pairs(params)
         self.exp_gain = bool(params["ndcg_exp_gain"])
         self.normalize = bool(params["lambdarank_normalization"])
+        self.score_normalize = bool(params["lambdarank_score_normalization"])
         self.rng = np.random.default_rng(int(params["random_state"]))
         self.group_ptr = None
         self.group_weight = None
@@ -388,7 +389,7 @@ class LambdaRank(Objective):
         h = np.empty(n)
         lambda_gradients(
             np.ascontiguousarray(margin[:, 0]), y.astype(np.float64), group_ptr, group_weight, self.kind, self.topk,
-            self.n_pairs, self.exp_gain, self.normalize, uniform, g, h,
+            self.n_pairs, self.exp_gain, self.normalize, self.score_normalize, uniform, g, h,
         )  # fmt: skip
         return self._pack(g, h, row_weight)
 

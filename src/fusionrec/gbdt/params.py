@@ -115,9 +115,11 @@ RULES: dict[str, _Rule] = {
     "lambdarank_pair_method": _Rule("topk", lambda v: v in ("topk", "mean"), "'topk' or 'mean'"),
     "lambdarank_num_pair_per_sample": _Rule(None, lambda v: v is None or _int_in(1)(v), "None or an integer >= 1"),
     "lambdarank_normalization": _Rule(True, lambda v: isinstance(v, bool), "True or False"),
+    "lambdarank_score_normalization": _Rule(True, lambda v: isinstance(v, bool), "True or False"),
     "ndcg_exp_gain": _Rule(True, lambda v: isinstance(v, bool), "True or False"),
 }
-_RANK_ONLY = ("lambdarank_pair_method", "lambdarank_num_pair_per_sample", "lambdarank_normalization", "ndcg_exp_gain")
+_RANK_ONLY = ("lambdarank_pair_method", "lambdarank_num_pair_per_sample", "lambdarank_normalization", "lambdarank_score_normalization",
+              "ndcg_exp_gain")  # fmt: skip
 
 
 def _metric_ok(value: Any) -> bool:

@@ -14,7 +14,9 @@ document with ``lambdarank_num_pair_per_sample`` documents (default 1) of a diff
 label drawn at random. Pairs of equal labels carry no gradient. With
 ``lambdarank_normalization`` (default on) a query's gradients are scaled by
 log2(1 + Σλ) / Σλ, as LightGBM and XGBoost do, so that long lists with many pairs do not
-dominate. ``ndcg_exp_gain`` (default on) uses the gain 2^rel - 1, otherwise rel.
+dominate. With ``lambdarank_score_normalization`` (default on, XGBoost 3's name for LightGBM's
+``lambdarank_norm``) each pair's |Δmetric| is divided by |s_hi - s_lo| + 0.01 once the query's
+scores differ. Each pair's hessian is RankNet's p(1 - p) |Δmetric| (LightGBM's; XGBoost doubles it). ``ndcg_exp_gain`` (default on) uses the gain 2^rel - 1, otherwise rel.
 
 Per-query weights (one per group, as in XGBoost) scale every gradient of their query and
 weight the metrics' average over queries.
@@ -33,6 +35,7 @@ PAIRWISE, NDCG, MAP = 0, 1, 2
 RANK_OBJECTIVES = {"rank:pairwise": PAIRWISE, "rank:ndcg": NDCG, "rank:map": MAP}
 DEFAULT_TOPK = 32
 DEFAULT_MEAN_PAIRS = 1
+SCORE_GAP_OFFSET = 0.01  # lambdarank_score_normalization's |Δmetric| / (|s_hi - s_lo| + 0.01)
 MAX_EXP_GAIN_LABEL = 31  # 2^rel - 1 must stay exact in float64 (XGBoost's limit too)
 RANK_METRIC = re.compile(r"^(ndcg|map|pre)(@(\d+))?(-)?$")
 
@@ -85,7 +88,8 @@ def _pair_delta(kind, hi_pos, lo_pos, gain_hi, gain_lo, inv_idcg, discounts, rel
 
 
 @njit(parallel=True, cache=True)
-def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pairs, exp_gain, normalize, uniform, out_g, out_h):
+def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pairs, exp_gain, normalize, score_normalize, uniform,
+                     out_g, out_h):  # fmt: skip
     """LambdaMART gradients and hessians of every document (out_g, out_h), query by query.
 
     uniform: (n_rows, n_pairs) numbers in [0, 1) drawing the partners of ``mean`` pairs.
@@ -117,6 +121,9 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pair
             inv_idcg = 1.0 / idcg if idcg > 0.0 else 0.0
         gains = np.empty(n)  # each document's gain once, not once per pair
         top_score = s[order[0]]
+        # lambdarank_score_normalization: each pair's |Δmetric| over (|s_hi - s_lo| + 0.01), once
+        # the query's scores are not all equal (LightGBM's lambdarank_norm, XGBoost 3's default)
+        by_score_gap = score_normalize and top_score != s[order[n - 1]]
         shifted_exp = np.empty(n)  # exp(s - max s) once per document, not exp once per pair
         for i in range(n):
             gains[i] = _gain(lab[i], exp_gain)
@@ -149,7 +156,7 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pair
                         continue
                     hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
                     sum_lambda += _add_pair(kind, hi, lo, s, shifted_exp, gains, position, inv_idcg, discounts, rel_by_pos, hits, ap_terms,
-                                            n_relevant, g, h)  # fmt: skip
+                                            n_relevant, by_score_gap, g, h)  # fmt: skip
         else:
             label_order = np.argsort(lab, kind="mergesort")
             sorted_labels = lab[label_order]
@@ -171,7 +178,7 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pair
                     j = label_order[pick]
                     hi, lo = (i, j) if lab[i] > lab[j] else (j, i)
                     sum_lambda += _add_pair(kind, hi, lo, s, shifted_exp, gains, position, inv_idcg, discounts, rel_by_pos, hits, ap_terms,
-                                            n_relevant, g, h)  # fmt: skip
+                                            n_relevant, by_score_gap, g, h)  # fmt: skip
         scale = group_weight[q]
         if normalize and sum_lambda > 0.0:
             scale *= np.log2(1.0 + sum_lambda) / sum_lambda
@@ -181,11 +188,14 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pair
 
 
 @njit(cache=True, inline="always")
-def _add_pair(kind, hi, lo, s, shifted_exp, gains, position, inv_idcg, discounts, rel_by_pos, hits, ap_terms, n_relevant, g, h):
+def _add_pair(kind, hi, lo, s, shifted_exp, gains, position, inv_idcg, discounts, rel_by_pos, hits, ap_terms, n_relevant,
+              by_score_gap, g, h):  # fmt: skip
     delta = _pair_delta(kind, position[hi], position[lo], gains[hi], gains[lo], inv_idcg, discounts, rel_by_pos, hits,
                         ap_terms, n_relevant)  # fmt: skip
     if delta == 0.0:
         return 0.0
+    if by_score_gap:
+        delta /= abs(s[hi] - s[lo]) + SCORE_GAP_OFFSET
     # RankNet: P(hi ranked above lo) = sigmoid(s_hi - s_lo) = e^s_hi / (e^s_hi + e^s_lo); loss -log P,
     # scaled by delta. Both exponentials shifted by the query's top score cannot overflow; if both
     # underflow (scores > 700 below the top), the sigmoid itself.

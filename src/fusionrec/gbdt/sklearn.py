@@ -342,6 +342,7 @@ class GBDTRanker(_GBDTBase):
         lambdarank_pair_method: str = "topk",
         lambdarank_num_pair_per_sample: int | None = None,
         lambdarank_normalization: bool = True,
+        lambdarank_score_normalization: bool = True,
         ndcg_exp_gain: bool = True,
     ):
         super().__init__(
@@ -356,6 +357,7 @@ class GBDTRanker(_GBDTBase):
         self.lambdarank_pair_method = lambdarank_pair_method
         self.lambdarank_num_pair_per_sample = lambdarank_num_pair_per_sample
         self.lambdarank_normalization = lambdarank_normalization
+        self.lambdarank_score_normalization = lambdarank_score_normalization
         self.ndcg_exp_gain = ndcg_exp_gain
 
     def _rank_params(self) -> dict:
@@ -363,6 +365,7 @@ class GBDTRanker(_GBDTBase):
             "lambdarank_pair_method": self.lambdarank_pair_method,
             "lambdarank_num_pair_per_sample": self.lambdarank_num_pair_per_sample,
             "lambdarank_normalization": self.lambdarank_normalization,
+            "lambdarank_score_normalization": self.lambdarank_score_normalization,
             "ndcg_exp_gain": self.ndcg_exp_gain,
         }
 
