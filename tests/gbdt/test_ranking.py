@@ -10,7 +10,7 @@ from fusionrec.datasets import make_ranking
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt import Dataset, GBDTRanker, train
 from fusionrec.gbdt.metric import evaluate
-from fusionrec.gbdt.ranking import MAP, NDCG, PAIRWISE, lambda_gradients, rank_metric
+from fusionrec.gbdt.ranking import MAP, NDCG, PAIRWISE, ideal_dcg_inverses, lambda_gradients, rank_metric
 from tests.conftest import shared_file
 
 
@@ -31,6 +31,13 @@ def ap_of(labels, scores):
         return 1.0
     hits = np.cumsum(rel)
     return float(np.sum(rel * hits / np.arange(1, len(rel) + 1)) / rel.sum())
+
+
+def one_query_lambdas(scores, labels, kind, topk, n_pairs, normalize, score_normalize, uniform, g, h):
+    """The kernel on one query of gains 2^rel - 1."""
+    ptr = np.array([0, len(scores)])
+    inv_idcgs = ideal_dcg_inverses(labels, ptr, n_pairs, topk, True)
+    lambda_gradients(scores, labels, ptr, np.ones(1), inv_idcgs, kind, topk, n_pairs, True, normalize, score_normalize, uniform, g, h)
 
 
 def naive_lambdas(scores, labels, kind, exp_gain=True, score_gap=False):
@@ -66,7 +73,7 @@ def test_lambda_gradients_match_every_pair_swapped_by_brute_force(rng, kind):
     scores = rng.normal(size=n)
     labels = rng.integers(0, 2 if kind == MAP else 4, size=n).astype(float)
     g, h = np.empty(n), np.empty(n)
-    lambda_gradients(scores, labels, np.array([0, n]), np.ones(1), kind, True, n, True, False, False, np.zeros((n, 0)), g, h)
+    one_query_lambdas(scores, labels, kind, True, n, False, False, np.zeros((n, 0)), g, h)
     expected_g, expected_h = naive_lambdas(scores, labels, kind)
     np.testing.assert_allclose(g, expected_g, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(h, expected_h, rtol=1e-9, atol=1e-12)
@@ -80,15 +87,15 @@ def test_score_normalization_divides_each_pair_by_its_score_gap(rng, kind):
     labels = rng.integers(0, 2 if kind == MAP else 4, size=n).astype(float)
     labels[3], labels[5] = 1.0, 0.0
     g, h = np.empty(n), np.empty(n)
-    lambda_gradients(scores, labels, np.array([0, n]), np.ones(1), kind, True, n, True, False, True, np.zeros((n, 0)), g, h)
+    one_query_lambdas(scores, labels, kind, True, n, False, True, np.zeros((n, 0)), g, h)
     expected_g, expected_h = naive_lambdas(scores, labels, kind, score_gap=True)
     np.testing.assert_allclose(g, expected_g, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(h, expected_h, rtol=1e-9, atol=1e-12)
     # all scores equal (the first round): no pair has a gap to divide by, and none is divided
     flat = np.zeros(n)
-    lambda_gradients(flat, labels, np.array([0, n]), np.ones(1), kind, True, n, True, False, True, np.zeros((n, 0)), g, h)
+    one_query_lambdas(flat, labels, kind, True, n, False, True, np.zeros((n, 0)), g, h)
     g_plain, h_plain = np.empty(n), np.empty(n)
-    lambda_gradients(flat, labels, np.array([0, n]), np.ones(1), kind, True, n, True, False, False, np.zeros((n, 0)), g_plain, h_plain)
+    one_query_lambdas(flat, labels, kind, True, n, False, False, np.zeros((n, 0)), g_plain, h_plain)
     assert np.any(g != 0)
     np.testing.assert_array_equal(g, g_plain)
     np.testing.assert_array_equal(h, h_plain)
@@ -104,7 +111,7 @@ def test_lambda_gradients_hold_for_scores_far_apart(rng, spread):
         scores[:3] = scores.max() + np.array([1.0, -750.0, -760.0])
     labels = rng.integers(0, 4, size=n).astype(float)
     g, h = np.empty(n), np.empty(n)
-    lambda_gradients(scores, labels, np.array([0, n]), np.ones(1), NDCG, True, n, True, False, False, np.zeros((n, 0)), g, h)
+    one_query_lambdas(scores, labels, NDCG, True, n, False, False, np.zeros((n, 0)), g, h)
     expected_g, expected_h = naive_lambdas(scores, labels, NDCG)
     assert np.all(np.isfinite(g)) and np.all(np.isfinite(h))
     np.testing.assert_allclose(g, expected_g, rtol=1e-9, atol=1e-12)
@@ -116,7 +123,7 @@ def test_topk_pairs_only_involve_the_top_k_and_normalization_scales_a_query(rng)
     scores = rng.normal(size=n)
     labels = rng.integers(0, 3, size=n).astype(float)
     g_all, h_all = np.empty(n), np.empty(n)
-    lambda_gradients(scores, labels, np.array([0, n]), np.ones(1), NDCG, True, k, True, False, False, np.zeros((n, 0)), g_all, h_all)
+    one_query_lambdas(scores, labels, NDCG, True, k, False, False, np.zeros((n, 0)), g_all, h_all)
     below = np.argsort(-scores)[k:]
     # documents below the top k only receive gradient through pairs with the top k
     top = set(np.argsort(-scores)[:k])
@@ -124,7 +131,7 @@ def test_topk_pairs_only_involve_the_top_k_and_normalization_scales_a_query(rng)
         if labels[i] == 0 and all(labels[t] == 0 for t in top):
             assert g_all[i] == 0.0
     g_norm, h_norm = np.empty(n), np.empty(n)
-    lambda_gradients(scores, labels, np.array([0, n]), np.ones(1), NDCG, True, k, True, True, False, np.zeros((n, 0)), g_norm, h_norm)
+    one_query_lambdas(scores, labels, NDCG, True, k, True, False, np.zeros((n, 0)), g_norm, h_norm)
     # one factor log2(1 + S) / S for the whole query (S: the sum of its pair lambdas)
     moved = g_all != 0
     ratio = g_norm[moved] / g_all[moved]
@@ -140,7 +147,7 @@ def test_mean_pairs_are_sampled_per_document_with_a_different_label(rng):
     scores, labels = rng.normal(size=n), rng.integers(0, 3, size=n).astype(float)
     uniform = rng.random((n, 4))
     g, h = np.empty(n), np.empty(n)
-    lambda_gradients(scores, labels, np.array([0, n]), np.ones(1), PAIRWISE, False, 4, True, False, False, uniform, g, h)
+    one_query_lambdas(scores, labels, PAIRWISE, False, 4, False, False, uniform, g, h)
     # every document is in at least its own 4 pairs: all get a hessian
     assert np.all(h > 0)
     np.testing.assert_allclose(g.sum(), 0.0, atol=1e-9)  # each pair pushes one up, one down

@@ -356,6 +356,8 @@ class LambdaRank(Objective):
         self.rng = np.random.default_rng(int(params["random_state"]))
         self.group_ptr = None
         self.group_weight = None
+        self._inv_idcgs = None
+        self._inv_idcgs_of = None  # the (labels, group_ptr) arrays _inv_idcgs was computed from
 
     def prepare(self, dataset) -> None:
         self.group_ptr = dataset.group_ptr
@@ -378,17 +380,22 @@ class LambdaRank(Objective):
         return 0.0  # only the order of scores within a query matters
 
     def gradients(self, margin, y, w):
-        from fusionrec.gbdt.ranking import lambda_gradients
+        from fusionrec.gbdt.ranking import ideal_dcg_inverses, lambda_gradients
 
         n = margin.shape[0]
         group_ptr = self.group_ptr if self.group_ptr is not None else np.array([0, n], np.int64)
         group_weight = self.group_weight if self.group_weight is not None else np.ones(group_ptr.shape[0] - 1)
         row_weight = w if self.group_ptr is None else None  # one query without groups: weights are per row
         uniform = np.zeros((n, 0)) if self.topk else self.rng.random((n, self.n_pairs))
+        labels = y.astype(np.float64)
+        if self._inv_idcgs_of is None or self._inv_idcgs_of[0] is not y or self._inv_idcgs_of[1] is not group_ptr:
+            # the training set's labels and queries are the same objects every round: once per fit
+            self._inv_idcgs = ideal_dcg_inverses(labels, group_ptr, self.n_pairs, self.topk, self.exp_gain)
+            self._inv_idcgs_of = (y, group_ptr)
         g = np.empty(n)
         h = np.empty(n)
         lambda_gradients(
-            np.ascontiguousarray(margin[:, 0]), y.astype(np.float64), group_ptr, group_weight, self.kind, self.topk,
+            np.ascontiguousarray(margin[:, 0]), labels, group_ptr, group_weight, self._inv_idcgs, self.kind, self.topk,
             self.n_pairs, self.exp_gain, self.normalize, self.score_normalize, uniform, g, h,
         )  # fmt: skip
         return self._pack(g, h, row_weight)

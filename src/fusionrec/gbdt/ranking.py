@@ -87,11 +87,45 @@ def _pair_delta(kind, hi_pos, lo_pos, gain_hi, gain_lo, inv_idcg, discounts, rel
     return abs(delta) / n_relevant
 
 
+INSERTION_SORT_MAX = 64  # queries up to this long are ranked by insertion sort (numba's mergesort costs more on short lists)
+
+
+@njit(cache=True, inline="always")
+def _ranking_order(s):
+    """Positions by descending score, ties in input order (a stable sort of -s)."""
+    n = s.shape[0]
+    if n > INSERTION_SORT_MAX:
+        return np.argsort(-s, kind="mergesort")
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        j = i
+        while j > 0 and s[order[j - 1]] < s[i]:
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = i
+    return order
+
+
 @njit(parallel=True, cache=True)
-def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pairs, exp_gain, normalize, score_normalize, uniform,
-                     out_g, out_h):  # fmt: skip
+def ideal_dcg_inverses(labels, group_ptr, n_pairs, topk, exp_gain):
+    """1 / ideal DCG of every query, truncated where its pairs are (the top ``n_pairs`` under
+    ``topk``, else the whole list); 0 for a query with no relevant document. Labels do not
+    change between rounds, so this is computed once per training set, not once per round."""
+    n_queries = group_ptr.shape[0] - 1
+    out = np.zeros(n_queries)
+    for q in prange(n_queries):
+        n = group_ptr[q + 1] - group_ptr[q]
+        idcg = _ideal_dcg(labels[group_ptr[q]:group_ptr[q + 1]], min(n_pairs, n) if topk else n, exp_gain)
+        out[q] = 1.0 / idcg if idcg > 0.0 else 0.0
+    return out
+
+
+@njit(parallel=True, cache=True)
+def lambda_gradients(scores, labels, group_ptr, group_weight, inv_idcgs, kind, topk, n_pairs, exp_gain, normalize, score_normalize,
+                     uniform, out_g, out_h):  # fmt: skip
     """LambdaMART gradients and hessians of every document (out_g, out_h), query by query.
 
+    inv_idcgs: each query's 1 / ideal DCG (``ideal_dcg_inverses``; read for rank:ndcg only).
     uniform: (n_rows, n_pairs) numbers in [0, 1) drawing the partners of ``mean`` pairs.
     """
     max_size = 0
@@ -110,15 +144,12 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, kind, topk, n_pair
             continue
         s = scores[a:b]
         lab = labels[a:b]
-        order = np.argsort(-s, kind="mergesort")  # ranking by the current model, stable on ties
+        order = _ranking_order(s)
         position = np.empty(n, np.int64)
         for p in range(n):
             position[order[p]] = p
         k = min(n_pairs, n) if topk else n
-        inv_idcg = 0.0
-        if kind == NDCG:
-            idcg = _ideal_dcg(lab, k, exp_gain)
-            inv_idcg = 1.0 / idcg if idcg > 0.0 else 0.0
+        inv_idcg = inv_idcgs[q]
         gains = np.empty(n)  # each document's gain once, not once per pair
         top_score = s[order[0]]
         # lambdarank_score_normalization: each pair's |Δmetric| over (|s_hi - s_lo| + 0.01), once
