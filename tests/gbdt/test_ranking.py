@@ -151,6 +151,26 @@ def test_mean_pairs_are_sampled_per_document_with_a_different_label(rng):
     # every document is in at least its own 4 pairs: all get a hessian
     assert np.all(h > 0)
     np.testing.assert_allclose(g.sum(), 0.0, atol=1e-9)  # each pair pushes one up, one down
+    # normalized, the sampled pairs are averaged: 1 / lambdarank_num_pair_per_sample (XGBoost 3)
+    g_norm, h_norm = np.empty(n), np.empty(n)
+    one_query_lambdas(scores, labels, PAIRWISE, False, 4, True, False, uniform, g_norm, h_norm)
+    np.testing.assert_allclose(g_norm, g / 4, rtol=1e-12)
+    np.testing.assert_allclose(h_norm, h / 4, rtol=1e-12)
+
+
+def test_scaling_every_query_weight_by_one_factor_changes_nothing(rng):
+    """XGBoost normalizes query weights to a mean of 1 per document: weights w and 10 w give
+    the same model, and so do all-equal weights and none."""
+    n_queries, per = 30, 10
+    X = rng.normal(size=(n_queries * per, 4)).astype(np.float32)
+    relevance = np.clip(np.round(X[:, 0] + 1.5 + rng.normal(size=len(X)) * 0.5), 0, 3)
+    weights = rng.uniform(0.5, 2.0, size=n_queries)
+    params = {"objective": "rank:ndcg", "max_depth": 3, "learning_rate": 0.3}
+    predictions = [train(params, Dataset(X, relevance, weight=w, group=[per] * n_queries), 5).predict(X)
+                   for w in (weights, weights * 10, None, np.full(n_queries, 3.0))]  # fmt: skip
+    np.testing.assert_allclose(predictions[1], predictions[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predictions[3], predictions[2], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(predictions[0], predictions[2])  # the weights themselves do matter
 
 
 def test_metrics_against_direct_formulas(rng):

@@ -384,7 +384,10 @@ class LambdaRank(Objective):
 
         n = margin.shape[0]
         group_ptr = self.group_ptr if self.group_ptr is not None else np.array([0, n], np.int64)
-        group_weight = self.group_weight if self.group_weight is not None else np.ones(group_ptr.shape[0] - 1)
+        if self.group_weight is None:
+            group_weight = np.ones(group_ptr.shape[0] - 1)
+        else:  # XGBoost's normalization: the per-document mean weight is 1
+            group_weight = self.group_weight * (n / float(np.dot(self.group_weight, np.diff(group_ptr))))
         row_weight = w if self.group_ptr is None else None  # one query without groups: weights are per row
         uniform = np.zeros((n, 0)) if self.topk else self.rng.random((n, self.n_pairs))
         labels = y.astype(np.float64)

@@ -12,14 +12,15 @@ Pairs are built per query from the model's current ranking:
 documents (default 32) with every document ranked below it; ``"mean"`` pairs each
 document with ``lambdarank_num_pair_per_sample`` documents (default 1) of a different
 label drawn at random. Pairs of equal labels carry no gradient. With
-``lambdarank_normalization`` (default on) a query's gradients are scaled by
+``lambdarank_normalization`` (default on) a query's gradients are scaled, under ``topk``, by
 log2(1 + Σλ) / Σλ, as LightGBM and XGBoost do, so that long lists with many pairs do not
-dominate. With ``lambdarank_score_normalization`` (default on, XGBoost 3's name for LightGBM's
+dominate, and under ``mean`` by 1 / ``lambdarank_num_pair_per_sample`` (XGBoost 3). With ``lambdarank_score_normalization`` (default on, XGBoost 3's name for LightGBM's
 ``lambdarank_norm``) each pair's |Δmetric| is divided by |s_hi - s_lo| + 0.01 once the query's
 scores differ. Each pair's hessian is RankNet's p(1 - p) |Δmetric| (LightGBM's; XGBoost doubles it). ``ndcg_exp_gain`` (default on) uses the gain 2^rel - 1, otherwise rel.
 
 Per-query weights (one per group, as in XGBoost) scale every gradient of their query and
-weight the metrics' average over queries.
+weight the metrics' average over queries; as in XGBoost they are normalized so that their mean
+over documents is 1 (scaling every weight by one factor changes nothing).
 """
 
 from __future__ import annotations
@@ -211,7 +212,9 @@ def lambda_gradients(scores, labels, group_ptr, group_weight, inv_idcgs, kind, t
                     sum_lambda += _add_pair(kind, hi, lo, s, shifted_exp, gains, position, inv_idcg, discounts, rel_by_pos, hits, ap_terms,
                                             n_relevant, by_score_gap, g, h)  # fmt: skip
         scale = group_weight[q]
-        if normalize and sum_lambda > 0.0:
+        if normalize and not topk:  # each document's n_pairs sampled pairs averaged (XGBoost 3)
+            scale /= n_pairs
+        elif normalize and sum_lambda > 0.0:
             scale *= np.log2(1.0 + sum_lambda) / sum_lambda
         for i in range(n):
             out_g[a + i] = g[i] * scale
