@@ -388,7 +388,9 @@ class LambdaRank(Objective):
             group_weight = np.ones(group_ptr.shape[0] - 1)
         else:  # XGBoost's normalization: the per-document mean weight is 1
             group_weight = self.group_weight * (n / float(np.dot(self.group_weight, np.diff(group_ptr))))
-        row_weight = w if self.group_ptr is None else None  # one query without groups: weights are per row
+        row_weight = None  # one query without groups: weights are per row, normalized the same way
+        if self.group_ptr is None and w is not None:
+            row_weight = w * (n / float(np.sum(w)))
         uniform = np.zeros((n, 0)) if self.topk else self.rng.random((n, self.n_pairs))
         labels = y.astype(np.float64)
         if self._inv_idcgs_of is None or self._inv_idcgs_of[0] is not y or self._inv_idcgs_of[1] is not group_ptr:

@@ -14,9 +14,11 @@ document with ``lambdarank_num_pair_per_sample`` documents (default 1) of a diff
 label drawn at random. Pairs of equal labels carry no gradient. With
 ``lambdarank_normalization`` (default on) a query's gradients are scaled, under ``topk``, by
 log2(1 + Σλ) / Σλ, as LightGBM and XGBoost do, so that long lists with many pairs do not
-dominate, and under ``mean`` by 1 / ``lambdarank_num_pair_per_sample`` (XGBoost 3). With ``lambdarank_score_normalization`` (default on, XGBoost 3's name for LightGBM's
+dominate, and under ``mean`` by 1 / ``lambdarank_num_pair_per_sample`` (XGBoost 3). With
+``lambdarank_score_normalization`` (default on, XGBoost 3's name for LightGBM's
 ``lambdarank_norm``) each pair's |Δmetric| is divided by |s_hi - s_lo| + 0.01 once the query's
-scores differ. Each pair's hessian is RankNet's p(1 - p) |Δmetric| (LightGBM's; XGBoost doubles it). ``ndcg_exp_gain`` (default on) uses the gain 2^rel - 1, otherwise rel.
+scores differ. Each pair's hessian is RankNet's p(1 - p) |Δmetric| (LightGBM's; XGBoost
+doubles it). ``ndcg_exp_gain`` (default on) uses the gain 2^rel - 1, otherwise rel.
 
 Per-query weights (one per group, as in XGBoost) scale every gradient of their query and
 weight the metrics' average over queries; as in XGBoost they are normalized so that their mean
@@ -88,7 +90,7 @@ def _pair_delta(kind, hi_pos, lo_pos, gain_hi, gain_lo, inv_idcg, discounts, rel
     return abs(delta) / n_relevant
 
 
-INSERTION_SORT_MAX = 64  # queries up to this long are ranked by insertion sort (numba's mergesort costs more on short lists)
+INSERTION_SORT_MAX = 64  # queries up to this long are ranked by insertion sort: numba's mergesort costs more there
 
 
 @njit(cache=True, inline="always")
