@@ -27,7 +27,7 @@ from fusionrec.ctr.config import DataConfig
 from fusionrec.ctr.data import TableReader
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline.fuse import apply_fusion, check_fusion_state
-from fusionrec.pipeline.members import MEMBER_KINDS, Rows, load_member, read_json, write_json
+from fusionrec.pipeline.members import MEMBER_KINDS, Rows, load_member, read_json, score_rows, write_json
 
 EXPORT_FORMAT = "fusionrec.pipeline.export"
 EXPORT_VERSION = 1
@@ -136,7 +136,7 @@ class PipelineScorer:
         columns = []
         for name, member in zip(self.names, self.members):
             own: Counter = Counter()
-            columns.append(member.score(rows, own))
+            columns.append(score_rows(member, rows, own))
             counts.update({f"{name}.{key}": n for key, n in own.items()})
         scores = np.column_stack(columns)
         return scores, apply_fusion(self.fusion, scores)

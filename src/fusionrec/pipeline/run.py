@@ -38,7 +38,7 @@ from fusionrec.ctr.data import TableReader, resolve_paths
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline.config import PipelineSpec, SplitSection, load_pipeline
 from fusionrec.pipeline.fuse import apply_fusion, fit_fusion
-from fusionrec.pipeline.members import MEMBER_KINDS, FitContext, Rows, label_values, load_member, read_json, write_json
+from fusionrec.pipeline.members import MEMBER_KINDS, FitContext, Rows, label_values, load_member, read_json, score_rows, write_json
 from fusionrec.pipeline.metrics import binary_metrics
 
 FULL = "full"
@@ -131,7 +131,7 @@ def run_fit(spec: PipelineSpec, base_dir: Path, run_dir: Path, name: str, fold, 
         folds = folds or read_json(run_dir / "data" / "folds.json")
         fit_rows, held_out = fold_rows(folds["kind"], np.asarray(folds["block"], dtype=np.int64), int(fold))
         fitted = member.fit(entry, ctx, table.take(pa.array(fit_rows)), directory, save=False)
-        scores = fitted.score(Rows(table.take(pa.array(held_out)), spec.data.data_config), Counter())
+        scores = score_rows(fitted, Rows(table.take(pa.array(held_out)), spec.data.data_config), Counter())
         atomic_write_bytes(directory / "oof.json", json.dumps({"rows": held_out.tolist(), "scores": scores.tolist()}).encode())
     record = {"model": name, "fold": fold, "seconds": time.perf_counter() - start, "rows_held_out": int(len(held_out))}
     write_json(directory / "done.json", record)
@@ -291,7 +291,7 @@ class PipelineRun:
             y_test = label_values(test, self.spec.data.label)
             counts: Counter = Counter()
             rows = Rows(test, self.spec.data.data_config)
-            test_scores = np.column_stack([load_member(m.kind, _task_dir(self.run_dir, m.name, FULL)).score(rows, counts)
+            test_scores = np.column_stack([score_rows(load_member(m.kind, _task_dir(self.run_dir, m.name, FULL)), rows, counts)
                                            for m in self.spec.models])  # fmt: skip
             test_groups = test.column(gauc_field).to_numpy(zero_copy_only=False) if gauc_field else None
             fused_test = apply_fusion(fusion, test_scores)
