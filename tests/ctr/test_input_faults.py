@@ -299,28 +299,38 @@ MALFORMED = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(MALFORMED))
-def test_reader_on_malformed_files_never_aborts_the_interpreter(tmp_path, name):
-    path = tmp_path / f"{name}.csv"
-    path.write_bytes(MALFORMED[name])
+def test_reader_on_malformed_files_never_aborts_the_interpreter(tmp_path):
+    """Every malformed file is read (with ignore_error off and on) and its generator left open;
+    the interpreter must still exit cleanly. One interpreter per ignore_error value reads all
+    of them (each prints its file first, so a native abort names the file it died on)."""
+    paths = []
+    for name in sorted(MALFORMED):
+        paths.append(tmp_path / f"{name}.csv")
+        paths[-1].write_bytes(MALFORMED[name])
     script = (
         "import sys\n"
         "from fusionrec.ctr.config import DataConfig\n"
         "from fusionrec.ctr.data import TableReader\n"
         "from fusionrec.errors import FusionrecError\n"
         "config = DataConfig(input_fields=[{'input_name': 'clk', 'input_type': 'INT32'}, {'input_name': 'x', 'input_type': 'DOUBLE'},"
-        " {'input_name': 'n', 'input_type': 'INT64'}, {'input_name': 's'}], label_fields=['clk'], ignore_error=bool(int(sys.argv[2])))\n"
-        "reader = TableReader(config)\n"
-        "try:\n"
-        "    it = reader.iter_tables([sys.argv[1]])\n"
-        "    next(it)\n"  # leave the generator open: the interpreter must still exit cleanly
-        "except (FusionrecError, StopIteration) as error:\n"
-        "    print(type(error).__name__, str(error)[:100])\n"
+        " {'input_name': 'n', 'input_type': 'INT64'}, {'input_name': 's'}], label_fields=['clk'], ignore_error=bool(int(sys.argv[1])))\n"
+        "open_readers = []\n"
+        "for path in sys.argv[2:]:\n"
+        "    print('reading', path, flush=True)\n"
+        "    reader = TableReader(config)\n"
+        "    try:\n"
+        "        it = reader.iter_tables([path])\n"
+        "        next(it)\n"
+        "        open_readers.append(it)\n"  # left open: the interpreter must still exit cleanly
+        "    except (FusionrecError, StopIteration) as error:\n"
+        "        print(type(error).__name__, str(error)[:100])\n"
+        "print('all read', flush=True)\n"
     )  # fmt: skip
     for ignore in ("0", "1"):
-        done = subprocess.run([sys.executable, "-c", script, str(path), ignore], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, (ignore, done.stdout, done.stderr[-2000:])
+        done = subprocess.run([sys.executable, "-c", script, ignore, *map(str, paths)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (ignore, done.stdout[-2000:], done.stderr[-2000:])
         assert "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stdout.count("reading ") == len(paths) and "all read" in done.stdout, done.stdout[-2000:]
 
 
 # -- training --------------------------------------------------------------------------------
