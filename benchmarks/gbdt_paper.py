@@ -211,10 +211,9 @@ def _fit_rank(library: str, X, y, g, rounds: int):
 
 
 def per_query_ndcg(y: np.ndarray, scores: np.ndarray, sizes: np.ndarray, k: int = 10) -> np.ndarray:
-    from fusionrec.gbdt.ranking import rank_metric
+    from fusionrec.gbdt.ranking import rank_metric_per_query
 
-    ptr = np.r_[0, np.cumsum(sizes)]
-    return np.array([rank_metric(f"ndcg@{k}", y[a:b], scores[a:b], np.array([0, b - a]), None) for a, b in zip(ptr[:-1], ptr[1:])])
+    return rank_metric_per_query(f"ndcg@{k}", y, scores, np.r_[0, np.cumsum(sizes)])
 
 
 def rank_generated_child(library: str, rounds: int, n_train: int, n_test: int) -> dict:

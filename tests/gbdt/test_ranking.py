@@ -10,7 +10,7 @@ from fusionrec.datasets import make_ranking
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt import Dataset, GBDTRanker, train
 from fusionrec.gbdt.metric import evaluate
-from fusionrec.gbdt.ranking import MAP, NDCG, PAIRWISE, ideal_dcg_inverses, lambda_gradients, rank_metric
+from fusionrec.gbdt.ranking import MAP, NDCG, PAIRWISE, ideal_dcg_inverses, lambda_gradients, rank_metric, rank_metric_per_query
 from tests.conftest import shared_file
 
 
@@ -234,8 +234,7 @@ def load_rank(name):
 
 
 def per_query_ndcg10(y, scores, sizes):
-    ptr = np.r_[0, np.cumsum(sizes)]
-    return np.array([rank_metric("ndcg@10", y[a:b], scores[a:b], np.array([0, b - a]), None) for a, b in zip(ptr[:-1], ptr[1:])])
+    return rank_metric_per_query("ndcg@10", y, scores, np.r_[0, np.cumsum(sizes)])
 
 
 def assert_not_worse(ours, theirs, what):

@@ -364,14 +364,16 @@ class LambdaRank(Objective):
         self.group_weight = dataset.group_weight
 
     def check_label(self, y):
+        from fusionrec.gbdt.ranking import MAP, MAX_EXP_GAIN_LABEL, NDCG
+
         bad = np.flatnonzero(~(y >= 0) | (y != np.floor(y)))
         if bad.size:
             self._label_error(y, bad, "relevance labels that are integers >= 0")
-        if self.kind == 1 and self.exp_gain:
-            bad = np.flatnonzero(y > 31)
+        if self.kind == NDCG and self.exp_gain:
+            bad = np.flatnonzero(y > MAX_EXP_GAIN_LABEL)
             if bad.size:
                 self._label_error(y, bad, "labels <= 31 with ndcg_exp_gain (2^label - 1 gains); set ndcg_exp_gain=False")
-        if self.kind == 2:
+        if self.kind == MAP:
             bad = np.flatnonzero(y > 1)
             if bad.size:
                 self._label_error(y, bad, "binary relevance labels (0 or 1)")
@@ -380,7 +382,7 @@ class LambdaRank(Objective):
         return 0.0  # only the order of scores within a query matters
 
     def gradients(self, margin, y, w):
-        from fusionrec.gbdt.ranking import ideal_dcg_inverses, lambda_gradients
+        from fusionrec.gbdt.ranking import NDCG, ideal_dcg_inverses, lambda_gradients
 
         n = margin.shape[0]
         group_ptr = self.group_ptr if self.group_ptr is not None else np.array([0, n], np.int64)
@@ -395,7 +397,9 @@ class LambdaRank(Objective):
         labels = y.astype(np.float64)
         if self._inv_idcgs_of is None or self._inv_idcgs_of[0] is not y or self._inv_idcgs_of[1] is not group_ptr:
             # the training set's labels and queries are the same objects every round: once per fit
-            self._inv_idcgs = ideal_dcg_inverses(labels, group_ptr, self.n_pairs, self.topk, self.exp_gain)
+            # (rank:ndcg only reads them)
+            self._inv_idcgs = (ideal_dcg_inverses(labels, group_ptr, self.n_pairs, self.topk, self.exp_gain) if self.kind == NDCG
+                               else np.zeros(group_ptr.shape[0] - 1))  # fmt: skip
             self._inv_idcgs_of = (y, group_ptr)
         g = np.empty(n)
         h = np.empty(n)

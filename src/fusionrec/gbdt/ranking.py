@@ -259,7 +259,12 @@ def parse_rank_metric(name: str) -> tuple[str, int | None, bool] | None:
 
 
 def rank_metric(name: str, y: np.ndarray, scores: np.ndarray, group_ptr: np.ndarray, group_weight: np.ndarray | None, exp_gain: bool = True) -> float:
-    """Mean over queries (weighted by the per-query weights) of ndcg@k, map@k or pre@k.
+    """Mean over queries (weighted by the per-query weights) of ndcg@k, map@k or pre@k."""
+    return float(np.average(rank_metric_per_query(name, y, scores, group_ptr, exp_gain), weights=group_weight))
+
+
+def rank_metric_per_query(name: str, y: np.ndarray, scores: np.ndarray, group_ptr: np.ndarray, exp_gain: bool = True) -> np.ndarray:
+    """ndcg@k, map@k or pre@k of every query (paired comparisons of two models need them per query).
 
     A query with no relevant document scores 1 for ndcg and map (0 with XGBoost's ``-``
     suffix, as in ``ndcg-``); pre@k counts the relevant documents among the top k, over k.
@@ -299,4 +304,4 @@ def rank_metric(name: str, y: np.ndarray, scores: np.ndarray, group_ptr: np.ndar
         else:  # pre@k
             depth = k if k is not None else b - a
             values[q] = float(np.sum(labels[top] > 0)) / depth
-    return float(np.average(values, weights=group_weight))
+    return values

@@ -60,15 +60,15 @@ class Rows:
         self._data_config = data_config
         self._fields = [f for f in data_config.input_fields if f.input_name not in data_config.label_fields]
         self._columns: dict | None = None
-        self._batches: list[Rows] | None = None
+        self._batches: dict[int, list[Rows]] = {}
 
     def batches(self, n_rows: int = SCORE_BATCH_ROWS) -> list["Rows"]:
         """These rows in consecutive slices of at most ``n_rows`` (made once, shared by every model)."""
         if self.table.num_rows <= n_rows:
             return [self]
-        if self._batches is None or self._batches[0].table.num_rows != n_rows:
-            self._batches = [Rows(self.table.slice(start, n_rows), self._data_config) for start in range(0, self.table.num_rows, n_rows)]
-        return self._batches
+        if n_rows not in self._batches:
+            self._batches[n_rows] = [Rows(self.table.slice(start, n_rows), self._data_config) for start in range(0, self.table.num_rows, n_rows)]
+        return self._batches[n_rows]
 
     @property
     def columns(self) -> dict:
