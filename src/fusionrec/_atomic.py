@@ -63,10 +63,19 @@ def read_sidecar_digests(path: Path) -> list[str] | None:
     return [line.split()[0] for line in lines if line.strip()]
 
 
-def verify_sidecar(path: Path, data: bytes, what: str = "file", error: type[FusionrecError] = FusionrecError) -> None:
-    """Raise ``error`` when ``path`` has a sidecar that lists no digest of ``data`` (damaged or changed)."""
+def verify_sidecar(path: Path, data: bytes, what: str = "file", error: type[FusionrecError] = FusionrecError, *,
+                   required: bool = False) -> None:  # fmt: skip
+    """Raise ``error`` when ``path`` has a sidecar that lists no digest of ``data`` (damaged or
+    changed), or, with ``required``, has no sidecar at all: a deleted sidecar would otherwise let
+    an edited file through unchecked."""
     expected = read_sidecar_digests(path)
-    if expected is not None and hashlib.sha256(data).hexdigest() not in expected:
+    if expected is None:
+        if required:
+            raise error(f"{what} {path}: no {path.name}.sha256 beside it, so a damaged or edited file cannot be told "
+                        f"from a good one; restore the sidecar or export again (--allow_missing_checksums accepts it "
+                        "knowingly)")  # fmt: skip
+        return
+    if hashlib.sha256(data).hexdigest() not in expected:
         raise error(
             f"{what} {path}: sha256 does not match {path.name}.sha256; the file is damaged or was changed"
         )

@@ -191,7 +191,8 @@ def _ctr_predict(args) -> int:
 
     result = predict(args.input_path, args.output_path, args.saved_model_dir, reserved_cols=args.reserved_cols,
                      output_cols=args.output_cols, input_sep=args.input_sep, output_sep=args.output_sep,
-                     batch_size=args.batch_size, selected_cols=args.selected_cols)  # fmt: skip
+                     batch_size=args.batch_size, selected_cols=args.selected_cols,
+                     require_checksums=not args.allow_missing_checksums)  # fmt: skip
     print(json.dumps(result))
     return 0
 
@@ -259,6 +260,8 @@ def _predict_flags() -> argparse.ArgumentParser:
     flags.add_argument("--output_sep", default="\x01", help="EasyRec's default: the byte 0x01")
     flags.add_argument("--batch_size", type=int, default=1024)
     flags.add_argument("--selected_cols", help="headerless CSV: 0-based column of each non-label input field, in config order")
+    flags.add_argument("--allow_missing_checksums", action="store_true",
+                       help="score an export whose files lack their .sha256 sidecars (they cannot be checked)")
     return flags
 
 
@@ -311,16 +314,25 @@ def _predict(args) -> int:
 
     result = predict_pipeline(args.input_path, args.output_path, args.saved_model_dir, reserved_cols=args.reserved_cols,
                               output_cols=args.output_cols, model_scores=args.model_scores, input_sep=args.input_sep,
-                              output_sep=args.output_sep, batch_size=args.batch_size, selected_cols=args.selected_cols)  # fmt: skip
+                              output_sep=args.output_sep, batch_size=args.batch_size, selected_cols=args.selected_cols,
+                              require_checksums=not args.allow_missing_checksums)  # fmt: skip
     print(json.dumps(result))
     return 0
 
 
 def _serve(args) -> int:
-    from fusionrec.pipeline.server import ServerSettings, serve
+    from fusionrec.pipeline.serve_process import serve
+    from fusionrec.pipeline.server import ServerSettings
 
-    settings = ServerSettings(saved_model_dir=args.saved_model_dir, max_body_bytes=args.max_body_bytes,
-                              max_rows=args.max_rows, timeout_seconds=args.timeout_seconds)  # fmt: skip
+    from pydantic import ValidationError
+
+    names = ("saved_model_dir", "max_body_bytes", "max_rows", "timeout_seconds", "body_timeout_seconds",
+             "header_timeout_seconds", "max_pending", "max_connections", "allow_missing_checksums")  # fmt: skip
+    try:
+        settings = ServerSettings(**{name: getattr(args, name) for name in names})
+    except ValidationError as error:
+        problems = [f"--{e['loc'][0]} {e['input']!r}: {e['msg']}" for e in error.errors()]
+        raise FusionrecError("; ".join(problems)) from None
     serve(settings, host=args.host, port=args.port, workers=args.workers)
     return 0
 
@@ -348,7 +360,15 @@ def _add_pipeline(sub) -> None:
     sv.add_argument("--workers", type=int, default=1, help="server processes; each loads the model once")
     sv.add_argument("--max_body_bytes", type=int, default=8 * 1024 * 1024)
     sv.add_argument("--max_rows", type=int, default=10_000, help="rows per request")
-    sv.add_argument("--timeout_seconds", type=float, default=30.0, help="scoring time per request")
+    sv.add_argument("--timeout_seconds", type=float, default=30.0, help="time from a request's arrival to its answer (408 after)")
+    sv.add_argument("--body_timeout_seconds", type=float, default=10.0, help="time to receive a request's body (408 after)")
+    sv.add_argument("--header_timeout_seconds", type=float, default=10.0,
+                    help="time for a request's headers to arrive (the connection is closed after)")
+    sv.add_argument("--max_pending", type=int, default=8,
+                    help="requests admitted (scoring or waiting) per worker; more get 503 with Retry-After")
+    sv.add_argument("--max_connections", type=int, default=256, help="open connections per worker; more are closed")
+    sv.add_argument("--allow_missing_checksums", action="store_true",
+                    help="serve an export whose files lack their .sha256 sidecars (they cannot be checked)")
     sv.set_defaults(run=_serve)
 
 

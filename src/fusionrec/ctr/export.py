@@ -91,9 +91,11 @@ def _input_schema(field, vectors: dict[str, tuple[int, str]]) -> dict:
     return {"name": name, "type": kind, "tensors": [name], "dtype": "float64" if kind in ("FLOAT", "DOUBLE") else "int64"}
 
 
-def load_export(saved_model_dir: str | Path):
+def load_export(saved_model_dir: str | Path, *, require_checksums: bool = True):
     """(TorchScript module, config) of an export directory, after checking its files against
-    their sha256 sidecars and the module's vocabularies against ``input_schema.json``."""
+    their sha256 sidecars and the module's vocabularies against ``input_schema.json``. A file
+    without its sidecar is an error unless ``require_checksums`` is off (the flag
+    ``--allow_missing_checksums``: accepting an unverifiable export knowingly)."""
     directory = Path(saved_model_dir)
     model_path, config_path, schema_path = directory / MODEL_FILE, directory / "pipeline.json", directory / "input_schema.json"
     for path in (model_path, config_path, schema_path):
@@ -102,7 +104,7 @@ def load_export(saved_model_dir: str | Path):
     raw = {}
     for path in (model_path, config_path, schema_path):
         raw[path.name] = path.read_bytes()
-        verify_sidecar(path, raw[path.name], "exported file")
+        verify_sidecar(path, raw[path.name], "exported file", required=require_checksums)
     schema = _read_json(schema_path, raw[schema_path.name])
     if not isinstance(schema, dict) or schema.get("format") != EXPORT_FORMAT:
         raise FusionrecError(f"{schema_path}: not a fusionrec CTR export schema")
@@ -204,7 +206,7 @@ def _output_column(values: np.ndarray, kind: pa.DataType) -> pa.Array:
 
 def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved_cols: str = "ALL_COLUMNS",
             output_cols: str = "ALL_COLUMNS", input_sep: str | None = None, output_sep: str = EASYREC_OUTPUT_SEP,
-            batch_size: int = 1024, selected_cols: str | None = None) -> dict:  # fmt: skip
+            batch_size: int = 1024, selected_cols: str | None = None, require_checksums: bool = True) -> dict:  # fmt: skip
     """Score ``input_path`` with an export; returns counts of rows read, written and rejected.
 
     The output is what EasyRec's CSV predictor writes: a header line, then per row the
@@ -219,7 +221,7 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     input_fields in config order, or the same without the labels, or the columns that
     ``selected_cols`` (0-based indices, one per non-label input field, as EasyRec's flag) names.
     """
-    module, config = load_export(saved_model_dir)
+    module, config = load_export(saved_model_dir, require_checksums=require_checksums)
     fields = list(config.data_config.input_fields)
     names = [f.input_name for f in fields]
     reserved = names if reserved_cols.strip() == "ALL_COLUMNS" else [c.strip() for c in reserved_cols.split(",") if c.strip()]

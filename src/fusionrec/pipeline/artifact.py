@@ -8,11 +8,15 @@ server share.
     export_dir/models/<name>/...    each model in its own format: GBDT JSON + encoder JSON,
                                     TorchScript (model.pt) with its config and schema
 
-Every file has a sha256 sidecar and is checked when loaded; nothing is pickled.
+Every file has a sha256 sidecar and is checked when loaded (a missing sidecar is an error
+unless the caller accepts it knowingly); nothing is pickled. The export's digest
+(``export_digest``: the sha256 of every file's path and sha256) names one export: the server
+pins it at start, and a worker that finds another export in the directory does not serve.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -31,6 +35,36 @@ from fusionrec.pipeline.members import MEMBER_KINDS, Rows, load_member, read_jso
 
 EXPORT_FORMAT = "fusionrec.pipeline.export"
 EXPORT_VERSION = 1
+TOP_LEVEL_FILES = ("manifest.json", "fusion.json", "pipeline.json", "input_schema.json")
+
+
+def export_files(directory: Path, manifest: dict) -> list[str]:
+    """Every file of an export, as paths relative to it: the top-level files, then each
+    model's files as its manifest entry lists them (never outside the directory)."""
+    files = list(TOP_LEVEL_FILES)
+    for model in manifest["models"]:
+        for relative in model.get("files", []):
+            parts = Path(str(relative)).parts
+            if Path(str(relative)).is_absolute() or ".." in parts or not parts:
+                raise FusionrecError(f"{directory / 'manifest.json'}: model {model['name']!r} lists file {relative!r}, "
+                                     "which is not a path inside the export")  # fmt: skip
+            files.append(str(Path("models") / str(model["name"]) / str(relative)))
+    return files
+
+
+def export_digest(directory: Path, manifest: dict, *, require_checksums: bool = True) -> str:
+    """The sha256 of every export file's relative path and sha256, each file checked against its
+    sidecar first (a missing sidecar is an error unless ``require_checksums`` is off)."""
+    lines = []
+    for relative in sorted(export_files(directory, manifest)):
+        path = directory / relative
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise FusionrecError(f"saved_model_dir {str(directory)!r}: cannot read {relative} ({error.strerror})") from None
+        verify_sidecar(path, raw, "pipeline export file", required=require_checksums)
+        lines.append(f"{relative}\t{hashlib.sha256(raw).hexdigest()}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def export_run(run, export_dir: str | Path | None = None) -> Path:
@@ -86,19 +120,26 @@ def export_run(run, export_dir: str | Path | None = None) -> Path:
 class PipelineScorer:
     """Loads an export once; scores typed tables through every model and the fusion."""
 
-    def __init__(self, saved_model_dir: str | Path):
+    def __init__(self, saved_model_dir: str | Path, *, require_checksums: bool = True, expected_digest: str | None = None):
         directory = Path(saved_model_dir)
         manifest_path = directory / "manifest.json"
         if not manifest_path.exists():
             raise FusionrecError(f"saved_model_dir {str(directory)!r}: no manifest.json; export a pipeline first "
                                  "(`fusionrec train` writes run_dir/export)")  # fmt: skip
-        manifest = read_json(manifest_path)
+        manifest = read_json(manifest_path, require_checksum=require_checksums)
         if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
             raise FusionrecError(f"{manifest_path}: not a fusionrec pipeline export")
         version = manifest.get("version")
         if not isinstance(version, int) or version > EXPORT_VERSION:
             raise FusionrecError(f"{manifest_path}: export format version {version!r} is newer than this fusionrec "
                                  f"{__version__} reads ({EXPORT_VERSION})")  # fmt: skip
+        if not isinstance(manifest.get("models"), list) or not all(isinstance(m, dict) and "name" in m and "kind" in m for m in manifest["models"]):
+            raise FusionrecError(f"{manifest_path}: its models entry is not a list of {{name, kind, files}}")
+        self.digest = export_digest(directory, manifest, require_checksums=require_checksums)
+        if expected_digest is not None and self.digest != expected_digest:
+            raise FusionrecError(f"saved_model_dir {str(directory)!r}: holds another export (sha256 {self.digest[:16]}) "
+                                 f"than the one pinned at start ({expected_digest[:16]}); it was rewritten after the "
+                                 "server started: restart the server to serve the new export")  # fmt: skip
         self.directory = directory
         self.manifest = manifest
         self.names = [m["name"] for m in manifest["models"]]
@@ -116,6 +157,9 @@ class PipelineScorer:
         # the fields some model reads; the others (and the label) may be left out of a request
         self.required = [f["name"] for f in self.schema["inputs"] if f["name"] in used]
         self.optional = tuple(f["name"] for f in self.schema["inputs"] if f["name"] not in used) + (self.label,)
+        if expected_digest is not None and export_digest(directory, manifest, require_checksums=require_checksums) != self.digest:
+            raise FusionrecError(f"saved_model_dir {str(directory)!r}: the export changed while it was being loaded; "
+                                 "restart the server once the new export is complete")  # fmt: skip
 
     def reader(self, *, separator: str | None = None, collect_rejects: bool = False, selected_cols=None) -> TableReader:
         """A reader of files to score, laid out as the training files (the label may be left
@@ -146,12 +190,13 @@ class PipelineScorer:
                 "fusionrec_version": self.manifest["fusionrec_version"], "serving_fusionrec_version": __version__,
                 "models": [{"name": n, "kind": k} for n, k in zip(self.names, self.kinds)],
                 "fusion": {k: v for k, v in self.fusion.items() if k != "format"},
-                "input_schema": self.schema, "required_fields": self.required}  # fmt: skip
+                "input_schema": self.schema, "required_fields": self.required, "export_digest": self.digest}  # fmt: skip
 
 
 def predict_pipeline(input_path: str, output_path: str, saved_model_dir: str, *, reserved_cols: str = "ALL_COLUMNS",
                      output_cols: str = "ALL_COLUMNS", model_scores: bool = False, input_sep: str | None = None,
-                     output_sep: str = "\x01", batch_size: int = 1024, selected_cols: str | None = None) -> dict:  # fmt: skip
+                     output_sep: str = "\x01", batch_size: int = 1024, selected_cols: str | None = None,
+                     require_checksums: bool = True) -> dict:  # fmt: skip
     """Score files with a pipeline export, as EasyRec's predict does (its flags, its output
     layout: a header, then ``output_cols`` and ``reserved_cols`` joined by ``output_sep``).
     Outputs: ``probs`` (the fusion's probability), ``logits`` (its log-odds) and, with
@@ -160,7 +205,7 @@ def predict_pipeline(input_path: str, output_path: str, saved_model_dir: str, *,
     from fusionrec.ctr.data import resolve_paths
     from fusionrec.ctr.export import parse_selected_cols, predictions_file, rejects_listed_on_error, write_predictions
 
-    scorer = PipelineScorer(saved_model_dir)
+    scorer = PipelineScorer(saved_model_dir, require_checksums=require_checksums)
     names = [f["name"] for f in scorer.schema["inputs"]] + [scorer.label]
     reserved = names if reserved_cols.strip() == "ALL_COLUMNS" else [c.strip() for c in reserved_cols.split(",") if c.strip()]
     for column in reserved:

@@ -100,11 +100,11 @@ def _finite(value):
     return value
 
 
-def read_json(path: Path):
+def read_json(path: Path, *, require_checksum: bool = False):
     if not path.exists():
         raise FusionrecError(f"{path}: missing")
     raw = path.read_bytes()
-    verify_sidecar(path, raw, "pipeline file")
+    verify_sidecar(path, raw, "pipeline file", required=require_checksum)
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -239,7 +239,9 @@ class _DeepScorer:
     def load(cls, export_dir: Path) -> "_DeepScorer":
         from fusionrec.ctr.export import load_export
 
-        return cls(*load_export(export_dir))
+        # inside a pipeline export every file was checked against its sidecar by the scorer
+        # (artifact.export_digest, which knows whether a missing one is accepted)
+        return cls(*load_export(export_dir, require_checksums=False))
 
     def input_fields(self) -> set[str]:
         return {name for feature in self.config.features for name in feature.input_names} - {LEAF_FIELD}

@@ -1,146 +1,100 @@
-"""``fusionrec serve``: an HTTP scoring server for a pipeline export (FastAPI on uvicorn).
+"""``fusionrec serve``: the HTTP scoring app of a pipeline export (FastAPI on uvicorn).
 
 Why these: FastAPI + uvicorn is the most used, best kept asyncio stack for Python model
-servers; uvicorn runs ``--workers N`` processes, each loading the export once; the scoring
-itself (torch, numba) runs on a thread so the event loop keeps answering /health and
-/metrics while a batch is scored. Metrics are Prometheus text from prometheus_client (its
-multi-process mode when there are several workers).
+servers; each worker process (``serve_process``) loads the export once; the scoring itself
+(torch, numba) runs on a thread so the event loop keeps answering /health and /metrics while
+a batch is scored. Metrics are Prometheus text from prometheus_client (its multi-process mode
+when there are several workers).
 
 Endpoints
     POST /predict   JSON ``{"rows": [{field: value, ...}, ...], "model_scores": false}`` (or a bare list
                     of rows), or a CSV body with a header (Content-Type text/csv). Answers
                     ``{"scores": [...], "ids": [...]}`` in input order: a row's ``id`` key (CSV:
                     column) is echoed, null where absent; ``request_id`` is echoed too.
-    GET /health     ``{"status": "ok"}`` once the model is loaded.
-    GET /metadata   models, fusion, input schema, versions.
+    GET /health     ``{"status": "ok", "export_digest": ..., "worker": pid}`` once the model is loaded.
+    GET /metadata   models, fusion, input schema, versions, the export's digest.
     GET /metrics    requests, rows, latency histogram, errors by kind.
 
-Every bad request is a 4xx whose ``detail`` names the row, the column and the rule (a
-value the model's reader refuses), or the limit it broke: 400 not JSON / not CSV, 413 body
-or rows over the limit, 415 another content type, 422 a row or value that breaks a rule,
-408 scoring took longer than the request time limit. A 500 means a fusionrec bug.
+Every bad request is a 4xx whose ``detail`` names the row, the column and the rule (a value
+the model's reader refuses), or the limit it broke (``serve_requests`` lists the hostile
+cases): 400 not JSON / not CSV, 413 body or rows over the limit, 415 another content type,
+422 a row or value that breaks a rule, 408 the body was not sent within
+``body_timeout_seconds`` or the answer not ready within ``timeout_seconds``; 503 with
+``Retry-After`` when ``max_pending`` requests are already admitted. A 500 means a fusionrec
+bug (its traceback goes to the server's log, not to the client).
+
+Time limits stop work, not only the wait for it: a request's scoring runs as a
+``ScoringJob`` that checks its deadline before parsing, after parsing and between chunks of
+``SCORE_CHUNK_ROWS`` rows, so a request answered 408 stops within one chunk and a queued one
+never starts. Rejected bodies are not kept: no exception that could reach a body crosses the
+scoring thread or outlives its handler (a traceback's frames would hold the body until the
+garbage collector's next full pass).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
+import logging
 import os
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pyarrow as pa
-import pyarrow.csv as pacsv
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
 
 from fusionrec.errors import FusionrecError
+from fusionrec.pipeline.serve_requests import RequestError, parse_body
 
 SETTINGS_ENV = "FUSIONREC_SERVE_SETTINGS"
-ID_KEY = "id"
+SCORE_CHUNK_ROWS = 1024  # rows scored between two deadline checks (predict's default batch too)
+CLOSE = {"Connection": "close"}  # the rest of an unread body is not drained: the connection ends
+logger = logging.getLogger("fusionrec.serve")
 
 
 class ServerSettings(BaseModel):
     saved_model_dir: str
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
     max_rows: int = Field(10_000, ge=1)
-    timeout_seconds: float = Field(30.0, gt=0)
+    timeout_seconds: float = Field(30.0, gt=0)  # from the request's arrival to its answer
+    body_timeout_seconds: float = Field(10.0, gt=0)  # to receive the whole body
+    header_timeout_seconds: float = Field(10.0, gt=0)  # from a connection (or its last answer) to a request's headers
+    max_pending: int = Field(8, ge=1)  # requests admitted (scoring or waiting) per worker; more get 503
+    max_connections: int = Field(256, ge=1)  # open connections per worker; more are closed at once
     scoring_threads: int = Field(1, ge=1, le=64)  # requests scored at once per worker
     compute_threads: int | None = Field(None, ge=1, le=256)  # torch / numba threads per worker (default: cores / workers)
+    allow_missing_checksums: bool = False  # load an export whose files lack their sidecars
+    export_digest: str | None = None  # the export pinned at start: a worker that finds another refuses to serve
 
 
-class RequestError(Exception):
-    """A client error: its HTTP status, its kind (the error counter's label) and what was wrong."""
+class ScoringJob:
+    """One request's work on a scoring thread. The event loop cancels it when its time is up;
+    the job stops at its next check (``check``) and, queued, never starts."""
 
-    def __init__(self, status: int, kind: str, detail: str):
-        super().__init__(detail)
-        self.status, self.kind, self.detail = status, kind, detail
+    def __init__(self, body: bytes, content_type: str, deadline: float, timeout_seconds: float):
+        self.body: bytes | None = body
+        self.content_type = content_type
+        self.deadline = deadline  # time.monotonic()
+        self.timeout_seconds = timeout_seconds
+        self.cancelled = False
 
+    def cancel(self) -> None:
+        self.cancelled = True
 
-# ---------------------------------------------------------------- request bodies -> text tables
-def _text(value, row: int, column: str) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise RequestError(422, "bad_value", f"row {row}, column {column!r}: {value!r} is not a finite number")
-        return repr(value)
-    if isinstance(value, str):
-        return value
-    raise RequestError(422, "bad_value", f"row {row}, column {column!r}: a {type(value).__name__} is not a field value "
-                                         "(give numbers, strings, booleans or null; a list field as one string joined by "
-                                         "its separator)")  # fmt: skip
+    def take_body(self) -> bytes:
+        body, self.body = self.body, None
+        return body
+
+    def check(self) -> None:
+        if self.cancelled or time.monotonic() > self.deadline:
+            raise RequestError(408, "timeout", f"the request took longer than {self.timeout_seconds} s (timeout_seconds); "
+                                               "send fewer rows per request")  # fmt: skip
 
 
-def rows_from_json(body: bytes, required: list[str], optional: list[str], max_rows: int) -> tuple[pa.Table, list, dict]:
-    """(text table of the input fields, each row's id, request options) of a JSON body."""
-    try:
-        document = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RequestError(400, "bad_json", f"the body is not valid JSON: {error}") from None
-    options = {}
-    if isinstance(document, dict):
-        unknown = sorted(set(document) - {"rows", "model_scores", "request_id"})
-        if unknown:
-            raise RequestError(422, "bad_request", f"unknown keys {unknown}; a request has rows, model_scores, request_id")
-        if "rows" not in document:
-            raise RequestError(422, "bad_request", 'no "rows": send {"rows": [{field: value, ...}, ...]}')
-        rows = document["rows"]
-        if not isinstance(document.get("model_scores", False), bool):
-            raise RequestError(422, "bad_request", '"model_scores" must be true or false')
-        options = {"model_scores": document.get("model_scores", False), "request_id": document.get("request_id")}
-    else:
-        rows = document
-    if not isinstance(rows, list):
-        raise RequestError(422, "bad_request", f'"rows" must be a list of objects, got {type(rows).__name__}')
-    if len(rows) > max_rows:
-        raise RequestError(413, "too_many_rows", f"{len(rows)} rows; this server takes at most {max_rows} per request (max_rows)")
-    columns: dict[str, list] = {name: [] for name in required + optional}
-    ids = []
-    for i, row in enumerate(rows, start=1):
-        if not isinstance(row, dict):
-            raise RequestError(422, "bad_row", f"row {i}: must be an object of field: value, got {type(row).__name__}")
-        missing = [name for name in required if name not in row]
-        if missing:
-            raise RequestError(422, "bad_row", f"row {i}: no field {missing} (every input field is given; null takes its default_val)")
-        ids.append(row.get(ID_KEY))
-        for name in columns:
-            columns[name].append(_text(row.get(name), i, name))
-    return pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()}), ids, options
-
-
-def rows_from_csv(body: bytes, required: list[str], max_rows: int) -> tuple[pa.Table, list, dict]:
-    """(text table, ids, options) of a CSV body with a header (an ``id`` column is echoed)."""
-    if not body.strip():
-        raise RequestError(400, "bad_csv", "the CSV body is empty; send a header line and rows")
-    header = body.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace").lstrip("\ufeff")
-    # every column as text, as the file reader reads it: type inference would turn "007" into 7
-    as_text = {name.strip('"'): pa.string() for name in header.split(",")}
-    try:
-        table = pacsv.read_csv(pa.py_buffer(body),
-                               convert_options=pacsv.ConvertOptions(column_types=as_text, strings_can_be_null=False),
-                               parse_options=pacsv.ParseOptions(newlines_in_values=False))  # fmt: skip
-    except (pa.ArrowInvalid, UnicodeDecodeError) as error:
-        raise RequestError(400, "bad_csv", f"the body is not CSV with a header: {str(error).splitlines()[0]}") from None
-    names = table.column_names
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise RequestError(422, "bad_csv", f"the header names {duplicates} more than once")
-    missing = [n for n in required if n not in names]
-    if missing:
-        raise RequestError(422, "bad_csv", f"the header has no column {missing}; input fields are {required}")
-    if table.num_rows > max_rows:
-        raise RequestError(413, "too_many_rows", f"{table.num_rows} rows; this server takes at most {max_rows} per request (max_rows)")
-    ids = table.column(ID_KEY).to_pylist() if ID_KEY in names else [None] * table.num_rows
-    text = pa.table({n: table.column(n) for n in names if n != ID_KEY})
-    return text, ids, {}
+def _error(kind: str, detail: str) -> dict:
+    return {"error": kind, "detail": detail}
 
 
 # ---------------------------------------------------------------- the app
@@ -154,39 +108,55 @@ def create_app(settings: ServerSettings):
 
         torch.set_num_threads(settings.compute_threads)
         numba.set_num_threads(min(settings.compute_threads, numba.config.NUMBA_NUM_THREADS))
-    scorer = PipelineScorer(settings.saved_model_dir)  # once per worker process
+    scorer = PipelineScorer(settings.saved_model_dir, require_checksums=not settings.allow_missing_checksums,
+                            expected_digest=settings.export_digest)  # once per worker process  # fmt: skip
     required = scorer.required
     optional = list(scorer.optional)
     metadata = scorer.metadata()
     metrics = ServerMetrics()
     pool = ThreadPoolExecutor(settings.scoring_threads, thread_name_prefix="score")
+    admitted: set[ScoringJob] = set()  # jobs admitted, not finished and not abandoned (an abandoned one costs
+    # nothing more once its thread reaches a check, so it does not keep the next request out)
     app = FastAPI(title="fusionrec pipeline server", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def parse_and_score(body: bytes, content_type: str) -> dict:
-        """Runs on the scoring thread: parsing a large body would hold the event loop (and /health) too."""
-        if content_type in ("application/json", ""):
-            text, ids, options = rows_from_json(body, required, optional, settings.max_rows)
-        elif content_type in ("text/csv", "application/csv"):
-            text, ids, options = rows_from_csv(body, required, settings.max_rows)
-        else:
-            raise RequestError(415, "unsupported_media_type", f"Content-Type {content_type!r}: send application/json or text/csv")
-        reader = scorer.request_reader()  # a fresh reader per request: its report is this request's
-        scores, fused = scorer.score(reader.read_text_table(text, "request"))
-        answer = {"scores": fused.tolist()}
-        if options.get("model_scores"):
-            answer["model_scores"] = {name: scores[:, j].tolist() for j, name in enumerate(scorer.names)}
-        answer["ids"] = ids
-        if options.get("request_id") is not None:
-            answer["request_id"] = options["request_id"]
-        return answer
+    def run_job(job: ScoringJob) -> tuple[int, dict]:
+        """On a scoring thread: the job's (status, answer). Never raises, so no exception (whose
+        frames reach the body) is kept by the futures between this thread and the event loop."""
+        try:
+            job.check()
+            parsed = parse_body(job.take_body(), job.content_type, required, optional, settings.max_rows)
+            job.check()
+            typed = scorer.request_reader().read_text_table(parsed.table, "request")  # a fresh reader: its report is this request's
+            scores, fused = np.zeros((0, len(scorer.names))), np.zeros(0)
+            if typed.num_rows:
+                parts = []
+                for start in range(0, typed.num_rows, SCORE_CHUNK_ROWS):
+                    job.check()
+                    parts.append(scorer.score(typed.slice(start, SCORE_CHUNK_ROWS)))
+                scores, fused = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            answer = {"scores": fused.tolist()}
+            if parsed.model_scores:
+                answer["model_scores"] = {name: scores[:, j].tolist() for j, name in enumerate(scorer.names)}
+            answer["ids"] = parsed.ids
+            if parsed.request_id is not None:
+                answer["request_id"] = parsed.request_id
+            return 200, answer
+        except RequestError as error:
+            return error.status, _error(error.kind, error.detail)
+        except FusionrecError as error:  # the reader's rule for a value: names the row and the column
+            return 422, _error("bad_value", str(error))
+        except Exception as error:  # a fusionrec bug: logged with its traceback; the client gets no paths
+            logger.exception("POST /predict failed")
+            return 500, _error("internal", f"a fusionrec bug ({type(error).__name__}); the server log has its traceback")
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                raise RequestError(400, "bad_request", f"Content-Length {declared!r} is not a number")
-            if int(declared) > settings.max_body_bytes:
-                raise RequestError(413, "body_too_large", f"the body has {int(declared)} bytes; the limit is {settings.max_body_bytes} (max_body_bytes)")
+                raise RequestError(400, "bad_request", f"Content-Length {declared[:40]!r} is not a number")
+            if len(declared) > 18 or int(declared) > settings.max_body_bytes:
+                raise RequestError(413, "body_too_large", f"the body has {declared} bytes; the limit is "
+                                                          f"{settings.max_body_bytes} (max_body_bytes)")  # fmt: skip
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -195,33 +165,52 @@ def create_app(settings: ServerSettings):
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def answer(request: Request, arrived: float) -> tuple[int, dict, dict]:
+        """(status, JSON answer, extra headers) of one POST /predict."""
+        try:
+            async with asyncio.timeout(settings.body_timeout_seconds):
+                body = await read_body(request)
+        except TimeoutError:
+            return 408, _error("body_timeout", f"the body did not arrive within {settings.body_timeout_seconds} s "
+                                               "(body_timeout_seconds)"), CLOSE  # fmt: skip
+        except RequestError as error:
+            return error.status, _error(error.kind, error.detail), CLOSE if error.status in (400, 413) else {}
+        except ClientDisconnect:  # nobody reads the answer; counted
+            return 400, _error("client_disconnected", "the client closed the connection before the body ended"), CLOSE
+        if len(admitted) >= settings.max_pending:
+            return 503, _error("overloaded", f"{len(admitted)} requests are being scored or wait (max_pending); retry "
+                                             "after a second"), {"Retry-After": "1"}  # fmt: skip
+        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        job = ScoringJob(body, content_type, arrived + settings.timeout_seconds, settings.timeout_seconds)
+        del body
+        admitted.add(job)
+        future = asyncio.get_running_loop().run_in_executor(pool, run_job, job)
+        future.add_done_callback(lambda _: admitted.discard(job))
+        try:
+            async with asyncio.timeout(max(0.0, job.deadline - time.monotonic())):
+                status, payload = await asyncio.shield(future)
+        except TimeoutError:
+            job.cancel()  # the thread stops at its next check; a queued job never starts
+            admitted.discard(job)
+            return 408, _error("timeout", f"the request took longer than {settings.timeout_seconds} s (timeout_seconds); "
+                                          "send fewer rows per request"), {}  # fmt: skip
+        return status, payload, {}
+
     @app.post("/predict")
     async def predict(request: Request):
-        start = time.perf_counter()
-        try:
-            body = await read_body(request)
-            content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-            future = asyncio.get_running_loop().run_in_executor(pool, parse_and_score, body, content_type)
-            try:
-                answer = await asyncio.wait_for(asyncio.shield(future), settings.timeout_seconds)
-            except asyncio.TimeoutError:
-                raise RequestError(408, "timeout", f"the request took longer than {settings.timeout_seconds} s "
-                                                   "(timeout_seconds); send fewer rows per request") from None  # fmt: skip
-            metrics.observe(time.perf_counter() - start, len(answer["scores"]))
-            return JSONResponse(answer)
-        except RequestError as error:
-            metrics.error(error.kind)
-            return JSONResponse({"error": error.kind, "detail": error.detail}, status_code=error.status)
-        except FusionrecError as error:  # the reader's rule for a value: names the row and the column
-            metrics.error("bad_value")
-            return JSONResponse({"error": "bad_value", "detail": str(error)}, status_code=422)
-        except Exception as error:  # a fusionrec bug: say so, keep serving
-            metrics.error("internal")
-            return JSONResponse({"error": "internal", "detail": f"{type(error).__name__}: {error}"}, status_code=500)
+        arrived = time.monotonic()
+        status, payload, headers = await answer(request, arrived)
+        if status == 200:
+            metrics.observe(time.monotonic() - arrived, len(payload["scores"]))
+        else:
+            metrics.error(payload["error"])
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    health = {"status": "ok", "models": scorer.names, "export_digest": scorer.digest, "worker": os.getpid()}
 
     @app.get("/health")
-    async def health():
-        return {"status": "ok", "models": scorer.names}
+    async def get_health():
+        return health
 
     @app.get("/metadata")
     async def get_metadata():
@@ -235,33 +224,6 @@ def create_app(settings: ServerSettings):
     @app.exception_handler(404)
     async def not_found(request, exc):
         metrics.error("not_found")
-        return PlainTextResponse(f"no endpoint {request.url.path}; POST /predict, GET /health /metadata /metrics", 404)
+        return PlainTextResponse(f"no endpoint {request.url.path[:200]}; POST /predict, GET /health /metadata /metrics", 404)
 
     return app
-
-
-def app_from_env():
-    """uvicorn's factory in each worker process: the settings come from the environment."""
-    raw = os.environ.get(SETTINGS_ENV)
-    if not raw:
-        raise FusionrecError(f"{SETTINGS_ENV} is not set; start the server with `fusionrec serve`")
-    return create_app(ServerSettings.model_validate_json(raw))
-
-
-def serve(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    import uvicorn
-
-    from fusionrec.pipeline.artifact import PipelineScorer
-
-    if workers < 1:
-        raise FusionrecError(f"--workers {workers}: must be at least 1")
-    if not 0 < port < 65536:
-        raise FusionrecError(f"--port {port}: must be in 1..65535")
-    PipelineScorer(settings.saved_model_dir)  # a broken export fails here, with its error, before any worker starts
-    if settings.compute_threads is None:
-        settings = settings.model_copy(update={"compute_threads": max(1, (os.cpu_count() or 1) // workers)})
-    os.environ[SETTINGS_ENV] = settings.model_dump_json()
-    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fusionrec-metrics-")
-    uvicorn.run("fusionrec.pipeline.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", limit_concurrency=256, timeout_keep_alive=5)  # fmt: skip
