@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +68,78 @@ def make_logs(directory: Path, n_train: int = 3000, n_test: int = 1000, seed: in
             table = table.append_column("ds", pa.array([f"2026-11-{10 + d:02d}" for d in day]))
         pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
     return train, test
+
+
+NAMES = [f["input_name"] for f in DATA_CONFIG["input_fields"]]
+
+
+def json_rows(path, n):
+    table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=NAMES),
+                           convert_options=pacsv.ConvertOptions(column_types={n: "string" for n in NAMES}, strings_can_be_null=False))  # fmt: skip
+    rows = table.slice(0, n).to_pylist()
+    for i, row in enumerate(rows):
+        row["id"] = f"r{i}"
+        row["price"] = int(row["price"])  # a JSON number
+        del row["clk"]
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(url, body=None, content_type="application/json", method=None):
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+class ServerProcess:
+    """`fusionrec serve` as a user starts it, on a free port, in its own process group;
+    ``with`` waits for /health and stops the group (SIGTERM) at the end."""
+
+    def __init__(self, export, *flags: str, wait: bool = True):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "fusionrec.cli", "serve", "--saved_model_dir", str(export),
+                                         "--port", str(self.port), *flags],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        if wait:
+            self.wait_healthy()
+
+    def wait_healthy(self, seconds: float = 90.0) -> None:
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            try:
+                if request(self.url + "/health")[0] == 200:
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"server did not start: {self.process.stdout.read().decode()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def with_field(document: dict, name: str, input_type: str) -> dict:

@@ -1,14 +1,6 @@
 """fusionrec serve: a real server process scores what predict scores; fuzzing never gets a 5xx."""
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pyarrow.csv as pacsv
@@ -18,59 +10,14 @@ from fastapi.testclient import TestClient
 from fusionrec.pipeline import predict_pipeline
 from fusionrec.pipeline.server import ServerSettings, create_app
 
-from .helpers import DATA_CONFIG
-
-NAMES = [f["input_name"] for f in DATA_CONFIG["input_fields"]]
-
-
-def json_rows(path, n):
-    table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=NAMES),
-                           convert_options=pacsv.ConvertOptions(column_types={n: "string" for n in NAMES}, strings_can_be_null=False))  # fmt: skip
-    rows = table.slice(0, n).to_pylist()
-    for i, row in enumerate(rows):
-        row["id"] = f"r{i}"
-        row["price"] = int(row["price"])  # a JSON number
-        del row["clk"]
-    return rows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def request(url, body=None, content_type="application/json", method=None):
-    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+from .helpers import NAMES, ServerProcess, json_rows, request
 
 
 @pytest.fixture(scope="module")
 def server(trained_pipeline):
     """The server started as a user starts it: `fusionrec serve`, two workers."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "fusionrec.cli", "serve", "--saved_model_dir", str(trained_pipeline["export"]),
-                                "--port", str(port), "--workers", "2", "--max_rows", "500"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if request(url + "/health")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        raise RuntimeError(f"server did not start: {process.stdout.read().decode()[-2000:]}")
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
+    with ServerProcess(trained_pipeline["export"], "--workers", "2", "--max_rows", "500") as process:
+        yield process.url
 
 
 def test_the_server_scores_what_predict_scores(server, trained_pipeline, tmp_path):

@@ -48,7 +48,8 @@ def export_files(directory: Path, manifest: dict) -> list[str]:
             if Path(str(relative)).is_absolute() or ".." in parts or not parts:
                 raise FusionrecError(f"{directory / 'manifest.json'}: model {model['name']!r} lists file {relative!r}, "
                                      "which is not a path inside the export")  # fmt: skip
-            files.append(str(Path("models") / str(model["name"]) / str(relative)))
+            if not str(relative).endswith(".sha256"):  # a deep model lists its sidecars; they are checked with their files
+                files.append(str(Path("models") / str(model["name"]) / str(relative)))
     return files
 
 

@@ -124,10 +124,12 @@ def _worker_main(settings_json: str, sock: socket.socket, ready, reasons, parent
 
 def _listen(host: str, port: int) -> socket.socket:
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        family, kind, proto, _, _ = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
     except socket.gaierror as error:
         raise FusionrecError(f"--host {host!r}: not an address of this machine ({error.strerror})") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio turns Nagle's algorithm off only on sockets that say TCP (with 0 every
+    # answer on a kept-alive connection waited 40 ms for the client's delayed ACK)
+    sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -50,7 +50,7 @@ from fusionrec.pipeline.serve_requests import RequestError, parse_body
 
 SETTINGS_ENV = "FUSIONREC_SERVE_SETTINGS"
 SCORE_CHUNK_ROWS = 1024  # rows scored between two deadline checks (predict's default batch too)
-CLOSE = {"Connection": "close"}  # the rest of an unread body is not drained: the connection ends
+CLOSE = {"Connection": "close"}  # the connection ends after the answer
 logger = logging.getLogger("fusionrec.serve")
 
 
@@ -158,11 +158,15 @@ def create_app(settings: ServerSettings):
                 raise RequestError(413, "body_too_large", f"the body has {declared} bytes; the limit is "
                                                           f"{settings.max_body_bytes} (max_body_bytes)")  # fmt: skip
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > settings.max_body_bytes:
-                raise RequestError(413, "body_too_large", f"the body exceeds {settings.max_body_bytes} bytes (max_body_bytes)")
-            chunks.append(chunk)
+        stream = request.stream()
+        try:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > settings.max_body_bytes:
+                    raise RequestError(413, "body_too_large", f"the body exceeds {settings.max_body_bytes} bytes (max_body_bytes)")
+                chunks.append(chunk)
+        finally:  # a generator left half-read is closed only when the loop's finalizer gets to it: its request and
+            await stream.aclose()  # the chunks it read would wait with it
         return b"".join(chunks)
 
     async def answer(request: Request, arrived: float) -> tuple[int, dict, dict]:
@@ -174,7 +178,9 @@ def create_app(settings: ServerSettings):
             return 408, _error("body_timeout", f"the body did not arrive within {settings.body_timeout_seconds} s "
                                                "(body_timeout_seconds)"), CLOSE  # fmt: skip
         except RequestError as error:
-            return error.status, _error(error.kind, error.detail), CLOSE if error.status in (400, 413) else {}
+            # a 413's unread rest is drained by uvicorn and discarded (a client still sending its body then reads
+            # the answer instead of a reset), for at most header_timeout_seconds (the protocol's next-request limit)
+            return error.status, _error(error.kind, error.detail), CLOSE if error.status == 400 else {}
         except ClientDisconnect:  # nobody reads the answer; counted
             return 400, _error("client_disconnected", "the client closed the connection before the body ended"), CLOSE
         if len(admitted) >= settings.max_pending:
