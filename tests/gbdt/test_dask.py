@@ -8,6 +8,7 @@ input and a worker killed mid-training.
 
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -291,6 +292,64 @@ def test_a_dead_worker_stops_training_within_seconds_with_its_name():
         with pytest.raises(FusionrecError, match=f"worker {victim}"):
             fgd.train(c, {"objective": "binary:logistic", "max_depth": 3}, dtrain, 1000, callbacks=[_KillWorker(pid, 2)])
         assert time.monotonic() - started < 20.0
+    cluster.close()
+
+
+def _build_in_thread(make, seconds: float = 30.0):
+    """(the DaskDataset or the error of ``make()``, seconds taken); fails if it is still waiting
+    after ``seconds`` (a thread: a hang must fail the test, not stop the suite)."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = make()
+        except Exception as error:  # the error is what is checked
+            outcome["value"] = error
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"DaskDataset still waiting after {seconds} s"
+    return outcome["value"], time.monotonic() - started
+
+
+def test_a_worker_lost_while_the_dataset_is_built_is_an_error_naming_it():
+    """A worker killed while DaskDataset places its rows: the actor pinned to it never starts,
+    and waiting on it hung forever; now every wait is bounded. Killed right after its actor was
+    submitted (deterministic), then at moments into the build (the dataset is built, or the
+    error names the worker within seconds)."""
+    from fusionrec.gbdt import dask as fgd
+
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with distributed.Client(cluster) as c:  # the default client, for the building thread
+        X, y, _ = make_data(400_000)
+        dX, dy = da.from_array(X, chunks=(20_000, 5)), da.from_array(y, chunks=20_000)
+        victim = sorted(c.scheduler_info()["workers"])[-1]
+        pid = c.run(os.getpid, workers=[victim])[victim]
+        submit = distributed.Client.submit
+
+        def submit_then_kill(self, *args, **kwargs):
+            future = submit(self, *args, **kwargs)
+            if kwargs.get("actor") and kwargs.get("workers") == [victim]:
+                os.kill(pid, signal.SIGKILL)
+            return future
+
+        distributed.Client.submit = submit_then_kill
+        try:
+            error, seconds = _build_in_thread(lambda: fgd.DaskDataset(c, dX, dy))
+        finally:
+            distributed.Client.submit = submit
+        assert isinstance(error, FusionrecError) and f"worker {victim} was lost" in str(error), error
+        assert seconds < 10.0
+        for delay in (0.2, 0.5):
+            c.wait_for_workers(2, timeout=60)
+            victim = sorted(c.scheduler_info()["workers"])[-1]
+            pid = c.run(os.getpid, workers=[victim])[victim]
+            threading.Timer(delay, os.kill, (pid, signal.SIGKILL)).start()
+            outcome, seconds = _build_in_thread(lambda: fgd.DaskDataset(c, dX, dy))
+            assert isinstance(outcome, fgd.DaskDataset) or (isinstance(outcome, FusionrecError) and victim in str(outcome)), outcome
+            assert seconds < 20.0
     cluster.close()
 
 

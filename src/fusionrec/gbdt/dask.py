@@ -29,13 +29,17 @@ values to 1e-9 (they come out bit-identical in practice). ``subsample`` draws ro
 partition (seeded by round and partition), so a subsampled model matches across worker
 counts but not the single machine's, which draws one sequence over all rows.
 
-A worker that dies or leaves during training makes ``train`` raise ``FusionrecError``
-naming it within about a second (the actor call fails, or the scheduler no longer lists it).
+Every wait on the cluster is bounded: a worker that dies or leaves while ``DaskDataset``
+places its rows or during training makes it raise ``FusionrecError`` naming the worker within
+about a second (the call fails, or the scheduler no longer lists it; ``result_on``); the
+partitions' computation, which dask reruns elsewhere when a worker is lost, fails once the
+cluster has had no worker for ``NO_WORKER_SECONDS``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -49,6 +53,7 @@ from fusionrec.gbdt.shard import RowShard
 from fusionrec.gbdt.sklearn import GBDTClassifier, GBDTRegressor
 
 POLL_SECONDS = 0.5  # how often a waiting call checks that its worker is still in the cluster
+NO_WORKER_SECONDS = 30.0  # how long partitions may wait for a cluster that has no worker at all
 
 __all__ = ["DaskDataset", "train", "predict", "DaskGBDTClassifier", "DaskGBDTRegressor"]
 
@@ -76,6 +81,77 @@ def default_client(client: Any = None):
         return distributed.Client(distributed.LocalCluster(dashboard_address=None))
 
 
+def _in_cluster(client, address: str) -> bool:
+    return address in client.scheduler_info(n_workers=-1)["workers"]
+
+
+def _lost(address: str, what: str, detail: str = "") -> FusionrecError:
+    return FusionrecError(f"worker {address} was lost {what}{f' ({detail})' if detail else ''}; its rows are gone with "
+                          "it: restart the training")  # fmt: skip
+
+
+def result_on(client, address: str, future, what: str):
+    """The result of work pinned to the worker at ``address``, failing within ``POLL_SECONDS`` of
+    that worker leaving the cluster instead of waiting for it forever (a future pinned to a dead
+    worker never finishes)."""
+    while True:
+        try:
+            return _result_within(future, POLL_SECONDS)
+        except TimeoutError:
+            if not _in_cluster(client, address):
+                raise _lost(address, what) from None
+        except FusionrecError:
+            raise  # the work's own error (bad labels, ...), raised where it ran
+        except Exception as exc:  # the connection to it broke, or dask gave up on the work
+            if isinstance(exc, OSError) or not _in_cluster(client, address):
+                raise _lost(address, what, f"{type(exc).__name__}: {exc}") from None
+            raise
+
+
+def _result_within(future, seconds: float):
+    """``future.result()``, or TimeoutError after ``seconds``. A task future is polled and its
+    result taken once done: ``result(timeout=...)`` of an actor's creation returns a handle
+    bound to no client when the client is not the default one."""
+    _, _, distributed = _dask()
+    if not isinstance(future, distributed.Future):
+        return future.result(timeout=seconds)  # an actor method's future: woken when done
+    deadline = time.monotonic() + seconds
+    pause = 0.001
+    while not future.done():
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
+    return future.result()
+
+
+def wait_computed(client, futures: list, what: str) -> None:
+    """Wait for ``futures`` (partitions computed anywhere: dask recomputes those of a lost worker
+    elsewhere), failing when one errs or the cluster has had no worker for ``NO_WORKER_SECONDS``.
+    Polls the futures' states (``distributed.wait`` would look for a default client, which a
+    thread other than the client's has not)."""
+    alone_since, checked = None, time.monotonic()
+    pause = 0.01
+    while True:
+        pending = [f for f in futures if not f.done()]
+        failed = [f for f in futures if f.status in ("error", "cancelled")]
+        if failed:
+            failed[0].result()  # raises the partition's own error
+        if not pending:
+            return
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
+        if time.monotonic() - checked >= POLL_SECONDS:
+            checked = time.monotonic()
+            if client.scheduler_info(n_workers=-1)["workers"]:
+                alone_since = None
+            elif alone_since is None:
+                alone_since = checked
+            elif checked - alone_since > NO_WORKER_SECONDS:
+                raise FusionrecError(f"{what}: the cluster has had no worker for {NO_WORKER_SECONDS:.0f} s; start workers "
+                                     "or restart the training")  # fmt: skip
+
+
 class ActorShards:
     """The ``remote.Shards`` of a data set: one RowShard actor per worker, called together."""
 
@@ -85,19 +161,7 @@ class ActorShards:
 
     def call(self, method: str, *args: Any) -> list:
         futures = [(address, getattr(actor, method)(*args)) for address, actor in self.actors]
-        return [self._result(address, future, method) for address, future in futures]
-
-    def _result(self, address: str, future, method: str):
-        while True:
-            try:
-                return future.result(timeout=POLL_SECONDS)
-            except TimeoutError:
-                if address not in self.client.scheduler_info(n_workers=-1)["workers"]:
-                    raise FusionrecError(f"worker {address} left the cluster during training (RowShard.{method}); its rows "
-                                         "are gone with it: restart the training") from None  # fmt: skip
-            except (OSError, EnvironmentError) as exc:
-                raise FusionrecError(f"worker {address} was lost during training (RowShard.{method}: {exc}); its rows are "
-                                     "gone with it: restart the training") from None  # fmt: skip
+        return [result_on(self.client, address, future, f"during training (RowShard.{method})") for address, future in futures]
 
 
 def _partitions(collection: Any, what: str, da, dd) -> tuple[list, list[int]]:
@@ -166,7 +230,7 @@ class DaskDataset(ShardedData):
             raise FusionrecError("data: has no rows")
         first_rows = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
         futures = {name: self.client.compute(values) if values[0] is not None else values for name, values in parts.items()}
-        distributed.wait(futures["data"])
+        wait_computed(self.client, futures["data"], "data")
         holders = self.client.who_has(futures["data"])
         by_worker: dict[str, list[int]] = {}
         for i, future in enumerate(futures["data"]):
@@ -184,7 +248,8 @@ class DaskDataset(ShardedData):
                                         workers=[address], allow_other_workers=False, pure=False)  # fmt: skip
             actors.append((address, future))
         self._actor_futures = actors  # keeps the actors alive
-        self.shards = ActorShards(self.client, [(address, future.result()) for address, future in actors])
+        self.shards = ActorShards(self.client, [(address, result_on(self.client, address, future, "while DaskDataset placed "
+                                                                     "its rows (the RowShard actor)")) for address, future in actors])  # fmt: skip
         described = self.shards.call("describe")
         first = described[0]
         for (address, _), info in zip(self.shards.actors, described):
