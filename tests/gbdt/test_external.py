@@ -2,6 +2,8 @@
 codes, and what happens when pages go missing, get damaged or the disk fills."""
 
 import errno
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -169,6 +171,45 @@ def test_a_killed_runs_pages_are_removed_by_the_next_dataset(tmp_path):
     X, y, _ = data()
     with ExternalDataset(uneven(X, y), cache_dirs=tmp_path):
         assert not stale.exists()
+
+
+LIVE_ELSEWHERE = """
+import os, sys, time
+import numpy as np
+os.getpid = lambda: 4_000_000_001  # a PID that names no process here, as from another container's namespace
+from fusionrec.gbdt.external import ExternalDataset
+rng = np.random.default_rng(0)
+ds = ExternalDataset([(rng.normal(size=(3000, 4)), rng.integers(0, 2, 3000).astype(float))], page_rows=1000, cache_dirs=sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()  # until the test has made its own dataset beside ours
+for page in ds.pages.pages:
+    ds.pages.read(page)  # our pages are all still there
+print("read", flush=True)
+time.sleep(60)
+"""
+
+
+def test_live_pages_of_another_pid_namespace_are_kept_and_removed_once_it_dies(tmp_path):
+    """Two containers on one volume: a live training whose PID means nothing here keeps its
+    pages (it holds their lock); killed, its pages go with the next dataset."""
+    child = subprocess.Popen([sys.executable, "-c", LIVE_ELSEWHERE, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        theirs = list(tmp_path.glob(f"{external.PAGE_DIR_PREFIX}4000000001-*"))
+        assert len(theirs) == 2 and any(p.is_dir() for p in theirs)  # the directory and its lock file
+        X, y, _ = data()
+        with ExternalDataset(uneven(X, y), cache_dirs=tmp_path):
+            assert all(p.exists() for p in theirs)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "read", child.stderr.read()
+    finally:
+        child.kill()
+        child.wait()
+    with ExternalDataset(uneven(X, y), cache_dirs=tmp_path):
+        assert not any(p.exists() for p in theirs)
+    assert not list(tmp_path.iterdir())  # ours went when closed, lock files included
 
 
 def test_sources_that_cannot_be_read_twice_or_disagree_are_refused(tmp_path):

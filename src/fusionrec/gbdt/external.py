@@ -32,12 +32,16 @@ read: a page deleted or damaged while training is an error naming the file. A fu
 directory; the pages written so far are removed. Pages live in ``fusionrec-pages-<pid>-<id>``
 directories, removed by ``close()`` (or leaving a ``with`` block, or the dataset being
 collected); a killed process leaves its directory, and the next ExternalDataset in the same
-cache directory removes the directories of processes that no longer run.
+cache directory removes it: each directory has a lock file beside it that its process holds
+(``flock``) while the pages live, so a live training's pages are never taken for stale, even
+from another PID namespace (two containers on one volume). NFS shares such locks only where
+its lock manager runs; give each machine its own cache directory there.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import queue
@@ -62,6 +66,7 @@ from fusionrec.gbdt.sketch import WeightedQuantileSketch, sketch_cuts
 from fusionrec.gbdt.tree import add_leaf_values_by_codes_dense, add_leaf_values_by_codes_sparse
 
 PAGE_DIR_PREFIX = "fusionrec-pages-"
+LOCK_SUFFIX = ".lock"  # fusionrec-pages-<pid>-<id>.lock beside its directory, flock-ed while the pages live
 DEFAULT_PAGE_ROWS = 1 << 18
 PATH_BATCH_ROWS = 1 << 16  # rows per pyarrow batch of a Parquet / CSV source
 
@@ -162,19 +167,22 @@ class PageStore:
     def __init__(self, cache_dirs: list[Path], sparse: bool, n_features: int):
         _remove_stale_page_dirs(cache_dirs)
         self.dirs = []
+        self._locks: list[int] = []  # the held lock files' descriptors, one per directory
         for base in cache_dirs:
             try:
                 base.mkdir(parents=True, exist_ok=True)
-                self.dirs.append(Path(tempfile.mkdtemp(prefix=f"{PAGE_DIR_PREFIX}{os.getpid()}-", dir=base)))
+                directory, lock = _make_page_dir(base)
             except OSError as error:
                 self.remove()
                 raise FusionrecError(f"cache_dirs: {base} cannot hold out-of-core pages ({error})") from None
+            self.dirs.append(directory)
+            self._locks.append(lock)
         self.sparse = sparse
         self.n_features = n_features
         self.pages: list[PageEntry] = []
         self.n_rows = 0
         self._ring: list[bytearray] = []
-        self._finalizer = weakref.finalize(self, _remove_dirs, list(self.dirs))
+        self._finalizer = weakref.finalize(self, _remove_dirs, list(self.dirs), list(self._locks))
 
     def append(self, codes: np.ndarray | SparseCodes) -> None:
         number = len(self.pages)
@@ -282,7 +290,8 @@ class PageStore:
                 thread.join(timeout=0.05)
 
     def remove(self) -> None:
-        _remove_dirs(self.dirs)
+        _remove_dirs(self.dirs, self._locks)
+        self._locks = []
         self._ring = []
 
 
@@ -315,17 +324,56 @@ def _mix(word, position, key):
     return x ^ (x >> np.uint64(32))
 
 
-def _remove_dirs(dirs: list[Path]) -> None:
+def _make_page_dir(base: Path) -> tuple[Path, int]:
+    """A new page directory in ``base`` and the descriptor of its held lock. The lock file comes
+    first and the directory after it, so a scan never finds a live directory without its lock."""
+    fd, lock_name = tempfile.mkstemp(prefix=f"{PAGE_DIR_PREFIX}{os.getpid()}-", suffix=LOCK_SUFFIX, dir=base)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+        directory = Path(lock_name[: -len(LOCK_SUFFIX)])
+        directory.mkdir()
+    except OSError:
+        os.close(fd)
+        Path(lock_name).unlink(missing_ok=True)
+        raise
+    return directory, fd
+
+
+def _remove_dirs(dirs: list[Path], locks: list[int] = ()) -> None:
     for directory in dirs:
         shutil.rmtree(directory, ignore_errors=True)
+        Path(str(directory) + LOCK_SUFFIX).unlink(missing_ok=True)
+    for fd in locks:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _remove_stale_page_dirs(cache_dirs: list[Path]) -> None:
-    """Remove the page directories of processes that no longer run (a killed training)."""
+    """Remove the page directories of trainings that ended without removing them (killed).
+
+    A directory is stale when its lock file can be locked: the kernel releases a process's
+    ``flock`` when it dies, whatever PID namespace it ran in (two containers sharing a volume see
+    different PIDs; a PID alone named the wrong process). A directory without a lock file was
+    written by a fusionrec before the locks; it is stale when its PID runs nowhere here."""
     for base in cache_dirs:
         if not base.is_dir():
             continue
+        for lock in base.glob(PAGE_DIR_PREFIX + "*" + LOCK_SUFFIX):
+            try:
+                fd = os.open(lock, os.O_RDWR)
+            except OSError:
+                continue  # removed meanwhile, or not ours to open
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # held: a live training, here or in another container
+            _remove_dirs([Path(str(lock)[: -len(LOCK_SUFFIX)])], [fd])
         for directory in base.glob(PAGE_DIR_PREFIX + "*"):
+            if directory.name.endswith(LOCK_SUFFIX) or Path(str(directory) + LOCK_SUFFIX).exists() or not directory.is_dir():
+                continue
             pid_text = directory.name[len(PAGE_DIR_PREFIX):].split("-", 1)[0]
             if pid_text.isdigit() and int(pid_text) != os.getpid() and not _process_exists(int(pid_text)):
                 shutil.rmtree(directory, ignore_errors=True)
