@@ -39,6 +39,16 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "label column 'y' not found" in capsys.readouterr().err
 
 
+def test_a_model_path_that_cannot_be_written_is_found_before_training(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    assert main(["gbdt", "train", "--train", str(tmp_path / "nope.csv"), "--label", "y", "--model-out",
+                 str(tmp_path / "a_file" / "m.json")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"--model-out {str(tmp_path / 'a_file' / 'm.json')!r}: {str(tmp_path / 'a_file')!r} is a file, not a directory" in err
+    assert main(["gbdt", "train", "--train", str(tmp_path / "nope.csv"), "--label", "y", "--model-out", "/proc/m.json"]) == 2
+    assert "--model-out '/proc/m.json': cannot write in '/proc'" in capsys.readouterr().err
+
+
 def test_gbdt_text_cell_names_file_line_column_and_value(tmp_path, capsys):
     (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n\n3,4,1\n5,abc,0\n")
     out = ["--model-out", str(tmp_path / "m.json")]

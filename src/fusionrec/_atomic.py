@@ -50,6 +50,35 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, checksum: bool =
     return path
 
 
+def check_writable_dir(directory: str | os.PathLike, what: str, *, given: str | os.PathLike | None = None) -> Path:
+    """Make ``directory`` (and its parents) and prove a file can be written in it, or raise one
+    line naming ``what``, the path and the reason. Run before long work whose output goes there:
+    a bad path is found in a second, not after the training."""
+    directory = Path(directory)
+    blocker = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise FusionrecError(f"{what} {str(given or directory)!r}: {str(blocker)!r} is a file, not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".fusionrec-write-check-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        where = f"cannot write in {str(directory)!r}" if given else "cannot write there"
+        raise FusionrecError(f"{what} {str(given or directory)!r}: {where} ({error.strerror or error})") from None
+    return directory
+
+
+def check_writable_file(path: str | os.PathLike, what: str) -> Path:
+    """``check_writable_dir`` of the directory a file will be written into; an existing directory
+    where the file goes is refused too."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        raise FusionrecError(f"{what} {str(path)!r}: is a directory; give a file path")
+    check_writable_dir(path.parent if str(path.parent) else Path("."), what, given=path)
+    return path
+
+
 def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 

@@ -101,6 +101,9 @@ def _parse_params(items: list[str]) -> dict:
 def _gbdt_train(args) -> int:
     from fusionrec.gbdt import Dataset, train
 
+    from fusionrec._atomic import check_writable_file
+
+    check_writable_file(args.model_out, "--model-out")
     params = _parse_params(args.param)
     table, y = _split_label(_checked_numeric(_read_table(args.train), args.train), args.label, args.train)
     dtrain = Dataset(table, y, max_bin=int(params.get("max_bin", 256)))

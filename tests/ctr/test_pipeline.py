@@ -136,6 +136,25 @@ def test_cli_commands(taobao, tmp_path, capsys):
     assert "nope.csv" in capsys.readouterr().err
 
 
+def test_output_paths_are_checked_before_the_work(taobao, tmp_path, capsys):
+    """model_dir, export_dir and output_path under a regular file: one line naming the path,
+    before any training or scoring."""
+    config = str(WIDE_AND_DEEP)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["ctr", "train_eval", "--pipeline_config_path", config, "--edit_config_json", edits(taobao, blocker / "m")]) == 2
+    err = capsys.readouterr().err
+    assert f"model_dir {str(blocker / 'm')!r}: {str(blocker)!r} is a file, not a directory" in err and len(err.splitlines()) == 1
+    edit = edits(taobao, tmp_path / "m")
+    assert main(["ctr", "train_eval", "--pipeline_config_path", config, "--edit_config_json", edit]) == 0
+    assert main(["ctr", "export", "--pipeline_config_path", config, "--edit_config_json", edit, "--export_dir", str(blocker / "e")]) == 2
+    assert f"export_dir {str(blocker / 'e')!r}: {str(blocker)!r} is a file" in capsys.readouterr().err
+    assert main(["ctr", "export", "--pipeline_config_path", config, "--edit_config_json", edit, "--export_dir", str(tmp_path / "e")]) == 0
+    code = main(["ctr", "predict", "--input_path", str(taobao / "test.csv"), "--output_path", str(blocker / "p.txt"),
+                 "--saved_model_dir", str(tmp_path / "e")])  # fmt: skip
+    assert code == 2 and f"--output_path {str(blocker / 'p.txt')!r}: {str(blocker)!r} is a file" in capsys.readouterr().err
+
+
 def test_predict_writes_rejects_with_line_numbers(taobao, tmp_path):
     config = load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m"))
     trainer = Trainer(config)

@@ -129,6 +129,51 @@ def test_a_run_dir_belongs_to_one_config(tmp_path, logs):
         run_of(tmp_path, document).train()
 
 
+def test_a_rerun_on_changed_data_stops_naming_the_file(tmp_path):
+    """A run_dir records what it was trained on: the same config on changed files stops with the
+    file's name instead of resuming (and exporting) the old fits; touching a file changes nothing."""
+    train, test = make_logs(tmp_path / "logs", 600, 200)
+    document = pipeline_dict(train, test, tmp_path / "run")
+    document["split"] = {"k_folds": 2}
+    document["data"]["train_input_path"] = str(tmp_path / "logs" / "train*.csv")
+    run_of(tmp_path, document).train()
+    recorded = json.loads((tmp_path / "run" / "data" / "inputs.json").read_text())
+    assert [r["path"] for r in recorded] == [str(train)] and recorded[0]["size"] == train.stat().st_size
+    train.touch()  # a newer time, the same bytes: resumes
+    assert run_of(tmp_path, document).train()["rows"]["train"] == json.loads((tmp_path / "run" / "eval_result.json").read_text())["rows"]["train"]
+    lines = train.read_bytes().splitlines(keepends=True)
+    train.write_bytes(b"".join(lines[:-1]))  # a row fewer
+    with pytest.raises(FusionrecError, match=rf"was trained on other data: {train} changed \(\d[\d,]* -> \d[\d,]* bytes\)"):
+        run_of(tmp_path, document).train()
+    flipped = (b"1" if lines[0][:1] == b"0" else b"0") + lines[0][1:]  # the first row's click label
+    train.write_bytes(b"".join([flipped] + lines[1:]))  # the same size, another label
+    with pytest.raises(FusionrecError, match=r"same size, other content"):
+        run_of(tmp_path, document).train()
+    train.write_bytes(b"".join(lines))
+    (tmp_path / "logs" / "train_more.csv").write_bytes(lines[0])  # one more file the glob takes
+    with pytest.raises(FusionrecError, match=r"trained on other files: data.train_input_path now names new \[.*train_more.csv"):
+        run_of(tmp_path, document).train()
+
+
+@pytest.mark.parametrize("where", ["run_dir", "export_dir"])
+def test_an_output_path_that_cannot_be_written_is_found_before_training(tmp_path, logs, where, capsys):
+    from fusionrec.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    document = pipeline_dict(*logs, tmp_path / "run")
+    if where == "run_dir":
+        document["run_dir"] = str(blocker / "run")
+    else:
+        document["export"] = {"export_dir": str(blocker / "export")}
+    config = write_yaml(tmp_path / "p.yaml", document)
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    label = "run_dir" if where == "run_dir" else "export.export_dir"
+    assert f"fusionrec: error: {label} " in err and f"{str(blocker)!r} is a file, not a directory" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run" / "data").exists()  # one line; nothing read
+
+
 def test_too_few_rows_of_a_class_for_the_folds_is_an_error(tmp_path):
     train, test = make_logs(tmp_path / "logs", 60, 20)
     lines = train.read_text().splitlines()

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import torch
 
 from fusionrec import __version__
-from fusionrec._atomic import atomic_write_bytes, verify_sidecar
+from fusionrec._atomic import atomic_write_bytes, check_writable_dir, check_writable_file, verify_sidecar
 from fusionrec.ctr.config import config_from_dict, dump_config
 from fusionrec.ctr.data import TableReader, iter_batches, resolve_paths
 from fusionrec.ctr.features import tensor_digest
@@ -38,6 +38,7 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None, *, c
     from ``checkpoint`` (default: the best or the last of the model_dir), or with ``current``
     from the trainer's model as it is (a fit trained without checkpoints, as a pipeline's are)."""
     config = trainer.config
+    check_writable_dir(export_dir, "export_dir")
     if current:
         source = f"step {trainer.step}, not checkpointed"
     else:
@@ -242,7 +243,7 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     paths = resolve_paths(input_path, "--input_path")
     if not output_sep:
         raise FusionrecError("--output_sep: must not be empty")
-    output_file = predictions_file(output_path)
+    output_file = check_writable_file(predictions_file(output_path), "--output_path")
     pieces = []
     n_rows = 0
     with rejects_listed_on_error(output_file, reader):

@@ -21,7 +21,7 @@ import pyarrow as pa
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fusionrec._atomic import atomic_write_bytes, verify_sidecar
+from fusionrec._atomic import atomic_write_bytes, check_writable_dir, verify_sidecar
 from fusionrec.callbacks import CallbackContainer, TrainingCallback
 from fusionrec.ctr import losses
 from fusionrec.ctr.config import (AdamOptimizer, BinaryFocalLoss, F1ReweightedLoss, Optimizer, PairwiseLogisticLoss,
@@ -370,6 +370,8 @@ class Trainer:
         num_epochs = config.data_config.num_epochs or None
         if num_steps is None and num_epochs is None:
             raise FusionrecError("train_config.num_steps and data_config.num_epochs are both 0: training would never end")
+        if save_checkpoints and self.world.is_main:
+            check_writable_dir(self.model_dir, "model_dir")  # before training, not at the first checkpoint
         if not self._start_or_resume(continue_train, num_steps, num_epochs):
             if progress:
                 print(f"model_dir {str(self.model_dir)!r}: the run finished at step {self.step}; nothing to train")

@@ -26,7 +26,7 @@ import pyarrow as pa
 from scipy.special import logit
 
 from fusionrec import __version__
-from fusionrec._atomic import atomic_write_bytes, verify_sidecar
+from fusionrec._atomic import atomic_write_bytes, check_writable_file, verify_sidecar
 from fusionrec.ctr.config import DataConfig
 from fusionrec.ctr.data import TableReader
 from fusionrec.errors import FusionrecError
@@ -223,7 +223,7 @@ def predict_pipeline(input_path: str, output_path: str, saved_model_dir: str, *,
     if not output_sep:
         raise FusionrecError("--output_sep: must not be empty")
     reader = scorer.reader(separator=input_sep, collect_rejects=True, selected_cols=parse_selected_cols(selected_cols))
-    output_file = predictions_file(output_path)
+    output_file = check_writable_file(predictions_file(output_path), "--output_path")
     pieces, n_rows = [], 0
     counts: Counter = Counter()
     with rejects_listed_on_error(output_file, reader):

@@ -7,6 +7,8 @@ The unit of work is one (model, fold) fit; each writes its directory and, last, 
     run_dir/spec.json                     the resolved config (a different config refuses to resume)
     run_dir/data/train.parquet            the training rows as read (typed), once
     run_dir/data/folds.json               the splitter's blocks
+    run_dir/data/inputs.json              each training file's path, size, time and sha256: a rerun on
+                                          changed data stops, naming the file, instead of resuming
     run_dir/models/<name>/fold_<i>/       a fold's out-of-fold scores (oof.json), done.json (its model is
                                           scored in memory and not kept)
     run_dir/models/<name>/full/           the model fitted on every row (exported)
@@ -16,6 +18,7 @@ The unit of work is one (model, fold) fit; each writes its directory and, last, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -33,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fusionrec._atomic import atomic_write_bytes
+from fusionrec._atomic import atomic_write_bytes, check_writable_dir
 from fusionrec.ctr.data import TableReader, resolve_paths
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline.config import PipelineSpec, SplitSection, load_pipeline
@@ -101,6 +104,48 @@ def fold_rows(kind: str, block: np.ndarray, fold: int) -> tuple[np.ndarray, np.n
     return np.flatnonzero(block <= fold), np.flatnonzero(block == fold + 1)
 
 
+# ---------------------------------------------------------------- what a run was trained on
+def _sha256_of_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_fingerprints(paths: list[str]) -> list[dict]:
+    """Each training file's path, size, modification time and sha256: a run_dir resumes only on
+    the same data (its fits, folds and typed table were made from it)."""
+    out = []
+    for path in paths:
+        stat = os.stat(path)
+        out.append({"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256_of_file(path)})
+    return out
+
+
+def check_same_inputs(recorded: list[dict], paths: list[str], run_dir: Path) -> None:
+    """Raise naming the first training file that differs from what ``run_dir`` was trained on (a
+    file whose size and time are unchanged is taken as unchanged; a touched one is compared by
+    its sha256)."""
+    fix = "use another run_dir for the new data, or delete this one to train again"
+    before = [r["path"] for r in recorded]
+    if before != paths:
+        added, removed = sorted(set(paths) - set(before)), sorted(set(before) - set(paths))
+        what = "; ".join(part for part in (f"new {added}" if added else "", f"gone {removed}" if removed else "") if part)
+        raise FusionrecError(f"run_dir {str(run_dir)!r} was trained on other files: data.train_input_path now names "
+                             f"{what or 'the same files in another order'}; {fix}")  # fmt: skip
+    for record, path in zip(recorded, paths):
+        stat = os.stat(path)
+        if (stat.st_size, stat.st_mtime_ns) == (record["size"], record["mtime_ns"]):
+            continue
+        if stat.st_size != record["size"]:
+            raise FusionrecError(f"run_dir {str(run_dir)!r} was trained on other data: {path} changed ({record['size']:,} "
+                                 f"-> {stat.st_size:,} bytes); {fix}")  # fmt: skip
+        if _sha256_of_file(path) != record["sha256"]:
+            raise FusionrecError(f"run_dir {str(run_dir)!r} was trained on other data: {path} changed (same size, other "
+                                 f"content than sha256 {record['sha256'][:12]}...); {fix}")  # fmt: skip
+
+
 # ---------------------------------------------------------------- one fit
 def _task_dir(run_dir: Path, name: str, fold) -> Path:
     return run_dir / "models" / name / (FULL if fold == FULL else f"fold_{fold}")
@@ -161,6 +206,7 @@ class PipelineRun:
         self.run_dir = Path(run_dir or spec.run_dir)
         self.console = console or Console(stderr=True)
         self.names = [m.name for m in spec.models]
+        self.export_dir = Path(spec.export.export_dir) if spec.export.export_dir else self.run_dir / "export"
 
     @classmethod
     def from_config(cls, path: str | Path, run_dir: str | Path | None = None, console: Console | None = None) -> "PipelineRun":
@@ -184,8 +230,15 @@ class PipelineRun:
     def _prepare_data(self) -> tuple[pa.Table, dict]:
         data_dir = self.run_dir / "data"
         table_path = data_dir / "train.parquet"
+        inputs_path = data_dir / "inputs.json"
+        paths = resolve_paths(self.spec.data.train_input_path, "data.train_input_path")
         if table_path.exists() and (data_dir / "read_report.json").exists() and (data_dir / "folds.json").exists():
+            if inputs_path.exists():  # the fits of this run_dir were made from these files
+                check_same_inputs(read_json(inputs_path), paths, self.run_dir)
+            else:  # a run_dir of fusionrec before the inputs were recorded: from now on they are
+                write_json(inputs_path, input_fingerprints(paths))
             return pq.read_table(table_path), read_json(data_dir / "read_report.json")
+        fingerprints = input_fingerprints(paths)
         table, report = read_rows(self.spec, self.spec.data.train_input_path, "data.train_input_path")
         kind, block, values = make_blocks(self.spec.split, table, label_values(table, self.spec.data.label))
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -194,12 +247,17 @@ class PipelineRun:
         atomic_write_bytes(table_path, sink.getvalue().to_pybytes(), checksum=False)
         write_json(data_dir / "read_report.json", report)
         write_json(data_dir / "folds.json", {"kind": kind, "block": block.tolist(), "time_values": values})
+        write_json(inputs_path, fingerprints)
         return table, report
 
     def tasks(self, n_folds: int) -> list[tuple[str, object]]:
         return [(name, fold) for name in self.names for fold in [*range(n_folds), FULL]]
 
     def train(self) -> dict:
+        # every output place is checked before the first row is read (a bad export_dir used to
+        # surface as a traceback after all the training)
+        check_writable_dir(self.run_dir, "run_dir")
+        check_writable_dir(self.export_dir.parent, "export.export_dir", given=self.export_dir)  # written beside, renamed in
         self._claim_run_dir()
         console = self.console
         table, read_report = self._prepare_data()
@@ -223,7 +281,7 @@ class PipelineRun:
         result = self._evaluate(oof_rows, oof, y_oof, fusion, table, records, read_report, folds["kind"], n_folds)
         from fusionrec.pipeline.artifact import export_run
 
-        export_run(self, self.spec.export.export_dir)
+        export_run(self, self.export_dir)
         return result
 
     def _execute(self, pending, table, folds, progress, bar):
