@@ -84,6 +84,47 @@ def test_semantic_errors(tmp_path, old, new, message):
         load_config(write(tmp_path, text.replace(old, new, 1)))
 
 
+def _line_of(text: str, needle: str, occurrence: int = 1) -> int:
+    """The 1-based line of the ``occurrence``-th line holding ``needle``."""
+    hits = [i for i, line in enumerate(text.splitlines(), start=1) if needle in line]
+    return hits[occurrence - 1]
+
+
+@pytest.mark.parametrize(
+    "old, new, where, message",
+    [
+        ("input_names: 'cate_id'", "input_names: 'cate_idx'", "feature_configs.2.input_names.0",
+         "feature 'cate_idx': input_names 'cate_idx' is not an input_field"),
+        ("input_names: 'customer'", "input_names: 'cate_id'", "feature_configs.4", "feature 'cate_id' is defined twice"),
+        ("feature_names: 'price'\n    feature_names: 'pid'", "feature_names: 'price'\n    feature_names: 'pidx'",
+         "model_config.feature_groups.0.feature_names.14", "feature_groups 'wide': feature 'pidx' is not in feature_configs"),
+    ],
+)  # fmt: skip
+def test_cross_reference_errors_give_the_line_of_the_offending_entry(tmp_path, old, new, where, message):
+    """A feature reading a missing input, a duplicate feature, a group naming an unknown feature:
+    the entry's path and line, in the text format and in YAML (it said "(top level)")."""
+    text = TAOBAO.read_text()
+    assert old in text
+    bad = text.replace(old, new, 1)
+    changed = new.splitlines()[-1].strip()
+    with pytest.raises(FusionrecError) as caught:
+        load_config(write(tmp_path, bad))
+    line = _line_of(bad, changed) if "twice" not in message else _line_of(bad, "feature_configs", 5)
+    assert f"line {line}: {where}: {message}" in str(caught.value), str(caught.value)
+    as_yaml = yaml.safe_dump(dump_config_unchecked(bad, tmp_path), sort_keys=False)
+    with pytest.raises(FusionrecError) as caught:
+        load_config(write(tmp_path, as_yaml, "c.yaml"))
+    assert f": {where}: {message}" in str(caught.value) and "(top level)" not in str(caught.value)
+    assert str(caught.value).split("\n")[1].strip().startswith("line "), str(caught.value)
+
+
+def dump_config_unchecked(text: str, tmp_path) -> dict:
+    """The plain data of a text-format config, before validation (to write it as YAML)."""
+    from fusionrec.ctr.config import _text_format_to_dict
+
+    return _text_format_to_dict(text, "c.config", {})
+
+
 def test_edit_config_json_and_its_errors():
     config = load_config(TAOBAO, '{"train_config.num_steps": 7, "data_config.batch_size": 8}')
     assert config.train_config.num_steps == 7 and config.data_config.batch_size == 8

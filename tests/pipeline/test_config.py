@@ -92,9 +92,37 @@ def test_a_deep_model_config_is_checked_against_the_pipeline_data(tmp_path, base
     deep = copy.deepcopy(WIDE_AND_DEEP)
     deep["model_config"]["feature_groups"][0]["feature_names"].append("no_such_feature")
     base["models"].append({"name": "deep", "ctr": deep})
+    with pytest.raises(FusionrecError, match=r"(?s)line \d+: models.2.ctr: models.deep.ctr: .*feature_names.5: .*no_such_feature") as raised:
+        load_pipeline(write_yaml(tmp_path / "p.yaml", base))  # when the config loads, not when the model's fit starts
+    assert str(tmp_path / "p.yaml") in str(raised.value)
+    base["models"][-1]["ctr"]["model_config"]["feature_groups"][0]["feature_names"].pop()
     spec, base_dir = load_pipeline(write_yaml(tmp_path / "p.yaml", base))
-    with pytest.raises(FusionrecError, match="no_such_feature"):
-        ctr_config_for(spec, spec.models[-1].ctr, base_dir, "models.deep.ctr")
+    assert ctr_config_for(spec, spec.models[-1].ctr, base_dir, "models.deep.ctr").model_config_.model_class == "WideAndDeep"
+
+
+def test_gbdt_params_are_checked_when_the_config_loads(tmp_path, base):
+    """An unknown or bad XGBoost parameter names the file, the line and the key path before any
+    data is read (the training file does not even exist here)."""
+    base["models"][1]["gbdt"]["params"] = {"max_dept": 3}
+    message = error_of(tmp_path, base)
+    text = (tmp_path / "p.yaml").read_text().splitlines()
+    line = next(i for i, t in enumerate(text, 1) if "max_dept:" in t)
+    assert str(tmp_path / "p.yaml") in message
+    assert f"line {line}: models.1.gbdt.params.max_dept: unknown parameter 'max_dept'; did you mean 'max_depth'?" in message
+    base["models"][1]["gbdt"]["params"] = {"max_depth": 3, "subsample": 1.5}
+    assert "models.1.gbdt.params.subsample: parameter subsample=1.5: must be" in error_of(tmp_path, base)
+
+
+def test_cross_reference_errors_name_the_entry_and_its_line(tmp_path, base):
+    base["data"]["feature_configs"][2]["input_names"] = ["no_such_field"]
+    message = error_of(tmp_path, base)
+    text = (tmp_path / "p.yaml").read_text().splitlines()
+    line = next(i for i, t in enumerate(text, 1) if "no_such_field" in t)
+    assert f"line {line}: data.feature_configs.2.input_names.0: feature 'no_such_field': input_names 'no_such_field' is not " in message
+    assert "(top level)" not in message
+    base["data"]["feature_configs"][2]["input_names"] = ["cate_id"]
+    base["models"][0]["gbdt"]["columns"] = {"nope": "numeric"}
+    assert "models.0.gbdt.columns.nope: models.0 'trees': gbdt.columns 'nope'" in error_of(tmp_path, base)
 
 
 def test_trees_params_keep_xgboost_names(tmp_path, base):
@@ -117,13 +145,11 @@ def test_edits_reach_every_deep_model_the_leaf_model_included(tmp_path, base):
         assert (config.train_config.num_steps, config.data_config.num_epochs, config.data_config.batch_size) == (0, 2, 64)
     assert LEAF_FIELD in leafy.model_config_.feature_groups[0].feature_names
     base["models"][2]["ctr"]["edit_config_json"] = {"data_config.input_fields": []}
-    spec, base_dir = load_pipeline(write_yaml(tmp_path / "p.yaml", base))
     with pytest.raises(FusionrecError, match=r"\['data_config.input_fields'\] change the pipeline's data"):
-        ctr_config_for(spec, spec.models[2].ctr, base_dir, "models.deep.ctr")
+        load_pipeline(write_yaml(tmp_path / "p.yaml", base))  # found when the config loads
 
 
 def test_a_multi_task_deep_model_is_refused_by_name(tmp_path, base):
-    from fusionrec.pipeline.config import ctr_config_for
 
     deep = copy.deepcopy(WIDE_AND_DEEP)
     groups = deep["model_config"]["feature_groups"]
@@ -131,6 +157,5 @@ def test_a_multi_task_deep_model_is_refused_by_name(tmp_path, base):
     deep["model_config"] = {"model_class": "SimpleMultiTask", "feature_groups": [{"group_name": "all", "feature_names": names}],
                             "simple_multi_task": {"task_towers": [{"tower_name": "ctr", "dnn": {"hidden_units": [4]}}]}}  # fmt: skip
     base["models"].append({"name": "deep", "ctr": deep})
-    spec, base_dir = load_pipeline(write_yaml(tmp_path / "p.yaml", base))
     with pytest.raises(FusionrecError, match="SimpleMultiTask is a multi-task model; .* not supported yet"):
-        ctr_config_for(spec, spec.models[-1].ctr, base_dir, "models.deep.ctr")
+        load_pipeline(write_yaml(tmp_path / "p.yaml", base))  # found when the config loads

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from fusionrec.ctr.expressions import compile_expression
 from fusionrec.ctr.tasks import BINARY, LOSS_TYPE_TASKS, MULTICLASS, REGRESSION, SHAPING_LOSS_CLASSES, ZILN, Task
-from fusionrec.ctr.textformat import field_model, parse, shape
+from fusionrec.ctr.textformat import field_model, parse, shape, yaml_with_lines
 from fusionrec.errors import FusionrecError
 
 def _only_implemented(field: str, value, implemented, meaning: str):
@@ -1705,6 +1704,41 @@ class ExportConfig(_Strict):
     max_check_steps: int = Field(10000, ge=1)
 
 
+class ConfigRefError(ValueError):
+    """A rule between two places of a config (a feature and the input it reads, a group and its
+    features) broken at ``loc``, the path of the offending entry: a validator of the whole
+    config raises it so that the message gives that entry's line, not "(top level)"."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc = tuple(loc)
+
+
+def located_features(feature_configs: list[FeatureConfig], feature_config: FeatureConfigV2 | None,
+                     prefix: tuple = ()) -> list[tuple[tuple, FeatureConfig]]:  # fmt: skip
+    """``expand_features`` with the config path each feature was written at."""
+    listed = [(prefix + ("feature_configs", i), f) for i, f in enumerate(feature_configs)]
+    if feature_config is not None:
+        listed += [(prefix + ("feature_config", "features", i), f) for i, f in enumerate(feature_config.features)]
+    return [(loc, copy) for loc, feature in listed for copy in feature.with_shared_names()]
+
+
+def check_feature_inputs(located: list[tuple[tuple, FeatureConfig]], fields: dict, label_fields: list[str]) -> set[str]:
+    """Every feature names a distinct feature and reads non-label input fields; the names."""
+    names: set[str] = set()
+    for loc, feature in located:
+        if feature.name in names:
+            raise ConfigRefError(loc, f"feature {feature.name!r} is defined twice (feature names are unique, shared_names included)")
+        names.add(feature.name)
+        for j, input_name in enumerate(feature.input_names):
+            if input_name not in fields:
+                raise ConfigRefError(loc + ("input_names", j), f"feature {feature.name!r}: input_names {input_name!r} is not "
+                                                               f"an input_field (input fields: {sorted(fields)})")  # fmt: skip
+            if input_name in label_fields:
+                raise ConfigRefError(loc + ("input_names", j), f"feature {feature.name!r}: input {input_name!r} is a label field")
+    return names
+
+
 def expand_features(feature_configs: list[FeatureConfig], feature_config: FeatureConfigV2 | None) -> list[FeatureConfig]:
     """The features of ``feature_configs`` and ``feature_config.features``, with a copy for each ``shared_names``."""
     listed = feature_configs + (feature_config.features if feature_config else [])
@@ -1867,67 +1901,61 @@ class PipelineConfig(_Strict):
     @model_validator(mode="after")
     def _cross(self):
         fields = {f.input_name: f for f in self.data_config.input_fields}
-        names = set()
-        for feature in self.features:
-            if feature.name in names:
-                raise ValueError(f"feature_configs: feature {feature.name!r} is defined twice")
-            names.add(feature.name)
-            for input_name in feature.input_names:
-                if input_name not in fields:
-                    raise ValueError(f"feature {feature.name!r}: input_names {input_name!r} is not an input_field")
-                if input_name in self.data_config.label_fields:
-                    raise ValueError(f"feature {feature.name!r}: input {input_name!r} is a label field")
+        located = located_features(self.feature_configs, self.feature_config)
+        names = check_feature_inputs(located, fields, self.data_config.label_fields)
+        for loc, feature in located:
             kind = fields[feature.input_names[0]].input_type
             if feature.is_raw_sequence and kind != "STRING":
-                raise ValueError(f"feature {feature.name!r}: a RawFeature sequence reads numbers joined by "
+                raise ConfigRefError(loc, f"feature {feature.name!r}: a RawFeature sequence reads numbers joined by "
                                  f"{feature.separator!r} from a STRING field; {feature.input_names[0]!r} is {kind}")  # fmt: skip
             if feature.num_buckets and feature.feature_type != "RawFeature" and not feature.is_raw_sequence and kind not in ("INT32", "INT64"):
-                raise ValueError(
+                raise ConfigRefError(loc, 
                     f"feature {feature.name!r}: num_buckets needs an INT32 or INT64 input field; "
                     f"{feature.input_names[0]!r} is {kind}"
                 )
             if feature.feature_type == "LookupFeature" and any(fields[n].input_type != "STRING" for n in feature.input_names):
-                raise ValueError(f"feature {feature.name!r} (LookupFeature): its key and map fields must be STRING")
+                raise ConfigRefError(loc, f"feature {feature.name!r} (LookupFeature): its key and map fields must be STRING")
             if feature.feature_type == "ExprFeature" and any(fields[n].input_type == "STRING" for n in feature.input_names):
-                raise ValueError(f"feature {feature.name!r} (ExprFeature): its input_names must be numeric fields, not STRING")
+                raise ConfigRefError(loc, f"feature {feature.name!r} (ExprFeature): its input_names must be numeric fields, not STRING")
             if feature.feature_type in DENSE_FEATURE_TYPES and (kind == "STRING") != (feature.raw_input_dim > 1):
-                raise ValueError(
+                raise ConfigRefError(loc, 
                     f"feature {feature.name!r}: a RawFeature reads one number from a numeric input field, or "
                     f"raw_input_dim > 1 numbers joined by its separator from a STRING field; {feature.input_names[0]!r} "
                     f"is {kind} and raw_input_dim is {feature.raw_input_dim}"
                 )
             if feature.feature_type in ("TagFeature", "SequenceFeature") and kind != "STRING":
-                raise ValueError(f"feature {feature.name!r}: {feature.feature_type} needs a STRING input field")
+                raise ConfigRefError(loc, f"feature {feature.name!r}: {feature.feature_type} needs a STRING input field")
             if feature.feature_type in ("TagFeature", "SequenceFeature") and feature.num_buckets and not feature.is_raw_sequence:
-                raise ValueError(
+                raise ConfigRefError(loc, 
                     f"feature {feature.name!r} ({feature.feature_type}): num_buckets is not supported for "
                     "multi-value strings; use hash_bucket_size or vocab_list"
                 )
             if any(sep and fields[n].input_type != "STRING" for n, sep in zip(feature.input_names, feature.combo_input_seps)):
-                raise ValueError(f"feature {feature.name!r} (ComboFeature): combo_input_seps splits STRING fields only")
+                raise ConfigRefError(loc, f"feature {feature.name!r} (ComboFeature): combo_input_seps splits STRING fields only")
             if feature.feature_type == "ComboFeature" and any(
                 fields[n].input_type not in ("STRING", "INT32", "INT64") for n in feature.input_names
             ):
-                raise ValueError(
+                raise ConfigRefError(loc, 
                     f"feature {feature.name!r} (ComboFeature): crossing FLOAT, DOUBLE or BOOL inputs is not implemented "
                     "yet by fusionrec; STRING and integer fields are crossed"
                 )
             if feature.feature_type == "IdFeature" and kind in ("FLOAT", "DOUBLE"):
-                raise ValueError(
+                raise ConfigRefError(loc, 
                     f"feature {feature.name!r} (IdFeature): input {feature.input_names[0]!r} is {kind}; "
                     "ids must be STRING or integer fields"
                 )
             if (feature.vocab_file or feature.vocab_list) and kind != "STRING":
-                raise ValueError(f"feature {feature.name!r}: vocab_list / vocab_file need a STRING input field")
+                raise ConfigRefError(loc, f"feature {feature.name!r}: vocab_list / vocab_file need a STRING input field")
         model = self.model_config_
-        for group in model.feature_groups:
-            for name in group.feature_names:
+        for g, group in enumerate(model.feature_groups):
+            for j, name in enumerate(group.feature_names):
                 if name not in names:
-                    raise ValueError(f"feature_groups {group.group_name!r}: feature {name!r} is not in feature_configs")
-            for seq_group in group.sequence_features:
-                _check_seq_group(seq_group, names, f"feature_groups {group.group_name!r}")
-        for seq_group in model.seq_att_groups:
-            _check_seq_group(seq_group, names, "seq_att_groups")
+                    raise ConfigRefError(("model_config", "feature_groups", g, "feature_names", j),
+                                         f"feature_groups {group.group_name!r}: feature {name!r} is not in feature_configs")  # fmt: skip
+            for k, seq_group in enumerate(group.sequence_features):
+                _check_seq_group(seq_group, names, f"feature_groups {group.group_name!r}", ("model_config", "feature_groups", g, "sequence_features", k))
+        for k, seq_group in enumerate(model.seq_att_groups):
+            _check_seq_group(seq_group, names, "seq_att_groups", ("model_config", "seq_att_groups", k))
         if len(self.train_config.optimizer_config) == 3 and model.model_class != "WideAndDeep":
             raise ValueError(
                 "train_config.optimizer_config: three optimizers (WIDE tables / other tables / the rest) are for "
@@ -2140,11 +2168,11 @@ def _owner(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def _check_seq_group(seq_group: SeqAttGroupConfig, names: set[str], where: str) -> None:
-    for att in seq_group.seq_att_map:
+def _check_seq_group(seq_group: SeqAttGroupConfig, names: set[str], where: str, loc: tuple) -> None:
+    for m, att in enumerate(seq_group.seq_att_map):
         for name in att.key + att.hist_seq + att.aux_hist_seq:
             if name not in names:
-                raise ValueError(f"{where} seq_att_map: feature {name!r} is not in feature_configs")
+                raise ConfigRefError(loc + ("seq_att_map", m), f"{where} seq_att_map: feature {name!r} is not in feature_configs")
 
 
 # --------------------------------------------------------------------------- loading
@@ -2156,11 +2184,12 @@ def _text_format_to_dict(text: str, path: str, lines: dict) -> dict:
 def _format_validation(error: ValidationError, path: str, lines: dict | None = None) -> str:
     out = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        line = line_of(tuple(item["loc"]), lines or {})
+        loc = error_loc(item)
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        line = line_of(loc, lines or {})
         if line:
             where = f"line {line}: {where}"
-        message = item["msg"]
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             leaf = str(item["loc"][-1])
             easyrec = EASYREC_MESSAGES.get(_owner(tuple(item["loc"])))
@@ -2172,6 +2201,12 @@ def _format_validation(error: ValidationError, path: str, lines: dict | None = N
             message += f" (got {item['input']!r})"
         out.append(f"{where}: {message}")
     return f"{path}: invalid pipeline config\n  " + "\n  ".join(out)
+
+
+def error_loc(item: dict) -> tuple:
+    """The path of a validation error: pydantic's, extended by a ``ConfigRefError``'s own."""
+    cause = (item.get("ctx") or {}).get("error")
+    return tuple(item["loc"]) + (cause.loc if isinstance(cause, ConfigRefError) else ())
 
 
 def line_of(loc: tuple, lines: dict) -> int | None:
@@ -2205,10 +2240,7 @@ def load_config(path: str | Path, edit_config_json: str | None = None) -> Pipeli
         raise FusionrecError(f"pipeline config {str(path)!r}: cannot read ({error.strerror})") from None
     lines: dict = {}  # field path -> line, for the text format's error messages
     if path.suffix in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            raise FusionrecError(f"{path}: not valid YAML: {error}") from None
+        data = yaml_with_lines(text, str(path), lines)
         if not isinstance(data, dict):
             raise FusionrecError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
     else:

@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import yaml
 from google.protobuf import text_format
 from pydantic import BaseModel
 
@@ -213,3 +214,27 @@ def field_model(model: type[BaseModel], name: str) -> type[BaseModel] | None:
     if _is_list(annotation):
         annotation = typing.get_args(annotation)[0]
     return _model_in(annotation)
+
+
+def yaml_with_lines(text: str, source: str, lines: dict) -> Any:
+    """YAML into plain data, recording the line of every mapping key and list item."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise FusionrecError(f"{source}: not valid YAML: {error}") from None
+
+    def walk(n, path: tuple) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                sub = path + (key.value,)
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, value in enumerate(n.value):
+                lines[path + (i,)] = value.start_mark.line + 1
+                walk(value, path + (i,))
+
+    if node is not None:
+        walk(node, ())
+    return data if data is not None else {}

@@ -136,6 +136,14 @@ def _metric_list_ok(value: Any) -> bool:
     return False
 
 
+class ParameterError(FusionrecError):
+    """A bad parameter; ``name`` is the parameter as given (a config loader points at its key)."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
 def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
     """Return a complete, validated parameter dict with canonical names.
 
@@ -149,13 +157,13 @@ def resolve_params(params: dict[str, Any] | None) -> dict[str, Any]:
         if name not in RULES:
             hint = difflib.get_close_matches(name, list(RULES) + list(ALIASES), n=1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise FusionrecError(f"unknown parameter {raw_name!r}{suggestion}")
+            raise ParameterError(raw_name, f"unknown parameter {raw_name!r}{suggestion}")
         if name in seen_from and seen_from[name] != raw_name:
-            raise FusionrecError(f"parameter {raw_name!r} given twice (also as {seen_from[name]!r})")
+            raise ParameterError(raw_name, f"parameter {raw_name!r} given twice (also as {seen_from[name]!r})")
         seen_from[name] = raw_name
         rule = RULES[name]
         if not rule.check(value):
-            raise FusionrecError(f"parameter {raw_name}={value!r}: must be {rule.rule}")
+            raise ParameterError(raw_name, f"parameter {raw_name}={value!r}: must be {rule.rule}")
         resolved[name] = value
     _check_combinations(resolved)
     return resolved

@@ -29,13 +29,14 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fusionrec.ctr import config as ctr_config
-from fusionrec.ctr.textformat import parse, shape
+from fusionrec.ctr.textformat import parse, shape, yaml_with_lines
 from fusionrec.errors import FusionrecError
 from fusionrec.fusion.combine import METHODS
+
+Located = ctr_config.ConfigRefError  # a rule broken at a path inside the validated section
 
 # how a boosted-trees model reads an input field (docs/pipeline.md, "Columns for the trees")
 COLUMN_ENCODINGS = ("numeric", "frequency", "ordinal", "target", "count", "skip")
@@ -80,6 +81,13 @@ class DataSection(_Strict):
     @property
     def features(self) -> list[ctr_config.FeatureConfig]:
         return ctr_config.expand_features(self.feature_configs, self.feature_config)
+
+    @model_validator(mode="after")
+    def _features_read_input_fields(self):
+        fields = {f.input_name: f for f in self.data_config.input_fields}
+        located = ctr_config.located_features(self.feature_configs, self.feature_config)
+        ctr_config.check_feature_inputs(located, fields, self.data_config.label_fields)
+        return self
 
     @property
     def label(self) -> str:
@@ -135,12 +143,21 @@ class GBDTSection(_Strict):
 
     @field_validator("params")
     @classmethod
-    def _objective(cls, value):
+    def _params(cls, value):
+        """XGBoost's parameters, checked when the config loads (not after the data is read)."""
+        from fusionrec.errors import FusionrecError
+        from fusionrec.gbdt.params import ParameterError, resolve_params
+
         objective = value.get("objective", "binary:logistic")
         if objective != "binary:logistic":
-            raise ValueError(
-                f"params.objective {objective!r}: the pipeline fuses click models, so its trees are binary:logistic"
-            )
+            raise Located(("objective",), f"objective {objective!r}: the pipeline fuses click models, so its trees are "
+                                          "binary:logistic")  # fmt: skip
+        try:
+            resolve_params({"objective": "binary:logistic", **value})
+        except ParameterError as error:
+            raise Located((error.name,), str(error)) from None
+        except FusionrecError as error:  # a rule between parameters
+            raise ValueError(str(error)) from None
         return value
 
 
@@ -278,7 +295,8 @@ class PipelineSpec(_Strict):
         names = [m.name for m in self.models]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"models: names {duplicates} appear more than once")
+            second = next(i for i, n in enumerate(names) if n in duplicates and names.index(n) != i)
+            raise Located(("models", second, "name"), f"models: names {duplicates} appear more than once")
         if len(self.models) < 2:
             raise ValueError(f"models: a fusion needs at least two models, got {names}")
         fields = {f.input_name: f for f in self.data.data_config.input_fields}
@@ -288,27 +306,30 @@ class PipelineSpec(_Strict):
                 trees = model.leaf_features.trees
                 source = next((m for m in self.models[:i] if m.name == trees), None)
                 if source is None or source.gbdt is None:
-                    raise ValueError(
-                        f"models.{i} {model.name!r}: leaf_features.trees {trees!r} must name a gbdt model listed before it"
-                    )
+                    raise Located(("models", i, "leaf_features", "trees"),
+                                  f"models.{i} {model.name!r}: leaf_features.trees {trees!r} must name a gbdt model listed before it")  # fmt: skip
             if model.gbdt is not None:
                 for column in model.gbdt.columns:
                     if column not in fields or column in labels:
-                        raise ValueError(f"models.{i} {model.name!r}: gbdt.columns {column!r} is not a (non-label) input field")
-                for match in model.gbdt.matches:
+                        raise Located(("models", i, "gbdt", "columns", column),
+                                      f"models.{i} {model.name!r}: gbdt.columns {column!r} is not a (non-label) input field")  # fmt: skip
+                for j, match in enumerate(model.gbdt.matches):
                     pair = (match.value, match.list)
                     if any(f not in fields or f in labels or fields[f].input_type != "STRING" for f in pair):
-                        raise ValueError(f"models.{i} {model.name!r}: gbdt.matches {list(pair)}: value and list must be "
-                                         "STRING input fields")  # fmt: skip
+                        raise Located(("models", i, "gbdt", "matches", j), f"models.{i} {model.name!r}: gbdt.matches "
+                                      f"{list(pair)}: value and list must be STRING input fields")  # fmt: skip
         weights = self.fusion.average.weights if self.fusion.average is not None else None
         if weights is not None and len(weights) != len(self.models):
-            raise ValueError(f"fusion.average.weights: {len(weights)} weights for {len(self.models)} models {names}")
+            raise Located(("fusion", "average", "weights"),
+                          f"fusion.average.weights: {len(weights)} weights for {len(self.models)} models {names}")
         if self.split.time_split is not None and self.split.time_split.column not in fields:
-            raise ValueError(f"split.time_split.column {self.split.time_split.column!r} is not an input field")
+            raise Located(("split", "time_split", "column"),
+                          f"split.time_split.column {self.split.time_split.column!r} is not an input field")
         if self.eval.gauc_field is not None and self.eval.gauc_field not in fields:
-            raise ValueError(f"eval.gauc_field {self.eval.gauc_field!r} is not an input field")
+            raise Located(("eval", "gauc_field"), f"eval.gauc_field {self.eval.gauc_field!r} is not an input field")
         if len(labels) != 1:
-            raise ValueError(f"data.data_config.label_fields: the pipeline fuses one click label, got {labels}")
+            raise Located(("data", "data_config", "label_fields"),
+                          f"data.data_config.label_fields: the pipeline fuses one click label, got {labels}")
         return self
 
     def model(self, name: str) -> ModelEntry:
@@ -326,12 +347,32 @@ def load_pipeline(path: str | Path) -> tuple[PipelineSpec, Path]:
         raise FusionrecError(f"pipeline config {str(path)!r}: cannot read ({error.strerror})") from None
     lines: dict = {}
     if path.suffix in (".yaml", ".yml"):
-        data = _yaml_with_lines(text, str(path), lines)
+        data = yaml_with_lines(text, str(path), lines)
     else:
         data = shape(parse(text, str(path)), PipelineSpec, lines)
     if isinstance(data, dict):
         _data_from_easyrec(data, path.parent, str(path))
-    return spec_from_dict(data, str(path), lines), path.parent
+    spec = spec_from_dict(data, str(path), lines)
+    _check_deep_models(spec, path.parent, str(path), lines)
+    return spec, path.parent
+
+
+def _check_deep_models(spec: PipelineSpec, base_dir: Path, source: str, lines: dict) -> None:
+    """Each deep model's EasyRec config against the pipeline's data, when the config loads (not
+    when its first fit starts, after the training data has been read)."""
+    from fusionrec.pipeline.members import leaf_ctr_config
+
+    for i, entry in enumerate(spec.models):
+        loc = ("models", i, entry.kind)
+        line = ctr_config.line_of(loc, lines)
+        where = f"{'line ' + str(line) + ': ' if line else ''}{'.'.join(map(str, loc))}"
+        try:
+            if entry.ctr is not None:
+                ctr_config_for(spec, entry.ctr, base_dir, f"models.{entry.name}.ctr")
+            elif entry.leaf_features is not None:
+                leaf_ctr_config(spec, entry, base_dir, ["0"])  # the leaf vocabulary is known after the trees' fit
+        except FusionrecError as error:
+            raise FusionrecError(f"{source}: invalid pipeline config\n  {where}: {error}") from None
 
 
 def _data_from_easyrec(data: dict, base_dir: Path, source: str) -> None:
@@ -363,7 +404,7 @@ def spec_from_dict(data: Any, source: str = "<pipeline config>", lines: dict | N
 def _format_errors(error: ValidationError, source: str, lines: dict) -> str:
     out = []
     for item in error.errors():
-        loc = tuple(item["loc"])
+        loc = ctr_config.error_loc(item)
         where = ".".join(str(p) for p in loc) or "(top level)"
         line = ctr_config.line_of(loc, lines)
         message = item["msg"].removeprefix("Value error, ")
@@ -373,30 +414,6 @@ def _format_errors(error: ValidationError, source: str, lines: dict) -> str:
             message += f" (got {item['input']!r})"
         out.append(f"{'line ' + str(line) + ': ' if line else ''}{where}: {message}")
     return f"{source}: invalid pipeline config\n  " + "\n  ".join(out)
-
-
-def _yaml_with_lines(text: str, source: str, lines: dict) -> Any:
-    """YAML into plain data, recording the line of every mapping key and list item."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise FusionrecError(f"{source}: not valid YAML: {error}") from None
-
-    def walk(n, path: tuple) -> None:
-        if isinstance(n, yaml.MappingNode):
-            for key, value in n.value:
-                sub = path + (key.value,)
-                lines[sub] = key.start_mark.line + 1
-                walk(value, sub)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, value in enumerate(n.value):
-                lines[path + (i,)] = value.start_mark.line + 1
-                walk(value, path + (i,))
-
-    if node is not None:
-        walk(node, ())
-    return data if data is not None else {}
 
 
 def ctr_config_for(spec: PipelineSpec, section: CTRSection, base_dir: Path, where: str, *,
