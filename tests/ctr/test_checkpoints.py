@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from fusionrec._atomic import atomic_write_bytes
 from fusionrec.ctr.config import config_from_dict
 from fusionrec.ctr.export import export, load_export, predict
 from fusionrec.ctr.trainer import Trainer
@@ -98,10 +99,12 @@ def test_export_schema_records_versions_and_vocabularies_and_is_checked(tmp_path
     (tmp_path / "export2" / "model.pt").write_bytes(b"garbage")
     with pytest.raises(FusionrecError, match=r"exported file .*model\.pt: sha256 does not match"):
         load_export(tmp_path / "export2")
-    schema["version"] = 99
-    (tmp_path / "export" / "input_schema.json").write_text(json.dumps(schema))
-    (tmp_path / "export" / "input_schema.json.sha256").unlink()
+    schema["version"] = 99  # a newer fusionrec's export, with its sidecar
+    atomic_write_bytes(tmp_path / "export" / "input_schema.json", json.dumps(schema).encode())
     with pytest.raises(FusionrecError, match=r"export format version 99 .* is newer"):
+        load_export(tmp_path / "export")
+    (tmp_path / "export" / "input_schema.json.sha256").unlink()  # a sidecar deleted: nothing can be checked
+    with pytest.raises(FusionrecError, match=r"input_schema\.json: no input_schema\.json\.sha256 beside it"):
         load_export(tmp_path / "export")
 
 

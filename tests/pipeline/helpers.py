@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -110,8 +111,26 @@ class ServerProcess:
         self.process = subprocess.Popen([sys.executable, "-m", "fusionrec.cli", "serve", "--saved_model_dir", str(export),
                                          "--port", str(self.port), *flags],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.lines: list[str] = []  # what the server printed, read as it comes (a full pipe would block it)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         if wait:
             self.wait_healthy()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.decode(errors="replace"))
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_output(self, text: str, seconds: float = 30.0) -> None:
+        deadline = time.time() + seconds
+        while text not in self.output:
+            if time.time() > deadline:
+                raise AssertionError(f"the server did not print {text!r} within {seconds} s: {self.output[-2000:]}")
+            time.sleep(0.05)
 
     def wait_healthy(self, seconds: float = 90.0) -> None:
         deadline = time.time() + seconds
@@ -124,7 +143,7 @@ class ServerProcess:
                     break
                 time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"server did not start: {self.process.stdout.read().decode()[-2000:]}")
+        raise RuntimeError(f"server did not start: {self.output[-2000:]}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -134,6 +153,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self._reader.join(timeout=5)
 
     def __enter__(self):
         return self

@@ -16,7 +16,15 @@ from fusionrec.pipeline import PipelineRun
 from fusionrec.pipeline.members import MEMBER_KINDS, Rows, TreesModel, load_member
 from fusionrec.pipeline.run import FitContext, read_rows
 
-from .helpers import TAOBAO_COLUMNS, TREES, WIDE_AND_DEEP, make_logs, pipeline_dict, with_field, write_yaml
+from .helpers import (
+    TAOBAO_COLUMNS,
+    TREES,
+    WIDE_AND_DEEP,
+    make_logs,
+    pipeline_dict,
+    with_field,
+    write_yaml,
+)
 
 
 @pytest.fixture(scope="module")

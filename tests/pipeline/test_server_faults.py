@@ -55,6 +55,8 @@ def hostile_documents(row: dict) -> list[tuple[str, bytes, int, str]]:
         ("Infinity request_id", json.dumps({"rows": [row], "request_id": float("inf")}).encode(), 422, "Infinity"),
         ("-Infinity value", json.dumps({"rows": [{**row, "price": float("-inf")}]}).encode(), 422, "-Infinity"),
         ("1e400", plain.replace('"request_id": 1', '"request_id": 1e400').encode(), 422, "beyond the float range"),
+        ("5,000 digits as a string in an integer column", json.dumps({"rows": [{**row, "price": huge}]}).encode(), 422,
+         "column 'price'"),
         ("nested 990 deep", ('{"rows": [], "request_id": ' + "[" * 990 + "]" * 990 + "}").encode(), 400, "too deeply"),
         ("nested 100,000 deep", ("[" * 100_000 + "]" * 100_000).encode(), 400, "too deeply"),
         ("object as id", json.dumps({"rows": [{**row, "id": {"a": 1}}]}).encode(), 422, "row 1, 'id': a dict"),
@@ -67,13 +69,17 @@ def test_hostile_documents_get_a_4xx_naming_what_is_wrong(client, row):
         response = client.post("/predict", content=body, headers={"content-type": "application/json"})
         assert response.status_code == status, (name, response.text)
         assert detail in response.json()["detail"], (name, response.text)
+    names = [n for n in row if n != "id"]  # a CSV body: every value is text, so the reader meets the 5,000 digits
+    csv_body = ",".join(names) + "\n" + ",".join("9" * 5000 if n == "price" else str(row[n]) for n in names)
+    response = client.post("/predict", content=csv_body.encode(), headers={"content-type": "text/csv"})
+    assert response.status_code == 422 and "outside the INT64 range" in response.json()["detail"]
     big = client.post("/predict", content=b"{}", headers={"content-type": "application/json", "content-length": "9" * 5000})
     assert big.status_code in (400, 413)  # the HTTP layer or the app: never a 500
     assert client.post("/predict", json={"rows": [{**row, "id": 2**70}], "request_id": 2**70}).json()["request_id"] == 2**70
 
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats() | st.text(max_size=20) | st.sampled_from(
-    ["\ud800", "x\udfffy", "", "1|2||", "-0", "1e400"]
+    ["\ud800", "x\udfffy", "", "1|2||", "-0", "1e400", "9" * 5000, "-" + "1" * 30]
 )
 JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
                            max_leaves=8)  # fmt: skip
@@ -158,33 +164,41 @@ def rss_mb(pid: int) -> float:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
 
-def test_memory_stays_flat_over_1000_rejected_requests(trained_pipeline, row):
+@pytest.fixture(scope="module")
+def guarded_server(trained_pipeline):
+    """One worker with small limits: 250 kB bodies, 1 s for headers and for a body, 20 connections."""
+    flags = ("--max_body_bytes", "250000", "--header_timeout_seconds", "1", "--body_timeout_seconds", "1", "--max_connections", "20")
+    with ServerProcess(trained_pipeline["export"], *flags) as server:
+        yield server
+
+
+def test_memory_stays_flat_over_1000_rejected_requests(guarded_server, row):
     """A real server process: 1,000 rejected requests of 0.2-0.3 MB (413 declared and streamed,
     422, 400) move its resident memory by a few MB, not by the bodies' 250 MB."""
-    with ServerProcess(trained_pipeline["export"], "--max_body_bytes", "250000") as server:
-        pid = json.loads(request(server.url + "/health")[1])["worker"]
-        pad = "x" * 200_000
-        kinds = [
-            (b"x" * 300_000, "application/json"),  # 413 from Content-Length: drained, not kept
-            (json.dumps({"rows": [{**row, "user_id": pad, "price": "cheap"}]}).encode(), "application/json"),  # 422
-            (b"[" + pad.encode(), "application/json"),  # 400
-            (b"a," + pad.encode() + b"\n1", "text/csv"),  # 400: a row of fewer fields than the header
-        ]
-        http = KeepAliveClient(server.port)
+    server = guarded_server
+    pid = json.loads(request(server.url + "/health")[1])["worker"]
+    pad = "x" * 200_000
+    kinds = [
+        (b"x" * 300_000, "application/json"),  # 413 from Content-Length: drained, not kept
+        (json.dumps({"rows": [{**row, "user_id": pad, "price": "cheap"}]}).encode(), "application/json"),  # 422
+        (b"[" + pad.encode(), "application/json"),  # 400
+        (b"a," + pad.encode() + b"\n1", "text/csv"),  # 400: a row of fewer fields than the header
+    ]
+    keep_alive = KeepAliveClient(server.port)
 
-        def send(i):
-            if i % 5 == 4:  # chunked, over the limit: read up to it, then 413
-                return http.post(iter([b" " * 50_000] * 6), "application/json")
-            return http.post(*kinds[i % 5])
+    def send(i):
+        if i % 5 == 4:  # chunked, over the limit: read up to it, then 413
+            return keep_alive.post(iter([b" " * 50_000] * 6), "application/json")
+        return keep_alive.post(*kinds[i % 5])
 
-        for i in range(50):  # warm-up
-            assert send(i) in (400, 413, 422)
-        before = rss_mb(pid)
-        for i in range(1000):
-            assert send(i) in (400, 413, 422)
-        after = rss_mb(pid)
-        http.close()
-        assert request(server.url + "/predict", {"rows": [row]})[0] == 200
+    for i in range(50):  # warm-up
+        assert send(i) in (400, 413, 422)
+    before = rss_mb(pid)
+    for i in range(1000):
+        assert send(i) in (400, 413, 422)
+    after = rss_mb(pid)
+    keep_alive.close()
+    assert request(server.url + "/predict", {"rows": [row]})[0] == 200
     assert after - before < 20, f"resident memory {before:.0f} MB -> {after:.0f} MB over 1,000 rejected requests"
 
 
@@ -247,34 +261,33 @@ def test_after_an_overload_burst_a_one_row_request_answers_within_a_second(train
         assert answered < 1.0, f"a one-row request took {answered:.2f} s after the burst"
 
 
-def test_slow_clients_are_cut_off_and_connections_capped(trained_pipeline, row):
-    flags = ("--header_timeout_seconds", "1", "--body_timeout_seconds", "1", "--max_connections", "20")
-    with ServerProcess(trained_pipeline["export"], *flags) as server:
-        # 30 idle connections: those over the cap are closed at once, the rest after the header limit
-        sockets = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(30)]
-        time.sleep(0.5)
-        assert sum(map(_is_closed, sockets)) >= 10  # over the cap
-        time.sleep(1.5)
-        assert all(map(_is_closed, sockets))  # nothing stays open past the header time limit
-        # headers sent, half the body: a 408 after the body time limit, and the connection ends
-        half = socket.create_connection(("127.0.0.1", server.port))
-        half.settimeout(5)
-        half.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"rows\": [")
-        started = time.monotonic()
-        answer = _read_all(half)
-        assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout_seconds" in answer, answer[:300]
-        assert time.monotonic() - started < 3.0
-        # headers trickled a byte at a time never finish: cut at the header limit
-        trickle = socket.create_connection(("127.0.0.1", server.port))
-        started = time.monotonic()
-        with pytest.raises(OSError):
-            for byte in b"POST /predict HTTP/1.1\r\nHost: x\r\n" * 10:
-                trickle.sendall(bytes([byte]))
-                time.sleep(0.05)
-        assert time.monotonic() - started < 3.0
-        for s in sockets + [half, trickle]:
-            s.close()
-        assert request(server.url + "/predict", {"rows": [row]})[0] == 200
+def test_slow_clients_are_cut_off_and_connections_capped(guarded_server, row):
+    server = guarded_server
+    # 30 idle connections: those over the cap are closed at once, the rest after the header limit
+    sockets = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(30)]
+    time.sleep(0.5)
+    assert sum(map(_is_closed, sockets)) >= 10  # over the cap
+    time.sleep(1.5)
+    assert all(map(_is_closed, sockets))  # nothing stays open past the header time limit
+    # headers sent, half the body: a 408 after the body time limit, and the connection ends
+    half = socket.create_connection(("127.0.0.1", server.port))
+    half.settimeout(5)
+    half.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"rows\": [")
+    started = time.monotonic()
+    answer = _read_all(half)
+    assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout_seconds" in answer, answer[:300]
+    assert time.monotonic() - started < 3.0
+    # headers trickled a byte at a time never finish: cut at the header limit
+    trickle = socket.create_connection(("127.0.0.1", server.port))
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        for byte in b"POST /predict HTTP/1.1\r\nHost: x\r\n" * 10:
+            trickle.sendall(bytes([byte]))
+            time.sleep(0.05)
+    assert time.monotonic() - started < 3.0
+    for s in sockets + [half, trickle]:
+        s.close()
+    assert request(server.url + "/predict", {"rows": [row]})[0] == 200
 
 
 def _is_closed(sock: socket.socket) -> bool:
@@ -333,14 +346,15 @@ def test_workers_serve_one_model_and_the_server_exits_when_none_can(trained_pipe
         assert PipelineScorer(export).digest != digest  # the directory now holds another export
         victim, survivor = sorted(workers)
         os.kill(victim, signal.SIGKILL)  # its replacement finds the other export and refuses
-        time.sleep(3.0)
+        server.wait_for_output("not restarted, 1 left")
         for _ in range(20):  # every answer comes from the survivor, with the pinned model
             health = json.loads(request(server.url + "/health")[1])
             assert (health["worker"], health["export_digest"]) == (survivor, digest)
             assert json.loads(request(server.url + "/predict", {"rows": [row]})[1])["scores"] == before
         os.kill(survivor, signal.SIGKILL)
         code = server.process.wait(timeout=30)
-        output = server.process.stdout.read().decode()
+        server.stop()  # the output read to its end
+        output = server.output
     assert code == 2, output
     assert "no worker can serve the export pinned at start" in output and "holds another export" in output, output
     with pytest.raises(OSError):  # the port is closed, not left open with nobody to answer

@@ -422,7 +422,9 @@ class TableReader:
             bad(~ok, f"is not an integer ({kind})")
             long = ok & (pc.utf8_length(pc.utf8_trim_whitespace(text)).to_numpy(zero_copy_only=False) >= 19)
             for row in np.flatnonzero(long):  # rare: only 19+ digit values are checked one by one
-                if not -(2**63) <= int(text[int(row)].as_py()) < 2**63:
+                digits = text[int(row)].as_py().strip()
+                # more than 19 significant digits is out of range anyway (and Python refuses int() of 4,300+)
+                if len(digits.lstrip("+-").lstrip("0")) > 19 or not -(2**63) <= int(digits) < 2**63:
                     ok[row] = False
             bad(~ok, "is outside the INT64 range")
             values = pc.cast(pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(text), pa.scalar("0")), pa.int64())

@@ -9,14 +9,12 @@ server share.
                                     TorchScript (model.pt) with its config and schema
 
 Every file has a sha256 sidecar and is checked when loaded (a missing sidecar is an error
-unless the caller accepts it knowingly); nothing is pickled. The export's digest
-(``export_digest``: the sha256 of every file's path and sha256) names one export: the server
-pins it at start, and a worker that finds another export in the directory does not serve.
+unless the caller accepts it knowingly); nothing is pickled. The manifest, the list of files
+and the export's digest are ``manifest.py``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -31,42 +29,8 @@ from fusionrec.ctr.config import DataConfig
 from fusionrec.ctr.data import TableReader
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline.fuse import apply_fusion, check_fusion_state
+from fusionrec.pipeline.manifest import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST, export_digest, read_manifest
 from fusionrec.pipeline.members import MEMBER_KINDS, Rows, load_member, read_json, score_rows, write_json
-
-EXPORT_FORMAT = "fusionrec.pipeline.export"
-EXPORT_VERSION = 1
-TOP_LEVEL_FILES = ("manifest.json", "fusion.json", "pipeline.json", "input_schema.json")
-
-
-def export_files(directory: Path, manifest: dict) -> list[str]:
-    """Every file of an export, as paths relative to it: the top-level files, then each
-    model's files as its manifest entry lists them (never outside the directory)."""
-    files = list(TOP_LEVEL_FILES)
-    for model in manifest["models"]:
-        for relative in model.get("files", []):
-            parts = Path(str(relative)).parts
-            if Path(str(relative)).is_absolute() or ".." in parts or not parts:
-                raise FusionrecError(f"{directory / 'manifest.json'}: model {model['name']!r} lists file {relative!r}, "
-                                     "which is not a path inside the export")  # fmt: skip
-            if not str(relative).endswith(".sha256"):  # a deep model lists its sidecars; they are checked with their files
-                files.append(str(Path("models") / str(model["name"]) / str(relative)))
-    return files
-
-
-def export_digest(directory: Path, manifest: dict, *, require_checksums: bool = True) -> str:
-    """The sha256 of every export file's relative path and sha256, each file checked against its
-    sidecar first (a missing sidecar is an error unless ``require_checksums`` is off)."""
-    lines = []
-    for relative in sorted(export_files(directory, manifest)):
-        path = directory / relative
-        try:
-            raw = path.read_bytes()
-        except OSError as error:
-            raise FusionrecError(f"saved_model_dir {str(directory)!r}: cannot read {relative} ({error.strerror})") from None
-        verify_sidecar(path, raw, "pipeline export file", required=require_checksums)
-        lines.append(f"{relative}\t{hashlib.sha256(raw).hexdigest()}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
-
 
 def export_run(run, export_dir: str | Path | None = None) -> Path:
     """Copy a finished run's full-data models, its fusion and config into one directory."""
@@ -123,19 +87,8 @@ class PipelineScorer:
 
     def __init__(self, saved_model_dir: str | Path, *, require_checksums: bool = True, expected_digest: str | None = None):
         directory = Path(saved_model_dir)
-        manifest_path = directory / "manifest.json"
-        if not manifest_path.exists():
-            raise FusionrecError(f"saved_model_dir {str(directory)!r}: no manifest.json; export a pipeline first "
-                                 "(`fusionrec train` writes run_dir/export)")  # fmt: skip
-        manifest = read_json(manifest_path, require_checksum=require_checksums)
-        if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
-            raise FusionrecError(f"{manifest_path}: not a fusionrec pipeline export")
-        version = manifest.get("version")
-        if not isinstance(version, int) or version > EXPORT_VERSION:
-            raise FusionrecError(f"{manifest_path}: export format version {version!r} is newer than this fusionrec "
-                                 f"{__version__} reads ({EXPORT_VERSION})")  # fmt: skip
-        if not isinstance(manifest.get("models"), list) or not all(isinstance(m, dict) and "name" in m and "kind" in m for m in manifest["models"]):
-            raise FusionrecError(f"{manifest_path}: its models entry is not a list of {{name, kind, files}}")
+        manifest_path = directory / MANIFEST
+        manifest = read_manifest(directory, require_checksums=require_checksums)
         self.digest = export_digest(directory, manifest, require_checksums=require_checksums)
         if expected_digest is not None and self.digest != expected_digest:
             raise FusionrecError(f"saved_model_dir {str(directory)!r}: holds another export (sha256 {self.digest[:16]}) "

@@ -227,14 +227,16 @@ class Supervisor:
 def serve(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Serve a pipeline export until SIGTERM / SIGINT; raises ``FusionrecError`` if it cannot
     start, or when no worker can serve the export pinned at start."""
-    from fusionrec.pipeline.artifact import PipelineScorer
+    from fusionrec.pipeline.manifest import pinned_digest
 
     if workers < 1:
         raise FusionrecError(f"--workers {workers}: must be at least 1")
     if not 0 < port < 65536:
         raise FusionrecError(f"--port {port}: must be in 1..65535")
-    # a broken export fails here, with its error, before any worker starts; its digest is pinned
-    digest = PipelineScorer(settings.saved_model_dir, require_checksums=not settings.allow_missing_checksums).digest
+    # the export is pinned by its digest (every file read and checked against its sidecar: a damaged or
+    # missing file fails here); the supervisor loads no model (no torch): the workers do, and a model
+    # that cannot be loaded ends the server with the worker's error
+    digest = pinned_digest(settings.saved_model_dir, require_checksums=not settings.allow_missing_checksums)
     update = {"export_digest": digest}
     if settings.compute_threads is None:
         update["compute_threads"] = max(1, (os.cpu_count() or 1) // workers)
