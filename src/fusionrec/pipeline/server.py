@@ -48,7 +48,6 @@ from starlette.requests import ClientDisconnect
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline.serve_requests import RequestError, parse_body
 
-SETTINGS_ENV = "FUSIONREC_SERVE_SETTINGS"
 SCORE_CHUNK_ROWS = 1024  # rows scored between two deadline checks (predict's default batch too)
 CLOSE = {"Connection": "close"}  # the connection ends after the answer
 logger = logging.getLogger("fusionrec.serve")
@@ -97,6 +96,50 @@ def _error(kind: str, detail: str) -> dict:
     return {"error": kind, "detail": detail}
 
 
+class JobRunner:
+    """Runs ``ScoringJob``s on a scoring thread against one loaded export: the job's (status,
+    answer). It never raises, so no exception (whose frames reach the body) is kept by the
+    futures between the thread and the event loop."""
+
+    def __init__(self, scorer, max_rows: int):
+        self.scorer = scorer
+        self.required = scorer.required
+        self.optional = list(scorer.optional)
+        self.max_rows = max_rows
+
+    def __call__(self, job: ScoringJob) -> tuple[int, dict]:
+        try:
+            return 200, self._answer(job)
+        except RequestError as error:
+            return error.status, _error(error.kind, error.detail)
+        except FusionrecError as error:  # the reader's rule for a value: names the row and the column
+            return 422, _error("bad_value", str(error))
+        except Exception as error:  # a fusionrec bug: logged with its traceback; the client gets no paths
+            logger.exception("POST /predict failed")
+            return 500, _error("internal", f"a fusionrec bug ({type(error).__name__}); the server log has its traceback")
+
+    def _answer(self, job: ScoringJob) -> dict:
+        scorer = self.scorer
+        job.check()
+        parsed = parse_body(job.take_body(), job.content_type, self.required, self.optional, self.max_rows)
+        job.check()
+        typed = scorer.request_reader().read_text_table(parsed.table, "request")  # a fresh reader: its report is this request's
+        scores, fused = np.zeros((0, len(scorer.names))), np.zeros(0)
+        if typed.num_rows:
+            parts = []
+            for start in range(0, typed.num_rows, SCORE_CHUNK_ROWS):
+                job.check()
+                parts.append(scorer.score(typed.slice(start, SCORE_CHUNK_ROWS)))
+            scores, fused = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        answer = {"scores": fused.tolist()}
+        if parsed.model_scores:
+            answer["model_scores"] = {name: scores[:, j].tolist() for j, name in enumerate(scorer.names)}
+        answer["ids"] = parsed.ids
+        if parsed.request_id is not None:
+            answer["request_id"] = parsed.request_id
+        return answer
+
+
 # ---------------------------------------------------------------- the app
 def create_app(settings: ServerSettings):
     from fusionrec.pipeline.artifact import PipelineScorer
@@ -110,44 +153,13 @@ def create_app(settings: ServerSettings):
         numba.set_num_threads(min(settings.compute_threads, numba.config.NUMBA_NUM_THREADS))
     scorer = PipelineScorer(settings.saved_model_dir, require_checksums=not settings.allow_missing_checksums,
                             expected_digest=settings.export_digest)  # once per worker process  # fmt: skip
-    required = scorer.required
-    optional = list(scorer.optional)
+    run_job = JobRunner(scorer, settings.max_rows)
     metadata = scorer.metadata()
     metrics = ServerMetrics()
     pool = ThreadPoolExecutor(settings.scoring_threads, thread_name_prefix="score")
     admitted: set[ScoringJob] = set()  # jobs admitted, not finished and not abandoned (an abandoned one costs
     # nothing more once its thread reaches a check, so it does not keep the next request out)
     app = FastAPI(title="fusionrec pipeline server", docs_url=None, redoc_url=None, openapi_url=None)
-
-    def run_job(job: ScoringJob) -> tuple[int, dict]:
-        """On a scoring thread: the job's (status, answer). Never raises, so no exception (whose
-        frames reach the body) is kept by the futures between this thread and the event loop."""
-        try:
-            job.check()
-            parsed = parse_body(job.take_body(), job.content_type, required, optional, settings.max_rows)
-            job.check()
-            typed = scorer.request_reader().read_text_table(parsed.table, "request")  # a fresh reader: its report is this request's
-            scores, fused = np.zeros((0, len(scorer.names))), np.zeros(0)
-            if typed.num_rows:
-                parts = []
-                for start in range(0, typed.num_rows, SCORE_CHUNK_ROWS):
-                    job.check()
-                    parts.append(scorer.score(typed.slice(start, SCORE_CHUNK_ROWS)))
-                scores, fused = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-            answer = {"scores": fused.tolist()}
-            if parsed.model_scores:
-                answer["model_scores"] = {name: scores[:, j].tolist() for j, name in enumerate(scorer.names)}
-            answer["ids"] = parsed.ids
-            if parsed.request_id is not None:
-                answer["request_id"] = parsed.request_id
-            return 200, answer
-        except RequestError as error:
-            return error.status, _error(error.kind, error.detail)
-        except FusionrecError as error:  # the reader's rule for a value: names the row and the column
-            return 422, _error("bad_value", str(error))
-        except Exception as error:  # a fusionrec bug: logged with its traceback; the client gets no paths
-            logger.exception("POST /predict failed")
-            return 500, _error("internal", f"a fusionrec bug ({type(error).__name__}); the server log has its traceback")
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
