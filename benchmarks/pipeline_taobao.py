@@ -15,10 +15,12 @@ sends 100-row JSON batches from 8 concurrent clients (keep-alive connections) an
 latency percentiles and rows/s, beside the same batches scored in-process by PipelineScorer
 (one caller, one batch at a time: what the models cost without HTTP and without queueing).
 
-faults: the same export served with `--timeout_seconds 2`: 20 concurrent 10,000-row requests,
-then how soon after that burst a one-row request is answered; the server's resident memory
-(supervisor and workers) before and after 1,000 rejected requests of 3-9 MB; the export digest
-each worker reports (docs/reliability.md has every case and its test).
+faults: the same export served with `--timeout_seconds 2`: the server's resident memory
+(supervisor and workers) before and after 1,000 rejected requests of 3-9 MB; 20 concurrent
+10,000-row requests, then how soon after that burst a one-row request is answered; the export
+digest each worker reports. `--before-src DIR` runs the same against the fusionrec in DIR (a
+checkout of an earlier commit's src) in the same invocation (docs/reliability.md has every
+case and its test).
 """
 
 from __future__ import annotations
@@ -260,53 +262,27 @@ def _post(port: int, body, content_type: str = "application/json", timeout: floa
         connection.close()
 
 
-def suite_faults(args, console, work: Path) -> list[str]:
-    """The cases of the server's reliability page that have a number: a burst of large requests
-    against a 2 s limit (how soon a one-row request is answered after it), and resident memory
-    over rejected bodies."""
+def _faults_run(export: Path, rows: list[dict], source: Path | None, console) -> dict:
+    """One server (the current fusionrec, or the one in ``source``) through the hostile cases."""
     from collections import Counter
 
-    from fusionrec.pipeline import PipelineScorer
-
-    export = work / "experiments" / "taobao_pipeline" / "export"
-    if not (export / "manifest.json").exists():
-        raise SystemExit(f"{export}: no export; run --suite auc first (or all)")
-    names = [f.input_name for f in PipelineScorer(export).data_config.input_fields]
-    rows = _request_rows(work / "data" / "taobao_test_data", names, 10_000)
+    env = {**os.environ, **({"PYTHONPATH": str(source)} if source else {})}
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "fusionrec.cli", "serve", "--saved_model_dir", str(export), "--port",
-                                str(port), "--workers", "2", "--timeout_seconds", "2"], start_new_session=True)  # fmt: skip
-    out = []
+                                str(port), "--workers", "2", "--timeout_seconds", "2"], start_new_session=True, env=env)  # fmt: skip
     try:
         _wait_healthy(port)
-        digests = set()
-        for _ in range(20):
+        digests = set()  # (worker, digest) pairs; the kernel hands each connection to some worker
+        for _ in range(200):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             connection.request("GET", "/health")
             health = json.loads(connection.getresponse().read())
-            digests.add((health["worker"], health["export_digest"]))
-        one_row = json.dumps({"rows": rows[:1]}).encode()
+            digests.add((health.get("worker"), health.get("export_digest")))  # (a fusionrec before the digest has neither)
+            if len(digests) == 2 or health.get("worker") is None:
+                break
         for _ in range(8):  # warm-up: compile paths in both workers
             _post(port, json.dumps({"rows": rows[:100]}).encode())
-        # a burst: 20 concurrent 10,000-row requests, then one-row requests until one is answered
-        big = json.dumps({"rows": rows}).encode()
-        statuses: list = []
-        threads = [threading.Thread(target=lambda: statuses.append(_post(port, big)[0])) for _ in range(20)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        burst_end = time.perf_counter()
-        first_status, tries = None, 0
-        while first_status != 200 and time.perf_counter() - burst_end < 120:
-            first_status, _ = _post(port, one_row)
-            tries += 1
-        recovered = time.perf_counter() - burst_end
-        burst = ", ".join(f"{n} x {code}" for code, n in sorted(Counter(map(str, statuses)).items()))
-        console.print(f"burst of 20 x 10,000 rows: {burst} in {burst_end - started:.1f} s; a one-row request answered "
-                      f"{recovered:.2f} s after it ({tries} tries)")  # fmt: skip
-        # rejected bodies: resident memory before and after
+        # rejected bodies first (a burst's abandoned work would move the memory)
         pad = "x" * 3_000_000
         kinds = [
             (b"x" * 8_400_000, "application/json"),  # 413 declared (the limit is 8 MiB)
@@ -321,22 +297,65 @@ def suite_faults(args, console, work: Path) -> list[str]:
             else:
                 counts[_post(port, *kinds[i % 4])[0]] += 1
         after = _rss_mb(process.pid)
-        rejected = ", ".join(f"{n} x {code}" for code, n in sorted(counts.items(), key=str))
-        console.print(f"1,000 rejected requests of 3-9 MB ({rejected}): server memory {before:,.0f} -> {after:,.0f} MB")
+        # a burst: 20 concurrent 10,000-row requests, then one-row requests until one is answered
+        big = json.dumps({"rows": rows}).encode()
+        one_row = json.dumps({"rows": rows[:1]}).encode()
+        statuses: list = []
+        threads = [threading.Thread(target=lambda: statuses.append(_post(port, big)[0])) for _ in range(20)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        burst_end = time.perf_counter()
+        first_status, tries = None, 0
+        while first_status != 200 and time.perf_counter() - burst_end < 300:
+            first_status, _ = _post(port, one_row)
+            tries += 1
+        recovered = time.perf_counter() - burst_end
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    workers = {w for w, _ in digests}
-    out += ["### fusionrec serve under hostile load: the taobao pipeline export, 2 workers, `--timeout_seconds 2`", "",
-            "| case | measured | before (the reliability review's reading) |", "|---|---|---|",
-            f"| 20 concurrent 10,000-row requests | {burst} in {burst_end - started:.1f} s | all 408 in 2.6 s |",
-            f"| a one-row request after that burst | answered {recovered:.2f} s after it ended | 408 for 45 s (the abandoned "
-            "work still ran) |",
-            f"| 1,000 rejected requests of 3-9 MB ({rejected}) | server memory {before:,.0f} -> {after:,.0f} MB | 40 x 8.4 MB "
-            "413s: 478 -> 8,464 MB |",
-            f"| the export digest across workers | {len({d for _, d in digests})} digest, {len(workers)} workers answered | "
-            "two workers scored one row 0.1695 and 2.5e-07 |", ""]  # fmt: skip
-    return out
+        process.wait(timeout=60)
+    result = {
+        "burst": ", ".join(f"{n} x {code}" for code, n in sorted(Counter(map(str, statuses)).items())),
+        "burst_seconds": burst_end - started, "recovered": recovered, "tries": tries,
+        "rejected": ", ".join(f"{n} x {code}" for code, n in sorted(counts.items(), key=str)),
+        "memory": (before, after), "digests": len({d for _, d in digests if d}),
+        "workers_reported": len({w for w, _ in digests if w}),
+    }  # fmt: skip
+    console.print(f"{source or 'this fusionrec'}: {result}")
+    return result
+
+
+def suite_faults(args, console, work: Path) -> list[str]:
+    """The cases of the server's reliability page that have a number, for this fusionrec and,
+    with ``--before-src``, the fusionrec whose ``src`` that is (the same client, export and
+    machine): a burst of large requests against a 2 s limit and how soon a one-row request is
+    answered after it; the server's resident memory over 1,000 rejected bodies."""
+    from fusionrec.pipeline import PipelineScorer
+
+    export = work / "experiments" / "taobao_pipeline" / "export"
+    if not (export / "manifest.json").exists():
+        raise SystemExit(f"{export}: no export; run --suite auc first (or all)")
+    names = [f.input_name for f in PipelineScorer(export).data_config.input_fields]
+    rows = _request_rows(work / "data" / "taobao_test_data", names, 10_000)
+    runs = {"this fusionrec": _faults_run(export, rows, None, console)}
+    if args.before_src:
+        runs[f"before (`{args.before_src}`)"] = _faults_run(export, rows, args.before_src.resolve(), console)
+    columns = list(runs)
+
+    def row(case: str, cell) -> str:
+        return f"| {case} | " + " | ".join(cell(r) for r in runs.values()) + " |"
+
+    return ["### fusionrec serve under hostile load: the taobao pipeline export, 2 workers, `--timeout_seconds 2`", "",
+            "| case | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|",
+            row("1,000 rejected requests of 3-9 MB (400, 413 declared and streamed, 422): server memory (supervisor and "
+                "workers)", lambda r: f"{r['memory'][0]:,.0f} -> {r['memory'][1]:,.0f} MB ({r['rejected']})"),
+            row("20 concurrent 10,000-row requests", lambda r: f"{r['burst']} in {r['burst_seconds']:.1f} s"),
+            row("a one-row request after that burst", lambda r: f"answered {r['recovered']:.2f} s after it ({r['tries']} tries)"),
+            row("export digest per worker (`/health`)", lambda r: "not reported" if r["workers_reported"] == 0 else
+                f"{r['digests']} digest across {r['workers_reported']} workers"),
+            ""]  # fmt: skip
 
 
 def main() -> None:
@@ -348,6 +367,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/fusionrec_pipeline_bench"))
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--resume", action="store_true", help="keep a finished or interrupted run in --work and resume it")
+    parser.add_argument("--before-src", type=Path, help="faults: also serve with the fusionrec of this src directory "
+                                                        "(a checkout of an earlier commit), for a before/after table")
     args = parser.parse_args()
     console = Console()
     work = args.work.resolve()
