@@ -66,9 +66,13 @@ class GuardedH11Protocol(H11Protocol):
             self._header_timer.cancel()
             self._header_timer = None
 
+    def _awaiting_headers(self) -> bool:
+        """No request is under way: the connection is new, or its last request was answered."""
+        return self.cycle is None or self.cycle.response_complete
+
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        if self.cycle is self._cycle_armed and not self.transport.is_closing():
+        if self.cycle is self._cycle_armed and self._awaiting_headers() and not self.transport.is_closing():
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -77,8 +81,8 @@ class GuardedH11Protocol(H11Protocol):
             self._disarm()  # a request's headers arrived
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
+        super().on_response_complete()  # may already start a pipelined request (a new cycle)
+        if not self.transport.is_closing() and self._awaiting_headers():
             self._arm()  # the next request's headers must come in time too
 
     def connection_lost(self, exc) -> None:
