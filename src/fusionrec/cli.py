@@ -99,9 +99,8 @@ def _parse_params(items: list[str]) -> dict:
 
 
 def _gbdt_train(args) -> int:
-    from fusionrec.gbdt import Dataset, train
-
     from fusionrec._atomic import check_writable_file
+    from fusionrec.gbdt import Dataset, train
 
     check_writable_file(args.model_out, "--model-out")
     params = _parse_params(args.param)
@@ -324,10 +323,10 @@ def _predict(args) -> int:
 
 
 def _serve(args) -> int:
+    from pydantic import ValidationError
+
     from fusionrec.pipeline.serve_process import serve
     from fusionrec.pipeline.server import ServerSettings
-
-    from pydantic import ValidationError
 
     names = ("saved_model_dir", "max_body_bytes", "max_rows", "timeout_seconds", "body_timeout_seconds",
              "header_timeout_seconds", "max_pending", "max_connections", "allow_missing_checksums")  # fmt: skip

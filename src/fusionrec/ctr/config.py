@@ -1909,7 +1909,7 @@ class PipelineConfig(_Strict):
                 raise ConfigRefError(loc, f"feature {feature.name!r}: a RawFeature sequence reads numbers joined by "
                                  f"{feature.separator!r} from a STRING field; {feature.input_names[0]!r} is {kind}")  # fmt: skip
             if feature.num_buckets and feature.feature_type != "RawFeature" and not feature.is_raw_sequence and kind not in ("INT32", "INT64"):
-                raise ConfigRefError(loc, 
+                raise ConfigRefError(loc,
                     f"feature {feature.name!r}: num_buckets needs an INT32 or INT64 input field; "
                     f"{feature.input_names[0]!r} is {kind}"
                 )
@@ -1918,7 +1918,7 @@ class PipelineConfig(_Strict):
             if feature.feature_type == "ExprFeature" and any(fields[n].input_type == "STRING" for n in feature.input_names):
                 raise ConfigRefError(loc, f"feature {feature.name!r} (ExprFeature): its input_names must be numeric fields, not STRING")
             if feature.feature_type in DENSE_FEATURE_TYPES and (kind == "STRING") != (feature.raw_input_dim > 1):
-                raise ConfigRefError(loc, 
+                raise ConfigRefError(loc,
                     f"feature {feature.name!r}: a RawFeature reads one number from a numeric input field, or "
                     f"raw_input_dim > 1 numbers joined by its separator from a STRING field; {feature.input_names[0]!r} "
                     f"is {kind} and raw_input_dim is {feature.raw_input_dim}"
@@ -1926,7 +1926,7 @@ class PipelineConfig(_Strict):
             if feature.feature_type in ("TagFeature", "SequenceFeature") and kind != "STRING":
                 raise ConfigRefError(loc, f"feature {feature.name!r}: {feature.feature_type} needs a STRING input field")
             if feature.feature_type in ("TagFeature", "SequenceFeature") and feature.num_buckets and not feature.is_raw_sequence:
-                raise ConfigRefError(loc, 
+                raise ConfigRefError(loc,
                     f"feature {feature.name!r} ({feature.feature_type}): num_buckets is not supported for "
                     "multi-value strings; use hash_bucket_size or vocab_list"
                 )
@@ -1935,12 +1935,12 @@ class PipelineConfig(_Strict):
             if feature.feature_type == "ComboFeature" and any(
                 fields[n].input_type not in ("STRING", "INT32", "INT64") for n in feature.input_names
             ):
-                raise ConfigRefError(loc, 
+                raise ConfigRefError(loc,
                     f"feature {feature.name!r} (ComboFeature): crossing FLOAT, DOUBLE or BOOL inputs is not implemented "
                     "yet by fusionrec; STRING and integer fields are crossed"
                 )
             if feature.feature_type == "IdFeature" and kind in ("FLOAT", "DOUBLE"):
-                raise ConfigRefError(loc, 
+                raise ConfigRefError(loc,
                     f"feature {feature.name!r} (IdFeature): input {feature.input_names[0]!r} is {kind}; "
                     "ids must be STRING or integer fields"
                 )

@@ -32,6 +32,7 @@ from fusionrec.pipeline.fuse import apply_fusion, check_fusion_state
 from fusionrec.pipeline.manifest import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST, export_digest, read_manifest
 from fusionrec.pipeline.members import MEMBER_KINDS, Rows, load_member, read_json, score_rows, write_json
 
+
 def export_run(run, export_dir: str | Path | None = None) -> Path:
     """Copy a finished run's full-data models, its fusion and config into one directory."""
     export_dir = Path(export_dir) if export_dir is not None else run.run_dir / "export"

@@ -145,7 +145,6 @@ class GBDTSection(_Strict):
     @classmethod
     def _params(cls, value):
         """XGBoost's parameters, checked when the config loads (not after the data is read)."""
-        from fusionrec.errors import FusionrecError
         from fusionrec.gbdt.params import ParameterError, resolve_params
 
         objective = value.get("objective", "binary:logistic")

@@ -100,11 +100,11 @@ def _finite(value):
     return value
 
 
-def read_json(path: Path, *, require_checksum: bool = False):
+def read_json(path: Path):
     if not path.exists():
         raise FusionrecError(f"{path}: missing")
     raw = path.read_bytes()
-    verify_sidecar(path, raw, "pipeline file", required=require_checksum)
+    verify_sidecar(path, raw, "pipeline file")
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -240,7 +240,7 @@ class _DeepScorer:
         from fusionrec.ctr.export import load_export
 
         # inside a pipeline export every file was checked against its sidecar by the scorer
-        # (artifact.export_digest, which knows whether a missing one is accepted)
+        # (manifest.export_digest, which knows whether a missing one is accepted)
         return cls(*load_export(export_dir, require_checksums=False))
 
     def input_fields(self) -> set[str]:

@@ -106,11 +106,8 @@ def fold_rows(kind: str, block: np.ndarray, fold: int) -> tuple[np.ndarray, np.n
 
 # ---------------------------------------------------------------- what a run was trained on
 def _sha256_of_file(path: str) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def input_fingerprints(paths: list[str]) -> list[dict]:

@@ -88,8 +88,11 @@ class ScoringJob:
 
     def check(self) -> None:
         if self.cancelled or time.monotonic() > self.deadline:
-            raise RequestError(408, "timeout", f"the request took longer than {self.timeout_seconds} s (timeout_seconds); "
-                                               "send fewer rows per request")  # fmt: skip
+            raise RequestError(408, "timeout", _timeout_detail(self.timeout_seconds))
+
+
+def _timeout_detail(timeout_seconds: float) -> str:
+    return f"the request took longer than {timeout_seconds} s (timeout_seconds); send fewer rows per request"
 
 
 def _error(kind: str, detail: str) -> dict:
@@ -210,8 +213,7 @@ def create_app(settings: ServerSettings):
         except TimeoutError:
             job.cancel()  # the thread stops at its next check; a queued job never starts
             admitted.discard(job)
-            return 408, _error("timeout", f"the request took longer than {settings.timeout_seconds} s (timeout_seconds); "
-                                          "send fewer rows per request"), {}  # fmt: skip
+            return 408, _error("timeout", _timeout_detail(settings.timeout_seconds)), {}
         return status, payload, {}
 
     @app.post("/predict")
