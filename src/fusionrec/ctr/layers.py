@@ -9,18 +9,20 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from fusionrec.ctr.config import ACTIVATIONS as ACTIVATION_NAMES
+
+
 def _softmax() -> nn.Module:
     return nn.Softmax(dim=-1)
 
 
-# EasyRec writes TensorFlow activation paths; both spellings map to the same torch module.
-ACTIVATIONS = {
-    "tf.nn.relu": nn.ReLU, "relu": nn.ReLU, "tf.nn.sigmoid": nn.Sigmoid, "sigmoid": nn.Sigmoid,
-    "tf.nn.tanh": nn.Tanh, "tanh": nn.Tanh, "tf.nn.leaky_relu": nn.LeakyReLU, "leaky_relu": nn.LeakyReLU,
-    "tf.nn.elu": nn.ELU, "elu": nn.ELU, "tf.nn.selu": nn.SELU, "selu": nn.SELU, "tf.nn.gelu": nn.GELU,
-    "gelu": nn.GELU, "dice": nn.PReLU, "prelu": nn.PReLU, "linear": nn.Identity, "swish": nn.SiLU,
-    "tf.nn.swish": nn.SiLU, "softmax": _softmax, "tf.nn.softmax": _softmax,
+# the torch module of each activation fusionrec.ctr.config.ACTIVATIONS names
+ACTIVATION_MODULES = {
+    "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "selu": nn.SELU,
+    "gelu": nn.GELU, "prelu": nn.PReLU, "linear": nn.Identity, "swish": nn.SiLU, "softmax": _softmax,
 }  # fmt: skip
+# EasyRec's activation name -> its torch module
+ACTIVATIONS = {name: ACTIVATION_MODULES[meaning] for name, meaning in ACTIVATION_NAMES.items()}
 
 
 class MLP(nn.Module):

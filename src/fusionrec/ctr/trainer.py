@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
