@@ -2,7 +2,7 @@
 
     python benchmarks/ctr_vs_peers.py [--train-rows 400000] [--test-rows 100000] [--markdown docs/benchmarks.md]
 
-Data: fusionrec.datasets.make_taobao (the document's taobao schema, a known click model),
+Data: fusionrec.datasets.make_taobao (the taobao schema of Bubbliiiing's EasyRec Wide&Deep tutorial, a known click model),
 written as CSV. Both libraries train one epoch of the same architecture: a linear (wide) part
 over every id and list feature, and a DNN [128, 64, 32] (ReLU, no batch norm, no dropout) over
 16-dimensional embeddings of the same features (the two history lists mean-pooled); Adam with

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TAOBAO = ROOT / "examples" / "ctr" / "taobao_wide_and_deep.config"
 
 
-def test_the_documents_taobao_config_parses_with_its_values():
+def test_the_wide_and_deep_tutorials_taobao_config_parses_with_its_values():
     config = load_config(TAOBAO)
     assert config.data_config.batch_size == 4096 and config.data_config.label_fields == ["clk"]
     assert config.train_config.num_steps == 2500 and config.train_config.sync_replicas is True

@@ -10,7 +10,8 @@ from sklearn.tree import DecisionTreeClassifier
 
 from fusionrec import FusionrecError
 from fusionrec.fusion import (
-    AveragingClassifier, BlendingClassifier, EnsembleSelectionClassifier, StackingClassifier, VotingClassifier,
+    AveragingClassifier, AveragingRegressor, BlendingClassifier, BlendingRegressor, EnsembleSelectionClassifier,
+    EnsembleSelectionRegressor, StackingClassifier, StackingRegressor, VotingClassifier,
 )  # fmt: skip
 from tests.fusion.helpers import FailsOnFold, NoProba, RecordsWeights
 
@@ -138,3 +139,24 @@ def test_a_single_class_is_refused(data):
     X, _ = data
     with pytest.raises(FusionrecError, match="only one class"):
         StackingClassifier([("lr", LogisticRegression())]).fit(X, np.zeros(100))
+
+
+@pytest.mark.parametrize("cls", ENSEMBLES + [StackingRegressor, BlendingRegressor, AveragingRegressor, EnsembleSelectionRegressor],
+                         ids=lambda c: c.__name__)  # fmt: skip
+def test_every_parameter_has_declared_constraints(cls):
+    # scikit-learn's _parameter_constraints: one entry per constructor parameter, none forgotten
+    assert set(cls._parameter_constraints) == set(cls._get_param_names())
+
+
+@pytest.mark.parametrize(
+    "ensemble, message",
+    [(VotingClassifier([("lr", LogisticRegression())], n_jobs="all"), "n_jobs='all'; must be None or an instance of 'int'"),
+     (StackingRegressor([("lr", LinearRegression())], stack_method="predict_proba"), "stack_method='predict_proba'; must be a str among"),
+     (BlendingClassifier([("lr", LogisticRegression())], shuffle="yes"), "shuffle='yes'; must be an instance of 'bool'"),
+     (EnsembleSelectionClassifier([("lr", LogisticRegression())], bag_fraction=0.0), r"bag_fraction=0.0; must be a float in the range \(0.0, 1.0\]")],
+    ids=["n_jobs", "regressor-stack-method", "shuffle", "bag-fraction"],
+)  # fmt: skip
+def test_constraint_violations_name_the_parameter_value_and_rule(data, ensemble, message):
+    X, y = data
+    with pytest.raises(FusionrecError, match=f"^{type(ensemble).__name__}: {message}"):
+        ensemble.fit(X, y.astype(float) if type(ensemble).__name__.endswith("Regressor") else y)

@@ -1,4 +1,5 @@
-"""Prediction-level fusion: the document's numbers, each method against a plain reference, weights."""
+"""Prediction-level fusion: the numbers of Datawhale's model-fusion notes (Task 5), each method
+against a plain reference, weights."""
 
 import numpy as np
 import pytest
@@ -10,14 +11,14 @@ from sklearn.metrics import mean_absolute_error, roc_auc_score
 from fusionrec import FusionrecError
 from fusionrec.fusion import average, optimize_weights, stack, vote
 
-# the document's toy arrays (../shared/seeds/000_0f8dba036977bf45.txt, section 5.1)
+# the toy arrays of Datawhale's model-fusion notes (../shared/seeds/000_0f8dba036977bf45.txt, section 5.1)
 TEST_PRE = ([1.2, 3.2, 2.1, 6.2], [0.9, 3.1, 2.0, 5.9], [1.1, 2.9, 2.2, 6.0])
 Y_TEST = [1, 3, 2, 6]
 TRAIN_REG = ([3.2, 8.2, 9.1, 5.2], [2.9, 8.1, 9.0, 4.9], [3.1, 7.9, 9.2, 5.0])
 Y_TRAIN = [3, 8, 9, 5]
 
 
-def test_the_documents_numbers():
+def test_datawhale_fusion_notes_numbers():
     assert mean_absolute_error(Y_TEST, average(TEST_PRE, "weighted", [0.3, 0.4, 0.3])) == pytest.approx(0.0575)
     assert mean_absolute_error(Y_TEST, average(TEST_PRE, "mean")) == pytest.approx(0.0667, abs=5e-5)
     assert mean_absolute_error(Y_TEST, average(TEST_PRE, "median")) == pytest.approx(0.0750)

@@ -155,7 +155,7 @@ def test_blending_uses_the_holdout_only():
     assert len(np.intersect1d(held, trained)) == 0
 
 
-def test_the_documents_iris_examples_run():
+def test_datawhale_fusion_notes_iris_examples_run():
     iris = load_iris()
     X, y = iris.data[:100], iris.target[:100]
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=2020)

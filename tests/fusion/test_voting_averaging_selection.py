@@ -20,7 +20,7 @@ from fusionrec.gbdt import GBDTClassifier
 from tests.fusion.helpers import ReversedClasses
 
 
-def test_the_documents_voting_examples_run():
+def test_datawhale_fusion_notes_voting_examples_run():
     X, y = load_iris(return_X_y=True)
     base = [("gbdt", GBDTClassifier(n_estimators=30, max_depth=3, min_child_weight=2, subsample=0.7,
                                     colsample_bytree=0.6, random_state=0)),
@@ -30,7 +30,7 @@ def test_the_documents_voting_examples_run():
     hard = cross_val_score(VotingClassifier(base, voting="hard"), X, y, cv=5).mean()
     soft = cross_val_score(VotingClassifier(base, voting="soft", weights=[2, 1, 1]), X, y, cv=5).mean()
     gbdt_alone = cross_val_score(base[0][1], X, y, cv=5).mean()
-    # the document reports 0.95 (hard) and 0.96 (soft) beside 0.96 for the boosted trees alone
+    # Datawhale's model-fusion notes report 0.95 (hard) and 0.96 (soft) beside 0.96 for the boosted trees alone
     assert hard >= 0.9 and soft >= gbdt_alone - 0.02
 
 

@@ -1,4 +1,4 @@
-"""Every bad input from the issue and the reliability checklist: a FusionrecError naming it."""
+"""Every bad input of the reliability checklist (../shared/reliability_checklist.md): a FusionrecError naming it."""
 
 import numpy as np
 import pytest

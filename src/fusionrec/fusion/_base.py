@@ -7,10 +7,14 @@ unfitted: fitted state is removed first, so nothing from a previous or partial f
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
+from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.utils import Bunch, _safe_indexing, get_tags
+from sklearn.utils._param_validation import InvalidParameterError, validate_parameter_constraints
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
@@ -26,6 +30,13 @@ class BaseFusion(_BaseComposition):
     """Base of the fusion estimators: ``estimators`` is a list of ``(name, estimator | 'drop')``."""
 
     _estimator_kind = "estimator"  # "classifier" or "regressor", set by the mixin subclasses
+    # scikit-learn's declared parameter constraints, checked when fit starts (``_validate_params``);
+    # ``estimators`` has its own checks with their own messages (``_validate_estimators``)
+    _parameter_constraints: dict = {
+        "estimators": "no_validation",
+        "n_jobs": [None, Integral],
+        "verbose": ["verbose"],
+    }
 
     @property
     def named_estimators(self) -> Bunch:
@@ -52,6 +63,17 @@ class BaseFusion(_BaseComposition):
 
     def _error(self, message: str) -> FusionrecError:
         return FusionrecError(f"{type(self).__name__}: {message}")
+
+    def _validate_params(self) -> None:
+        """Every parameter against ``_parameter_constraints`` (scikit-learn's rules); a
+        violation is a FusionrecError naming the ensemble, the parameter, its value and the rule."""
+        params = self.get_params(deep=False)
+        for name, constraints in self._parameter_constraints.items():
+            try:
+                validate_parameter_constraints({name: constraints}, {name: params[name]}, caller_name=type(self).__name__)
+            except InvalidParameterError as exc:
+                rule = str(exc).partition(" must be ")[2].rpartition(". Got ")[0] or str(exc)
+                raise self._error(f"{name}={params[name]!r}; must be {rule}") from None
 
     def _validate_estimators(self) -> tuple[list[str], list]:
         """The names and estimators that are not ``'drop'``, after checking the whole list."""
@@ -143,8 +165,9 @@ class BaseFusion(_BaseComposition):
         return weights
 
     def _fit_all_rows(self, names, estimators, X, y, sample_weight) -> list:
-        return self._fit_tasks([(name, "the fit on all rows", est, X, y, sample_weight, None)
-                                for name, est in zip(names, estimators)])  # fmt: skip
+        """Each estimator fitted (a clone) on all rows."""
+        return self._run_parallel(fit_clone, [(name, "the fit on all rows", est, X, y, sample_weight, None)
+                                              for name, est in zip(names, estimators)])  # fmt: skip
 
     def _set_fitted_estimators(self, names, models) -> None:
         self.estimators_ = list(models)
@@ -164,6 +187,7 @@ class BaseFusion(_BaseComposition):
     def _guarded_fit(self, *args):
         """Run ``self._fit(*args)``; on any failure leave the ensemble unfitted (nothing half-fitted)."""
         self._reset_fitted_state()
+        self._validate_params()
         try:
             self._fit(*args)
         except BaseException:
@@ -175,8 +199,8 @@ class BaseFusion(_BaseComposition):
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)
 
-    def _fit_tasks(self, tasks) -> list:
-        """Fit ``(name, where, estimator, X, y, sample_weight, rows, predict)`` tasks, in parallel with n_jobs.
+    def _run_parallel(self, function, tasks) -> list:
+        """``function(owner, *task)`` for each task, in parallel with n_jobs.
 
         With ``verbose`` a sequential run shows a rich progress bar; a parallel one, joblib's log.
         """
@@ -185,40 +209,63 @@ class BaseFusion(_BaseComposition):
         if verbose and self.n_jobs in (None, 1):
             from rich.progress import track
 
-            return [fit_one(owner, *task) for task in track(tasks, description=f"{owner}: fitting")]
-        return Parallel(n_jobs=self.n_jobs, verbose=verbose)(delayed(fit_one)(owner, *task) for task in tasks)
+            return [function(owner, *task) for task in track(tasks, description=f"{owner}: fitting")]
+        return Parallel(n_jobs=self.n_jobs, verbose=verbose)(delayed(function)(owner, *task) for task in tasks)
 
 
-def fit_one(owner, name, where, estimator, X, y, sample_weight, train_rows, predict=None):
-    """Fit a clone of ``estimator`` on ``train_rows`` (all rows when None); optionally predict other rows.
+class FoldPrediction(NamedTuple):
+    """A model fitted on a fold's training rows (None when not kept) and its meta-features on the fold's test rows."""
 
-    ``predict`` is ``(method, rows, classes, keep_model)``; the result is then ``(model or None, features)``.
-    A failure is re-raised as a FusionrecError naming the ensemble, the estimator and ``where``.
-    """
-    model = clone(estimator)
-    stage = "fit"
+    model: object
+    features: np.ndarray
+
+
+@contextmanager
+def _failure_named(owner: str, name: str, estimator, where: str, stage: list[str]):
+    """Re-raise a base estimator's failure as a FusionrecError naming the ensemble, the estimator,
+    ``where`` and the stage (``stage[0]``, updated by the caller)."""
     try:
-        X_fit, y_fit, sw = X, y, sample_weight
-        if train_rows is not None:
-            X_fit, y_fit = _safe_indexing(X, train_rows), y[train_rows]
-            sw = None if sample_weight is None else sample_weight[train_rows]
-        if sw is None:
-            model.fit(X_fit, y_fit)
-        else:
-            model.fit(X_fit, y_fit, sample_weight=sw)
-        if predict is None:
-            return model
-        method, rows, classes, keep_model = predict
-        stage = method
-        features = meta_features(model, method, _safe_indexing(X, rows), classes, name)
-        return (model if keep_model else None), features
+        yield
     except Exception as exc:
         # a TypeError stays a TypeError (DataTypeError is both), as scikit-learn's checks expect
         error_type = DataTypeError if isinstance(exc, TypeError) else FusionrecError
         raise error_type(
-            f"{owner}: estimator {name!r} ({type(estimator).__name__}) failed in {where} ({stage}): "
+            f"{owner}: estimator {name!r} ({type(estimator).__name__}) failed in {where} ({stage[0]}): "
             f"{type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _fit_rows(estimator, X, y, sample_weight, train_rows):
+    """A clone of ``estimator`` fitted on ``train_rows`` (all rows when None)."""
+    model = clone(estimator)
+    X_fit, y_fit, sw = X, y, sample_weight
+    if train_rows is not None:
+        X_fit, y_fit = _safe_indexing(X, train_rows), y[train_rows]
+        sw = None if sample_weight is None else sample_weight[train_rows]
+    if sw is None:
+        model.fit(X_fit, y_fit)
+    else:
+        model.fit(X_fit, y_fit, sample_weight=sw)
+    return model
+
+
+def fit_clone(owner, name, where, estimator, X, y, sample_weight, train_rows):
+    """A clone of ``estimator`` fitted on ``train_rows`` (all rows when None); a failure is a
+    FusionrecError naming the ensemble, the estimator and ``where``."""
+    with _failure_named(owner, name, estimator, where, ["fit"]):
+        return _fit_rows(estimator, X, y, sample_weight, train_rows)
+
+
+def fit_and_predict(owner, name, where, estimator, X, y, sample_weight, train_rows, method, test_rows, classes,
+                    keep_model) -> FoldPrediction:  # fmt: skip
+    """A clone fitted on ``train_rows`` and its ``method`` meta-features on ``test_rows``
+    (the model is dropped unless ``keep_model``); failures named as in :func:`fit_clone`."""
+    stage = ["fit"]
+    with _failure_named(owner, name, estimator, where, stage):
+        model = _fit_rows(estimator, X, y, sample_weight, train_rows)
+        stage[0] = method
+        features = meta_features(model, method, _safe_indexing(X, test_rows), classes, name)
+        return FoldPrediction(model if keep_model else None, features)
 
 
 def meta_features(model, method: str, X, classes, name: str) -> np.ndarray:

@@ -17,7 +17,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils.validation import _num_samples
 
 from fusionrec.errors import FusionrecError
-from fusionrec.fusion._base import align_columns, label_positions, meta_features
+from fusionrec.fusion._base import align_columns, fit_and_predict, label_positions, meta_features
 
 
 @dataclass
@@ -84,35 +84,36 @@ def out_of_fold(fusion, names, estimators, methods, X, y, classes, splits, sampl
     n_rows = _num_samples(X)
     n_splits = len(splits)
     tasks = [
-        (name, f"fold {f + 1} of {n_splits}", est, X, y, sample_weight, train, (method, test, classes, keep_models))
+        (name, f"fold {f + 1} of {n_splits}", est, X, y, sample_weight, train, method, test, classes, keep_models)
         for name, est, method in zip(names, estimators, methods)
         for f, (train, test) in enumerate(splits)
     ]  # fmt: skip
-    results = fusion._fit_tasks(tasks)
+    results = fusion._run_parallel(fit_and_predict, tasks)
     counts = np.zeros(n_rows)
     for _, test in splits:
         counts[test] += 1
     features, fold_models = [], []
     for j in range(len(names)):
         chunk = results[j * n_splits : (j + 1) * n_splits]
-        width = chunk[0][1].shape[1]
+        width = chunk[0].features.shape[1]
         total = np.zeros((n_rows, width))
-        for (_, values), (_, test) in zip(chunk, splits):
+        for fold, (_, test) in zip(chunk, splits):
+            values = fold.features
             if values.shape[1] != width:
                 raise FusionrecError(f"{owner}: estimator {names[j]!r} gave {values.shape[1]} columns in one fold "
                                      f"and {width} in another")  # fmt: skip
             np.add.at(total, test, values)
         with np.errstate(invalid="ignore"):
             features.append(np.where(counts[:, None] > 0, total / counts[:, None], np.nan))
-        fold_models.append([model for model, _ in chunk])
+        fold_models.append([fold.model for fold in chunk])
     return OutOfFold(features, fold_models, counts > 0)
 
 
 class FoldAveragedModel(BaseEstimator):
     """The fold models of one base estimator, predicting together by averaging.
 
-    This is the document's way to make test-time meta-features: each fold model predicts the
-    test set and the predictions are averaged. Probabilities and decision values are aligned
+    This is how Datawhale's model-fusion notes (Task 5) make test-time meta-features: each
+    fold model predicts the test set and the predictions are averaged. Probabilities and decision values are aligned
     by class label first, so a fold that missed a class still averages correctly.
     """
 

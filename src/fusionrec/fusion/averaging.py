@@ -10,8 +10,11 @@ not a calibrated probability).
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from fusionrec.fusion._base import BaseFusion, align_columns
@@ -22,6 +25,15 @@ from fusionrec.fusion.weights import optimize_weights
 
 
 class _BaseAveraging(BaseFusion):
+    _parameter_constraints: dict = {
+        **BaseFusion._parameter_constraints,
+        "method": [StrOptions(set(METHODS))],
+        "weights": ["array-like", None, StrOptions({"optimize"})],
+        "metric": [None, str, callable],
+        "cv": ["cv_object"],
+        "power": [Real],
+    }
+
     def __init__(self, estimators, *, method="mean", weights=None, metric=None, cv=5, power=2.0, n_jobs=None,
                  verbose=0):  # fmt: skip
         self.estimators = estimators
@@ -38,13 +50,9 @@ class _BaseAveraging(BaseFusion):
         return self._guarded_fit(X, y, sample_weight, groups)
 
     def _fit(self, X, y, sample_weight, groups) -> None:
-        if self.method not in METHODS:
-            raise self._error(f"method={self.method!r}; use one of {list(METHODS)}")
         names, estimators = self._validate_estimators()
         classification = self._estimator_kind == "classifier"
         optimize = isinstance(self.weights, str)
-        if optimize and self.weights != "optimize":
-            raise self._error(f"weights={self.weights!r}; use None, a list of numbers, or 'optimize'")
         if self.weights is None and self.method == "weighted":
             raise self._error("method='weighted' needs weights: a list of numbers or 'optimize'")
         weights = np.full(len(names), 1.0 / len(names)) if optimize else self._fixed_weights()

@@ -2,10 +2,11 @@
 
 Every average here is a weighted quasi-arithmetic mean ``g⁻¹(Σ wᵢ g(pᵢ) / Σ wᵢ)``:
 ``g`` is the identity for ``mean``/``weighted``, ``log`` for ``geometric``, ``1/p`` for
-``harmonic``, ``p**power`` for ``power``, the log-odds for ``logit`` (the document's "log
-fusion") and the normalized rank for ``rank`` (whose result is a score in [0, 1], not a
-probability: it is meant for rank-judged metrics such as AUC). ``median`` is the weighted
-median. Models with weight 0 are left out before anything is computed.
+``harmonic``, ``p**power`` for ``power``, the log-odds for ``logit`` (the "log fusion" of
+Datawhale's model-fusion notes, Task 5) and the normalized rank for ``rank`` (whose result
+is a score in [0, 1], not a probability: it is meant for rank-judged metrics such as AUC).
+``median`` is the weighted median. Models with weight 0 are left out before anything is
+computed.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def vote(labels, weights=None) -> np.ndarray:
 def stack(train_predictions, y, test_predictions, final_estimator=None, *, sample_weight=None) -> np.ndarray:
     """Fit ``final_estimator`` on the models' training-set predictions and apply it to their test predictions.
 
-    This is the document's two-level stacking on prediction arrays. The training-set
+    This is the two-level stacking of Datawhale's model-fusion notes on prediction arrays. The training-set
     predictions should be out of fold (see :class:`fusionrec.fusion.StackingRegressor`),
     or the meta-model learns how much each model overfits. A classifier meta-model
     returns probabilities (the positive class's for a binary task).

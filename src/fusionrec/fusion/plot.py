@@ -47,7 +47,7 @@ def plot_decision_regions(models, X, y, path, *, resolution: int = 200, n_cols: 
     """One panel per fitted model on 2-D data: its predicted class over a grid, and the points.
 
     ``models`` maps names to fitted classifiers (base models and the ensemble alike), as in
-    the document's mlxtend example.
+    the mlxtend example of Datawhale's model-fusion notes (Task 5).
     """
     items = _named(models, "plot_decision_regions models")
     X = np.asarray(X, dtype=np.float64)

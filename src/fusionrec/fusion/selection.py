@@ -12,8 +12,11 @@ weights averaged, section 2.3), which guards against overfitting the selection.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -55,6 +58,18 @@ def greedy_selection(predictions: np.ndarray, y, scorer: Metric, *, n_iterations
 
 
 class _BaseEnsembleSelection(BaseFusion):
+    _parameter_constraints: dict = {
+        **BaseFusion._parameter_constraints,
+        "metric": [None, str, callable],
+        "n_iterations": [Interval(Integral, 1, None, closed="left")],
+        "n_init": [Interval(Integral, 0, None, closed="left")],
+        "n_bags": [Interval(Integral, 1, None, closed="left")],
+        "bag_fraction": [Interval(Real, 0, 1, closed="right")],
+        "cv": ["cv_object"],
+        "test_features": [StrOptions(set(TEST_FEATURES))],
+        "random_state": ["random_state"],
+    }
+
     def __init__(self, estimators, *, metric=None, n_iterations=50, n_init=0, n_bags=1, bag_fraction=0.5, cv=5,
                  test_features="fold_mean", random_state=None, n_jobs=None, verbose=0):  # fmt: skip
         self.estimators = estimators
@@ -74,16 +89,8 @@ class _BaseEnsembleSelection(BaseFusion):
         return self._guarded_fit(X, y, sample_weight, groups)
 
     def _check_params(self, n_models: int) -> None:
-        for name, low in (("n_iterations", 1), ("n_bags", 1), ("n_init", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-                raise self._error(f"{name}={value!r}; use an integer >= {low}")
         if self.n_init > n_models:
             raise self._error(f"n_init={self.n_init} is more than the {n_models} models in the library")
-        if not (isinstance(self.bag_fraction, float | int) and 0 < self.bag_fraction <= 1):
-            raise self._error(f"bag_fraction={self.bag_fraction!r}; use a fraction in (0, 1]")
-        if self.test_features not in TEST_FEATURES:
-            raise self._error(f"test_features={self.test_features!r}; use one of {list(TEST_FEATURES)}")
 
     def _fit(self, X, y, sample_weight, groups) -> None:
         names, estimators = self._validate_estimators()

@@ -1,13 +1,14 @@
 """Stacking and blending: a final estimator fitted on the base models' out-of-fold predictions.
 
-Stacking (Wolpert 1992; the document's "5-Fold Stacking"): every base estimator is fitted on
-k-1 folds and predicts the k-th, which gives each training row a meta-feature from a model
-that never saw it. The final estimator learns on those. At test time the meta-features come
-from the average of the k fold models (``test_features="fold_mean"``, the document's way) or
-from each base estimator refitted on all rows (``"refit"``, scikit-learn's way).
+Stacking (Wolpert 1992; the "5-Fold Stacking" of Datawhale's model-fusion notes, Task 5):
+every base estimator is fitted on k-1 folds and predicts the k-th, which gives each training
+row a meta-feature from a model that never saw it. The final estimator learns on those. At
+test time the meta-features come from the average of the k fold models
+(``test_features="fold_mean"``, as those notes do) or from each base estimator refitted on
+all rows (``"refit"``, scikit-learn's way).
 
-Blending (the document's holdout variant) is the same with one split: base models learn on
-one part, the final estimator on their predictions for the held-out part.
+Blending (the notes' holdout variant) is the same with one split: base models learn on one
+part, the final estimator on their predictions for the held-out part.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sklearn.base import ClassifierMixin, RegressorMixin, TransformerMixin, clon
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import train_test_split
 from sklearn.utils import _safe_indexing
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_array, check_is_fitted
 
@@ -39,7 +41,19 @@ def _final_has(method: str):
     return check
 
 
+_REGRESSION_STACK_METHODS = [StrOptions({"auto", "predict"})]
+
+
 class _BaseStacking(TransformerMixin, BaseFusion):
+    _parameter_constraints: dict = {
+        **BaseFusion._parameter_constraints,
+        "final_estimator": [None, HasMethods("fit")],
+        "cv": ["cv_object", StrOptions({"prefit"})],
+        "stack_method": [StrOptions(set(STACK_METHODS))],
+        "passthrough": ["boolean"],
+        "test_features": [StrOptions(set(TEST_FEATURES))],
+    }
+
     def __init__(self, estimators, final_estimator=None, *, cv=None, stack_method="auto", passthrough=False,
                  test_features="fold_mean", n_jobs=None, verbose=0):  # fmt: skip
         self.estimators = estimators
@@ -90,19 +104,7 @@ class _BaseStacking(TransformerMixin, BaseFusion):
         self._check_methods([name], [estimator], self.stack_method)
         return self.stack_method
 
-    def _check_params(self) -> None:
-        allowed = STACK_METHODS if self._estimator_kind == "classifier" else ("auto", "predict")
-        if self.stack_method not in allowed:
-            raise self._error(f"stack_method={self.stack_method!r}; use one of {list(allowed)}")
-        if self._test_features() not in TEST_FEATURES:
-            raise self._error(f"test_features={self.test_features!r}; use one of {list(TEST_FEATURES)}")
-        if not isinstance(self.passthrough, bool | np.bool_):
-            raise self._error(f"passthrough={self.passthrough!r}; use True or False")
-        if not hasattr(self._final_estimator_template(), "fit"):
-            raise self._error(f"final_estimator={self.final_estimator!r} has no fit method")
-
     def _fit(self, X, y, sample_weight, groups) -> None:
-        self._check_params()
         names, estimators = self._validate_estimators()
         X, y, classes = self._check_Xy(X, y)
         n_rows = len(y)
@@ -235,12 +237,21 @@ class StackingRegressor(RegressorMixin, _BaseStacking):
     """
 
     _estimator_kind = "regressor"
+    _parameter_constraints: dict = {**_BaseStacking._parameter_constraints, "stack_method": _REGRESSION_STACK_METHODS}
 
     def _default_final_estimator(self):
         return RidgeCV()
 
 
 class _BaseBlending(_BaseStacking):
+    _parameter_constraints: dict = {
+        **{name: rule for name, rule in _BaseStacking._parameter_constraints.items() if name not in ("cv", "test_features")},
+        "holdout_size": [Interval(numbers.Real, 0, 1, closed="neither"), Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "splitter": [None, HasMethods("split")],
+        "random_state": ["random_state"],
+    }
+
     def __init__(self, estimators, final_estimator=None, *, holdout_size=0.2, shuffle=True, splitter=None,
                  stack_method="auto", passthrough=False, random_state=None, n_jobs=None, verbose=0):  # fmt: skip
         self.estimators = estimators
@@ -310,7 +321,7 @@ class _FirstSplit:
 
 
 class BlendingClassifier(_ClassifierOutputs, ClassifierMixin, _BaseBlending):
-    """Holdout blending for classification (the document's Blending).
+    """Holdout blending for classification (the Blending of Datawhale's model-fusion notes).
 
     Base estimators are fitted on the training part; the final estimator (LogisticRegression
     by default) on their predictions for the holdout part, which is ``holdout_size`` of the
@@ -328,6 +339,7 @@ class BlendingRegressor(RegressorMixin, _BaseBlending):
     """Holdout blending for regression; see :class:`BlendingClassifier`. Final estimator RidgeCV()."""
 
     _estimator_kind = "regressor"
+    _parameter_constraints: dict = {**_BaseBlending._parameter_constraints, "stack_method": _REGRESSION_STACK_METHODS}
 
     def _default_final_estimator(self):
         return RidgeCV()

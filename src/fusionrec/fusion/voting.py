@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import ClassifierMixin
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
@@ -33,6 +34,11 @@ class VotingClassifier(ClassifierMixin, BaseFusion):
     """
 
     _estimator_kind = "classifier"
+    _parameter_constraints: dict = {
+        **BaseFusion._parameter_constraints,
+        "voting": [StrOptions({"hard", "soft"})],
+        "weights": ["array-like", None],
+    }
 
     def __init__(self, estimators, *, voting="hard", weights=None, n_jobs=None, verbose=0):
         self.estimators = estimators
@@ -45,8 +51,6 @@ class VotingClassifier(ClassifierMixin, BaseFusion):
         return self._guarded_fit(X, y, sample_weight)
 
     def _fit(self, X, y, sample_weight) -> None:
-        if self.voting not in ("hard", "soft"):
-            raise self._error(f"voting={self.voting!r}; use 'hard' or 'soft'")
         names, estimators = self._validate_estimators()
         weights = self._fixed_weights()
         if self.voting == "soft":
