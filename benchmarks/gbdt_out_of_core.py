@@ -99,7 +99,7 @@ def child(mode: str, paths: list[Path], test: Path, rounds: int, depth: int, wor
     start = time.perf_counter()
     if mode.startswith("fusionrec"):
         from fusionrec.gbdt.dataset import Dataset
-        from fusionrec.gbdt.external import ExternalDataset
+        from fusionrec.gbdt.outofcore.external import ExternalDataset
         from fusionrec.gbdt.training import train
 
         fusion_params = {k: v for k, v in params.items() if k != "nthread"}

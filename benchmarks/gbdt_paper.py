@@ -121,7 +121,7 @@ def child(task: str, spec: dict) -> dict:
 
         params.setdefault("n_jobs", spec.get("threads", 2))
         if spec.get("batch") is not None:
-            import fusionrec.gbdt.exact_finder as exact_finder
+            import fusionrec.gbdt.finders.exact as exact_finder
 
             exact_finder.CACHE_AWARE_BATCH = int(spec["batch"])
     if task == "dense":

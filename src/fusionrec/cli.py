@@ -101,11 +101,12 @@ def _parse_params(items: list[str]) -> dict:
 def _gbdt_train(args) -> int:
     from fusionrec._atomic import check_writable_file
     from fusionrec.gbdt import Dataset, train
+    from fusionrec.gbdt.params import dataset_max_bin
 
     check_writable_file(args.model_out, "--model-out")
     params = _parse_params(args.param)
     table, y = _split_label(_checked_numeric(_read_table(args.train), args.train), args.label, args.train)
-    dtrain = Dataset(table, y, max_bin=int(params.get("max_bin", 256)))
+    dtrain = Dataset(table, y, max_bin=dataset_max_bin(params))
     evals = [(dtrain, "train")]
     if args.valid:
         valid_table, valid_y = _split_label(_checked_numeric(_read_table(args.valid), args.valid), args.label, args.valid)

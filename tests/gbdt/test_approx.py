@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt import Dataset, train
-from fusionrec.gbdt.approx_finder import n_candidate_bins
+from fusionrec.gbdt.finders.approx import n_candidate_bins
 
 PARAMS = {"objective": "binary:logistic", "max_depth": 5, "tree_method": "approx", "base_score": 0.5}
 

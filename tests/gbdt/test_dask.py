@@ -17,7 +17,7 @@ import pytest
 from fusionrec.callbacks import TrainingCallback
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt import Dataset, train
-from fusionrec.gbdt.remote import InProcessData, train_sharded
+from fusionrec.gbdt.distributed.remote import InProcessData, train_sharded
 from fusionrec.gbdt.sketch import WeightedQuantileSketch, sketch_cuts
 
 

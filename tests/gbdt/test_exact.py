@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import fusionrec.gbdt.exact_finder as exact_finder
+import fusionrec.gbdt.finders.exact as exact_finder
 from fusionrec.gbdt import Dataset, train
 from fusionrec.gbdt.column_block import ColumnBlock
 

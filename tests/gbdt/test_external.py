@@ -12,10 +12,10 @@ import pytest
 import scipy.sparse as sp
 
 from fusionrec.errors import FusionrecError
-from fusionrec.gbdt import external
+from fusionrec.gbdt.outofcore import external
 from fusionrec.gbdt.binning import compute_cuts
 from fusionrec.gbdt.dataset import Dataset
-from fusionrec.gbdt.external import ExternalDataset
+from fusionrec.gbdt.outofcore.external import ExternalDataset
 
 
 def data(seed=0, n=5000):
@@ -177,7 +177,7 @@ LIVE_ELSEWHERE = """
 import os, sys, time
 import numpy as np
 os.getpid = lambda: 4_000_000_001  # a PID that names no process here, as from another container's namespace
-from fusionrec.gbdt.external import ExternalDataset
+from fusionrec.gbdt.outofcore.external import ExternalDataset
 rng = np.random.default_rng(0)
 ds = ExternalDataset([(rng.normal(size=(3000, 4)), rng.integers(0, 2, 3000).astype(float))], page_rows=1000, cache_dirs=sys.argv[1])
 print("ready", flush=True)

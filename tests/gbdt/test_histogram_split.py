@@ -174,12 +174,13 @@ def test_best_split_matches_brute_force(rng, lam, alpha, mds, mcw):
     codes[rng.random(codes.shape) < 0.15] = MISSING_CODE
     gh = np.column_stack([rng.normal(size=n_rows) + codes[:, 1] * 0.05, rng.random(n_rows)]).astype(np.float32)
     hist = compact(build(codes, np.arange(n_rows, dtype=np.int32), np.ascontiguousarray(gh), features), features)
-    offsets, bins, missing = histogram_layout(features, N_BINS, compact=True)
+    layout = histogram_layout(features, N_BINS, compact=True)
+    offsets = layout.offsets
     parts = [hist[offsets[k] : offsets[k + 1]] for k in range(len(features))]
     sum_g, sum_h = parts[0].sum(axis=0)
     for n_chunks in (1, 3, 64):  # the chunking of features never changes the answer
         out = np.empty(n_chunks, CANDIDATE_DTYPE)
-        find_best_split(hist, offsets, bins, missing, np.ones(len(features), np.uint8), sum_g, sum_h, Regularization(lam, alpha, mds, mcw), out)
+        find_best_split(hist, layout, np.ones(len(features), np.uint8), sum_g, sum_h, Regularization(lam, alpha, mds, mcw), out)
         best = out[int(np.argmax(out["gain"]))]
         gain, where = naive_best_split(parts, lam, alpha, mds, mcw)
         assert best["gain"] == pytest.approx(gain, rel=1e-9)

@@ -214,3 +214,20 @@ def test_continuation_accepts_aliases_of_saved_parameters(rng):
     first = train({"eta": 0.1}, Dataset(X, y), 2)
     more = train({"eta": 0.05}, Dataset(X, y), 2, xgb_model=first)
     assert more.params["learning_rate"] == 0.05 and more.num_boosted_rounds() == 4
+
+
+def test_the_dataset_owns_max_bin_and_a_differing_parameter_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((400, 3))
+    y = X[:, 0] + 0.1 * rng.random(400)
+    # hist splits on the Dataset's bins: another max_bin in the parameters is an error naming both (as XGBoost)
+    with pytest.raises(FusionrecError, match=r"max_bin=16 differs from the training Dataset's max_bin=256"):
+        train({"max_bin": 16}, Dataset(X, y), 2)
+    # unset, the parameters take the Dataset's, so the saved model says what it was trained on
+    booster = train({}, Dataset(X, y, max_bin=16), 2)
+    booster.save_model(str(tmp_path / "m.json"))
+    loaded = Booster.load_model(str(tmp_path / "m.json"))
+    assert loaded.params["max_bin"] == loaded.max_bin == 16
+    assert all(len(cuts) <= 15 for cuts in loaded.cuts)
+    # approx reads max_bin as its candidates per tree, not the Dataset's bins
+    assert train({"max_bin": 16, "tree_method": "approx"}, Dataset(X, y), 2).params["max_bin"] == 16

@@ -9,6 +9,7 @@ scikit-learn.
 from fusionrec.callbacks import EarlyStopping, EvaluationMonitor, TrainingCallback
 from fusionrec.gbdt.booster import Booster
 from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.outofcore.external import ExternalDataset
 from fusionrec.gbdt.training import train
 
 _ESTIMATORS = ("GBDTClassifier", "GBDTRanker", "GBDTRegressor")
@@ -24,4 +25,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'fusionrec.gbdt' has no attribute {name!r}")
 
 
-__all__ = ["GBDTClassifier", "GBDTRanker", "GBDTRegressor", "Booster", "Dataset", "train", "TrainingCallback", "EarlyStopping", "EvaluationMonitor"]
+__all__ = ["GBDTClassifier", "GBDTRanker", "GBDTRegressor", "Booster", "Dataset", "ExternalDataset", "train", "TrainingCallback", "EarlyStopping", "EvaluationMonitor"]

@@ -19,3 +19,23 @@ def parallel_and_serial(function):
     twin.__qualname__ = function.__qualname__ + "_serial"  # its own cache file
     twin.__doc__ = function.__doc__
     return njit(parallel=True, cache=True, nogil=True)(function), njit(cache=True, nogil=True)(twin)
+
+
+class numba_threads:
+    """Run numba kernels with ``n`` threads, restoring the previous count afterwards."""
+
+    def __init__(self, n_jobs):
+        from fusionrec.gbdt.params import effective_n_threads
+
+        self.n = effective_n_threads(n_jobs)
+
+    def __enter__(self):
+        import numba
+
+        self.previous = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
+
+    def __exit__(self, *exc):
+        import numba
+
+        numba.set_num_threads(self.previous)

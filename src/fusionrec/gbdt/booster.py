@@ -12,35 +12,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fusionrec.errors import FusionrecError
-from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, dense_with_nan as _dense_with_nan, to_feature_matrix
-from fusionrec.gbdt.dataset import Dataset
-from fusionrec.gbdt.external import ExternalDataset
+from fusionrec.gbdt._jit import numba_threads
 from fusionrec.gbdt.boosting import BoostingRound
+from fusionrec.gbdt.data import check_feature_names
+from fusionrec.gbdt.dataset import Dataset
+from fusionrec.gbdt.outofcore.external import ExternalDataset
+from fusionrec.gbdt.inspection import dump_trees, feature_importances, importance_by_name
 from fusionrec.gbdt.metric import check_metric_fits, evaluate
 from fusionrec.gbdt.model_io import ModelState, read_file, read_state, save, to_json_bytes
 from fusionrec.gbdt.objective import Objective, make_objective
-from fusionrec.gbdt.params import effective_n_threads, metric_names, n_classes_of, resolve_params
-from fusionrec.gbdt.tree import Forest, Tree, add_forest_margin, predict_leaf_dense
-
-IMPORTANCE_TYPES = ("weight", "gain", "cover", "total_gain", "total_cover")
-
-
-class _threads:
-    """Run numba kernels with ``n`` threads, restoring the previous count afterwards."""
-
-    def __init__(self, n_jobs):
-        self.n = effective_n_threads(n_jobs)
-
-    def __enter__(self):
-        import numba
-
-        self.previous = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
-
-    def __exit__(self, *exc):
-        import numba
-
-        numba.set_num_threads(self.previous)
+from fusionrec.gbdt.params import MAX_BIN, metric_names, n_classes_of, resolve_params
+from fusionrec.gbdt.predictor import predict
+from fusionrec.gbdt.tree import Forest, Tree, add_forest_margin
 
 
 class Booster:
@@ -59,7 +42,7 @@ class Booster:
         self.feature_names: list[str] | None = None
         self.feature_types: list[str] | None = None
         self.cuts: list[np.ndarray] = []
-        self.max_bin = int(self.params["max_bin"])
+        self.max_bin = int(self.params["max_bin"] or MAX_BIN)  # the training Dataset's, once bound
         self.best_iteration: int | None = None
         self.best_score: float | None = None
         self.rng = np.random.default_rng(int(self.params["random_state"]))
@@ -121,10 +104,26 @@ class Booster:
             self.feature_types = list(dtrain.feature_types)
         else:
             check_feature_names(self.feature_names, dtrain.feature_names, self.n_features, dtrain.n_features, "dtrain")
+        self._bind_max_bin(dtrain.max_bin)
         self.cuts = list(dtrain.cuts)
-        self.max_bin = dtrain.max_bin
         for name in metric_names(self.params):
             check_metric_fits(name, self.n_groups, str(self.params["objective"]))
+
+    def _bind_max_bin(self, dataset_max_bin: int) -> None:
+        """The Dataset owns max_bin (it bins once, when built). A params max_bin that differs is
+        an error where the Dataset's bins are the split candidates (hist), as XGBoost refuses
+        an inconsistent max_bin; approx reads it as its candidates per tree; unset, it is the
+        Dataset's, so that the saved parameters say what was trained."""
+        given = self.params["max_bin"]
+        if given is None:
+            self.params["max_bin"] = int(dataset_max_bin)
+        elif given != dataset_max_bin and self.params["tree_method"] in ("hist", "auto"):
+            raise FusionrecError(
+                f"parameter max_bin={given} differs from the training Dataset's max_bin={dataset_max_bin}: "
+                f"tree_method={self.params['tree_method']!r} splits on the Dataset's bins, made when it was built; "
+                f"build it with Dataset(..., max_bin={given}) or leave max_bin out of the parameters"
+            )
+        self.max_bin = int(dataset_max_bin)
 
     def base_margin(self) -> np.ndarray:
         return self.objective.base_margin(float(self.base_score if self.base_score is not None else 0.0))
@@ -167,7 +166,7 @@ class Booster:
             self.set_objective(fobj)
         if self._margin_cache.get(id(dtrain), (None,))[0] is not dtrain:
             self._configure(dtrain)
-        with _threads(self.params["n_jobs"]):
+        with numba_threads(self.params["n_jobs"]):
             self._update(dtrain)
 
     def _update(self, dtrain: Dataset) -> None:
@@ -202,7 +201,7 @@ class Booster:
         for dataset, name in evals:
             if dataset.label is None:
                 raise FusionrecError(f"evals: data set {name!r} has no label")
-            with _threads(self.params["n_jobs"]):
+            with numba_threads(self.params["n_jobs"]):
                 margin = self._cached_margin(dataset)
             results[name] = self.metrics_of(margin, dataset, feval)
         return results
@@ -229,27 +228,7 @@ class Booster:
                 row[str(metric)] = float(value)
         return row
 
-    # -- prediction ---------------------------------------------------------------------------
-    def _matrix(self, data: Any, validate_features: bool = True) -> FeatureMatrix:
-        if self.n_features is None:
-            raise FusionrecError("this Booster has no trees yet: train it or load a model first")
-        if isinstance(data, Dataset):
-            matrix = data.raw
-        else:
-            matrix = to_feature_matrix(data, "data")
-        expected = self.feature_names if validate_features else None
-        check_feature_names(expected, matrix.feature_names, self.n_features, matrix.n_features, "data")
-        return matrix
-
-    def _round_range(self, iteration_range: tuple[int, int] | None) -> tuple[int, int]:
-        n_rounds = self.num_boosted_rounds()
-        if iteration_range is None or tuple(iteration_range) == (0, 0):
-            return 0, n_rounds
-        start, end = (int(v) for v in iteration_range)
-        if not 0 <= start < end <= n_rounds:
-            raise FusionrecError(f"iteration_range={tuple(iteration_range)}: must satisfy 0 <= start < end <= {n_rounds}")
-        return start, end
-
+    # -- prediction (fusionrec.gbdt.predictor) ------------------------------------------------
     def predict(
         self,
         data: Any,
@@ -259,100 +238,23 @@ class Booster:
         iteration_range: tuple[int, int] | None = None,
         validate_features: bool = True,
     ) -> np.ndarray:
-        """Predictions for ``data``: values, margins, leaf indices or SHAP contributions.
+        """Predictions for ``data``: values, margins, leaf indices or SHAP contributions
+        (see :func:`fusionrec.gbdt.predictor.predict`)."""
+        return predict(self, data, output_margin=output_margin, pred_leaf=pred_leaf, pred_contribs=pred_contribs,
+                       iteration_range=iteration_range, validate_features=validate_features)  # fmt: skip
 
-        ``pred_contribs`` gives exact TreeSHAP contributions of shape (n, n_features + 1)
-        (or (n, n_groups, n_features + 1)); the last column is the bias, and each row
-        sums to the margin.
-        """
-        matrix = self._matrix(data, validate_features)
-        start, end = self._round_range(iteration_range)
-        forest = self.forest(start, end)
-        with _threads(self.params["n_jobs"]):
-            if pred_leaf:
-                out = np.zeros((matrix.n_rows, forest.tree_start.shape[0]), dtype=np.int32)
-                chunk = 65536  # sparse rows are densified (absent -> NaN) a chunk at a time, never whole
-                for start in range(0, matrix.n_rows, chunk if matrix.is_sparse else max(matrix.n_rows, 1)):
-                    part = matrix.values[start : start + chunk] if matrix.is_sparse else matrix.values
-                    values = _dense_with_nan(part) if matrix.is_sparse else part
-                    predict_leaf_dense(
-                        values, forest.feature, forest.threshold, forest.left, forest.right, forest.default_left,
-                        forest.tree_start, out[start : start + values.shape[0]],
-                    )  # fmt: skip
-                return out
-            if pred_contribs:
-                from fusionrec.gbdt.shap import tree_shap
-
-                contribs = tree_shap(matrix, forest, self.n_features, self.base_margin() if start == 0 else np.zeros(self.n_groups))
-                return contribs[:, 0, :] if self.n_groups == 1 else contribs
-            base = self.base_margin() if start == 0 else np.zeros(self.n_groups)
-            margin = np.tile(base, (matrix.n_rows, 1))
-            add_forest_margin(matrix.values, forest, margin)
-        if output_margin:
-            return margin[:, 0] if self.n_groups == 1 else margin
-        return self.objective.transform(margin)
-
-    # -- inspection --------------------------------------------------------------------------
+    # -- inspection (fusionrec.gbdt.inspection) ----------------------------------------------
     def get_score(self, importance_type: str = "weight") -> dict[str, float]:
         """Importance per used feature name: split count, mean/total gain or cover."""
-        if importance_type not in IMPORTANCE_TYPES:
-            raise FusionrecError(f"importance_type={importance_type!r}: must be one of {IMPORTANCE_TYPES}")
-        scores = self.feature_importances(importance_type)
-        names = self.feature_names or [f"f{i}" for i in range(self.n_features or 0)]
-        return {names[i]: float(v) for i, v in enumerate(scores) if v > 0}
+        return importance_by_name(self.trees, self.n_features or 0, self.feature_names, importance_type)
 
     def feature_importances(self, importance_type: str = "gain") -> np.ndarray:
         """Dense importance vector over all features (zeros for unused ones)."""
-        if importance_type not in IMPORTANCE_TYPES:
-            raise FusionrecError(f"importance_type={importance_type!r}: must be one of {IMPORTANCE_TYPES}")
-        n = self.n_features or 0
-        count = np.zeros(n)
-        gain = np.zeros(n)
-        cover = np.zeros(n)
-        for tree in self.trees:
-            internal = tree.feature >= 0
-            np.add.at(count, tree.feature[internal], 1.0)
-            np.add.at(gain, tree.feature[internal], tree.gain[internal])
-            np.add.at(cover, tree.feature[internal], tree.cover[internal])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            table = {
-                "weight": count,
-                "total_gain": gain,
-                "total_cover": cover,
-                "gain": np.where(count > 0, gain / np.maximum(count, 1), 0.0),
-                "cover": np.where(count > 0, cover / np.maximum(count, 1), 0.0),
-            }
-        return table[importance_type]
+        return feature_importances(self.trees, self.n_features or 0, importance_type)
 
     def dump_model(self, path: str | None = None, with_stats: bool = False) -> list[str]:
         """Text dump, one string per tree (``x <= threshold`` goes to ``yes``)."""
-        names = self.feature_names or [f"f{i}" for i in range(self.n_features or 0)]
-        dumps = []
-        for t, tree in enumerate(self.trees):
-            lines = [f"booster[{t}]:"]
-            depth = np.zeros(tree.n_nodes, dtype=np.int64)
-            stack = [0]
-            while stack:
-                i = stack.pop()
-                pad = "\t" * depth[i]
-                stats = f",cover={tree.cover[i]:.6g}" if with_stats else ""
-                if tree.feature[i] < 0:
-                    lines.append(f"{pad}{i}:leaf={tree.value[i]:.9g}{stats}")
-                    continue
-                missing = tree.left[i] if tree.default_left[i] else tree.right[i]
-                gain = f",gain={tree.gain[i]:.6g}" if with_stats else ""
-                lines.append(
-                    f"{pad}{i}:[{names[tree.feature[i]]}<={tree.threshold[i]:.9g}] "
-                    f"yes={tree.left[i]},no={tree.right[i]},missing={missing}{gain}{stats}"
-                )
-                depth[tree.left[i]] = depth[tree.right[i]] = depth[i] + 1
-                stack.extend((tree.right[i], tree.left[i]))
-            dumps.append("\n".join(lines))
-        if path is not None:
-            from fusionrec._atomic import atomic_write_bytes
-
-            atomic_write_bytes(path, ("\n".join(dumps) + "\n").encode(), checksum=False)
-        return dumps
+        return dump_trees(self.trees, self.n_features or 0, self.feature_names, path, with_stats)
 
     # -- persistence ---------------------------------------------------------------------------
     def state(self) -> ModelState:

@@ -14,7 +14,7 @@ import numpy as np
 
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.dataset import Dataset
-from fusionrec.gbdt.external import ExternalDataset
+from fusionrec.gbdt.outofcore.external import ExternalDataset
 from fusionrec.gbdt.grower import FeatureSampler, SplitFinder, TreeGrower, Workspace, add_leaf_values
 from fusionrec.gbdt.objective import Objective, weighted_quantile
 from fusionrec.gbdt.split import Regularization
@@ -28,18 +28,18 @@ def make_split_finder(params: dict[str, Any], dtrain: Dataset) -> SplitFinder:
     if isinstance(dtrain, ExternalDataset):
         if method not in ("hist", "auto"):
             raise FusionrecError(f"tree_method={method!r}: out-of-core data (ExternalDataset) trains with tree_method='hist'")
-        from fusionrec.gbdt.paged_finder import PagedHistogramSplitFinder
+        from fusionrec.gbdt.finders.paged import PagedHistogramSplitFinder
 
         return PagedHistogramSplitFinder(dtrain, reg)
     if method == "exact":
-        from fusionrec.gbdt.exact_finder import ExactSplitFinder
+        from fusionrec.gbdt.finders.exact import ExactSplitFinder
 
         return ExactSplitFinder(dtrain.column_block, dtrain.values_by_feature, reg)
     if method == "approx":
-        from fusionrec.gbdt.approx_finder import make_approx_finder
+        from fusionrec.gbdt.finders.approx import make_approx_finder
 
         return make_approx_finder(dtrain, reg, params)
-    from fusionrec.gbdt.hist_finder import HistogramSplitFinder
+    from fusionrec.gbdt.finders.hist import HistogramSplitFinder
 
     return HistogramSplitFinder(dtrain.codes, dtrain.codes_by_feature, dtrain.n_bins_per_feature, dtrain.cuts, reg)
 

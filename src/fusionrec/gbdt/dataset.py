@@ -16,6 +16,7 @@ import numpy as np
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.binning import apply_cuts, compute_cuts, pack_cuts
 from fusionrec.gbdt.data import FeatureMatrix, check_feature_names, check_label, check_weight, group_pointer, to_feature_matrix
+from fusionrec.gbdt.params import MAX_BIN, check_max_bin
 
 
 class Dataset:
@@ -41,7 +42,7 @@ class Dataset:
         label: Any = None,
         weight: Any = None,
         *,
-        max_bin: int = 256,
+        max_bin: int = MAX_BIN,
         reference: Any = None,
         feature_names: Sequence[str] | None = None,
         bin_construct_sample_cnt: int = 200_000,
@@ -49,8 +50,7 @@ class Dataset:
         group: Any = None,
         qid: Any = None,
     ):
-        if not isinstance(max_bin, (int, np.integer)) or isinstance(max_bin, bool) or not 2 <= max_bin <= 256:
-            raise FusionrecError(f"parameter max_bin={max_bin!r}: must be an integer in [2, 256]")
+        check_max_bin(max_bin)
         matrix = data if isinstance(data, FeatureMatrix) else to_feature_matrix(data, "data")
         if feature_names is not None:
             feature_names = [str(n) for n in feature_names]

@@ -2,7 +2,7 @@
 
 The grower keeps each node's rows as a contiguous segment of one ``rows`` array, split
 stably into the other buffer of a pair when the node splits. Which split a node takes is
-the split finder's business (``hist_finder``, ``exact_finder``, ``approx_finder``): the
+the split finder's business (``finders.hist``, ``finders.exact``, ``finders.approx``): the
 grower only asks for the best splits of a set of nodes and for which rows go left.
 Children that cannot split further (depth limit, too little hessian) are never asked about.
 

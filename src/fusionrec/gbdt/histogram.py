@@ -24,6 +24,8 @@ other child's (the subtraction trick), so only the smaller child is built.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
@@ -48,17 +50,25 @@ def use_compact_layout(n_bins: np.ndarray, sparse: bool) -> bool:
     return sparse or 2 * int((n_bins.astype(np.int64) + 1).sum()) <= n_bins.shape[0] * N_CODES
 
 
-def histogram_layout(features: np.ndarray, n_bins: np.ndarray, compact: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(offsets (len(features) + 1,) int64, value bins per tree feature int32, missing slot
-    per tree feature int64): feature k's value bins are slots offsets[k] .. offsets[k] +
-    bins[k] - 1; ``compact`` packs the features (sparse codes), else each takes N_CODES."""
+class HistogramLayout(NamedTuple):
+    """Where each of a tree's features sits in a histogram: feature k's value bins are slots
+    ``offsets[k] .. offsets[k] + bins[k] - 1`` and its missing values' slot is ``missing[k]``."""
+
+    offsets: np.ndarray  # (n_tree_features + 1,) int64; offsets[-1] is the number of slots
+    bins: np.ndarray  # (n_tree_features,) int32: value bins
+    missing: np.ndarray  # (n_tree_features,) int64: the missing slot
+
+
+def histogram_layout(features: np.ndarray, n_bins: np.ndarray, compact: bool) -> HistogramLayout:
+    """The layout of the tree features ``features``: ``compact`` packs them (sparse codes),
+    else each takes N_CODES slots."""
     bins = n_bins[features].astype(np.int32)
     offsets = np.zeros(features.shape[0] + 1, np.int64)
     if compact:
         np.cumsum(bins.astype(np.int64) + 1, out=offsets[1:])
-        return offsets, bins, offsets[:-1] + bins
+        return HistogramLayout(offsets, bins, offsets[:-1] + bins)
     offsets[:] = np.arange(features.shape[0] + 1, dtype=np.int64) * N_CODES
-    return offsets, bins, offsets[:-1] + MISSING_CODE
+    return HistogramLayout(offsets, bins, offsets[:-1] + MISSING_CODE)
 
 
 def new_histogram(n_slots: int) -> np.ndarray:

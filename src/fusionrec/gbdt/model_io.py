@@ -28,7 +28,7 @@ import numpy as np
 from fusionrec import __version__
 from fusionrec._atomic import atomic_write_bytes, verify_sidecar
 from fusionrec.errors import FusionrecError, ModelFileError
-from fusionrec.gbdt.params import OBJECTIVES, RULES, n_classes_of, resolve_params
+from fusionrec.gbdt.params import MAX_BIN_RULE, OBJECTIVES, RULES, is_max_bin, n_classes_of, resolve_params
 from fusionrec.gbdt.split import NO_SPLIT_BIN
 from fusionrec.gbdt.tree import THRESHOLD_ALL, Tree
 
@@ -212,8 +212,8 @@ def read_state(raw: bytes, source: str = "<bytes>") -> ModelState:
     if len(trees_doc) % n_groups:
         fail(f"{len(trees_doc)} trees is not a whole number of rounds of {n_groups}")
     max_bin = doc["max_bin"]
-    if not isinstance(max_bin, int) or isinstance(max_bin, bool) or not 2 <= max_bin <= 256:
-        fail(f"max_bin {max_bin!r} is not an integer in [2, 256]")
+    if not isinstance(max_bin, int) or not is_max_bin(max_bin):
+        fail(f"max_bin {max_bin!r} is not {MAX_BIN_RULE}")
     trees = [_check_tree(t, i, n_features, cuts, fail) for i, t in enumerate(trees_doc)]
     for i, g in enumerate(tree_group):
         if g != i % n_groups:

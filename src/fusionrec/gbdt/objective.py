@@ -94,6 +94,16 @@ class Objective:
         """What metrics are computed on: probabilities for classifiers, predictions otherwise."""
         return self.transform(margin)
 
+    def class_probabilities(self, margin: np.ndarray) -> np.ndarray:
+        """(n, n_classes) class probabilities from margins (n, n_groups): a classification
+        objective's own (two columns for a binary one); any other (a custom objective) is read
+        through XGBoost's classifier links, the logistic for one output and softmax for several."""
+        if self.is_classification:
+            proba = self.metric_input(margin)
+        else:
+            proba = expit(margin[:, 0]) if margin.shape[1] == 1 else softmax(margin, axis=1)
+        return np.column_stack([1.0 - proba, proba]) if proba.ndim == 1 else proba
+
     @staticmethod
     def _pack(g: np.ndarray, h: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if w is not None:

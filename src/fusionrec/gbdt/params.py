@@ -14,6 +14,26 @@ from typing import Any, Callable
 
 from fusionrec.errors import FusionrecError
 
+MAX_BIN = 256  # a Dataset's default and largest max_bin: 255 value bins plus the missing code
+MAX_BIN_RULE = "an integer in [2, 256]"
+
+
+def is_max_bin(value: Any) -> bool:
+    """Whether ``value`` is a valid ``max_bin``: an integer in [2, MAX_BIN] (codes are uint8)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 2 <= value <= MAX_BIN
+
+
+def check_max_bin(value: Any) -> int:
+    """``value`` as an int when it is a valid ``max_bin``; otherwise an error naming the rule."""
+    if not is_max_bin(value):
+        raise FusionrecError(f"parameter max_bin={value!r}: must be {MAX_BIN_RULE}")
+    return int(value)
+
+
+def dataset_max_bin(params: dict[str, Any] | None) -> int:
+    """The max_bin to build a training Dataset with for ``params`` (theirs, else MAX_BIN)."""
+    return resolve_params(params)["max_bin"] or MAX_BIN
+
 OBJECTIVES = (
     "reg:squarederror",
     "reg:absoluteerror",
@@ -99,7 +119,8 @@ RULES: dict[str, _Rule] = {
     "reg_lambda": _Rule(1.0, _real_in(0.0, _INF), "a number >= 0"),
     "reg_alpha": _Rule(0.0, _real_in(0.0, _INF), "a number >= 0"),
     "tree_method": _Rule("hist", lambda v: v in TREE_METHODS, f"one of {TREE_METHODS}"),
-    "max_bin": _Rule(256, _int_in(2, 256), "an integer in [2, 256]"),
+    # None: the training Dataset's (it bins once, when built); hist refuses another value
+    "max_bin": _Rule(None, lambda v: v is None or is_max_bin(v), MAX_BIN_RULE + " (default: the training Dataset's)"),
     "sketch_eps": _Rule(None, lambda v: v is None or _real_in(0.0, 1.0, low_open=True)(v) and v < 1.0, "None or a number in (0, 1) (approx: about 1/sketch_eps candidates)"),
     "approx_proposal": _Rule("global", lambda v: v in ("global", "local"), "'global' (once per tree) or 'local' (per node)"),
     "n_jobs": _Rule(None, lambda v: v is None or (_int_in(-1)(v) and v != 0), "None, -1 or an integer >= 1"),

@@ -64,8 +64,8 @@ def _unwound_sum(zero, one, pweight, offset, depth, path_index):
 # No cache=True here or in the caller: numba's on-disk cache of a self-recursive function
 # loads a broken entry point (a segfault on the second process), so these compile per process.
 @njit
-def _recurse(x, node, feature, threshold, left, right, default_left, value, cover, phi,
-             feat, zero, one, pweight, parent_offset, depth, parent_zero, parent_one, parent_feature):  # fmt: skip
+def _recurse(x, node, nodes, value, cover, phi, feat, zero, one, pweight, parent_offset, depth, parent_zero, parent_one,
+             parent_feature):  # fmt: skip
     # copy the parent's path into this level's slot, then extend it by the incoming edge
     offset = parent_offset + depth
     if depth > 0:
@@ -75,7 +75,7 @@ def _recurse(x, node, feature, threshold, left, right, default_left, value, cove
             one[offset + i] = one[parent_offset + i]
             pweight[offset + i] = pweight[parent_offset + i]
     _extend(feat, zero, one, pweight, offset, depth, parent_zero, parent_one, parent_feature)
-    f = feature[node]
+    f = nodes.feature[node]
     if f < 0:
         for i in range(1, depth + 1):
             w = _unwound_sum(zero, one, pweight, offset, depth, i)
@@ -83,11 +83,11 @@ def _recurse(x, node, feature, threshold, left, right, default_left, value, cove
         return
     v = x[f]
     if np.isnan(v):
-        goes_left = default_left[node] != 0
+        goes_left = nodes.default_left[node] != 0
     else:
-        goes_left = np.float64(v) <= threshold[node]
-    hot = left[node] if goes_left else right[node]
-    cold = right[node] if goes_left else left[node]
+        goes_left = np.float64(v) <= nodes.threshold[node]
+    hot = nodes.left[node] if goes_left else nodes.right[node]
+    cold = nodes.right[node] if goes_left else nodes.left[node]
     w = cover[node]
     hot_zero = cover[hot] / w if w > 0 else 0.5
     cold_zero = cover[cold] / w if w > 0 else 0.5
@@ -103,10 +103,10 @@ def _recurse(x, node, feature, threshold, left, right, default_left, value, cove
         incoming_one = one[offset + path_index]
         _unwind(feat, zero, one, pweight, offset, depth, path_index)
         depth -= 1
-    _recurse(x, hot, feature, threshold, left, right, default_left, value, cover, phi,
-             feat, zero, one, pweight, offset, depth + 1, hot_zero * incoming_zero, incoming_one, f)  # fmt: skip
-    _recurse(x, cold, feature, threshold, left, right, default_left, value, cover, phi,
-             feat, zero, one, pweight, offset, depth + 1, cold_zero * incoming_zero, 0.0, f)  # fmt: skip
+    _recurse(x, hot, nodes, value, cover, phi, feat, zero, one, pweight, offset, depth + 1, hot_zero * incoming_zero,
+             incoming_one, f)  # fmt: skip
+    _recurse(x, cold, nodes, value, cover, phi, feat, zero, one, pweight, offset, depth + 1, cold_zero * incoming_zero,
+             0.0, f)  # fmt: skip
 
 
 @njit(cache=True)
@@ -125,13 +125,13 @@ def _expected_value(root, feature, left, right, value, cover):
 
 
 @njit(parallel=True)
-def _shap_dense(X, feature, threshold, left, right, default_left, value, cover, tree_start, tree_group, max_depth, out):
+def _shap_dense(X, nodes, value, cover, tree_start, tree_group, max_depth, out):
     n, n_features = X.shape
     n_trees = tree_start.shape[0]
     path_size = (max_depth + 2) * (max_depth + 3) // 2
     bias = np.zeros((out.shape[1],))
     for t in range(n_trees):
-        bias[tree_group[t]] += _expected_value(tree_start[t], feature, left, right, value, cover)
+        bias[tree_group[t]] += _expected_value(tree_start[t], nodes.feature, nodes.left, nodes.right, value, cover)
     for i in prange(n):
         feat = np.empty(path_size, np.int64)
         zero = np.empty(path_size)
@@ -144,8 +144,7 @@ def _shap_dense(X, feature, threshold, left, right, default_left, value, cover, 
             for t in range(n_trees):
                 if tree_group[t] != g:
                     continue
-                _recurse(x, tree_start[t], feature, threshold, left, right, default_left, value, cover, phi,
-                         feat, zero, one, pweight, 0, 0, 1.0, 1.0, -1)  # fmt: skip
+                _recurse(x, tree_start[t], nodes, value, cover, phi, feat, zero, one, pweight, 0, 0, 1.0, 1.0, -1)
             for j in range(n_features):
                 out[i, g, j] = phi[j]
             out[i, g, n_features] += bias[g]
@@ -165,8 +164,7 @@ def tree_shap(matrix, forest, n_features: int, base_margin: np.ndarray) -> np.nd
         part = values[start : start + chunk]
         dense = _dense_with_nan(part) if sp.issparse(part) else part
         _shap_dense(
-            np.ascontiguousarray(dense, dtype=np.float32), forest.feature, forest.threshold, forest.left, forest.right,
-            forest.default_left, forest.value, forest.cover, forest.tree_start, forest.tree_group, max_depth,
-            out[start : start + chunk],
+            np.ascontiguousarray(dense, dtype=np.float32), forest.nodes, forest.value, forest.cover, forest.tree_start,
+            forest.tree_group, max_depth, out[start : start + chunk],
         )  # fmt: skip
     return out

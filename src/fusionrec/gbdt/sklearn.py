@@ -273,12 +273,7 @@ class GBDTClassifier(ClassifierMixin, _GBDTBase):
     def predict_proba(self, X) -> np.ndarray:
         matrix = self._check_X(X, reset=False)
         margin = self.booster_.predict(matrix.values, output_margin=True, iteration_range=self._iteration_range(), validate_features=False)
-        if self.n_classes_ == 2:
-            p = 1.0 / (1.0 + np.exp(-margin))
-            return np.column_stack([1.0 - p, p])
-        from scipy.special import softmax
-
-        return softmax(margin, axis=1)
+        return self.booster_.objective.class_probabilities(margin.reshape(margin.shape[0], -1))
 
     def decision_function(self, X) -> np.ndarray:
         matrix = self._check_X(X, reset=False)

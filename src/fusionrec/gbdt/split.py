@@ -128,17 +128,18 @@ def clear_candidate(out, k):
     out.left_h = 0.0
 
 
-def find_best_split(hist, offsets, bins, missing, candidate_mask, sum_g, sum_h, reg, out):
+def find_best_split(hist, layout, candidate_mask, sum_g, sum_h, reg, out):
     """The best split of one node from its histogram: ``out[c]`` (CANDIDATE_DTYPE) is the best
     of feature chunk c (SCORE_CHUNKS of them, fixed), -inf gain when it has none.
 
     Feature k's value bins are hist[offsets[k] : offsets[k] + bins[k]], its missing values'
-    sums hist[missing[k]] (``histogram.histogram_layout``). Features with
+    sums hist[missing[k]] (``layout``, a ``histogram.HistogramLayout``). Features with
     ``candidate_mask[k] == 0`` (column sampling) are skipped. Split at bin b sends codes
     <= b left; b = bins[k]-1 (all values left) is valid only when the missing values go
     right. Both default directions are scored (Algorithm 3): the missing slot joins the left
     side or the right side. Ties keep the first (lowest bin, then lowest feature).
     """
+    offsets, bins, missing = layout.offsets, layout.bins, layout.missing
     score = parent_score(sum_g, sum_h, reg)
     n_features = bins.shape[0]
     n_chunks = out.shape[0]

@@ -9,7 +9,7 @@ from fusionrec.callbacks import CallbackContainer, EarlyStopping, EvaluationMoni
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.booster import Booster
 from fusionrec.gbdt.dataset import Dataset
-from fusionrec.gbdt.external import ExternalDataset
+from fusionrec.gbdt.outofcore.external import ExternalDataset
 from fusionrec.gbdt.params import ALIASES, resolve_params
 
 

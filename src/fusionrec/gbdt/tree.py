@@ -9,6 +9,7 @@ absent sparse entries) to the ``default_left`` side, everything else right.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,6 +19,29 @@ from fusionrec.gbdt.binning import MISSING_CODE
 
 THRESHOLD_ALL = float(np.finfo(np.float64).max)  # split that sends every present value left
 ROWS_PER_PREDICT_BLOCK = 64  # rows walked together through one tree, to keep its nodes in cache
+
+class ValueNodes(NamedTuple):
+    """A tree's (or forest's) splits on raw values, as prediction kernels walk them: node ``i``
+    sends ``x <= threshold[i]`` to ``left[i]``, NaN the ``default_left[i]`` way; ``feature[i] < 0``
+    marks a leaf."""
+
+    feature: np.ndarray  # int32
+    threshold: np.ndarray  # float64
+    left: np.ndarray
+    right: np.ndarray
+    default_left: np.ndarray  # uint8
+
+
+class CodeNodes(NamedTuple):
+    """A tree's splits on bin codes, as the training data's margin updates walk them: code
+    ``<= split_bin[i]`` goes left, ``MISSING_CODE`` the ``default_left[i]`` way."""
+
+    feature: np.ndarray  # int32
+    split_bin: np.ndarray  # int32
+    left: np.ndarray
+    right: np.ndarray
+    default_left: np.ndarray  # uint8
+
 
 _ARRAY_FIELDS = {
     "feature": np.int32,
@@ -47,6 +71,14 @@ class Tree:
     @property
     def n_nodes(self) -> int:
         return int(self.feature.shape[0])
+
+    @property
+    def value_nodes(self) -> ValueNodes:
+        return ValueNodes(self.feature, self.threshold, self.left, self.right, self.default_left)
+
+    @property
+    def code_nodes(self) -> CodeNodes:
+        return CodeNodes(self.feature, self.split_bin, self.left, self.right, self.default_left)
 
     @property
     def n_leaves(self) -> int:
@@ -91,7 +123,7 @@ def add_forest_margin(values, forest: "Forest", out: np.ndarray) -> None:
     if sp.issparse(values):
         predict_csr(
             values.indptr, values.indices, values.data, values.shape[1],
-            f.feature, f.threshold, f.left, f.right, f.default_left, f.value, f.tree_start, f.tree_group, out,
+            f.nodes, f.value, f.tree_start, f.tree_group, out,
         )  # fmt: skip
     else:
         predict_dense(values, f.packed_int, f.packed_float, f.value, f.tree_start, f.tree_group, f.tree_depth, out)
@@ -114,6 +146,11 @@ class Forest:
     trees: list = field(default_factory=list)
     packed: np.ndarray | None = None  # (n_nodes, 4) int32: feature, threshold bits, left, default_left
     tree_depth: np.ndarray | None = None
+
+    @property
+    def nodes(self) -> ValueNodes:
+        """Every tree's nodes, child ids absolute."""
+        return ValueNodes(self.feature, self.threshold, self.left, self.right, self.default_left)
 
     @property
     def packed_int(self) -> np.ndarray:
@@ -186,15 +223,16 @@ def float32_at_most(threshold: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
-def _leaf_of(x_row, node, feature, threshold, left, right, default_left):
-    while feature[node] >= 0:
-        x = x_row[feature[node]]
+def _leaf_of(x_row, node, nodes):
+    """The leaf ``x_row`` reaches from ``node`` through ``nodes`` (a ValueNodes)."""
+    while nodes.feature[node] >= 0:
+        x = x_row[nodes.feature[node]]
         if np.isnan(x):
-            node = left[node] if default_left[node] else right[node]
-        elif np.float64(x) <= threshold[node]:
-            node = left[node]
+            node = nodes.left[node] if nodes.default_left[node] else nodes.right[node]
+        elif np.float64(x) <= nodes.threshold[node]:
+            node = nodes.left[node]
         else:
-            node = right[node]
+            node = nodes.right[node]
     return node
 
 
@@ -229,7 +267,7 @@ def predict_dense(X, nodes_int, nodes_float, value, tree_start, tree_group, tree
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def predict_csr(indptr, indices, data, n_features, feature, threshold, left, right, default_left, value, tree_start, tree_group, out):
+def predict_csr(indptr, indices, data, n_features, nodes, value, tree_start, tree_group, out):
     """predict_dense for CSR rows: each block of rows is densified into a small NaN buffer."""
     n = indptr.shape[0] - 1
     n_trees = tree_start.shape[0]
@@ -245,66 +283,65 @@ def predict_csr(indptr, indices, data, n_features, feature, threshold, left, rig
             root = tree_start[t]
             g = tree_group[t]
             for i in range(start, stop):
-                leaf = _leaf_of(buffer[i - start], root, feature, threshold, left, right, default_left)
+                leaf = _leaf_of(buffer[i - start], root, nodes)
                 out[i, g] += value[leaf]
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def predict_leaf_dense(X, feature, threshold, left, right, default_left, tree_start, out):
+def predict_leaf_dense(X, nodes, tree_start, out):
     """out[i, t] = index of the leaf row i reaches in tree t (relative to the tree)."""
     n = X.shape[0]
     n_trees = tree_start.shape[0]
     for i in prange(n):
         for t in range(n_trees):
             root = tree_start[t]
-            out[i, t] = _leaf_of(X[i], root, feature, threshold, left, right, default_left) - root
+            out[i, t] = _leaf_of(X[i], root, nodes) - root
 
 
 @njit(cache=True, inline="always")
-def _leaf_by_codes_dense(codes, r, node, feature, split_bin, left, right, default_left):
-    """The leaf row r of bin ``codes`` reaches from ``node`` (code <= split_bin goes left,
-    MISSING_CODE the default way)."""
-    while feature[node] >= 0:
-        code = codes[r, feature[node]]
-        go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
-        node = left[node] if go_left else right[node]
+def _leaf_by_codes_dense(codes, r, node, nodes):
+    """The leaf row r of bin ``codes`` reaches from ``node`` through ``nodes`` (a CodeNodes)."""
+    while nodes.feature[node] >= 0:
+        code = codes[r, nodes.feature[node]]
+        go_left = nodes.default_left[node] != 0 if code == MISSING_CODE else code <= nodes.split_bin[node]
+        node = nodes.left[node] if go_left else nodes.right[node]
     return node
 
 
 @njit(parallel=True, cache=True)
-def add_leaf_values_by_codes_dense(codes, feature, split_bin, left, right, default_left, value, out):
+def add_leaf_values_by_codes_dense(codes, nodes, value, out):
     """out[r] += the leaf value of row r of bin ``codes``, walking a tree grown on those bins."""
     for r in prange(codes.shape[0]):
-        out[r] += value[_leaf_by_codes_dense(codes, r, 0, feature, split_bin, left, right, default_left)]
+        out[r] += value[_leaf_by_codes_dense(codes, r, 0, nodes)]
 
 
 @njit(parallel=True, cache=True)
-def add_leaf_values_by_codes_dense_from(codes, start_nodes, feature, split_bin, left, right, default_left, value, out):
+def add_leaf_values_by_codes_dense_from(codes, start_nodes, nodes, value, out):
     """add_leaf_values_by_codes_dense, row r's walk starting at ``start_nodes[r]`` (a node
     row r is known to reach: its leaf, or a split whose rows were never moved; see
     ``TreeGrower.reached_nodes``): a step or none instead of the whole depth."""
     for r in prange(codes.shape[0]):
-        out[r] += value[_leaf_by_codes_dense(codes, r, start_nodes[r], feature, split_bin, left, right, default_left)]
+        out[r] += value[_leaf_by_codes_dense(codes, r, start_nodes[r], nodes)]
 
 
 @njit(parallel=True, cache=True)
-def add_leaf_values_by_codes_sparse(indptr, indices, codes, feature, split_bin, left, right, default_left, value, out):
+def add_leaf_values_by_codes_sparse(indptr, indices, codes, nodes, value, out):
+    """add_leaf_values_by_codes_dense for the codes of a sparse page's present entries."""
     for r in prange(indptr.shape[0] - 1):
         node = 0
-        while feature[node] >= 0:
+        while nodes.feature[node] >= 0:
             code = MISSING_CODE
             for e in range(indptr[r], indptr[r + 1]):
-                if indices[e] == feature[node]:
+                if indices[e] == nodes.feature[node]:
                     code = codes[e]
                     break
-            go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
-            node = left[node] if go_left else right[node]
+            go_left = nodes.default_left[node] != 0 if code == MISSING_CODE else code <= nodes.split_bin[node]
+            node = nodes.left[node] if go_left else nodes.right[node]
         out[r] += value[node]
 
 
 @njit(parallel=True, cache=True)
-def add_leaf_values_from_nodes(rows, starts, stops, start_nodes, codes_by_feature, feature, split_bin, left, right,
-                               default_left, value, out):  # fmt: skip
+def add_leaf_values_from_nodes(rows, starts, stops, start_nodes, codes_by_feature, nodes, value, out):
     """out[r] += the leaf value of each row ``r`` in ``rows[starts[s]:stops[s]]``, walking the
     tree from node ``start_nodes[s]`` (a node the segment's rows all reach) on the column-major
     bin codes (n_features, n_rows): a segment's ascending rows read one column forward."""
@@ -312,8 +349,8 @@ def add_leaf_values_from_nodes(rows, starts, stops, start_nodes, codes_by_featur
         for i in range(starts[s], stops[s]):
             r = rows[i]
             node = start_nodes[s]
-            while feature[node] >= 0:
-                code = codes_by_feature[feature[node], r]
-                go_left = default_left[node] != 0 if code == MISSING_CODE else code <= split_bin[node]
-                node = left[node] if go_left else right[node]
+            while nodes.feature[node] >= 0:
+                code = codes_by_feature[nodes.feature[node], r]
+                go_left = nodes.default_left[node] != 0 if code == MISSING_CODE else code <= nodes.split_bin[node]
+                node = nodes.left[node] if go_left else nodes.right[node]
             out[r] += value[node]

@@ -122,6 +122,7 @@ class TreesModel:
     @classmethod
     def fit(cls, section: GBDTSection, ctx: FitContext, table: pa.Table, seed: int) -> "TreesModel":
         from fusionrec.gbdt import Dataset, train
+        from fusionrec.gbdt.params import dataset_max_bin
 
         encodings = default_encodings(ctx.spec.data.data_config, ctx.spec.data.features, section.columns)
         separators = {name: separator for name, (_, separator) in encodings.items()}
@@ -134,12 +135,13 @@ class TreesModel:
             watch = np.random.default_rng(seed).random(table.num_rows) < 0.1
             fit_rows, watch_rows = pa.array(np.flatnonzero(~watch)), pa.array(np.flatnonzero(watch))
             dtrain = Dataset(encoder.fit_transform(table.take(fit_rows), y[fit_rows], seed), y[fit_rows],
-                             feature_names=encoder.feature_names)  # fmt: skip
+                             feature_names=encoder.feature_names, max_bin=dataset_max_bin(params))  # fmt: skip
             dwatch = Dataset(encoder.transform(table.take(watch_rows)), y[watch_rows], reference=dtrain)
             booster = train(params, dtrain, section.num_boost_round, evals=[(dwatch, "watch")],
                             early_stopping_rounds=section.early_stopping_rounds)  # fmt: skip
         else:
-            dtrain = Dataset(encoder.fit_transform(table, y, seed), y, feature_names=encoder.feature_names)
+            dtrain = Dataset(encoder.fit_transform(table, y, seed), y, feature_names=encoder.feature_names,
+                             max_bin=dataset_max_bin(params))  # fmt: skip
             booster = train(params, dtrain, section.num_boost_round)
         return cls(encoder, booster)
 

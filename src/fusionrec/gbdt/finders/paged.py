@@ -1,6 +1,6 @@
 """``tree_method="hist"`` on out-of-core pages (``external.ExternalDataset``).
 
-The same histograms, subtraction trick and split scoring as ``hist_finder`` (this finder is a
+The same histograms, subtraction trick and split scoring as ``finders.hist`` (this finder is a
 ``HistogramSplitFinder``), with the codes read from the pages instead of memory. The grower
 keeps every node's row ids and gradient pairs in memory; the codes are streamed, one pass
 over the pages per step that needs them:
@@ -23,9 +23,9 @@ import numpy as np
 from numba import prange
 
 from fusionrec.gbdt.binning import MISSING_CODE, SparseCodes
-from fusionrec.gbdt.external import ExternalDataset
+from fusionrec.gbdt.outofcore.external import ExternalDataset
 from fusionrec.gbdt.grower import Node, SplitFinder
-from fusionrec.gbdt.hist_finder import HistogramSplitFinder
+from fusionrec.gbdt.finders.hist import HistogramSplitFinder
 from fusionrec.gbdt._jit import parallel_and_serial
 from fusionrec.gbdt._prefetch import prefetch
 from fusionrec.gbdt.histogram import (
@@ -93,7 +93,7 @@ class PagedHistogramSplitFinder(HistogramSplitFinder):
             stop = start + codes.shape[0]
             out = margin[start:stop, 0]
             for tree, reached in trees:
-                arrays = (tree.feature, tree.split_bin, tree.left, tree.right, tree.default_left, tree.value, out)
+                arrays = (tree.code_nodes, tree.value, out)
                 if reached is None:
                     add_leaf_values_by_codes_dense(codes, *arrays)
                 else:

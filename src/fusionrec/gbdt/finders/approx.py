@@ -26,8 +26,8 @@ from numba import njit, prange
 
 from fusionrec.gbdt.binning import MAX_VALUE_BINS, MISSING_CODE, SparseCodes, bin_csr_entries
 from fusionrec.gbdt.column_block import ColumnBlock
-from fusionrec.gbdt.exact_finder import NOT_IN_LEVEL, ExactSplitFinder, _consider, decide_from_block
-from fusionrec.gbdt.hist_finder import HistogramSplitFinder
+from fusionrec.gbdt.finders.exact import NOT_IN_LEVEL, ExactSplitFinder, _consider, decide_from_block
+from fusionrec.gbdt.finders.hist import HistogramSplitFinder
 from fusionrec.gbdt.sketch import prune_summary, summary_from_sorted
 from fusionrec.gbdt.split import Regularization, clear_candidate, parent_score
 from fusionrec.gbdt.tree import THRESHOLD_ALL

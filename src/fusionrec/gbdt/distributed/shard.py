@@ -25,7 +25,7 @@ from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.data import check_label, check_weight, to_feature_matrix
 from fusionrec.gbdt.dataset import Dataset
 from fusionrec.gbdt.grower import FeatureSampler, Node, TreeGrower, Workspace
-from fusionrec.gbdt.hist_finder import HistogramSplitFinder
+from fusionrec.gbdt.finders.hist import HistogramSplitFinder
 from fusionrec.gbdt.objective import Objective, make_objective
 from fusionrec.gbdt.sketch import WeightedQuantileSketch
 from fusionrec.gbdt.split import Regularization
@@ -204,8 +204,7 @@ class RowShard:
         """Add the trees' leaf values to every row's margin (sampled or not)."""
         for tree, group in zip(trees, groups):
             column = np.ascontiguousarray(self.margin[:, group])
-            add_leaf_values_by_codes_dense(self.data.codes, tree.feature, tree.split_bin, tree.left, tree.right,
-                                           tree.default_left, tree.value, column)  # fmt: skip
+            add_leaf_values_by_codes_dense(self.data.codes, tree.code_nodes, tree.value, column)
             self.margin[:, group] = column
 
     def margins_and_labels(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -293,7 +292,7 @@ class RowShard:
             frontier = [(node, place[key] if key in place else int(by_id[(key - 1) // 2]))
                         for key, node in self.nodes.items() if node.n_rows]  # fmt: skip
             column = self.margin[:, group]
-            arrays = (tree.feature, tree.split_bin, tree.left, tree.right, tree.default_left, tree.value, column)
+            arrays = (tree.code_nodes, tree.value, column)
             for buffer in (0, 1):
                 segments = [(node, at) for node, at in frontier if node.buffer == buffer]
                 if segments:

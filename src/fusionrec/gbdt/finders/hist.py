@@ -176,7 +176,8 @@ class HistogramSplitFinder(SplitFinder):
         """The tree's histogram layout over its ``features``, and the scratch it needs."""
         self._candidates = np.empty(min(SCORE_CHUNKS, features.shape[0]), CANDIDATE_DTYPE)
         compact = use_compact_layout(self.n_bins[features], self.sparse)
-        self.offsets, self.bins, self.missing = histogram_layout(features, self.n_bins, compact=compact)
+        self.layout = histogram_layout(features, self.n_bins, compact=compact)
+        self.offsets, self.bins, self.missing = self.layout
         # dense kernels take the offsets for the compact layout, none for the fixed stride
         self._dense_offsets = self.offsets if compact else self.offsets[:0]
         self.n_slots = int(self.offsets[-1])
@@ -210,7 +211,7 @@ class HistogramSplitFinder(SplitFinder):
     def _score(self, nodes: list[Node], masks: list[np.ndarray]) -> None:
         score = find_best_split if self.n_slots >= SLOTS_PER_THREAD else find_best_split_serial
         for node, mask in zip(nodes, masks):
-            score(self.hists[node.id], self.offsets, self.bins, self.missing, mask, node.sum_g, node.sum_h, self.reg, self._candidates)
+            score(self.hists[node.id], self.layout, mask, node.sum_g, node.sum_h, self.reg, self._candidates)
             node.split = best_candidate(self._candidates, self.grower.features, self._cut_of)
 
     @staticmethod

@@ -3,7 +3,7 @@
 The rows live in ``shard.RowShard`` objects (one per Dask worker in ``fusionrec.gbdt.dask``;
 in-process in tests). The client grows every tree with the single-machine grower's rules
 (``grower.TreeGrower``: depthwise or lossguide, max_leaves, gamma pruning, the feature
-sampler) and the single-machine split scoring (``hist_finder.HistogramSplitFinder``); only
+sampler) and the single-machine split scoring (``finders.hist.HistogramSplitFinder``); only
 the histograms come from the shards, summed here in shard order. Per tree level, one call to
 every shard: it splits the rows of the level's chosen splits and returns, from the same pass,
 the histogram of each split's lighter child (by hessian, known from the split); the heavier
@@ -28,9 +28,9 @@ import numpy as np
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.booster import Booster
 from fusionrec.gbdt.grower import FeatureSampler, Node, SplitFinder, TreeGrower
-from fusionrec.gbdt.hist_finder import HistogramSplitFinder
+from fusionrec.gbdt.finders.hist import HistogramSplitFinder
 from fusionrec.gbdt.params import n_classes_of
-from fusionrec.gbdt.shard import ROOT_KEY, FinishedTree, Route, RowShard, Schema, SplitOrder, child_keys
+from fusionrec.gbdt.distributed.shard import ROOT_KEY, FinishedTree, Route, RowShard, Schema, SplitOrder, child_keys
 from fusionrec.gbdt.sketch import WeightedQuantileSketch, sketch_cuts
 from fusionrec.gbdt.split import Regularization
 from fusionrec.gbdt.training import run_rounds, start_booster

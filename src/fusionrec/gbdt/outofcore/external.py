@@ -62,6 +62,7 @@ from numba import njit
 from fusionrec.errors import FusionrecError
 from fusionrec.gbdt.binning import SparseCodes, apply_cuts, pack_cuts
 from fusionrec.gbdt.data import FeatureMatrix, check_label, check_weight, to_feature_matrix
+from fusionrec.gbdt.params import MAX_BIN, check_max_bin
 from fusionrec.gbdt.sketch import WeightedQuantileSketch, sketch_cuts
 from fusionrec.gbdt.tree import add_leaf_values_by_codes_dense, add_leaf_values_by_codes_sparse
 
@@ -395,11 +396,10 @@ class ExternalDataset:
     as ``reference`` (its bin edges), or iterate ``iter_codes()``; ``close()`` removes the pages."""
 
     def __init__(self, source: Any, *, label_column: str | None = None, weight_column: str | None = None,
-                 max_bin: int = 256, sketch_eps: float = 0.01, page_rows: int = DEFAULT_PAGE_ROWS,
+                 max_bin: int = MAX_BIN, sketch_eps: float = 0.01, page_rows: int = DEFAULT_PAGE_ROWS,
                  cache_dirs: str | os.PathLike | list | None = None, max_pages_in_flight: int = 2,
                  feature_names: list[str] | None = None):  # fmt: skip
-        if not isinstance(max_bin, (int, np.integer)) or isinstance(max_bin, bool) or not 2 <= max_bin <= 256:
-            raise FusionrecError(f"parameter max_bin={max_bin!r}: must be an integer in [2, 256]")
+        check_max_bin(max_bin)
         if not isinstance(page_rows, (int, np.integer)) or page_rows < 1:
             raise FusionrecError(f"parameter page_rows={page_rows!r}: must be a positive integer")
         if not isinstance(max_pages_in_flight, (int, np.integer)) or max_pages_in_flight < 1:
@@ -516,11 +516,9 @@ class ExternalDataset:
             for tree, group in zip(trees, groups):
                 out = margin[start : start + codes.shape[0], group]
                 if isinstance(codes, SparseCodes):
-                    add_leaf_values_by_codes_sparse(codes.indptr, codes.indices, codes.codes, tree.feature, tree.split_bin, tree.left,
-                                            tree.right, tree.default_left, tree.value, out)  # fmt: skip
+                    add_leaf_values_by_codes_sparse(codes.indptr, codes.indices, codes.codes, tree.code_nodes, tree.value, out)
                 else:
-                    add_leaf_values_by_codes_dense(codes, tree.feature, tree.split_bin, tree.left, tree.right, tree.default_left,
-                                           tree.value, out)  # fmt: skip
+                    add_leaf_values_by_codes_dense(codes, tree.code_nodes, tree.value, out)
                 margin[start : start + codes.shape[0], group] = out
 
     def iter_codes(self) -> Iterator[tuple[int, np.ndarray | SparseCodes]]:
