@@ -242,3 +242,54 @@ def test_a_fold_scored_in_memory_scores_as_its_export(tmp_path, logs, kind):
     unsaved = MEMBER_KINDS[kind].fit(entry, ctx, table.slice(0, 2000), tmp_path / "unsaved", save=False)
     np.testing.assert_array_equal(unsaved.score(rows, Counter()), in_memory)  # the same seed: the same model
     assert sorted(p.name for p in (tmp_path / "unsaved").iterdir()) == []  # nothing kept (the work dir removed)
+
+
+def test_a_deep_model_reads_its_input_in_the_pipeline_as_fusionrec_ctr_does(tmp_path):
+    # a multi-value RawFeature (raw_input_dim 2), a weighted TagFeature (key:weight) and a
+    # LookupFeature: the pipeline's readers pass what the features need (reader_for), so the
+    # vector is parsed (the trees take its two numbers, the deep model its vector) and a bad
+    # key:value entry is refused the way `fusionrec ctr` refuses it. Before, the pipeline read the
+    # vector as text and the deep model stopped with KeyError: 'vec'.
+    from fusionrec.ctr.config import config_from_dict
+    from fusionrec.ctr.data import reader_for, resolve_paths
+    from fusionrec.pipeline.artifact import PipelineScorer
+
+    train, test = make_logs(tmp_path / "logs", 600, 200)
+    rng = np.random.default_rng(0)
+    for path in (train, test):
+        rows = []
+        for line in path.read_text().splitlines():
+            tags = "|".join(f"t{rng.integers(5)}:{rng.random():.2f}" for _ in range(rng.integers(0, 3)))
+            prices = "|".join(f"k{k}:p{rng.integers(9)}" for k in range(3))
+            rows.append(f"{line},{rng.random():.3f}|{rng.random():.3f},{tags},k{rng.integers(3)},{prices}")
+        path.write_text("\n".join(rows) + "\n")
+    ctr = copy.deepcopy(WIDE_AND_DEEP)
+    ctr["model_config"]["feature_groups"][1]["feature_names"] += ["vec", "wtags", "kprice"]
+    document = pipeline_dict(train, test, tmp_path / "run", models=[{"name": "trees", "gbdt": copy.deepcopy(TREES)},
+                                                                    {"name": "wd", "ctr": ctr}])  # fmt: skip
+    for name in ("vec", "wtags", "key", "prices"):
+        with_field(document, name, "STRING")
+    document["data"]["feature_configs"] += [
+        {"input_names": ["vec"], "feature_type": "RawFeature", "raw_input_dim": 2, "separator": "|"},
+        {"input_names": ["wtags"], "feature_type": "TagFeature", "embedding_dim": 4, "hash_bucket_size": 50,
+         "separator": "|", "kv_separator": ":"},
+        {"feature_name": "kprice", "input_names": ["key", "prices"], "feature_type": "LookupFeature",
+         "embedding_dim": 4, "hash_bucket_size": 50, "separator": "|", "kv_separator": ":"},
+    ]  # fmt: skip
+    run = run_of(tmp_path, document)
+    result = run.train()
+    assert result["rows"]["train"]["rows_used"] == 600 and result["test"]["wd"]["rows"] == 200
+    scorer = PipelineScorer(tmp_path / "run" / "export")
+    assert {"vec.0", "vec.1"} <= set(scorer.members[0].trees.encoder.feature_names)
+    # the export reads a file exactly as `fusionrec ctr` reads it with the deep model's own config
+    ctr_config = config_from_dict({**{k: v for k, v in document["data"].items()}, **ctr, "model_dir": str(tmp_path / "m")})
+    ours = pa.concat_tables(scorer.reader().iter_tables(resolve_paths(str(test))))
+    theirs = pa.concat_tables(reader_for(ctr_config, labels=False, optional=("clk",)).iter_tables(resolve_paths(str(test))))
+    assert ours.schema.field("vec").type == theirs.schema.field("vec").type == pa.list_(pa.float64(), 2)
+    assert ours.equals(theirs)
+    # a weighted tag whose weight is not a number: both readers refuse the row, naming it alike
+    bad = tmp_path / "bad.csv"
+    bad.write_text(test.read_text().splitlines()[0].rsplit(",", 4)[0] + ",0.1|0.2,t1:heavy,k0,k0:p1\n")
+    for reader in (scorer.reader(), reader_for(ctr_config, labels=False, optional=("clk",))):
+        with pytest.raises(FusionrecError, match="wtags"):
+            list(reader.iter_tables([str(bad)]))

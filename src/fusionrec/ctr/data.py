@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import torch
 
-from fusionrec.ctr.config import DataConfig, InputField
+from fusionrec.ctr.config import DataConfig, InputField, reader_options
 from fusionrec.ctr.tasks import BINARY, Task
 from fusionrec.errors import FusionrecError
 
@@ -136,6 +136,21 @@ class ReadReport:
         detail = f"{self.n_skipped} rows skipped {dict(self.skipped)}" if self.n_skipped else "no data rows"
         blank = f", {self.blank_lines} blank lines" if self.blank_lines else ""
         return FusionrecError(f"0 valid rows in {spec} ({detail}{blank})")
+
+
+def reader_for(config, *, labels: bool = True, parallel_lists: list | None = None, **options) -> "TableReader":
+    """The one way to read a config's input: a ``TableReader`` of ``config.data_config`` that
+    knows what ``config.features`` need checked or parsed (``reader_options``), the parallel
+    lists of its sequence groups and, with ``labels``, each label's task. ``config`` is a
+    ``PipelineConfig`` (train, eval, predict, export) or anything with ``data_config`` and
+    ``features`` (a fusion pipeline's data section, with its deep models' ``parallel_lists``).
+    ``options`` go to ``TableReader`` (separator, optional, selected_cols, collect_rejects, fields)."""
+    if parallel_lists is None:
+        parallel_lists = config.parallel_lists() if hasattr(config, "parallel_lists") else []
+    if labels and hasattr(config, "label_tasks"):
+        options.setdefault("task", config.label_tasks())
+    return TableReader(config.data_config, labels=labels, parallel_lists=parallel_lists,
+                       **reader_options(config.features), **options)  # fmt: skip
 
 
 class TableReader:
@@ -337,7 +352,7 @@ class TableReader:
             raise FusionrecError(f"{path}: no column {missing} (input_fields {self.names}); the file has {schema.names}")
         present = [f for f in self.fields if f.input_name in schema.names]
         for f in present:
-            _check_parquet_type(path, f, schema.field(f.input_name).type)
+            _check_parquet_type(path, f, schema.field(f.input_name).type, f.input_name in self.vectors)
         counts = self.report.file_counts(path)
         first_row = 0
         batches = file.iter_batches(batch_size=65536, columns=[f.input_name for f in present])
@@ -355,6 +370,8 @@ class TableReader:
                     column = column.dictionary_decode()
                 if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
                     column = _binary_to_string(column, f"{path}, column {f.input_name!r}")
+                if _is_number_list(column.type):  # a RawFeature's numbers as a list column: read as their text
+                    column = pc.binary_join(pc.cast(column, pa.list_(pa.string())), self.vectors[f.input_name][1])
                 columns[f.input_name] = pc.cast(column, pa.string())  # nulls stay null: they take default_val
             where = np.arange(first_row + 1, first_row + batch.num_rows + 1, dtype=np.int64)
             first_row += batch.num_rows
@@ -564,12 +581,19 @@ _ARROW_TYPES = {"STRING": pa.string(), "INT32": pa.int64(), "INT64": pa.int64(),
                 "DOUBLE": pa.float64(), "BOOL": pa.int64()}  # fmt: skip
 
 
-def _check_parquet_type(path: str, f: InputField, arrow_type: pa.DataType) -> None:
-    """A Parquet column must hold what its input field declares: no silent float -> int."""
+def _is_number_list(arrow_type: pa.DataType) -> bool:
+    kinds = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    return any(kind(arrow_type) for kind in kinds) and (pa.types.is_integer(arrow_type.value_type)
+                                                        or pa.types.is_floating(arrow_type.value_type))  # fmt: skip
+
+
+def _check_parquet_type(path: str, f: InputField, arrow_type: pa.DataType, vector: bool = False) -> None:
+    """A Parquet column must hold what its input field declares: no silent float -> int. The
+    STRING field of a RawFeature of several numbers (``vector``) may be a list of numbers."""
     t = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
     text = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
     allowed = {
-        "STRING": text or pa.types.is_integer(t),
+        "STRING": text or pa.types.is_integer(t) or (vector and _is_number_list(t)),
         "INT32": text or pa.types.is_integer(t),
         "INT64": text or pa.types.is_integer(t),
         "FLOAT": text or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t),

@@ -22,7 +22,7 @@ import torch
 from fusionrec import __version__
 from fusionrec._atomic import atomic_write_bytes, check_writable_dir, check_writable_file, verify_sidecar
 from fusionrec.ctr.config import config_from_dict, dump_config
-from fusionrec.ctr.data import TableReader, iter_batches, resolve_paths
+from fusionrec.ctr.data import TableReader, iter_batches, reader_for, resolve_paths
 from fusionrec.ctr.features import tensor_digest
 from fusionrec.ctr.models import ScoringModel
 from fusionrec.ctr.tasks import output_name
@@ -235,11 +235,8 @@ def predict(input_path: str, output_path: str, saved_model_dir: str, *, reserved
     has_outputs = hasattr(module, "outputs_with_counts")
     if batch_size < 1:
         raise FusionrecError(f"--batch_size {batch_size}: must be at least 1")
-    reader = TableReader(config.data_config, labels=False, separator=input_sep, collect_rejects=True,
-                         optional=tuple(config.data_config.label_fields),
-                         selected_cols=parse_selected_cols(selected_cols),
-                         parallel_lists=config.parallel_lists(), vectors=config.vector_inputs(),
-                         kv_maps=config.kv_maps(), number_lists=config.number_lists())  # fmt: skip
+    reader = reader_for(config, labels=False, separator=input_sep, collect_rejects=True,
+                        optional=tuple(config.data_config.label_fields), selected_cols=parse_selected_cols(selected_cols))
     paths = resolve_paths(input_path, "--input_path")
     if not output_sep:
         raise FusionrecError("--output_sep: must not be empty")

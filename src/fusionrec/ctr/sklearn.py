@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from fusionrec.ctr.config import config_from_dict
-from fusionrec.ctr.data import TableReader, iter_batches
+from fusionrec.ctr.data import iter_batches, reader_for
 from fusionrec.errors import DataTypeError, FusionrecError
 
 LABEL = "__label__"
@@ -155,7 +155,7 @@ class CTRClassifier(ClassifierMixin, BaseEstimator):
                 f"X: columns {table.column_names} differ from those seen in fit {list(self.feature_names_in_)}"
             )
         fields = [f for f in self.config_.data_config.input_fields if f.input_name != "__label__"]
-        reader = TableReader(self.config_.data_config, fields, labels=False)
+        reader = reader_for(self.config_, fields=fields, labels=False)
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "x.parquet")
             pq.write_table(table, path)

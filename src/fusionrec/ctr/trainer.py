@@ -14,6 +14,7 @@ import json
 import math
 import re
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +23,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fusionrec._atomic import atomic_write_bytes, check_writable_dir, verify_sidecar
 from fusionrec.callbacks import CallbackContainer, TrainingCallback
+from fusionrec.ctr.callbacks import CheckpointSaver, EasyRecEarlyStop, EvaluateAtCheckpoints, StepLogger, StepResult
 from fusionrec.ctr import losses
 from fusionrec.ctr.config import (AdamOptimizer, BinaryFocalLoss, F1ReweightedLoss, Optimizer, PairwiseLogisticLoss,
                                   PairwiseLoss, PipelineConfig, dump_config)  # fmt: skip
 from fusionrec.ctr.optimizers import SPARSE_CAPABLE, Optimizers, make_part
-from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, resolve_paths
+from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, reader_for, resolve_paths
 from fusionrec.ctr.distributed import (TrainingStep, World, data_parallel, gather_objects, merge_feature_counts,
                                        world_from_env)  # fmt: skip
 from fusionrec.ctr.features import FeatureTransform, feature_counts
@@ -98,6 +100,9 @@ class Trainer:
         self.batches_in_epoch = 0
         self.best_metric: float | None = None
         self.best_step = 0
+        self.last_step: StepResult | None = None  # what the last training step did (for the callbacks)
+        self.checkpoint_step: int | None = None  # the step of the last checkpoint of this run
+        self.evaluated_step: int | None = None  # the step of the last evaluation during training
         self.lookups = self._embedding_lookups()
         model_config = config.model_config_
         # the model block's l2_regularization (CMBF and Uniter have none)
@@ -160,10 +165,7 @@ class Trainer:
         return pairs
 
     def _reader(self, *, labels: bool = True, collect_rejects: bool = False) -> TableReader:
-        return TableReader(self.config.data_config, labels=labels, collect_rejects=collect_rejects,
-                           parallel_lists=self.config.parallel_lists(), task=self.config.label_tasks(),
-                           vectors=self.config.vector_inputs(), kv_maps=self.config.kv_maps(),
-                           number_lists=self.config.number_lists())  # fmt: skip
+        return reader_for(self.config, labels=labels, collect_rejects=collect_rejects)
 
     # -- loss -----------------------------------------------------------------------
     def loss(self, logits, labels: torch.Tensor, weights: torch.Tensor | None, features,
@@ -360,7 +362,9 @@ class Trainer:
               evaluate_at_checkpoints: bool = True, progress: bool = True, save_checkpoints: bool = True) -> dict:  # fmt: skip
         """Train to num_steps / num_epochs from the start or (``continue_train``) the last
         checkpoint. ``save_checkpoints`` False writes none (a fit that is never resumed and is
-        exported from memory, ``export(current=True)``: a pipeline's fold)."""
+        exported from memory, ``export(current=True)``: a pipeline's fold). Between steps the
+        callbacks of ``fusionrec.ctr.callbacks`` log, save checkpoints, evaluate and stop early;
+        ``callbacks`` (``fusionrec.callbacks.TrainingCallback``) run after them."""
         config, train = self.config, self.config.train_config
         if not config.train_input_path:
             raise FusionrecError("train_input_path: not set")
@@ -372,122 +376,115 @@ class Trainer:
         if save_checkpoints and self.world.is_main:
             check_writable_dir(self.model_dir, "model_dir")  # before training, not at the first checkpoint
         if not self._start_or_resume(continue_train, num_steps, num_epochs):
-            if progress:
-                print(f"model_dir {str(self.model_dir)!r}: the run finished at step {self.step}; nothing to train")
-            report = {"steps": self.step, "epochs_completed": self.epoch, "examples": 0, "examples_per_sec": 0.0,
-                      "history": [], "already_finished": True}  # fmt: skip
-            if config.eval_input_path:
-                report["eval"] = self._evaluate_and_track()
-            return report
-        data = config.data_config
-        world = self.world
-        progress = progress and world.is_main
-        if progress and train.train_distribute != "NoStrategy" and not world.is_distributed:
+            return self._finished_report(progress)
+        progress = progress and self.world.is_main
+        if progress and train.train_distribute != "NoStrategy" and not self.world.is_distributed:
             print(f"train_distribute {train.train_distribute}: training in this one process (start it with torchrun "
                   "for data-parallel workers)")  # fmt: skip
-        if world.is_distributed and self._data_parallel is None:
+        if self.world.is_distributed and self._data_parallel is None:
             self._data_parallel = data_parallel(self._training_step)
-        container = CallbackContainer(callbacks or [])
-        container.before_training(self)
-        history = []
         reader = self._reader()
         start_time = time.perf_counter()
-        examples = 0
-        last_log = (time.perf_counter(), 0)
-        last_save = time.monotonic()
-        finished = False
-        stopped_early = False
         self.model.train()
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"),
                       TimeElapsedColumn(), disable=not progress, transient=True) as bar:  # fmt: skip
             task = bar.add_task("training", total=num_steps)
             bar.update(task, completed=self.step)
-            while not finished and (num_epochs is None or self.epoch < num_epochs):
-                batches = iter_batches(reader, paths, data.batch_size, shuffle=data.shuffle,
-                                       shuffle_rows=data.shuffle_buffer_size, seed=self.seed + self.epoch,
-                                       skip_batches=self.batches_in_epoch, shard=(world.rank, world.size),
-                                       even_shards=True)  # fmt: skip
-                prefetch = Prefetcher(self._with_features(batches, reader, self.epoch, self.batches_in_epoch), data.prefetch_size)
-                try:
-                    for batch, features in prefetch:
-                        lr = self.optimizer.set_learning_rates(self.step, learning_rate_at)
-                        try:
-                            logits, auxiliary = self._training_forward(features, batch.weights)
-                        except ValueError as error:  # data the model refuses (lists that should be parallel, ...)
-                            raise FusionrecError(
-                                f"train_input_path {config.train_input_path!r}, epoch {self.epoch}, batch "
-                                f"{self.batches_in_epoch + 1}: {error}"
-                            ) from None
-                        sessions = {name: batch.codes(name) for name in self.session_fields}
-                        loss = self.loss(logits, batch.labels, batch.weights, features, auxiliary, batch.label_columns,
-                                         sessions)  # fmt: skip
-                        if not bool(torch.isfinite(loss)):
-                            last = self.checkpoints()
-                            raise FusionrecError(
-                                f"step {self.step + 1} (epoch {self.epoch}, batch {self.batches_in_epoch + 1}): the loss is "
-                                f"{float(loss.detach())}; training stopped before applying it"
-                                + (f"; the last checkpoint {last[-1][1].name} is intact" if last else "")
-                            )
-                        self.optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if train.gradient_clipping_by_norm > 0:
-                            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.gradient_clipping_by_norm)
-                        self.optimizer.step()
-                        self.step += 1
-                        self.batches_in_epoch += 1
-                        examples += len(batch.labels) * world.size  # every process trains as many rows
-                        bar.update(task, completed=self.step)
-                        if self.step % train.log_step_count_steps == 0:
-                            now = time.perf_counter()
-                            rate = (examples - last_log[1]) / max(now - last_log[0], 1e-9)
-                            last_log = (now, examples)
-                            entry = {"step": self.step, "loss": float(loss.detach()), "learning_rate": lr, "examples_per_sec": rate}
-                            history.append(entry)
-                            if progress:
-                                bar.console.print(f"step {self.step}: loss {float(loss.detach()):.5f} lr {lr:.6g} {rate:,.0f} examples/s")
-                        due_by_time = train.save_checkpoints_secs and time.monotonic() - last_save >= train.save_checkpoints_secs
-                        if save_checkpoints and (self.step % train.save_checkpoints_steps == 0 or due_by_time):
-                            self.save_checkpoint()
-                            last_save = time.monotonic()
-                            if evaluate_at_checkpoints and config.eval_input_path:
-                                self._evaluate_and_track()
-                                self.model.train()
-                                if self._should_stop_early():
-                                    stopped_early = True
-                                    finished = True
-                                    break
-                        if container.after_iteration(self, self.step, {}):
-                            finished = True
-                            break
-                        if num_steps is not None and self.step >= num_steps:
-                            finished = True
-                            break
-                finally:
-                    prefetch.close()
-                if not finished:
-                    self.epoch += 1
-                    self.batches_in_epoch = 0
+            logger = StepLogger(train.log_step_count_steps, bar.console.print if progress else None)
+            early_stop = EasyRecEarlyStop(config.export_config.max_check_steps)
+            loop = [logger]
+            if save_checkpoints:
+                loop.append(CheckpointSaver(train.save_checkpoints_steps, train.save_checkpoints_secs))
+                if evaluate_at_checkpoints and config.eval_input_path:
+                    loop.append(EvaluateAtCheckpoints())
+                    if config.export_config.enable_early_stop:
+                        loop.append(early_stop)
+            container = CallbackContainer(loop + list(callbacks or []))
+            container.before_training(self)
+            with closing(self._training_batches(reader, paths, num_epochs)) as batches:
+                for batch, features in batches:
+                    self.last_step = self._train_step(batch, features)
+                    bar.update(task, completed=self.step)
+                    if container.after_iteration(self, self.step, {}) or (num_steps is not None and self.step >= num_steps):
+                        break
         container.after_training(self)
         if self.step == 0:
             raise FusionrecError(f"train_input_path {config.train_input_path!r}: no training rows were read")
         if save_checkpoints and (not self.checkpoints() or self.checkpoints()[-1][0] != self.step):
             self.save_checkpoint()
         elapsed = time.perf_counter() - start_time
-        report = {"steps": self.step, "epochs_completed": self.epoch, "examples": examples,
-                  "examples_per_sec": examples / max(elapsed, 1e-9), "history": history,
-                  "input": reader.report.as_dict(), "world_size": world.size}  # fmt: skip
-        if stopped_early:
+        report = {"steps": self.step, "epochs_completed": self.epoch, "examples": logger.n_examples,
+                  "examples_per_sec": logger.n_examples / max(elapsed, 1e-9), "history": logger.history,
+                  "input": reader.report.as_dict(), "world_size": self.world.size}  # fmt: skip
+        if early_stop.stopped:
             report["early_stopped"] = {"best_step": self.best_step, "best_metric": self.best_metric}
             if progress:
                 print(f"early stop at step {self.step}: {config.export_config.best_exporter_metric} last improved at step "
                       f"{self.best_step} ({self.best_metric:.6g}), max_check_steps {config.export_config.max_check_steps}")
-        if world.is_distributed:  # each process transformed its own rows: the feature counts add up
-            merge_feature_counts(reader.report, gather_objects(world, reader.report.features))
+        if self.world.is_distributed:  # each process transformed its own rows: the feature counts add up
+            merge_feature_counts(reader.report, gather_objects(self.world, reader.report.features))
             report["input"] = reader.report.as_dict()
         self._write_read_report("train", reader, progress=progress)
         if config.eval_input_path:
-            report["eval"] = self._evaluate_and_track()
+            report["eval"] = self.evaluate_and_track()
         return report
+
+    def _finished_report(self, progress: bool) -> dict:
+        """The report of a resumed run that had already finished: nothing trained."""
+        if progress:
+            print(f"model_dir {str(self.model_dir)!r}: the run finished at step {self.step}; nothing to train")
+        report = {"steps": self.step, "epochs_completed": self.epoch, "examples": 0, "examples_per_sec": 0.0,
+                  "history": [], "already_finished": True}  # fmt: skip
+        if self.config.eval_input_path:
+            report["eval"] = self.evaluate_and_track()
+        return report
+
+    def _training_batches(self, reader: TableReader, paths: list[str], num_epochs: int | None):
+        """(batch, features) of every epoch from where the run stands (``epoch``, ``batches_in_epoch``);
+        an epoch read to its end advances ``epoch`` (one the caller stops in does not)."""
+        data, world = self.config.data_config, self.world
+        while num_epochs is None or self.epoch < num_epochs:
+            batches = iter_batches(reader, paths, data.batch_size, shuffle=data.shuffle,
+                                   shuffle_rows=data.shuffle_buffer_size, seed=self.seed + self.epoch,
+                                   skip_batches=self.batches_in_epoch, shard=(world.rank, world.size),
+                                   even_shards=True)  # fmt: skip
+            prefetch = Prefetcher(self._with_features(batches, reader, self.epoch, self.batches_in_epoch), data.prefetch_size)
+            try:
+                yield from prefetch
+            finally:
+                prefetch.close()
+            self.epoch += 1
+            self.batches_in_epoch = 0
+
+    def _train_step(self, batch, features) -> StepResult:
+        """One optimizer step on one batch; a non-finite loss stops training before it is applied."""
+        lr = self.optimizer.set_learning_rates(self.step, learning_rate_at)
+        try:
+            logits, auxiliary = self._training_forward(features, batch.weights)
+        except ValueError as error:  # data the model refuses (lists that should be parallel, ...)
+            raise FusionrecError(
+                f"train_input_path {self.config.train_input_path!r}, epoch {self.epoch}, batch "
+                f"{self.batches_in_epoch + 1}: {error}"
+            ) from None
+        sessions = {name: batch.codes(name) for name in self.session_fields}
+        loss = self.loss(logits, batch.labels, batch.weights, features, auxiliary, batch.label_columns, sessions)
+        if not bool(torch.isfinite(loss)):
+            last = self.checkpoints()
+            raise FusionrecError(
+                f"step {self.step + 1} (epoch {self.epoch}, batch {self.batches_in_epoch + 1}): the loss is "
+                f"{float(loss.detach())}; training stopped before applying it"
+                + (f"; the last checkpoint {last[-1][1].name} is intact" if last else "")
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.train_config.gradient_clipping_by_norm
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+        self.step += 1
+        self.batches_in_epoch += 1
+        # every process trains as many rows
+        return StepResult(float(loss.detach()), lr, len(batch.labels) * self.world.size)
 
     def _training_forward(self, features, weights):
         """(logits, auxiliary loss or None): a model with several heads (``training_heads``)
@@ -519,7 +516,7 @@ class Trainer:
         self._make_model_dir()
         atomic_write_bytes(self.model_dir / f"{stage}_input_report.json", json.dumps(info, indent=1).encode(), checksum=False)
 
-    def _evaluate_and_track(self) -> dict:
+    def evaluate_and_track(self) -> dict:
         """Evaluate; track the best ``best_exporter_metric`` (for exporter_type "best", whose
         checkpoint goes to best.pt, and for early stopping)."""
         result = self.evaluate()
@@ -537,12 +534,6 @@ class Trainer:
                 if export.exporter_type == "best" and self.world.is_main:
                     atomic_write_bytes(self.model_dir / "best.pt", self._checkpoint_bytes(with_optimizer=False))
         return result
-
-    def _should_stop_early(self) -> bool:
-        """EasyRec's early stop (TensorFlow's stop_if_no_increase_hook / stop_if_no_decrease_hook):
-        the best_exporter_metric has not improved for max_check_steps steps."""
-        export = self.config.export_config
-        return export.enable_early_stop and self.best_metric is not None and self.step - self.best_step >= export.max_check_steps
 
     # -- evaluation and prediction --------------------------------------------------
     @torch.no_grad()

@@ -25,9 +25,9 @@ from scipy.special import logit
 
 from fusionrec import __version__
 from fusionrec._atomic import atomic_write_bytes, check_writable_file, verify_sidecar
-from fusionrec.ctr.config import DataConfig
-from fusionrec.ctr.data import TableReader
+from fusionrec.ctr.data import TableReader, reader_for
 from fusionrec.errors import FusionrecError
+from fusionrec.pipeline.config import DataSection
 from fusionrec.pipeline.fuse import apply_fusion, check_fusion_state
 from fusionrec.pipeline.manifest import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST, export_digest, read_manifest
 from fusionrec.pipeline.members import MEMBER_KINDS, Rows, load_member, read_json, score_rows, write_json
@@ -106,7 +106,11 @@ class PipelineScorer:
         self.fusion = check_fusion_state(read_json(directory / "fusion.json"), self.names, str(directory / "fusion.json"))
         self.spec_data = read_json(directory / "pipeline.json")
         self.schema = read_json(directory / "input_schema.json")
-        self.data_config = DataConfig.model_validate(self.spec_data["data"]["data_config"])
+        self.data = DataSection.model_validate(self.spec_data["data"])
+        self.data_config = self.data.data_config
+        # the deep models' sequences read as parallel lists, checked as their own readers check them
+        self.parallel_lists = [group for member in self.members if hasattr(member, "deep")
+                               for group in member.deep.config.parallel_lists()]  # fmt: skip
         self.label = manifest["label"]
         used = set().union(*(member.input_fields() for member in self.members))
         # the fields some model reads; the others (and the label) may be left out of a request
@@ -119,12 +123,12 @@ class PipelineScorer:
     def reader(self, *, separator: str | None = None, collect_rejects: bool = False, selected_cols=None) -> TableReader:
         """A reader of files to score, laid out as the training files (the label may be left
         out); bad rows raise, or with ``collect_rejects`` are rejected with their place and reason."""
-        return TableReader(self.data_config, labels=False, separator=separator, collect_rejects=collect_rejects,
-                           optional=(self.label,), selected_cols=selected_cols)  # fmt: skip
+        return reader_for(self.data, labels=False, parallel_lists=self.parallel_lists, separator=separator,
+                          collect_rejects=collect_rejects, optional=(self.label,), selected_cols=selected_cols)  # fmt: skip
 
     def request_reader(self) -> TableReader:
         """A reader of request rows: fields no model reads (and the label) may be left out."""
-        return TableReader(self.data_config, labels=False, optional=self.optional)
+        return reader_for(self.data, labels=False, parallel_lists=self.parallel_lists, optional=self.optional)
 
     def score(self, table: pa.Table, counts: Counter | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(each model's probability (n, m), the fused probability (n,)) of typed rows."""

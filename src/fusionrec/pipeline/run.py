@@ -37,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fusionrec._atomic import atomic_write_bytes, check_writable_dir
-from fusionrec.ctr.data import TableReader, resolve_paths
+from fusionrec.ctr.data import reader_for, resolve_paths
 from fusionrec.errors import FusionrecError
 from fusionrec.pipeline.config import PipelineSpec, SplitSection, load_pipeline
 from fusionrec.pipeline.fuse import apply_fusion, fit_fusion
@@ -49,8 +49,10 @@ FULL = "full"
 
 # ---------------------------------------------------------------- data and folds
 def read_rows(spec: PipelineSpec, path_spec: str, what: str) -> tuple[pa.Table, dict]:
-    """The typed rows of ``path_spec`` (labels required) and the reader's report."""
-    reader = TableReader(spec.data.data_config, labels=True)
+    """The typed rows of ``path_spec`` (labels required) and the reader's report. Read as
+    ``fusionrec ctr`` reads them (``reader_for``: multi-value RawFeatures parsed, key:value
+    and number lists checked); each deep model's own reader checks its parallel lists."""
+    reader = reader_for(spec.data, labels=True, parallel_lists=[])
     tables = list(reader.iter_tables(resolve_paths(path_spec, what)))
     table = pa.concat_tables(tables).combine_chunks()
     return table, reader.report.as_dict()

@@ -14,6 +14,8 @@ pipeline config; the defaults follow the field's type and the features that read
   own label); an unseen value gets the overall rate and is counted;
 * ``count``: the number of entries of a list field (a TagFeature's or SequenceFeature's
   separator; the default for those);
+* ``vector``: the raw_input_dim numbers of a RawFeature of several values, one column each
+  (``<field>.0``, ``<field>.1``, ...; the default for such a field, which the reader parses);
 * ``skip``: not used (the default for fields no feature reads, such as a day column).
 
 ``gbdt.matches`` adds, per (value field, list field) pair, how often the row's value occurs
@@ -36,7 +38,8 @@ from fusionrec.errors import FusionrecError
 LIST_FEATURE_TYPES = ("TagFeature", "SequenceFeature")
 NUMERIC_TYPES = ("INT32", "INT64", "FLOAT", "DOUBLE", "BOOL")
 TABULAR_FORMAT = "fusionrec.pipeline.tabular"
-COLUMN_KINDS = ("numeric", "frequency", "ordinal", "target", "count", "skip")
+COLUMN_KINDS = ("numeric", "frequency", "ordinal", "target", "count", "vector", "skip")
+DENSE_FEATURE_TYPES = ("RawFeature", "PassThroughFeature")
 
 
 def default_encodings(data_config, features, overrides: dict[str, str]) -> dict[str, tuple[str, str]]:
@@ -52,11 +55,15 @@ def default_encodings(data_config, features, overrides: dict[str, str]) -> dict[
             continue
         readers = read_by.get(name, [])
         list_reader = next((f for f in readers if f.feature_type in LIST_FEATURE_TYPES), None)
+        # a RawFeature of several numbers: the reader parses the field into raw_input_dim of them
+        vector_reader = next((f for f in readers if f.feature_type in DENSE_FEATURE_TYPES and f.raw_input_dim > 1), None)
         separator = list_reader.separator if list_reader is not None else "|"
         if name in overrides:
             kind = overrides[name]
         elif not readers:
             kind = "skip"
+        elif vector_reader is not None:
+            kind = "vector"
         elif input_field.input_type in NUMERIC_TYPES:
             kind = "numeric"
         elif list_reader is not None:
@@ -65,6 +72,9 @@ def default_encodings(data_config, features, overrides: dict[str, str]) -> dict[
             kind = "frequency"
         if kind == "numeric" and input_field.input_type not in NUMERIC_TYPES:
             raise FusionrecError(f"gbdt.columns.{name}: 'numeric' needs a numeric input field; {name!r} is {input_field.input_type}")
+        if (kind == "vector") != (vector_reader is not None):
+            raise FusionrecError(f"gbdt.columns.{name}: 'vector' is the encoding of a field a RawFeature reads as raw_input_dim > 1 "
+                                 f"numbers, and the only one such a field takes; got {kind!r}")  # fmt: skip
         out[name] = (kind, separator)
     return out
 
@@ -78,11 +88,20 @@ class TabularEncoder:
     vocabularies: dict | None = None  # field -> (values, numbers) after fit
     matches: list[tuple[str, str, str]] = field(default_factory=list)  # (value field, list field, separator)
     defaults: dict = field(default_factory=dict)  # target: the number of a value not seen in fit
+    widths: dict = field(default_factory=dict)  # vector: the numbers per row, after fit
 
     @property
     def feature_names(self) -> list[str]:
-        names = [name if kind != "count" else f"{name}.count" for name, (kind, _) in self.encodings.items() if kind != "skip"]
+        names = []
+        for name, (kind, _) in self.encodings.items():
+            if kind == "vector":
+                names += [f"{name}.{i}" for i in range(self.widths.get(name, 0))]
+            elif kind != "skip":
+                names.append(name if kind != "count" else f"{name}.count")
         return names + [f"{value}.in.{values}" for value, values, _ in self.matches]
+
+    def _columns_of(self, name: str, kind: str) -> int:
+        return self.widths[name] if kind == "vector" else int(kind != "skip")
 
     def fit_transform(self, table: pa.Table, y: np.ndarray, seed: int) -> np.ndarray:
         """Fit on ``table`` and return its matrix. A ``target`` column of the fit rows is
@@ -91,14 +110,18 @@ class TabularEncoder:
         self.vocabularies = {}
         cross_fitted = {}
         for name, (kind, _) in self.encodings.items():
+            if kind == "vector":
+                self.widths[name] = _vector_width(_column(table, name, kind), name)
             if kind in ("frequency", "ordinal"):
                 self.vocabularies[name] = self._ranked(_strings(table.column(name)), kind)
             elif kind == "target":
                 cross_fitted[name] = self._fit_target(name, _strings(table.column(name)), y, seed)
         X = self.transform(table)
-        for j, (name, (kind, _)) in enumerate((k, v) for k, v in self.encodings.items() if v[0] != "skip"):
+        j = 0
+        for name, (kind, _) in self.encodings.items():
             if name in cross_fitted:
                 X[:, j] = cross_fitted[name]
+            j += self._columns_of(name, kind)
         return X
 
     def _ranked(self, column: pa.Array, kind: str) -> tuple[list, np.ndarray]:
@@ -139,6 +162,15 @@ class TabularEncoder:
             if kind == "skip":
                 continue
             column = _column(table, name, kind)
+            if kind == "vector":
+                width = self.widths[name]
+                if _vector_width(column, name) != width:
+                    raise FusionrecError(f"input column {name!r}: {_vector_width(column, name)} numbers per row; the trees "
+                                         f"were fitted on {width}")  # fmt: skip
+                values = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32)
+                out[:, j : j + width] = values.reshape(n, width)
+                j += width
+                continue
             if kind == "numeric":
                 out[:, j] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
             elif kind == "count":
@@ -175,6 +207,7 @@ class TabularEncoder:
             "format": TABULAR_FORMAT, "version": 1, "max_categories": self.max_categories,
             "matches": [list(m) for m in self.matches], "defaults": self.defaults,
             "columns": [{"field": name, "encoding": kind, "separator": sep,
+                         **({"width": self.widths[name]} if kind == "vector" else {}),
                          **({"values": self.vocabularies[name][0], "numbers": [None if np.isnan(x) else x for x in self.vocabularies[name][1].tolist()]}
                             if name in (self.vocabularies or {}) else {})}
                         for name, (kind, sep) in self.encodings.items()],
@@ -185,11 +218,13 @@ class TabularEncoder:
         try:
             if state.get("format") != TABULAR_FORMAT or state.get("version") != 1:
                 raise ValueError("not a fusionrec tabular encoder of version 1")
-            encodings, vocabularies = {}, {}
+            encodings, vocabularies, widths = {}, {}, {}
             for entry in state["columns"]:
                 if entry["encoding"] not in COLUMN_KINDS:
                     raise ValueError(f"column {entry['field']!r}: unknown encoding {entry['encoding']!r}")
                 encodings[str(entry["field"])] = (entry["encoding"], str(entry["separator"]))
+                if entry["encoding"] == "vector":
+                    widths[str(entry["field"])] = int(entry["width"])
                 if entry["encoding"] in ("frequency", "ordinal", "target"):
                     values = [str(v) for v in entry["values"]]
                     numbers = np.array([np.nan if v is None else float(v) for v in entry["numbers"]], dtype=np.float64)
@@ -198,7 +233,7 @@ class TabularEncoder:
                     vocabularies[str(entry["field"])] = (values, numbers)
             matches = [(str(a), str(b), str(c)) for a, b, c in state.get("matches", [])]
             defaults = {str(k): float(v) for k, v in state.get("defaults", {}).items()}
-            return cls(encodings, int(state["max_categories"]), vocabularies, matches, defaults)
+            return cls(encodings, int(state["max_categories"]), vocabularies, matches, defaults, widths)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise FusionrecError(f"{source}: not a valid tabular encoder ({error})") from None
 
@@ -208,6 +243,13 @@ def _column(table: pa.Table, name: str, kind: str):
         raise FusionrecError(f"input column {name!r} is missing (the trees read it as {kind})")
     column = table.column(name)
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _vector_width(column, name: str) -> int:
+    """The numbers per row of a parsed RawFeature column (a fixed-size list)."""
+    if not pa.types.is_fixed_size_list(column.type):
+        raise FusionrecError(f"input column {name!r}: the trees read it as a vector of numbers, got {column.type}")
+    return int(column.type.list_size)
 
 
 def _tokens(column, separator: str) -> tuple[pa.Array, np.ndarray]:

@@ -29,7 +29,7 @@ from fusionrec.ctr.config._base import (
 from fusionrec.ctr.config.data import DataConfig, INPUT_TYPES, InputField
 from fusionrec.ctr.config.features import (
     AttentionCombinerConfig, check_feature_inputs, DENSE_FEATURE_TYPES, EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED,
-    expand_features, FEATURE_TYPES, FeatureConfig, FeatureConfigV2, located_features, SequenceCombinerConfig,
+    expand_features, FEATURE_TYPES, FeatureConfig, FeatureConfigV2, located_features, reader_options, SequenceCombinerConfig,
     TextCNNConfig
 )
 from fusionrec.ctr.config.metrics import (
@@ -68,6 +68,7 @@ from fusionrec.ctr.config.load import (
 )
 
 __all__ = [
+    'reader_options',
     'ACTIVATIONS', 'check_activation',
     '_text_format_to_dict', 'AccuracyMetric', 'Activation', 'AdagradOptimizer', 'AdamOptimizer', 'AdamWOptimizer',
     'AITMTowerParams', 'apply_edits', 'AttentionCombinerConfig', 'AUCMetric', 'AutoDisEmbeddingParams', 'AutoIntConfig',

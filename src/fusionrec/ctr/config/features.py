@@ -261,3 +261,35 @@ def expand_features(feature_configs: list[FeatureConfig], feature_config: Featur
     """The features of ``feature_configs`` and ``feature_config.features``, with a copy for each ``shared_names``."""
     listed = feature_configs + (feature_config.features if feature_config else [])
     return [copy for feature in listed for copy in feature.with_shared_names()]
+
+
+# ---------------------------------------------------------------- what the table reader checks or parses per feature
+def kv_maps(features: list[FeatureConfig]) -> dict[str, tuple[str, str, bool]]:
+    """Field -> (separator, kv_separator, weights) of each LookupFeature map and weighted
+    TagFeature: the reader checks that every entry is key<kv_separator>value (the value a
+    decimal number for a TagFeature's weight)."""
+    maps = {f.input_names[1]: (f.separator, f.kv_separator, False) for f in features if f.feature_type == "LookupFeature"}
+    maps.update({f.input_names[0]: (f.separator, f.kv_separator, True) for f in features
+                 if f.feature_type == "TagFeature" and f.kv_separator})  # fmt: skip
+    return maps
+
+
+def number_lists(features: list[FeatureConfig]) -> dict[str, tuple[str, str, int]]:
+    """Input field -> (separator, seq_multi_sep or "", numbers per position or 0) of each
+    RawFeature sequence: the reader checks that every element is a finite number and that
+    an unbucketized 3-D sequence holds at most raw_input_dim numbers per position."""
+    return {f.input_names[0]: (f.separator, f.seq_multi_sep or "", f.raw_input_dim if f.raw_input_dim > 1 else 0)
+            for f in features if f.is_raw_sequence}  # fmt: skip
+
+
+def vector_inputs(features: list[FeatureConfig]) -> dict[str, tuple[int, str]]:
+    """Input field -> (raw_input_dim, separator) of each RawFeature of several values: the
+    reader parses such a field into raw_input_dim numbers per row."""
+    return {f.input_names[0]: (f.raw_input_dim, f.separator) for f in features
+            if f.raw_input_dim > 1 and f.feature_type in DENSE_FEATURE_TYPES}  # fmt: skip
+
+
+def reader_options(features: list[FeatureConfig]) -> dict:
+    """What the table reader needs to know of ``features`` (``fusionrec.ctr.data.TableReader``'s
+    ``vectors``, ``kv_maps`` and ``number_lists``): every reader of a config's input passes them."""
+    return {"vectors": vector_inputs(features), "kv_maps": kv_maps(features), "number_lists": number_lists(features)}

@@ -12,7 +12,10 @@ from fusionrec.ctr.config.features import (
     FeatureConfigV2,
     check_feature_inputs,
     expand_features,
+    kv_maps,
     located_features,
+    number_lists,
+    vector_inputs,
 )
 from fusionrec.ctr.config.metrics import TASK_METRICS, MetricGroup
 from fusionrec.ctr.config.model_config import ModelConfig
@@ -127,26 +130,16 @@ class PipelineConfig(_Strict):
         return out
 
     def kv_maps(self) -> dict[str, tuple[str, str, bool]]:
-        """Field -> (separator, kv_separator, weights) of each LookupFeature map and weighted
-        TagFeature: the reader checks that every entry is key<kv_separator>value (the value a
-        decimal number for a TagFeature's weight)."""
-        maps = {f.input_names[1]: (f.separator, f.kv_separator, False) for f in self.features if f.feature_type == "LookupFeature"}
-        maps.update({f.input_names[0]: (f.separator, f.kv_separator, True) for f in self.features
-                     if f.feature_type == "TagFeature" and f.kv_separator})  # fmt: skip
-        return maps
+        """``features.kv_maps`` of this config's features."""
+        return kv_maps(self.features)
 
     def number_lists(self) -> dict[str, tuple[str, str, int]]:
-        """Input field -> (separator, seq_multi_sep or "", numbers per position or 0) of each
-        RawFeature sequence: the reader checks that every element is a finite number and that
-        an unbucketized 3-D sequence holds at most raw_input_dim numbers per position."""
-        return {f.input_names[0]: (f.separator, f.seq_multi_sep or "", f.raw_input_dim if f.raw_input_dim > 1 else 0)
-                for f in self.features if f.is_raw_sequence}  # fmt: skip
+        """``features.number_lists`` of this config's features."""
+        return number_lists(self.features)
 
     def vector_inputs(self) -> dict[str, tuple[int, str]]:
-        """Input field -> (raw_input_dim, separator) of each RawFeature of several values: the
-        reader parses such a field into raw_input_dim numbers per row."""
-        return {f.input_names[0]: (f.raw_input_dim, f.separator) for f in self.features
-                if f.raw_input_dim > 1 and f.feature_type in DENSE_FEATURE_TYPES}  # fmt: skip
+        """``features.vector_inputs`` of this config's features."""
+        return vector_inputs(self.features)
 
     @model_validator(mode="before")
     @classmethod
