@@ -13,7 +13,8 @@ import yaml
 from fusionrec.ctr.config import config_from_dict
 from fusionrec.ctr.data import iter_batches
 from fusionrec.ctr.export import export, predict
-from fusionrec.ctr.multitask import Gate, esmm_loss
+from fusionrec.ctr.models.multitask.base import Gate
+from fusionrec.ctr.models.multitask.esmm import esmm_loss
 from fusionrec.ctr.trainer import Trainer
 from fusionrec.errors import FusionrecError
 from tests.ctr.test_pipeline import EXAMPLES, edits, taobao  # noqa: F401  (fixture)

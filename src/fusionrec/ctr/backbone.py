@@ -26,7 +26,8 @@ from fusionrec.ctr.components import EasyRecMLP, _one_vector, build_component
 from fusionrec.ctr.config import BlockConfig, PipelineConfig
 from fusionrec.ctr.embedding import EmbeddingTables
 from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.multitask import RelationTowers, _MultiTask
+from fusionrec.ctr.models.multitask.base import _MultiTask
+from fusionrec.ctr.models.multitask.dbmtl import RelationTowers
 from fusionrec.errors import FusionrecError
 
 

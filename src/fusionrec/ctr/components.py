@@ -14,7 +14,7 @@ from fusionrec.ctr.backbone_ops import AddN, Op, Value, _same_shapes
 from fusionrec.ctr.config import KerasLayerConfig, MLPParams
 from fusionrec.ctr.layers import ACTIVATIONS, TextCNN
 from fusionrec.ctr.transformer import EmbeddingPostprocessor, TransformerEncoder
-from fusionrec.ctr.multitask import MixtureOfExperts
+from fusionrec.ctr.models.multitask.base import MixtureOfExperts
 from fusionrec.errors import FusionrecError
 
 

@@ -13,19 +13,20 @@ import io
 import json
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from torch import Tensor, nn
 
 from fusionrec import __version__
 from fusionrec._atomic import atomic_write_bytes, check_writable_dir, check_writable_file, verify_sidecar
 from fusionrec.ctr.config import config_from_dict, dump_config
 from fusionrec.ctr.data import TableReader, iter_batches, reader_for, resolve_paths
-from fusionrec.ctr.features import tensor_digest
-from fusionrec.ctr.models import ScoringModel
-from fusionrec.ctr.tasks import output_name
+from fusionrec.ctr.features import FeatureTransform, feature_counts, tensor_digest
+from fusionrec.ctr.tasks import Task, output_name, task_outputs, task_score
 from fusionrec.errors import FusionrecError
 
 MODEL_FILE = "model.pt"
@@ -71,6 +72,51 @@ def export(trainer, export_dir: str | Path, checkpoint: Path | None = None, *, c
     }  # fmt: skip
     atomic_write_bytes(export_dir / "input_schema.json", json.dumps(schema, indent=1).encode())
     return export_dir / MODEL_FILE
+
+
+class ScoringModel(nn.Module):
+    """What export writes: raw column tensors -> the served score (probabilities, or y for a
+    regression; a multi-task model's first tower's) and every output EasyRec's exported model
+    has. Needs no fusionrec code to run; runs eagerly as well (a pipeline scores its folds so)."""
+
+    # typed here, not by value (TorchScript cannot type an empty list from its value); as
+    # objects, not the strings ``from __future__ import annotations`` would make of them
+    __annotations__ = {"head_params": List[float], "heads_params": Dict[str, List[float]]}
+
+    def __init__(self, transform: FeatureTransform, model: nn.Module, head_tasks: Dict[str, Task]):
+        super().__init__()
+        self.transform = transform
+        self.model = model
+        served = next(iter(head_tasks.values()))
+        self.head = served.head
+        self.squash = served.squash
+        self.head_params = list(served.head_params)
+        self.heads: Dict[str, str] = {suffix: task.head for suffix, task in head_tasks.items()}
+        self.head_squash: Dict[str, bool] = {suffix: task.squash for suffix, task in head_tasks.items()}
+        self.heads_params = {suffix: list(task.head_params) for suffix, task in head_tasks.items()}
+
+    def forward(self, columns: Dict[str, Tensor]) -> Tensor:
+        return task_score(self.model(self.transform(columns)), self.head, self.squash, self.head_params)
+
+    @torch.jit.export
+    def forward_with_counts(self, columns: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """The score and the batch's per-feature counts (out of vocabulary, truncated)."""
+        features = self.transform(columns)
+        return task_score(self.model(features), self.head, self.squash, self.head_params), feature_counts(features)
+
+    @torch.jit.export
+    def outputs_with_counts(self, columns: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """Every output by name (``Task.output_names`` per head, and a model's
+        ``derived_outputs``) and the batch's per-feature counts."""
+        features = self.transform(columns)
+        outputs: Dict[str, Tensor] = {}
+        for suffix, logits in self.model.forward_heads(features).items():
+            head_outputs = task_outputs(logits, self.heads[suffix], self.head_squash[suffix], self.heads_params[suffix])
+            for name, value in head_outputs.items():
+                outputs[output_name(name, suffix)] = value
+        for name, value in self.model.derived_outputs(outputs).items():
+            outputs[name] = value
+        return outputs, feature_counts(features)
 
 
 def scoring_module(trainer) -> ScoringModel:
@@ -342,4 +388,3 @@ def parse_selected_cols(spec: str | None) -> list[int] | None:
     if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
         raise FusionrecError(f"--selected_cols {spec!r}: indices must be distinct and >= 0")
     return indices
-

@@ -35,7 +35,8 @@ from fusionrec.ctr.features import FeatureTransform, feature_counts
 from fusionrec.ctr.layers import VariationalDropout
 from fusionrec.ctr.metrics import evaluate_metrics
 from fusionrec.ctr.models import build_model
-from fusionrec.ctr.multitask import esmm_loss, tower_weights
+from fusionrec.ctr.models.multitask.base import tower_weights
+from fusionrec.ctr.models.multitask.esmm import esmm_loss
 from fusionrec.errors import FusionrecError
 
 SEED = 2026
@@ -205,7 +206,7 @@ class Trainer:
     def multi_task_loss(self, heads: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
                         weights: torch.Tensor | None, sessions: dict[str, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
         """EasyRec's MultiTaskModel loss: the sum over task towers of each tower's loss on its
-        label, with the tower's weights (``fusionrec.ctr.multitask.tower_weights``); ESMM's own."""
+        label, with the tower's weights (``fusionrec.ctr.models.multitask.base.tower_weights``); ESMM's own."""
         if self.config.model_config_.model_class == "ESMM":
             return esmm_loss(heads, labels, self.config, weights, self.head_labels)
         head_labels = self.head_labels

@@ -52,33 +52,33 @@ class ModelSpec:
     heads: tuple[str, ...] = ("",)
 
 
-_MODELS = "fusionrec.ctr.models:"
+_MODELS = "fusionrec.ctr.models."
 
 
-_MULTI_TASK = "fusionrec.ctr.multitask:"
+_MULTI_TASK = "fusionrec.ctr.models.multitask."
 
 
 MODEL_SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec(("WideAndDeep",), "wide_and_deep", WideAndDeepConfig, _message("WideAndDeep"), _MODELS + "WideAndDeep"),
+    ModelSpec(("WideAndDeep",), "wide_and_deep", WideAndDeepConfig, _message("WideAndDeep"), _MODELS + "wide_and_deep:WideAndDeep"),
     ModelSpec(("DeepFM",), "deepfm", DeepFMConfig, _message("DeepFM", not_implemented="wide_regularization dense_regularization"),
-              _MODELS + "DeepFM"),
-    ModelSpec(("FM",), "fm", FMConfig, _message("FM"), _MODELS + "FM"),
-    ModelSpec(("AutoInt",), "autoint", AutoIntConfig, _message("AutoInt"), _MODELS + "AutoInt"),
-    ModelSpec(("DCN",), "dcn", DCNConfig, _message("DCN"), _MODELS + "DCN"),
-    ModelSpec(("DLRM",), "dlrm", DLRMConfig, _message("DLRM"), _MODELS + "DLRM"),
+              _MODELS + "deepfm:DeepFM"),
+    ModelSpec(("FM",), "fm", FMConfig, _message("FM"), _MODELS + "fm:FM"),
+    ModelSpec(("AutoInt",), "autoint", AutoIntConfig, _message("AutoInt"), _MODELS + "autoint:AutoInt"),
+    ModelSpec(("DCN",), "dcn", DCNConfig, _message("DCN"), _MODELS + "dcn:DCN"),
+    ModelSpec(("DLRM",), "dlrm", DLRMConfig, _message("DLRM"), _MODELS + "dlrm:DLRM"),
     ModelSpec(("MultiTower", "MultiTowerDIN", "DIN", "MultiTowerBST"), "multi_tower", MultiTowerConfig,
-              _message("MultiTower"), _MODELS + "MultiTower"),
+              _message("MultiTower"), _MODELS + "multi_tower:MultiTower"),
     ModelSpec(("RocketLaunching",), "rocket_launching", RocketLaunchingConfig, _message("RocketLaunching"),
-              _MODELS + "RocketLaunching", heads=("_light", "_booster")),
-    ModelSpec(("CMBF",), "cmbf", CMBFConfig, _message("CMBF"), _MODELS + "CMBF"),
-    ModelSpec(("Uniter",), "uniter", UniterConfig, _message("Uniter"), _MODELS + "Uniter"),
-    ModelSpec(("ESMM",), "esmm", ESMMConfig, _message("ESMM"), _MULTI_TASK + "ESMM"),
-    ModelSpec(("MMoE",), "mmoe", MMoEConfig, _message("MMoE"), _MULTI_TASK + "MMoE"),
-    ModelSpec(("PLE",), "ple", PLEConfig, _message("PLE"), _MULTI_TASK + "PLE"),
+              _MODELS + "rocket_launching:RocketLaunching", heads=("_light", "_booster")),
+    ModelSpec(("CMBF",), "cmbf", CMBFConfig, _message("CMBF"), _MODELS + "cmbf:CMBF"),
+    ModelSpec(("Uniter",), "uniter", UniterConfig, _message("Uniter"), _MODELS + "uniter:Uniter"),
+    ModelSpec(("ESMM",), "esmm", ESMMConfig, _message("ESMM"), _MULTI_TASK + "esmm:ESMM"),
+    ModelSpec(("MMoE",), "mmoe", MMoEConfig, _message("MMoE"), _MULTI_TASK + "mmoe:MMoE"),
+    ModelSpec(("PLE",), "ple", PLEConfig, _message("PLE"), _MULTI_TASK + "ple:PLE"),
     ModelSpec(("DBMTL",), "dbmtl", DBMTLConfig, _message("DBMTL"),
-              _MULTI_TASK + "DBMTL"),
+              _MULTI_TASK + "dbmtl:DBMTL"),
     ModelSpec(("SimpleMultiTask",), "simple_multi_task", SimpleMultiTaskConfig, _message("SimpleMultiTask"),
-              _MULTI_TASK + "SimpleMultiTask"),
+              _MULTI_TASK + "simple:SimpleMultiTask"),
     ModelSpec(("RankModel", "MultiTaskModel"), "backbone", BackboneConfig, _BACKBONE_MESSAGE,
               "fusionrec.ctr.backbone:BackboneModel"),
 )  # fmt: skip

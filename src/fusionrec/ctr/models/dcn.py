@@ -1,0 +1,36 @@
+"""EasyRec's DCN (Wang et al., ADKDD 2017)."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import Tensor, nn
+
+from fusionrec.ctr.config import PipelineConfig
+from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.layers import CrossNet
+from fusionrec.ctr.models.base import _Base, _mlp
+
+
+class DCN(_Base):
+    """Deep & Cross Network (Wang et al., ADKDD 2017) as EasyRec's DCN: cross tower (eq. 3, a
+    weight vector per layer) || deep tower, then ``final_dnn`` and one output unit."""
+
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+        super().__init__()
+        self._set_outputs(config)
+        params = config.model_config_.dcn
+        groups, _ = self._groups(config, transform, None)
+        self.cross_input = self._group(groups, params.cross_tower.input, "dcn.cross_tower")
+        self.deep_input = self._group(groups, params.deep_tower.input, "dcn.deep_tower")
+        self.cross = CrossNet(self.cross_input.out_dim, params.cross_tower.cross_num)
+        self.dnn = _mlp(self.deep_input.out_dim, params.deep_tower.dnn)
+        width = self.cross.out_dim + self.dnn.out_dim
+        self.final = _mlp(width, params.final_dnn)
+        self.head = nn.Linear(self.final.out_dim, self.n_outputs)
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        crossed = self.cross(self.cross_input(features))
+        deep = self.dnn(self.deep_input(features))
+        return self._logits(self.head(self.final(torch.cat([crossed, deep], dim=1))))
