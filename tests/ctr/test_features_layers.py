@@ -310,3 +310,12 @@ def test_din_attends_aux_sequences_with_the_history_weights():
     mask = torch.tensor([[True] * 5, [True, True, False, False, False], [True] * 3 + [False] * 2])
     both = attention(query, keys, mask, torch.cat([keys, aux], dim=2))
     torch.testing.assert_close(both, torch.cat([attention(query, keys, mask), attention(query, keys, mask, aux)], dim=1))
+
+
+def test_every_feature_type_has_its_module_and_only_those():
+    # one registry line per EasyRec feature type (fusionrec.ctr.features.FEATURE_MODULES)
+    from fusionrec.ctr.config import FEATURE_TYPES
+    from fusionrec.ctr.features import FEATURE_MODULES, FeatureModule
+
+    assert set(FEATURE_MODULES) == set(FEATURE_TYPES)
+    assert all(issubclass(module, FeatureModule) for module in FEATURE_MODULES.values())
