@@ -90,3 +90,11 @@ def test_no_easyrec_sample_config_meets_an_unknown_field():
                 f"{path.name}: {message}")
             refused[path.name] = message
     assert loaded >= 25, (loaded, sorted(refused)[:5])
+
+
+def test_no_field_is_both_implemented_and_listed_as_refused_or_without_effect():
+    # a field that works must not be listed as refused (or as dropped): the list would hide it
+    # from the walk above and could drop or refuse it by mistake
+    both = [f"{message.name}.{name}" for model, message in EASYREC_MESSAGES.items()
+            for name in message.no_effect | message.not_implemented if _is_field(model, name)]  # fmt: skip
+    assert not both, f"fields implemented and listed as refused or without effect: {sorted(both)}"

@@ -223,180 +223,194 @@ def merge_values(values: List[Value], axis: int, where: str) -> Tuple[str, int, 
     return "concat", _axis(holder, axis, 0, where), out
 
 
+class BackboneBuilder:
+    """Builds the modules of a ``model_config.backbone`` block graph, each block after the blocks
+    it reads, checking shapes as it goes (a shape error names the block): ``modules[i]`` is a
+    block's module and ``values[i]`` the ``Value`` it gives; ``index`` maps block names to
+    positions; a package's blocks are built at its first call and shared by later ones."""
+
+    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+        model = config.model_config_
+        self.backbone = model.backbone
+        self.tables = EmbeddingTables(config, transform)
+        self.group_configs = {g.group_name: g for g in model.feature_groups}
+        self.package_names = {p.name for p in self.backbone.packages}
+        self.index: Dict[str, int] = {}
+        self.values: List[Value] = []
+        self.modules: List[nn.Module] = []
+        self.groups: Dict[Tuple[str, Optional[int]], nn.Module] = {}
+        # a package's blocks, built at its first call: (extra, layers, input value, output value), by (package, block)
+        self.shared: Dict[Tuple[str, str], Tuple[Op, List[Op], Value, Value]] = {}
+        self.auxiliary: List[int] = []  # the AuxiliaryLoss blocks: their losses join the training loss
+
+    def build(self) -> None:
+        """Every backbone block, in an order where each comes after the blocks it reads."""
+        by_name = {b.name: b for b in self.backbone.blocks}
+        for name in self.backbone.block_order():
+            self.index[name] = self.add_block(by_name[name], f"backbone block {name!r}", {}, None)
+
+    def group_input(self, name: str, wide_dim: Optional[int], where: str) -> nn.Module:
+        if name not in self.group_configs:
+            raise FusionrecError(f"{where}: feature_group_name {name!r} is not a feature group; groups are {sorted(self.group_configs)}")
+        key = (name, wide_dim)
+        if key not in self.groups:
+            self.groups[key] = self.tables.group(self.group_configs[name], wide_dim)
+        return self.groups[key]
+
+    def add_input_block(self, key: str, block: Optional[BlockConfig], group_name: str, where: str) -> None:
+        layer = block.input_layer if block is not None else None
+        if layer is not None and layer.output_seq_and_normal_feature:
+            if group_name not in self.group_configs:
+                raise FusionrecError(f"{where}: feature_group_name {group_name!r} is not a feature group")
+            slot = self.tables.sequence_input(self.group_configs[group_name], where)
+            parts = [Value.tensor(-1, slot.history_dim), Value.tensor(-1)]  # -1: the batch's sequence length
+            if slot.has_target:
+                parts.append(Value.tensor(slot.dim))
+            self.index[key] = len(self.modules)
+            self.modules.append(SequenceInputBlock(slot))
+            self.values.append(Value(tuple(p.shapes[0] for p in parts), True, tuple(parts)))
+            return
+        wide = self.group_configs.get(group_name) is not None and self.group_configs[group_name].wide_deep == "WIDE"
+        wide_dim = layer.wide_output_dim if layer is not None and layer.wide_output_dim else None
+        if wide and wide_dim is None:
+            raise FusionrecError(f"{where}: feature group {group_name!r} is WIDE; its input_layer needs wide_output_dim")
+        group = self.group_input(group_name, wide_dim if wide else None, where)
+        dims = [int(d) for d in group.field_dims]
+        if layer is not None and layer.only_output_feature_list:
+            mode, value = "list", Value.of_list([(d,) for d in dims])
+        elif layer is not None and layer.output_2d_tensor_and_feature_list:
+            fields = Value.of_list([(d,) for d in dims])
+            combined = Value.tensor(sum(dims))
+            mode, value = "pair", Value(combined.shapes + fields.shapes, True, (combined, fields))
+        elif layer is not None and layer.only_output_3d_tensor:
+            if len(set(dims)) != 1:
+                raise FusionrecError(f"{where}: only_output_3d_tensor stacks the fields, which need one width; got {dims}")
+            mode, value = "3d", Value.tensor(len(dims), dims[0])
+        else:
+            mode, value = "concat", Value.tensor(sum(dims))
+        if layer is not None and layer.do_batch_norm and layer.do_layer_norm:
+            raise FusionrecError(f"{where}: do_batch_norm and do_layer_norm cannot both be set (EasyRec refuses it too)")
+        norm = "batch" if layer is not None and layer.do_batch_norm else "layer" if layer is not None and layer.do_layer_norm else ""
+        dropout = layer.dropout_rate if layer is not None else 0.0
+        self.index[key] = len(self.modules)
+        self.modules.append(InputBlock(group, mode, norm, dropout))
+        self.values.append(value)
+
+    def read_input(self, source, where: str, scope: Dict[str, int], package_input: Optional[int]) -> int:
+        """The index of the value an input reads (a package called here gets its blocks appended)."""
+        if source.use_package_input:
+            if package_input is None:
+                raise FusionrecError(f"{where}: use_package_input outside a package call")
+            return package_input
+        if source.package_name is not None:
+            argument = None
+            if source.package_input is not None:
+                if source.package_input in self.package_names:
+                    argument = self.call_package(source.package_input, None, where)
+                elif source.package_input in scope:
+                    argument = scope[source.package_input]
+                elif source.package_input in self.index:
+                    argument = self.index[source.package_input]
+                else:
+                    raise FusionrecError(f"{where}: package_input {source.package_input!r} is neither a block nor a package")
+                if source.package_input_fn is not None:
+                    op, value = compile_lambda(source.package_input_fn, self.values[argument], f"{where} package_input_fn")
+                    self.modules.append(Block([argument], [op], "one", -1, Op(), []))
+                    self.values.append(value)
+                    argument = len(self.modules) - 1
+            return self.call_package(source.package_name, argument, where)
+        key = source.name
+        if key in scope:
+            return scope[key]
+        if key not in self.index:  # a feature group read directly: EasyRec adds an input_layer block for it
+            if source.feature_group_name is None:
+                raise FusionrecError(f"{where}: input {key!r} is not a block")
+            self.add_input_block(key, None, key, where)
+        return self.index[key]
+
+    def call_package(self, name: str, argument: Optional[int], where: str) -> int:
+        """Append one call of package ``name`` on ``argument`` (the value its use_package_input
+        blocks read); its layers are shared by every call. Returns its output's index."""
+        package = self.backbone.package(name, where)
+        scope: Dict[str, int] = {}
+        for block_name in package.block_order():
+            block = next(b for b in package.blocks if b.name == block_name)
+            scope[block_name] = self.add_block(block, f"backbone package {name!r} block {block_name!r}", scope, argument, (name, block_name))
+        return scope[package.output()]
+
+    def add_block(self, block: BlockConfig, where: str, scope: Dict[str, int], package_input: Optional[int],
+                  share: Optional[Tuple[str, str]] = None) -> int:  # fmt: skip
+        if block.input_layer is not None:
+            if share is not None:
+                raise FusionrecError(f"{where}: an input_layer block inside a package is not implemented yet by fusionrec")
+            self.add_input_block(block.name, block, block.inputs[0].feature_group_name, where)
+            return self.index[block.name]
+        sources, ops, in_values = [], [], []
+        for source in block.inputs:
+            at = self.read_input(source, where, scope, package_input)
+            if source.ignore_input:
+                continue
+            op, value = Op(), self.values[at]
+            steps: List[Op] = []
+            if source.input_slice is not None:
+                step, value = compile_lambda("lambda x: x" + source.input_slice.strip(), value, f"{where} input_slice")
+                steps.append(step)
+            if source.input_fn is not None:
+                step, value = compile_lambda(source.input_fn, value, f"{where} input_fn")
+                steps.append(step)
+            if steps:
+                op = Chain(steps)
+            sources.append(at)
+            ops.append(op)
+            in_values.append(value)
+        if not ops:
+            raise FusionrecError(f"{where}: every input is ignore_input")
+        if block.merge_inputs_into_list:
+            if any(v.is_list for v in in_values):
+                raise FusionrecError(f"{where}: merge_inputs_into_list of inputs that are lists (nested lists) is not "
+                                     "implemented yet by fusionrec")  # fmt: skip
+            merge, axis, value = "list", -1, Value.of_list([v.shapes[0] for v in in_values])
+        else:
+            merge, axis, value = merge_values(in_values, block.input_concat_axis, where)
+        if share is not None and share in self.shared:  # a later call of a package: the same layers
+            extra, layers, first_value, out_value = self.shared[share]
+            if first_value != value:
+                raise FusionrecError(f"{where}: this call gives the package {value.describe()}, its first call "
+                                     f"{first_value.describe()}; the calls share the package's layers")  # fmt: skip
+            value = out_value
+        else:
+            first_value = value
+            extra = Op()
+            if block.extra_input_fn is not None:
+                extra, value = compile_lambda(block.extra_input_fn, value, f"{where} extra_input_fn")
+            layers: List[Op] = []
+            for i, layer in enumerate(block.layers or ([block] if _has_layer(block) else [])):
+                op, value = build_layer(layer, value, where if not block.layers else f"{where} layer {i}")
+                layers.append(op)
+            if share is not None:
+                self.shared[share] = (extra, layers, first_value, value)
+        self.modules.append(Block(sources, ops, merge, axis, extra, layers))
+        self.values.append(value)
+        if _is_auxiliary_loss(block):
+            self.auxiliary.append(len(self.modules) - 1)
+        return len(self.modules) - 1
+
+
 class Backbone(nn.Module):
-    """The block graph of a ``model_config.backbone``; ``forward`` gives the merged output of
-    ``concat_blocks`` (then ``top_mlp``) as a List[Tensor] described by ``self.value``."""
+    """The block graph of a ``model_config.backbone`` (built by ``BackboneBuilder``); ``forward``
+    gives the merged output of ``concat_blocks`` (then ``top_mlp``) as a List[Tensor] described
+    by ``self.value``."""
 
     def __init__(self, config: PipelineConfig, transform: FeatureTransform):
         super().__init__()
-        model = config.model_config_
-        backbone = model.backbone
-        tables = EmbeddingTables(config, transform)
-        group_configs = {g.group_name: g for g in model.feature_groups}
-        by_name = {b.name: b for b in backbone.blocks}
-        index: Dict[str, int] = {}
-        values: List[Value] = []
-        modules: List[nn.Module] = []
-        groups: Dict[Tuple[str, Optional[int]], nn.Module] = {}
-
-        def group_input(name: str, wide_dim: Optional[int], where: str) -> nn.Module:
-            if name not in group_configs:
-                raise FusionrecError(f"{where}: feature_group_name {name!r} is not a feature group; groups are {sorted(group_configs)}")
-            key = (name, wide_dim)
-            if key not in groups:
-                groups[key] = tables.group(group_configs[name], wide_dim)
-            return groups[key]
-
-        def add_input_block(key: str, block: Optional[BlockConfig], group_name: str, where: str) -> None:
-            layer = block.input_layer if block is not None else None
-            if layer is not None and layer.output_seq_and_normal_feature:
-                if group_name not in group_configs:
-                    raise FusionrecError(f"{where}: feature_group_name {group_name!r} is not a feature group")
-                slot = tables.sequence_input(group_configs[group_name], where)
-                parts = [Value.tensor(-1, slot.history_dim), Value.tensor(-1)]  # -1: the batch's sequence length
-                if slot.has_target:
-                    parts.append(Value.tensor(slot.dim))
-                index[key] = len(modules)
-                modules.append(SequenceInputBlock(slot))
-                values.append(Value(tuple(p.shapes[0] for p in parts), True, tuple(parts)))
-                return
-            wide = group_configs.get(group_name) is not None and group_configs[group_name].wide_deep == "WIDE"
-            wide_dim = layer.wide_output_dim if layer is not None and layer.wide_output_dim else None
-            if wide and wide_dim is None:
-                raise FusionrecError(f"{where}: feature group {group_name!r} is WIDE; its input_layer needs wide_output_dim")
-            group = group_input(group_name, wide_dim if wide else None, where)
-            dims = [int(d) for d in group.field_dims]
-            if layer is not None and layer.only_output_feature_list:
-                mode, value = "list", Value.of_list([(d,) for d in dims])
-            elif layer is not None and layer.output_2d_tensor_and_feature_list:
-                fields = Value.of_list([(d,) for d in dims])
-                combined = Value.tensor(sum(dims))
-                mode, value = "pair", Value(combined.shapes + fields.shapes, True, (combined, fields))
-            elif layer is not None and layer.only_output_3d_tensor:
-                if len(set(dims)) != 1:
-                    raise FusionrecError(f"{where}: only_output_3d_tensor stacks the fields, which need one width; got {dims}")
-                mode, value = "3d", Value.tensor(len(dims), dims[0])
-            else:
-                mode, value = "concat", Value.tensor(sum(dims))
-            if layer is not None and layer.do_batch_norm and layer.do_layer_norm:
-                raise FusionrecError(f"{where}: do_batch_norm and do_layer_norm cannot both be set (EasyRec refuses it too)")
-            norm = "batch" if layer is not None and layer.do_batch_norm else "layer" if layer is not None and layer.do_layer_norm else ""
-            dropout = layer.dropout_rate if layer is not None else 0.0
-            index[key] = len(modules)
-            modules.append(InputBlock(group, mode, norm, dropout))
-            values.append(value)
-
-        # a package's blocks, built at its first call: (extra, layers, input value, output value), by (package, block)
-        shared: Dict[Tuple[str, str], Tuple[Op, List[Op], Value, Value]] = {}
-
-        def read_input(source, where: str, scope: Dict[str, int], package_input: Optional[int]) -> int:
-            """The index of the value an input reads (a package called here gets its blocks appended)."""
-            if source.use_package_input:
-                if package_input is None:
-                    raise FusionrecError(f"{where}: use_package_input outside a package call")
-                return package_input
-            if source.package_name is not None:
-                argument = None
-                if source.package_input is not None:
-                    if source.package_input in package_names:
-                        argument = call_package(source.package_input, None, where)
-                    elif source.package_input in scope:
-                        argument = scope[source.package_input]
-                    elif source.package_input in index:
-                        argument = index[source.package_input]
-                    else:
-                        raise FusionrecError(f"{where}: package_input {source.package_input!r} is neither a block nor a package")
-                    if source.package_input_fn is not None:
-                        op, value = compile_lambda(source.package_input_fn, values[argument], f"{where} package_input_fn")
-                        modules.append(Block([argument], [op], "one", -1, Op(), []))
-                        values.append(value)
-                        argument = len(modules) - 1
-                return call_package(source.package_name, argument, where)
-            key = source.name
-            if key in scope:
-                return scope[key]
-            if key not in index:  # a feature group read directly: EasyRec adds an input_layer block for it
-                if source.feature_group_name is None:
-                    raise FusionrecError(f"{where}: input {key!r} is not a block")
-                add_input_block(key, None, key, where)
-            return index[key]
-
-        def call_package(name: str, argument: Optional[int], where: str) -> int:
-            """Append one call of package ``name`` on ``argument`` (the value its use_package_input
-            blocks read); its layers are shared by every call. Returns its output's index."""
-            package = backbone.package(name, where)
-            scope: Dict[str, int] = {}
-            for block_name in package.block_order():
-                block = next(b for b in package.blocks if b.name == block_name)
-                scope[block_name] = add_block(block, f"backbone package {name!r} block {block_name!r}", scope, argument, (name, block_name))
-            return scope[package.output()]
-
-        def add_block(block: BlockConfig, where: str, scope: Dict[str, int], package_input: Optional[int],
-                      share: Optional[Tuple[str, str]] = None) -> int:  # fmt: skip
-            if block.input_layer is not None:
-                if share is not None:
-                    raise FusionrecError(f"{where}: an input_layer block inside a package is not implemented yet by fusionrec")
-                add_input_block(block.name, block, block.inputs[0].feature_group_name, where)
-                return index[block.name]
-            sources, ops, in_values = [], [], []
-            for source in block.inputs:
-                at = read_input(source, where, scope, package_input)
-                if source.ignore_input:
-                    continue
-                op, value = Op(), values[at]
-                steps: List[Op] = []
-                if source.input_slice is not None:
-                    step, value = compile_lambda("lambda x: x" + source.input_slice.strip(), value, f"{where} input_slice")
-                    steps.append(step)
-                if source.input_fn is not None:
-                    step, value = compile_lambda(source.input_fn, value, f"{where} input_fn")
-                    steps.append(step)
-                if steps:
-                    op = Chain(steps)
-                sources.append(at)
-                ops.append(op)
-                in_values.append(value)
-            if not ops:
-                raise FusionrecError(f"{where}: every input is ignore_input")
-            if block.merge_inputs_into_list:
-                if any(v.is_list for v in in_values):
-                    raise FusionrecError(f"{where}: merge_inputs_into_list of inputs that are lists (nested lists) is not "
-                                         "implemented yet by fusionrec")  # fmt: skip
-                merge, axis, value = "list", -1, Value.of_list([v.shapes[0] for v in in_values])
-            else:
-                merge, axis, value = merge_values(in_values, block.input_concat_axis, where)
-            if share is not None and share in shared:  # a later call of a package: the same layers
-                extra, layers, first_value, out_value = shared[share]
-                if first_value != value:
-                    raise FusionrecError(f"{where}: this call gives the package {value.describe()}, its first call "
-                                         f"{first_value.describe()}; the calls share the package's layers")  # fmt: skip
-                value = out_value
-            else:
-                first_value = value
-                extra = Op()
-                if block.extra_input_fn is not None:
-                    extra, value = compile_lambda(block.extra_input_fn, value, f"{where} extra_input_fn")
-                layers: List[Op] = []
-                for i, layer in enumerate(block.layers or ([block] if _has_layer(block) else [])):
-                    op, value = build_layer(layer, value, where if not block.layers else f"{where} layer {i}")
-                    layers.append(op)
-                if share is not None:
-                    shared[share] = (extra, layers, first_value, value)
-            modules.append(Block(sources, ops, merge, axis, extra, layers))
-            values.append(value)
-            if _is_auxiliary_loss(block):
-                auxiliary.append(len(modules) - 1)
-            return len(modules) - 1
-
-        package_names = {p.name for p in backbone.packages}
-        auxiliary: List[int] = []  # the AuxiliaryLoss blocks: their losses join the training loss
-        for name in backbone.block_order():
-            block = by_name[name]
-            index[name] = add_block(block, f"backbone block {name!r}", {}, None)
+        backbone = config.model_config_.backbone
+        builder = BackboneBuilder(config, transform)
+        builder.build()
+        modules, values, index = builder.modules, builder.values, builder.index
         self.blocks = nn.ModuleList(modules)
         outputs = backbone.outputs()
         self.output_index: List[int] = [index[name] for name in outputs]
-        self.auxiliary_index: List[int] = auxiliary
+        self.auxiliary_index: List[int] = builder.auxiliary
         # the blocks the output reads; the others (an auxiliary loss's branch) run only in training
         self.serving: List[bool] = _reachable(modules, self.output_index)
         if backbone.output_blocks:  # a list: each block's output one element (a multi-task model's towers)

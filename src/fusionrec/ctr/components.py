@@ -1,17 +1,20 @@
-"""The components of EasyRec's backbone, registered by EasyRec's ``class_name``
-(``COMPONENTS``): each builder takes the keras_layer config and the input's ``Value`` and
-returns an ``Op`` and its output's ``Value``, so that a wrong input is an error naming the
-block. ``fusionrec.ctr.config.BACKBONE_LAYERS`` lists the same names with the params message
-each reads; adding a component touches those two places.
+"""The components of EasyRec's backbone, by EasyRec's ``class_name`` (``COMPONENTS``): each
+builder takes the keras_layer config and the input's ``Value`` and returns an ``Op`` and its
+output's ``Value``, so that a wrong input is an error naming the block. Each is registered
+once, in ``fusionrec.ctr.config.COMPONENT_SPECS`` (its class names, its builder, the params
+message it reads); a new component is its Op and builder (here or in a module of its own)
+plus that one line, and its params message when it reads one.
 """
 
-from typing import List, Optional, Tuple
+import importlib
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from fusionrec.ctr.backbone_ops import AddN, Op, Value, _same_shapes
 from fusionrec.ctr.config import KerasLayerConfig, MLPParams
+from fusionrec.ctr.config.backbone import COMPONENT_SPEC_OF
 from fusionrec.ctr.layers import ACTIVATIONS, TextCNN
 from fusionrec.ctr.transformer import EmbeddingPostprocessor, TransformerEncoder
 from fusionrec.ctr.models.multitask.base import MixtureOfExperts
@@ -969,17 +972,16 @@ def _build_gate(layer: KerasLayerConfig, value: Value, where: str):
     return WeightedGateLayer(params.weight_index, len(value.shapes), mlp), Value.tensor(mlp.out_dim if mlp else others[0][0])
 
 
-# EasyRec class_name -> builder(keras_layer config, input Value, where) -> (Op, output Value);
-# fusionrec.ctr.config.BACKBONE_LAYERS lists the same names with their params field
-COMPONENTS = {"MLP": _build_mlp, "FM": _build_fm, "DotInteraction": _build_dot, "Cross": _build_cross, "CIN": _build_cin,
-              "Add": _build_add, "MMoE": _build_mmoe, "SENet": _build_senet, "FiBiNet": _build_fibinet,
-              "MaskBlock": _build_mask_block, "MaskNet": _build_masknet, "Highway": _build_highway, "Gate": _build_gate,
-              "DIN": _build_din, "TextCNN": _build_text_cnn, "BST": _build_bst,
-              "PeriodicEmbedding": _build_periodic, "AutoDisEmbedding": _build_autodis, "Bilinear": _build_bilinear,
-              "PPNet": _build_ppnet, "AITMTower": _build_aitm, "SeqAugment": _build_seq_augment,
-              "SeqAugmentOps": _build_seq_augment, "AuxiliaryLoss": _build_auxiliary_loss}  # fmt: skip
+def _builder(path: str) -> Callable:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# EasyRec class_name -> builder(keras_layer config, input Value, where) -> (Op, output Value), as
+# fusionrec.ctr.config.COMPONENT_SPECS registers each (a component of another module is imported here)
+COMPONENTS = {name: _builder(spec.builder) for name, spec in COMPONENT_SPEC_OF.items()}
 # they read a sequence input (history, mask, target)
-SEQUENCE_COMPONENTS = ("DIN", "TextCNN", "BST", "SeqAugment", "SeqAugmentOps")
+SEQUENCE_COMPONENTS = tuple(name for name, spec in COMPONENT_SPEC_OF.items() if spec.sequence)
 
 
 def build_component(layer: KerasLayerConfig, value: Value, where: str) -> Tuple[Op, Value]:

@@ -49,7 +49,7 @@ from fusionrec.ctr.config.multitask import (
     SimpleMultiTaskConfig, TaskTowerConfig
 )
 from fusionrec.ctr.config.backbone import (
-    AITMTowerParams, AutoDisEmbeddingParams, BACKBONE_LAYERS, BackboneConfig, BilinearParams, BlockConfig, BlockInput,
+    AITMTowerParams, AutoDisEmbeddingParams, BACKBONE_LAYERS, COMPONENT_SPECS, ComponentSpec, BackboneConfig, BilinearParams, BlockConfig, BlockInput,
     BlockPackage, BSTEncoderParams, CINParams, DINEncoderParams, FiBiNetParams, FMLayerParams, GateNNParams,
     HighwayParams, InputLayerConfig, KerasLayerConfig, LambdaConfig, LayerConfig, MaskBlockParams, MaskNetParams,
     MLPParams, MMoELayerParams, ModelParams, PeriodicEmbeddingParams, PPNetParams, RecurrentLayerConfig,
@@ -68,6 +68,7 @@ from fusionrec.ctr.config.load import (
 )
 
 __all__ = [
+    'COMPONENT_SPECS', 'ComponentSpec',
     'reader_options',
     'ACTIVATIONS', 'check_activation',
     '_text_format_to_dict', 'AccuracyMetric', 'Activation', 'AdagradOptimizer', 'AdamOptimizer', 'AdamWOptimizer',

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from fusionrec.ctr.config._base import Activation, _message, _only_implemented, _Strict
+from fusionrec.ctr.config._base import Activation, EasyRecMessage, _message, _only_implemented, _Strict
 from fusionrec.ctr.config.features import TextCNNConfig
 from fusionrec.ctr.config.models import _TransformerParams
 from fusionrec.ctr.config.multitask import BayesTaskTowerConfig, TaskTowerConfig
@@ -166,20 +167,6 @@ class TextCNNLayerParams(TextCNNConfig):
     mlp: MLPParams | None = None
 
 
-# keras_layer class_name -> the params field it reads (None: it takes none, or st_params);
-# fusionrec.ctr.backbone.COMPONENTS builds each (tests/ctr/test_backbone.py checks they agree)
-BACKBONE_LAYERS = {"MLP": "mlp", "FM": "fm", "Add": None, "Cross": None, "DotInteraction": None, "CIN": "cin",
-                   "MMoE": "mmoe", "SENet": "senet", "FiBiNet": "fibinet", "MaskBlock": "mask_block", "MaskNet": "masknet",
-                   "Highway": "highway", "Gate": "gate", "DIN": "din", "TextCNN": "text_cnn", "BST": "bst",
-                   "PeriodicEmbedding": "periodic_embedding", "AutoDisEmbedding": "auto_dis_embedding", "Bilinear": "bilinear",
-                   "PPNet": "ppnet", "AITMTower": "aitm", "SeqAugment": "seq_aug",
-                   "SeqAugmentOps": "seq_aug", "AuxiliaryLoss": None}  # fmt: skip
-
-
-_LAYER_PARAMS = ("mlp", "fm", "mmoe", "cin", "senet", "fibinet", "mask_block", "masknet", "highway", "gate", "din", "text_cnn",
-                 "bst", "periodic_embedding", "auto_dis_embedding", "bilinear", "ppnet", "aitm", "seq_aug")
-
-
 class SequenceAugmentParams(_Strict):
     """EasyRec's SequenceAugment (CL4SRec's augmentations, Xie et al., ICDE 2022)."""
 
@@ -188,43 +175,92 @@ class SequenceAugmentParams(_Strict):
     reorder_rate: float = Field(0.6, ge=0, le=1)
 
 
-class KerasLayerConfig(_Strict):
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A backbone component fusionrec builds, registered once here: EasyRec's keras_layer
+    ``class_name``s for it, its builder ("module:function", imported when a backbone is built:
+    ``builder(keras_layer, input Value, where) -> (Op, output Value)``), the ``keras_layer``
+    params field it reads (None: none, or ``st_params``) with that field's pydantic model and
+    how EasyRec's message of it is treated, whether EasyRec's layer requires those params, and
+    whether it reads a sequence input (history, mask, target). ``KerasLayerConfig`` has one
+    field per params; tests/ctr/test_backbone.py builds every component."""
+
+    class_names: tuple[str, ...]
+    builder: str
+    params: str | None = None
+    config: type[BaseModel] | None = None
+    message: EasyRecMessage | None = None
+    required: bool = True
+    sequence: bool = False
+
+
+_C = "fusionrec.ctr.components:"
+COMPONENT_SPECS: tuple[ComponentSpec, ...] = (
+    ComponentSpec(("MLP",), _C + "_build_mlp", "mlp", MLPParams,
+                  _message("MLP", no_effect="initializer use_final_bias", not_implemented="add_to_outputs")),
+    ComponentSpec(("FM",), _C + "_build_fm", "fm", FMLayerParams, _message("FM"), required=False),
+    ComponentSpec(("Add",), _C + "_build_add"),
+    ComponentSpec(("Cross",), _C + "_build_cross"),
+    ComponentSpec(("DotInteraction",), _C + "_build_dot"),
+    ComponentSpec(("MMoE",), _C + "_build_mmoe", "mmoe", MMoELayerParams, _message("MMoELayer")),
+    ComponentSpec(("CIN",), _C + "_build_cin", "cin", CINParams, _message("CIN")),
+    ComponentSpec(("SENet",), _C + "_build_senet", "senet", SENetParams, _message("SENet"), required=False),
+    ComponentSpec(("FiBiNet",), _C + "_build_fibinet", "fibinet", FiBiNetParams, _message("FiBiNet")),
+    ComponentSpec(("MaskBlock",), _C + "_build_mask_block", "mask_block", MaskBlockParams, _message("MaskBlock")),
+    ComponentSpec(("MaskNet",), _C + "_build_masknet", "masknet", MaskNetParams, _message("MaskNet")),
+    # the backbone Highway layer reads neither input nor init_gate_bias
+    ComponentSpec(("Highway",), _C + "_build_highway", "highway", HighwayParams,
+                  _message("HighWayTower", no_effect="input init_gate_bias")),
+    ComponentSpec(("Gate",), _C + "_build_gate", "gate", WeightedGateParams, _message("WeightedGate"), required=False),
+    ComponentSpec(("DIN",), _C + "_build_din", "din", DINEncoderParams, _message("DINEncoder"), sequence=True),
+    ComponentSpec(("TextCNN",), _C + "_build_text_cnn", "text_cnn", TextCNNLayerParams, _message("TextCNN"), sequence=True),
+    ComponentSpec(("BST",), _C + "_build_bst", "bst", BSTEncoderParams, _message("BSTEncoder"), sequence=True),
+    ComponentSpec(("PeriodicEmbedding",), _C + "_build_periodic", "periodic_embedding", PeriodicEmbeddingParams,
+                  _message("PeriodicEmbedding")),
+    ComponentSpec(("AutoDisEmbedding",), _C + "_build_autodis", "auto_dis_embedding", AutoDisEmbeddingParams,
+                  _message("AutoDisEmbedding")),
+    ComponentSpec(("Bilinear",), _C + "_build_bilinear", "bilinear", BilinearParams, _message("Bilinear")),
+    ComponentSpec(("PPNet",), _C + "_build_ppnet", "ppnet", PPNetParams, _message("PPNet")),
+    ComponentSpec(("AITMTower",), _C + "_build_aitm", "aitm", AITMTowerParams, _message("AITMTower")),
+    # SeqAugmentOps is EasyRec's custom-op build of the same augmentation
+    ComponentSpec(("SeqAugment", "SeqAugmentOps"), _C + "_build_seq_augment", "seq_aug", SequenceAugmentParams,
+                  _message("SequenceAugment"), required=False, sequence=True),
+    ComponentSpec(("AuxiliaryLoss",), _C + "_build_auxiliary_loss"),
+)  # fmt: skip
+COMPONENT_SPEC_OF = {name: spec for spec in COMPONENT_SPECS for name in spec.class_names}
+# keras_layer class_name -> the params field it reads (None: it takes none, or st_params)
+BACKBONE_LAYERS = {name: spec.params for name, spec in COMPONENT_SPEC_OF.items()}
+# the params fields, one per component that reads one (SeqAugment and SeqAugmentOps share theirs)
+LAYER_PARAMS = {spec.params: spec.config for spec in COMPONENT_SPECS if spec.params is not None}
+_LAYER_PARAMS = tuple(LAYER_PARAMS)
+
+
+class _KerasLayerBase(_Strict):
+    """EasyRec's KerasLayer: ``class_name`` and the params message of that component;
+    ``KerasLayerConfig`` adds one optional field per ``COMPONENT_SPECS`` params."""
+
     class_name: str
     st_params: dict[str, Any] | None = None
-    mlp: MLPParams | None = None
-    fm: FMLayerParams | None = None
-    mmoe: MMoELayerParams | None = None
-    cin: CINParams | None = None
-    senet: SENetParams | None = None
-    fibinet: FiBiNetParams | None = None
-    mask_block: MaskBlockParams | None = None
-    masknet: MaskNetParams | None = None
-    highway: HighwayParams | None = None
-    gate: WeightedGateParams | None = None
-    din: DINEncoderParams | None = None
-    text_cnn: TextCNNLayerParams | None = None
-    bst: BSTEncoderParams | None = None
-    periodic_embedding: PeriodicEmbeddingParams | None = None
-    auto_dis_embedding: AutoDisEmbeddingParams | None = None
-    bilinear: BilinearParams | None = None
-    ppnet: PPNetParams | None = None
-    aitm: AITMTowerParams | None = None
-    seq_aug: SequenceAugmentParams | None = None
 
     @model_validator(mode="after")
     def _known(self):
         if self.class_name not in BACKBONE_LAYERS:
             raise ValueError(f"keras_layer class_name {self.class_name!r} is not implemented yet by fusionrec; it has "
                              f"{sorted(BACKBONE_LAYERS)}")  # fmt: skip
-        wanted = BACKBONE_LAYERS[self.class_name]
+        spec = COMPONENT_SPEC_OF[self.class_name]
+        wanted = spec.params
         given = [name for name in _LAYER_PARAMS if getattr(self, name) is not None]
         if given and given != [wanted]:
             raise ValueError(f"keras_layer {self.class_name}: reads {wanted or 'no params message'}, got {given}")
-        if wanted in ("mlp", "mmoe", "cin", "fibinet", "mask_block", "masknet", "highway", "din", "text_cnn", "bst",
-                      "periodic_embedding", "auto_dis_embedding", "bilinear", "ppnet", "aitm") and getattr(self, wanted) is None:
+        if wanted is not None and spec.required and getattr(self, wanted) is None:
             raise ValueError(f"keras_layer {self.class_name} without its {wanted} {{...}} params is not supported "
                              f"(EasyRec's {self.class_name} layer requires them too)")  # fmt: skip
         return self
+
+
+KerasLayerConfig = create_model(
+    "KerasLayerConfig", __base__=_KerasLayerBase, **{name: (model | None, None) for name, model in LAYER_PARAMS.items()}
+)
 
 
 class LambdaConfig(_Strict):
@@ -473,4 +509,4 @@ class ModelParams(_Strict):
         return list(self.task_towers)
 
 
-_BACKBONE_MESSAGE = _message("BackboneTower", not_implemented="packages")
+_BACKBONE_MESSAGE = _message("BackboneTower")

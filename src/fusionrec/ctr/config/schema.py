@@ -8,36 +8,20 @@ from pydantic import BaseModel
 
 from fusionrec.ctr.config._base import EasyRecMessage, _message
 from fusionrec.ctr.config.backbone import (
+    COMPONENT_SPECS,
+    BlockPackage,
     _BACKBONE_MESSAGE,
-    AITMTowerParams,
-    AutoDisEmbeddingParams,
     BackboneConfig,
-    BilinearParams,
     BlockConfig,
     BlockInput,
-    BSTEncoderParams,
-    CINParams,
-    DINEncoderParams,
-    FiBiNetParams,
-    FMLayerParams,
     GateNNParams,
-    HighwayParams,
     InputLayerConfig,
     KerasLayerConfig,
     LambdaConfig,
     LayerConfig,
-    MaskBlockParams,
-    MaskNetParams,
-    MLPParams,
-    MMoELayerParams,
     ModelParams,
-    PeriodicEmbeddingParams,
-    PPNetParams,
     RecurrentLayerConfig,
     RepeatLayerConfig,
-    SENetParams,
-    TextCNNLayerParams,
-    WeightedGateParams,
 )
 from fusionrec.ctr.config.data import DataConfig, InputField
 from fusionrec.ctr.config.features import (
@@ -47,7 +31,9 @@ from fusionrec.ctr.config.features import (
     SequenceCombinerConfig,
     TextCNNConfig,
 )
-from fusionrec.ctr.config.losses import BinaryFocalLoss, F1ReweightedLoss, LossConfig, PairwiseLogisticLoss, PairwiseLoss
+from fusionrec.ctr.config.losses import (
+    BinaryFocalLoss, F1ReweightedLoss, JRCLoss, LossConfig, PairwiseLogisticLoss, PairwiseLoss, ZILNLoss,
+)  # fmt: skip
 from fusionrec.ctr.config.metrics import AccuracyMetric, AUCMetric, EvalMetrics, GAUCMetric, SessionAUCMetric, TopKMetric
 from fusionrec.ctr.config.model_config import MODEL_SPECS, ModelConfig
 from fusionrec.ctr.config.models import (
@@ -92,6 +78,7 @@ _MODELS_NOT_IMPLEMENTED = (
 
 EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     **{spec.config: spec.message for spec in MODEL_SPECS},
+    **{spec.config: spec.message for spec in COMPONENT_SPECS if spec.config is not None},
     PipelineConfig: _message(
         "EasyRecConfig",
         not_implemented="kafka_train_input kafka_eval_input datahub_train_input datahub_eval_input hive_train_input "
@@ -155,7 +142,8 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     ),
     BackboneConfig: _BACKBONE_MESSAGE,
     BlockConfig: _message("Block", not_implemented="raw_input embedding_layer"),
-    BlockInput: _message("Input", not_implemented="package_name use_package_input reset_input package_input package_input_fn"),
+    BlockPackage: _message("BlockPackage"),
+    BlockInput: _message("Input", not_implemented="reset_input"),
     InputLayerConfig: _message(
         "InputLayer",
         not_implemented="feature_dropout_rate",
@@ -166,37 +154,19 @@ EASYREC_MESSAGES: dict[type[BaseModel], EasyRecMessage] = {
     RepeatLayerConfig: _message("RepeatLayer", not_implemented="input_slice input_fn"),
     KerasLayerConfig: _message(
         "KerasLayer",
-        not_implemented="nary_dis_embedding "
-        "seq_aug overlap dot_product attention multi_head_attention transformer "
-        "text_encoder",
+        not_implemented="nary_dis_embedding overlap dot_product attention multi_head_attention transformer text_encoder",
     ),
-    MLPParams: _message("MLP", no_effect="initializer use_final_bias", not_implemented="add_to_outputs"),
-    FMLayerParams: _message("FM"),
-    MMoELayerParams: _message("MMoELayer"),
-    CINParams: _message("CIN"),
-    SENetParams: _message("SENet"),
-    BilinearParams: _message("Bilinear"),
-    FiBiNetParams: _message("FiBiNet"),
-    MaskBlockParams: _message("MaskBlock"),
-    MaskNetParams: _message("MaskNet"),
-    HighwayParams: _message("HighWayTower", no_effect="input init_gate_bias"),  # the backbone Highway layer reads neither
-    WeightedGateParams: _message("WeightedGate"),
-    DINEncoderParams: _message("DINEncoder"),
-    BSTEncoderParams: _message("BSTEncoder"),
-    PeriodicEmbeddingParams: _message("PeriodicEmbedding"),
-    PPNetParams: _message("PPNet"),
-    AITMTowerParams: _message("AITMTower"),
     GateNNParams: _message("GateNN"),
-    AutoDisEmbeddingParams: _message("AutoDisEmbedding"),
-    TextCNNLayerParams: _message("TextCNN"),
     CrossTower: _message("CrossTower"),
     BSTTower: _message("BSTTower"),
     LossConfig: _message(
         "Loss",
-        not_implemented="softmax_loss circle_loss multi_simi_loss pairwise_focal_loss jrc_loss "
-        "pairwise_hinge_loss listwise_rank_loss listwise_distill_loss ziln_loss",
+        not_implemented="softmax_loss circle_loss multi_simi_loss pairwise_focal_loss pairwise_hinge_loss "
+        "listwise_rank_loss listwise_distill_loss",
     ),
     F1ReweightedLoss: _message("F1ReweighedLoss"),
+    JRCLoss: _message("JRCLoss"),
+    ZILNLoss: _message("ZILNLoss"),
     BinaryFocalLoss: _message("BinaryFocalLoss"),
     PairwiseLoss: _message("PairwiseLoss"),
     PairwiseLogisticLoss: _message("PairwiseLogisticLoss", not_implemented="hinge_margin"),
