@@ -23,9 +23,8 @@ from torch import Tensor, nn
 
 from fusionrec.ctr.backbone_ops import Chain, Op, Value, _axis, compile_lambda
 from fusionrec.ctr.components import EasyRecMLP, _one_vector, build_component
-from fusionrec.ctr.config import BlockConfig, PipelineConfig
-from fusionrec.ctr.embedding import EmbeddingTables
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.config import BackboneConfig, BlockConfig
+from fusionrec.ctr.models.base import ModelInputs
 from fusionrec.ctr.models.multitask.base import _MultiTask
 from fusionrec.ctr.models.multitask.dbmtl import RelationTowers
 from fusionrec.errors import FusionrecError
@@ -229,11 +228,10 @@ class BackboneBuilder:
     block's module and ``values[i]`` the ``Value`` it gives; ``index`` maps block names to
     positions; a package's blocks are built at its first call and shared by later ones."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
-        model = config.model_config_
-        self.backbone = model.backbone
-        self.tables = EmbeddingTables(config, transform)
-        self.group_configs = {g.group_name: g for g in model.feature_groups}
+    def __init__(self, inputs: ModelInputs, backbone: BackboneConfig):
+        self.backbone = backbone
+        self.tables = inputs.tables()
+        self.group_configs = {g.group_name: g for g in inputs.feature_groups}
         self.package_names = {p.name for p in self.backbone.packages}
         self.index: Dict[str, int] = {}
         self.values: List[Value] = []
@@ -401,10 +399,9 @@ class Backbone(nn.Module):
     gives the merged output of ``concat_blocks`` (then ``top_mlp``) as a List[Tensor] described
     by ``self.value``."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, backbone: BackboneConfig):
         super().__init__()
-        backbone = config.model_config_.backbone
-        builder = BackboneBuilder(config, transform)
+        builder = BackboneBuilder(inputs, backbone)
         builder.build()
         modules, values, index = builder.modules, builder.values, builder.index
         self.blocks = nn.ModuleList(modules)
@@ -496,16 +493,16 @@ class BackboneModel(_MultiTask):
     own element when the backbone gives one tensor per tower; towers as DBMTL's (``dnn``,
     then ``relation_dnn`` over the relation towers' outputs)."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: BackboneConfig):
         super().__init__()
-        towers = config.model_config_.towers
+        towers = inputs.towers
         self.multi_task = bool(towers)
         if self.multi_task:
-            self._set_towers(config)
+            self._set_towers(inputs)
         else:
-            self._set_outputs(config)
+            self._set_outputs(inputs)
             self.suffixes = [""]
-        self.backbone = Backbone(config, transform)
+        self.backbone = Backbone(inputs, params)
         value = self.backbone.value
         if any(len(s) != 1 for s in value.shapes) or value.parts:
             raise FusionrecError(f"backbone: the model reads (batch, D) tensors; the backbone gives {value.describe()}")

@@ -13,11 +13,10 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import DNN, FeatureConfig, FeatureGroupConfig, PipelineConfig, SeqAttGroupConfig
+from fusionrec.ctr.config import DNN, FeatureConfig, FeatureGroupConfig, SeqAttGroupConfig
 from fusionrec.ctr.features import FeatureTransform
 from fusionrec.ctr.layers import BehaviorSequenceTransformer, DINAttention, TextCNN, VariationalDropout
 from fusionrec.errors import FusionrecError
-
 
 EMBEDDING_INIT_STD = 0.01
 
@@ -395,10 +394,10 @@ def _scaled(feature) -> bool:
 class EmbeddingTables:
     """Builds (and shares) the embedding tables while the groups are assembled."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
-        self.features: dict[str, FeatureConfig] = {f.name: f for f in config.features}
+    def __init__(self, features: list[FeatureConfig], transform: FeatureTransform, variational_dropout=None):
+        self.features: dict[str, FeatureConfig] = {f.name: f for f in features}
         self.transform = transform
-        self.variational_dropout = config.model_config_.variational_dropout
+        self.variational_dropout = variational_dropout
         self.tables: dict[str, nn.Embedding] = {}
         self._shape: dict[str, tuple[int, int, str]] = {}
 

@@ -6,10 +6,9 @@ from typing import Dict
 
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.config import AutoIntConfig
 from fusionrec.ctr.layers import InteractingLayer
-from fusionrec.ctr.models.base import _Base
+from fusionrec.ctr.models.base import ModelInputs, _Base
 from fusionrec.errors import FusionrecError
 
 
@@ -18,11 +17,10 @@ class AutoInt(_Base):
     output, [attended, candidate], counts as two fields per key width) through ``interacting_layer_num`` interacting layers,
     flattened, then one linear layer."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: AutoIntConfig):
         super().__init__()
-        self._set_outputs(config)
-        params = config.model_config_.autoint
-        groups, _ = self._groups(config, transform, None)
+        self._set_outputs(inputs)
+        groups, _ = self._groups(inputs, None)
         self.input = next(iter(groups.values()))
         dims = {d for d in self.input.field_dims}
         dim = min(dims) if dims else 0

@@ -3,15 +3,25 @@ weights l2_regularization penalizes."""
 
 from __future__ import annotations
 
-from typing import Dict, List
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import DNN, PipelineConfig
+from fusionrec.ctr.config import (
+    DNN,
+    FeatureConfig,
+    FeatureGroupConfig,
+    PipelineConfig,
+    SeqAttGroupConfig,
+    TaskTowerConfig,
+    VariationalDropoutConfig,
+)
 from fusionrec.ctr.embedding import EmbeddingTables, GroupInput
 from fusionrec.ctr.features import FeatureTransform
 from fusionrec.ctr.layers import MLP
+from fusionrec.ctr.tasks import Task
 from fusionrec.errors import FusionrecError
 
 
@@ -21,12 +31,44 @@ def _mlp(in_dim: int, dnn: DNN | None) -> MLP:
     return MLP(in_dim, list(dnn.hidden_units), dnn.activation, dnn.use_bn, list(dnn.dropout_ratio))
 
 
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model reads besides its own ``model_config`` block, taken from the config once
+    (``of``): the features and their transform (the id spaces), the feature groups and
+    sequence attention groups, variational dropout, the task of the served output and a
+    multi-task model's towers. ``tables()`` gives fresh embedding tables; ``groups`` the
+    groups' inputs on them."""
+
+    features: List[FeatureConfig]
+    transform: FeatureTransform
+    feature_groups: List[FeatureGroupConfig]
+    seq_att_groups: List[SeqAttGroupConfig]
+    variational_dropout: Optional[VariationalDropoutConfig]
+    task: Task
+    towers: List[TaskTowerConfig]
+    model_class: str
+
+    @classmethod
+    def of(cls, config: PipelineConfig, transform: FeatureTransform) -> "ModelInputs":
+        model = config.model_config_
+        return cls(list(config.features), transform, list(model.feature_groups), list(model.seq_att_groups),
+                   model.variational_dropout, model.task, list(model.towers), model.model_class)  # fmt: skip
+
+    def tables(self) -> EmbeddingTables:
+        return EmbeddingTables(self.features, self.transform, self.variational_dropout)
+
+    def groups(self, wide_dim: Optional[int]) -> Tuple[Dict[str, GroupInput], EmbeddingTables]:
+        """Each feature group's input on fresh tables (WIDE ones ``wide_dim`` wide), and the tables."""
+        tables = self.tables()
+        return {g.group_name: tables.group(g, wide_dim) for g in self.feature_groups}, tables
+
+
 class _Base(nn.Module):
     """Shared bookkeeping: the groups by name, the output width, and the weights that take
     l2_regularization."""
 
-    def _set_outputs(self, config: PipelineConfig) -> None:
-        self.n_outputs = config.model_config_.task.n_outputs
+    def _set_outputs(self, inputs: ModelInputs) -> None:
+        self.n_outputs = inputs.task.n_outputs
 
     def _logits(self, outputs: Tensor) -> Tensor:
         """(B, 1) -> (B,) for one output; (B, num_class) as it is."""
@@ -42,19 +84,17 @@ class _Base(nn.Module):
         """Outputs computed from the named head outputs (ESMM's probs_ctcvr); none for most models."""
         return {}
 
-    def _groups(self, config: PipelineConfig, transform: FeatureTransform, wide_dim: int | None):
-        tables = EmbeddingTables(config, transform)
-        groups = {g.group_name: tables.group(g, wide_dim) for g in config.model_config_.feature_groups}
-        return groups, tables
+    def _groups(self, inputs: ModelInputs, wide_dim: int | None):
+        return inputs.groups(wide_dim)
 
     def _group(self, groups: dict[str, GroupInput], name: str, where: str) -> GroupInput:
         if name not in groups:
             raise FusionrecError(f"{where}: input {name!r} is not a feature group; groups are {sorted(groups)}")
         return groups[name]
 
-    def _wide_and_deep_groups(self, config: PipelineConfig, transform: FeatureTransform, wide_dim: int, model: str) -> None:
+    def _wide_and_deep_groups(self, inputs: ModelInputs, wide_dim: int, model: str) -> None:
         """self.wide_groups (summed, width ``wide_dim``) and self.deep_groups (at least one)."""
-        groups, _ = self._groups(config, transform, wide_dim)
+        groups, _ = self._groups(inputs, wide_dim)
         self.wide_groups = nn.ModuleList(g for g in groups.values() if g.wide)
         self.deep_groups = nn.ModuleList(g for g in groups.values() if not g.wide)
         if len(self.deep_groups) == 0:

@@ -7,9 +7,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.models.base import _mlp
+from fusionrec.ctr.config import CMBFConfig
+from fusionrec.ctr.models.base import ModelInputs, _mlp
 from fusionrec.ctr.models.multimodal import _MultiModalInputs
 from fusionrec.ctr.transformer import CrossAttentionTower, EmbeddingPostprocessor, TransformerEncoder, dense, masked_mean
 from fusionrec.errors import FusionrecError
@@ -23,13 +22,13 @@ class CMBF(_MultiModalInputs):
     cross-modal layers between the two, then the image tokens averaged, the general tokens
     kept, each text sequence averaged over its valid positions; ``final_dnn`` and the output."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform, tower=None):
+    def __init__(self, inputs: ModelInputs, params: CMBFConfig | None, tower=None):
         """``tower``: a CMBFTower to build the fused features only (DBMTL's ``bottom_cmbf``):
         ``fused`` then gives them, width ``out_dim``, and there is no final_dnn or output."""
         super().__init__()
-        self._set_outputs(config)
-        p = tower if tower is not None else config.model_config_.cmbf.config
-        self._inputs(config, transform, "CMBF", p.max_position_embeddings, p.use_position_embeddings, p.other_feature_dnn)
+        self._set_outputs(inputs)
+        p = tower if tower is not None else params.config
+        self._inputs(inputs, "CMBF", p.max_position_embeddings, p.use_position_embeddings, p.other_feature_dnn)
         heads = p.multi_head_num
         # image tower
         self.image_layers = p.image_self_attention_layer_num
@@ -80,7 +79,7 @@ class CMBF(_MultiModalInputs):
         text_width = self.cross.right_dim if self.cross_modal else text_hidden
         width = (image_width if self.has_image else 0) + (self.n_general + self.n_text) * text_width * int(has_text_tower)
         self.out_dim = width + self.other_dim
-        self.final = _mlp(self.out_dim, config.model_config_.cmbf.final_dnn if tower is None else None)
+        self.final = _mlp(self.out_dim, params.final_dnn if tower is None else None)
         self.head = nn.Linear(self.final.out_dim, self.n_outputs) if tower is None else nn.Identity()
 
     def _image_tower(self, features: Dict[str, Tensor]) -> Tensor:

@@ -7,21 +7,19 @@ from typing import Dict
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.config import DCNConfig
 from fusionrec.ctr.layers import CrossNet
-from fusionrec.ctr.models.base import _Base, _mlp
+from fusionrec.ctr.models.base import ModelInputs, _Base, _mlp
 
 
 class DCN(_Base):
     """Deep & Cross Network (Wang et al., ADKDD 2017) as EasyRec's DCN: cross tower (eq. 3, a
     weight vector per layer) || deep tower, then ``final_dnn`` and one output unit."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: DCNConfig):
         super().__init__()
-        self._set_outputs(config)
-        params = config.model_config_.dcn
-        groups, _ = self._groups(config, transform, None)
+        self._set_outputs(inputs)
+        groups, _ = self._groups(inputs, None)
         self.cross_input = self._group(groups, params.cross_tower.input, "dcn.cross_tower")
         self.deep_input = self._group(groups, params.deep_tower.input, "dcn.deep_tower")
         self.cross = CrossNet(self.cross_input.out_dim, params.cross_tower.cross_num)

@@ -7,10 +7,9 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.config import DeepFMConfig
 from fusionrec.ctr.layers import FactorizationMachine
-from fusionrec.ctr.models.base import _Base, _mlp
+from fusionrec.ctr.models.base import ModelInputs, _Base, _mlp
 from fusionrec.errors import FusionrecError
 
 
@@ -22,11 +21,10 @@ class DeepFM(_Base):
     linear(final_dnn([wide, fm, deep])); without: wide + fm (summed, or a linear layer per
     class) + linear(deep), and wide_output_dim must equal num_class, as EasyRec asserts."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: DeepFMConfig):
         super().__init__()
-        self._set_outputs(config)
-        params = config.model_config_.deepfm
-        groups, _ = self._groups(config, transform, params.wide_output_dim)
+        self._set_outputs(inputs)
+        groups, _ = self._groups(inputs, params.wide_output_dim)
         self.wide_groups = nn.ModuleList(g for name, g in groups.items() if g.wide)
         self.deep_groups = nn.ModuleList(g for name, g in groups.items() if not g.wide and name != "fm")
         if len(self.deep_groups) == 0:

@@ -7,9 +7,8 @@ from typing import Dict
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.models.base import _Base, _mlp
+from fusionrec.ctr.config import DLRMConfig
+from fusionrec.ctr.models.base import ModelInputs, _Base, _mlp
 from fusionrec.errors import FusionrecError
 
 
@@ -21,11 +20,10 @@ class DLRM(_Base):
     appends the sparse embeddings (and the dense vector under ``arch_with_dense_feature``).
     ``top_dnn`` and one linear layer give the logits."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: DLRMConfig):
         super().__init__()
-        self._set_outputs(config)
-        params = config.model_config_.dlrm
-        groups, _ = self._groups(config, transform, None)
+        self._set_outputs(inputs)
+        groups, _ = self._groups(inputs, None)
         self.dense_input = self._group(groups, "dense", "dlrm (EasyRec's DLRM needs a feature group named 'dense')")
         self.sparse_input = self._group(groups, "sparse", "dlrm (EasyRec's DLRM needs a feature group named 'sparse')")
         self.bottom = _mlp(self.dense_input.out_dim, params.bot_dnn)

@@ -7,10 +7,9 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.config import FMConfig
 from fusionrec.ctr.layers import FactorizationMachine
-from fusionrec.ctr.models.base import _Base
+from fusionrec.ctr.models.base import ModelInputs, _Base
 from fusionrec.errors import FusionrecError
 
 
@@ -18,12 +17,12 @@ class FM(_Base):
     """Factorization machine (Rendle 2010) as EasyRec's FM: the WIDE groups' first-order terms
     plus the second-order interactions of the DEEP groups' fields (eq. 4), plus a bias."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: FMConfig):
         super().__init__()
-        self._set_outputs(config)
+        self._set_outputs(inputs)
         if self.n_outputs != 1:
             raise FusionrecError(f"FM: predicts one value per row; num_class {self.n_outputs} is not supported (as in EasyRec)")
-        self._wide_and_deep_groups(config, transform, 1, "FM")
+        self._wide_and_deep_groups(inputs, 1, "FM")
         dims = {d for g in self.deep_groups for d in g.field_dims}
         if len(dims) != 1:
             raise FusionrecError(f"FM: every DEEP field needs one embedding_dim, found {sorted(dims)}")

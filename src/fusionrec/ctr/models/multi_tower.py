@@ -8,9 +8,8 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import BSTTower, PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.models.base import _Base, _mlp
+from fusionrec.ctr.config import BSTTower, MultiTowerConfig
+from fusionrec.ctr.models.base import ModelInputs, _Base, _mlp
 from fusionrec.errors import FusionrecError
 
 
@@ -21,13 +20,11 @@ class MultiTower(_Base):
     history, candidate]; each of ``bst_towers`` is BST over a seq_att_group. The tower outputs,
     concatenated, go through ``final_dnn`` and the output layer."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, model_inputs: ModelInputs, params: MultiTowerConfig):
         super().__init__()
-        self._set_outputs(config)
-        model_config = config.model_config_
-        params = model_config.multi_tower
-        groups, tables = self._groups(config, transform, None)
-        seq_groups = {seq_group.group_name or "seq_att": seq_group for seq_group in model_config.seq_att_groups}
+        self._set_outputs(model_inputs)
+        groups, tables = self._groups(model_inputs, None)
+        seq_groups = {seq_group.group_name or "seq_att": seq_group for seq_group in model_inputs.seq_att_groups}
         inputs: List[nn.Module] = []
         towers: List[nn.Module] = []
         for tower in params.towers:
@@ -35,7 +32,7 @@ class MultiTower(_Base):
             inputs.append(group)
             towers.append(nn.Sequential(nn.BatchNorm1d(group.out_dim), _mlp(group.out_dim, tower.dnn)))
         # EasyRec's MultiTower reads `towers` only; din_towers and bst_towers belong to MultiTowerDIN / MultiTowerBST
-        kind = model_config.model_class
+        kind = model_inputs.model_class
         din_towers = params.din_towers if kind in ("MultiTowerDIN", "DIN") else []
         bst_towers = params.bst_towers if kind == "MultiTowerBST" else []
         for tower in list(din_towers) + list(bst_towers):

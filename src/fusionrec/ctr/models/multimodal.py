@@ -6,10 +6,9 @@ from typing import Dict, List, Tuple
 
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import DNN, PipelineConfig
-from fusionrec.ctr.embedding import EmbeddingTables, GroupInput
-from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.models.base import _Base, _mlp
+from fusionrec.ctr.config import DNN
+from fusionrec.ctr.embedding import GroupInput
+from fusionrec.ctr.models.base import ModelInputs, _Base, _mlp
 from fusionrec.errors import FusionrecError
 
 
@@ -19,14 +18,14 @@ class _MultiModalInputs(_Base):
     (SequenceFeatures of one embedding_dim, kept as sequences), ``other`` (as is, or through
     ``other_feature_dnn``)."""
 
-    def _inputs(self, config: PipelineConfig, transform: FeatureTransform, model: str, max_positions: int,
+    def _inputs(self, inputs: ModelInputs, model: str, max_positions: int,
                 use_positions: bool, other_dnn: DNN | None) -> None:  # fmt: skip
-        tables = EmbeddingTables(config, transform)
-        by_name = {g.group_name: g for g in config.model_config_.feature_groups}
+        tables = inputs.tables()
+        by_name = {g.group_name: g for g in inputs.feature_groups}
         known = {"image", "general", "text", "other"}
         if not known & set(by_name):
             raise FusionrecError(f"{model}: needs one of the feature groups {sorted(known)}; found {sorted(by_name)}")
-        features = {f.name: f for f in config.features}
+        features = {f.name: f for f in inputs.features}
         self.has_image, self.has_general = "image" in by_name, "general" in by_name
         self.has_text, self.has_other = "text" in by_name, "other" in by_name
         self.image = tables.group(by_name["image"], None) if self.has_image else GroupInput("image", [], False)

@@ -9,9 +9,11 @@ from torch import nn
 
 from fusionrec.ctr.config import PipelineConfig
 from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.models.base import ModelInputs
 
 
 def build_model(config: PipelineConfig, transform: FeatureTransform) -> nn.Module:
     """The model of ``model_config.model_class``, as its ``MODEL_SPECS`` entry names it."""
     module_name, attribute = config.model_config_.spec.module.split(":")
-    return getattr(importlib.import_module(module_name), attribute)(config, transform)
+    model_class = getattr(importlib.import_module(module_name), attribute)
+    return model_class(ModelInputs.of(config, transform), config.model_config_.block)

@@ -8,9 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.models.base import _Base, _mlp
+from fusionrec.ctr.config import RocketLaunchingConfig
+from fusionrec.ctr.models.base import ModelInputs, _Base, _mlp
 from fusionrec.ctr.tasks import sum_by_nonzero_weights
 
 
@@ -22,11 +21,10 @@ class RocketLaunching(_Base):
     ``feature_based_distillation``, each light hidden layer is also pulled towards the first
     booster hidden layer of the same width. ``forward`` is the light net: what is served."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: RocketLaunchingConfig):
         super().__init__()
-        self._set_outputs(config)
-        params = config.model_config_.rocket_launching
-        groups, _ = self._groups(config, transform, None)
+        self._set_outputs(inputs)
+        groups, _ = self._groups(inputs, None)
         self.input = self._group(groups, "all", "rocket_launching (EasyRec's RocketLaunching needs a feature group named 'all')")
         self.share = _mlp(self.input.out_dim, params.share_dnn)
         self.booster = _mlp(self.share.out_dim, params.booster_dnn)

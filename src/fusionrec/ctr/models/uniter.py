@@ -9,9 +9,8 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.models.base import _mlp
+from fusionrec.ctr.config import UniterConfig
+from fusionrec.ctr.models.base import ModelInputs, _mlp
 from fusionrec.ctr.models.multimodal import _MultiModalInputs
 from fusionrec.ctr.transformer import EmbeddingPostprocessor, TransformerEncoder, dense
 from fusionrec.errors import FusionrecError
@@ -24,12 +23,12 @@ class Uniter(_MultiModalInputs):
     one transformer encoder over all of them; the [CLS] output (with ``other`` appended) goes
     through ``final_dnn`` and the output."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform, tower=None):
+    def __init__(self, inputs: ModelInputs, params: UniterConfig | None, tower=None):
         """``tower``: a UniterTower to build the encoded features only (DBMTL's ``bottom_uniter``)."""
         super().__init__()
-        self._set_outputs(config)
-        p = tower if tower is not None else config.model_config_.uniter.config
-        self._inputs(config, transform, "Uniter", p.max_position_embeddings, p.use_position_embeddings, p.other_feature_dnn)
+        self._set_outputs(inputs)
+        p = tower if tower is not None else params.config
+        self._inputs(inputs, "Uniter", p.max_position_embeddings, p.use_position_embeddings, p.other_feature_dnn)
         hidden = p.hidden_size
         n_towers = int(self.has_image) + int(self.has_general) + int(self.has_text)
         self.use_token_type = n_towers > 1 or self.n_text > 1 or self.n_image > 1
@@ -51,7 +50,7 @@ class Uniter(_MultiModalInputs):
         self.encoder = TransformerEncoder(hidden, p.num_hidden_layers, p.num_attention_heads, p.intermediate_size, p.hidden_act,
                                           p.hidden_dropout_prob, p.attention_probs_dropout_prob, p.initializer_range)  # fmt: skip
         self.out_dim = (hidden if self.has_tokens else 0) + self.other_dim
-        self.final = _mlp(self.out_dim, config.model_config_.uniter.final_dnn if tower is None else None)
+        self.final = _mlp(self.out_dim, params.final_dnn if tower is None else None)
         self.head = nn.Linear(self.final.out_dim, self.n_outputs) if tower is None else nn.Identity()
 
     def _token_type(self, i: int) -> Optional[Tensor]:

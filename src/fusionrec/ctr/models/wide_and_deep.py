@@ -7,9 +7,8 @@ from typing import Dict, List
 import torch
 from torch import Tensor
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.models.base import _Base, _mlp
+from fusionrec.ctr.config import WideAndDeepConfig
+from fusionrec.ctr.models.base import ModelInputs, _Base, _mlp
 
 
 class WideAndDeep(_Base):
@@ -21,12 +20,11 @@ class WideAndDeep(_Base):
     weight per output (EasyRec sets wide_output_dim to num_class when there is no final_dnn).
     """
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: WideAndDeepConfig):
         super().__init__()
-        self._set_outputs(config)
-        params = config.model_config_.wide_and_deep
+        self._set_outputs(inputs)
         wide_dim = params.wide_output_dim if params.final_dnn is not None else self.n_outputs
-        self._wide_and_deep_groups(config, transform, wide_dim, "WideAndDeep")
+        self._wide_and_deep_groups(inputs, wide_dim, "WideAndDeep")
         self.wide_dim = wide_dim
         self.dnn = _mlp(sum(g.out_dim for g in self.deep_groups), params.dnn)
         self._output_layers(self.wide_dim + self.dnn.out_dim, params.final_dnn)

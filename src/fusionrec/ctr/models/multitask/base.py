@@ -6,9 +6,8 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import DNN, PipelineConfig, TaskTowerConfig
-from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.models.base import _Base, _mlp
+from fusionrec.ctr.config import DNN, TaskTowerConfig
+from fusionrec.ctr.models.base import ModelInputs, _Base, _mlp
 from fusionrec.errors import FusionrecError
 
 ALL_GROUP = "all"  # the feature group EasyRec's multi-task models read when they name none
@@ -81,15 +80,15 @@ class _MultiTask(_Base):
 
     suffixes: List[str]
 
-    def _set_towers(self, config: PipelineConfig) -> List[TaskTowerConfig]:
-        towers = config.model_config_.towers
+    def _set_towers(self, inputs: ModelInputs) -> List[TaskTowerConfig]:
+        towers = inputs.towers
         self.suffixes: List[str] = ["_" + t.tower_name for t in towers]
         self.n_outputs = towers[0].task.n_outputs
         return towers
 
-    def _input_group(self, config: PipelineConfig, transform: FeatureTransform, name: str) -> nn.Module:
-        groups, _ = self._groups(config, transform, None)
-        model = config.model_config_.model_class
+    def _input_group(self, inputs: ModelInputs, name: str) -> nn.Module:
+        groups, _ = self._groups(inputs, None)
+        model = inputs.model_class
         if name not in groups:
             raise FusionrecError(
                 f"{model}: reads the feature group {name!r}, as EasyRec's {model} does; the groups are {sorted(groups)}"

@@ -5,10 +5,9 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import DNN, PipelineConfig, TaskTowerConfig
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.config import DNN, DBMTLConfig, TaskTowerConfig
 from fusionrec.ctr.layers import MLP
-from fusionrec.ctr.models.base import _mlp
+from fusionrec.ctr.models.base import ModelInputs, _mlp
 from fusionrec.ctr.models.cmbf import CMBF
 from fusionrec.ctr.models.multitask.base import ALL_GROUP, MixtureOfExperts, _MultiTask
 from fusionrec.ctr.models.uniter import Uniter
@@ -74,19 +73,18 @@ class DBMTL(_MultiTask):
     bottom_dnn), an optional MMoE layer (``expert_dnn``, ``num_expert``), then the relation
     towers (``RelationTowers``)."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: DBMTLConfig):
         super().__init__()
-        towers = self._set_towers(config)
-        params = config.model_config_.dbmtl
+        towers = self._set_towers(inputs)
         self.multimodal_kind = "cmbf" if params.bottom_cmbf is not None else "uniter" if params.bottom_uniter is not None else ""
         if self.multimodal_kind == "cmbf":
-            self.input = FusedFeatures(CMBF(config, transform, params.bottom_cmbf))
+            self.input = FusedFeatures(CMBF(inputs, None, params.bottom_cmbf))
             self.bottom = MLP(self.input.out_dim, [])
         elif self.multimodal_kind == "uniter":
-            self.input = FusedFeatures(Uniter(config, transform, params.bottom_uniter))
+            self.input = FusedFeatures(Uniter(inputs, None, params.bottom_uniter))
             self.bottom = MLP(self.input.out_dim, [])
         else:
-            self.input = self._input_group(config, transform, ALL_GROUP)
+            self.input = self._input_group(inputs, ALL_GROUP)
             self.bottom = _mlp(self.input.out_dim, params.bottom_dnn)
         width = self.bottom.out_dim
         self.has_mixture = params.expert_dnn is not None

@@ -5,10 +5,9 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.config import ESMMConfig, PipelineConfig
 from fusionrec.ctr.layers import MLP
-from fusionrec.ctr.models.base import _mlp
+from fusionrec.ctr.models.base import ModelInputs, _mlp
 from fusionrec.ctr.models.multitask.base import ALL_GROUP, TaskHead, _MultiTask
 
 
@@ -18,11 +17,10 @@ class ESMM(_MultiTask):
     tower and a CTR tower over that; pCTCVR = pCTR x pCVR (``derived_outputs``: probs_ctcvr, or
     y_ctcvr for an L2_LOSS cvr tower)."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, model_inputs: ModelInputs, params: ESMMConfig):
         super().__init__()
-        towers = self._set_towers(config)
-        params = config.model_config_.esmm
-        groups, _ = self._groups(config, transform, None)
+        towers = self._set_towers(model_inputs)
+        groups, _ = self._groups(model_inputs, None)
         inputs: List[nn.Module] = []
         dnns: List[nn.Module] = []
         if params.groups:
@@ -31,7 +29,7 @@ class ESMM(_MultiTask):
                 inputs.append(group)
                 dnns.append(_mlp(group.out_dim, tower.dnn))
         else:
-            group = self._input_group(config, transform, ALL_GROUP)
+            group = self._input_group(model_inputs, ALL_GROUP)
             inputs.append(group)
             dnns.append(MLP(group.out_dim, []))
         self.inputs = nn.ModuleList(inputs)

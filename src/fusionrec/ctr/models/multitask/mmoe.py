@@ -5,8 +5,8 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.config import MMoEConfig
+from fusionrec.ctr.models.base import ModelInputs
 from fusionrec.ctr.models.multitask.base import ALL_GROUP, MixtureOfExperts, TaskHead, _MultiTask
 
 
@@ -15,11 +15,10 @@ class MMoE(_MultiTask):
     copies of ``expert_dnn`` (or the listed ``experts``) over the ``all`` group, a softmax gate
     per task over the same input, then each task tower."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: MMoEConfig):
         super().__init__()
-        towers = self._set_towers(config)
-        params = config.model_config_.mmoe
-        self.input = self._input_group(config, transform, ALL_GROUP)
+        towers = self._set_towers(inputs)
+        self.input = self._input_group(inputs, ALL_GROUP)
         dnns = [params.expert_dnn] * params.num_expert if params.expert_dnn is not None else [e.dnn for e in params.experts]
         self.mixture = MixtureOfExperts(self.input.out_dim, dnns, len(towers), "mmoe.experts")
         self.heads = nn.ModuleList(TaskHead(self.mixture.out_dim, t) for t in towers)

@@ -5,8 +5,8 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.config import PLEConfig
+from fusionrec.ctr.models.base import ModelInputs
 from fusionrec.ctr.models.multitask.base import ALL_GROUP, Experts, Gate, TaskHead, _MultiTask
 from fusionrec.errors import FusionrecError
 
@@ -56,11 +56,10 @@ class PLE(_MultiTask):
     """Progressive Layered Extraction (Tang et al., RecSys 2020) as EasyRec builds it: the
     ``extraction_networks`` in order over the ``all`` group, then each task tower."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: PLEConfig):
         super().__init__()
-        towers = self._set_towers(config)
-        params = config.model_config_.ple
-        self.input = self._input_group(config, transform, ALL_GROUP)
+        towers = self._set_towers(inputs)
+        self.input = self._input_group(inputs, ALL_GROUP)
         layers: List[nn.Module] = []
         width = self.input.out_dim
         for i, network in enumerate(params.extraction_networks):

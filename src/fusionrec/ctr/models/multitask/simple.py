@@ -5,8 +5,8 @@ from typing import Dict, List
 import torch
 from torch import Tensor, nn
 
-from fusionrec.ctr.config import PipelineConfig
-from fusionrec.ctr.features import FeatureTransform
+from fusionrec.ctr.config import SimpleMultiTaskConfig
+from fusionrec.ctr.models.base import ModelInputs
 from fusionrec.ctr.models.multitask.base import ALL_GROUP, TaskHead, _MultiTask
 
 
@@ -14,10 +14,10 @@ class SimpleMultiTask(_MultiTask):
     """EasyRec's SimpleMultiTask: each task tower's DNN over the ``all`` group, no sharing
     beyond the embeddings."""
 
-    def __init__(self, config: PipelineConfig, transform: FeatureTransform):
+    def __init__(self, inputs: ModelInputs, params: SimpleMultiTaskConfig):
         super().__init__()
-        towers = self._set_towers(config)
-        self.input = self._input_group(config, transform, ALL_GROUP)
+        towers = self._set_towers(inputs)
+        self.input = self._input_group(inputs, ALL_GROUP)
         self.heads = nn.ModuleList(TaskHead(self.input.out_dim, t) for t in towers)
 
     @torch.jit.export
