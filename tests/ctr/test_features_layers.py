@@ -7,8 +7,12 @@ import torch
 from fusionrec.ctr.data import table_to_columns
 from fusionrec.ctr.config import InputField
 from fusionrec.ctr.features import hash_strings, pad_tokens, split_tokens
-from fusionrec.ctr.layers import (MLP, CrossNet, CrossNetV2, DINAttention, FactorizationMachine, InteractingLayer,
-                                  VariationalDropout)
+from fusionrec.ctr.modules.autoint import InteractingLayer
+from fusionrec.ctr.modules.cross import CrossNet, CrossNetV2
+from fusionrec.ctr.modules.din import DINAttention
+from fusionrec.ctr.modules.dropout import VariationalDropout
+from fusionrec.ctr.modules.fm import FactorizationMachine
+from fusionrec.ctr.modules.mlp import MLP
 
 
 def fnv1a_reference(data: bytes) -> int:
@@ -278,7 +282,7 @@ def test_combo_input_seps_cross_every_value_of_a_row():
 def test_behavior_sequence_transformer_ignores_padding_and_matches_its_heads():
     """EasyRec's BST: history cut or padded to seq_size - 1 (padded embeddings zero), candidate appended; per head slice,
     softmax(q k^T) over unpadded keys (unscaled) times v; projection, add & norm, feed-forward, add & norm."""
-    from fusionrec.ctr.layers import BehaviorSequenceTransformer
+    from fusionrec.ctr.modules.sequence import BehaviorSequenceTransformer
 
     torch.manual_seed(0)
     bst = BehaviorSequenceTransformer(dim=6, seq_size=5, head_count=4).eval()  # slices of 2: [0,2) [2,4) [4,6)
@@ -302,7 +306,7 @@ def test_behavior_sequence_transformer_ignores_padding_and_matches_its_heads():
 
 def test_din_attends_aux_sequences_with_the_history_weights():
     """EasyRec's aux_hist_seq: attended with the weights hist_seq's attention gives."""
-    from fusionrec.ctr.layers import DINAttention
+    from fusionrec.ctr.modules.din import DINAttention
 
     torch.manual_seed(0)
     attention = DINAttention(4, [8], use_bn=False).eval()

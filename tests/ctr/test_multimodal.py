@@ -8,7 +8,7 @@ from fusionrec.ctr.config import config_from_dict
 from fusionrec.ctr.data import table_to_columns
 from fusionrec.ctr.features import FeatureTransform
 from fusionrec.ctr.models import build_model
-from fusionrec.ctr.transformer import MultiHeadAttention, masked_mean
+from fusionrec.ctr.modules.transformer import MultiHeadAttention, masked_mean
 from fusionrec.errors import FusionrecError
 
 

@@ -13,47 +13,15 @@ import torch
 from torch import Tensor, nn
 
 from fusionrec.ctr.backbone_ops import AddN, Op, Value, _same_shapes
-from fusionrec.ctr.config import KerasLayerConfig, MLPParams
+from fusionrec.ctr.config import KerasLayerConfig
 from fusionrec.ctr.config.backbone import COMPONENT_SPEC_OF
-from fusionrec.ctr.layers import ACTIVATIONS, TextCNN
-from fusionrec.ctr.transformer import EmbeddingPostprocessor, TransformerEncoder
 from fusionrec.ctr.models.multitask.base import MixtureOfExperts
+from fusionrec.ctr.modules.cross import cross_v2_step
+from fusionrec.ctr.modules.fm import FactorizationMachine
+from fusionrec.ctr.modules.mlp import ACTIVATIONS, EasyRecMLP, mlp_layers
+from fusionrec.ctr.modules.sequence import TextCNN
+from fusionrec.ctr.modules.transformer import EmbeddingPostprocessor, TransformerEncoder
 from fusionrec.errors import FusionrecError
-
-
-def mlp_layers(in_dim: int, params, use_bias: bool) -> List[nn.Sequential]:
-    """EasyRec's keras MLP layers, one Sequential each: Linear (``use_bias``) -> BatchNorm
-    (``use_bn``; after the activation with ``use_bn_after_activation``) -> activation ->
-    dropout; the last layer takes ``use_final_bn`` and ``final_activation``."""
-    layers: List[nn.Sequential] = []
-    dims = [in_dim, *params.hidden_units]
-    last = len(params.hidden_units) - 1
-    for i, units in enumerate(params.hidden_units):
-        use_bn = params.use_final_bn if i == last else params.use_bn
-        steps: List[nn.Module] = [nn.Linear(dims[i], units, bias=use_bias)]
-        if use_bn and not params.use_bn_after_activation:
-            steps.append(nn.BatchNorm1d(units))
-        steps.append(ACTIVATIONS[params.final_activation if i == last else params.activation]())
-        if use_bn and params.use_bn_after_activation:
-            steps.append(nn.BatchNorm1d(units))
-        rate = params.dropout_ratio[i] if i < len(params.dropout_ratio) else 0.0
-        if rate > 0:
-            steps.append(nn.Dropout(rate))
-        layers.append(nn.Sequential(*steps))
-    return layers
-
-
-class EasyRecMLP(nn.Module):
-    """EasyRec's backbone MLP (``mlp_layers`` with ``use_bias``; ``final_activation`` linear
-    unless set)."""
-
-    def __init__(self, in_dim: int, params: MLPParams):
-        super().__init__()
-        self.net = nn.Sequential(*mlp_layers(in_dim, params, params.use_bias))
-        self.out_dim = params.hidden_units[-1]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
 
 class MLPLayer(Op):
@@ -72,13 +40,10 @@ class FMLayer(Op):
     def __init__(self, stack: bool, use_variant: bool):
         super().__init__()
         self.stack, self.use_variant = stack, use_variant
+        self.fm = FactorizationMachine(keep_dim=use_variant)
 
     def forward(self, x: List[Tensor]) -> List[Tensor]:
-        fields = torch.stack(x, dim=1) if self.stack else x[0]
-        cross = fields.sum(dim=1).pow(2) - fields.pow(2).sum(dim=1)
-        if self.use_variant:
-            return [0.5 * cross]
-        return [0.5 * cross.sum(dim=1, keepdim=True)]
+        return [self.fm(torch.stack(x, dim=1) if self.stack else x[0])]
 
 
 class DotInteractionLayer(Op):
@@ -108,9 +73,8 @@ class CrossLayer(Op):
         self.dense = nn.Linear(dim, dim)
 
     def forward(self, x: List[Tensor]) -> List[Tensor]:
-        x0 = x[0]
         xi = x[1] if self.pair else x[0]
-        return [x0 * self.dense(xi) + xi]
+        return [cross_v2_step(x[0], xi, self.dense(xi))]
 
 
 class CINLayer(Op):
@@ -413,7 +377,7 @@ class DINLayer(Op):
 
 class TextCNNLayer(Op):
     """EasyRec's TextCNN layer over a sequence input: the history (padded positions zeroed)
-    through ``fusionrec.ctr.layers.TextCNN``, then ``mlp``."""
+    through ``fusionrec.ctr.modules.sequence.TextCNN``, then ``mlp``."""
 
     def __init__(self, history_dim: int, params):
         super().__init__()

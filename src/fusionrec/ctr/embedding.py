@@ -15,7 +15,9 @@ from torch import Tensor, nn
 
 from fusionrec.ctr.config import DNN, FeatureConfig, FeatureGroupConfig, SeqAttGroupConfig
 from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.layers import BehaviorSequenceTransformer, DINAttention, TextCNN, VariationalDropout
+from fusionrec.ctr.modules.din import DINAttention
+from fusionrec.ctr.modules.dropout import VariationalDropout
+from fusionrec.ctr.modules.sequence import BehaviorSequenceTransformer, TextCNN
 from fusionrec.errors import FusionrecError
 
 EMBEDDING_INIT_STD = 0.01
@@ -119,7 +121,7 @@ class AttentionPoolSlot(nn.Module):
 
 class TextCNNSlot(nn.Module):
     """A SequenceFeature with EasyRec's ``sequence_combiner { text_cnn {...} }``: the embedded
-    sequence (padded positions zero) through ``fusionrec.ctr.layers.TextCNN``."""
+    sequence (padded positions zero) through ``fusionrec.ctr.modules.sequence.TextCNN``."""
 
     def __init__(self, name: str, table: nn.Embedding, filter_sizes: List[int], num_filters: List[int],
                  pad_sequence_length: int, activation: str):  # fmt: skip

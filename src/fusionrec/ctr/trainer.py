@@ -23,20 +23,34 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fusionrec._atomic import atomic_write_bytes, check_writable_dir, verify_sidecar
 from fusionrec.callbacks import CallbackContainer, TrainingCallback
-from fusionrec.ctr.callbacks import CheckpointSaver, EasyRecEarlyStop, EvaluateAtCheckpoints, StepLogger, StepResult
 from fusionrec.ctr import losses
-from fusionrec.ctr.config import (AdamOptimizer, BinaryFocalLoss, F1ReweightedLoss, Optimizer, PairwiseLogisticLoss,
-                                  PairwiseLoss, PipelineConfig, dump_config)  # fmt: skip
-from fusionrec.ctr.optimizers import SPARSE_CAPABLE, Optimizers, make_part
+from fusionrec.ctr.callbacks import CheckpointSaver, EasyRecEarlyStop, EvaluateAtCheckpoints, StepLogger, StepResult
+from fusionrec.ctr.config import (
+    AdamOptimizer,
+    BinaryFocalLoss,
+    F1ReweightedLoss,
+    Optimizer,
+    PairwiseLogisticLoss,
+    PairwiseLoss,  # fmt: skip
+    PipelineConfig,
+    dump_config,
+)
 from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, reader_for, resolve_paths
-from fusionrec.ctr.distributed import (TrainingStep, World, data_parallel, gather_objects, merge_feature_counts,
-                                       world_from_env)  # fmt: skip
+from fusionrec.ctr.distributed import (
+    TrainingStep,
+    World,
+    data_parallel,
+    gather_objects,
+    merge_feature_counts,
+    world_from_env,  # fmt: skip
+)
 from fusionrec.ctr.features import FeatureTransform, feature_counts
-from fusionrec.ctr.layers import VariationalDropout
 from fusionrec.ctr.metrics import evaluate_metrics
 from fusionrec.ctr.models import build_model
 from fusionrec.ctr.models.multitask.base import tower_weights
 from fusionrec.ctr.models.multitask.esmm import esmm_loss
+from fusionrec.ctr.modules.dropout import VariationalDropout
+from fusionrec.ctr.optimizers import SPARSE_CAPABLE, Optimizers, make_part
 from fusionrec.errors import FusionrecError
 
 SEED = 2026

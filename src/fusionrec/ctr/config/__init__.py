@@ -24,47 +24,149 @@ One module per part of EasyRec's config (easy_rec/python/protos):
 """
 
 from fusionrec.ctr.config._base import (
-    ACTIVATIONS, Activation, check_activation, ConfigRefError, EasyRecMessage, expand_range_name, FieldType
-)
-from fusionrec.ctr.config.data import DataConfig, INPUT_TYPES, InputField
-from fusionrec.ctr.config.features import (
-    AttentionCombinerConfig, check_feature_inputs, DENSE_FEATURE_TYPES, EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED,
-    expand_features, FEATURE_TYPES, FeatureConfig, FeatureConfigV2, located_features, reader_options, SequenceCombinerConfig,
-    TextCNNConfig
-)
-from fusionrec.ctr.config.metrics import (
-    AccuracyMetric, AUCMetric, EvalMetrics, GAUCMetric, MetricGroup, SessionAUCMetric, TASK_METRICS, TopKMetric
-)
-from fusionrec.ctr.config.models import (
-    AutoIntConfig, BSTTower, CMBFConfig, CMBFTower, CrossTower, DCNConfig, DeepFMConfig, DLRMConfig, DNN,
-    FeatureGroupConfig, FMConfig, MultiTowerConfig, RocketLaunchingConfig, SeqAttGroupConfig, SeqAttMap, Tower,
-    UniterConfig, UniterTower, VariationalDropoutConfig, WideAndDeepConfig
-)
-from fusionrec.ctr.config.losses import (
-    BinaryFocalLoss, check_losses, F1ReweightedLoss, JRCLoss, LOSS_TYPES, LossConfig, PairwiseLogisticLoss, PairwiseLoss,
-    ZILNLoss
-)
-from fusionrec.ctr.config.multitask import (
-    BayesTaskTowerConfig, DBMTLConfig, ESMMConfig, ExpertTower, ExtractionNetwork, MMoEConfig, PLEConfig,
-    SimpleMultiTaskConfig, TaskTowerConfig
+    ACTIVATIONS,
+    Activation,
+    ConfigRefError,
+    EasyRecMessage,
+    FieldType,
+    check_activation,
+    expand_range_name,
 )
 from fusionrec.ctr.config.backbone import (
-    AITMTowerParams, AutoDisEmbeddingParams, BACKBONE_LAYERS, COMPONENT_SPECS, ComponentSpec, BackboneConfig, BilinearParams, BlockConfig, BlockInput,
-    BlockPackage, BSTEncoderParams, CINParams, DINEncoderParams, FiBiNetParams, FMLayerParams, GateNNParams,
-    HighwayParams, InputLayerConfig, KerasLayerConfig, LambdaConfig, LayerConfig, MaskBlockParams, MaskNetParams,
-    MLPParams, MMoELayerParams, ModelParams, PeriodicEmbeddingParams, PPNetParams, RecurrentLayerConfig,
-    RepeatLayerConfig, SENetParams, SequenceAugmentParams, TextCNNLayerParams, WeightedGateParams
+    BACKBONE_LAYERS,
+    COMPONENT_SPECS,
+    AITMTowerParams,
+    AutoDisEmbeddingParams,
+    BackboneConfig,
+    BilinearParams,
+    BlockConfig,
+    BlockInput,
+    BlockPackage,
+    BSTEncoderParams,
+    CINParams,
+    ComponentSpec,
+    DINEncoderParams,
+    FiBiNetParams,
+    FMLayerParams,
+    GateNNParams,
+    HighwayParams,
+    InputLayerConfig,
+    KerasLayerConfig,
+    LambdaConfig,
+    LayerConfig,
+    MaskBlockParams,
+    MaskNetParams,
+    MLPParams,
+    MMoELayerParams,
+    ModelParams,
+    PeriodicEmbeddingParams,
+    PPNetParams,
+    RecurrentLayerConfig,
+    RepeatLayerConfig,
+    SENetParams,
+    SequenceAugmentParams,
+    TextCNNLayerParams,
+    WeightedGateParams,
+)
+from fusionrec.ctr.config.data import INPUT_TYPES, DataConfig, InputField
+from fusionrec.ctr.config.features import (
+    DENSE_FEATURE_TYPES,
+    EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED,
+    FEATURE_TYPES,
+    AttentionCombinerConfig,
+    FeatureConfig,
+    FeatureConfigV2,
+    SequenceCombinerConfig,
+    TextCNNConfig,
+    check_feature_inputs,
+    expand_features,
+    located_features,
+    reader_options,
+)
+from fusionrec.ctr.config.load import (
+    _text_format_to_dict,
+    apply_edits,
+    config_from_dict,
+    dump_config,
+    error_loc,
+    line_of,
+    load_config,
+)
+from fusionrec.ctr.config.losses import (
+    LOSS_TYPES,
+    BinaryFocalLoss,
+    F1ReweightedLoss,
+    JRCLoss,
+    LossConfig,
+    PairwiseLogisticLoss,
+    PairwiseLoss,
+    ZILNLoss,
+    check_losses,
+)
+from fusionrec.ctr.config.metrics import (
+    TASK_METRICS,
+    AccuracyMetric,
+    AUCMetric,
+    EvalMetrics,
+    GAUCMetric,
+    MetricGroup,
+    SessionAUCMetric,
+    TopKMetric,
 )
 from fusionrec.ctr.config.model_config import MODEL_BLOCKS, MODEL_FIELDS, MODEL_SPEC_OF, MODEL_SPECS, ModelConfig, ModelSpec
-from fusionrec.ctr.config.train import (
-    AdagradOptimizer, AdamOptimizer, AdamWOptimizer, ConstantLR, CosineDecayLR, DISTRIBUTION_STRATEGIES, EvalConfig,
-    ExponentialDecayLR, ExportConfig, FtrlOptimizer, LearningRate, MomentumOptimizer, MomentumWOptimizer, Optimizer,
-    OPTIMIZERS, RMSPropOptimizer, TrainConfig
+from fusionrec.ctr.config.models import (
+    DNN,
+    AutoIntConfig,
+    BSTTower,
+    CMBFConfig,
+    CMBFTower,
+    CrossTower,
+    DCNConfig,
+    DeepFMConfig,
+    DLRMConfig,
+    FeatureGroupConfig,
+    FMConfig,
+    MultiTowerConfig,
+    RocketLaunchingConfig,
+    SeqAttGroupConfig,
+    SeqAttMap,
+    Tower,
+    UniterConfig,
+    UniterTower,
+    VariationalDropoutConfig,
+    WideAndDeepConfig,
+)
+from fusionrec.ctr.config.multitask import (
+    BayesTaskTowerConfig,
+    DBMTLConfig,
+    ESMMConfig,
+    ExpertTower,
+    ExtractionNetwork,
+    MMoEConfig,
+    PLEConfig,
+    SimpleMultiTaskConfig,
+    TaskTowerConfig,
 )
 from fusionrec.ctr.config.pipeline import PipelineConfig
 from fusionrec.ctr.config.schema import EASYREC_MESSAGES
-from fusionrec.ctr.config.load import (
-    _text_format_to_dict, apply_edits, config_from_dict, dump_config, error_loc, line_of, load_config
+from fusionrec.ctr.config.train import (
+    DISTRIBUTION_STRATEGIES,
+    OPTIMIZERS,
+    AdagradOptimizer,
+    AdamOptimizer,
+    AdamWOptimizer,
+    ConstantLR,
+    CosineDecayLR,
+    EvalConfig,
+    ExponentialDecayLR,
+    ExportConfig,
+    FtrlOptimizer,
+    LearningRate,
+    MomentumOptimizer,
+    MomentumWOptimizer,
+    Optimizer,
+    RMSPropOptimizer,
+    TrainConfig,
 )
 
 __all__ = [

@@ -34,7 +34,7 @@ def _message(name: str, no_effect: str = "", not_implemented: str = "") -> EasyR
 
 
 # The activation names EasyRec's configs write (TensorFlow paths and Keras names; EasyRec's
-# "dice" is PReLU here) -> the activation each means. fusionrec.ctr.layers builds one torch
+# "dice" is PReLU here) -> the activation each means. fusionrec.ctr.modules.mlp builds one torch
 # module per meaning.
 ACTIVATIONS = {
     "tf.nn.relu": "relu", "relu": "relu", "tf.nn.sigmoid": "sigmoid", "sigmoid": "sigmoid",

@@ -8,12 +8,12 @@ from pydantic import BaseModel
 
 from fusionrec.ctr.config._base import EasyRecMessage, _message
 from fusionrec.ctr.config.backbone import (
-    COMPONENT_SPECS,
-    BlockPackage,
     _BACKBONE_MESSAGE,
+    COMPONENT_SPECS,
     BackboneConfig,
     BlockConfig,
     BlockInput,
+    BlockPackage,
     GateNNParams,
     InputLayerConfig,
     KerasLayerConfig,
@@ -32,7 +32,13 @@ from fusionrec.ctr.config.features import (
     TextCNNConfig,
 )
 from fusionrec.ctr.config.losses import (
-    BinaryFocalLoss, F1ReweightedLoss, JRCLoss, LossConfig, PairwiseLogisticLoss, PairwiseLoss, ZILNLoss,
+    BinaryFocalLoss,
+    F1ReweightedLoss,
+    JRCLoss,
+    LossConfig,
+    PairwiseLogisticLoss,
+    PairwiseLoss,
+    ZILNLoss,
 )  # fmt: skip
 from fusionrec.ctr.config.metrics import AccuracyMetric, AUCMetric, EvalMetrics, GAUCMetric, SessionAUCMetric, TopKMetric
 from fusionrec.ctr.config.model_config import MODEL_SPECS, ModelConfig

@@ -9,8 +9,16 @@ disagree with training. ``ops`` holds the string and number operations they shar
 
 from fusionrec.ctr.features.base import FeatureModule
 from fusionrec.ctr.features.ops import (
-    feature_counts, fnv1a, hash_strings, pad_tokens, parse_decimals, read_vocab_file, run_expression, split_tokens,
-    tensor_digest, vocab_key,
+    feature_counts,
+    fnv1a,
+    hash_strings,
+    pad_tokens,
+    parse_decimals,
+    read_vocab_file,
+    run_expression,
+    split_tokens,
+    tensor_digest,
+    vocab_key,
 )
 from fusionrec.ctr.features.transform import FEATURE_MODULES, FeatureTransform
 

@@ -7,8 +7,8 @@ from typing import Dict
 from torch import Tensor, nn
 
 from fusionrec.ctr.config import AutoIntConfig
-from fusionrec.ctr.layers import InteractingLayer
 from fusionrec.ctr.models.base import ModelInputs, _Base
+from fusionrec.ctr.modules.autoint import InteractingLayer
 from fusionrec.errors import FusionrecError
 
 

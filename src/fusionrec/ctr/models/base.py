@@ -20,7 +20,7 @@ from fusionrec.ctr.config import (
 )
 from fusionrec.ctr.embedding import EmbeddingTables, GroupInput
 from fusionrec.ctr.features import FeatureTransform
-from fusionrec.ctr.layers import MLP
+from fusionrec.ctr.modules.mlp import MLP
 from fusionrec.ctr.tasks import Task
 from fusionrec.errors import FusionrecError
 

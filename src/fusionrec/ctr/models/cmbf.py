@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from fusionrec.ctr.config import CMBFConfig
 from fusionrec.ctr.models.base import ModelInputs, _mlp
 from fusionrec.ctr.models.multimodal import _MultiModalInputs
-from fusionrec.ctr.transformer import CrossAttentionTower, EmbeddingPostprocessor, TransformerEncoder, dense, masked_mean
+from fusionrec.ctr.modules.transformer import CrossAttentionTower, EmbeddingPostprocessor, TransformerEncoder, dense, masked_mean
 from fusionrec.errors import FusionrecError
 
 

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from fusionrec.ctr.config import DCNConfig
-from fusionrec.ctr.layers import CrossNet
 from fusionrec.ctr.models.base import ModelInputs, _Base, _mlp
+from fusionrec.ctr.modules.cross import CrossNet
 
 
 class DCN(_Base):

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from fusionrec.ctr.config import DeepFMConfig
-from fusionrec.ctr.layers import FactorizationMachine
 from fusionrec.ctr.models.base import ModelInputs, _Base, _mlp
+from fusionrec.ctr.modules.fm import FactorizationMachine
 from fusionrec.errors import FusionrecError
 
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from fusionrec.ctr.config import UniterConfig
 from fusionrec.ctr.models.base import ModelInputs, _mlp
 from fusionrec.ctr.models.multimodal import _MultiModalInputs
-from fusionrec.ctr.transformer import EmbeddingPostprocessor, TransformerEncoder, dense
+from fusionrec.ctr.modules.transformer import EmbeddingPostprocessor, TransformerEncoder, dense
 from fusionrec.errors import FusionrecError
 
 

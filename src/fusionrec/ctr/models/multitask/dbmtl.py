@@ -6,11 +6,11 @@ import torch
 from torch import Tensor, nn
 
 from fusionrec.ctr.config import DNN, DBMTLConfig, TaskTowerConfig
-from fusionrec.ctr.layers import MLP
 from fusionrec.ctr.models.base import ModelInputs, _mlp
 from fusionrec.ctr.models.cmbf import CMBF
 from fusionrec.ctr.models.multitask.base import ALL_GROUP, MixtureOfExperts, _MultiTask
 from fusionrec.ctr.models.uniter import Uniter
+from fusionrec.ctr.modules.mlp import MLP
 
 
 class RelationTowers(nn.Module):

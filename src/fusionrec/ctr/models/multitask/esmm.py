@@ -6,9 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from fusionrec.ctr.config import ESMMConfig, PipelineConfig
-from fusionrec.ctr.layers import MLP
 from fusionrec.ctr.models.base import ModelInputs, _mlp
 from fusionrec.ctr.models.multitask.base import ALL_GROUP, TaskHead, _MultiTask
+from fusionrec.ctr.modules.mlp import MLP
 
 
 class ESMM(_MultiTask):
