@@ -1,8 +1,10 @@
 """``Booster``: the model. ``update()`` adds one boosting round; ``train()`` loops.
 
 A booster holds its validated parameters, the trees (flat arrays), the feature schema
-and bin edges of its training data, the base score and the random generator state, and
-round-trips through versioned JSON (see :mod:`fusionrec.gbdt.model_io`).
+and bin edges of its training data, the base score and the random generator state. The rest
+is delegated, one room each: the round to ``boosting``, the data sets' margins across rounds to
+``margins.MarginCache``, metrics to ``evaluation``, prediction to ``predictor``, importances and
+dumps to ``inspection``, and versioned JSON files to ``model_io``.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from fusionrec.gbdt._jit import numba_threads
 from fusionrec.gbdt.boosting import BoostingRound
 from fusionrec.gbdt.data import check_feature_names
 from fusionrec.gbdt.dataset import Dataset
-from fusionrec.gbdt.outofcore.external import ExternalDataset
+from fusionrec.gbdt.evaluation import metrics_of
 from fusionrec.gbdt.inspection import dump_trees, feature_importances, importance_by_name
-from fusionrec.gbdt.metric import check_metric_fits, evaluate
+from fusionrec.gbdt.margins import MarginCache
+from fusionrec.gbdt.metric import check_metric_fits
 from fusionrec.gbdt.model_io import ModelState, read_file, read_state, save, to_json_bytes
 from fusionrec.gbdt.objective import Objective, make_objective
+from fusionrec.gbdt.outofcore.external import ExternalDataset
 from fusionrec.gbdt.params import MAX_BIN, metric_names, n_classes_of, resolve_params
 from fusionrec.gbdt.predictor import predict
-from fusionrec.gbdt.tree import Forest, Tree, add_forest_margin
+from fusionrec.gbdt.tree import Forest, Tree
 
 
 class Booster:
@@ -50,7 +54,7 @@ class Booster:
         self._custom_objective: Callable | None = None
         self._objective: Objective | None = None
         self._forest: Forest | None = None
-        self._margin_cache: dict[int, tuple[Any, np.ndarray, int]] = {}
+        self._margins = MarginCache()  # per data set, across rounds
         self._round: BoostingRound | None = None
         if model_file is not None:
             self._apply_state(read_file(model_file))
@@ -80,7 +84,7 @@ class Booster:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_margin_cache"] = {}
+        state["_margins"] = MarginCache()
         state["_forest"] = None
         state["_round"] = None
         return state
@@ -140,22 +144,7 @@ class Booster:
 
     def _cached_margin(self, dataset: Dataset) -> np.ndarray:
         """Margins of ``dataset`` for all trees so far, updated incrementally across rounds."""
-        margin, n_done = self._margin_entry(dataset)
-        if n_done < len(self.trees):
-            if isinstance(dataset, ExternalDataset):
-                dataset.add_tree_margins(self.trees[n_done:], self.tree_group[n_done:], margin)
-            else:
-                new = Forest.of(self.trees[n_done:], self.tree_group[n_done:], self.n_groups)
-                add_forest_margin(dataset.raw.values, new, margin)
-        self._margin_cache[id(dataset)] = (dataset, margin, len(self.trees))
-        return margin
-
-    def _margin_entry(self, dataset: Any) -> tuple[np.ndarray, int]:
-        """The cached margins of ``dataset`` and how many trees they hold (base margins, 0)."""
-        cached = self._margin_cache.get(id(dataset))
-        if cached is None or cached[0] is not dataset:
-            return np.tile(self.base_margin(), (dataset.n_rows, 1)), 0
-        return cached[1], cached[2]
+        return self._margins.current(dataset, self.trees, self.tree_group, self.n_groups, self.base_margin())
 
     # -- one round ----------------------------------------------------------------------------
     def update(self, dtrain: Dataset, iteration: int | None = None, fobj: Callable | None = None) -> None:
@@ -164,7 +153,7 @@ class Booster:
             raise FusionrecError(f"dtrain: expected a fusionrec.gbdt.Dataset or ExternalDataset, got {type(dtrain).__name__}")
         if fobj is not None and fobj is not self._custom_objective:
             self.set_objective(fobj)
-        if self._margin_cache.get(id(dtrain), (None,))[0] is not dtrain:
+        if not self._margins.holds(dtrain):
             self._configure(dtrain)
         with numba_threads(self.params["n_jobs"]):
             self._update(dtrain)
@@ -174,13 +163,13 @@ class Booster:
             self._round = BoostingRound(self.params, self.objective, self.n_groups)
         if self._round.fuses_passes(dtrain):
             # the cached margins may lack the last trees: the round's first pass adds them
-            margin, n_done = self._margin_entry(dtrain)
+            margin, n_done = self._margins.entry(dtrain, self.base_margin())
             self.append_round([self._round.run_paged(dtrain, margin, self.rng, self.trees[n_done:])])
-            self._margin_cache[id(dtrain)] = (dtrain, margin, len(self.trees) - 1)  # all but the new tree
+            self._margins.store(dtrain, margin, len(self.trees) - 1)  # all but the new tree
             return
         margin = self._cached_margin(dtrain)
         self.append_round(self._round.run(dtrain, margin, self.rng))
-        self._margin_cache[id(dtrain)] = (dtrain, margin, len(self.trees))
+        self._margins.store(dtrain, margin, len(self.trees))
 
     def append_round(self, trees: list[Tree]) -> None:
         """Add one round's trees, one per output group in group order."""
@@ -189,7 +178,7 @@ class Booster:
             self.tree_group.append(group)
         self._forest = None
 
-    # -- evaluation --------------------------------------------------------------------------
+    # -- evaluation (fusionrec.gbdt.evaluation) --------------------------------------------------------------------------
     def eval_set(
         self,
         evals: Sequence[tuple[Dataset, str]],
@@ -207,26 +196,8 @@ class Booster:
         return results
 
     def metrics_of(self, margin: np.ndarray, dataset: Any, feval: Callable | None = None) -> dict[str, float]:
-        """Every metric of the parameters (and ``feval``'s) on ``margin``, the margins of
-        ``dataset``'s rows (its label, weight and query groups)."""
-        objective = self.objective
-        names = metric_names(self.params)
-        row: dict[str, float] = {}
-        if names:
-            if objective.name != "custom":
-                objective.check_label(dataset.label)
-            metric_input = objective.metric_input(margin)
-            for metric in names:
-                row[metric] = evaluate(
-                    metric, dataset.label, metric_input, dataset.weight, dataset, bool(self.params["ndcg_exp_gain"])
-                )
-        if feval is not None:
-            predt = objective.transform(margin)
-            out = feval(predt, dataset)
-            pairs = out if isinstance(out, list) else [out]
-            for metric, value in pairs:
-                row[str(metric)] = float(value)
-        return row
+        """Every metric of the parameters (and ``feval``'s) on ``margin`` (``evaluation.metrics_of``)."""
+        return metrics_of(self.objective, self.params, margin, dataset, feval)
 
     # -- prediction (fusionrec.gbdt.predictor) ------------------------------------------------
     def predict(
@@ -285,7 +256,7 @@ class Booster:
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state.rng_state
         self._forest = None
-        self._margin_cache = {}
+        self._margins = MarginCache()
         self._round = None
 
     @classmethod
