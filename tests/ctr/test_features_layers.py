@@ -323,3 +323,11 @@ def test_every_feature_type_has_its_module_and_only_those():
 
     assert set(FEATURE_MODULES) == set(FEATURE_TYPES)
     assert all(issubclass(module, FeatureModule) for module in FEATURE_MODULES.values())
+
+
+def test_every_feature_type_has_its_config_rules_and_only_those():
+    # the config side of a feature type: its rules and reader options (torch-free)
+    from fusionrec.ctr.config import FEATURE_TYPES
+    from fusionrec.ctr.config.feature_types import FEATURE_TYPE_RULES
+
+    assert set(FEATURE_TYPE_RULES) == set(FEATURE_TYPES)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from fusionrec.ctr.config._base import ConfigRefError, _Strict, check_activation
-from fusionrec.ctr.expressions import compile_expression
+from fusionrec.ctr.config.feature_types import FEATURE_TYPE_RULES
 
 
 class AttentionCombinerConfig(_Strict):
@@ -125,6 +125,8 @@ class FeatureConfig(_Strict):
 
     @model_validator(mode="after")
     def _kind(self):
+        """The rules every feature type shares (which fields belong to which type), then its
+        type's own (``feature_types.FEATURE_TYPE_RULES``)."""
         if self.feature_type not in FEATURE_TYPES:
             known = self.feature_type in EASYREC_FEATURE_TYPES_NOT_IMPLEMENTED
             raise ValueError(
@@ -132,90 +134,30 @@ class FeatureConfig(_Strict):
                 + ("not implemented yet by fusionrec" if known else "not an EasyRec feature type")
                 + f"; fusionrec has {list(FEATURE_TYPES)}"
             )
-        kinds = [bool(self.hash_bucket_size), bool(self.num_buckets), bool(self.vocab_list or self.vocab_file)]
-        if self.seq_multi_sep is not None:
-            if self.feature_type != "SequenceFeature" or len(self.seq_multi_sep.encode()) != 1 or self.seq_multi_sep == self.separator:
-                raise ValueError(f"feature {self.name!r}: seq_multi_sep is a SequenceFeature's, one byte other than its separator; "
-                                 f"got {self.seq_multi_sep!r} on a {self.feature_type} with separator {self.separator!r}")  # fmt: skip
-            if self.is_raw_sequence and not self.bucket_boundaries and self.raw_input_dim < 2:
-                raise ValueError(f"feature {self.name!r}: seq_multi_sep on an unbucketized RawFeature sequence holds "
-                                 "raw_input_dim numbers per position; set raw_input_dim >= 2 (as EasyRec's 3-D raw sequence)")  # fmt: skip
-            if self.sequence_combiner is not None:
-                raise ValueError(f"feature {self.name!r}: a sequence_combiner over a seq_multi_sep sequence is not implemented "
-                                 "yet by fusionrec")  # fmt: skip
+        if self.seq_multi_sep is not None and (self.feature_type != "SequenceFeature" or len(self.seq_multi_sep.encode()) != 1
+                                               or self.seq_multi_sep == self.separator):  # fmt: skip
+            raise ValueError(f"feature {self.name!r}: seq_multi_sep is a SequenceFeature's, one byte other than its separator; "
+                             f"got {self.seq_multi_sep!r} on a {self.feature_type} with separator {self.separator!r}")  # fmt: skip
         if self.sub_feature_type != "IdFeature" and self.feature_type != "SequenceFeature":
             raise ValueError(f"feature {self.name!r}: sub_feature_type is a SequenceFeature's, not a {self.feature_type}'s")
-        if self.is_raw_sequence:
-            if self.hash_bucket_size or self.vocab_list or self.vocab_file:
-                raise ValueError(f"feature {self.name!r}: a sub_feature_type RawFeature sequence holds numbers; "
-                                 "hash_bucket_size and vocabularies need sub_feature_type IdFeature (as EasyRec asserts)")  # fmt: skip
-            if self.embedding_dim == 0:
-                raise ValueError(f"feature {self.name!r}: a RawFeature sequence without embedding_dim is not implemented yet "
-                                 "by fusionrec")  # fmt: skip
-            if self.raw_input_dim != 1 and (self.seq_multi_sep is None or self.bucket_boundaries):
-                raise ValueError(f"feature {self.name!r}: a RawFeature sequence of raw_input_dim {self.raw_input_dim} holds "
-                                 "that many unbucketized numbers per position, joined by seq_multi_sep; set seq_multi_sep "
-                                 "and no boundaries / num_buckets")  # fmt: skip
-        elif self.feature_type in ("IdFeature", "TagFeature", "SequenceFeature", "ComboFeature", "LookupFeature"):
-            if sum(kinds) != 1:
-                raise ValueError(
-                    f"feature {self.name!r} ({self.feature_type}): set exactly one of hash_bucket_size, num_buckets, "
-                    "vocab_list / vocab_file"
-                )
-            if self.feature_type == "ComboFeature" and not self.hash_bucket_size:
-                raise ValueError(f"feature {self.name!r} (ComboFeature): needs hash_bucket_size")
-            if self.embedding_dim == 0:
-                raise ValueError(f"feature {self.name!r}: embedding_dim must be > 0")
-        if self.feature_type == "ComboFeature" and len(self.input_names) < 2:
-            raise ValueError(f"feature {self.name!r} (ComboFeature): needs at least two input_names")
-        if self.feature_type == "LookupFeature":
-            if len(self.input_names) != 2 or not self.hash_bucket_size or not self.feature_name:
-                raise ValueError(
-                    f"feature {self.name!r} (LookupFeature): needs a feature_name, hash_bucket_size and two input_names "
-                    "(the key field, then the key<kv_separator>value map field)"
-                )
-            if self.kv_separator is None or len(self.kv_separator.encode()) != 1 or len(self.separator.encode()) != 1:
-                raise ValueError(f"feature {self.name!r} (LookupFeature): separator and kv_separator must be single bytes")
-        elif self.kv_separator is not None and (self.feature_type != "TagFeature" or len(self.kv_separator.encode()) != 1):
+        if self.kv_separator is not None and self.feature_type != "LookupFeature" and (
+                self.feature_type != "TagFeature" or len(self.kv_separator.encode()) != 1):  # fmt: skip
             raise ValueError(
                 f"feature {self.name!r}: kv_separator is for TagFeature (key<kv>weight values) and LookupFeature, "
                 f"a single byte; got {self.kv_separator!r} on a {self.feature_type}"
             )
         if (self.feature_type == "ExprFeature") != (self.expression is not None):
             raise ValueError(f"feature {self.name!r}: expression is what an ExprFeature computes, and only an ExprFeature's")
-        if self.feature_type == "ExprFeature":
-            if not self.feature_name:
-                raise ValueError(f"feature {self.name!r} (ExprFeature): needs a feature_name")
-            compile_expression(self.expression, list(self.input_names))
-        elif self.feature_type not in ("ComboFeature", "LookupFeature") and len(self.input_names) != 1:
+        if self.feature_type not in ("ComboFeature", "LookupFeature", "ExprFeature") and len(self.input_names) != 1:
             raise ValueError(f"feature {self.name!r} ({self.feature_type}): takes exactly one input_names entry")
-        if self.feature_type in ("TagFeature", "SequenceFeature") and len(self.separator.encode()) != 1:
-            raise ValueError(f"feature {self.name!r}: separator {self.separator!r} must be a single byte")
         if self.min_val > self.max_val:
             raise ValueError(f"feature {self.name!r}: min_val {self.min_val} is greater than max_val {self.max_val}")
         if self.bucket_boundaries and self.embedding_dim == 0:
             raise ValueError(f"feature {self.name!r}: boundaries (or num_buckets) need embedding_dim > 0")
-        if self.feature_type == "PassThroughFeature" and (self.boundaries or self.num_buckets or self.embedding_dim
-                                                          or self.max_val > self.min_val):  # fmt: skip
-            raise ValueError(
-                f"feature {self.name!r} (PassThroughFeature): passes its value as it is; boundaries, num_buckets, "
-                "embedding_dim and min_val / max_val are RawFeature's"
-            )
         if self.raw_input_dim > 1 and self.feature_type not in DENSE_FEATURE_TYPES and not self.is_raw_sequence:
             raise ValueError(f"feature {self.name!r}: raw_input_dim is for RawFeature, not {self.feature_type}")
-        if self.raw_input_dim > 1 and self.bucket_boundaries:
-            raise ValueError(
-                f"feature {self.name!r}: bucketizing a RawFeature of raw_input_dim {self.raw_input_dim} is not "
-                "implemented yet by fusionrec"
-            )
         if (self.combo_join_sep or self.combo_input_seps) and self.feature_type != "ComboFeature":
             raise ValueError(f"feature {self.name!r}: combo_join_sep / combo_input_seps are for ComboFeature")
-        if self.combo_input_seps and (len(self.combo_input_seps) != len(self.input_names)
-                                      or any(len(sep.encode()) > 1 for sep in self.combo_input_seps)):  # fmt: skip
-            raise ValueError(
-                f"feature {self.name!r}: combo_input_seps {self.combo_input_seps} needs one entry per input_names entry "
-                f"({len(self.input_names)}), each empty (one value) or a single byte"
-            )
         if self.sequence_combiner is not None and self.feature_type != "SequenceFeature":
             raise ValueError(f"feature {self.name!r}: sequence_combiner is for SequenceFeature, not {self.feature_type}")
         if self.raw_input_dim > 1 and len(self.separator.encode()) != 1:
@@ -225,6 +167,7 @@ class FeatureConfig(_Strict):
                 f"feature {self.name!r}: normalizer_fn (a TensorFlow function) is not supported; "
                 "use min_val / max_val to scale to [0, 1]"
             )
+        FEATURE_TYPE_RULES[self.feature_type].check(self)
         return self
 
 
@@ -264,32 +207,35 @@ def expand_features(feature_configs: list[FeatureConfig], feature_config: Featur
 
 
 # ---------------------------------------------------------------- what the table reader checks or parses per feature
+def _reader_option(features: list[FeatureConfig], option: str) -> dict:
+    out: dict = {}
+    for f in features:
+        out.update(FEATURE_TYPE_RULES[f.feature_type].reader_options(f).get(option, {}))
+    return out
+
+
 def kv_maps(features: list[FeatureConfig]) -> dict[str, tuple[str, str, bool]]:
     """Field -> (separator, kv_separator, weights) of each LookupFeature map and weighted
     TagFeature: the reader checks that every entry is key<kv_separator>value (the value a
     decimal number for a TagFeature's weight)."""
-    maps = {f.input_names[1]: (f.separator, f.kv_separator, False) for f in features if f.feature_type == "LookupFeature"}
-    maps.update({f.input_names[0]: (f.separator, f.kv_separator, True) for f in features
-                 if f.feature_type == "TagFeature" and f.kv_separator})  # fmt: skip
-    return maps
+    return _reader_option(features, "kv_maps")
 
 
 def number_lists(features: list[FeatureConfig]) -> dict[str, tuple[str, str, int]]:
     """Input field -> (separator, seq_multi_sep or "", numbers per position or 0) of each
     RawFeature sequence: the reader checks that every element is a finite number and that
     an unbucketized 3-D sequence holds at most raw_input_dim numbers per position."""
-    return {f.input_names[0]: (f.separator, f.seq_multi_sep or "", f.raw_input_dim if f.raw_input_dim > 1 else 0)
-            for f in features if f.is_raw_sequence}  # fmt: skip
+    return _reader_option(features, "number_lists")
 
 
 def vector_inputs(features: list[FeatureConfig]) -> dict[str, tuple[int, str]]:
     """Input field -> (raw_input_dim, separator) of each RawFeature of several values: the
     reader parses such a field into raw_input_dim numbers per row."""
-    return {f.input_names[0]: (f.raw_input_dim, f.separator) for f in features
-            if f.raw_input_dim > 1 and f.feature_type in DENSE_FEATURE_TYPES}  # fmt: skip
+    return _reader_option(features, "vectors")
 
 
 def reader_options(features: list[FeatureConfig]) -> dict:
     """What the table reader needs to know of ``features`` (``fusionrec.ctr.data.TableReader``'s
-    ``vectors``, ``kv_maps`` and ``number_lists``): every reader of a config's input passes them."""
+    ``vectors``, ``kv_maps`` and ``number_lists``, from each type's ``reader_options``): every
+    reader of a config's input passes them."""
     return {"vectors": vector_inputs(features), "kv_maps": kv_maps(features), "number_lists": number_lists(features)}

@@ -6,8 +6,8 @@ from pydantic import ConfigDict, Field, model_validator
 
 from fusionrec.ctr.config._base import ConfigRefError, _Strict
 from fusionrec.ctr.config.data import DataConfig
+from fusionrec.ctr.config.feature_types import FEATURE_TYPE_RULES
 from fusionrec.ctr.config.features import (
-    DENSE_FEATURE_TYPES,
     FeatureConfig,
     FeatureConfigV2,
     check_feature_inputs,
@@ -155,49 +155,11 @@ class PipelineConfig(_Strict):
         fields = {f.input_name: f for f in self.data_config.input_fields}
         located = located_features(self.feature_configs, self.feature_config)
         names = check_feature_inputs(located, fields, self.data_config.label_fields)
-        for loc, feature in located:
-            kind = fields[feature.input_names[0]].input_type
-            if feature.is_raw_sequence and kind != "STRING":
-                raise ConfigRefError(loc, f"feature {feature.name!r}: a RawFeature sequence reads numbers joined by "
-                                 f"{feature.separator!r} from a STRING field; {feature.input_names[0]!r} is {kind}")  # fmt: skip
-            if feature.num_buckets and feature.feature_type != "RawFeature" and not feature.is_raw_sequence and kind not in ("INT32", "INT64"):
-                raise ConfigRefError(loc,
-                    f"feature {feature.name!r}: num_buckets needs an INT32 or INT64 input field; "
-                    f"{feature.input_names[0]!r} is {kind}"
-                )
-            if feature.feature_type == "LookupFeature" and any(fields[n].input_type != "STRING" for n in feature.input_names):
-                raise ConfigRefError(loc, f"feature {feature.name!r} (LookupFeature): its key and map fields must be STRING")
-            if feature.feature_type == "ExprFeature" and any(fields[n].input_type == "STRING" for n in feature.input_names):
-                raise ConfigRefError(loc, f"feature {feature.name!r} (ExprFeature): its input_names must be numeric fields, not STRING")
-            if feature.feature_type in DENSE_FEATURE_TYPES and (kind == "STRING") != (feature.raw_input_dim > 1):
-                raise ConfigRefError(loc,
-                    f"feature {feature.name!r}: a RawFeature reads one number from a numeric input field, or "
-                    f"raw_input_dim > 1 numbers joined by its separator from a STRING field; {feature.input_names[0]!r} "
-                    f"is {kind} and raw_input_dim is {feature.raw_input_dim}"
-                )
-            if feature.feature_type in ("TagFeature", "SequenceFeature") and kind != "STRING":
-                raise ConfigRefError(loc, f"feature {feature.name!r}: {feature.feature_type} needs a STRING input field")
-            if feature.feature_type in ("TagFeature", "SequenceFeature") and feature.num_buckets and not feature.is_raw_sequence:
-                raise ConfigRefError(loc,
-                    f"feature {feature.name!r} ({feature.feature_type}): num_buckets is not supported for "
-                    "multi-value strings; use hash_bucket_size or vocab_list"
-                )
-            if any(sep and fields[n].input_type != "STRING" for n, sep in zip(feature.input_names, feature.combo_input_seps)):
-                raise ConfigRefError(loc, f"feature {feature.name!r} (ComboFeature): combo_input_seps splits STRING fields only")
-            if feature.feature_type == "ComboFeature" and any(
-                fields[n].input_type not in ("STRING", "INT32", "INT64") for n in feature.input_names
-            ):
-                raise ConfigRefError(loc,
-                    f"feature {feature.name!r} (ComboFeature): crossing FLOAT, DOUBLE or BOOL inputs is not implemented "
-                    "yet by fusionrec; STRING and integer fields are crossed"
-                )
-            if feature.feature_type == "IdFeature" and kind in ("FLOAT", "DOUBLE"):
-                raise ConfigRefError(loc,
-                    f"feature {feature.name!r} (IdFeature): input {feature.input_names[0]!r} is {kind}; "
-                    "ids must be STRING or integer fields"
-                )
-            if (feature.vocab_file or feature.vocab_list) and kind != "STRING":
-                raise ConfigRefError(loc, f"feature {feature.name!r}: vocab_list / vocab_file need a STRING input field")
+        types = {name: field.input_type for name, field in fields.items()}
+        for loc, feature in located:  # each type's rules on the input fields it reads
+            broken = FEATURE_TYPE_RULES[feature.feature_type].check_inputs(feature, types)
+            if broken is not None:
+                raise ConfigRefError(loc, broken)
         model = self.model_config_
         for g, group in enumerate(model.feature_groups):
             for j, name in enumerate(group.feature_names):
