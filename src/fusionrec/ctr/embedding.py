@@ -427,9 +427,10 @@ class EmbeddingTables:
 
     def slot(self, name: str, wide_dim: int | None) -> nn.Module:
         feature = self.features[name]
-        if feature.feature_type == "ExprFeature":  # a computed number, as EasyRec's numeric column
+        output = feature.rules.output(feature)
+        if output == "value":  # a computed number, as EasyRec's numeric column
             return WideDenseSlot(name, wide_dim) if wide_dim is not None else DenseSlot(name)
-        if feature.feature_type in ("RawFeature", "PassThroughFeature") and not feature.bucket_boundaries:
+        if output == "dense":
             if wide_dim is not None:
                 return WideDenseSlot(name, wide_dim, feature.raw_input_dim)
             if feature.embedding_dim == 0:
@@ -445,15 +446,14 @@ class EmbeddingTables:
         if combiner is not None and combiner.text_cnn is not None:
             cnn = combiner.text_cnn
             return TextCNNSlot(name, table, cnn.filter_sizes, cnn.num_filters, cnn.pad_sequence_length, cnn.activation)
-        if feature.feature_type in ("TagFeature", "SequenceFeature", "LookupFeature") or any(feature.combo_input_seps):
-            return BagSlot(name, table, feature.combiner == "mean",
-                           weighted=bool(feature.kv_separator) and feature.feature_type == "TagFeature",
+        if output == "bag":
+            return BagSlot(name, table, feature.combiner == "mean", weighted=feature.rules.weighted(feature),
                            scaled=_scaled(feature), multi_value=feature.seq_multi_sep is not None)  # fmt: skip
         return IdSlot(name, table)
 
     def sequence(self, name: str, where: str) -> SequenceSlot:
         feature = self.features[name]
-        if feature.feature_type not in ("SequenceFeature", "TagFeature"):
+        if not feature.rules.sequence:
             raise FusionrecError(f"{where}: feature {name!r} is a {feature.feature_type}; the text group takes SequenceFeature / TagFeature")
         if _scaled(feature) or feature.seq_multi_sep is not None:
             raise FusionrecError(f"{where}: feature {name!r}: a RawFeature sequence of unbucketized numbers or a "
@@ -467,12 +467,10 @@ class EmbeddingTables:
         hists = [name for att in seq_group.seq_att_map for name in att.hist_seq] + [
             name for att in seq_group.seq_att_map for name in att.aux_hist_seq]
         for name in keys:
-            if self.features[name].feature_type not in ("IdFeature", "RawFeature") or (
-                self.features[name].feature_type == "RawFeature" and not self.features[name].bucket_boundaries
-            ):
+            if not self.features[name].rules.can_be_key(self.features[name]):
                 raise FusionrecError(f"{where}: seq_att_map key {name!r} must be an IdFeature (or a bucketized RawFeature)")
         for name in hists:
-            if self.features[name].feature_type not in ("SequenceFeature", "TagFeature"):
+            if not self.features[name].rules.sequence:
                 raise FusionrecError(f"{where}: seq_att_map hist_seq {name!r} must be a SequenceFeature")
         key_tables = [self.table(n) for n in keys]
         hist_tables = [self.table(n) for n in hists]
@@ -520,14 +518,13 @@ class EmbeddingTables:
         """A feature group read as EasyRec's ``output_seq_and_normal_feature`` input layer: its
         sequences (SequenceFeature / TagFeature, parallel lists) concatenated per position, and
         its other features (the target) concatenated."""
-        sequences = [n for n in group.feature_names if self.features[n].feature_type in ("SequenceFeature", "TagFeature")]
+        sequences = [n for n in group.feature_names if self.features[n].rules.sequence]
         targets = [n for n in group.feature_names if n not in sequences]
         if not sequences:
             raise FusionrecError(f"{where}: feature group {group.group_name!r} has no SequenceFeature for its sequence input")
         for name in targets:
             feature = self.features[name]
-            if feature.feature_type not in ("IdFeature", "RawFeature") or (feature.feature_type == "RawFeature"
-                                                                           and not feature.bucket_boundaries):  # fmt: skip
+            if not feature.rules.can_be_key(feature):
                 raise FusionrecError(f"{where}: target feature {name!r} must be an IdFeature (or a bucketized RawFeature)")
         slot = SequenceInputSlot(targets, sequences, [self.table(n) for n in targets], [self.table(n) for n in sequences],
                                  [_scaled(self.features[n]) for n in sequences])  # fmt: skip

@@ -20,7 +20,26 @@ INTEGER_TYPES = ("INT32", "INT64")
 
 
 class FeatureTypeRules:
-    """A feature type with no rules of its own beyond those ``FeatureConfig`` applies to all."""
+    """A feature type with no rules of its own beyond those ``FeatureConfig`` applies to all.
+
+    ``sequence``: its values can be a behaviour sequence (a DIN / BST history, a text group, a
+    backbone sequence input). ``output(f)`` is how its transform's output is embedded: "ids"
+    (one id per row: an embedding row), "bag" (several ids per row, pooled by ``combiner``),
+    "dense" (numbers per row: as they are, or projected with ``embedding_dim``) or "value" (one
+    computed number per row, never embedded)."""
+
+    sequence = False
+
+    def output(self, f: "FeatureConfig") -> str:
+        return "ids"
+
+    def can_be_key(self, f: "FeatureConfig") -> bool:
+        """Whether it can be a DIN key or a sequence input's target: one id per row."""
+        return False
+
+    def weighted(self, f: "FeatureConfig") -> bool:
+        """Whether each of its values comes with a weight (EasyRec's key<kv>weight tags)."""
+        return False
 
     #: the reader options this type's input takes: {option: {field: value}}
     def reader_options(self, f: "FeatureConfig") -> dict[str, dict]:
@@ -61,6 +80,9 @@ class FeatureTypeRules:
 
 
 class IdFeatureRules(FeatureTypeRules):
+    def can_be_key(self, f):
+        return True
+
     def check(self, f):
         self._one_id_space(f)
 
@@ -74,6 +96,14 @@ class IdFeatureRules(FeatureTypeRules):
 
 
 class TagFeatureRules(FeatureTypeRules):
+    sequence = True
+
+    def output(self, f):
+        return "bag"
+
+    def weighted(self, f):
+        return bool(f.kv_separator)
+
     def check(self, f):
         self._one_id_space(f)
         if len(f.separator.encode()) != 1:
@@ -92,6 +122,11 @@ class TagFeatureRules(FeatureTypeRules):
 
 
 class SequenceFeatureRules(FeatureTypeRules):
+    sequence = True
+
+    def output(self, f):
+        return "bag"
+
     def check(self, f):
         if f.seq_multi_sep is not None:
             if f.is_raw_sequence and not f.bucket_boundaries and f.raw_input_dim < 2:
@@ -138,6 +173,9 @@ class SequenceFeatureRules(FeatureTypeRules):
 
 
 class ComboFeatureRules(FeatureTypeRules):
+    def output(self, f):
+        return "bag" if any(f.combo_input_seps) else "ids"  # a sparse cross of split values: several ids
+
     def check(self, f):
         self._one_id_space(f)
         if len(f.input_names) < 2:
@@ -157,6 +195,9 @@ class ComboFeatureRules(FeatureTypeRules):
 
 
 class LookupFeatureRules(FeatureTypeRules):
+    def output(self, f):
+        return "bag"
+
     def check(self, f):
         self._one_id_space(f)
         if len(f.input_names) != 2 or not f.hash_bucket_size or not f.feature_name:
@@ -176,6 +217,9 @@ class LookupFeatureRules(FeatureTypeRules):
 
 
 class ExprFeatureRules(FeatureTypeRules):
+    def output(self, f):
+        return "value"  # a computed number, as EasyRec's numeric column
+
     def check(self, f):
         if not f.feature_name:
             raise ValueError(f"feature {f.name!r} (ExprFeature): needs a feature_name")
@@ -188,6 +232,12 @@ class ExprFeatureRules(FeatureTypeRules):
 
 
 class RawFeatureRules(FeatureTypeRules):
+    def output(self, f):
+        return "ids" if f.bucket_boundaries else "dense"
+
+    def can_be_key(self, f):
+        return bool(f.bucket_boundaries) and f.feature_type == "RawFeature"
+
     def check(self, f):
         if f.raw_input_dim > 1 and f.bucket_boundaries:
             raise ValueError(f"feature {f.name!r}: bucketizing a RawFeature of raw_input_dim {f.raw_input_dim} is not "

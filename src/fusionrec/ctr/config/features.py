@@ -101,6 +101,11 @@ class FeatureConfig(_Strict):
         return copies
 
     @property
+    def rules(self):
+        """Its feature type's rules (``feature_types.FEATURE_TYPE_RULES``): output, sequence, key, weights."""
+        return FEATURE_TYPE_RULES[self.feature_type]
+
+    @property
     def is_raw_sequence(self) -> bool:
         """A SequenceFeature of numbers (``sub_feature_type: RawFeature``)."""
         return self.feature_type == "SequenceFeature" and self.sub_feature_type == "RawFeature"

@@ -124,7 +124,7 @@ class PipelineConfig(_Strict):
                 if block.input_layer is not None and block.input_layer.output_seq_and_normal_feature:
                     group = groups.get(block.inputs[0].feature_group_name)
                     sequences = [n for n in (group.feature_names if group else [])
-                                 if n in by_name and by_name[n].feature_type in ("SequenceFeature", "TagFeature")]  # fmt: skip
+                                 if n in by_name and by_name[n].rules.sequence]  # fmt: skip
                     if len(sequences) > 1:
                         out.append([(by_name[n].input_names[0], by_name[n].separator) for n in sequences])
         return out
