@@ -282,7 +282,7 @@ def test_a_deep_model_reads_its_input_in_the_pipeline_as_fusionrec_ctr_does(tmp_
     scorer = PipelineScorer(tmp_path / "run" / "export")
     assert {"vec.0", "vec.1"} <= set(scorer.members[0].trees.encoder.feature_names)
     # the export reads a file exactly as `fusionrec ctr` reads it with the deep model's own config
-    ctr_config = config_from_dict({**{k: v for k, v in document["data"].items()}, **ctr, "model_dir": str(tmp_path / "m")})
+    ctr_config = config_from_dict({**document["data"], **ctr, "model_dir": str(tmp_path / "m")})
     ours = pa.concat_tables(scorer.reader().iter_tables(resolve_paths(str(test))))
     theirs = pa.concat_tables(reader_for(ctr_config, labels=False, optional=("clk",)).iter_tables(resolve_paths(str(test))))
     assert ours.schema.field("vec").type == theirs.schema.field("vec").type == pa.list_(pa.float64(), 2)

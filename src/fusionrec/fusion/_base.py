@@ -7,7 +7,6 @@ unfitted: fitted state is removed first, so nothing from a previous or partial f
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import contextmanager
 from numbers import Integral
 from typing import NamedTuple
 
@@ -220,19 +219,12 @@ class FoldPrediction(NamedTuple):
     features: np.ndarray
 
 
-@contextmanager
-def _failure_named(owner: str, name: str, estimator, where: str, stage: list[str]):
-    """Re-raise a base estimator's failure as a FusionrecError naming the ensemble, the estimator,
-    ``where`` and the stage (``stage[0]``, updated by the caller)."""
-    try:
-        yield
-    except Exception as exc:
-        # a TypeError stays a TypeError (DataTypeError is both), as scikit-learn's checks expect
-        error_type = DataTypeError if isinstance(exc, TypeError) else FusionrecError
-        raise error_type(
-            f"{owner}: estimator {name!r} ({type(estimator).__name__}) failed in {where} ({stage[0]}): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+def _failure(owner: str, name: str, estimator, where: str, stage: str, exc: Exception) -> Exception:
+    """A base estimator's failure as an error naming the ensemble, the estimator, ``where`` and
+    the stage; a TypeError stays a TypeError (DataTypeError is both), as scikit-learn's checks expect."""
+    error_type = DataTypeError if isinstance(exc, TypeError) else FusionrecError
+    return error_type(f"{owner}: estimator {name!r} ({type(estimator).__name__}) failed in {where} ({stage}): "
+                      f"{type(exc).__name__}: {exc}")  # fmt: skip
 
 
 def _fit_rows(estimator, X, y, sample_weight, train_rows):
@@ -252,20 +244,24 @@ def _fit_rows(estimator, X, y, sample_weight, train_rows):
 def fit_clone(owner, name, where, estimator, X, y, sample_weight, train_rows):
     """A clone of ``estimator`` fitted on ``train_rows`` (all rows when None); a failure is a
     FusionrecError naming the ensemble, the estimator and ``where``."""
-    with _failure_named(owner, name, estimator, where, ["fit"]):
+    try:
         return _fit_rows(estimator, X, y, sample_weight, train_rows)
+    except Exception as exc:
+        raise _failure(owner, name, estimator, where, "fit", exc) from exc
 
 
 def fit_and_predict(owner, name, where, estimator, X, y, sample_weight, train_rows, method, test_rows, classes,
                     keep_model) -> FoldPrediction:  # fmt: skip
     """A clone fitted on ``train_rows`` and its ``method`` meta-features on ``test_rows``
     (the model is dropped unless ``keep_model``); failures named as in :func:`fit_clone`."""
-    stage = ["fit"]
-    with _failure_named(owner, name, estimator, where, stage):
+    stage = "fit"
+    try:
         model = _fit_rows(estimator, X, y, sample_weight, train_rows)
-        stage[0] = method
+        stage = method
         features = meta_features(model, method, _safe_indexing(X, test_rows), classes, name)
-        return FoldPrediction(model if keep_model else None, features)
+    except Exception as exc:
+        raise _failure(owner, name, estimator, where, stage, exc) from exc
+    return FoldPrediction(model if keep_model else None, features)
 
 
 def meta_features(model, method: str, X, classes, name: str) -> np.ndarray:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import types
 
+import numba
 from numba import njit
+
+from fusionrec.gbdt.params import effective_n_threads
 
 
 def parallel_and_serial(function):
@@ -25,17 +28,11 @@ class numba_threads:
     """Run numba kernels with ``n`` threads, restoring the previous count afterwards."""
 
     def __init__(self, n_jobs):
-        from fusionrec.gbdt.params import effective_n_threads
-
         self.n = effective_n_threads(n_jobs)
 
     def __enter__(self):
-        import numba
-
         self.previous = numba.get_num_threads()
         numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
 
     def __exit__(self, *exc):
-        import numba
-
         numba.set_num_threads(self.previous)

@@ -40,9 +40,9 @@ class MarginCache:
         margin, n_done = self.entry(dataset, base_margin)
         if n_done < len(trees):
             if isinstance(dataset, ExternalDataset):
-                dataset.add_tree_margins(list(trees[n_done:]), list(tree_group[n_done:]), margin)
+                dataset.add_tree_margins(trees[n_done:], tree_group[n_done:], margin)
             else:
-                add_forest_margin(dataset.raw.values, Forest.of(list(trees[n_done:]), list(tree_group[n_done:]), n_groups), margin)
+                add_forest_margin(dataset.raw.values, Forest.of(trees[n_done:], tree_group[n_done:], n_groups), margin)
         self.store(dataset, margin, len(trees))
         return margin
 

@@ -163,10 +163,9 @@ class TabularEncoder:
                 continue
             column = _column(table, name, kind)
             if kind == "vector":
-                width = self.widths[name]
-                if _vector_width(column, name) != width:
-                    raise FusionrecError(f"input column {name!r}: {_vector_width(column, name)} numbers per row; the trees "
-                                         f"were fitted on {width}")  # fmt: skip
+                width, given = self.widths[name], _vector_width(column, name)
+                if given != width:
+                    raise FusionrecError(f"input column {name!r}: {given} numbers per row; the trees were fitted on {width}")
                 values = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32)
                 out[:, j : j + width] = values.reshape(n, width)
                 j += width

@@ -52,12 +52,8 @@ def check_activation(value: str, where: str = "") -> str:
     return value
 
 
-def _known_activation(value: str) -> str:
-    return check_activation(value)
-
-
 # an activation name EasyRec writes (tf.nn.relu, relu, dice, linear, ...), one of ACTIVATIONS
-Activation = Annotated[str, AfterValidator(_known_activation)]
+Activation = Annotated[str, AfterValidator(check_activation)]
 
 
 class _Strict(BaseModel):

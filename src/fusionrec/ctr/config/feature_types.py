@@ -88,8 +88,8 @@ class IdFeatureRules(FeatureTypeRules):
 
     def check_inputs(self, f, types):
         kind = types[f.input_names[0]]
-        if self._num_buckets_rule(f, types):
-            return self._num_buckets_rule(f, types)
+        if broken := self._num_buckets_rule(f, types):
+            return broken
         if kind in ("FLOAT", "DOUBLE"):
             return f"feature {f.name!r} (IdFeature): input {f.input_names[0]!r} is {kind}; ids must be STRING or integer fields"
         return self._vocab_rule(f, types)
@@ -110,8 +110,8 @@ class TagFeatureRules(FeatureTypeRules):
             raise ValueError(f"feature {f.name!r}: separator {f.separator!r} must be a single byte")
 
     def check_inputs(self, f, types):
-        if self._num_buckets_rule(f, types):  # num_buckets of a STRING field: refused as of any type
-            return self._num_buckets_rule(f, types)
+        if broken := self._num_buckets_rule(f, types):  # num_buckets of a STRING field: refused as of any type
+            return broken
         if types[f.input_names[0]] != STRING:
             return f"feature {f.name!r}: TagFeature needs a STRING input field"
         return self._vocab_rule(f, types)
@@ -158,8 +158,8 @@ class SequenceFeatureRules(FeatureTypeRules):
                 return (f"feature {f.name!r}: a RawFeature sequence reads numbers joined by {f.separator!r} from a "
                         f"STRING field; {f.input_names[0]!r} is {kind}")  # fmt: skip
             return None
-        if self._num_buckets_rule(f, types):  # num_buckets of a STRING field: refused as of any type
-            return self._num_buckets_rule(f, types)
+        if broken := self._num_buckets_rule(f, types):  # num_buckets of a STRING field: refused as of any type
+            return broken
         if kind != STRING:
             return f"feature {f.name!r}: SequenceFeature needs a STRING input field"
         return self._vocab_rule(f, types)

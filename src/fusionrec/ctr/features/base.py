@@ -32,7 +32,6 @@ class FeatureModule(nn.Module):
         self.separator = ord(config.separator) if len(config.separator.encode()) == 1 else 0
         self.max_seq_len = int(config.max_seq_len or 0)
         self.multi = config.feature_type in ("TagFeature", "SequenceFeature") or any(config.combo_input_seps)
-        self.is_lookup = config.feature_type == "LookupFeature"
         self.kv_separator = ord(config.kv_separator) if config.kv_separator else 0
         self.lookup_max = int(config.lookup_max_sel_elem_num)
         self.has_vocab = len(vocab) > 0

@@ -20,7 +20,7 @@ class AutoInt(_Base):
     def __init__(self, inputs: ModelInputs, params: AutoIntConfig):
         super().__init__()
         self._set_outputs(inputs)
-        groups, _ = self._groups(inputs, None)
+        groups, _ = inputs.groups(None)
         self.input = next(iter(groups.values()))
         dims = {d for d in self.input.field_dims}
         dim = min(dims) if dims else 0

@@ -84,9 +84,6 @@ class _Base(nn.Module):
         """Outputs computed from the named head outputs (ESMM's probs_ctcvr); none for most models."""
         return {}
 
-    def _groups(self, inputs: ModelInputs, wide_dim: int | None):
-        return inputs.groups(wide_dim)
-
     def _group(self, groups: dict[str, GroupInput], name: str, where: str) -> GroupInput:
         if name not in groups:
             raise FusionrecError(f"{where}: input {name!r} is not a feature group; groups are {sorted(groups)}")
@@ -94,7 +91,7 @@ class _Base(nn.Module):
 
     def _wide_and_deep_groups(self, inputs: ModelInputs, wide_dim: int, model: str) -> None:
         """self.wide_groups (summed, width ``wide_dim``) and self.deep_groups (at least one)."""
-        groups, _ = self._groups(inputs, wide_dim)
+        groups, _ = inputs.groups(wide_dim)
         self.wide_groups = nn.ModuleList(g for g in groups.values() if g.wide)
         self.deep_groups = nn.ModuleList(g for g in groups.values() if not g.wide)
         if len(self.deep_groups) == 0:

@@ -19,7 +19,7 @@ class DCN(_Base):
     def __init__(self, inputs: ModelInputs, params: DCNConfig):
         super().__init__()
         self._set_outputs(inputs)
-        groups, _ = self._groups(inputs, None)
+        groups, _ = inputs.groups(None)
         self.cross_input = self._group(groups, params.cross_tower.input, "dcn.cross_tower")
         self.deep_input = self._group(groups, params.deep_tower.input, "dcn.deep_tower")
         self.cross = CrossNet(self.cross_input.out_dim, params.cross_tower.cross_num)

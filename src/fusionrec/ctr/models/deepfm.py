@@ -24,7 +24,7 @@ class DeepFM(_Base):
     def __init__(self, inputs: ModelInputs, params: DeepFMConfig):
         super().__init__()
         self._set_outputs(inputs)
-        groups, _ = self._groups(inputs, params.wide_output_dim)
+        groups, _ = inputs.groups(params.wide_output_dim)
         self.wide_groups = nn.ModuleList(g for name, g in groups.items() if g.wide)
         self.deep_groups = nn.ModuleList(g for name, g in groups.items() if not g.wide and name != "fm")
         if len(self.deep_groups) == 0:

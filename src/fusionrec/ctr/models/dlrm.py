@@ -23,7 +23,7 @@ class DLRM(_Base):
     def __init__(self, inputs: ModelInputs, params: DLRMConfig):
         super().__init__()
         self._set_outputs(inputs)
-        groups, _ = self._groups(inputs, None)
+        groups, _ = inputs.groups(None)
         self.dense_input = self._group(groups, "dense", "dlrm (EasyRec's DLRM needs a feature group named 'dense')")
         self.sparse_input = self._group(groups, "sparse", "dlrm (EasyRec's DLRM needs a feature group named 'sparse')")
         self.bottom = _mlp(self.dense_input.out_dim, params.bot_dnn)

@@ -23,7 +23,7 @@ class MultiTower(_Base):
     def __init__(self, model_inputs: ModelInputs, params: MultiTowerConfig):
         super().__init__()
         self._set_outputs(model_inputs)
-        groups, tables = self._groups(model_inputs, None)
+        groups, tables = model_inputs.groups(None)
         seq_groups = {seq_group.group_name or "seq_att": seq_group for seq_group in model_inputs.seq_att_groups}
         inputs: List[nn.Module] = []
         towers: List[nn.Module] = []

@@ -24,7 +24,7 @@ class RocketLaunching(_Base):
     def __init__(self, inputs: ModelInputs, params: RocketLaunchingConfig):
         super().__init__()
         self._set_outputs(inputs)
-        groups, _ = self._groups(inputs, None)
+        groups, _ = inputs.groups(None)
         self.input = self._group(groups, "all", "rocket_launching (EasyRec's RocketLaunching needs a feature group named 'all')")
         self.share = _mlp(self.input.out_dim, params.share_dnn)
         self.booster = _mlp(self.share.out_dim, params.booster_dnn)

@@ -87,7 +87,7 @@ class _MultiTask(_Base):
         return towers
 
     def _input_group(self, inputs: ModelInputs, name: str) -> nn.Module:
-        groups, _ = self._groups(inputs, None)
+        groups, _ = inputs.groups(None)
         model = inputs.model_class
         if name not in groups:
             raise FusionrecError(

@@ -20,7 +20,7 @@ class ESMM(_MultiTask):
     def __init__(self, model_inputs: ModelInputs, params: ESMMConfig):
         super().__init__()
         towers = self._set_towers(model_inputs)
-        groups, _ = self._groups(model_inputs, None)
+        groups, _ = model_inputs.groups(None)
         inputs: List[nn.Module] = []
         dnns: List[nn.Module] = []
         if params.groups:
