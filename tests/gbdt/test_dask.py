@@ -353,6 +353,26 @@ def test_a_worker_lost_while_the_dataset_is_built_is_an_error_naming_it():
     cluster.close()
 
 
+def test_an_actor_handle_whose_worker_died_is_an_error_naming_the_worker():
+    """dask raises a bare RuntimeError from an actor handle once its creation future erred (the
+    worker died after handing out the handle), possibly before the scheduler forgets the worker:
+    the call names the worker instead of leaking dask's message."""
+    from fusionrec.gbdt.distributed.dask import ActorShards
+
+    class DeadHandle:
+        def __getattr__(self, name):
+            raise RuntimeError("Worker holding Actor was lost.  Status: error")
+
+    class Other:
+        def __getattr__(self, name):
+            raise RuntimeError("something else")
+
+    with pytest.raises(FusionrecError, match=r"worker tcp://10\.0\.0\.9:1 was lost while DaskDataset placed its rows \(RowShard\.describe\)"):
+        ActorShards(None, [("tcp://10.0.0.9:1", DeadHandle())]).call("describe", when="while DaskDataset placed its rows")
+    with pytest.raises(RuntimeError, match="something else"):
+        ActorShards(None, [("tcp://10.0.0.9:1", Other())]).call("describe")
+
+
 @pytest.mark.parametrize("name", ["DaskGBDTRegressor", "DaskGBDTClassifier"])
 def test_dask_estimators_pass_the_scikit_learn_checks(client, name):
     """numpy / pandas input goes through the cluster like dask input (and is checked as the

@@ -91,6 +91,12 @@ def _lost(address: str, what: str, detail: str = "") -> FusionrecError:
                           "it: restart the training")  # fmt: skip
 
 
+def _actor_lost(exc: BaseException) -> bool:
+    """dask's own word that an actor's worker died (a bare RuntimeError, from the scheduler
+    or from the handle), which may arrive before the worker leaves ``scheduler_info``."""
+    return isinstance(exc, RuntimeError) and "Actor was lost" in str(exc)
+
+
 def result_on(client, address: str, future, what: str):
     """The result of work pinned to the worker at ``address``, failing within ``POLL_SECONDS`` of
     that worker leaving the cluster instead of waiting for it forever (a future pinned to a dead
@@ -104,7 +110,7 @@ def result_on(client, address: str, future, what: str):
         except FusionrecError:
             raise  # the work's own error (bad labels, ...), raised where it ran
         except Exception as exc:  # the connection to it broke, or dask gave up on the work
-            if isinstance(exc, OSError) or not _in_cluster(client, address):
+            if isinstance(exc, OSError) or _actor_lost(exc) or not _in_cluster(client, address):
                 raise _lost(address, what, f"{type(exc).__name__}: {exc}") from None
             raise
 
@@ -160,9 +166,21 @@ class ActorShards:
         self.client = client
         self.actors = actors
 
-    def call(self, method: str, *args: Any) -> list:
-        futures = [(address, getattr(actor, method)(*args)) for address, actor in self.actors]
-        return [result_on(self.client, address, future, f"during training (RowShard.{method})") for address, future in futures]
+    def call(self, method: str, *args: Any, when: str = "during training") -> list:
+        what = f"{when} (RowShard.{method})"
+        futures = [(address, self._method(address, actor, method, what)(*args)) for address, actor in self.actors]
+        return [result_on(self.client, address, future, what) for address, future in futures]
+
+    @staticmethod
+    def _method(address: str, actor: Any, method: str, what: str):
+        """The actor's method; dask raises a bare RuntimeError when the handle's worker has
+        died since the handle was made (its creation future erred), before any call is sent."""
+        try:
+            return getattr(actor, method)
+        except RuntimeError as exc:
+            if _actor_lost(exc):
+                raise _lost(address, what, str(exc)) from None
+            raise
 
 
 def _partitions(collection: Any, what: str, da, dd) -> tuple[list, list[int]]:
@@ -250,7 +268,7 @@ class DaskDataset(ShardedData):
         self._actor_futures = actors  # keeps the actors alive
         self.shards = ActorShards(self.client, [(address, result_on(self.client, address, future, "while DaskDataset placed "
                                                                      "its rows (the RowShard actor)")) for address, future in actors])  # fmt: skip
-        described = self.shards.call("describe")
+        described = self.shards.call("describe", when="while DaskDataset placed its rows")
         first = described[0]
         for (address, _), info in zip(self.shards.actors, described):
             if (info["n_features"], info["feature_names"]) != (first["n_features"], first["feature_names"]):
