@@ -149,7 +149,8 @@ def _ctr_trainer(args):
     from fusionrec.ctr.config import load_config
     from fusionrec.ctr.trainer import Trainer
 
-    return Trainer(load_config(args.pipeline_config_path, args.edit_config_json), args.model_dir)
+    return Trainer(load_config(args.pipeline_config_path, args.edit_config_json), args.model_dir,
+                   batch_norm_momentum=getattr(args, "batch_norm_momentum", None))
 
 
 def _ctr_train_eval(args) -> int:
@@ -279,6 +280,9 @@ def _add_ctr(sub) -> None:
     pipeline.add_argument("--edit_config_json", help='JSON of dotted paths to values, e.g. \'{"train_config.num_steps": 10}\'')
     te = ctr.add_parser("train_eval", parents=[pipeline], help="train, evaluating at checkpoints and at the end")
     te.add_argument("--continue_train", action="store_true", help="resume from the latest checkpoint in model_dir")
+    te.add_argument("--batch_norm_momentum", type=float,
+                    help="fusionrec's option: batch norms' moving statistics take this weight of each batch "
+                         "(torch's convention; EasyRec's TensorFlow layers: 0.01, the default)")  # fmt: skip
     te.set_defaults(run=_ctr_train_eval)
     ev = ctr.add_parser("eval", parents=[pipeline], help="evaluate the latest (or a given) checkpoint on eval_input_path")
     ev.add_argument("--checkpoint_path")

@@ -115,9 +115,9 @@ def test_din_attention_equals_the_papers_formula(use_bn, hidden, score_activatio
                                    torch.bmm((torch.softmax(scores, dim=1) * mask).unsqueeze(1), keys).squeeze(1))  # fmt: skip
 
 
-def test_autoint_interacting_layer_matches_the_papers_equations():
+def test_autoint_interacting_layer_is_the_papers_equations_at_easyrecs_scale():
     """Song et al. 2019, eqs. 5-8, head by head: softmax over fields of <W_Q e_m, W_K e_k>
-    (scaled by 1/sqrt(head_size)), sum of W_V e_k, heads concatenated, plus W_Res e_m, ReLU."""
+    (multiplied by sqrt(head_size), as EasyRec's MultiHeadAttention scales them), sum of W_V e_k, heads concatenated, plus W_Res e_m, ReLU."""
     torch.manual_seed(0)
     layer = InteractingLayer(4, head_num=2, head_size=3)
     e = torch.randn(2, 5, 4)
@@ -130,7 +130,7 @@ def test_autoint_interacting_layer_matches_the_papers_equations():
                 q = e[b, m] @ layer.query.weight[cols].T
                 keys = e[b] @ layer.key.weight[cols].T
                 values = e[b] @ layer.value.weight[cols].T
-                alpha = torch.softmax(keys @ q / 3**0.5, dim=0)
+                alpha = torch.softmax(keys @ q * 3**0.5, dim=0)  # EasyRec's q k^T / head_size**-0.5
                 heads.append(alpha @ values)
             expected[b, m] = torch.relu(torch.cat(heads) + e[b, m] @ layer.residual.weight.T)
     torch.testing.assert_close(layer(e), expected)

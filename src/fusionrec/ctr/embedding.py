@@ -18,9 +18,8 @@ from fusionrec.ctr.features import FeatureTransform
 from fusionrec.ctr.modules.din import DINAttention
 from fusionrec.ctr.modules.dropout import VariationalDropout
 from fusionrec.ctr.modules.sequence import BehaviorSequenceTransformer, TextCNN
+from fusionrec.ctr.modules.tf_defaults import embedding_init_
 from fusionrec.errors import FusionrecError
-
-EMBEDDING_INIT_STD = 0.01
 
 
 def lookup(weight: Tensor, sparse: bool, ids: Tensor) -> Tensor:
@@ -169,7 +168,8 @@ class RawProjectionSlot(nn.Module):
         super().__init__()
         self.name = name
         # a dense parameter, not an nn.Embedding: every row takes a gradient in every batch
-        self.weight = nn.Parameter(torch.randn(raw_input_dim, embedding_dim) * EMBEDDING_INIT_STD)
+        self.weight = nn.Parameter(torch.empty(raw_input_dim, embedding_dim))
+        embedding_init_(self.weight)  # an embedding column's, as EasyRec's weighted categorical column
         self.mean = mean
         self.out_dim = embedding_dim
 
@@ -417,10 +417,9 @@ class EmbeddingTables:
                 )
             return self.tables[key]
         table = nn.Embedding(rows, dim)
-        if wide_dim is not None:  # the wide part is a linear model: weights start at zero, as in TF's linear_model
-            nn.init.zeros_(table.weight)
-        else:
-            nn.init.normal_(table.weight, std=EMBEDDING_INIT_STD)
+        # EasyRec's embedding_column initializer, the wide part's (an embedding column of
+        # wide_output_dim) included
+        embedding_init_(table.weight)
         self.tables[key] = table
         self._shape[key] = (rows, dim, name)
         return table

@@ -23,8 +23,14 @@ from torch import nn
 
 from fusionrec.errors import FusionrecError
 
-# optimizers whose torch update takes the sparse gradients of embedding tables
-SPARSE_CAPABLE = frozenset({"adam_optimizer", "adamw_optimizer", "adagrad_optimizer"})
+# optimizers whose TensorFlow update of an embedding table touches only the batch's rows, so that
+# torch's sparse gradients give the same update: LazyAdam (Adam's moments and step for the rows
+# looked up only) and Adagrad (a zero gradient leaves its accumulator and weight as they are).
+# tf.train.AdamOptimizer (``adam_optimizer``, ``adamw_optimizer``) decays both moments of every
+# row at every step and moves every row whose first moment is non-zero: dense.
+SPARSE_CAPABLE = frozenset({"lazy_adam_optimizer", "adagrad_optimizer"})
+ADAM_OPTIMIZERS = frozenset({"adam_optimizer", "lazy_adam_optimizer", "adamw_optimizer"})
+TF_ADAM_EPSILON = 1e-8  # tf.train.AdamOptimizer's epsilon (EasyRec sets none)
 
 
 @dataclass
@@ -35,6 +41,7 @@ class OptimizerPart:
     optimizer: torch.optim.Optimizer
     schedule: object  # the LearningRate config block
     weight_decay: float = 0.0
+    tables: frozenset = frozenset()  # ids of the embedding tables' weights (decayed by rows)
 
 
 class Optimizers:
@@ -56,6 +63,8 @@ class Optimizers:
             rates.append(lr)
             for group in part.optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_multiplier", 1.0)
+                if part.name in ADAM_OPTIMIZERS:
+                    group["eps"] = tf_adam_epsilon(group["betas"][1], step + 1)
         return rates[0]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -67,7 +76,7 @@ class Optimizers:
         for part in self.parts:
             if part.weight_decay:
                 for group in part.optimizer.param_groups:
-                    decay_weights(group["params"], part.weight_decay)
+                    decay_weights(group["params"], part.weight_decay, part.tables)
             part.optimizer.step()
 
     def state_dict(self) -> dict:
@@ -83,14 +92,27 @@ class Optimizers:
                 raise FusionrecError(f"checkpoint: optimizer state does not fit the configured optimizer ({error})") from None
 
 
-def decay_weights(params, weight_decay: float) -> None:
-    """TensorFlow's decoupled weight decay: w -= weight_decay * w, for the rows a sparse
-    gradient touches or the whole tensor under a dense one."""
+def tf_adam_epsilon(beta2: float, t: int, epsilon: float = TF_ADAM_EPSILON) -> float:
+    """torch's Adam epsilon that gives tf.train.AdamOptimizer's update at step ``t``.
+
+    TensorFlow (Kingma & Ba, ICLR 2015, the "epsilon hat" form before section 2.1):
+    w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps). torch: w -= lr / (1 - b1^t) *
+    m / (sqrt(v) / sqrt(1 - b2^t) + eps'), the same update when eps' = eps / sqrt(1 - b2^t)."""
+    return epsilon / (1.0 - beta2**t) ** 0.5
+
+
+def decay_weights(params, weight_decay: float, tables: frozenset = frozenset()) -> None:
+    """TensorFlow's decoupled weight decay: w -= weight_decay * w; an embedding table's rows
+    decay when the batch looks them up (TensorFlow's sparse update: the rows of a sparse
+    gradient, or the non-zero rows of a dense one), other weights entirely."""
     for p in params:
         if p.grad is None:
             continue
         if p.grad.is_sparse:
             rows = torch.unique(p.grad.coalesce().indices()[0])
+            p[rows] = p[rows] * (1.0 - weight_decay)
+        elif id(p) in tables:
+            rows = p.grad.ne(0).any(dim=1).nonzero().squeeze(1)
             p[rows] = p[rows] * (1.0 - weight_decay)
         else:
             p.mul_(1.0 - weight_decay)
@@ -167,13 +189,13 @@ def make_part(name: str, params: object, dense: list[nn.Parameter], tables: list
     p = params
     weight_decay = getattr(p, "weight_decay", 0.0)
     parts: list[torch.optim.Optimizer] = []
-    if name in ("adam_optimizer", "adamw_optimizer"):
+    if name in ADAM_OPTIMIZERS:  # the epsilon is set every step (tf_adam_epsilon)
         if not sparse and embedding:
             groups.append(embedding_group)
         if groups:
-            parts.append(torch.optim.Adam(groups, betas=(p.beta1, p.beta2), eps=1e-8))
+            parts.append(torch.optim.Adam(groups, betas=(p.beta1, p.beta2), eps=TF_ADAM_EPSILON))
         if sparse:
-            parts.append(torch.optim.SparseAdam([embedding_group], betas=(p.beta1, p.beta2), eps=1e-8))
+            parts.append(torch.optim.SparseAdam([embedding_group], betas=(p.beta1, p.beta2), eps=TF_ADAM_EPSILON))
     else:
         if embedding:
             groups.append(embedding_group)
@@ -189,4 +211,5 @@ def make_part(name: str, params: object, dense: list[nn.Parameter], tables: list
                                   p.l2_shrinkage_reg))  # fmt: skip
             else:
                 raise FusionrecError(f"optimizer_config: {name} is not implemented yet by fusionrec")
-    return [OptimizerPart(name, part, p.learning_rate, weight_decay) for part in parts]
+    table_ids = frozenset(id(w) for w in embedding)
+    return [OptimizerPart(name, part, p.learning_rate, weight_decay, table_ids) for part in parts]

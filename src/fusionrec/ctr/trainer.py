@@ -50,11 +50,16 @@ from fusionrec.ctr.models import build_model
 from fusionrec.ctr.models.multitask.base import tower_weights
 from fusionrec.ctr.models.multitask.esmm import esmm_loss
 from fusionrec.ctr.modules.dropout import VariationalDropout
+from fusionrec.ctr.modules.tf_defaults import (TF_BATCH_NORM_EPSILON, TORCH_BATCH_NORM_EPSILON, batch_norm_epsilons,
+                                               set_batch_norm_epsilon_)  # fmt: skip
 from fusionrec.ctr.optimizers import SPARSE_CAPABLE, Optimizers, make_part
+from fusionrec.ctr.regularization import EmbeddingRegularizer
 from fusionrec.errors import FusionrecError
 
 SEED = 2026
 CHECKPOINT_FORMAT = "fusionrec.ctr.checkpoint"
+# 2: batch norms use TensorFlow's epsilon and the checkpoint records it (version 1: torch's 1e-5)
+CHECKPOINT_VERSION = 2
 CHECKPOINT_RE = re.compile(r"^model\.ckpt-(\d+)\.pt$")
 
 
@@ -84,7 +89,14 @@ class Trainer:
     """Builds the feature transform and model of a pipeline config and trains / evaluates them."""
 
     def __init__(self, config: PipelineConfig, model_dir: str | Path | None = None, base_dir: str = ".",
-                 seed: int = SEED, world: World | None = None):  # fmt: skip
+                 seed: int = SEED, world: World | None = None, *, batch_norm_momentum: float | None = None):  # fmt: skip
+        """``batch_norm_momentum``: fusionrec's option (torch's convention, the new batch's
+        weight, in (0, 1]) replacing TensorFlow's 0.01 that EasyRec's layers use; faster-moving
+        statistics can help a short run. Training only: evaluation and exports use the
+        statistics as they are."""
+        if batch_norm_momentum is not None and not 0.0 < batch_norm_momentum <= 1.0:
+            raise FusionrecError(f"batch_norm_momentum {batch_norm_momentum!r}: must be in (0, 1] (torch's convention: "
+                                 "the weight of the new batch's statistics; TensorFlow's momentum 0.99 is 0.01)")  # fmt: skip
         self.config = config
         # this process among torchrun's data-parallel processes (one process without torchrun)
         self.world = world if world is not None else world_from_env()
@@ -107,7 +119,7 @@ class Trainer:
         self.session_fields = sorted({entry.jrc_loss.session_name for tower in self.towers or [config.model_config_]
                                       for entry in tower.losses if entry.jrc_loss is not None})  # fmt: skip
         self.transform = FeatureTransform(config, base_dir)
-        self.model = build_model(config, self.transform)
+        self.model = build_model(config, self.transform, batch_norm_momentum=batch_norm_momentum)
         self._training_step = TrainingStep(self.model, bool(self.towers))
         self.optimizer = self._make_optimizer()
         self.step = 0
@@ -118,7 +130,7 @@ class Trainer:
         self.last_step: StepResult | None = None  # what the last training step did (for the callbacks)
         self.checkpoint_step: int | None = None  # the step of the last checkpoint of this run
         self.evaluated_step: int | None = None  # the step of the last evaluation during training
-        self.lookups = self._embedding_lookups()
+        self.embedding_regularizer = EmbeddingRegularizer(self.model, config.model_config_.embedding_regularization)
         model_config = config.model_config_
         # the model block's l2_regularization (CMBF and Uniter have none)
         self.l2_regularization = model_config.l2_regularization
@@ -166,19 +178,6 @@ class Trainer:
         """Each embedding table once (shared tables appear in several slots)."""
         return list({id(m): m for m in self.model.modules() if isinstance(m, torch.nn.Embedding)}.values())
 
-    def _embedding_lookups(self) -> list[tuple[torch.nn.Embedding, str]]:
-        """(table, feature) pairs, for embedding_regularization on the rows a batch looks up."""
-        from fusionrec.ctr.embedding import AttentionPoolSlot, BagSlot, IdSlot, SequenceGroupSlot, SequenceSlot, TextCNNSlot
-
-        pairs = []
-        for module in self.model.modules():
-            if isinstance(module, (IdSlot, BagSlot, AttentionPoolSlot, TextCNNSlot, SequenceSlot)):
-                pairs.append((module.table, module.name))
-            elif isinstance(module, SequenceGroupSlot):  # DIN and BST
-                pairs.extend(zip(module.key_tables, module.keys))
-                pairs.extend(zip(module.hist_tables, module.hists))
-        return pairs
-
     def _reader(self, *, labels: bool = True, collect_rejects: bool = False) -> TableReader:
         return reader_for(self.config, labels=labels, collect_rejects=collect_rejects)
 
@@ -203,18 +202,9 @@ class Trainer:
             loss = loss + self.l2_regularization * 0.5 * sum(w.pow(2).sum() for w in self.dense_weights)
         for dropout in self.variational_dropouts:  # EasyRec's variational_dropout_loss
             loss = loss + dropout.penalty(labels.shape[0])
-        model_config = self.config.model_config_
-        if model_config.embedding_regularization > 0:
-            total = loss.new_zeros(())
-            for table, name in self.lookups:
-                ids = features[name]
-                if name + ".multi_mask" in features:  # seq_multi_sep: (B, L, K) ids, the values marked
-                    ids = ids[features[name + ".multi_mask"]]
-                elif name + ".mask" in features:
-                    ids = ids[features[name + ".mask"]]
-                rows = torch.nn.functional.embedding(torch.unique(ids), table.weight, sparse=table.sparse)
-                total = total + rows.pow(2).sum()
-            loss = loss + model_config.embedding_regularization * 0.5 * total
+        scale = self.config.model_config_.embedding_regularization
+        if scale > 0:  # EasyRec's: on the embedding outputs (fusionrec.ctr.regularization)
+            loss = loss + self.embedding_regularizer.penalty(features, loss, scale)
         return loss
 
     def multi_task_loss(self, heads: dict[str, torch.Tensor], labels: dict[str, torch.Tensor],
@@ -294,12 +284,13 @@ class Trainer:
         """A checkpoint: tensors and plain values only (loaded with weights_only=True), with the
         resolved feature layout so that a resume with other features is refused by name."""
         state = {
-            "format": CHECKPOINT_FORMAT, "version": 1,
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict() if with_optimizer else {},
             "step": self.step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch if with_optimizer else 0,
             "torch_rng": torch.get_rng_state(),
             "best_metric": self.best_metric if self.best_metric is not None else float("nan"), "best_step": self.best_step,
             "feature_layout": json.dumps(self.transform.layout(), sort_keys=True),
+            "batch_norm_epsilon": max(batch_norm_epsilons(self.model), default=TF_BATCH_NORM_EPSILON),
         }  # fmt: skip
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -337,8 +328,8 @@ class Trainer:
             raise FusionrecError(f"{where}: cannot be loaded ({type(error).__name__}: {error})") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise FusionrecError(f"{where}: not a fusionrec CTR checkpoint")
-        if state.get("version", 0) > 1:
-            raise FusionrecError(f"{where}: format version {state['version']} is newer than this fusionrec (1)")
+        if state.get("version", 0) > CHECKPOINT_VERSION:
+            raise FusionrecError(f"{where}: format version {state['version']} is newer than this fusionrec ({CHECKPOINT_VERSION})")
         if "feature_layout" in state:
             changes = _layout_changes(json.loads(state["feature_layout"]), self.transform.layout())
             if changes:
@@ -347,6 +338,8 @@ class Trainer:
         if changes:
             raise FusionrecError(f"{where}: does not fit this model config: " + "; ".join(changes))
         self.model.load_state_dict(state["model"])
+        # a model is scored with the batch-norm epsilon it was trained with (version 1: torch's)
+        set_batch_norm_epsilon_(self.model, state.get("batch_norm_epsilon", TORCH_BATCH_NORM_EPSILON))
         if weights_only_model:
             return
         self.optimizer.load_state_dict(state["optimizer"])
@@ -416,7 +409,7 @@ class Trainer:
                         loop.append(early_stop)
             container = CallbackContainer(loop + list(callbacks or []))
             container.before_training(self)
-            with closing(self._training_batches(reader, paths, num_epochs)) as batches:
+            with closing(self._training_batches(reader, paths, num_epochs)) as batches, self.embedding_regularizer.attached():
                 for batch, features in batches:
                     self.last_step = self._train_step(batch, features)
                     bar.update(task, completed=self.step)

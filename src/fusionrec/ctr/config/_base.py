@@ -33,6 +33,10 @@ def _message(name: str, no_effect: str = "", not_implemented: str = "") -> EasyR
     return EasyRecMessage(name, frozenset(no_effect.split()), frozenset(not_implemented.split()))
 
 
+# the Keras initializer names a config may give (``modules.tf_defaults.INITIALIZERS`` fills them)
+KERAS_INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
+                      "zeros", "ones", "random_normal", "random_uniform", "truncated_normal")  # fmt: skip
+
 # The activation names EasyRec's configs write (TensorFlow paths and Keras names; EasyRec's
 # "dice" is PReLU here) -> the activation each means. fusionrec.ctr.modules.mlp builds one torch
 # module per meaning.

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from fusionrec.ctr.config._base import Activation, EasyRecMessage, _message, _only_implemented, _Strict
+from fusionrec.ctr.config._base import KERAS_INITIALIZERS, Activation, EasyRecMessage, _message, _only_implemented, _Strict
 from fusionrec.ctr.config.features import TextCNNConfig
 from fusionrec.ctr.config.models import _TransformerParams
 from fusionrec.ctr.config.multitask import BayesTaskTowerConfig, TaskTowerConfig
@@ -26,11 +26,14 @@ class MLPParams(_Strict):
     final_activation: Activation = "linear"
     use_bias: bool = True
     use_bn_after_activation: bool = False
+    initializer: str = "he_uniform"  # the dense kernels' Keras initializer (EasyRec's keras MLP default)
 
     @model_validator(mode="after")
     def _check(self):
         if any(u <= 0 for u in self.hidden_units):
             raise ValueError(f"hidden_units must be positive, got {self.hidden_units}")
+        if self.initializer not in KERAS_INITIALIZERS:
+            raise ValueError(f"initializer {self.initializer!r}: fusionrec knows the Keras initializers {list(KERAS_INITIALIZERS)}")
         if any(not 0.0 <= r < 1.0 for r in self.dropout_ratio):
             raise ValueError(f"dropout_ratio entries must be in [0, 1), got {self.dropout_ratio}")
         return self
@@ -197,7 +200,7 @@ class ComponentSpec:
 _C = "fusionrec.ctr.components:"
 COMPONENT_SPECS: tuple[ComponentSpec, ...] = (
     ComponentSpec(("MLP",), _C + "_build_mlp", "mlp", MLPParams,
-                  _message("MLP", no_effect="initializer use_final_bias", not_implemented="add_to_outputs")),
+                  _message("MLP", no_effect="use_final_bias", not_implemented="add_to_outputs")),
     ComponentSpec(("FM",), _C + "_build_fm", "fm", FMLayerParams, _message("FM"), required=False),
     ComponentSpec(("Add",), _C + "_build_add"),
     ComponentSpec(("Cross",), _C + "_build_cross"),

@@ -89,7 +89,7 @@ OPTIMIZERS = ("adam_optimizer", "lazy_adam_optimizer", "adagrad_optimizer", "mom
 
 class Optimizer(_Strict):
     adam_optimizer: AdamOptimizer | None = None
-    lazy_adam_optimizer: AdamOptimizer | None = None  # what adam_optimizer already is for embedding tables
+    lazy_adam_optimizer: AdamOptimizer | None = None  # Adam whose embedding-table update touches the batch's rows only
     adagrad_optimizer: AdagradOptimizer | None = None
     momentum_optimizer: MomentumOptimizer | None = None
     adamw_optimizer: AdamWOptimizer | None = None
@@ -112,7 +112,7 @@ class Optimizer(_Strict):
     def chosen(self) -> tuple[str, Any]:
         for name in OPTIMIZERS:
             if getattr(self, name) is not None:
-                return ("adam_optimizer" if name == "lazy_adam_optimizer" else name), getattr(self, name)
+                return name, getattr(self, name)
         raise AssertionError("validated to have one optimizer")
 
 

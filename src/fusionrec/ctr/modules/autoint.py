@@ -9,8 +9,10 @@ from torch import Tensor, nn
 
 class InteractingLayer(nn.Module):
     """AutoInt's interacting layer (Song et al., CIKM 2019, eqs. 5-8): multi-head self-attention
-    over the fields, plus a projected residual, then ReLU. Attention scores are scaled by
-    1 / sqrt(head_size), as EasyRec's multi-head attention does."""
+    over the fields, plus a projected residual, then ReLU. Attention scores are multiplied by
+    sqrt(head_size), as EasyRec's MultiHeadAttention computes them (``q k^T / head_size**-0.5``;
+    the paper's eq. 5 has no scale, Transformer's divides by sqrt(d)): the EasyRec config
+    means EasyRec's model."""
 
     def __init__(self, in_dim: int, head_num: int, head_size: int):
         super().__init__()
@@ -27,6 +29,6 @@ class InteractingLayer(nn.Module):
         q = self.query(fields).view(shape).transpose(1, 2)  # B x heads x n_fields x head_size
         k = self.key(fields).view(shape).transpose(1, 2)
         v = self.value(fields).view(shape).transpose(1, 2)
-        weights = torch.softmax(q @ k.transpose(2, 3) / self.head_size**0.5, dim=-1)
+        weights = torch.softmax(q @ k.transpose(2, 3) * self.head_size**0.5, dim=-1)
         attended = (weights @ v).transpose(1, 2).reshape(batch, n_fields, self.out_dim)
         return torch.relu(attended + self.residual(fields))

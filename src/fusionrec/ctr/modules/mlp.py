@@ -72,7 +72,9 @@ def mlp_layers(in_dim: int, params, use_bias: bool) -> List[nn.Sequential]:
     last = len(params.hidden_units) - 1
     for i, units in enumerate(params.hidden_units):
         use_bn = params.use_final_bn if i == last else params.use_bn
-        steps: List[nn.Module] = [nn.Linear(dims[i], units, bias=use_bias)]
+        dense = nn.Linear(dims[i], units, bias=use_bias)
+        dense.kernel_initializer = params.initializer  # modules.tf_defaults fills it (Keras MLP: he_uniform)
+        steps: List[nn.Module] = [dense]
         if use_bn and not params.use_bn_after_activation:
             steps.append(nn.BatchNorm1d(units))
         steps.append(ACTIVATIONS[params.final_activation if i == last else params.activation]())

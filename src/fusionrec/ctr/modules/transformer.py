@@ -30,6 +30,7 @@ TRANSFORMER_ACTIVATIONS = {"gelu": lambda: nn.GELU(approximate="tanh"), "relu": 
 
 def dense(in_dim: int, out_dim: int, initializer_range: float = 0.02) -> nn.Linear:
     layer = nn.Linear(in_dim, out_dim)
+    layer.kernel_initializer = None  # BERT's truncated normal, below: tf_defaults leaves it
     nn.init.trunc_normal_(layer.weight, std=initializer_range, a=-2 * initializer_range, b=2 * initializer_range)
     nn.init.zeros_(layer.bias)
     return layer
