@@ -49,7 +49,6 @@ CONFIGS = {
     "multi_tower_on_taobao": SAMPLES / "multi_tower_on_taobao.config",
     "mmoe_on_taobao": SAMPLES / "mmoe_on_taobao.config",
     "esmm_on_taobao": SAMPLES / "esmm_on_taobao.config",
-    "deepfm_vocab_list_on_taobao": SAMPLES / "deepfm_vocab_list_on_taobao.config",
     "dcn_backbone_on_taobao": SAMPLES / "dcn_backbone_on_taobao.config",
 }
 
@@ -102,7 +101,21 @@ predictor = Predictor(export_dir)
 columns = json.loads(sys.argv[3])
 rows = [dict(zip(columns, line.rstrip("\\n").split(","))) for line in open(sys.argv[2])]
 names = predictor.input_names
-outputs = predictor.predict([{n: r[n] for n in names} for r in rows], batch_size=4096)
+if names == ["features"]:  # one string placeholder (multi_placeholder: false): the fields its features use,
+    # in input_fields order, joined by the separator (EasyRec's Input.create_placeholders, filter_inputs)
+    from easy_rec.python.utils.config_util import get_configs_from_pipeline_file
+    config = get_configs_from_pipeline_file(export_dir + "/assets/pipeline.config")
+    features = list(config.feature_configs) or list(config.feature_config.features)
+    used = {name for f in features for name in f.input_names}
+    labels = set(config.data_config.label_fields)
+    fields = [f.input_name for f in config.data_config.input_fields]
+    if config.export_config.filter_inputs:
+        fields = [f for f in fields if f in used]
+    fields = [f for f in fields if f not in labels and f != config.data_config.sample_weight]
+    inputs = [config.data_config.separator.join(r[f] for f in fields) for r in rows]
+else:
+    inputs = [{n: r[n] for n in names} for r in rows]
+outputs = predictor.predict(inputs, batch_size=4096)
 labels = np.array([int(r["clk"]) for r in rows])
 keys = sorted(k for k in outputs[0] if k.startswith("probs"))
 key = "probs" if "probs" in keys else ("probs_ctr" if "probs_ctr" in keys else keys[0])
@@ -180,7 +193,11 @@ def main() -> None:
         ours_dir = work / f"{name}.fusionrec"
         ours_config = work / f"{name}.fusionrec.config"
         ours_config.write_text(edited_config(source, train, test, ours_dir, args.train_rows))
-        ours = run_fusionrec(ours_config, work / f"{name}.fusionrec.log")
+        try:
+            ours = run_fusionrec(ours_config, work / f"{name}.fusionrec.log")
+        except RuntimeError as error:  # one config's failure is reported in its row; the others still run
+            rows.append({"config": name, "fusionrec ex/s": f"failed: {str(error).splitlines()[-1][:120]}"})
+            continue
         row = {"config": name, "fusionrec ex/s": ours["examples_per_sec"], "fusionrec AUC": ours["auc"],
                "fusionrec CPU s": ours["cpu_s"], "fusionrec MB": ours["peak_mb"]}  # fmt: skip
         if args.easyrec_python:
@@ -189,13 +206,18 @@ def main() -> None:
                 er_dir = work / f"{name}.easyrec{run}"
                 er_config = work / f"{name}.easyrec{run}.config"
                 er_config.write_text(edited_config(source, train, test, er_dir, args.train_rows))
-                theirs.append(run_easyrec(args.easyrec_python, er_config, er_dir, test, batch, work / f"{name}.easyrec{run}.log"))
-            aucs = [t["auc"] for t in theirs]
-            speed = sum(t["examples_per_sec"] for t in theirs) / len(theirs)
-            row.update({"EasyRec ex/s": speed, "EasyRec AUC": sum(aucs) / len(aucs),
-                        "EasyRec AUC range": f"{min(aucs):.4f}-{max(aucs):.4f}" if len(aucs) > 1 else f"{aucs[0]:.4f}",
-                        "EasyRec CPU s": sum(t["cpu_s"] for t in theirs) / len(theirs),
-                        "EasyRec MB": max(t["peak_mb"] for t in theirs), "speed ratio": round(ours["examples_per_sec"] / speed, 2)})  # fmt: skip
+                try:
+                    theirs.append(run_easyrec(args.easyrec_python, er_config, er_dir, test, batch, work / f"{name}.easyrec{run}.log"))
+                except RuntimeError as error:
+                    row["EasyRec ex/s"] = f"failed: {str(error).splitlines()[-1][:120]}"
+            if theirs:
+                aucs = [t["auc"] for t in theirs]
+                speed = sum(t["examples_per_sec"] for t in theirs) / len(theirs)
+                row.update({"EasyRec ex/s": speed, "EasyRec AUC": sum(aucs) / len(aucs),
+                            "EasyRec AUC range": f"{min(aucs):.4f}-{max(aucs):.4f}" if len(aucs) > 1 else f"{aucs[0]:.4f}",
+                            "EasyRec CPU s": sum(t["cpu_s"] for t in theirs) / len(theirs),
+                            "EasyRec MB": max(t["peak_mb"] for t in theirs), "speed ratio": round(ours["examples_per_sec"] / speed, 2),
+                            "AUC diff": round(ours["auc"] - sum(aucs) / len(aucs), 4)})  # fmt: skip
         rows.append(row)
         console.print(row)
     title = (f"fusionrec beside EasyRec, {args.train_rows:,} training rows (1 epoch), {args.eval_rows:,} evaluation rows, "

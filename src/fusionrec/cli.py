@@ -360,8 +360,9 @@ def _add_pipeline(sub) -> None:
                         help="score CSV/Parquet rows with a pipeline export (outputs probs, logits, probs_<model>)")
     pr.add_argument("--model_scores", action="store_true", help="add each model's probability as probs_<model>")
     pr.set_defaults(run=_predict)
-    sv = sub.add_parser("serve", help="an HTTP scoring server for a pipeline export (FastAPI on uvicorn)")
-    sv.add_argument("--saved_model_dir", required=True)
+    sv = sub.add_parser("serve", help="an HTTP scoring server for a pipeline export, a `fusionrec ctr export` directory "
+                                      "or a `fusionrec gbdt` model file (FastAPI on uvicorn)")
+    sv.add_argument("--saved_model_dir", required=True, help="the export directory, or the trees' model file")
     sv.add_argument("--host", default="127.0.0.1", help="the address to bind (default: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--workers", type=int, default=1, help="server processes; each loads the model once")

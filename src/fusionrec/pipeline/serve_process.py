@@ -231,7 +231,7 @@ class Supervisor:
 def serve(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Serve a pipeline export until SIGTERM / SIGINT; raises ``FusionrecError`` if it cannot
     start, or when no worker can serve the export pinned at start."""
-    from fusionrec.pipeline.manifest import pinned_digest
+    from fusionrec.pipeline.scorers import pinned_digest
 
     if workers < 1:
         raise FusionrecError(f"--workers {workers}: must be at least 1")

@@ -1,4 +1,5 @@
-"""``fusionrec serve``: the HTTP scoring app of a pipeline export (FastAPI on uvicorn).
+"""``fusionrec serve``: the HTTP scoring app of a pipeline export, a ``fusionrec ctr export``
+directory or a ``fusionrec gbdt`` model file (``scorers``), on FastAPI and uvicorn.
 
 Why these: FastAPI + uvicorn is the most used, best kept asyncio stack for Python model
 servers; each worker process (``serve_process``) loads the export once; the scoring itself
@@ -145,7 +146,7 @@ class JobRunner:
 
 # ---------------------------------------------------------------- the app
 def create_app(settings: ServerSettings):
-    from fusionrec.pipeline.artifact import PipelineScorer
+    from fusionrec.pipeline.scorers import open_scorer
     from fusionrec.pipeline.serve_metrics import ServerMetrics
 
     if settings.compute_threads is not None:  # workers share the cores: more threads than cores only contend
@@ -154,8 +155,8 @@ def create_app(settings: ServerSettings):
 
         torch.set_num_threads(settings.compute_threads)
         numba.set_num_threads(min(settings.compute_threads, numba.config.NUMBA_NUM_THREADS))
-    scorer = PipelineScorer(settings.saved_model_dir, require_checksums=not settings.allow_missing_checksums,
-                            expected_digest=settings.export_digest)  # once per worker process  # fmt: skip
+    scorer = open_scorer(settings.saved_model_dir, require_checksums=not settings.allow_missing_checksums,
+                         expected_digest=settings.export_digest)  # once per worker process  # fmt: skip
     run_job = JobRunner(scorer, settings.max_rows)
     metadata = scorer.metadata()
     metrics = ServerMetrics()
