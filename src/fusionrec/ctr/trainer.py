@@ -121,7 +121,8 @@ class Trainer:
         self.transform = FeatureTransform(config, base_dir)
         self.model = build_model(config, self.transform, batch_norm_momentum=batch_norm_momentum)
         self._training_step = TrainingStep(self.model, bool(self.towers))
-        self.optimizer = self._make_optimizer()
+        self._set_sparse_tables()
+        self._optimizer: Optimizers | None = None  # made when training needs it (``optimizer``)
         self.step = 0
         self.epoch = 0
         self.batches_in_epoch = 0
@@ -138,20 +139,35 @@ class Trainer:
         self.variational_dropouts = [m for m in self.model.modules() if isinstance(m, VariationalDropout)]
 
     # -- set-up ---------------------------------------------------------------------
+    @property
+    def optimizer(self) -> Optimizers:
+        """The configured optimizers, made on first use: evaluation and export never pay for
+        torch's optimizer constructors (their first call imports torch._dynamo, ~3 s)."""
+        if self._optimizer is None:
+            self._optimizer = self._make_optimizer()
+        return self._optimizer
+
+    def _configured_optimizers(self) -> list:
+        return self.config.train_config.optimizer_config or [Optimizer(adam_optimizer=AdamOptimizer())]
+
+    def _set_sparse_tables(self) -> None:
+        """Embedding tables get sparse gradients (only the rows a batch looks up) where
+        TensorFlow's update of them touches only those rows (``optimizers.SPARSE_CAPABLE``);
+        gradient clipping needs dense gradients."""
+        configured = self._configured_optimizers()
+        clipping = self.config.train_config.gradient_clipping_by_norm > 0
+        for entry, (_, tables) in zip(configured, self._variable_groups(len(configured))):
+            for table in tables:
+                table.sparse = entry.chosen[0] in SPARSE_CAPABLE and not clipping
+
     def _make_optimizer(self) -> Optimizers:
         """The configured optimizers over EasyRec's variable groups (``fusionrec.ctr.optimizers``).
-        Embedding tables get sparse gradients (only the rows a batch looks up are touched) under
-        Adam (lazy), AdamW and Adagrad, as CTR trainers do; gradient clipping and the other
-        optimizers need dense gradients and keep them. Embedding tables form their own parameter
-        group, whose learning rate is EasyRec's ``embedding_learning_rate_multiplier`` times the
-        schedule's (``lr_multiplier``)."""
-        configured = self.config.train_config.optimizer_config or [Optimizer(adam_optimizer=AdamOptimizer())]
-        clipping = self.config.train_config.gradient_clipping_by_norm > 0
+        Embedding tables form their own parameter group, whose learning rate is EasyRec's
+        ``embedding_learning_rate_multiplier`` times the schedule's (``lr_multiplier``)."""
+        configured = self._configured_optimizers()
         parts = []
         for entry, (dense, tables) in zip(configured, self._variable_groups(len(configured))):
             name, params = entry.chosen
-            for table in tables:
-                table.sparse = name in SPARSE_CAPABLE and not clipping
             parts.extend(make_part(name, params, dense, tables, entry.embedding_learning_rate_multiplier))
         return Optimizers(parts)
 
