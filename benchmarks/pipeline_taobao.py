@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +43,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_markdown_block  # noqa: E402
+from _serving import free_port, load, wait_healthy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "examples" / "pipeline" / "taobao_pipeline.yaml"
@@ -123,25 +123,6 @@ def suite_auc(args, console, work: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- serve
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(port: int, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"the server on port {port} did not answer /health within {seconds} s")
-
-
 def _request_rows(path: Path, names: list[str], n: int) -> list[dict]:
     import pyarrow.csv as pacsv
 
@@ -170,42 +151,13 @@ def suite_serve(args, console, work: Path) -> list[str]:
         text = pa.table({n: pa.array([r[n] for r in batch], pa.string()) for n in names})
         scorer.score(scorer.request_reader().read_text_table(text, "request"))
         in_process.append(time.perf_counter() - start)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "fusionrec.cli", "serve", "--saved_model_dir", str(export),
                                 "--port", str(port), "--workers", "2"], start_new_session=True)  # fmt: skip
     try:
-        _wait_healthy(port)
+        wait_healthy(port, process)
         bodies = [json.dumps({"rows": b}).encode() for b in batches]
-        latencies: list[float] = []
-        failures: list[int] = []
-        lock = threading.Lock()
-        n_rounds = args.serve_requests // N_CLIENTS
-
-        def client(k: int) -> None:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            for i in range(n_rounds):
-                body = bodies[(k * n_rounds + i) % len(bodies)]
-                start = time.perf_counter()
-                connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
-                response = connection.getresponse()
-                response.read()
-                with lock:
-                    latencies.append(time.perf_counter() - start)
-                    if response.status != 200:
-                        failures.append(response.status)
-
-        for _ in range(8):  # untimed: each worker's first batches compile numba and TorchScript paths
-            warm = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            warm.request("POST", "/predict", bodies[0], {"Content-Type": "application/json"})
-            warm.getresponse().read()
-            warm.close()
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(N_CLIENTS)]
-        wall = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - wall
+        latencies, wall, failures = load(port, bodies, N_CLIENTS, args.serve_requests, 8)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
@@ -267,11 +219,11 @@ def _faults_run(export: Path, rows: list[dict], source: Path | None, console) ->
     from collections import Counter
 
     env = {**os.environ, **({"PYTHONPATH": str(source)} if source else {})}
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "fusionrec.cli", "serve", "--saved_model_dir", str(export), "--port",
                                 str(port), "--workers", "2", "--timeout_seconds", "2"], start_new_session=True, env=env)  # fmt: skip
     try:
-        _wait_healthy(port)
+        wait_healthy(port, process)
         digests = set()  # (worker, digest) pairs; the kernel hands each connection to some worker
         for _ in range(200):
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

@@ -28,3 +28,32 @@ def test_every_registered_model_class_has_a_row_in_the_docs_models_table():
     for spec in MODEL_SPECS:
         for name in spec.model_classes:
             assert name in documented, f"docs/ctr.md Models table has no row for {name}"
+
+
+def test_dcn_embeds_a_group_both_towers_read_once(tmp_path):
+    """EasyRec's DCN builds its input layer once when cross_tower and deep_tower read the same
+    group (its samples): one embedding lookup per step, one embedding_regularization penalty."""
+    import json
+
+    import torch
+
+    from fusionrec.ctr.config import load_config
+    from fusionrec.ctr.trainer import Trainer
+    from fusionrec.datasets import make_taobao
+
+    sample = Path(__file__).resolve().parents[3] / "shared" / "easyrec" / "configs" / "dcn_on_taobao.config"
+    make_taobao(64, seed=0, path=tmp_path / "train.csv")
+    edits = {"train_input_path": str(tmp_path / "train.csv"), "eval_input_path": None, "model_dir": str(tmp_path / "m"),
+             "data_config.batch_size": 32}  # fmt: skip
+    trainer = Trainer(load_config(sample, json.dumps(edits)))
+    model = trainer.model
+    assert model.cross_input is model.deep_input and model.shared_input
+    calls = []
+    model.cross_input.register_forward_hook(lambda *_: calls.append(1))
+    from fusionrec.ctr.data import resolve_paths
+
+    for _, features in trainer._training_batches(trainer._reader(), resolve_paths(str(tmp_path / "train.csv"), "x"), 1):
+        with torch.no_grad():
+            model.eval()(features)
+        break
+    assert len(calls) == 1

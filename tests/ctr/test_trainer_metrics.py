@@ -160,3 +160,15 @@ def test_grouped_auc_equals_one_roc_auc_score_per_group(reduction):
         expected = total / weight if weight else float("nan")
         got = grouped_auc(labels, proba, groups, reduction)
         assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_optimizers_are_made_only_when_training_needs_them(taobao, tmp_path):  # noqa: F811
+    """Evaluation and export never build torch optimizers (their first constructor imports
+    torch._dynamo, seconds of start-up); the tables' sparse-gradient choice is made at once."""
+    trainer = Trainer(load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m")))
+    assert trainer._optimizer is None and not any(t.sparse for t in trainer._embedding_tables())
+    trainer.train(progress=False)
+    assert trainer._optimizer is not None
+    evaluator = Trainer(load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m")))
+    evaluator.evaluate(evaluator.checkpoints()[-1][1])
+    assert evaluator._optimizer is None

@@ -139,7 +139,6 @@ def rows_from_json(body: bytes, required: list[str], optional: list[str], max_ro
         raise RequestError(422, "bad_request", f'"rows" must be a list of objects, got {type(rows).__name__}')
     if len(rows) > max_rows:
         raise RequestError(413, "too_many_rows", f"{len(rows)} rows; this server takes at most {max_rows} per request (max_rows)")
-    columns: dict[str, list] = {name: [] for name in required + optional}
     ids = []
     for i, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
@@ -148,8 +147,15 @@ def rows_from_json(body: bytes, required: list[str], optional: list[str], max_ro
         if missing:
             raise RequestError(422, "bad_row", f"row {i}: no field {missing} (every input field is given; null takes its default_val)")
         ids.append(_echoable(row.get(ID_KEY), f"row {i}, {ID_KEY!r}"))
-        for name, values in columns.items():
-            values.append(_text(row.get(name), i, name))
+    # column by column: a column of strings (and nulls), the common case, is taken as it is;
+    # only a column holding other values converts value by value (a profile of 100-row
+    # requests spent a tenth of the request in the per-value conversion)
+    columns: dict[str, list] = {}
+    for name in required + optional:
+        values = [row.get(name) for row in rows]
+        if not all(type(value) is str or value is None for value in values):
+            values = [_text(value, i, name) for i, value in enumerate(values, start=1)]
+        columns[name] = values
     table = pa.table({name: _string_column(values, name) for name, values in columns.items()})
     return ParsedRequest(table, ids, **options)
 
