@@ -6,9 +6,18 @@ typed config) -> ``data`` (pyarrow batches) -> ``features`` (ids, masks, values;
 checkpoints, evaluation) -> ``export`` (TorchScript scoring model, batch prediction).
 """
 
-from fusionrec.ctr.config import PipelineConfig, load_config
-from fusionrec.ctr.export import export, load_export, predict
-from fusionrec.ctr.sklearn import CTRClassifier
-from fusionrec.ctr.trainer import Trainer
+import importlib
 
-__all__ = ["CTRClassifier", "PipelineConfig", "Trainer", "export", "load_config", "load_export", "predict"]
+# Loaded when first asked for (PEP 562): `fusionrec ctr predict` and `eval` import what they use,
+# not scikit-learn through CTRClassifier (a second of start-up, measured with -X importtime).
+_WHERE = {"CTRClassifier": "fusionrec.ctr.sklearn", "PipelineConfig": "fusionrec.ctr.config",
+          "load_config": "fusionrec.ctr.config", "Trainer": "fusionrec.ctr.trainer", "export": "fusionrec.ctr.export",
+          "load_export": "fusionrec.ctr.export", "predict": "fusionrec.ctr.export"}  # fmt: skip
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'fusionrec.ctr' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)
