@@ -8,16 +8,17 @@ checkpoints, evaluation) -> ``export`` (TorchScript scoring model, batch predict
 
 import importlib
 
-# Loaded when first asked for (PEP 562): `fusionrec ctr predict` and `eval` import what they use,
-# not scikit-learn through CTRClassifier (a second of start-up, measured with -X importtime).
-_WHERE = {"CTRClassifier": "fusionrec.ctr.sklearn", "PipelineConfig": "fusionrec.ctr.config",
-          "load_config": "fusionrec.ctr.config", "Trainer": "fusionrec.ctr.trainer", "export": "fusionrec.ctr.export",
-          "load_export": "fusionrec.ctr.export", "predict": "fusionrec.ctr.export"}  # fmt: skip
+from fusionrec.ctr.config import PipelineConfig, load_config
+from fusionrec.ctr.export import export, load_export, predict  # binds `export` the function, not the module
 
-__all__ = sorted(_WHERE)
+# Loaded when first asked for (PEP 562): `fusionrec ctr predict` imports what it uses, not the
+# trainer's scikit-learn metrics nor CTRClassifier (a second of start-up, -X importtime).
+_LAZY = {"CTRClassifier": "fusionrec.ctr.sklearn", "Trainer": "fusionrec.ctr.trainer"}
+
+__all__ = ["CTRClassifier", "PipelineConfig", "Trainer", "export", "load_config", "load_export", "predict"]
 
 
 def __getattr__(name: str):
-    if name not in _WHERE:
+    if name not in _LAZY:
         raise AttributeError(f"module 'fusionrec.ctr' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+    return getattr(importlib.import_module(_LAZY[name]), name)
