@@ -66,14 +66,21 @@ def export_files(directory: Path, manifest: dict) -> list[str]:
 def export_digest(directory: Path, manifest: dict, *, require_checksums: bool = True) -> str:
     """The sha256 of every export file's relative path and sha256, each file checked against its
     sidecar first (a missing sidecar is an error unless ``require_checksums`` is off)."""
+    return files_digest(directory, sorted(export_files(directory, manifest)), "pipeline export file",
+                        require_checksums=require_checksums)  # fmt: skip
+
+
+def files_digest(directory: Path, relatives: list, what: str, *, require_checksums: bool = True) -> str:
+    """The sha256 of the files' relative paths and sha256s (in the order given), each file
+    checked against its sidecar first."""
     lines = []
-    for relative in sorted(export_files(directory, manifest)):
+    for relative in relatives:
         path = directory / relative
         try:
             raw = path.read_bytes()
         except OSError as error:
             raise FusionrecError(f"saved_model_dir {str(directory)!r}: cannot read {relative} ({error.strerror})") from None
-        verify_sidecar(path, raw, "pipeline export file", required=require_checksums)
+        verify_sidecar(path, raw, what, required=require_checksums)
         lines.append(f"{relative}\t{hashlib.sha256(raw).hexdigest()}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 

@@ -12,7 +12,6 @@ column and the rule), ``score(table)`` (each name's score (n, m), the answer's s
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fusionrec import __version__
-from fusionrec._atomic import verify_sidecar
 from fusionrec.errors import FusionrecError
 
 CTR_EXPORT_FILES = ("model.pt", "pipeline.json", "input_schema.json")
@@ -44,18 +42,6 @@ def kind_of(path: str | Path) -> str:
     raise FusionrecError(f"saved_model_dir {str(path)!r}: no such directory or model file")
 
 
-def _file_digest(paths: list[Path], root: Path, require_checksums: bool, what: str) -> str:
-    lines = []
-    for path in paths:
-        try:
-            raw = path.read_bytes()
-        except OSError as error:
-            raise FusionrecError(f"saved_model_dir {str(root)!r}: cannot read {path.name} ({error.strerror})") from None
-        verify_sidecar(path, raw, what, required=require_checksums)
-        lines.append(f"{path.name}\t{hashlib.sha256(raw).hexdigest()}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
 def pinned_digest(path: str | Path, *, require_checksums: bool = True) -> str:
     """The sha256 of what ``path`` holds, every file checked against its sidecar."""
     from fusionrec.pipeline import manifest
@@ -65,8 +51,8 @@ def pinned_digest(path: str | Path, *, require_checksums: bool = True) -> str:
     if kind == "pipeline":
         return manifest.pinned_digest(path, require_checksums=require_checksums)
     if kind == "ctr":
-        return _file_digest([path / name for name in CTR_EXPORT_FILES], path, require_checksums, "exported file")
-    return _file_digest([path], path, require_checksums, "model file")
+        return manifest.files_digest(path, list(CTR_EXPORT_FILES), "exported file", require_checksums=require_checksums)
+    return manifest.files_digest(path.parent, [path.name], "model file", require_checksums=require_checksums)
 
 
 def open_scorer(path: str | Path, *, require_checksums: bool = True, expected_digest: str | None = None):
@@ -94,13 +80,10 @@ class CTRExportScorer:
     kind = "ctr"
 
     def __init__(self, directory: str | Path, require_checksums: bool = True):
-        import torch
-
         from fusionrec.ctr.export import load_export, output_kinds
 
         self.directory = Path(directory)
         self.module, self.config = load_export(self.directory, require_checksums=require_checksums)
-        self._torch = torch
         data = self.config.data_config
         self.label_fields = list(data.label_fields)
         used = {name for feature in self.config.features for name in feature.input_names}
@@ -118,9 +101,10 @@ class CTRExportScorer:
         return reader_for(self.config, labels=False, optional=self.optional)
 
     def score(self, table: pa.Table, counts: Counter | None = None) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
         from fusionrec.ctr.data import table_to_columns
 
-        torch = self._torch
         if table.num_rows == 0:
             return np.zeros((0, len(self.names))), np.zeros(0)
         columns = table_to_columns(table, self._fields)
