@@ -163,7 +163,8 @@ def test_adam_updates_embedding_tables_densely_lazy_adam_by_rows(taobao, tmp_pat
     """tf.train.AdamOptimizer (adam_optimizer) moves a row its batch did not look up while its
     first moment is non-zero; LazyAdam (lazy_adam_optimizer) touches the batch's rows only."""
     adam = _trainer(taobao, tmp_path / "a")
-    assert not any(t.sparse for t in adam._embedding_tables())
+    # the tables' gradients are sparse for both; TFAdam applies them to every row
+    assert all(t.sparse for t in adam._embedding_tables())
     lazy = {"train_config.optimizer_config": [{"lazy_adam_optimizer": {"learning_rate": {"constant_learning_rate": {"learning_rate": 0.01}}}}]}
     lazy_trainer = _trainer(taobao, tmp_path / "l", **lazy)
     assert all(t.sparse for t in lazy_trainer._embedding_tables())
@@ -184,6 +185,48 @@ def test_adam_updates_embedding_tables_densely_lazy_adam_by_rows(taobao, tmp_pat
         assert bool(changed[2])
         assert bool(changed[1]) is moves
         assert not bool(changed[3])
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+def test_adam_applies_a_tables_sparse_gradient_as_tensorflows_dense_update(dim):
+    """TFAdam's table update from the looked-up rows (duplicate ids summed; rows never looked up
+    still moving while their moments are non-zero) equals tf.train.AdamOptimizer's dense update,
+    and equals its own update from the same gradient given dense; across several chunks of rows."""
+    from fusionrec.ctr.config import AdamOptimizer
+    from fusionrec.ctr.optimizers import Optimizers, make_part
+    from fusionrec.ctr.trainer import learning_rate_at
+
+    n_rows = 10_000  # more than one parallel chunk of the kernel
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, n_rows, 300), np.array([5, 5, 5, 9_999]), np.array([0, 4_096, 4_095, 8_191])]
+    tables = [nn.Embedding(n_rows, dim, sparse=sparse) for sparse in (True, False)]
+    with torch.no_grad():
+        tables[1].weight.copy_(tables[0].weight)
+    start = tables[0].weight.detach().numpy().astype(np.float64)
+    optimizers = [Optimizers(make_part("adam_optimizer", AdamOptimizer(), [], [t], 1.0)) for t in tables]
+    upstream = [rng.normal(size=(len(ids), dim)) for ids in batches]
+    dense_grads = []
+    for step, (ids, up) in enumerate(zip(batches, upstream)):
+        for table, optimizer in zip(tables, optimizers):
+            optimizer.zero_grad()
+            optimizer.set_learning_rates(step, learning_rate_at)
+            rows = torch.nn.functional.embedding(torch.from_numpy(ids), table.weight, sparse=table.sparse)
+            (rows * torch.from_numpy(up).float()).sum().backward()
+            optimizer.step()
+        grad = np.zeros((n_rows, dim))
+        np.add.at(grad, ids, up)
+        dense_grads.append(grad)
+    expected = _tf_adam([g for g in dense_grads], 0.002) - 0.5 + start
+    sparse_weights, dense_weights = (t.weight.detach().numpy() for t in tables)
+    assert np.allclose(sparse_weights, expected, rtol=1e-5, atol=1e-6)
+    assert np.allclose(sparse_weights, dense_weights, rtol=1e-5, atol=1e-6)
+    # a row looked up at step 1 only moved at steps 2 and 3 too: its expected value is the dense
+    # update of all three steps, which differs from one step's
+    row = next(r for r in batches[0] if r not in np.concatenate(batches[1:]))
+    after_one_step = _tf_adam([dense_grads[0]], 0.002)[row] - 0.5 + start[row]
+    assert not np.allclose(sparse_weights[row], after_one_step, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(sparse_weights[~np.isin(np.arange(n_rows), np.concatenate(batches))],
+                          start[~np.isin(np.arange(n_rows), np.concatenate(batches))])  # fmt: skip
 
 
 def test_embedding_regularization_penalizes_the_embedding_outputs(taobao, tmp_path):  # noqa: F811

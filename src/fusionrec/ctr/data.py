@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import glob
 import os
-import queue
 import re
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -749,59 +747,3 @@ def iter_batches(reader: TableReader, paths: list[str], batch_size: int, *, shuf
             n_pending = sum(t.num_rows for t in pending)
     if n_pending:
         yield from drain(pending, final=True)
-
-
-class Prefetcher:
-    """Runs a batch iterator on a background thread, ``depth`` batches ahead of the consumer.
-
-    ``close`` stops the thread, closes the iterator on that thread (so the reader's files and
-    pyarrow readers are released on every path, error or not) and waits for it to end.
-    """
-
-    _DONE = object()
-
-    def __init__(self, iterator: Iterator, depth: int):
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(iterator,), daemon=True)
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, iterator) -> None:
-        try:
-            for item in iterator:
-                if not self._put(item):
-                    return
-            self._put(self._DONE)
-        except BaseException as error:  # handed to the consumer, raised there
-            self._put(error)
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    def __iter__(self):
-        while True:
-            item = self._queue.get()
-            if item is self._DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._queue.get(timeout=0.1)  # unblock a producer waiting on a full queue
-            except queue.Empty:
-                pass
-            self._thread.join(timeout=0.1)

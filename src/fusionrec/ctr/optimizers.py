@@ -29,6 +29,9 @@ from fusionrec.errors import FusionrecError
 # tf.train.AdamOptimizer (``adam_optimizer``, ``adamw_optimizer``) decays both moments of every
 # row at every step and moves every row whose first moment is non-zero: dense.
 SPARSE_CAPABLE = frozenset({"lazy_adam_optimizer", "adagrad_optimizer"})
+# optimizers that take the tables' sparse gradients: the lazy ones, and TensorFlow's dense Adam,
+# whose update of every row TFAdam applies from the looked-up rows (``_adam_kernel``)
+SPARSE_GRADIENTS = SPARSE_CAPABLE | {"adam_optimizer", "adamw_optimizer"}
 ADAM_OPTIMIZERS = frozenset({"adam_optimizer", "lazy_adam_optimizer", "adamw_optimizer"})
 TF_ADAM_EPSILON = 1e-8  # tf.train.AdamOptimizer's epsilon (EasyRec sets none)
 
@@ -90,6 +93,44 @@ class Optimizers:
                 part.optimizer.load_state_dict(state[str(i)])
             except (ValueError, KeyError) as error:  # another parameter grouping (an older fusionrec)
                 raise FusionrecError(f"checkpoint: optimizer state does not fit the configured optimizer ({error})") from None
+
+
+class TFAdam(torch.optim.Adam):
+    """tf.train.AdamOptimizer: torch's fused Adam for dense gradients (one pass over weights,
+    gradient and both moments, where the for-loop Adam makes about ten on the CPU), and
+    TensorFlow's dense update of an embedding table from its sparse gradient
+    (``fusionrec.ctr._adam_kernel``). The state is torch Adam's (``step``, ``exp_avg``,
+    ``exp_avg_sq``), so checkpoints of either load."""
+
+    def __init__(self, params, betas: tuple[float, float]):
+        super().__init__(params, betas=betas, eps=TF_ADAM_EPSILON, fused=True)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None and p.grad.is_sparse:
+                    self._step_table(p, group)
+                    p.grad = None  # applied: the fused step below takes dense gradients only
+        return super().step(closure)
+
+    def _step_table(self, weight: torch.Tensor, group: dict) -> None:
+        from fusionrec.ctr._adam_kernel import adam_rows_update  # numba: compiled on the first sparse step
+
+        state = self.state[weight]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=weight.device)
+            state["exp_avg"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
+        state["step"] += 1
+        t = float(state["step"])
+        beta1, beta2 = group["betas"]
+        lr_t = group["lr"] * (1.0 - beta2**t) ** 0.5 / (1.0 - beta1**t)
+        grad = weight.grad.coalesce()  # duplicates summed (TensorFlow's _deduplicate_indexed_slices)
+        rows = grad.indices()[0].contiguous().numpy()
+        values = grad.values().to(torch.float32).contiguous().numpy()
+        adam_rows_update(weight.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(), rows,
+                         values, lr_t, beta1, beta2, TF_ADAM_EPSILON)  # fmt: skip
 
 
 def tf_adam_epsilon(beta2: float, t: int, epsilon: float = TF_ADAM_EPSILON) -> float:
@@ -190,11 +231,12 @@ def make_part(name: str, params: object, dense: list[nn.Parameter], tables: list
     weight_decay = getattr(p, "weight_decay", 0.0)
     parts: list[torch.optim.Optimizer] = []
     if name in ADAM_OPTIMIZERS:  # the epsilon is set every step (tf_adam_epsilon)
-        if not sparse and embedding:
+        lazy = sparse and name == "lazy_adam_optimizer"
+        if embedding and not lazy:
             groups.append(embedding_group)
         if groups:
-            parts.append(torch.optim.Adam(groups, betas=(p.beta1, p.beta2), eps=TF_ADAM_EPSILON))
-        if sparse:
+            parts.append(TFAdam(groups, betas=(p.beta1, p.beta2)))
+        if lazy:
             parts.append(torch.optim.SparseAdam([embedding_group], betas=(p.beta1, p.beta2), eps=TF_ADAM_EPSILON))
     else:
         if embedding:

@@ -35,7 +35,7 @@ from fusionrec.ctr.config import (
     PipelineConfig,
     dump_config,
 )
-from fusionrec.ctr.data import Prefetcher, TableReader, iter_batches, reader_for, resolve_paths
+from fusionrec.ctr.data import TableReader, iter_batches, reader_for, resolve_paths
 from fusionrec.ctr.distributed import (
     TrainingStep,
     World,
@@ -52,7 +52,7 @@ from fusionrec.ctr.models.multitask.esmm import esmm_loss
 from fusionrec.ctr.modules.dropout import VariationalDropout
 from fusionrec.ctr.modules.tf_defaults import (TF_BATCH_NORM_EPSILON, TORCH_BATCH_NORM_EPSILON, batch_norm_epsilons,
                                                set_batch_norm_epsilon_)  # fmt: skip
-from fusionrec.ctr.optimizers import SPARSE_CAPABLE, Optimizers, make_part
+from fusionrec.ctr.optimizers import SPARSE_GRADIENTS, Optimizers, make_part
 from fusionrec.ctr.regularization import EmbeddingRegularizer
 from fusionrec.errors import FusionrecError
 
@@ -151,14 +151,14 @@ class Trainer:
         return self.config.train_config.optimizer_config or [Optimizer(adam_optimizer=AdamOptimizer())]
 
     def _set_sparse_tables(self) -> None:
-        """Embedding tables get sparse gradients (only the rows a batch looks up) where
-        TensorFlow's update of them touches only those rows (``optimizers.SPARSE_CAPABLE``);
-        gradient clipping needs dense gradients."""
+        """Embedding tables get sparse gradients (only the rows a batch looks up) where the
+        optimizer takes them (``optimizers.SPARSE_GRADIENTS``); gradient clipping needs dense
+        gradients."""
         configured = self._configured_optimizers()
         clipping = self.config.train_config.gradient_clipping_by_norm > 0
         for entry, (_, tables) in zip(configured, self._variable_groups(len(configured))):
             for table in tables:
-                table.sparse = entry.chosen[0] in SPARSE_CAPABLE and not clipping
+                table.sparse = entry.chosen[0] in SPARSE_GRADIENTS and not clipping
 
     def _make_optimizer(self) -> Optimizers:
         """The configured optimizers over EasyRec's variable groups (``fusionrec.ctr.optimizers``).
@@ -472,11 +472,14 @@ class Trainer:
                                    shuffle_rows=data.shuffle_buffer_size, seed=self.seed + self.epoch,
                                    skip_batches=self.batches_in_epoch, shard=(world.rank, world.size),
                                    even_shards=True)  # fmt: skip
-            prefetch = Prefetcher(self._with_features(batches, reader, self.epoch, self.batches_in_epoch), data.prefetch_size)
+            # read and transformed here, between steps, not on a prefetch thread: the step's
+            # kernels already use every core, and a thread beside them (holding the GIL for the
+            # transform's Python) made DCN's steps 1.5x slower on 2 cores (docs/benchmarks.md)
+            featured = self._with_features(batches, reader, self.epoch, self.batches_in_epoch)
             try:
-                yield from prefetch
+                yield from featured
             finally:
-                prefetch.close()
+                featured.close()
             self.epoch += 1
             self.batches_in_epoch = 0
 
@@ -516,20 +519,19 @@ class Trainer:
         return (self._data_parallel or self._training_step)(features, weights)
 
     def _with_features(self, batches, reader: TableReader, epoch: int, first_batch: int):
-        """(batch, features) pairs. Run on the prefetch thread, so that the feature transform
-        (hashing, vocabulary lookups, padding) overlaps the training step on the other core."""
+        """(batch, features) pairs, transformed on the training thread (see _training_batches)."""
         number = first_batch
-        with torch.no_grad():
-            for batch in batches:
-                number += 1
-                try:
+        for batch in batches:
+            number += 1
+            try:
+                with torch.no_grad():  # not around the yield: the grad mode is the consumer's there
                     features = self.transform(batch.columns)
-                except ValueError as error:  # data the features refuse
-                    raise FusionrecError(
-                        f"train_input_path {self.config.train_input_path!r}, epoch {epoch}, batch {number}: {error}"
-                    ) from None
-                reader.report.add_feature_counts(feature_counts(features))
-                yield batch, features
+            except ValueError as error:  # data the features refuse
+                raise FusionrecError(
+                    f"train_input_path {self.config.train_input_path!r}, epoch {epoch}, batch {number}: {error}"
+                ) from None
+            reader.report.add_feature_counts(feature_counts(features))
+            yield batch, features
 
     def _write_read_report(self, stage: str, reader: TableReader, *, progress: bool = True) -> None:
         if not self.world.is_main:

@@ -25,7 +25,7 @@ class DataConfig(_Strict):
     shuffle: bool = True
     shuffle_buffer_size: int = Field(32, ge=1)
     num_epochs: int = Field(0, ge=0)
-    prefetch_size: int = Field(32, ge=1)
+    prefetch_size: int = Field(32, ge=1)  # no effect: batches are read between training steps
     input_type: str = "CSVInput"
     separator: str = ","
     num_parallel_calls: int = 8

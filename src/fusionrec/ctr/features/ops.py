@@ -40,11 +40,35 @@ def feature_counts(features: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return counts
 
 
+@torch.jit.unused
+def _eager_fnv1a(data: Tensor, starts: Tensor, lengths: Tensor, state: Tensor) -> Tensor:
+    from fusionrec.ctr.features import _kernels
+
+    return _kernels.fnv1a(data, starts, lengths, state)
+
+
+@torch.jit.unused
+def _eager_split_tokens(data: Tensor, offsets: Tensor, separator: int) -> Tuple[Tensor, Tensor, Tensor]:
+    from fusionrec.ctr.features import _kernels
+
+    return _kernels.split_tokens(data, offsets, separator)
+
+
+@torch.jit.unused
+def _eager_pad_tokens(ids: Tensor, token_row: Tensor, n_rows: int, max_len: int) -> Tuple[Tensor, Tensor, Tensor]:
+    from fusionrec.ctr.features import _kernels
+
+    return _kernels.pad_tokens(ids, token_row, n_rows, max_len)
+
+
 def fnv1a(data: Tensor, starts: Tensor, lengths: Tensor, state: Tensor) -> Tensor:
     """FNV-1a of the byte segments data[starts[i] : starts[i] + lengths[i]], continuing ``state``.
 
-    All arithmetic stays below 2^57, so int64 is exact.
+    All arithmetic stays below 2^57, so int64 is exact. Run eagerly, its numba twin
+    (``_kernels``) does the work; an export's TorchScript runs the code below.
     """
+    if not torch.jit.is_scripting():
+        return _eager_fnv1a(data, starts, lengths, state)
     h = state.clone()
     if data.numel() == 0 or lengths.numel() == 0:
         return h
@@ -70,6 +94,8 @@ def vocab_key(data: Tensor, starts: Tensor, lengths: Tensor) -> Tensor:
 
 def split_tokens(data: Tensor, offsets: Tensor, separator: int) -> Tuple[Tensor, Tensor, Tensor]:
     """Tokens of each row split at ``separator`` (empty tokens dropped): (starts, lengths, row)."""
+    if not torch.jit.is_scripting():
+        return _eager_split_tokens(data, offsets, separator)
     n_bytes = data.shape[0]
     if n_bytes == 0:
         empty = torch.zeros(0, dtype=torch.int64)
@@ -92,6 +118,8 @@ def split_tokens(data: Tensor, offsets: Tensor, separator: int) -> Tuple[Tensor,
 def pad_tokens(ids: Tensor, token_row: Tensor, n_rows: int, max_len: int) -> Tuple[Tensor, Tensor, Tensor]:
     """(n_rows, L) ids and mask, keeping each row's last ``max_len`` tokens (the most recent),
     and each row's token count before truncation."""
+    if not torch.jit.is_scripting():
+        return _eager_pad_tokens(ids, token_row, n_rows, max_len)
     counts = torch.bincount(token_row, minlength=n_rows) if token_row.numel() > 0 else torch.zeros(n_rows, dtype=torch.int64)
     length = int(counts.max().item()) if n_rows > 0 else 0
     if max_len > 0:
