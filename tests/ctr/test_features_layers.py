@@ -88,6 +88,10 @@ def test_din_attention_equals_the_papers_formula(use_bn, hidden, score_activatio
 
     torch.manual_seed(1)
     attention = DINAttention(5, hidden, "tf.nn.sigmoid", use_bn=use_bn, score_activation=score_activation).train()
+    with torch.no_grad():  # batch norm's scale and shift away from 1 and 0, so that both enter every formula
+        for bn in (m for m in attention.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-1.0, 1.0)
     reference = copy.deepcopy(attention)
     query, keys = torch.randn(4, 6, 5)[:, 0].clone().requires_grad_(), torch.randn(4, 6, 5)
     mask = torch.rand(4, 6) < 0.6

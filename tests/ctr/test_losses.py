@@ -37,6 +37,21 @@ def test_pairwise_is_the_mean_over_ordered_pairs(weighted):
     assert float(losses.pairwise(logits, torch.zeros_like(labels), w)) == 0.0  # no pair: 0, not NaN
 
 
+def test_pairwise_over_graded_labels_and_its_click_pairs_in_matrix_order():
+    """Graded labels (0, 1, 2) pair every higher label with every lower one; with clicks the
+    positives-by-negatives pairs come in the B x B matrix's row-major order."""
+    logits, _, weights = batch(4)
+    graded = torch.tensor([0, 2, 1, 0, 2, 1, 1, 0, 0, 2, 0, 1], dtype=torch.float32)
+    pairs = [(i, j) for i in range(12) for j in range(12) if graded[i] > graded[j]]
+    expected = sum(float(weights[i]) * bce(float(logits[i] - logits[j]), 1.0) for i, j in pairs) / len(pairs)
+    assert float(losses.pairwise(logits, graded, weights)) == pytest.approx(expected, rel=1e-5)
+    clicks = (graded > 1).float()
+    differences, pair_weights = losses._ordered_pairs(logits, clicks, weights)
+    order = [(i, j) for i in range(12) for j in range(12) if clicks[i] > clicks[j]]
+    assert torch.equal(differences, torch.stack([logits[i] - logits[j] for i, j in order]))
+    assert torch.equal(pair_weights, torch.stack([weights[i] for i, _ in order]))
+
+
 def test_pairwise_logistic_is_log1p_exp_over_pairs():
     logits, labels, _ = batch(1)
     pairs = [math.log1p(math.exp(-float(logits[i] - logits[j]))) for i in range(12) for j in range(12) if labels[i] > labels[j]]

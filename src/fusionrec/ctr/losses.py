@@ -150,7 +150,17 @@ def ziln(logits: Tensor, labels: Tensor, weights: Tensor | None, mu_regularizati
 
 
 def _ordered_pairs(scores: Tensor, labels: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """s_i - s_j over the pairs (i, j) with label_i > label_j, and each pair's weight (its i's)."""
+    """s_i - s_j over the pairs (i, j) with label_i > label_j, and each pair's weight (its i's),
+    in row-major order of (i, j)."""
+    if bool(((labels == 0) | (labels == 1)).all()):
+        # clicks: the positives against the negatives, the same pairs in the same order without
+        # the B x B matrices (a 4096-row batch's made multi_tower_on_taobao's step 4x slower)
+        positive = torch.nonzero(labels == 1).squeeze(1)
+        negative = torch.nonzero(labels == 0).squeeze(1)
+        differences = (scores.index_select(0, positive).unsqueeze(1) - scores.index_select(0, negative).unsqueeze(0)).reshape(-1)
+        if weights is None:
+            return differences, None
+        return differences, weights.index_select(0, positive).unsqueeze(1).expand(-1, negative.numel()).reshape(-1)
     mask = (labels.unsqueeze(1) - labels.unsqueeze(0)) > 0
     differences = (scores.unsqueeze(1) - scores.unsqueeze(0))[mask]
     pair_weights = weights.unsqueeze(1).expand_as(mask)[mask] if weights is not None else None

@@ -35,6 +35,7 @@ from fusionrec.ctr.config import (
     PipelineConfig,
     dump_config,
 )
+from fusionrec.ctr._memory import keep_freed_memory
 from fusionrec.ctr.data import TableReader, iter_batches, reader_for, resolve_paths
 from fusionrec.ctr.distributed import (
     TrainingStep,
@@ -408,6 +409,7 @@ class Trainer:
         if self.world.is_distributed and self._data_parallel is None:
             self._data_parallel = data_parallel(self._training_step)
         reader = self._reader()
+        keep_freed_memory()
         start_time = time.perf_counter()
         self.model.train()
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"),

@@ -117,13 +117,45 @@ class DINAttention(nn.Module):
 def weighted_batch_norm(x: Tensor, weights: Tensor, bn: nn.BatchNorm1d) -> Tensor:
     """Training-mode batch norm of the rows of ``x``, row i counted ``weights[i]`` times:
     identical (values, gradients, running statistics) to ``bn`` over the expanded batch."""
-    total = weights.sum()
-    w = (weights / total).unsqueeze(1)
-    mean = (w * x).sum(dim=0)
-    var = (w * (x - mean).pow(2)).sum(dim=0)
+    y, mean, var, total = _WeightedBatchNorm.apply(x, weights, bn.weight, bn.bias, bn.eps)
     with torch.no_grad():
         momentum = bn.momentum if bn.momentum is not None else 0.1
         bn.running_mean.mul_(1 - momentum).add_(momentum * mean)
         bn.running_var.mul_(1 - momentum).add_(momentum * var * total / (total - 1).clamp(min=1))
         bn.num_batches_tracked.add_(1)
-    return (x - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
+    return y
+
+
+class _WeightedBatchNorm(torch.autograd.Function):
+    """Batch norm with row weights w (normalized to sum 1), in few passes over x: DIN's attention
+    normalizes one row per valid history position (50,000 x 128 on a 4,096-row taobao batch),
+    where autograd's graph of the same formula made about 30 passes over it.
+
+    Forward: mu = w^T x, c = x - mu, var = w^T c^2, y = gamma * c / sqrt(var + eps) + beta.
+    Backward (the chain rule through mu and var, as for batch norm (Ioffe & Szegedy, ICML 2015,
+    section 3) with 1/m replaced by w_i): with a = gamma * r, r = (var + eps)^-1/2,
+    dx_i = a * (g_i - w_i * sum_j g_j - w_i * r^2 * c_i * sum_j g_j c_j)."""
+
+    @staticmethod
+    def forward(ctx, x, weights, gamma, beta, eps: float):
+        total = weights.sum()
+        w = weights / total
+        mean = w @ x
+        centered = x - mean
+        var = w @ (centered * centered)
+        rstd = torch.rsqrt(var + eps)
+        scale = gamma * rstd
+        y = torch.addcmul(beta, centered, scale)
+        ctx.save_for_backward(centered, w, rstd, scale)
+        ctx.mark_non_differentiable(mean, var, total)
+        return y, mean, var, total
+
+    @staticmethod
+    def backward(ctx, grad, _mean, _var, _total):
+        centered, w, rstd, scale = ctx.saved_tensors
+        grad_sum = grad.sum(dim=0)
+        grad_dot = (grad * centered).sum(dim=0)  # sum_j g_j c_j
+        grad_x = grad * scale
+        grad_x.addr_(w, scale * grad_sum, alpha=-1.0)
+        grad_x.addcmul_(centered * w.unsqueeze(1), scale * rstd * rstd * grad_dot, value=-1.0)
+        return grad_x, None, grad_dot * rstd, grad_sum, None
