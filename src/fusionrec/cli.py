@@ -9,7 +9,7 @@
     fusionrec train pipeline.yaml [--run_dir DIR]          (trees + deep models, fused out of fold, exported)
     fusionrec export --pipeline_config_path pipeline.yaml --export_dir DIR
     fusionrec predict --saved_model_dir DIR --input_path in.csv --output_path out.csv [--model_scores]
-    fusionrec serve --saved_model_dir DIR [--port 8000] [--workers N]
+    fusionrec serve --saved_model_dir DIR [--port 8000] [--workers N (default: one per core)]
     fusionrec version
 
 Tables are read with pyarrow (CSV with a header row, or Parquet by extension).
@@ -365,7 +365,8 @@ def _add_pipeline(sub) -> None:
     sv.add_argument("--saved_model_dir", required=True, help="the export directory, or the trees' model file")
     sv.add_argument("--host", default="127.0.0.1", help="the address to bind (default: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--workers", type=int, default=1, help="server processes; each loads the model once")
+    sv.add_argument("--workers", type=int, default=None,
+                    help="server processes, each loading the model once (default: one per core)")
     sv.add_argument("--max_body_bytes", type=int, default=8 * 1024 * 1024)
     sv.add_argument("--max_rows", type=int, default=10_000, help="rows per request")
     sv.add_argument("--timeout_seconds", type=float, default=30.0, help="time from a request's arrival to its answer (408 after)")

@@ -107,3 +107,64 @@ def test_what_serve_cannot_serve_is_named(tmp_path):
     (tmp_path / "model.json").write_text("{}")
     with pytest.raises(FusionrecError):
         create_app(ServerSettings(saved_model_dir=str(tmp_path / "model.json"), allow_missing_checksums=True))
+
+
+def _job(body: dict, timeout: float = 30.0):
+    import time
+
+    from fusionrec.pipeline.server import ScoringJob
+
+    return ScoringJob(json.dumps(body).encode(), "application/json", time.monotonic() + timeout, timeout)
+
+
+def test_requests_scored_together_get_what_each_gets_alone(ctr_export):
+    """Dynamic batching: jobs that waited together are typed and scored as one table, and each
+    gets its own answer: its scores, its ids, its request_id; a bad value answers its own
+    request 422 (naming its row) and leaves the others scored; an expired job gets its 408."""
+    from fusionrec.pipeline.scorers import open_scorer
+    from fusionrec.pipeline.server import JobRunner
+
+    runner = JobRunner(open_scorer(ctr_export / "export"), max_rows=10_000)
+    rows = _rows(ctr_export / "test.csv", 60)
+    bodies = [{"rows": rows[:7], "request_id": "a"}, {"rows": rows[7:30], "model_scores": True}, {"rows": rows[30:31]},
+              {"rows": rows[31:60], "request_id": 4}]  # fmt: skip
+    alone = [runner.run_batch([_job(b)])[0] for b in bodies]
+    together = runner.run_batch([_job(b) for b in bodies])
+    for (status_alone, answer_alone), (status, answer) in zip(alone, together):
+        assert status_alone == status == 200
+        assert answer.keys() == answer_alone.keys() and answer["ids"] == answer_alone["ids"]
+        np.testing.assert_allclose(answer["scores"], answer_alone["scores"], rtol=1e-5)  # batch shapes change the last bits
+    assert together[0][1]["request_id"] == "a" and together[3][1]["request_id"] == 4
+    assert "model_scores" in together[1][1] and "model_scores" not in together[0][1]
+
+    bad = [dict(r) for r in rows[:5]]
+    bad[3]["price"] = "not a number"
+    expired = _job({"rows": rows[:3]}, timeout=-1.0)
+    mixed = runner.run_batch([_job({"rows": rows[:4]}), _job({"rows": bad}), expired, _job({"rows": rows[4:9]}), _job([1])])
+    assert [status for status, _ in mixed] == [200, 422, 408, 200, 422]
+    assert "row 4" in mixed[1][1]["detail"] and "price" in mixed[1][1]["detail"]
+    np.testing.assert_allclose(mixed[0][1]["scores"], alone[0][1]["scores"][:4], rtol=1e-5)
+    np.testing.assert_allclose(mixed[3][1]["scores"], alone[0][1]["scores"][4:7] + alone[1][1]["scores"][:2], rtol=1e-5)
+
+
+def test_concurrent_requests_each_get_their_own_rows_scores(ctr_export):
+    """As many clients at once as a worker admits (max_pending 8) through the HTTP server (one
+    scoring thread: requests queue and are batched): every answer carries its own ids and the
+    scores its rows get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = _rows(ctr_export / "test.csv", 120)
+    with ServerProcess(ctr_export / "export") as process:
+        status, body = request(process.url + "/predict", {"rows": rows})
+        reference = json.loads(body)["scores"]
+
+        def call(k):
+            part = rows[k * 10 : k * 10 + 10]
+            return request(process.url + "/predict", {"rows": part, "request_id": k})
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(call, range(12)))
+    for k, (status, body) in enumerate(answers):
+        answer = json.loads(body)
+        assert status == 200 and answer["request_id"] == k and answer["ids"] == list(range(k * 10, k * 10 + 10))
+        np.testing.assert_allclose(answer["scores"], reference[k * 10 : k * 10 + 10], rtol=1e-5)

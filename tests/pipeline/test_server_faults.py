@@ -169,7 +169,7 @@ def rss_mb(pid: int) -> float:
 def guarded_server(trained_pipeline):
     """One worker with small limits: 250 kB bodies, 1 s for headers and for a body, 20 connections."""
     flags = ("--max_body_bytes", "250000", "--header_timeout_seconds", "1", "--body_timeout_seconds", "1", "--max_connections", "20")
-    with ServerProcess(trained_pipeline["export"], *flags) as server:
+    with ServerProcess(trained_pipeline["export"], "--workers", "1", *flags) as server:
         yield server
 
 
@@ -250,7 +250,7 @@ def test_after_an_overload_burst_a_one_row_request_answers_within_a_second(train
     the abandoned work stops, so a one-row request sent when the burst is over answers at once
     (before, the abandoned requests went on scoring one after another)."""
     rows = (json_rows(trained_pipeline["test"], 600) * 17)[:10_000]
-    with ServerProcess(trained_pipeline["export"], "--timeout_seconds", "1", "--max_pending", "4") as server:
+    with ServerProcess(trained_pipeline["export"], "--workers", "1", "--timeout_seconds", "1", "--max_pending", "4") as server:
         results = post_in_threads(server.url, [json.dumps({"rows": rows}).encode()] * 20)
         burst_over = time.monotonic()
         status, body = request(server.url + "/predict", {"rows": [row]})

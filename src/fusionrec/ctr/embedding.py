@@ -26,6 +26,8 @@ def lookup(weight: Tensor, sparse: bool, ids: Tensor) -> Tensor:
     """Embedding rows of ``ids``, looking each distinct id up once: the table's sparse gradient then has one
     row per distinct id, so the optimizer does not coalesce duplicates (most of a batch's ids
     repeat: popular items, and the same history lists in many rows)."""
+    if not (torch.is_grad_enabled() and weight.requires_grad):  # scoring: no gradient to keep small
+        return torch.nn.functional.embedding(ids, weight)
     unique, inverse = torch.unique(ids, return_inverse=True)
     rows = torch.nn.functional.embedding(unique, weight, sparse=sparse)
     # index_select's backward is one index_add_ (advanced indexing's is a slower index_put_)

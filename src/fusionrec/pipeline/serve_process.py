@@ -228,11 +228,23 @@ class Supervisor:
                 worker.process.join()
 
 
-def serve(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def serve(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000, workers: int | None = None) -> None:
     """Serve a pipeline export until SIGTERM / SIGINT; raises ``FusionrecError`` if it cannot
-    start, or when no worker can serve the export pinned at start."""
+    start, or when no worker can serve the export pinned at start. ``workers`` None: one per
+    core this process may run on, each with one compute thread (a request's operations are too
+    small to split over threads; processes answer requests side by side)."""
     from fusionrec.pipeline.scorers import pinned_digest
 
+    if workers is None:
+        workers = available_cores()
     if workers < 1:
         raise FusionrecError(f"--workers {workers}: must be at least 1")
     if not 0 < port < 65536:
@@ -243,7 +255,7 @@ def serve(settings: ServerSettings, *, host: str = "127.0.0.1", port: int = 8000
     digest = pinned_digest(settings.saved_model_dir, require_checksums=not settings.allow_missing_checksums)
     update = {"export_digest": digest}
     if settings.compute_threads is None:
-        update["compute_threads"] = max(1, (os.cpu_count() or 1) // workers)
+        update["compute_threads"] = max(1, available_cores() // workers)
     settings = settings.model_copy(update=update)
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fusionrec-metrics-")
