@@ -1,7 +1,7 @@
 """fusionrec's CTR trainer beside EasyRec itself: the same config text, the same click logs.
 
     python benchmarks/ctr_vs_easyrec.py --easyrec-python /path/to/python [--train-rows 1000000]
-        [--eval-rows 50000] [--configs din_on_taobao,dcn_on_taobao] [--easyrec-runs 1]
+        [--eval-rows 50000] [--configs din_on_taobao,dcn_on_taobao] [--easyrec-runs 1] [--fusionrec-seeds 1]
         [--markdown docs/benchmarks.md]
 
 ``--easyrec-python`` (or ``EASYREC_PYTHON``) is a Python that imports ``easy_rec`` (EasyRec's
@@ -38,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from fusionrec.ctr.trainer import SEED
 from fusionrec.datasets import TAOBAO_COLUMNS
 
 SAMPLES = ROOT.parent / "shared" / "easyrec" / "configs"
@@ -86,7 +87,7 @@ FUSIONREC_RUNNER = """
 import json, sys
 from fusionrec.ctr.config import load_config
 from fusionrec.ctr.trainer import Trainer
-trainer = Trainer(load_config(sys.argv[1]))
+trainer = Trainer(load_config(sys.argv[1]), seed=int(sys.argv[2]))
 report = trainer.train(progress=False)
 print("REPORT " + json.dumps({"examples_per_sec": report["examples_per_sec"], "eval": report.get("eval") or {}}))
 """
@@ -124,8 +125,8 @@ print("AUC " + json.dumps({"key": key, "auc": float(roc_auc_score(labels, proba)
 """
 
 
-def run_fusionrec(config: Path, log: Path) -> dict:
-    usage = run_child([sys.executable, "-c", FUSIONREC_RUNNER, str(config)], log)
+def run_fusionrec(config: Path, log: Path, seed: int) -> dict:
+    usage = run_child([sys.executable, "-c", FUSIONREC_RUNNER, str(config), str(seed)], log)
     report = json.loads(next(line for line in log.read_text().splitlines() if line.startswith("REPORT "))[7:])
     aucs = {k: v for k, v in report["eval"].items() if k.startswith("auc")}
     key = "auc" if "auc" in aucs else ("auc_ctr" if "auc_ctr" in aucs else sorted(aucs)[0])
@@ -169,6 +170,7 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=50_000)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--easyrec-runs", type=int, default=1, help="EasyRec sets no seed: its AUC spread over runs")
+    parser.add_argument("--fusionrec-seeds", type=int, default=1, help="fusionrec runs with seeds SEED, SEED + 1, ...")
     parser.add_argument("--work-dir", help="keep the data, configs and logs here")
     parser.add_argument("--markdown", help="append the table to this file")
     args = parser.parse_args()
@@ -190,16 +192,23 @@ def main() -> None:
     for name in args.configs.split(","):
         source = CONFIGS[name]
         batch = int(re.search(r"batch_size:\s*(\d+)", source.read_text()).group(1))
-        ours_dir = work / f"{name}.fusionrec"
-        ours_config = work / f"{name}.fusionrec.config"
-        ours_config.write_text(edited_config(source, train, test, ours_dir, args.train_rows))
-        try:
-            ours = run_fusionrec(ours_config, work / f"{name}.fusionrec.log")
-        except RuntimeError as error:  # one config's failure is reported in its row; the others still run
-            rows.append({"config": name, "fusionrec ex/s": f"failed: {str(error).splitlines()[-1][:120]}"})
+        ours = []
+        for k in range(args.fusionrec_seeds):
+            ours_dir = work / f"{name}.fusionrec{k}"
+            ours_config = work / f"{name}.fusionrec{k}.config"
+            ours_config.write_text(edited_config(source, train, test, ours_dir, args.train_rows))
+            try:
+                ours.append(run_fusionrec(ours_config, work / f"{name}.fusionrec{k}.log", SEED + k))
+            except RuntimeError as error:  # one config's failure is reported in its row; the others still run
+                failure = f"failed: {str(error).splitlines()[-1][:120]}"
+        if not ours:
+            rows.append({"config": name, "fusionrec ex/s": failure})
             continue
-        row = {"config": name, "fusionrec ex/s": ours["examples_per_sec"], "fusionrec AUC": ours["auc"],
-               "fusionrec CPU s": ours["cpu_s"], "fusionrec MB": ours["peak_mb"]}  # fmt: skip
+        our_aucs = [o["auc"] for o in ours]
+        row = {"config": name, "fusionrec ex/s": sum(o["examples_per_sec"] for o in ours) / len(ours),
+               "fusionrec AUC": sum(our_aucs) / len(our_aucs),
+               "fusionrec AUC range": f"{min(our_aucs):.4f}-{max(our_aucs):.4f}" if len(ours) > 1 else f"{our_aucs[0]:.4f}",
+               "fusionrec CPU s": sum(o["cpu_s"] for o in ours) / len(ours), "fusionrec MB": max(o["peak_mb"] for o in ours)}  # fmt: skip
         if args.easyrec_python:
             theirs = []
             for run in range(args.easyrec_runs):
@@ -216,12 +225,12 @@ def main() -> None:
                 row.update({"EasyRec ex/s": speed, "EasyRec AUC": sum(aucs) / len(aucs),
                             "EasyRec AUC range": f"{min(aucs):.4f}-{max(aucs):.4f}" if len(aucs) > 1 else f"{aucs[0]:.4f}",
                             "EasyRec CPU s": sum(t["cpu_s"] for t in theirs) / len(theirs),
-                            "EasyRec MB": max(t["peak_mb"] for t in theirs), "speed ratio": round(ours["examples_per_sec"] / speed, 2),
-                            "AUC diff": round(ours["auc"] - sum(aucs) / len(aucs), 4)})  # fmt: skip
+                            "EasyRec MB": max(t["peak_mb"] for t in theirs), "speed ratio": round(row["fusionrec ex/s"] / speed, 2),
+                            "AUC diff": round(row["fusionrec AUC"] - sum(aucs) / len(aucs), 4)})  # fmt: skip
         rows.append(row)
         console.print(row)
     title = (f"fusionrec beside EasyRec, {args.train_rows:,} training rows (1 epoch), {args.eval_rows:,} evaluation rows, "
-             f"{os.cpu_count()} cores, EasyRec runs per config: {args.easyrec_runs}")  # fmt: skip
+             f"{os.cpu_count()} cores, runs per config: EasyRec {args.easyrec_runs}, fusionrec {args.fusionrec_seeds} (seeds)")  # fmt: skip
     columns = list(dict.fromkeys(k for row in rows for k in row))
     cell = lambda v: f"{v:,.0f}" if isinstance(v, float) and v > 10 else (f"{v:.4f}" if isinstance(v, float) else str(v))
     table = Table(title=title)
