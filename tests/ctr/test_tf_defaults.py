@@ -303,3 +303,22 @@ def test_a_checkpoint_records_the_batch_norm_epsilon_and_an_old_one_keeps_torchs
     again = _trainer(taobao, tmp_path / "again")
     again.load_checkpoint(old)
     assert {m.eps for m in _batch_norms(again.model)} == {1e-5}
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_the_adam_table_kernels_agree(n_threads):
+    """The one-pass numba-parallel kernel (single process) and the three passes on Python threads
+    (a torchrun rank) give the same update."""
+    from fusionrec.ctr._adam_kernel import adam_rows_update
+
+    rng = np.random.default_rng(1)
+    weights = rng.normal(size=(300_000, 4)).astype(np.float32)
+    moments = [rng.random((300_000, 4)).astype(np.float32) * 1e-3 for _ in range(2)]
+    rows = np.unique(rng.integers(0, 300_000, 5_000))
+    grads = rng.normal(size=(rows.shape[0], 4)).astype(np.float32)
+    states = [[weights.copy(), moments[0].copy(), moments[1].copy()] for _ in range(2)]
+    adam_rows_update(*states[0], rows, grads, 1e-3, 0.9, 0.999, 1e-8, numba_threads=True)
+    adam_rows_update(*states[1], rows, grads, 1e-3, 0.9, 0.999, 1e-8, n_threads=n_threads, numba_threads=False)
+    for a, b in zip(*states):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert not np.array_equal(states[0][0], weights)

@@ -173,3 +173,12 @@ def test_the_optimizers_are_made_only_when_training_needs_them(taobao, tmp_path)
     evaluator = Trainer(load_config(WIDE_AND_DEEP, edits(taobao, tmp_path / "m")))
     evaluator.evaluate(evaluator.checkpoints()[-1][1])
     assert evaluator._optimizer is None
+
+
+def test_auc_is_scikit_learns_with_ties_and_nan_for_one_class():
+    rng = np.random.default_rng(3)
+    labels = (rng.random(2_000) < 0.1).astype(np.float64)
+    proba = np.round(rng.random(2_000), 2)  # many tied scores
+    result = evaluate_metrics([EvalMetrics(auc={})], labels, proba, {})
+    assert result["auc"] == pytest.approx(roc_auc_score(labels, proba), abs=1e-12)
+    assert math.isnan(evaluate_metrics([EvalMetrics(auc={})], np.zeros(5), proba[:5], {})["auc"])

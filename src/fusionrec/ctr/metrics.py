@@ -8,17 +8,16 @@ regression. ``scores`` are what the model predicts: probabilities (binary (n,), 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from fusionrec.ctr.config import EvalMetrics
 from fusionrec.ctr.tasks import MULTICLASS, REGRESSION, ZILN, Task
 
 
 def _auc(labels: np.ndarray, proba: np.ndarray) -> float:
-    positives = labels >= 0.5
-    if positives.all() or not positives.any():
-        return float("nan")
-    return float(roc_auc_score(positives, proba))
+    """ROC AUC (ties counting a half), as the Mann-Whitney statistic of one group: what
+    scikit-learn's roc_auc_score gives, without importing scikit-learn (a second of start-up
+    for ``fusionrec ctr eval``)."""
+    return grouped_auc(labels, proba, np.zeros(np.asarray(labels).shape[0], dtype=np.int64), "mean")
 
 
 def grouped_auc(labels, proba, groups, reduction: str) -> float:
@@ -27,7 +26,7 @@ def grouped_auc(labels, proba, groups, reduction: str) -> float:
     Every group at once, as the Mann-Whitney statistic (what ROC AUC is, ties counting a half):
     rows sorted by (group, score), tied scores of a group given their mean rank; a group's AUC is
     (sum of its positives' ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg). One sort instead of a
-    roc_auc_score call per group (tens of thousands of users)."""
+    ROC AUC computation per group (tens of thousands of users)."""
     labels, proba = np.asarray(labels), np.asarray(proba, dtype=np.float64)
     n = labels.shape[0]
     if n == 0:

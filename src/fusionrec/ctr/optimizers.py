@@ -130,7 +130,8 @@ class TFAdam(torch.optim.Adam):
         rows = grad.indices()[0].contiguous().numpy()
         values = grad.values().to(torch.float32).contiguous().numpy()
         adam_rows_update(weight.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(), rows,
-                         values, lr_t, beta1, beta2, TF_ADAM_EPSILON)  # fmt: skip
+                         values, lr_t, beta1, beta2, TF_ADAM_EPSILON, n_threads=torch.get_num_threads(),
+                         numba_threads=not torch.distributed.is_initialized())  # fmt: skip
 
 
 def tf_adam_epsilon(beta2: float, t: int, epsilon: float = TF_ADAM_EPSILON) -> float:
