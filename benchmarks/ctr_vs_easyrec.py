@@ -163,6 +163,14 @@ def run_easyrec(python: str, config: Path, model_dir: Path, test: Path, batch: i
     return {**usage, "examples_per_sec": batch * rate, "auc": auc["auc"]}
 
 
+def summarize(engine: str, runs: list[dict]) -> dict:
+    """One engine's columns over its runs: mean ex/s, AUC and CPU s, the AUC range, peak MB."""
+    aucs = [r["auc"] for r in runs]
+    return {f"{engine} ex/s": sum(r["examples_per_sec"] for r in runs) / len(runs), f"{engine} AUC": sum(aucs) / len(aucs),
+            f"{engine} AUC range": f"{min(aucs):.4f}-{max(aucs):.4f}" if len(aucs) > 1 else f"{aucs[0]:.4f}",
+            f"{engine} CPU s": sum(r["cpu_s"] for r in runs) / len(runs), f"{engine} MB": max(r["peak_mb"] for r in runs)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--easyrec-python", default=os.environ.get("EASYREC_PYTHON"))
@@ -204,11 +212,7 @@ def main() -> None:
         if not ours:
             rows.append({"config": name, "fusionrec ex/s": failure})
             continue
-        our_aucs = [o["auc"] for o in ours]
-        row = {"config": name, "fusionrec ex/s": sum(o["examples_per_sec"] for o in ours) / len(ours),
-               "fusionrec AUC": sum(our_aucs) / len(our_aucs),
-               "fusionrec AUC range": f"{min(our_aucs):.4f}-{max(our_aucs):.4f}" if len(ours) > 1 else f"{our_aucs[0]:.4f}",
-               "fusionrec CPU s": sum(o["cpu_s"] for o in ours) / len(ours), "fusionrec MB": max(o["peak_mb"] for o in ours)}  # fmt: skip
+        row = {"config": name, **summarize("fusionrec", ours)}
         if args.easyrec_python:
             theirs = []
             for run in range(args.easyrec_runs):
@@ -220,13 +224,9 @@ def main() -> None:
                 except RuntimeError as error:
                     row["EasyRec ex/s"] = f"failed: {str(error).splitlines()[-1][:120]}"
             if theirs:
-                aucs = [t["auc"] for t in theirs]
-                speed = sum(t["examples_per_sec"] for t in theirs) / len(theirs)
-                row.update({"EasyRec ex/s": speed, "EasyRec AUC": sum(aucs) / len(aucs),
-                            "EasyRec AUC range": f"{min(aucs):.4f}-{max(aucs):.4f}" if len(aucs) > 1 else f"{aucs[0]:.4f}",
-                            "EasyRec CPU s": sum(t["cpu_s"] for t in theirs) / len(theirs),
-                            "EasyRec MB": max(t["peak_mb"] for t in theirs), "speed ratio": round(row["fusionrec ex/s"] / speed, 2),
-                            "AUC diff": round(row["fusionrec AUC"] - sum(aucs) / len(aucs), 4)})  # fmt: skip
+                row.update(summarize("EasyRec", theirs))
+                row.update({"speed ratio": round(row["fusionrec ex/s"] / row["EasyRec ex/s"], 2),
+                            "AUC diff": round(row["fusionrec AUC"] - row["EasyRec AUC"], 4)})
         rows.append(row)
         console.print(row)
     title = (f"fusionrec beside EasyRec, {args.train_rows:,} training rows (1 epoch), {args.eval_rows:,} evaluation rows, "

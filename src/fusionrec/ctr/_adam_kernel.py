@@ -5,7 +5,7 @@ row's moments decay (m *= beta1, v *= beta2), the batch's rows add their (duplic
 gradient, and every row moves by lr_t * m / (sqrt(v) + epsilon), lr_t = lr * sqrt(1 - beta2^t)
 / (1 - beta1^t) (Kingma & Ba, ICLR 2015, section 2 before 2.1). Handing torch a dense gradient for
 that costs a zero-filled table-sized tensor per table per step and a sort of the batch's ids;
-this kernel takes the looked-up rows and walks the table once.
+these kernels take the looked-up rows and walk the table once (a torchrun rank: three vectorized passes).
 """
 
 from __future__ import annotations

@@ -112,8 +112,8 @@ class JobRunner:
     ``run_batch`` answers the jobs that waited together with one pass of the model where it can
     (dynamic batching): their text tables are typed and scored as one table of up to
     ``SCORE_CHUNK_ROWS`` rows, then the scores are split back. A model's per-call cost (the
-    TorchScript interpreter's per-operation overhead, the reader's per-column kernels) dominates
-    100-row requests, so four requests scored at once cost little more than one. A group whose
+    TorchScript interpreter's per-operation overhead, the reader's per-column kernels) is a large
+    part of a 100-row request: in-process, one costs 9.8 ms, four together 6.0 ms each. A group whose
     combined typing fails (a bad value) or drops rows (``ignore_error``) is typed job by job, so
     each error still names its own request's row."""
 
@@ -122,9 +122,6 @@ class JobRunner:
         self.required = scorer.required
         self.optional = list(scorer.optional)
         self.max_rows = max_rows
-
-    def __call__(self, job: ScoringJob) -> tuple[int, dict]:
-        return self.run_batch([job])[0]
 
     def run_batch(self, jobs: list[ScoringJob]) -> list[tuple[int, dict]]:
         results: list[tuple[int, dict] | None] = [None] * len(jobs)
